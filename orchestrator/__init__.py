@@ -1,0 +1,3 @@
+"""Durably cancel OpenAI Batch API jobs and keep every paid-for partial result."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,51 @@
+"""Every error the orchestrator raises on purpose.
+
+    OrchestratorError
+    ├── ConfigError            a setting has a bad value (names the setting)
+    ├── InvalidBatchId         a batch id that cannot be one
+    ├── DatabaseError
+    │   ├── NotMigrated        schema missing or behind; names the command to fix it
+    │   └── DatabaseUnavailable
+    ├── UnknownBatch           an operator asked about a batch we do not track
+    └── ApiError               anything from talking to the Batch API (see orchestrator.api.errors)
+
+The message always says what was wrong; the original exception is kept as
+``__cause__``. No message ever contains the API key.
+"""
+
+from __future__ import annotations
+
+
+class OrchestratorError(Exception):
+    """Unexpected orchestrator error."""
+
+    def __init__(self, message: str | None = None) -> None:
+        super().__init__(message or (self.__doc__ or "").strip())
+
+
+class ConfigError(OrchestratorError):
+    """A setting has a bad value."""
+
+
+class InvalidBatchId(OrchestratorError):
+    """Not a valid batch id."""
+
+
+class DatabaseError(OrchestratorError):
+    """The database could not do what was asked."""
+
+
+class NotMigrated(DatabaseError):
+    """The database schema is missing or out of date: run `orchestrator db upgrade`."""
+
+
+class DatabaseUnavailable(DatabaseError):
+    """The database cannot be reached."""
+
+
+class UnknownBatch(OrchestratorError):
+    """No such batch in the state table."""
+
+
+class ApiError(OrchestratorError):
+    """The Batch API call failed."""
