@@ -1,0 +1,1 @@
+"""The `orchestrator` command line: thin commands over the stores and processes."""

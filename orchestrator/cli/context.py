@@ -1,0 +1,57 @@
+"""What every command gets: settings, output helpers, and the exit codes."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from dataclasses import dataclass, field
+from datetime import datetime
+from enum import IntEnum
+from typing import Any
+
+from rich.console import Console
+
+from orchestrator.db.database import Database
+from orchestrator.settings import Settings
+
+
+class Exit(IntEnum):
+    OK = 0
+    ATTENTION = 1  # the command ran, and something needs a person (details printed)
+    USAGE = 2  # bad arguments or settings
+    DATABASE = 3  # database unreachable or not migrated
+    NOT_FOUND = 4  # an unknown batch
+    INTERRUPTED = 130
+
+
+def to_jsonable(value: Any) -> Any:
+    if isinstance(value, datetime):
+        return value.isoformat()
+    if isinstance(value, dict):
+        return {str(k): to_jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [to_jsonable(v) for v in value]
+    return value
+
+
+@dataclass
+class Context:
+    settings: Settings
+    args: argparse.Namespace
+    out: Console = field(default_factory=lambda: Console(highlight=False))
+    err: Console = field(default_factory=lambda: Console(stderr=True, highlight=False))
+
+    @property
+    def json(self) -> bool:
+        return bool(getattr(self.args, "json", False))
+
+    def database(self, *, check_schema: bool = True) -> Database:
+        return Database.connect(
+            self.settings.database_url,
+            pool_size=self.settings.database_pool_size,
+            check_schema=check_schema,
+        )
+
+    def emit_json(self, value: Any) -> None:
+        sys.stdout.write(json.dumps(to_jsonable(value), indent=2, sort_keys=False) + "\n")

@@ -1,0 +1,104 @@
+"""Entry point: parse, load settings, dispatch, and turn errors into exit codes."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable, Sequence
+
+from orchestrator import __version__, logs
+from orchestrator.cli import config_commands, db_commands
+from orchestrator.cli.context import Context, Exit
+from orchestrator.errors import (
+    ConfigError,
+    DatabaseError,
+    InvalidBatchId,
+    OrchestratorError,
+    UnknownBatch,
+)
+from orchestrator.settings import load_settings
+
+COMMAND_MODULES: list[Callable[[argparse._SubParsersAction[argparse.ArgumentParser]], None]] = [
+    db_commands.register,
+    config_commands.register,
+]
+
+EPILOG = """\
+exit codes: 0 ok, 1 done but something needs a person, 2 bad arguments or settings,
+3 database unreachable or not migrated, 4 unknown batch, 130 interrupted.
+
+Settings: config/orchestrator.toml (or ORCHESTRATOR_CONFIG), then ORCHESTRATOR_* and
+OPENAI_* environment variables, then flags. The API key comes from OPENAI_API_KEY only.
+"""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="orchestrator",
+        description="Durably cancel OpenAI Batch API jobs and keep every paid-for partial result.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"orchestrator {__version__}")
+    parser.add_argument(
+        "--database-url",
+        dest="setting_database_url",
+        metavar="URL",
+        help="sqlite:///PATH or postgresql://USER@HOST/DB (env ORCHESTRATOR_DATABASE_URL)",
+    )
+    parser.add_argument(
+        "--log-level",
+        dest="setting_log_level",
+        choices=["DEBUG", "INFO", "WARNING", "ERROR"],
+        help="(env ORCHESTRATOR_LOG_LEVEL)",
+    )
+    parser.add_argument(
+        "--log-format",
+        dest="setting_log_format",
+        choices=["text", "json"],
+        help="(env ORCHESTRATOR_LOG_FORMAT)",
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for register in COMMAND_MODULES:
+        register(commands)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    # Flags that override a setting are stored as `setting_<name>` by every command.
+    overrides = {
+        key.removeprefix("setting_"): value
+        for key, value in vars(args).items()
+        if key.startswith("setting_") and value is not None
+    }
+    try:
+        settings = load_settings(overrides=overrides)
+        logs.configure(settings.log_level, settings.log_format, settings.api_key)
+        code: Exit = args.handler(Context(settings=settings, args=args))
+        return int(code)
+    except KeyboardInterrupt:
+        return int(Exit.INTERRUPTED)
+    except (ConfigError, InvalidBatchId) as exc:
+        return _fail(exc, Exit.USAGE)
+    except UnknownBatch as exc:
+        return _fail(exc, Exit.NOT_FOUND)
+    except DatabaseError as exc:
+        return _fail(exc, Exit.DATABASE)
+    except OrchestratorError as exc:
+        return _fail(exc, Exit.ATTENTION)
+
+
+def _fail(exc: BaseException, code: Exit) -> int:
+    sys.stderr.write(f"orchestrator: error: {exc}\n")
+    cause = exc.__cause__
+    while cause is not None:
+        first_line = str(cause).splitlines()[0] if str(cause) else ""
+        sys.stderr.write(f"  caused by: {type(cause).__name__}: {first_line}\n")
+        cause = cause.__cause__
+    return int(code)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""The pure core: statuses, transition rules, policies. No I/O, no clock reads."""

@@ -1,0 +1,62 @@
+"""The eight Batch statuses and the timestamp field each one sets."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+
+class BatchStatus(StrEnum):
+    VALIDATING = "validating"
+    FAILED = "failed"
+    IN_PROGRESS = "in_progress"
+    FINALIZING = "finalizing"
+    COMPLETED = "completed"
+    EXPIRED = "expired"
+    CANCELLING = "cancelling"
+    CANCELLED = "cancelled"
+
+    @property
+    def is_terminal(self) -> bool:
+        return self in TERMINAL
+
+    @property
+    def timestamp_field(self) -> str:
+        """The Batch field the server sets when the batch enters this status."""
+        return TIMESTAMP_FIELD[self]
+
+
+TERMINAL: frozenset[BatchStatus] = frozenset(
+    {BatchStatus.COMPLETED, BatchStatus.FAILED, BatchStatus.EXPIRED, BatchStatus.CANCELLED}
+)
+
+TIMESTAMP_FIELD: dict[BatchStatus, str] = {
+    BatchStatus.VALIDATING: "created_at",
+    BatchStatus.FAILED: "failed_at",
+    BatchStatus.IN_PROGRESS: "in_progress_at",
+    BatchStatus.FINALIZING: "finalizing_at",
+    BatchStatus.COMPLETED: "completed_at",
+    BatchStatus.EXPIRED: "expired_at",
+    BatchStatus.CANCELLING: "cancelling_at",
+    BatchStatus.CANCELLED: "cancelled_at",
+}
+
+# Every timestamp column of a batch, in the order the API documents them.
+TIMESTAMP_FIELDS: tuple[str, ...] = (
+    "created_at",
+    "in_progress_at",
+    "expires_at",
+    "finalizing_at",
+    "completed_at",
+    "failed_at",
+    "expired_at",
+    "cancelling_at",
+    "cancelled_at",
+)
+
+
+def parse_status(value: object) -> BatchStatus | None:
+    """The status, or None for a value the API has not documented (kept open, never a crash)."""
+    try:
+        return BatchStatus(str(value))
+    except ValueError:
+        return None

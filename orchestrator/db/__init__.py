@@ -1,0 +1,1 @@
+"""The one place that talks SQL: tables, engine, migrations and the stores."""

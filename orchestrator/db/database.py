@@ -1,0 +1,83 @@
+"""A database handle: the engine, sessions, and the few dialect differences."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+from sqlalchemy import Engine, Insert, Table
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.orm import Session, sessionmaker
+
+from orchestrator.db import migrate
+from orchestrator.db.engine import make_engine, session_factory
+from orchestrator.errors import DatabaseUnavailable
+
+
+@dataclass
+class Database:
+    engine: Engine
+    sessions: sessionmaker[Session]
+
+    @staticmethod
+    def connect(url: str, *, pool_size: int = 10, check_schema: bool = True) -> Database:
+        engine = make_engine(url, pool_size=pool_size)
+        if check_schema:
+            try:
+                migrate.require_current(engine)
+            except BaseException:
+                engine.dispose()
+                raise
+        return Database(engine, session_factory(engine))
+
+    @property
+    def is_postgres(self) -> bool:
+        return self.engine.dialect.name == "postgresql"
+
+    @contextmanager
+    def transaction(self) -> Iterator[Session]:
+        """A session in one transaction: committed on success, rolled back on error.
+
+        A lost connection surfaces as DatabaseUnavailable so the process loops
+        can back off and retry instead of dying.
+        """
+        try:
+            with self.sessions.begin() as session:
+                yield session
+        except (OperationalError, DBAPIError) as exc:
+            if _is_connection_problem(exc):
+                raise DatabaseUnavailable(f"database unavailable: {_first_line(exc)}") from exc
+            raise
+
+    def insert_ignoring_conflicts(self, table: Table) -> Insert:
+        """INSERT ... ON CONFLICT DO NOTHING in this dialect; execute it with a list of rows."""
+        if self.is_postgres:
+            return postgresql.insert(table).on_conflict_do_nothing()
+        return sqlite.insert(table).on_conflict_do_nothing()
+
+    def dispose(self) -> None:
+        self.engine.dispose()
+
+
+def _first_line(exc: BaseException) -> str:
+    orig = getattr(exc, "orig", None) or exc
+    return str(orig).strip().splitlines()[0] if str(orig).strip() else type(orig).__name__
+
+
+def _is_connection_problem(exc: DBAPIError) -> bool:
+    if exc.connection_invalidated:
+        return True
+    text = str(exc.orig).lower() if exc.orig else str(exc).lower()
+    signs = (
+        "connection",
+        "server closed",
+        "terminating",
+        "could not connect",
+        "timeout",
+        "unable to open database",
+        "disk i/o",
+        "the database system is",
+    )
+    return any(sign in text for sign in signs)

@@ -1,0 +1,269 @@
+"""The schema. It is the operators' interface: column names follow the API's fields.
+
+Every timestamp is a timezone-aware UTC ``DateTime`` so it reads naturally in SQL.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Text,
+    TypeDecorator,
+    UniqueConstraint,
+)
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.engine import Dialect
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+NAMING = {
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+Json = JSON().with_variant(JSONB(), "postgresql")
+BigId = BigInteger().with_variant(Integer(), "sqlite")  # SQLite autoincrements INTEGER only
+
+
+class UtcDateTime(TypeDecorator[datetime]):
+    """Aware UTC datetimes in and out, on SQLite (which keeps no zone) as on PostgreSQL."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError(f"naive datetime {value!r}: pass an aware UTC datetime")
+        value = value.astimezone(UTC)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING)
+    type_annotation_map = {datetime: UtcDateTime(), dict[str, Any]: Json, list[Any]: Json}
+
+
+class Batch(Base):
+    """One row per batch: the server's fields, mirrored, plus our bookkeeping."""
+
+    __tablename__ = "batches"
+
+    id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    # --- the server's fields (names as in the API) ---
+    endpoint: Mapped[str | None] = mapped_column(String(128))
+    model: Mapped[str | None] = mapped_column(String(256))
+    input_file_id: Mapped[str | None] = mapped_column(String(128))
+    completion_window: Mapped[str | None] = mapped_column(String(16))
+    status: Mapped[str | None] = mapped_column(String(32))  # NULL: tracked, not yet observed
+    output_file_id: Mapped[str | None] = mapped_column(String(128))
+    error_file_id: Mapped[str | None] = mapped_column(String(128))
+    created_at: Mapped[datetime | None]
+    in_progress_at: Mapped[datetime | None]
+    expires_at: Mapped[datetime | None]
+    finalizing_at: Mapped[datetime | None]
+    completed_at: Mapped[datetime | None]
+    failed_at: Mapped[datetime | None]
+    expired_at: Mapped[datetime | None]
+    cancelling_at: Mapped[datetime | None]
+    cancelled_at: Mapped[datetime | None]
+    request_counts_total: Mapped[int | None]
+    request_counts_completed: Mapped[int | None]
+    request_counts_failed: Mapped[int | None]
+    usage_input_tokens: Mapped[int | None] = mapped_column(BigInteger)
+    usage_cached_tokens: Mapped[int | None] = mapped_column(BigInteger)
+    usage_output_tokens: Mapped[int | None] = mapped_column(BigInteger)
+    usage_reasoning_tokens: Mapped[int | None] = mapped_column(BigInteger)
+    usage_total_tokens: Mapped[int | None] = mapped_column(BigInteger)
+    metadata_: Mapped[dict[str, Any] | None] = mapped_column("metadata", Json)
+    errors: Mapped[list[Any] | None]
+    # --- our bookkeeping ---
+    tracked_at: Mapped[datetime]
+    tracked_by: Mapped[str] = mapped_column(String(32))  # cancel | track | sync | demo
+    status_changed_at: Mapped[datetime | None]  # our clock, when the current status was recorded
+    last_polled_at: Mapped[datetime | None]
+    next_poll_at: Mapped[datetime | None]  # NULL: nothing more to do
+    polls: Mapped[int] = mapped_column(default=0)
+    poll_failures: Mapped[int] = mapped_column(default=0)  # consecutive
+    last_error: Mapped[str | None] = mapped_column(Text)
+    terminal_polls: Mapped[int] = mapped_column(default=0)  # polls since terminal, files missing
+    harvest_state: Mapped[str] = mapped_column(String(16), default="waiting")
+    harvested_at: Mapped[datetime | None]
+    results_stored: Mapped[int] = mapped_column(default=0)
+    result_line_errors: Mapped[int] = mapped_column(default=0)
+    overdue_since: Mapped[datetime | None]
+    lease_owner: Mapped[str | None] = mapped_column(String(128))
+    lease_expires_at: Mapped[datetime | None]
+    version: Mapped[int] = mapped_column(default=0)
+    updated_at: Mapped[datetime]
+
+    __table_args__ = (
+        Index(None, "status"),
+        Index(None, "next_poll_at"),
+        Index(None, "overdue_since"),
+    )
+
+
+class BatchEvent(Base):
+    """Append-only history: one row per status change or notable event."""
+
+    __tablename__ = "batch_events"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    batch_id: Mapped[str] = mapped_column(String(128), ForeignKey("batches.id"))
+    kind: Mapped[str] = mapped_column(String(32))
+    from_status: Mapped[str | None] = mapped_column(String(32))
+    to_status: Mapped[str | None] = mapped_column(String(32))
+    server_at: Mapped[datetime | None]
+    recorded_at: Mapped[datetime]
+    source: Mapped[str] = mapped_column(String(32))  # worker | reconciler | operator | sync
+    detail: Mapped[str | None] = mapped_column(Text)
+
+    __table_args__ = (Index(None, "batch_id", "id"), Index(None, "kind"))
+
+
+class CancelRequest(Base):
+    """A durable intent to cancel one batch, and how it went."""
+
+    __tablename__ = "cancel_requests"
+
+    batch_id: Mapped[str] = mapped_column(String(128), ForeignKey("batches.id"), primary_key=True)
+    requested_at: Mapped[datetime]
+    requested_by: Mapped[str | None] = mapped_column(String(128))
+    reason: Mapped[str | None] = mapped_column(Text)
+    state: Mapped[str] = mapped_column(String(16))  # pending | accepted | closed | failed
+    outcome: Mapped[str | None] = mapped_column(String(32))
+    attempts: Mapped[int] = mapped_column(default=0)
+    next_attempt_at: Mapped[datetime | None]
+    last_attempt_at: Mapped[datetime | None]
+    last_http_status: Mapped[int | None]
+    last_error: Mapped[str | None] = mapped_column(Text)
+    last_request_id: Mapped[str | None] = mapped_column(String(128))
+    lease_owner: Mapped[str | None] = mapped_column(String(128))
+    lease_expires_at: Mapped[datetime | None]
+    accepted_at: Mapped[datetime | None]
+    closed_at: Mapped[datetime | None]
+    terminal_status: Mapped[str | None] = mapped_column(String(32))
+    seconds_to_terminal: Mapped[float | None] = mapped_column(Float)
+
+    __table_args__ = (Index(None, "state", "next_attempt_at"),)
+
+
+class CancelAttempt(Base):
+    """Every cancel attempt sent, with what came back."""
+
+    __tablename__ = "cancel_attempts"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    batch_id: Mapped[str] = mapped_column(String(128), ForeignKey("cancel_requests.batch_id"))
+    attempt: Mapped[int]
+    worker: Mapped[str] = mapped_column(String(128))
+    started_at: Mapped[datetime]
+    finished_at: Mapped[datetime]
+    http_status: Mapped[int | None]
+    request_id: Mapped[str | None] = mapped_column(String(128))
+    outcome: Mapped[str] = mapped_column(String(32))
+    error: Mapped[str | None] = mapped_column(Text)
+
+    __table_args__ = (Index(None, "batch_id", "attempt"),)
+
+
+class ResultFile(Base):
+    """One downloaded (or to-be-downloaded) output or error file, with its checkpoint."""
+
+    __tablename__ = "result_files"
+
+    file_id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    batch_id: Mapped[str] = mapped_column(String(128), ForeignKey("batches.id"))
+    kind: Mapped[str] = mapped_column(String(8))  # output | error
+    state: Mapped[str] = mapped_column(String(16))  # pending | done | missing
+    lines_committed: Mapped[int] = mapped_column(default=0)  # checkpoint: lines fully recorded
+    results: Mapped[int] = mapped_column(default=0)
+    malformed: Mapped[int] = mapped_column(default=0)
+    duplicates: Mapped[int] = mapped_column(default=0)
+    bytes: Mapped[int | None] = mapped_column(BigInteger)
+    lines: Mapped[int | None]
+    sha256: Mapped[str | None] = mapped_column(String(64))
+    attempts: Mapped[int] = mapped_column(default=0)
+    last_error: Mapped[str | None] = mapped_column(Text)
+    started_at: Mapped[datetime | None]
+    done_at: Mapped[datetime | None]
+
+    __table_args__ = (Index(None, "batch_id"),)
+
+
+class BatchResult(Base):
+    """One request's result: one row per line of an output or error file."""
+
+    __tablename__ = "batch_results"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    batch_id: Mapped[str] = mapped_column(String(128))
+    custom_id: Mapped[str] = mapped_column(String(512))
+    line_id: Mapped[str | None] = mapped_column(String(128))  # the line's own "id"
+    file_id: Mapped[str] = mapped_column(String(128))
+    file_kind: Mapped[str] = mapped_column(String(8))
+    line_number: Mapped[int]
+    status_code: Mapped[int | None]
+    request_id: Mapped[str | None] = mapped_column(String(128))
+    body: Mapped[dict[str, Any] | None] = mapped_column(Json)
+    error_code: Mapped[str | None] = mapped_column(String(128))
+    error_message: Mapped[str | None] = mapped_column(Text)
+
+    __table_args__ = (UniqueConstraint("batch_id", "custom_id"),)
+
+
+class ResultLineError(Base):
+    """A line of a result file that could not be parsed, kept verbatim."""
+
+    __tablename__ = "result_line_errors"
+
+    file_id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    line_number: Mapped[int] = mapped_column(primary_key=True)
+    batch_id: Mapped[str] = mapped_column(String(128))
+    raw: Mapped[str] = mapped_column(Text)
+    error: Mapped[str] = mapped_column(Text)
+
+
+class Pause(Base):
+    """A stop on all sending, shared by every worker (set on 401/403)."""
+
+    __tablename__ = "pauses"
+
+    scope: Mapped[str] = mapped_column(String(32), primary_key=True)
+    reason: Mapped[str] = mapped_column(Text)
+    paused_at: Mapped[datetime]
+    until: Mapped[datetime]
+
+
+class Process(Base):
+    """A running (or last seen) worker or reconciler, for operators and lease recovery."""
+
+    __tablename__ = "processes"
+
+    id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    kind: Mapped[str] = mapped_column(String(16))
+    host: Mapped[str] = mapped_column(String(256))
+    pid: Mapped[int]
+    started_at: Mapped[datetime]
+    heartbeat_at: Mapped[datetime]
+    stopped_at: Mapped[datetime | None]

@@ -1,0 +1,74 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from alembic.autogenerate import compare_metadata
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import inspect
+
+from orchestrator.db import migrate
+from orchestrator.db.database import Database
+from orchestrator.db.engine import make_engine
+from orchestrator.db.models import Base
+from orchestrator.errors import NotMigrated
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def empty_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'empty.sqlite3'}"
+    url: str = request.getfixturevalue("empty_pg_url")
+    return url
+
+
+def diff(url: str) -> list[object]:
+    engine = make_engine(url)
+    with engine.connect() as connection:
+        context = MigrationContext.configure(connection, opts={"compare_type": True})
+        result: list[object] = compare_metadata(context, Base.metadata)
+    engine.dispose()
+    return result
+
+
+def test_upgrade_from_empty_matches_the_models(empty_url: str) -> None:
+    engine = make_engine(empty_url)
+    migrate.upgrade(engine)
+    engine.dispose()
+    assert diff(empty_url) == []
+
+
+def test_upgrade_downgrade_upgrade(empty_url: str) -> None:
+    engine = make_engine(empty_url)
+    migrate.upgrade(engine)
+    migrate.downgrade(engine, "base")
+    assert set(inspect(engine).get_table_names()) <= {"alembic_version"}
+    migrate.upgrade(engine)
+    assert diff(empty_url) == []
+    engine.dispose()
+
+
+def test_processes_refuse_an_unmigrated_database(empty_url: str) -> None:
+    with pytest.raises(NotMigrated, match="orchestrator db upgrade"):
+        Database.connect(empty_url)
+
+
+def test_processes_refuse_a_database_behind_head(empty_url: str) -> None:
+    engine = make_engine(empty_url)
+    script = ScriptDirectory.from_config(migrate.alembic_config(engine))
+    revisions = [r.revision for r in script.walk_revisions()]
+    if len(revisions) < 2:
+        pytest.skip("only one revision so far")
+    migrate.upgrade(engine, revisions[-1])
+    engine.dispose()
+    with pytest.raises(NotMigrated, match=f"at revision {revisions[-1]}"):
+        Database.connect(empty_url)
+
+
+def test_revision_files_are_numbered_in_order() -> None:
+    files = sorted(p.name for p in (migrate.MIGRATIONS_DIR / "versions").glob("*.py"))
+    numbers = [int(name.split("_", 1)[0]) for name in files]
+    assert numbers == list(range(1, len(files) + 1))
+    script = ScriptDirectory.from_config(migrate.alembic_config_for_scripts())
+    assert len(script.get_heads()) == 1
