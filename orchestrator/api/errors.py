@@ -1,0 +1,235 @@
+"""Errors from talking to the Batch API.
+
+    ApiError (orchestrator.errors)
+    ├── ApiStatusError         the server answered with an error status
+    │   ├── ApiAuthError       401/403: stop all sending
+    │   ├── ApiNotFoundError   404
+    │   └── ApiRejectedError   any other status that is not retried
+    ├── ApiTransportError      timeout, connect error, dropped connection, cut-off body
+    ├── ApiProtocolError       a 2xx whose body cannot be understood
+    └── RetryLater             retryable, but not now: persist a next-attempt time
+
+Every message names the call (action, HTTP method, path with the id), the status,
+the API error ``type``/``code``/``message`` when the body was a JSON envelope, the
+``x-request-id``, or an excerpt of a non-JSON body. The client scrubs the API key
+from every text before it reaches these classes; nothing here stores a request or
+its headers.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from orchestrator.core.retry_policy import TransportFailure, Verdict, VerdictKind
+from orchestrator.errors import ApiError
+
+__all__ = [
+    "ApiAuthError",
+    "ApiCall",
+    "ApiNotFoundError",
+    "ApiProtocolError",
+    "ApiRejectedError",
+    "ApiStatusError",
+    "ApiTransportError",
+    "RetryLater",
+    "status_error_class",
+]
+
+
+@dataclass(frozen=True)
+class ApiCall:
+    """Which call failed: ``action`` is ours (retrieve, cancel...), the rest is HTTP."""
+
+    action: str
+    method: str
+    path: str
+
+    def __str__(self) -> str:
+        return f"{self.action}: {self.method} {self.path}"
+
+
+def _rid(request_id: str | None) -> str:
+    return f"x-request-id={request_id}" if request_id else "no x-request-id"
+
+
+def _seconds(value: float) -> str:
+    return f"{value:g}s"
+
+
+class ApiStatusError(ApiError):
+    """The Batch API answered with an error status."""
+
+    def __init__(
+        self,
+        call: ApiCall,
+        *,
+        status: int,
+        verdict: Verdict,
+        error_type: str | None = None,
+        error_code: str | None = None,
+        error_message: str | None = None,
+        request_id: str | None = None,
+        retry_after: float | None = None,
+        body_excerpt: str | None = None,
+    ) -> None:
+        self.call = call
+        self.action = call.action
+        self.method = call.method
+        self.path = call.path
+        self.status = status
+        self.verdict = verdict
+        self.error_type = error_type
+        self.error_code = error_code
+        self.error_message = error_message
+        self.request_id = request_id
+        self.retry_after = retry_after
+        self.body_excerpt = body_excerpt
+        parts = [f"{call} failed with HTTP {status} ({verdict.reason})"]
+        if error_type or error_code or error_message:
+            parts.append(
+                f"API error type={error_type or '-'} code={error_code or '-'}: "
+                f"{error_message or '(no message)'}"
+            )
+        elif body_excerpt:
+            parts.append(f"body: {body_excerpt!r}")
+        if retry_after is not None:
+            parts.append(f"retry-after {_seconds(retry_after)}")
+        parts.append(_rid(request_id))
+        super().__init__("; ".join(parts))
+
+    @property
+    def retryable(self) -> bool:
+        return self.verdict.retryable
+
+
+class ApiAuthError(ApiStatusError):
+    """401/403: the key is wrong, revoked or lacks access. Stop all sending."""
+
+
+class ApiNotFoundError(ApiStatusError):
+    """404: no such batch or file for this key (wrong id, or wrong org/project)."""
+
+
+class ApiRejectedError(ApiStatusError):
+    """The server refused the request and retrying the same request will not help."""
+
+
+def status_error_class(verdict: Verdict) -> type[ApiStatusError]:
+    return {
+        VerdictKind.AUTH: ApiAuthError,
+        VerdictKind.NOT_FOUND: ApiNotFoundError,
+        VerdictKind.REJECTED: ApiRejectedError,
+    }.get(verdict.kind, ApiStatusError)
+
+
+class ApiTransportError(ApiError):
+    """No complete response: timeout, connection error, dropped connection, cut-off body.
+
+    Always retryable (by restarting the whole request or download).
+    """
+
+    retryable = True
+
+    def __init__(
+        self,
+        call: ApiCall,
+        *,
+        kind: TransportFailure,
+        detail: str,
+        timeout: float | None = None,
+        file_id: str | None = None,
+        received: int | None = None,
+        expected: int | None = None,
+    ) -> None:
+        self.call = call
+        self.action = call.action
+        self.method = call.method
+        self.path = call.path
+        self.kind = kind
+        self.detail = detail
+        self.timeout = timeout
+        self.file_id = file_id
+        self.received = received
+        self.expected = expected
+        what = {
+            TransportFailure.TIMEOUT: "timed out",
+            TransportFailure.CONNECT: "could not connect",
+            TransportFailure.READ: "connection dropped",
+            TransportFailure.PROTOCOL: "unreadable response",
+        }[kind]
+        parts = [f"{call} {what}"]
+        if timeout is not None:
+            parts.append(f"after {_seconds(timeout)}")
+        message = " ".join(parts) + f": {detail}"
+        if received is not None:
+            expected_text = "unknown" if expected is None else f"{expected}"
+            message += f" (file {file_id}: received {received} bytes, expected {expected_text})"
+        super().__init__(message)
+
+
+class ApiProtocolError(ApiError):
+    """The server answered 2xx but the body is not what the API returns (not JSON...)."""
+
+    retryable = True
+
+    def __init__(
+        self,
+        call: ApiCall,
+        *,
+        status: int,
+        detail: str,
+        request_id: str | None = None,
+        body_excerpt: str | None = None,
+    ) -> None:
+        self.call = call
+        self.action = call.action
+        self.method = call.method
+        self.path = call.path
+        self.status = status
+        self.detail = detail
+        self.request_id = request_id
+        self.body_excerpt = body_excerpt
+        message = f"{call} got HTTP {status} but {detail}"
+        if body_excerpt:
+            message += f"; body: {body_excerpt!r}"
+        super().__init__(f"{message}; {_rid(request_id)}")
+
+
+class RetryLater(ApiError):
+    """Retryable, but not in this process now: persist ``next_attempt_at`` and come back.
+
+    ``delay_s`` is the server's Retry-After (capped by the policy) when it sent one,
+    or the wait that was too long to sleep through in-process; None means "use your
+    own durable backoff". ``cause`` (also ``__cause__``) is the last failure.
+    """
+
+    retryable = True
+
+    def __init__(
+        self,
+        delay_s: float | None,
+        cause: ApiStatusError | ApiTransportError | ApiProtocolError,
+        *,
+        attempts: int,
+        retry_after: float | None = None,
+    ) -> None:
+        self.delay_s = delay_s
+        self.cause = cause
+        self.attempts = attempts
+        self.retry_after = retry_after
+        self.call = cause.call
+        self.action = cause.call.action
+        self.method = cause.call.method
+        self.path = cause.call.path
+        self.status: int | None = getattr(cause, "status", None)
+        self.request_id: str | None = getattr(cause, "request_id", None)
+        when = f"retry in {_seconds(delay_s)}" if delay_s is not None else "retry with backoff"
+        super().__init__(
+            f"{self.call}: giving up in-process after {attempts} attempt(s), {when}; "
+            f"last error: {cause}"
+        )
+        self.__cause__ = cause
+
+    def delay_or(self, fallback: float) -> float:
+        """``delay_s`` if the server set one, else ``fallback`` (the durable backoff)."""
+        return self.delay_s if self.delay_s is not None else fallback
