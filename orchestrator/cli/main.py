@@ -7,7 +7,7 @@ import sys
 from collections.abc import Callable, Sequence
 
 from orchestrator import __version__, logs
-from orchestrator.cli import config_commands, db_commands
+from orchestrator.cli import cancel_commands, config_commands, db_commands, worker_commands
 from orchestrator.cli.context import Context, Exit
 from orchestrator.errors import (
     ConfigError,
@@ -21,6 +21,8 @@ from orchestrator.settings import load_settings
 COMMAND_MODULES: list[Callable[[argparse._SubParsersAction[argparse.ArgumentParser]], None]] = [
     db_commands.register,
     config_commands.register,
+    cancel_commands.register,
+    worker_commands.register,
 ]
 
 EPILOG = """\

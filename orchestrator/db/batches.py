@@ -75,7 +75,9 @@ class BatchStore:
             new = [i for i in ids if i not in known]
             self.ensure_rows(session, new, now=now, source=source)
             for batch_id in new:
-                session.add(_event(batch_id, "tracked", now, source, detail=f"tracked by {source}"))
+                session.add(
+                    event_row(batch_id, "tracked", now, source, detail=f"tracked by {source}")
+                )
         return new
 
     def ensure_rows(self, session: Session, ids: list[str], *, now: datetime, source: str) -> None:
@@ -125,13 +127,13 @@ class BatchStore:
             setattr(row, name, value)
         for step in applied.status_changes:
             session.add(
-                _event(
+                event_row(
                     row.id, "status", now, source, step.from_status, step.to_status, step.server_at
                 )
             )
         for anomaly in applied.anomalies:
             session.add(
-                _event(
+                event_row(
                     row.id,
                     "anomaly",
                     now,
@@ -142,7 +144,7 @@ class BatchStore:
                     f"{anomaly.kind}: {anomaly.detail}",
                 )
             )
-        closed = self._close_cancel_if_terminal(session, row, now, source)
+        closed = self.close_cancel_if_terminal(session, row, now, source)
         if follow_up is not None:
             for name, value in follow_up(applied, row).items():
                 setattr(row, name, value)
@@ -150,7 +152,7 @@ class BatchStore:
         row.updated_at = now
         return Recorded(applied, closed)
 
-    def _close_cancel_if_terminal(
+    def close_cancel_if_terminal(
         self, session: Session, row: Batch, now: datetime, source: str
     ) -> str | None:
         status = parse_status(row.status) if row.status else None
@@ -169,11 +171,11 @@ class BatchStore:
         request.lease_owner = None
         request.lease_expires_at = None
         request.seconds_to_terminal = max(0.0, (terminal_at - request.requested_at).total_seconds())
-        session.add(_event(row.id, "cancel_closed", now, source, detail=f"outcome {outcome}"))
+        session.add(event_row(row.id, "cancel_closed", now, source, detail=f"outcome {outcome}"))
         return outcome
 
 
-def _event(
+def event_row(
     batch_id: str,
     kind: str,
     now: datetime,

@@ -1,0 +1,120 @@
+"""`orchestrator cancel` and `orchestrator track`: record intent, return at once."""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+
+from orchestrator.cli.context import Context, Exit
+from orchestrator.cli.ids_input import IdList, collect_ids
+from orchestrator.clock import utcnow
+from orchestrator.db.batches import BatchStore
+from orchestrator.db.cancels import CancelStore
+
+IDS_HELP = "batch ids (`-` reads ids from stdin, one per line)"
+
+
+def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    cancel = commands.add_parser(
+        "cancel",
+        help="ask for batches to be cancelled (the worker sends it)",
+        description=(
+            "Record a durable request to cancel each batch and return at once; "
+            "`orchestrator worker` sends it, with retries, and the reconciler harvests the "
+            "partial results. Asking twice is harmless. Malformed ids are reported and "
+            "skipped; the rest go through."
+        ),
+    )
+    _id_arguments(cancel)
+    cancel.add_argument("--reason", help="why (kept in the batch's history)")
+    cancel.add_argument("--by", default=None, help="who asks (default: the OS user)")
+    cancel.set_defaults(handler=run_cancel)
+
+    track = commands.add_parser(
+        "track",
+        help="follow batches without cancelling them",
+        description="Record batches for the reconciler to follow and harvest; no cancel is sent.",
+    )
+    _id_arguments(track)
+    track.set_defaults(handler=run_track)
+
+
+def _id_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("ids", nargs="*", metavar="BATCH_ID", help=IDS_HELP)
+    parser.add_argument("--from-file", metavar="PATH", help="read ids from a file (`-`: stdin)")
+    parser.add_argument("--json", action="store_true", help="machine-readable output")
+
+
+def _report_rejected(ctx: Context, ids: IdList) -> None:
+    for message in ids.rejected:
+        ctx.err.print(f"[red]rejected:[/red] {message}")
+
+
+def _exit(ids: IdList) -> Exit:
+    if ids.rejected:
+        return Exit.ATTENTION if ids.valid else Exit.USAGE
+    return Exit.OK
+
+
+def run_cancel(ctx: Context) -> Exit:
+    ids = collect_ids(ctx.args.ids, ctx.args.from_file)
+    _report_rejected(ctx, ids)
+    if not ids.valid:
+        ctx.err.print("no valid batch id given")
+        return Exit.USAGE
+    db = ctx.database()
+    try:
+        summary = CancelStore(db).request(
+            ids.valid,
+            now=utcnow(),
+            requested_by=ctx.args.by or getpass.getuser(),
+            reason=ctx.args.reason,
+        )
+    finally:
+        db.dispose()
+    if ctx.json:
+        ctx.emit_json(
+            {
+                "requested": summary.new,
+                "already_requested": summary.already,
+                "reopened": summary.reopened,
+                "closed_at_once": summary.closed_at_once,
+                "rejected": ids.rejected,
+            }
+        )
+    else:
+        ctx.out.print(
+            f"cancel requested for {len(summary.new)} batch(es)"
+            + (f", {len(summary.reopened)} reopened" if summary.reopened else "")
+            + (f", {len(summary.already)} already requested" if summary.already else "")
+        )
+        for batch_id, outcome in summary.closed_at_once.items():
+            ctx.out.print(f"  {batch_id}: already ended ({outcome}); results will be harvested")
+        ctx.out.print("run `orchestrator worker` to send them (or check `orchestrator status`)")
+    return _exit(ids)
+
+
+def run_track(ctx: Context) -> Exit:
+    ids = collect_ids(ctx.args.ids, ctx.args.from_file)
+    _report_rejected(ctx, ids)
+    if not ids.valid:
+        ctx.err.print("no valid batch id given")
+        return Exit.USAGE
+    db = ctx.database()
+    try:
+        new = BatchStore(db).track(ids.valid, now=utcnow(), source="track")
+    finally:
+        db.dispose()
+    if ctx.json:
+        ctx.emit_json(
+            {
+                "tracked": new,
+                "already_tracked": [i for i in ids.valid if i not in new],
+                "rejected": ids.rejected,
+            }
+        )
+    else:
+        ctx.out.print(
+            f"tracking {len(new)} new batch(es), {len(ids.valid) - len(new)} already known"
+        )
+    return _exit(ids)

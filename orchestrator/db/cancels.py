@@ -1,0 +1,282 @@
+"""Durable cancel requests: record the intent, lease due ones, record every attempt."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+from sqlalchemy import or_, select, update
+from sqlalchemy.orm import Session
+
+from orchestrator.core.cancel_policy import AttemptOutcome
+from orchestrator.core.observation import BatchObservation
+from orchestrator.core.status import BatchStatus, parse_status
+from orchestrator.db.batches import BatchStore, event_row
+from orchestrator.db.database import Database
+from orchestrator.db.models import Batch, CancelAttempt, CancelRequest, Pause
+
+log = logging.getLogger(__name__)
+PAUSE_SCOPE = "api"
+
+
+@dataclass(frozen=True)
+class Claim:
+    batch_id: str
+    attempts: int  # attempts made before this claim
+    requested_at: datetime
+
+
+@dataclass(frozen=True)
+class Attempt:
+    """One cancel attempt as the worker saw it."""
+
+    outcome: AttemptOutcome
+    started_at: datetime
+    finished_at: datetime
+    http_status: int | None = None
+    request_id: str | None = None
+    error: str | None = None
+    observed: BatchObservation | None = None  # the 200 body, or the GET after a refusal
+    retry_at: datetime | None = None  # for RETRY and AUTH
+
+
+@dataclass
+class RequestSummary:
+    new: list[str] = field(default_factory=list)
+    already: list[str] = field(default_factory=list)
+    reopened: list[str] = field(default_factory=list)
+    closed_at_once: dict[str, str] = field(default_factory=dict)  # id -> outcome
+
+
+class CancelStore:
+    def __init__(self, db: Database) -> None:
+        self.db = db
+        self.batches = BatchStore(db)
+
+    # --- intent ---------------------------------------------------------------
+
+    def request(
+        self,
+        batch_ids: Iterable[str],
+        *,
+        now: datetime,
+        requested_by: str,
+        reason: str | None = None,
+    ) -> RequestSummary:
+        """Record the wish to cancel; asking twice is harmless. Nothing is sent here."""
+        summary = RequestSummary()
+        ids = list(dict.fromkeys(batch_ids))
+        with self.db.transaction() as session:
+            self.batches.ensure_rows(session, ids, now=now, source="cancel")
+            for batch_id in ids:
+                self._request_one(session, batch_id, now, requested_by, reason, summary)
+        return summary
+
+    def _request_one(
+        self,
+        session: Session,
+        batch_id: str,
+        now: datetime,
+        requested_by: str,
+        reason: str | None,
+        summary: RequestSummary,
+    ) -> None:
+        existing = session.get(CancelRequest, batch_id, with_for_update=True)
+        if existing is not None and existing.state != "failed":
+            summary.already.append(batch_id)
+            return
+        if existing is None:
+            existing = CancelRequest(batch_id=batch_id, attempts=0)
+            session.add(existing)
+            summary.new.append(batch_id)
+        else:
+            summary.reopened.append(batch_id)
+        existing.requested_at = now
+        existing.requested_by = requested_by
+        existing.reason = reason
+        existing.state = "pending"
+        existing.outcome = None
+        existing.next_attempt_at = now
+        detail = f"by {requested_by}" + (f": {reason}" if reason else "")
+        session.add(event_row(batch_id, "cancel_requested", now, "operator", detail=detail))
+        row = session.get(Batch, batch_id)
+        status = parse_status(row.status) if row is not None and row.status else None
+        # What we already know can spare the API a pointless call.
+        if status in (BatchStatus.CANCELLING, BatchStatus.CANCELLED):
+            existing.state = "accepted"
+            existing.next_attempt_at = None
+        session.flush()
+        if status is not None and status.is_terminal and row is not None:
+            outcome = self.batches.close_cancel_if_terminal(session, row, now, "operator")
+            if outcome:
+                summary.closed_at_once[batch_id] = outcome
+
+    # --- leasing --------------------------------------------------------------
+
+    def claim_due(
+        self, owner: str, *, now: datetime, limit: int, lease_seconds: float
+    ) -> list[Claim]:
+        """Lease up to `limit` due requests. On PostgreSQL concurrent claimers skip
+        each other's rows; on SQLite the IMMEDIATE transaction serialises them."""
+        if limit <= 0:
+            return []
+        with self.db.transaction() as session:
+            rows = session.execute(
+                select(
+                    CancelRequest.batch_id,
+                    CancelRequest.attempts,
+                    CancelRequest.requested_at,
+                    CancelRequest.lease_owner,
+                )
+                .where(
+                    CancelRequest.state == "pending",
+                    CancelRequest.next_attempt_at <= now,
+                    or_(
+                        CancelRequest.lease_expires_at.is_(None),
+                        CancelRequest.lease_expires_at < now,
+                    ),
+                )
+                .order_by(CancelRequest.next_attempt_at)
+                .limit(limit)
+                .with_for_update(skip_locked=True)
+            ).all()
+            if not rows:
+                return []
+            session.execute(
+                update(CancelRequest)
+                .where(CancelRequest.batch_id.in_([r.batch_id for r in rows]))
+                .values(lease_owner=owner, lease_expires_at=now + timedelta(seconds=lease_seconds))
+            )
+            for row in rows:
+                if row.lease_owner is not None and row.lease_owner != owner:
+                    detail = f"lease of {row.lease_owner} expired; taken over by {owner}"
+                    session.add(
+                        event_row(row.batch_id, "lease_recovered", now, "worker", detail=detail)
+                    )
+        return [Claim(r.batch_id, r.attempts, r.requested_at) for r in rows]
+
+    def heartbeat(
+        self, owner: str, batch_ids: Iterable[str], *, now: datetime, lease_seconds: float
+    ) -> int:
+        ids = list(batch_ids)
+        if not ids:
+            return 0
+        with self.db.transaction() as session:
+            result = session.execute(
+                update(CancelRequest)
+                .where(CancelRequest.batch_id.in_(ids), CancelRequest.lease_owner == owner)
+                .values(lease_expires_at=now + timedelta(seconds=lease_seconds))
+            )
+            return int(result.rowcount)  # type: ignore[attr-defined]
+
+    def release(self, owner: str, batch_ids: Iterable[str]) -> int:
+        """Give leases back untouched (clean shutdown): due again at once elsewhere."""
+        ids = list(batch_ids)
+        if not ids:
+            return 0
+        with self.db.transaction() as session:
+            result = session.execute(
+                update(CancelRequest)
+                .where(CancelRequest.batch_id.in_(ids), CancelRequest.lease_owner == owner)
+                .values(lease_owner=None, lease_expires_at=None)
+            )
+            return int(result.rowcount)  # type: ignore[attr-defined]
+
+    # --- outcomes -------------------------------------------------------------
+
+    def record_attempt(self, claim: Claim, owner: str, attempt: Attempt) -> str:
+        """Record one attempt and what follows from it, in one transaction.
+
+        The server's answer (a Batch) is applied even if our lease was lost
+        meanwhile: it is the truth. The request's own state moves only while we
+        hold the lease, so a worker presumed dead cannot overwrite a live one.
+        Returns the request's state afterwards.
+        """
+        with self.db.transaction() as session:
+            request = session.get(CancelRequest, claim.batch_id, with_for_update=True)
+            if request is None:  # pragma: no cover - requests are never deleted
+                return "missing"
+            request.attempts += 1
+            session.add(
+                CancelAttempt(
+                    batch_id=claim.batch_id,
+                    attempt=request.attempts,
+                    worker=owner,
+                    started_at=attempt.started_at,
+                    finished_at=attempt.finished_at,
+                    http_status=attempt.http_status,
+                    request_id=attempt.request_id,
+                    outcome=attempt.outcome.value,
+                    error=attempt.error,
+                )
+            )
+            request.last_attempt_at = attempt.finished_at
+            request.last_http_status = attempt.http_status
+            request.last_error = attempt.error
+            request.last_request_id = attempt.request_id
+            owned = request.lease_owner == owner
+            if attempt.observed is not None:
+                row = session.scalars(
+                    select(Batch).where(Batch.id == claim.batch_id).with_for_update()
+                ).one()
+                self.batches.apply_locked(
+                    session, row, attempt.observed, now=attempt.finished_at, source="worker"
+                )
+            if owned and request.state == "pending":
+                self._settle(session, request, attempt)
+            if owned:
+                request.lease_owner = None
+                request.lease_expires_at = None
+            return request.state
+
+    def _settle(self, session: Session, request: CancelRequest, attempt: Attempt) -> None:
+        now = attempt.finished_at
+        outcome = attempt.outcome
+        if outcome is AttemptOutcome.ACCEPTED:
+            request.state = "accepted"
+            request.accepted_at = now
+            request.next_attempt_at = None
+            detail = f"cancel accepted (HTTP {attempt.http_status}, {attempt.request_id or '-'})"
+            session.add(
+                event_row(request.batch_id, "cancel_accepted", now, "worker", detail=detail)
+            )
+        elif outcome in (AttemptOutcome.NOT_FOUND, AttemptOutcome.INVALID, AttemptOutcome.TOO_LATE):
+            # TOO_LATE normally closes through the observation; this is the fallback.
+            request.state = "failed" if outcome is not AttemptOutcome.TOO_LATE else "closed"
+            request.outcome = outcome.value
+            request.closed_at = now
+            request.next_attempt_at = None
+            session.add(
+                event_row(
+                    request.batch_id, f"cancel_{outcome.value}", now, "worker", detail=attempt.error
+                )
+            )
+        else:
+            request.next_attempt_at = attempt.retry_at or now
+
+    # --- the shared stop on 401/403 --------------------------------------------
+
+    def pause(self, reason: str, *, now: datetime, until: datetime) -> None:
+        values = {"reason": reason, "paused_at": now, "until": until}
+        with self.db.transaction() as session:
+            # Several workers can hit 401 at once: insert-or-ignore, then update.
+            session.execute(
+                self.db.insert_ignoring_conflicts(Pause.__table__),  # type: ignore[arg-type]
+                [{"scope": PAUSE_SCOPE, **values}],
+            )
+            session.execute(update(Pause).where(Pause.scope == PAUSE_SCOPE).values(**values))
+
+    def active_pause(self, now: datetime) -> Pause | None:
+        with self.db.transaction() as session:
+            pause = session.get(Pause, PAUSE_SCOPE)
+            return pause if pause is not None and pause.until > now else None
+
+    def clear_pause(self) -> bool:
+        with self.db.transaction() as session:
+            pause = session.get(Pause, PAUSE_SCOPE)
+            if pause is None:
+                return False
+            session.delete(pause)
+            return True

@@ -1,0 +1,420 @@
+"""The reconciler's bookkeeping on ``batches``: leases, polls, poll failures, harvest ends.
+
+A lease (``lease_owner``, ``lease_expires_at``) says which process is working on
+a batch; a batch is claimable when it is due (``next_poll_at <= now``) and its
+lease is free or expired. On PostgreSQL the claim skips rows another claim holds
+(FOR UPDATE SKIP LOCKED); SQLite transactions begin IMMEDIATE, so one writer
+claims at a time. Every write that ends a piece of work checks the lease is still
+ours before it moves ``next_poll_at`` or the lease, so a process that lost its
+lease (paused past expiry) cannot undo what the new holder decided.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from sqlalchemy import func, or_, select, update
+from sqlalchemy.orm import Session
+
+from orchestrator.core.apply import Applied
+from orchestrator.core.harvest import FileState, HarvestState, after_files
+from orchestrator.core.observation import BatchObservation
+from orchestrator.core.poll_policy import PollPlan, PollPolicy, PolledBatch, plan_poll
+from orchestrator.core.status import TIMESTAMP_FIELDS, BatchStatus, parse_status
+from orchestrator.db.batches import BatchStore, event_row
+from orchestrator.db.database import Database
+from orchestrator.db.models import Batch, ResultFile
+
+__all__ = ["Attention", "Claim", "HarvestRecord", "PollRecord", "PollStore"]
+
+SOURCE = "reconciler"
+_ERROR_CHARS = 2000
+
+
+def _status(row: Batch) -> BatchStatus | None:
+    return parse_status(row.status) if row.status else None
+
+
+@dataclass(frozen=True)
+class Claim:
+    """A leased batch as it stood when claimed."""
+
+    batch_id: str
+    status: BatchStatus | None
+    output_file_id: str | None
+    error_file_id: str | None
+    terminal_polls: int
+    harvest_state: str
+
+    @property
+    def file_ids(self) -> list[tuple[str, str]]:
+        """(kind, file id) of each known file."""
+        pairs = (("output", self.output_file_id), ("error", self.error_file_id))
+        return [(kind, file_id) for kind, file_id in pairs if file_id]
+
+
+@dataclass(frozen=True)
+class PollRecord:
+    batch_id: str
+    status: BatchStatus | None
+    became_terminal: bool
+    harvest: bool  # terminal with a file, and the lease is still ours: download now
+    newly_overdue: bool
+    cancel_closed: str | None
+    output_file_id: str | None
+    error_file_id: str | None
+    anomalies: tuple[str, ...]
+
+    @property
+    def file_ids(self) -> list[tuple[str, str]]:
+        pairs = (("output", self.output_file_id), ("error", self.error_file_id))
+        return [(kind, file_id) for kind, file_id in pairs if file_id]
+
+
+@dataclass(frozen=True)
+class HarvestRecord:
+    batch_id: str
+    state: HarvestState
+    results_stored: int
+    line_errors: int
+
+
+@dataclass(frozen=True)
+class Attention:
+    """What needs a person, across every batch we track."""
+
+    overdue: list[tuple[str, str, datetime]]  # batch id, status, overdue since
+    files: list[tuple[str, str, str, str]]  # batch id, file id, state, last error
+
+
+class PollStore:
+    def __init__(self, db: Database) -> None:
+        self.db = db
+        self.batches = BatchStore(db)
+
+    # --- leases -----------------------------------------------------------------
+
+    def claim_due(
+        self, *, now: datetime, owner: str, lease_seconds: float, limit: int
+    ) -> list[Claim]:
+        """Lease up to ``limit`` due batches, earliest due first."""
+        with self.db.transaction() as session:
+            ids = list(
+                session.scalars(
+                    select(Batch.id)
+                    .where(
+                        Batch.next_poll_at <= now,
+                        or_(Batch.lease_expires_at.is_(None), Batch.lease_expires_at <= now),
+                    )
+                    .order_by(Batch.next_poll_at, Batch.id)
+                    .limit(limit)
+                    .with_for_update(skip_locked=True)
+                )
+            )
+            if not ids:
+                return []
+            session.execute(
+                update(Batch)
+                .where(Batch.id.in_(ids))
+                .values(lease_owner=owner, lease_expires_at=now + timedelta(seconds=lease_seconds))
+                .execution_options(synchronize_session=False)
+            )
+            rows = session.scalars(select(Batch).where(Batch.id.in_(ids))).all()
+            by_id = {row.id: row for row in rows}
+            return [
+                Claim(
+                    batch_id=batch_id,
+                    status=_status(by_id[batch_id]),
+                    output_file_id=by_id[batch_id].output_file_id,
+                    error_file_id=by_id[batch_id].error_file_id,
+                    terminal_polls=by_id[batch_id].terminal_polls,
+                    harvest_state=by_id[batch_id].harvest_state,
+                )
+                for batch_id in ids
+            ]
+
+    def release(self, batch_ids: list[str], *, owner: str) -> int:
+        """Give leases back untouched (the batches stay due): for work never started."""
+        if not batch_ids:
+            return 0
+        with self.db.transaction() as session:
+            result = session.execute(
+                update(Batch)
+                .where(Batch.id.in_(batch_ids), Batch.lease_owner == owner)
+                .values(lease_owner=None, lease_expires_at=None)
+                .execution_options(synchronize_session=False)
+            )
+            return int(result.rowcount)  # type: ignore[attr-defined]
+
+    def release_owned(self, *, owner: str) -> int:
+        """Give back every lease this owner holds (after an outage cut its work short)."""
+        with self.db.transaction() as session:
+            result = session.execute(
+                update(Batch)
+                .where(Batch.lease_owner == owner)
+                .values(lease_owner=None, lease_expires_at=None)
+                .execution_options(synchronize_session=False)
+            )
+            return int(result.rowcount)  # type: ignore[attr-defined]
+
+    # --- polls ------------------------------------------------------------------
+
+    def record_poll(
+        self,
+        observed: BatchObservation,
+        *,
+        now: datetime,
+        owner: str,
+        policy: PollPolicy,
+        lease_seconds: float,
+        u: float,
+    ) -> PollRecord:
+        """Apply what the server said and schedule what follows, in one transaction."""
+        with self.db.transaction() as session:
+            self.batches.ensure_rows(session, [observed.id], now=now, source=SOURCE)
+            row = session.scalars(
+                select(Batch).where(Batch.id == observed.id).with_for_update()
+            ).one()
+            holds = row.lease_owner == owner
+            overdue_before = row.overdue_since
+            plans: list[PollPlan] = []
+
+            def follow_up(applied: Applied, row: Batch) -> dict[str, object]:
+                status = _status(row)
+                terminal = status is not None and status.is_terminal
+                terminal_polls = row.terminal_polls + (1 if terminal else 0)
+                plan = plan_poll(
+                    policy,
+                    PolledBatch(
+                        status=status,
+                        timestamps={name: getattr(row, name) for name in TIMESTAMP_FIELDS},
+                        status_changed_at=row.status_changed_at,
+                        output_file_id=row.output_file_id,
+                        error_file_id=row.error_file_id,
+                        terminal_polls=terminal_polls,
+                        overdue_since=overdue_before,
+                    ),
+                    now=now,
+                    u=u,
+                )
+                plans.append(plan)
+                return _poll_changes(row, plan, now, holds, terminal_polls, lease_seconds)
+
+            recorded = self.batches.apply_locked(
+                session, row, observed, now=now, source=SOURCE, follow_up=follow_up
+            )
+            plan = plans[0]
+            _poll_events(session, row, plan, now, policy)
+            return PollRecord(
+                batch_id=row.id,
+                status=_status(row),
+                became_terminal=recorded.applied.became_terminal,
+                harvest=plan.harvest and holds,
+                newly_overdue=plan.newly_overdue,
+                cancel_closed=recorded.cancel_closed,
+                output_file_id=row.output_file_id,
+                error_file_id=row.error_file_id,
+                anomalies=tuple(a.detail for a in recorded.applied.anomalies),
+            )
+
+    def record_failure(
+        self,
+        batch_id: str,
+        *,
+        now: datetime,
+        owner: str,
+        error: str,
+        policy: PollPolicy,
+        u: float,
+        retry_after: float | None = None,
+    ) -> datetime | None:
+        """A poll (or harvest) that failed on our side of the wire. Never fails the batch:
+        records the error, backs off, gives the lease back. Returns the next try time."""
+        with self.db.transaction() as session:
+            row = session.get(Batch, batch_id, with_for_update=True)
+            if row is None:
+                return None
+            failures = row.poll_failures + 1
+            row.poll_failures = failures
+            row.last_error = error[:_ERROR_CHARS]
+            row.last_polled_at = now
+            if failures == 1:
+                session.add(event_row(row.id, "poll_failed", now, SOURCE, detail=row.last_error))
+            if row.lease_owner != owner:
+                return row.next_poll_at
+            status = _status(row)
+            changed = row.status_changed_at or now
+            delay = policy.error_delay(
+                failures,
+                status=status,
+                seconds_in_status=(now - changed).total_seconds(),
+                retry_after=retry_after,
+                u=u,
+            )
+            row.next_poll_at = now + timedelta(seconds=delay)
+            row.lease_owner = None
+            row.lease_expires_at = None
+            row.updated_at = now
+            return row.next_poll_at
+
+    # --- the end of a harvest ---------------------------------------------------------
+
+    def finish_harvest(
+        self, batch_id: str, *, now: datetime, owner: str, policy: PollPolicy, u: float
+    ) -> HarvestRecord | None:
+        """Settle the batch's harvest state from its files; None if the lease was lost."""
+        with self.db.transaction() as session:
+            row = session.get(Batch, batch_id, with_for_update=True)
+            if row is None or row.lease_owner != owner:
+                return None
+            files = {
+                f.file_id: f
+                for f in session.scalars(select(ResultFile).where(ResultFile.batch_id == batch_id))
+            }
+            known = [i for i in (row.output_file_id, row.error_file_id) if i]
+            states = [FileState(files[i].state) if i in files else FileState.PENDING for i in known]
+            state = after_files(states)
+            results, line_errors = _file_sums(session, batch_id)
+            row.results_stored = results
+            row.result_line_errors = line_errors
+            _apply_harvest_state(session, row, state, files, known, now, policy, u)
+            row.lease_owner = None
+            row.lease_expires_at = None
+            row.updated_at = now
+            return HarvestRecord(batch_id, state, results, line_errors)
+
+    # --- what needs a person --------------------------------------------------------------
+
+    def attention(self) -> Attention:
+        with self.db.transaction() as session:
+            overdue = session.execute(
+                select(Batch.id, Batch.status, Batch.overdue_since)
+                .where(Batch.overdue_since.is_not(None))
+                .order_by(Batch.overdue_since)
+            ).all()
+            files = session.execute(
+                select(ResultFile.batch_id, ResultFile.file_id, ResultFile.state, Batch.last_error)
+                .join(Batch, Batch.id == ResultFile.batch_id)
+                .where(
+                    or_(
+                        ResultFile.state == FileState.MISSING.value,
+                        Batch.harvest_state == HarvestState.RETRYING.value,
+                    ),
+                    ResultFile.state != FileState.DONE.value,
+                )
+                .order_by(ResultFile.batch_id, ResultFile.file_id)
+            ).all()
+            return Attention(
+                overdue=[(i, s or "?", t) for i, s, t in overdue if t is not None],
+                files=[(b, f, s, e or "") for b, f, s, e in files],
+            )
+
+
+def _poll_changes(
+    row: Batch,
+    plan: PollPlan,
+    now: datetime,
+    holds: bool,
+    terminal_polls: int,
+    lease_seconds: float,
+) -> dict[str, object]:
+    changes: dict[str, object] = {
+        "polls": row.polls + 1,
+        "poll_failures": 0,
+        "last_error": None,
+        "last_polled_at": now,
+        "terminal_polls": terminal_polls,
+        "overdue_since": plan.overdue_since,
+    }
+    if row.harvest_state in (HarvestState.WAITING, HarvestState.PENDING):
+        changes["harvest_state"] = plan.harvest_state.value
+        if plan.harvest_state is HarvestState.DONE:
+            changes["harvested_at"] = now
+    if not holds:
+        return changes  # the schedule and the lease belong to whoever holds it now
+    changes["next_poll_at"] = plan.next_poll_at
+    if plan.harvest:
+        changes["lease_expires_at"] = now + timedelta(seconds=lease_seconds)
+    else:
+        changes["lease_owner"] = None
+        changes["lease_expires_at"] = None
+    return changes
+
+
+def _poll_events(
+    session: Session, row: Batch, plan: PollPlan, now: datetime, policy: PollPolicy
+) -> None:
+    if plan.newly_overdue and plan.overdue_since is not None:
+        limit = (
+            policy.overdue_cancelling_seconds
+            if row.status == BatchStatus.CANCELLING
+            else policy.overdue_finalizing_seconds
+        )
+        detail = (
+            f"{row.status} for more than {limit:g}s (overdue since "
+            f"{plan.overdue_since.isoformat()}); still polling"
+        )
+        session.add(event_row(row.id, "overdue", now, SOURCE, detail=detail))
+    elif plan.no_longer_overdue:
+        session.add(event_row(row.id, "overdue_ended", now, SOURCE, detail=f"now {row.status}"))
+    if plan.harvest_state is HarvestState.DONE and row.harvested_at == now:
+        detail = f"{row.status} with no output or error file after {row.terminal_polls} poll(s)"
+        session.add(event_row(row.id, "harvested", now, SOURCE, detail=detail))
+
+
+def _file_sums(session: Session, batch_id: str) -> tuple[int, int]:
+    results, malformed = session.execute(
+        select(
+            func.coalesce(func.sum(ResultFile.results), 0),
+            func.coalesce(func.sum(ResultFile.malformed), 0),
+        ).where(ResultFile.batch_id == batch_id)
+    ).one()
+    return int(results), int(malformed)
+
+
+def _apply_harvest_state(
+    session: Session,
+    row: Batch,
+    state: HarvestState,
+    files: dict[str, ResultFile],
+    known: list[str],
+    now: datetime,
+    policy: PollPolicy,
+    u: float,
+) -> None:
+    before = row.harvest_state
+    row.harvest_state = state.value
+    problems = [
+        f"{files[i].kind} file {i}: {files[i].last_error}"
+        for i in known
+        if i in files and files[i].state != FileState.DONE and files[i].last_error
+    ]
+    if state is HarvestState.RETRYING:
+        row.poll_failures += 1
+        row.last_error = ("; ".join(problems) or "download incomplete")[:_ERROR_CHARS]
+        changed = row.status_changed_at or now
+        delay = policy.error_delay(
+            row.poll_failures, seconds_in_status=(now - changed).total_seconds(), u=u
+        )
+        row.next_poll_at = now + timedelta(seconds=delay)
+        if before != state.value:
+            session.add(event_row(row.id, "harvest_retrying", now, SOURCE, detail=row.last_error))
+        return
+    row.next_poll_at = None
+    row.harvested_at = now
+    row.poll_failures = 0
+    summary = (
+        f"{row.results_stored} result(s), {row.result_line_errors} unreadable line(s) "
+        f"from {len(known)} file(s)"
+    )
+    if state is HarvestState.MISSING:
+        row.last_error = "; ".join(problems)[:_ERROR_CHARS] or "a result file is missing"
+        session.add(
+            event_row(
+                row.id, "harvest_incomplete", now, SOURCE, detail=f"{summary}; {row.last_error}"
+            )
+        )
+    else:
+        row.last_error = None
+        session.add(event_row(row.id, "harvested", now, SOURCE, detail=summary))

@@ -1,0 +1,1 @@
+"""The long-running processes: the cancel worker and the reconciler. Thin loops."""

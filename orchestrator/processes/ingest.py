@@ -1,0 +1,208 @@
+"""Download one output or error file and store every line, resumably.
+
+The body is streamed (files reach hundreds of MB) and cut into lines as it
+arrives; every ``chunk_lines`` lines are committed with the file's checkpoint
+in one transaction (see ``orchestrator.db.results``). The API has no Range
+requests, so a retry downloads from byte 0 again and skips the lines the
+checkpoint already holds, while still hashing and counting every byte.
+
+A download cut short (``ApiTransportError``, or a last line without a newline
+that does not parse, which is what a cut looks like when the server closed
+cleanly) is retried up to ``download_attempts`` times. A 404 marks the file
+``missing``; the batch's other file is harvested regardless.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from dataclasses import dataclass
+from datetime import timedelta
+
+import orjson
+
+from orchestrator.api.client import BatchApiClient
+from orchestrator.api.errors import (
+    ApiAuthError,
+    ApiNotFoundError,
+    ApiProtocolError,
+    ApiStatusError,
+    ApiTransportError,
+    RetryLater,
+)
+from orchestrator.clock import Clock
+from orchestrator.core.harvest import FileState
+from orchestrator.core.result_lines import LineSplitter, parse_lines
+from orchestrator.db.results import ChunkCounts, FileTotals, ResultStore
+
+__all__ = ["FileIngest", "IngestResult", "IngestSettings"]
+
+log = logging.getLogger(__name__)
+
+READ_BYTES = 1 << 20  # per read from the socket: large enough that Python's per-chunk work is noise
+
+
+class _Truncated(Exception):
+    """The stream ended cleanly but its last line is cut: treat it like a dropped connection."""
+
+
+class _Stopped(Exception):
+    """Asked to stop; everything up to the checkpoint is stored."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class IngestSettings:
+    chunk_lines: int = 2000
+    download_attempts: int = 5
+    lease_seconds: float = 300.0
+    read_bytes: int = READ_BYTES
+
+
+@dataclass
+class IngestResult:
+    file_id: str
+    kind: str
+    state: FileState
+    downloads: int = 0  # downloads started by this call
+    inserted: int = 0
+    duplicates: int = 0
+    malformed: int = 0
+    error: str | None = None
+    stopped: bool = False
+
+    def add(self, counts: ChunkCounts) -> None:
+        self.inserted += counts.inserted
+        self.duplicates += counts.duplicates
+        self.malformed += counts.malformed
+
+
+class FileIngest:
+    """Stores one file of one batch; the caller holds the batch's lease (``owner``)."""
+
+    def __init__(
+        self,
+        *,
+        client: BatchApiClient,
+        results: ResultStore,
+        clock: Clock,
+        owner: str,
+        settings: IngestSettings,
+        stop: threading.Event | None = None,
+    ) -> None:
+        self.client = client
+        self.results = results
+        self.clock = clock
+        self.owner = owner
+        self.settings = settings
+        self.stop = stop or threading.Event()
+
+    def run(self, *, batch_id: str, file_id: str, kind: str) -> IngestResult:
+        """Store the file; returns its state (``pending`` if every attempt failed).
+
+        Raises ``ApiAuthError`` (nothing will work until a person fixes the key),
+        ``LeaseLost`` and ``DatabaseUnavailable``.
+        """
+        outcome = IngestResult(file_id, kind, FileState.PENDING)
+        extra = {"batch_id": batch_id, "file_id": file_id}
+        for _ in range(self.settings.download_attempts):
+            progress = self.results.begin_file(
+                batch_id=batch_id, file_id=file_id, kind=kind, now=self.clock.now()
+            )
+            if progress.state is not FileState.PENDING:
+                outcome.state = progress.state
+                return outcome
+            outcome.downloads += 1
+            try:
+                self._download(batch_id, file_id, kind, progress.lines_committed, outcome)
+            except ApiNotFoundError as exc:
+                outcome.state = FileState.MISSING
+                outcome.error = f"the server has no such file (404): {exc}"
+                self.results.mark_missing(file_id, error=outcome.error, now=self.clock.now())
+                log.error("%s file is missing: %s", kind, exc, extra=extra)
+                return outcome
+            except _Stopped:
+                outcome.stopped = True
+                return outcome
+            except (ApiTransportError, ApiProtocolError, RetryLater, _Truncated) as exc:
+                outcome.error = f"download {outcome.downloads} failed: {exc}"
+                self.results.note_failure(file_id, error=outcome.error)
+                log.warning("%s; resuming from the checkpoint", outcome.error, extra=extra)
+                continue
+            except ApiAuthError:
+                raise
+            except ApiStatusError as exc:  # refused, and asking again now will not change that
+                outcome.error = f"download refused: {exc}"
+                self.results.note_failure(file_id, error=outcome.error)
+                log.warning("%s", outcome.error, extra=extra)
+                return outcome
+            outcome.state = FileState.DONE
+            outcome.error = None
+            return outcome
+        return outcome
+
+    def _download(
+        self, batch_id: str, file_id: str, kind: str, skip: int, outcome: IngestResult
+    ) -> None:
+        chunk_lines = self.settings.chunk_lines
+        common = {"batch_id": batch_id, "file_id": file_id, "file_kind": kind}
+        splitter = LineSplitter()
+        seen = 0  # physical lines read so far in this download
+        committed = skip  # the checkpoint
+        pending: list[bytes] = []  # lines committed + 1 .. seen
+
+        def commit(lines: list[bytes], totals: FileTotals | None = None) -> None:
+            nonlocal committed
+            parsed = parse_lines(
+                lines, committed + 1, common=common, nul_unsafe=self.results.nul_unsafe
+            )
+            now = self.clock.now()  # fresh: this heartbeat keeps the lease of a long harvest
+            counts = self.results.commit_chunk(
+                batch_id=batch_id,
+                file_id=file_id,
+                from_line=committed,
+                to_line=committed + len(lines),
+                rows=parsed.rows,
+                errors=parsed.errors,
+                owner=self.owner,
+                lease_until=now + timedelta(seconds=self.settings.lease_seconds),
+                totals=totals,
+                now=now,
+            )
+            committed += len(lines)
+            outcome.add(counts)
+
+        with self.client.download(file_id) as download:
+            for data in download.iter_bytes(self.settings.read_bytes):
+                lines = splitter.feed(data)
+                if seen + len(lines) <= skip:  # stored by an earlier download
+                    seen += len(lines)
+                    continue
+                if seen < skip:
+                    lines = lines[skip - seen :]
+                    seen = skip
+                seen += len(lines)
+                pending.extend(lines)
+                while len(pending) >= chunk_lines:
+                    commit(pending[:chunk_lines])
+                    del pending[:chunk_lines]
+                    if self.stop.is_set():
+                        raise _Stopped
+        tail = splitter.tail()
+        if tail:
+            if not tail.isspace():
+                try:
+                    orjson.loads(tail)
+                except orjson.JSONDecodeError:
+                    raise _Truncated(
+                        f"the last line ({len(tail)} bytes) has no newline and does not parse: "
+                        "the file looks cut short"
+                    ) from None
+            if seen >= skip:
+                pending.append(tail)
+            seen += 1
+        totals = FileTotals(
+            bytes=splitter.bytes,
+            lines=splitter.complete_lines + (1 if tail else 0),
+            sha256=splitter.sha256,
+        )
+        commit(pending, totals)

@@ -1,0 +1,312 @@
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+
+import httpx
+import pytest
+from sqlalchemy import select, text
+
+from orchestrator.api.client import ApiSettings, BatchApiClient
+from orchestrator.clock import ManualClock
+from orchestrator.core.retry_policy import RetryPolicy
+from orchestrator.db.cancels import CancelStore
+from orchestrator.db.database import Database
+from orchestrator.db.models import Batch, CancelAttempt, CancelRequest
+from orchestrator.processes.worker import CancelWorker, WorkerConfig
+from orchestrator.secret import Secret
+from tests.worker.fake_api import SECRET, FakeApi, fail, ok
+
+T0 = datetime(2026, 5, 1, 9, 0, tzinfo=UTC)
+POLICY = RetryPolicy(max_in_process_attempts=2, max_in_process_wait=5.0)
+
+
+@pytest.fixture
+def clock() -> ManualClock:
+    return ManualClock(T0)
+
+
+@pytest.fixture
+def api() -> FakeApi:
+    return FakeApi()
+
+
+@pytest.fixture
+def sleeps() -> list[float]:
+    return []
+
+
+@pytest.fixture
+def client(api: FakeApi, clock: ManualClock, sleeps: list[float]) -> Iterator[BatchApiClient]:
+    settings = ApiSettings(api_key=Secret(SECRET), base_url="https://api.test/v1")
+    with BatchApiClient(
+        settings,
+        policy=POLICY,
+        transport=api.transport(),
+        sleep=sleeps.append,
+        clock=clock,
+        random=lambda: 0.0,
+    ) as c:
+        yield c
+
+
+def make_worker(
+    database: Database,
+    client: BatchApiClient,
+    clock: ManualClock,
+    owner: str = "w1",
+    **config: float,
+) -> CancelWorker:
+    return CancelWorker(
+        CancelStore(database),
+        client,
+        config=WorkerConfig(concurrency=4, idle_seconds=0.01, **config),  # type: ignore[arg-type]
+        policy=POLICY,
+        clock=clock,
+        owner=owner,
+        random_unit=lambda: 0.0,
+    )
+
+
+def request(database: Database, *ids: str, now: datetime = T0) -> None:
+    CancelStore(database).request(ids, now=now, requested_by="test", reason="budget")
+
+
+def cancel_row(database: Database, batch_id: str) -> CancelRequest:
+    with database.transaction() as s:
+        row = s.get(CancelRequest, batch_id)
+        assert row is not None
+        return row
+
+
+def test_an_accepted_cancel_records_the_cancelling_batch(
+    database: Database, api: FakeApi, client: BatchApiClient, clock: ManualClock
+) -> None:
+    request(database, "batch_a", "batch_b")
+    report = make_worker(database, client, clock).run(threading.Event(), once=True)
+    assert report.accepted == 2
+    assert api.calls[("cancel", "batch_a")] == 1
+    row = cancel_row(database, "batch_a")
+    assert (row.state, row.attempts, row.last_http_status) == ("accepted", 1, 200)
+    assert row.lease_owner is None
+    with database.transaction() as s:
+        batch = s.get(Batch, "batch_a")
+        assert batch is not None and batch.status == "cancelling"
+        assert batch.cancelling_at is not None
+        attempts = s.scalars(select(CancelAttempt)).all()
+        assert [(a.outcome, a.http_status) for a in attempts] == [("accepted", 200)] * 2
+
+
+def test_asking_twice_sends_once(
+    database: Database, api: FakeApi, client: BatchApiClient, clock: ManualClock
+) -> None:
+    request(database, "batch_a")
+    request(database, "batch_a")
+    make_worker(database, client, clock).run(threading.Event(), once=True)
+    request(database, "batch_a")
+    make_worker(database, client, clock).run(threading.Event(), once=True)
+    assert api.calls[("cancel", "batch_a")] == 1
+
+
+def test_a_refused_cancel_of_a_completed_batch_ends_too_late(
+    database: Database, api: FakeApi, client: BatchApiClient, clock: ManualClock
+) -> None:
+    api.on_cancel("batch_done", fail(400, "Cannot cancel a batch with status 'completed'."))
+    api.on_retrieve(
+        "batch_done",
+        ok("batch_done", "completed", completed_at=1_767_226_000, output_file_id="file-out"),
+    )
+    request(database, "batch_done")
+    report = make_worker(database, client, clock).run(threading.Event(), once=True)
+    assert report.too_late == 1
+    row = cancel_row(database, "batch_done")
+    assert (row.state, row.outcome, row.last_http_status) == ("closed", "too_late:completed", 400)
+    with database.transaction() as s:
+        batch = s.get(Batch, "batch_done")
+        assert batch is not None and batch.status == "completed"
+        assert batch.output_file_id == "file-out"  # harvest goes on
+    assert api.calls[("cancel", "batch_done")] == 1
+
+
+@pytest.mark.parametrize("status_then", ["cancelling", "cancelled"])
+def test_a_refusal_of_a_batch_already_cancelling_counts_as_done(
+    database: Database, api: FakeApi, client: BatchApiClient, clock: ManualClock, status_then: str
+) -> None:
+    api.on_cancel("batch_c", fail(409, "conflict"))
+    api.on_retrieve(
+        "batch_c",
+        ok("batch_c", status_then, cancelling_at=1_767_225_700, cancelled_at=1_767_225_800),
+    )
+    request(database, "batch_c")
+    make_worker(database, client, clock).run(threading.Event(), once=True)
+    row = cancel_row(database, "batch_c")
+    assert row.state in ("accepted", "closed")
+    if status_then == "cancelled":
+        assert row.outcome == "cancelled"
+
+
+def test_a_404_fails_the_request_with_a_clear_error(
+    database: Database, api: FakeApi, client: BatchApiClient, clock: ManualClock
+) -> None:
+    api.on_cancel("batch_ghost", fail(404, "No batch found"))
+    api.on_retrieve("batch_ghost", fail(404, "No batch found"))
+    request(database, "batch_ghost")
+    report = make_worker(database, client, clock).run(threading.Event(), once=True)
+    assert report.failed == 1
+    row = cancel_row(database, "batch_ghost")
+    assert (row.state, row.outcome) == ("failed", "not_found")
+    assert row.last_error is not None and "not visible to this key" in row.last_error
+
+
+def test_a_long_retry_after_is_persisted_not_slept(
+    database: Database,
+    api: FakeApi,
+    client: BatchApiClient,
+    clock: ManualClock,
+    sleeps: list[float],
+) -> None:
+    api.on_cancel(
+        "batch_r", fail(429, "slow down", **{"retry-after": "120"}), ok("batch_r", "cancelling")
+    )
+    request(database, "batch_r")
+    make_worker(database, client, clock).run(threading.Event(), once=True)
+    assert sleeps == []
+    row = cancel_row(database, "batch_r")
+    assert row.state == "pending"
+    assert row.next_attempt_at == T0 + timedelta(seconds=120)
+    # nothing is due until then: a second pass sends nothing
+    make_worker(database, client, clock).run(threading.Event(), once=True)
+    assert api.calls[("cancel", "batch_r")] == 1
+    clock.advance(120)
+    make_worker(database, client, clock).run(threading.Event(), once=True)
+    assert cancel_row(database, "batch_r").state == "accepted"
+    assert api.calls[("cancel", "batch_r")] == 2
+
+
+def test_5xx_is_retried_in_process_then_durably(
+    database: Database,
+    api: FakeApi,
+    client: BatchApiClient,
+    clock: ManualClock,
+    sleeps: list[float],
+) -> None:
+    api.on_cancel("batch_5", fail(503, "busy"))
+    request(database, "batch_5")
+    make_worker(database, client, clock).run(threading.Event(), once=True)
+    assert api.calls[("cancel", "batch_5")] == 2  # max_in_process_attempts
+    assert sleeps == [0.5]
+    row = cancel_row(database, "batch_5")
+    assert row.state == "pending" and row.last_http_status == 503
+    assert row.next_attempt_at == T0 + timedelta(seconds=5)  # durable backoff, attempt 1
+
+
+def test_401_pauses_every_worker_without_a_hot_loop(
+    database: Database,
+    api: FakeApi,
+    client: BatchApiClient,
+    clock: ManualClock,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    for batch_id in ("batch_1", "batch_2", "batch_3"):
+        api.on_cancel(batch_id, fail(401, f"Incorrect API key provided: {SECRET}"))
+    request(database, "batch_1", "batch_2", "batch_3")
+    with caplog.at_level(logging.INFO):
+        first = make_worker(database, client, clock, owner="w1").run(threading.Event(), once=True)
+        assert first.paused is not None and "OPENAI_API_KEY" in first.paused
+        sent = sum(api.calls.values())
+        other = make_worker(database, client, clock, owner="w2").run(threading.Event(), once=True)
+    assert sum(api.calls.values()) == sent  # the second worker sent nothing
+    assert other.sent == 0 and other.paused is not None
+    assert all(cancel_row(database, b).state == "pending" for b in ("batch_1", "batch_2"))
+    assert SECRET not in caplog.text
+
+
+def test_leases_keep_a_request_to_one_worker_and_expire_for_recovery(
+    database: Database, clock: ManualClock
+) -> None:
+    store = CancelStore(database)
+    request(database, "batch_l")
+    assert [c.batch_id for c in store.claim_due("w1", now=T0, limit=10, lease_seconds=60)] == [
+        "batch_l"
+    ]
+    assert store.claim_due("w2", now=T0 + timedelta(seconds=59), limit=10, lease_seconds=60) == []
+    assert store.heartbeat("w1", ["batch_l"], now=T0 + timedelta(seconds=50), lease_seconds=60)
+    assert store.claim_due("w2", now=T0 + timedelta(seconds=100), limit=10, lease_seconds=60) == []
+    recovered = store.claim_due("w2", now=T0 + timedelta(seconds=111), limit=10, lease_seconds=60)
+    assert [c.batch_id for c in recovered] == ["batch_l"]
+    assert cancel_row(database, "batch_l").lease_owner == "w2"
+
+
+def test_a_dead_workers_late_answer_does_not_overwrite_the_live_one(
+    database: Database, clock: ManualClock
+) -> None:
+    from orchestrator.core.cancel_policy import AttemptOutcome
+    from orchestrator.db.cancels import Attempt
+
+    store = CancelStore(database)
+    request(database, "batch_z")
+    (stale,) = store.claim_due("w1", now=T0, limit=1, lease_seconds=10)
+    (live,) = store.claim_due("w2", now=T0 + timedelta(seconds=11), limit=1, lease_seconds=10)
+    late = Attempt(
+        AttemptOutcome.RETRY, T0, T0 + timedelta(seconds=12), retry_at=T0 + timedelta(hours=1)
+    )
+    assert store.record_attempt(stale, "w1", late) == "pending"
+    assert cancel_row(database, "batch_z").lease_owner == "w2"
+    assert cancel_row(database, "batch_z").next_attempt_at == T0
+
+
+def test_a_terminal_batch_we_know_of_is_closed_without_sending(
+    database: Database, api: FakeApi, client: BatchApiClient, clock: ManualClock
+) -> None:
+    from orchestrator.core.observation import parse_batch
+    from orchestrator.db.batches import BatchStore
+    from tests.worker.fake_api import batch_body
+
+    BatchStore(database).record_observation(
+        parse_batch(batch_body("batch_old", "expired", expired_at=1_767_226_000)),
+        now=T0,
+        source="reconciler",
+    )
+    summary = CancelStore(database).request(["batch_old"], now=T0, requested_by="t")
+    assert summary.closed_at_once == {"batch_old": "too_late:expired"}
+    make_worker(database, client, clock).run(threading.Event(), once=True)
+    assert api.calls[("cancel", "batch_old")] == 0
+
+
+def test_the_key_is_in_no_database_row(
+    database: Database, api: FakeApi, client: BatchApiClient, clock: ManualClock
+) -> None:
+    api.on_cancel("batch_k", fail(401, f"bad key {SECRET}"))
+    api.on_cancel("batch_j", fail(400, f"echo {SECRET}"))
+    api.on_retrieve("batch_j", fail(500, f"echo {SECRET}"))
+    request(database, "batch_k", "batch_j")
+    make_worker(database, client, clock).run(threading.Event(), once=True)
+    assert f"Bearer {SECRET}" in api.auth_headers  # it was really used
+    with database.transaction() as s:
+        for table in ("batches", "batch_events", "cancel_requests", "cancel_attempts", "pauses"):
+            for row in s.execute(text(f"SELECT * FROM {table}")):
+                assert SECRET not in " ".join(str(v) for v in row), table
+
+
+def test_a_transport_error_escaping_is_retried_durably(
+    database: Database, clock: ManualClock, sleeps: list[float]
+) -> None:
+    def explode(request: httpx.Request) -> httpx.Response:
+        raise httpx.ConnectError("connection refused", request=request)
+
+    settings = ApiSettings(api_key=Secret(SECRET), base_url="https://api.test/v1")
+    with BatchApiClient(
+        settings,
+        policy=POLICY,
+        transport=httpx.MockTransport(explode),
+        sleep=sleeps.append,
+        clock=clock,
+        random=lambda: 0.0,
+    ) as broken:
+        request(database, "batch_t")
+        make_worker(database, broken, clock).run(threading.Event(), once=True)
+    row = cancel_row(database, "batch_t")
+    assert row.state == "pending" and row.attempts == 1
+    assert row.last_error is not None and "could not connect" in row.last_error
