@@ -62,7 +62,7 @@ def make_worker(
     return CancelWorker(
         CancelStore(database),
         client,
-        config=WorkerConfig(concurrency=4, idle_seconds=0.01, **config),  # type: ignore[arg-type]
+        config=WorkerConfig(concurrency=4, idle_seconds=0.01, **config),
         policy=POLICY,
         clock=clock,
         owner=owner,
