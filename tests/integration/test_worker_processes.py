@@ -65,7 +65,7 @@ def start_worker(pg_url: str, server: SimulatorServer, log: Path) -> subprocess.
 def counts(db: Database) -> dict[str, int]:
     with db.transaction() as s:
         rows = s.execute(select(CancelRequest.state, func.count()).group_by(CancelRequest.state))
-        return {state: n for state, n in rows}
+        return {str(row[0]): int(row[1]) for row in rows}
 
 
 def test_many_workers_send_every_cancel_once_at_a_time_even_when_one_is_killed(

@@ -1,0 +1,170 @@
+"""The official client must talk to the simulator and parse every answer into its own types."""
+
+from __future__ import annotations
+
+import io
+import json
+from collections.abc import Iterator
+
+import openai
+import orjson
+import pytest
+from openai.types import Batch, FileObject
+
+from orchestrator.clock import ManualClock
+from orchestrator.simulator import FaultRule, Simulator, SimulatorServer
+
+from .conftest import KEY
+
+
+@pytest.fixture
+def client(server: SimulatorServer) -> Iterator[openai.OpenAI]:
+    with openai.OpenAI(base_url=server.url, api_key=KEY, max_retries=0) as official:
+        yield official
+
+
+def input_jsonl(count: int) -> bytes:
+    rows = [
+        {
+            "custom_id": f"item-{i}",
+            "method": "POST",
+            "url": "/v1/chat/completions",
+            "body": {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]},
+        }
+        for i in range(count)
+    ]
+    return b"".join(orjson.dumps(row) + b"\n" for row in rows)
+
+
+def strict(batch: Batch) -> Batch:
+    """Re-validate the raw JSON with pydantic (the client itself constructs leniently)."""
+    return Batch.model_validate(batch.model_dump(mode="json", exclude_unset=False))
+
+
+def test_full_flow_with_the_official_client(
+    client: openai.OpenAI, sim: Simulator, clock: ManualClock
+) -> None:
+    uploaded = client.files.create(
+        file=("requests.jsonl", io.BytesIO(input_jsonl(12))), purpose="batch"
+    )
+    assert isinstance(uploaded, FileObject)
+    assert uploaded.purpose == "batch" and uploaded.bytes == len(input_jsonl(12))
+    assert uploaded.id.startswith("file-")
+
+    created = client.batches.create(
+        input_file_id=uploaded.id,
+        endpoint="/v1/chat/completions",
+        completion_window="24h",
+        metadata={"run": "fidelity", "sim_scenario": json.dumps({"failed_request_ratio": 0.25})},
+    )
+    assert isinstance(created, Batch)
+    assert created.status == "validating"
+    assert created.metadata == {"run": "fidelity", "sim_scenario": '{"failed_request_ratio": 0.25}'}
+    assert created.request_counts is not None and created.request_counts.total == 0
+
+    clock.advance(32)  # 30 s into a 60 s run
+    running = client.batches.retrieve(created.id)
+    assert running.status == "in_progress"
+    assert isinstance(running.in_progress_at, int)
+    assert running.request_counts is not None and running.request_counts.total == 12
+
+    cancelling = client.batches.cancel(created.id)
+    assert cancelling.status == "cancelling"
+    assert isinstance(cancelling.cancelling_at, int)
+    assert cancelling.output_file_id is None and cancelling.error_file_id is None
+
+    clock.advance(10)
+    done = strict(client.batches.retrieve(created.id))
+    assert done.status == "cancelled"
+    assert isinstance(done.cancelled_at, int)
+    assert done.output_file_id and done.error_file_id
+
+    output = client.files.content(done.output_file_id)
+    out_lines = [json.loads(line) for line in output.text.splitlines()]
+    with client.files.with_streaming_response.content(done.error_file_id) as response:
+        err_bytes = b"".join(response.iter_bytes())
+        assert int(response.headers["content-length"]) == len(err_bytes)
+    err_lines = [json.loads(line) for line in err_bytes.splitlines()]
+    custom_ids = sorted(line["custom_id"] for line in out_lines + err_lines)
+    assert custom_ids == sorted(f"item-{i}" for i in range(12))
+    assert {line["error"]["code"] for line in err_lines if line["error"]} == {"batch_cancelled"}
+    truth = sim.truth(created.id)
+    assert {cid for cid, kind in truth.items() if kind == "output"} == {
+        line["custom_id"] for line in out_lines
+    }
+
+    info = client.files.retrieve(done.output_file_id)
+    assert info.purpose == "batch_output" and info.bytes == len(output.content)
+
+
+def test_list_pagination_with_the_official_client(
+    client: openai.OpenAI, sim: Simulator, clock: ManualClock
+) -> None:
+    created = []
+    for _ in range(5):
+        created.append(sim.create_batch(3))
+        clock.advance(1)
+    listed = [batch.id for batch in client.batches.list(limit=2)]
+    assert listed == list(reversed(created))
+    first = client.batches.list(limit=2)
+    pages = list(first.iter_pages())
+    assert [len(page.data) for page in pages] == [2, 2, 1]
+    assert all(isinstance(batch, Batch) for page in pages for batch in page.data)
+    for page in pages:
+        for batch in page.data:
+            strict(batch)
+
+
+def test_errors_map_to_the_client_exceptions(
+    client: openai.OpenAI, server: SimulatorServer, sim: Simulator, clock: ManualClock
+) -> None:
+    with pytest.raises(openai.NotFoundError) as missing:
+        client.batches.retrieve("batch_missing")
+    assert missing.value.request_id is not None and missing.value.request_id.startswith("req_")
+    assert missing.value.body == {
+        "message": "No batch found with id 'batch_missing'.",
+        "type": "invalid_request_error",
+        "param": None,
+        "code": None,
+    }
+
+    batch_id = sim.create_batch(2)
+    clock.advance(1000)
+    with pytest.raises(openai.BadRequestError) as rejected:
+        client.batches.cancel(batch_id)
+    assert rejected.value.message.endswith("Cannot cancel a batch with status 'completed'.")
+
+    sim.add_fault(FaultRule(kind="status", status=429, retry_after="2"))
+    with pytest.raises(openai.RateLimitError) as limited:
+        client.batches.retrieve(batch_id)
+    assert limited.value.response.headers["retry-after"] == "2"
+
+    with (
+        openai.OpenAI(base_url=server.url, api_key="sk-wrong", max_retries=0) as wrong,
+        pytest.raises(openai.AuthenticationError) as denied,
+    ):
+        wrong.batches.retrieve(batch_id)
+    assert denied.value.code == "invalid_api_key"
+
+
+def test_client_retries_honour_retry_after_ms(server: SimulatorServer, sim: Simulator) -> None:
+    batch_id = sim.create_batch(2)
+    sim.add_fault(FaultRule(kind="status", status=503, retry_after_ms="5", endpoint="retrieve"))
+    with openai.OpenAI(base_url=server.url, api_key=KEY, max_retries=1) as retrying:
+        assert retrying.batches.retrieve(batch_id).id == batch_id
+    assert sim.served("retrieve", batch_id) == 2
+
+
+def test_azure_client_can_retrieve_and_cancel(
+    server: SimulatorServer, sim: Simulator, clock: ManualClock
+) -> None:
+    batch_id = sim.create_batch(4, endpoint="/chat/completions")
+    clock.advance(5)
+    with openai.AzureOpenAI(
+        azure_endpoint=server.root_url, api_key=KEY, api_version="2024-10-21", max_retries=0
+    ) as azure:
+        batch = azure.batches.retrieve(batch_id)
+        assert batch.status == "in_progress" and batch.endpoint == "/chat/completions"
+        assert azure.batches.cancel(batch_id).status == "cancelling"
+    assert sim.served("cancel", batch_id) == 1
+    assert sim.counters()["cancels_applied"] == 1
