@@ -124,7 +124,8 @@ class BatchStore:
         if applied.status_changes:
             changes["status_changed_at"] = now
         for name, value in changes.items():
-            setattr(row, name, value)
+            if getattr(row, name) != value:  # unchanged columns stay out of the UPDATE
+                setattr(row, name, value)
         for step in applied.status_changes:
             session.add(
                 event_row(

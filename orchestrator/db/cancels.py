@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
@@ -187,49 +187,89 @@ class CancelStore:
     # --- outcomes -------------------------------------------------------------
 
     def record_attempt(self, claim: Claim, owner: str, attempt: Attempt) -> str:
-        """Record one attempt and what follows from it, in one transaction.
+        return self.record_attempts(owner, [(claim, attempt)])[claim.batch_id]
+
+    def record_attempts(
+        self, owner: str, finished: Sequence[tuple[Claim, Attempt]]
+    ) -> dict[str, str]:
+        """Record attempts and what follows from them, all in one transaction.
 
         The server's answer (a Batch) is applied even if our lease was lost
-        meanwhile: it is the truth. The request's own state moves only while we
-        hold the lease, so a worker presumed dead cannot overwrite a live one.
-        Returns the request's state afterwards.
+        meanwhile: it is the truth. A request's own state moves only while we
+        hold its lease, so a worker presumed dead cannot overwrite a live one.
+        Rows are locked batches first, then requests, each in id order: the
+        order every other writer uses, so two processes cannot deadlock.
+        Returns each request's state afterwards.
         """
+        if not finished:
+            return {}
+        ids = sorted({claim.batch_id for claim, _ in finished})
+        observed_ids = sorted({c.batch_id for c, a in finished if a.observed is not None})
         with self.db.transaction() as session:
-            request = session.get(CancelRequest, claim.batch_id, with_for_update=True)
-            if request is None:  # pragma: no cover - requests are never deleted
-                return "missing"
-            request.attempts += 1
-            session.add(
-                CancelAttempt(
-                    batch_id=claim.batch_id,
-                    attempt=request.attempts,
-                    worker=owner,
-                    started_at=attempt.started_at,
-                    finished_at=attempt.finished_at,
-                    http_status=attempt.http_status,
-                    request_id=attempt.request_id,
-                    outcome=attempt.outcome.value,
-                    error=attempt.error,
-                )
+            batches = (
+                {
+                    row.id: row
+                    for row in session.scalars(
+                        select(Batch)
+                        .where(Batch.id.in_(observed_ids))
+                        .order_by(Batch.id)
+                        .with_for_update()
+                    )
+                }
+                if observed_ids
+                else {}
             )
-            request.last_attempt_at = attempt.finished_at
-            request.last_http_status = attempt.http_status
-            request.last_error = attempt.error
-            request.last_request_id = attempt.request_id
-            owned = request.lease_owner == owner
-            if attempt.observed is not None:
-                row = session.scalars(
-                    select(Batch).where(Batch.id == claim.batch_id).with_for_update()
-                ).one()
-                self.batches.apply_locked(
-                    session, row, attempt.observed, now=attempt.finished_at, source="worker"
+            requests = {
+                row.batch_id: row
+                for row in session.scalars(
+                    select(CancelRequest)
+                    .where(CancelRequest.batch_id.in_(ids))
+                    .order_by(CancelRequest.batch_id)
+                    .with_for_update()
                 )
-            if owned and request.state == "pending":
-                self._settle(session, request, attempt)
-            if owned:
-                request.lease_owner = None
-                request.lease_expires_at = None
-            return request.state
+            }
+            for claim, attempt in finished:
+                self._record_one(
+                    session, owner, requests[claim.batch_id], attempt, batches.get(claim.batch_id)
+                )
+            return {batch_id: request.state for batch_id, request in requests.items()}
+
+    def _record_one(
+        self,
+        session: Session,
+        owner: str,
+        request: CancelRequest,
+        attempt: Attempt,
+        batch: Batch | None,
+    ) -> None:
+        request.attempts += 1
+        session.add(
+            CancelAttempt(
+                batch_id=request.batch_id,
+                attempt=request.attempts,
+                worker=owner,
+                started_at=attempt.started_at,
+                finished_at=attempt.finished_at,
+                http_status=attempt.http_status,
+                request_id=attempt.request_id,
+                outcome=attempt.outcome.value,
+                error=attempt.error,
+            )
+        )
+        request.last_attempt_at = attempt.finished_at
+        request.last_http_status = attempt.http_status
+        request.last_error = attempt.error
+        request.last_request_id = attempt.request_id
+        owned = request.lease_owner == owner
+        if attempt.observed is not None and batch is not None:
+            self.batches.apply_locked(
+                session, batch, attempt.observed, now=attempt.finished_at, source="worker"
+            )
+        if owned and request.state == "pending":
+            self._settle(session, request, attempt)
+        if owned:
+            request.lease_owner = None
+            request.lease_expires_at = None
 
     def _settle(self, session: Session, request: CancelRequest, attempt: Attempt) -> None:
         now = attempt.finished_at

@@ -32,7 +32,7 @@ from orchestrator.api.errors import (
 )
 from orchestrator.clock import Clock
 from orchestrator.core.harvest import FileState
-from orchestrator.core.result_lines import LineSplitter, parse_lines
+from orchestrator.core.result_lines import LineError, LineSplitter, iter_rows
 from orchestrator.db.results import ChunkCounts, FileTotals, ResultStore
 
 __all__ = ["FileIngest", "IngestResult", "IngestSettings"]
@@ -144,7 +144,6 @@ class FileIngest:
         self, batch_id: str, file_id: str, kind: str, skip: int, outcome: IngestResult
     ) -> None:
         chunk_lines = self.settings.chunk_lines
-        common = {"batch_id": batch_id, "file_id": file_id, "file_kind": kind}
         splitter = LineSplitter()
         seen = 0  # physical lines read so far in this download
         committed = skip  # the checkpoint
@@ -152,8 +151,15 @@ class FileIngest:
 
         def commit(lines: list[bytes], totals: FileTotals | None = None) -> None:
             nonlocal committed
-            parsed = parse_lines(
-                lines, committed + 1, common=common, nul_unsafe=self.results.nul_unsafe
+            errors: list[LineError] = []
+            rows = iter_rows(
+                lines,
+                committed + 1,
+                batch_id=batch_id,
+                file_id=file_id,
+                kind=kind,
+                errors=errors,
+                nul_unsafe=self.results.nul_unsafe,
             )
             now = self.clock.now()  # fresh: this heartbeat keeps the lease of a long harvest
             counts = self.results.commit_chunk(
@@ -161,8 +167,8 @@ class FileIngest:
                 file_id=file_id,
                 from_line=committed,
                 to_line=committed + len(lines),
-                rows=parsed.rows,
-                errors=parsed.errors,
+                rows=rows,
+                errors=errors,
                 owner=self.owner,
                 lease_until=now + timedelta(seconds=self.settings.lease_seconds),
                 totals=totals,

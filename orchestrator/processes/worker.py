@@ -12,7 +12,7 @@ import logging
 import random
 import threading
 from collections.abc import Callable
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from concurrent.futures import ALL_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
@@ -29,10 +29,13 @@ from orchestrator.core.cancel_policy import AttemptOutcome, after_rejection
 from orchestrator.core.observation import BatchObservation, MalformedBatch, parse_batch
 from orchestrator.core.retry_policy import RetryPolicy
 from orchestrator.db.cancels import Attempt, CancelStore, Claim
+from orchestrator.db.models import Pause
 from orchestrator.errors import ApiError, DatabaseUnavailable, InvalidBatchId
 
 log = logging.getLogger(__name__)
 
+PAUSE_CHECK_INTERVAL = timedelta(seconds=1)
+TICK_SECONDS = 0.02
 NOT_FOUND_MESSAGE = "no such batch, or not visible to this key (check the id, org and project)"
 
 
@@ -101,89 +104,147 @@ class CancelWorker:
         self.owner = owner
         self.random_unit = random_unit
         self.report = WorkerReport()
-        self._lock = threading.Lock()
+        self._pause: Pause | None = None
+        self._pause_checked: datetime | None = None
 
     # --- the loop -------------------------------------------------------------
+    #
+    # The loop thread owns the database: it claims, heartbeats and records.
+    # Pool threads only talk HTTP and hand back an Attempt. Recording all the
+    # attempts that finished since the last turn in one transaction keeps the
+    # per-cancel database cost (and SQLite's single writer) out of the way.
+    # Claims are leased up to twice the concurrency: the extra ones queue in the
+    # pool and are heartbeated like the running ones.
 
     def run(self, stop: threading.Event, *, once: bool = False) -> WorkerReport:
         """Work until `stop` is set (or, with `once`, until nothing is due now)."""
-        in_flight: dict[Future[None], Claim] = {}
+        in_flight: dict[Future[Attempt], Claim] = {}
+        finished: list[tuple[Claim, Attempt]] = []
         last_heartbeat = self.clock.now()
         db_failures = 0
         with ThreadPoolExecutor(self.config.concurrency, thread_name_prefix="cancel") as pool:
-            while not stop.is_set():
+            while True:
+                finished.extend(self._collect(in_flight))
+                claims: list[Claim] = []
                 try:
                     now = self.clock.now()
-                    if self._paused(now, stop):
-                        self._reap(in_flight)
-                        if once and not in_flight:
-                            break
-                        continue
-                    claims = self.store.claim_due(
-                        self.owner,
-                        now=now,
-                        limit=self.config.concurrency - len(in_flight),
-                        lease_seconds=self.config.lease_seconds,
-                    )
-                    for claim in claims:
-                        in_flight[pool.submit(self._process, claim)] = claim
-                    if now - last_heartbeat >= timedelta(seconds=self.config.heartbeat_seconds):
-                        self.store.heartbeat(
+                    self._record(finished)
+                    if stop.is_set():
+                        break
+                    if not self._paused(now):
+                        claims = self.store.claim_due(
                             self.owner,
-                            [c.batch_id for c in in_flight.values()],
                             now=now,
+                            limit=2 * self.config.concurrency - len(in_flight),
                             lease_seconds=self.config.lease_seconds,
                         )
+                    for claim in claims:
+                        in_flight[pool.submit(self._send, claim)] = claim
+                    if now - last_heartbeat >= timedelta(seconds=self.config.heartbeat_seconds):
+                        self._heartbeat(in_flight, now)
                         last_heartbeat = now
                     db_failures = 0
                 except DatabaseUnavailable as exc:
                     db_failures += 1
-                    self.report.db_outages += 1
-                    pause = min(self.config.db_retry_max_seconds, 0.5 * 2**db_failures)
-                    log.warning(
-                        "database unavailable (%s); retrying in %.1fs",
-                        exc,
-                        pause,
-                        extra={"action": "db_unavailable"},
-                    )
-                    stop.wait(pause)
+                    self._database_down(exc, db_failures, stop)
+                    if stop.is_set():
+                        break
                     continue
                 if once and not in_flight and not claims:
                     break
                 self._wait(in_flight, stop, busy=bool(claims))
-            self._shut_down(in_flight)
+            self._shut_down(in_flight, finished)
         return self.report
 
+    def _collect(self, in_flight: dict[Future[Attempt], Claim]) -> list[tuple[Claim, Attempt]]:
+        done = [f for f in in_flight if f.done()]
+        return [(in_flight.pop(f), f.result()) for f in done]
+
+    def _record(self, finished: list[tuple[Claim, Attempt]]) -> None:
+        """Record what finished; on success the list is emptied (else kept for a retry)."""
+        if not finished:
+            return
+        states = self.store.record_attempts(self.owner, finished)
+        for claim, attempt in finished:
+            self.report.count(claim.batch_id, attempt.outcome)
+            log.info(
+                "cancel %s: %s -> request %s",
+                claim.batch_id,
+                attempt.outcome.value,
+                states.get(claim.batch_id),
+                extra={
+                    "batch_id": claim.batch_id,
+                    "request_id": attempt.request_id,
+                    "action": "cancel_attempt",
+                },
+            )
+        auth = [a for _, a in finished if a.outcome is AttemptOutcome.AUTH]
+        finished.clear()
+        if auth:
+            self._pause_everyone(auth[0])
+
+    def _heartbeat(self, in_flight: dict[Future[Attempt], Claim], now: datetime) -> None:
+        ids = [c.batch_id for c in in_flight.values()]
+        self.store.heartbeat(self.owner, ids, now=now, lease_seconds=self.config.lease_seconds)
+
+    def _database_down(self, exc: Exception, failures: int, stop: threading.Event) -> None:
+        self.report.db_outages += 1
+        pause = min(self.config.db_retry_max_seconds, 0.5 * 2**failures)
+        log.warning(
+            "database unavailable (%s); retrying in %.1fs; nothing is lost: unrecorded "
+            "cancels are re-sent after their lease expires",
+            exc,
+            pause,
+            extra={"action": "db_unavailable"},
+        )
+        stop.wait(pause)
+
     def _wait(
-        self, in_flight: dict[Future[None], Claim], stop: threading.Event, *, busy: bool
+        self, in_flight: dict[Future[Attempt], Claim], stop: threading.Event, *, busy: bool
     ) -> None:
-        """Block until a task finishes or it is time to look for work again."""
-        timeout = 0.05 if busy else self.config.idle_seconds
+        """Let the sends run for one tick (or idle when there is nothing to do).
+
+        Up to `concurrency` claims wait queued behind the running sends, so a pool
+        thread that finishes starts the next cancel at once; the loop only has to
+        come round once a tick to record answers and top the queue up, which lets
+        one transaction record many answers.
+        """
         if in_flight:
-            wait(list(in_flight), timeout=timeout, return_when=FIRST_COMPLETED)
-            self._reap(in_flight)
-        else:
-            stop.wait(timeout)
+            wait(list(in_flight), timeout=TICK_SECONDS, return_when=ALL_COMPLETED)
+        elif not busy:
+            stop.wait(self.config.idle_seconds)
 
-    @staticmethod
-    def _reap(in_flight: dict[Future[None], Claim]) -> None:
-        for future in [f for f in in_flight if f.done()]:
-            in_flight.pop(future)
-            future.result()  # surface bugs; _process catches what it expects
-
-    def _shut_down(self, in_flight: dict[Future[None], Claim]) -> None:
+    def _shut_down(
+        self, in_flight: dict[Future[Attempt], Claim], finished: list[tuple[Claim, Attempt]]
+    ) -> None:
         """Stop: let running sends finish and be recorded; give back what never started."""
-        for future, claim in list(in_flight.items()):
-            if future.cancel():
-                try:
-                    self.report.released += self.store.release(self.owner, [claim.batch_id])
-                except DatabaseUnavailable:
-                    log.warning("could not release %s; its lease will expire", claim.batch_id)
+        unstarted = [claim for future, claim in in_flight.items() if future.cancel()]
         wait([f for f in in_flight if not f.cancelled()])
+        finished.extend((claim, f.result()) for f, claim in in_flight.items() if not f.cancelled())
+        for delay in (0.0, 0.5, 1.0, 2.0, 4.0):
+            threading.Event().wait(delay)
+            try:
+                self._record(finished)
+                self.report.released += self.store.release(
+                    self.owner, [c.batch_id for c in unstarted]
+                )
+                return
+            except DatabaseUnavailable as exc:
+                log.warning("database unavailable while stopping (%s)", exc)
+        log.error(
+            "stopped without recording %d answer(s) and releasing %d lease(s): the cancels "
+            "are re-sent when the leases expire",
+            len(finished),
+            len(unstarted),
+        )
 
-    def _paused(self, now: datetime, stop: threading.Event) -> bool:
-        pause = self.store.active_pause(now)
-        if pause is None:
+    def _paused(self, now: datetime) -> bool:
+        """Is sending paused (401/403 anywhere)? Asked of the database once a second."""
+        if self._pause_checked is None or now - self._pause_checked >= PAUSE_CHECK_INTERVAL:
+            self._pause = self.store.active_pause(now)
+            self._pause_checked = now
+        pause = self._pause
+        if pause is None or pause.until <= now:
             return False
         if self.report.paused != pause.reason:
             log.error(
@@ -193,51 +254,12 @@ class CancelWorker:
                 extra={"action": "paused"},
             )
         self.report.paused = pause.reason
-        stop.wait(min(self.config.idle_seconds * 5, max(0.0, (pause.until - now).total_seconds())))
         return True
 
-    # --- one claim ------------------------------------------------------------
+    # --- one send (in a pool thread) --------------------------------------------
 
-    def _process(self, claim: Claim) -> None:
+    def _send(self, claim: Claim) -> Attempt:
         started = self.clock.now()
-        attempt = self._send(claim, started)
-        for delay in (0.5, 1, 2, 4, 8, 15):
-            try:
-                state = self.store.record_attempt(claim, self.owner, attempt)
-                break
-            except DatabaseUnavailable as exc:
-                log.warning(
-                    "could not record the attempt on %s (%s); retrying",
-                    claim.batch_id,
-                    exc,
-                    extra={"batch_id": claim.batch_id},
-                )
-                threading.Event().wait(delay)
-        else:
-            # Lost: the lease expires and the cancel is sent again (it is idempotent).
-            log.error(
-                "gave up recording the attempt on %s; it will be retried",
-                claim.batch_id,
-                extra={"batch_id": claim.batch_id},
-            )
-            return
-        with self._lock:
-            self.report.count(claim.batch_id, attempt.outcome)
-        if attempt.outcome is AttemptOutcome.AUTH:
-            self._pause_everyone(attempt)
-        log.info(
-            "cancel %s: %s -> request %s",
-            claim.batch_id,
-            attempt.outcome.value,
-            state,
-            extra={
-                "batch_id": claim.batch_id,
-                "request_id": attempt.request_id,
-                "action": "cancel_attempt",
-            },
-        )
-
-    def _send(self, claim: Claim, started: datetime) -> Attempt:
         try:
             result = self.client.cancel(claim.batch_id)
         except RetryLater as exc:
@@ -363,7 +385,9 @@ class CancelWorker:
             f"the API refused our key (HTTP {attempt.http_status}): check OPENAI_API_KEY, "
             f"OPENAI_ORG_ID and OPENAI_PROJECT_ID. {attempt.error or ''}"
         ).strip()
-        self.store.pause(reason, now=now, until=now + timedelta(seconds=self._auth_pause()))
+        until = now + timedelta(seconds=self._auth_pause())
+        self.store.pause(reason, now=now, until=until)
+        self._pause, self._pause_checked = self.store.active_pause(now), now
         log.error(
             "ALL SENDING PAUSED for %.0fs: %s",
             self._auth_pause(),

@@ -102,9 +102,10 @@ def test_many_workers_send_every_cancel_once_at_a_time_even_when_one_is_killed(
         recovered = s.scalar(
             select(func.count()).select_from(BatchEvent).where(BatchEvent.kind == "lease_recovered")
         )
-    # Re-sends happen only for what the killed worker had in flight and never recorded.
+    # Re-sends happen only for what the killed worker had sent and not yet recorded:
+    # at most its leases (twice its concurrency of 8).
     resent = served["requests_total"]["cancel"] - len(ids)
     assert recorded is not None and recorded >= len(ids)
-    assert resent <= 8
+    assert resent <= 16
     assert recovered is not None and recovered >= resent
     db.dispose()

@@ -1,0 +1,118 @@
+"""What the benchmarks share: a simulator in its own process, scratch databases."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import psycopg
+from sqlalchemy.engine import make_url
+
+from orchestrator.db import migrate
+from orchestrator.db.engine import make_engine
+
+SIM_KEY = "sk-sim-bench"
+PG_URL = os.environ.get(
+    "ORCHESTRATOR_BENCH_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test"
+)
+
+
+@dataclass
+class RunningSimulator:
+    url: str  # .../v1
+    root: str
+    process: subprocess.Popen[str]
+
+    def control(self) -> httpx.Client:
+        return httpx.Client(
+            base_url=self.root, headers={"Authorization": f"Bearer {SIM_KEY}"}, timeout=30
+        )
+
+    def create_batches(self, count: int, **body: Any) -> list[str]:
+        with self.control() as http:
+            return [
+                http.post("/_sim/batches", json=body).raise_for_status().json()["id"]
+                for _ in range(count)
+            ]
+
+    def add_fault(self, **rule: Any) -> None:
+        with self.control() as http:
+            http.post("/_sim/faults", json=rule).raise_for_status()
+
+    def clear_faults(self) -> None:
+        with self.control() as http:
+            http.delete("/_sim/faults").raise_for_status()
+
+    def counters(self) -> dict[str, Any]:
+        with self.control() as http:
+            result: dict[str, Any] = http.get("/_sim/counters").raise_for_status().json()
+            return result
+
+
+@contextmanager
+def simulator(time_scale: float = 1.0) -> Iterator[RunningSimulator]:
+    """The simulator in a separate process, so it does not share our GIL."""
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "orchestrator.simulator",
+            "--port",
+            "0",
+            "--api-key",
+            SIM_KEY,
+            "--time-scale",
+            str(time_scale),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert process.stdout is not None
+        line = process.stdout.readline()
+        match = re.search(r"(http://[\d.]+:\d+)/v1", line)
+        if not match:
+            raise RuntimeError(f"simulator did not start: {line!r}")
+        yield RunningSimulator(url=match.group(0), root=match.group(1), process=process)
+    finally:
+        process.terminate()
+        process.wait(10)
+
+
+@contextmanager
+def scratch_database(backend: str) -> Iterator[str]:
+    """A freshly migrated database URL on `sqlite` or `postgres`, dropped afterwards."""
+    if backend == "sqlite":
+        with tempfile.TemporaryDirectory() as tmp:
+            url = f"sqlite:///{Path(tmp) / 'bench.sqlite3'}"
+            _migrate(url)
+            yield url
+        return
+    admin = make_url(PG_URL).set(drivername="postgresql").render_as_string(hide_password=False)
+    name = f"orch_bench_{os.getpid()}"
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        conn.execute(f'CREATE DATABASE "{name}"')
+    target = make_url(PG_URL).set(drivername="postgresql+psycopg", database=name)
+    rendered = target.render_as_string(hide_password=False)
+    _migrate(rendered)
+    try:
+        yield rendered
+    finally:
+        with psycopg.connect(admin, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def _migrate(url: str) -> None:
+    engine = make_engine(url)
+    migrate.upgrade(engine)
+    engine.dispose()

@@ -1,0 +1,399 @@
+"""The reconciler: poll every tracked batch until it is terminal, then harvest its files.
+
+One pass claims due batches page by page (leases, so two reconcilers never work
+on one batch at once), polls each page concurrently in a thread pool, applies
+each answer through the state machine (``PollStore.record_poll``), and for a
+terminal batch downloads its output and error files (``FileIngest``). Failures
+on our side of the wire never fail a batch: they are recorded and retried later.
+
+``run_forever`` reads the clock once per iteration, waits with the stop event
+(never a busy loop), and rides out a database outage: it backs off, gives back
+any lease it still holds once the database answers again, and carries on.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import threading
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+from orchestrator.api.client import BatchApiClient
+from orchestrator.api.errors import ApiAuthError, ApiNotFoundError, RetryLater
+from orchestrator.clock import Clock
+from orchestrator.core.harvest import FileState, HarvestState
+from orchestrator.core.observation import MalformedBatch, parse_batch
+from orchestrator.core.poll_policy import PollPolicy
+from orchestrator.db.database import Database
+from orchestrator.db.polls import Attention, Claim, PollRecord, PollStore
+from orchestrator.db.results import LeaseLost, ResultStore
+from orchestrator.errors import ApiError, DatabaseUnavailable, InvalidBatchId
+from orchestrator.processes.ingest import READ_BYTES, FileIngest, IngestResult, IngestSettings
+from orchestrator.settings import Settings
+
+__all__ = ["PassSummary", "Reconciler", "ReconcilerConfig", "poll_policy"]
+
+log = logging.getLogger(__name__)
+
+DB_RETRY_MAX_SECONDS = 30.0
+NOT_FOUND = "no such batch for this key (check the id, organization and project)"
+
+
+def poll_policy(settings: Settings) -> PollPolicy:
+    return PollPolicy(
+        initial_seconds=settings.poll_initial_seconds,
+        backoff_factor=settings.poll_backoff_factor,
+        max_seconds=settings.poll_max_seconds,
+        cancelling_max_seconds=settings.poll_cancelling_max_seconds,
+        error_max_seconds=settings.poll_error_max_seconds,
+        overdue_cancelling_seconds=settings.overdue_cancelling_seconds,
+        overdue_finalizing_seconds=settings.overdue_finalizing_seconds,
+        file_id_repolls=settings.file_id_repolls,
+    )
+
+
+@dataclass(frozen=True, kw_only=True)
+class ReconcilerConfig:
+    concurrency: int = 8
+    lease_seconds: float = 300.0
+    idle_seconds: float = 1.0
+    chunk_lines: int = 2000
+    download_attempts: int = 5
+    page_size: int = 0  # 0: four claims per worker thread
+    read_bytes: int = READ_BYTES
+    db_retry_initial_seconds: float = 0.5  # after a database outage, doubling up to 30 s
+
+    @staticmethod
+    def from_settings(settings: Settings) -> ReconcilerConfig:
+        return ReconcilerConfig(
+            concurrency=settings.reconcile_concurrency,
+            lease_seconds=settings.reconcile_lease_seconds,
+            idle_seconds=settings.reconcile_idle_seconds,
+            chunk_lines=settings.ingest_chunk_lines,
+            download_attempts=settings.download_attempts,
+        )
+
+
+@dataclass
+class PassSummary:
+    """What one or more passes did; ``attention`` is filled by ``check_attention``."""
+
+    passes: int = 0
+    claimed: int = 0
+    polled: int = 0
+    poll_failures: int = 0
+    became_terminal: int = 0
+    harvested: int = 0  # batches whose harvest settled (done or missing)
+    results_stored: int = 0  # new rows
+    duplicates: int = 0
+    line_errors: int = 0
+    files_done: int = 0
+    files_missing: list[str] = field(default_factory=list)
+    files_failed: list[str] = field(default_factory=list)
+    newly_overdue: list[str] = field(default_factory=list)
+    cancels_closed: dict[str, str] = field(default_factory=dict)
+    anomalies: list[str] = field(default_factory=list)
+    lost_leases: int = 0
+    released: int = 0
+    auth_error: str | None = None
+    db_outages: int = 0
+    stopped: bool = False
+    attention: Attention | None = None
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
+
+    @property
+    def needs_attention(self) -> bool:
+        if self.auth_error is not None:
+            return True
+        if self.attention is not None:
+            return bool(self.attention.overdue or self.attention.files)
+        return bool(self.files_missing or self.files_failed or self.newly_overdue)
+
+    def merge(self, other: PassSummary) -> None:
+        with self._lock:
+            for name in (
+                "passes",
+                "claimed",
+                "polled",
+                "poll_failures",
+                "became_terminal",
+                "harvested",
+                "results_stored",
+                "duplicates",
+                "line_errors",
+                "files_done",
+                "lost_leases",
+                "released",
+                "db_outages",
+            ):
+                setattr(self, name, getattr(self, name) + getattr(other, name))
+            self.files_missing += other.files_missing
+            self.files_failed += other.files_failed
+            self.newly_overdue += other.newly_overdue
+            self.cancels_closed.update(other.cancels_closed)
+            self.anomalies += other.anomalies
+            self.auth_error = other.auth_error or self.auth_error
+            self.stopped = self.stopped or other.stopped
+
+    def to_dict(self) -> dict[str, object]:
+        data = {k: v for k, v in vars(self).items() if not k.startswith("_") and k != "attention"}
+        if self.attention is not None:
+            data["overdue"] = [
+                {"batch_id": b, "status": s, "overdue_since": t.isoformat()}
+                for b, s, t in self.attention.overdue
+            ]
+            data["unharvested_files"] = [
+                {"batch_id": b, "file_id": f, "state": s, "error": e}
+                for b, f, s, e in self.attention.files
+            ]
+        data["needs_attention"] = self.needs_attention
+        return data
+
+
+class Reconciler:
+    def __init__(
+        self,
+        db: Database,
+        client: BatchApiClient,
+        settings: Settings | ReconcilerConfig,
+        clock: Clock,
+        owner: str,
+        *,
+        policy: PollPolicy | None = None,
+        random_unit: Callable[[], float] = random.random,
+        stop: threading.Event | None = None,
+    ) -> None:
+        self.db = db
+        self.client = client
+        self.clock = clock
+        self.owner = owner
+        if isinstance(settings, Settings):
+            self.config = ReconcilerConfig.from_settings(settings)
+            self.policy = policy or poll_policy(settings)
+        else:
+            self.config = settings
+            self.policy = policy or PollPolicy()
+        self.random_unit = random_unit
+        self.polls = PollStore(db)
+        self.results = ResultStore(db)
+        # Set to stop: claimed work not yet started is released, harvests end at a checkpoint.
+        self.stop = stop or threading.Event()
+        self._pool = ThreadPoolExecutor(self.config.concurrency, thread_name_prefix="reconcile")
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=True)
+
+    def __enter__(self) -> Reconciler:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    @property
+    def page_size(self) -> int:
+        return self.config.page_size or self.config.concurrency * 4
+
+    # --- the loops -------------------------------------------------------------------
+
+    def run_once(self) -> PassSummary:
+        """One pass: claim and process every batch due now, page by page."""
+        summary = PassSummary(passes=1)
+        seen: set[str] = set()
+        while not self.stop.is_set() and summary.auth_error is None:
+            now = self.clock.now()  # once per page: leases are measured from here
+            claims = self.polls.claim_due(
+                now=now,
+                owner=self.owner,
+                lease_seconds=self.config.lease_seconds,
+                limit=self.page_size,
+            )
+            fresh = [c for c in claims if c.batch_id not in seen]
+            if len(fresh) < len(claims):  # due again within the pass: leave it to the next one
+                again = [c.batch_id for c in claims if c.batch_id in seen]
+                summary.released += self.polls.release(again, owner=self.owner)
+            if not fresh:
+                break
+            seen.update(c.batch_id for c in fresh)
+            summary.claimed += len(fresh)
+            self._process_page(fresh, summary)
+        return summary
+
+    def run_forever(self, stop: threading.Event) -> PassSummary:
+        """Pass after pass until ``stop`` is set; returns the totals."""
+        total = PassSummary()
+        outage = 0
+        self.stop = stop
+        while not stop.is_set():
+            try:
+                if outage:
+                    # Our earlier pass was cut short: free what it held, so nothing waits
+                    # out a lease that nobody is working under.
+                    total.released += self.polls.release_owned(owner=self.owner)
+                    log.info("database is back after %d failed attempt(s)", outage)
+                    outage = 0
+                summary = self.run_once()
+            except DatabaseUnavailable as exc:
+                outage += 1
+                total.db_outages += 1
+                initial = self.config.db_retry_initial_seconds
+                wait = min(DB_RETRY_MAX_SECONDS, initial * 2.0 ** min(outage - 1, 10))
+                log.warning("%s; retrying in %.1fs", exc, wait, extra={"action": "db_outage"})
+                stop.wait(wait)
+                continue
+            total.merge(summary)
+            if summary.auth_error is not None:
+                stop.wait(self.policy.error_max_seconds)
+            elif summary.claimed == 0:
+                stop.wait(self.config.idle_seconds)
+        total.stopped = True
+        return total
+
+    def check_attention(self, summary: PassSummary) -> PassSummary:
+        summary.attention = self.polls.attention()
+        return summary
+
+    # --- one page --------------------------------------------------------------------
+
+    def _process_page(self, claims: list[Claim], summary: PassSummary) -> None:
+        futures = [self._pool.submit(self._process, claim, summary) for claim in claims]
+        failure: BaseException | None = None
+        for future in futures:
+            try:
+                future.result()
+            except DatabaseUnavailable as exc:
+                failure = failure or exc
+        if failure is not None:
+            raise failure
+
+    def _process(self, claim: Claim, summary: PassSummary) -> None:
+        """Poll (when needed) and harvest one leased batch."""
+        if self.stop.is_set() or summary.auth_error is not None:
+            summary.merge(
+                PassSummary(released=self.polls.release([claim.batch_id], owner=self.owner))
+            )
+            return
+        files = claim.file_ids
+        terminal = claim.status is not None and claim.status.is_terminal
+        if not terminal or self.policy.awaiting_file_ids(
+            claim.status,
+            output_file_id=claim.output_file_id,
+            error_file_id=claim.error_file_id,
+            terminal_polls=claim.terminal_polls,
+        ):
+            record = self._poll(claim, summary)
+            if record is None or not record.harvest:
+                return
+            files = record.file_ids
+        # else: terminal with known files; a harvest to start, resume or retry
+        self._harvest(claim.batch_id, files, summary)
+
+    def _poll(self, claim: Claim, summary: PassSummary) -> PollRecord | None:
+        batch_id = claim.batch_id
+        now = self.clock.now()
+        try:
+            answer = self.client.retrieve(batch_id)
+            observed = parse_batch(answer.data)
+            if observed.id != batch_id:
+                raise MalformedBatch(f"asked for {batch_id}, the server answered {observed.id}")
+        except ApiAuthError as exc:
+            summary.merge(PassSummary(poll_failures=1, auth_error=str(exc)))
+            self._failed(batch_id, f"authentication refused: {exc}")
+            return None
+        except (ApiError, MalformedBatch, InvalidBatchId) as exc:
+            summary.merge(PassSummary(poll_failures=1))
+            retry_after = exc.delay_s if isinstance(exc, RetryLater) else None
+            text = f"{NOT_FOUND}: {exc}" if isinstance(exc, ApiNotFoundError) else str(exc)
+            self._failed(batch_id, text, retry_after)
+            return None
+        record = self.polls.record_poll(
+            observed,
+            now=now,
+            owner=self.owner,
+            policy=self.policy,
+            lease_seconds=self.config.lease_seconds,
+            u=self.random_unit(),
+        )
+        found = PassSummary(
+            polled=1,
+            became_terminal=int(record.became_terminal),
+            newly_overdue=[batch_id] if record.newly_overdue else [],
+            cancels_closed={batch_id: record.cancel_closed} if record.cancel_closed else {},
+            anomalies=[f"{batch_id}: {a}" for a in record.anomalies],
+        )
+        summary.merge(found)
+        if record.newly_overdue:
+            log.warning("batch is overdue in %s", record.status, extra={"batch_id": batch_id})
+        return record
+
+    def _failed(self, batch_id: str, error: str, retry_after: float | None = None) -> None:
+        log.warning("poll failed: %s", error, extra={"batch_id": batch_id})
+        self.polls.record_failure(
+            batch_id,
+            now=self.clock.now(),
+            owner=self.owner,
+            error=error,
+            policy=self.policy,
+            u=self.random_unit(),
+            retry_after=retry_after,
+        )
+
+    def _harvest(self, batch_id: str, files: list[tuple[str, str]], summary: PassSummary) -> None:
+        ingest = FileIngest(
+            client=self.client,
+            results=self.results,
+            clock=self.clock,
+            owner=self.owner,
+            settings=IngestSettings(
+                chunk_lines=self.config.chunk_lines,
+                download_attempts=self.config.download_attempts,
+                lease_seconds=self.config.lease_seconds,
+                read_bytes=self.config.read_bytes,
+            ),
+            stop=self.stop,
+        )
+        found = PassSummary()
+        try:
+            for kind, file_id in files:
+                outcome = ingest.run(batch_id=batch_id, file_id=file_id, kind=kind)
+                _count_file(found, batch_id, outcome)
+                if outcome.stopped:
+                    found.released += self.polls.release([batch_id], owner=self.owner)
+                    summary.merge(found)
+                    return
+        except LeaseLost as exc:
+            log.warning("%s", exc, extra={"batch_id": batch_id})
+            found.lost_leases += 1
+            summary.merge(found)
+            return
+        except ApiAuthError as exc:
+            found.auth_error = str(exc)
+            self._failed(batch_id, f"authentication refused: {exc}")
+            summary.merge(found)
+            return
+        record = self.polls.finish_harvest(
+            batch_id,
+            now=self.clock.now(),
+            owner=self.owner,
+            policy=self.policy,
+            u=self.random_unit(),
+        )
+        if record is None:
+            found.lost_leases += 1
+        elif record.state in (HarvestState.DONE, HarvestState.MISSING):
+            found.harvested += 1
+        summary.merge(found)
+
+
+def _count_file(found: PassSummary, batch_id: str, outcome: IngestResult) -> None:
+    found.results_stored += outcome.inserted
+    found.duplicates += outcome.duplicates
+    found.line_errors += outcome.malformed
+    label = f"{batch_id}/{outcome.kind} {outcome.file_id}"
+    if outcome.state is FileState.DONE:
+        found.files_done += 1
+    elif outcome.state is FileState.MISSING:
+        found.files_missing.append(f"{label}: {outcome.error}")
+    elif not outcome.stopped:
+        found.files_failed.append(f"{label}: {outcome.error}")
