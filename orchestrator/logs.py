@@ -74,5 +74,5 @@ def configure(level: str, fmt: str, secret: Secret) -> None:
         root.removeHandler(old)
     root.addHandler(handler)
     root.setLevel(level.upper())
-    for noisy in ("httpx", "httpcore", "alembic"):
+    for noisy in ("httpx", "httpcore", "alembic", "transitions"):
         logging.getLogger(noisy).setLevel(logging.WARNING)

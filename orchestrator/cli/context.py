@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import IntEnum
-from typing import Any
+from typing import Any, TextIO
 
 from rich.console import Console
 
@@ -25,6 +26,16 @@ class Exit(IntEnum):
     INTERRUPTED = 130
 
 
+# Piped or redirected output is read by people too (less, files, CI logs): do not
+# squeeze tables into 80 columns there. COLUMNS still wins when set.
+PIPED_WIDTH = 160
+
+
+def _console(stream: TextIO, *, stderr: bool) -> Console:
+    width = None if stream.isatty() or os.environ.get("COLUMNS") else PIPED_WIDTH
+    return Console(stderr=stderr, highlight=False, width=width)
+
+
 def to_jsonable(value: Any) -> Any:
     if isinstance(value, datetime):
         return value.isoformat()
@@ -39,8 +50,8 @@ def to_jsonable(value: Any) -> Any:
 class Context:
     settings: Settings
     args: argparse.Namespace
-    out: Console = field(default_factory=lambda: Console(highlight=False))
-    err: Console = field(default_factory=lambda: Console(stderr=True, highlight=False))
+    out: Console = field(default_factory=lambda: _console(sys.stdout, stderr=False))
+    err: Console = field(default_factory=lambda: _console(sys.stderr, stderr=True))
 
     @property
     def json(self) -> bool:

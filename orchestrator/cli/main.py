@@ -7,7 +7,15 @@ import sys
 from collections.abc import Callable, Sequence
 
 from orchestrator import __version__, logs
-from orchestrator.cli import cancel_commands, config_commands, db_commands, worker_commands
+from orchestrator.cli import (
+    cancel_commands,
+    config_commands,
+    db_commands,
+    demo_command,
+    reconcile_commands,
+    simulate_command,
+    worker_commands,
+)
 from orchestrator.cli.context import Context, Exit
 from orchestrator.errors import (
     ConfigError,
@@ -23,6 +31,9 @@ COMMAND_MODULES: list[Callable[[argparse._SubParsersAction[argparse.ArgumentPars
     config_commands.register,
     cancel_commands.register,
     worker_commands.register,
+    reconcile_commands.register,
+    demo_command.register,
+    simulate_command.register,
 ]
 
 EPILOG = """\

@@ -171,7 +171,9 @@ class BatchStore:
         request.next_attempt_at = None
         request.lease_owner = None
         request.lease_expires_at = None
-        request.seconds_to_terminal = max(0.0, (terminal_at - request.requested_at).total_seconds())
+        waited = (terminal_at - request.requested_at).total_seconds()
+        # Ended before anyone asked: there is no "time to terminal" to speak of.
+        request.seconds_to_terminal = waited if waited >= 0 else None
         session.add(event_row(row.id, "cancel_closed", now, source, detail=f"outcome {outcome}"))
         return outcome
 

@@ -1,0 +1,264 @@
+"""The main job end to end on embedded defaults: `orchestrator demo`.
+
+A simulator on a free loopback port stands in for the API (no key needed), a
+SQLite file is the database, and the real worker and reconciler run side by
+side in threads. A few dozen batches are created across every status, all are
+asked to be cancelled, and the run ends when every cancel request is closed and
+every result file is harvested.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import func, select
+
+from orchestrator.cli.wiring import build_client, retry_policy
+from orchestrator.clock import SystemClock
+from orchestrator.db import migrate
+from orchestrator.db.cancels import CancelStore
+from orchestrator.db.database import Database
+from orchestrator.db.engine import make_engine
+from orchestrator.db.models import Batch, CancelRequest, ResultFile
+from orchestrator.processes.reconciler import Reconciler
+from orchestrator.processes.worker import CancelWorker, WorkerConfig
+from orchestrator.secret import Secret
+from orchestrator.settings import Settings
+from orchestrator.simulator import Scenario, Simulator, SimulatorConfig, SimulatorServer
+
+DEMO_KEY = "sk-sim-demo"
+TIME_SCALE = 60.0  # one simulated minute per real second: 10 min of cancelling is 10 s
+
+# (label, how many, requests each, age in simulated seconds, scenario overrides,
+#  cancel already sent by someone else this many simulated seconds after creation)
+Plan = tuple[str, int, int, float, dict[str, Any], float | None]
+PLAN: tuple[Plan, ...] = (
+    ("validating", 4, 40, 0, {"validating_s": 120}, None),
+    ("in_progress", 10, 200, 400, {}, None),
+    ("in_progress, ids late", 3, 200, 400, {"file_ids_lag_polls": 1}, None),
+    ("finalizing", 3, 100, 3650, {}, None),
+    ("loses the race", 3, 100, 400, {"cancel_outcome": "completed"}, None),
+    ("already cancelling", 3, 100, 500, {"cancelling_s": 600}, 450),
+    ("already cancelled", 2, 100, 2000, {}, 300),
+    ("completed", 3, 100, 4000, {}, None),
+    ("failed", 2, 50, 60, {"fail_validation": True}, None),
+    ("expired", 2, 100, 90_000, {"running_s": 100_000}, None),
+)
+DEMO_SCENARIO = Scenario(running_s=3600, finalizing_s=120, cancelling_s=300, body_bytes=300)
+
+
+def demo_settings(database_url: str, base_url: str) -> Settings:
+    return Settings(
+        database_url=database_url,
+        api_key=Secret(DEMO_KEY),
+        base_url=base_url,
+        worker_concurrency=8,
+        worker_idle_seconds=0.2,
+        reconcile_concurrency=8,
+        reconcile_idle_seconds=0.2,
+        poll_initial_seconds=0.5,
+        poll_max_seconds=2.0,
+        poll_cancelling_max_seconds=1.0,
+        retry_durable_initial=1.0,
+    )
+
+
+@dataclass(frozen=True)
+class DemoBatch:
+    batch_id: str
+    label: str
+
+
+@dataclass(frozen=True)
+class Progress:
+    batches: int
+    by_status: dict[str, int]
+    cancels_open: int
+    cancels_closed: int
+    harvested: int
+    results: int
+
+    @property
+    def finished(self) -> bool:
+        return self.cancels_open == 0 and self.harvested == self.batches
+
+
+@dataclass(frozen=True)
+class Outcome:
+    batch_id: str
+    label: str
+    status: str | None
+    cancel: str | None
+    results: int
+    outputs: int  # lines of the output file: the paid-for answers kept
+    requests: int | None
+    seconds_to_terminal: float | None
+
+
+def fresh_database(path: Path) -> str:
+    """The demo's own SQLite file, recreated each run so the demo starts clean."""
+    for suffix in ("", "-wal", "-shm"):
+        Path(f"{path}{suffix}").unlink(missing_ok=True)
+    url = f"sqlite:///{path}"
+    engine = make_engine(url)
+    migrate.upgrade(engine)
+    engine.dispose()
+    return url
+
+
+def create_batches(simulator: Simulator) -> list[DemoBatch]:
+    made: list[DemoBatch] = []
+    for label, count, requests, age, overrides, cancelled_after in PLAN:
+        scenario = DEMO_SCENARIO.with_overrides(overrides)
+        for _ in range(count):
+            batch_id = simulator.create_batch(
+                requests,
+                scenario,
+                age_s=age,
+                cancel_after_s=cancelled_after,
+                metadata={"demo": label},
+            )
+            made.append(DemoBatch(batch_id, label))
+    return made
+
+
+def progress(db: Database) -> Progress:
+    with db.transaction() as session:
+        by_status = {
+            str(status or "unknown"): int(n)
+            for status, n in session.execute(
+                select(Batch.status, func.count()).group_by(Batch.status)
+            ).tuples()
+        }
+        open_cancels = session.scalar(
+            select(func.count()).where(CancelRequest.state.in_(("pending", "accepted")))
+        )
+        closed = session.scalar(
+            select(func.count()).where(CancelRequest.state.in_(("closed", "failed")))
+        )
+        harvested = session.scalar(
+            select(func.count()).where(Batch.harvest_state.in_(("done", "missing")))
+        )
+        results = session.scalar(select(func.coalesce(func.sum(Batch.results_stored), 0)))
+    return Progress(
+        batches=sum(by_status.values()),
+        by_status=by_status,
+        cancels_open=int(open_cancels or 0),
+        cancels_closed=int(closed or 0),
+        harvested=int(harvested or 0),
+        results=int(results or 0),
+    )
+
+
+def outcomes(db: Database, batches: list[DemoBatch]) -> list[Outcome]:
+    labels = {b.batch_id: b.label for b in batches}
+    with db.transaction() as session:
+        outputs = {
+            batch_id: total
+            for batch_id, total in session.execute(
+                select(ResultFile.batch_id, func.sum(ResultFile.results))
+                .where(ResultFile.kind == "output")
+                .group_by(ResultFile.batch_id)
+            ).tuples()
+        }
+        rows = session.execute(
+            select(Batch, CancelRequest).join(CancelRequest, CancelRequest.batch_id == Batch.id)
+        ).all()
+        result = [
+            Outcome(
+                batch_id=batch.id,
+                label=labels.get(batch.id, ""),
+                status=batch.status,
+                cancel=request.outcome or request.state,
+                results=batch.results_stored,
+                outputs=int(outputs.get(batch.id) or 0),
+                requests=batch.request_counts_total,
+                seconds_to_terminal=request.seconds_to_terminal,
+            )
+            for batch, request in rows
+        ]
+    order = {b.batch_id: n for n, b in enumerate(batches)}
+    return sorted(result, key=lambda o: order.get(o.batch_id, 0))
+
+
+def run_demo(
+    database: Path,
+    *,
+    on_progress: Callable[[Progress], None],
+    timeout_s: float = 50.0,
+) -> tuple[list[Outcome], Progress, str]:
+    """Run everything; returns the outcomes, the last progress, and the database URL."""
+    url = fresh_database(database)
+    simulator = Simulator(SimulatorConfig(api_key=DEMO_KEY, time_scale=TIME_SCALE), SystemClock())
+    stop = threading.Event()
+    with SimulatorServer(simulator) as server:
+        settings = demo_settings(url, server.url)
+        db = Database.connect(url)
+        batches = create_batches(simulator)
+        CancelStore(db).request(
+            [b.batch_id for b in batches],
+            now=SystemClock().now(),
+            requested_by="demo",
+            reason="demo: cancel everything, keep what finished",
+        )
+        threads = _start_processes(settings, db, stop)
+        deadline = time.monotonic() + timeout_s
+        try:
+            while True:
+                current = progress(db)
+                on_progress(current)
+                if current.finished or time.monotonic() > deadline:
+                    break
+                stop.wait(0.25)
+        finally:
+            stop.set()
+            for thread in threads:
+                thread.join(30)
+        result = outcomes(db, batches), progress(db), url
+        db.dispose()
+    return result
+
+
+def _start_processes(
+    settings: Settings, db: Database, stop: threading.Event
+) -> list[threading.Thread]:
+    clock = SystemClock()
+    worker_client = build_client(settings)
+    reconcile_client = build_client(settings)
+    worker = CancelWorker(
+        CancelStore(db),
+        worker_client,
+        config=WorkerConfig(
+            concurrency=settings.worker_concurrency, idle_seconds=settings.worker_idle_seconds
+        ),
+        policy=retry_policy(settings),
+        clock=clock,
+        owner="demo-worker",
+    )
+    reconciler = Reconciler(db, reconcile_client, settings, clock, "demo-reconciler", stop=stop)
+
+    def run_worker() -> None:
+        try:
+            worker.run(stop)
+        finally:
+            worker_client.close()
+
+    def run_reconciler() -> None:
+        try:
+            reconciler.run_forever(stop)
+        finally:
+            reconciler.close()
+            reconcile_client.close()
+
+    threads = [
+        threading.Thread(target=run_worker, name="demo-worker", daemon=True),
+        threading.Thread(target=run_reconciler, name="demo-reconciler", daemon=True),
+    ]
+    for thread in threads:
+        thread.start()
+    return threads

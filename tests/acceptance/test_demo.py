@@ -1,0 +1,36 @@
+"""The README's first command: `orchestrator demo` runs the whole job end to end."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.slow
+
+
+def test_the_demo_settles_every_cancel_and_keeps_every_result(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("ORCHESTRATOR_", "OPENAI_"))}
+    done = subprocess.run(
+        [sys.executable, "-m", "orchestrator", "demo", "--json",
+         "--database", str(tmp_path / "demo.sqlite3")],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=90, check=False,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    report = json.loads(done.stdout)
+    assert report["finished"] is True
+    batches = report["batches"]
+    assert len(batches) >= 30
+    statuses = {b["status"] for b in batches}
+    assert statuses == {"cancelled", "completed", "expired", "failed"}
+    cancels = {b["cancel"] for b in batches}
+    assert {"cancelled", "too_late:completed", "too_late:expired", "too_late:failed"} <= cancels
+    # every line of every batch that had requests was recorded, exactly once
+    for batch in batches:
+        assert batch["results"] == batch["requests"], batch
+    partial = [b for b in batches if b["label"] == "in_progress"]
+    assert all(0 < b["outputs"] < b["requests"] for b in partial)  # partial answers kept
