@@ -138,9 +138,6 @@ def fresh_database(kind: str, workdir: Path) -> tuple[str, Any]:
 
     engine = make_engine(url)
     migrate.upgrade(engine)
-    if os.environ.get("BENCH_LZ4") and kind != "sqlite":
-        with engine.begin() as c:
-            c.exec_driver_sql("ALTER TABLE batch_results ALTER COLUMN body SET COMPRESSION lz4")
     engine.dispose()
     return url, cleanup
 

@@ -158,14 +158,15 @@ def progress(db: Database) -> Progress:
 def outcomes(db: Database, batches: list[DemoBatch]) -> list[Outcome]:
     labels = {b.batch_id: b.label for b in batches}
     with db.transaction() as session:
-        outputs = {
-            batch_id: total
-            for batch_id, total in session.execute(
+        outputs: dict[str, int] = dict(
+            session.execute(
                 select(ResultFile.batch_id, func.sum(ResultFile.results))
                 .where(ResultFile.kind == "output")
                 .group_by(ResultFile.batch_id)
-            ).tuples()
-        }
+            )
+            .tuples()
+            .all()
+        )
         rows = session.execute(
             select(Batch, CancelRequest).join(CancelRequest, CancelRequest.batch_id == Batch.id)
         ).all()

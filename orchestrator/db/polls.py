@@ -20,7 +20,7 @@ from sqlalchemy.orm import Session
 from orchestrator.core.apply import Applied
 from orchestrator.core.harvest import FileState, HarvestState, after_files
 from orchestrator.core.observation import BatchObservation
-from orchestrator.core.poll_policy import PollPlan, PollPolicy, PolledBatch, plan_poll
+from orchestrator.core.poll_policy import PolledBatch, PollPlan, PollPolicy, plan_poll
 from orchestrator.core.status import TIMESTAMP_FIELDS, BatchStatus, parse_status
 from orchestrator.db.batches import BatchStore, event_row
 from orchestrator.db.database import Database

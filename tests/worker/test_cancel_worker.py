@@ -249,6 +249,7 @@ def test_a_dead_workers_late_answer_does_not_overwrite_the_live_one(
     request(database, "batch_z")
     (stale,) = store.claim_due("w1", now=T0, limit=1, lease_seconds=10)
     (live,) = store.claim_due("w2", now=T0 + timedelta(seconds=11), limit=1, lease_seconds=10)
+    assert live.batch_id == stale.batch_id
     late = Attempt(
         AttemptOutcome.RETRY, T0, T0 + timedelta(seconds=12), retry_at=T0 + timedelta(hours=1)
     )

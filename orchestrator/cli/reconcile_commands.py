@@ -1,0 +1,118 @@
+"""`orchestrator reconcile [--once]`: poll batches to the end and store every result."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+
+from rich.table import Table
+
+from orchestrator.cli.context import Context, Exit
+from orchestrator.cli.wiring import build_client
+from orchestrator.clock import SystemClock
+from orchestrator.processes.identity import process_id
+from orchestrator.processes.reconciler import PassSummary, Reconciler
+from orchestrator.processes.stopping import stop_on_signals
+
+log = logging.getLogger(__name__)
+
+
+def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    reconcile = commands.add_parser(
+        "reconcile",
+        help="poll tracked batches until terminal and store every result (long-running, or --once)",
+        description=(
+            "Poll every tracked batch with backoff until it is terminal, then download its "
+            "output and error files and store one row per line, exactly once, resuming "
+            "after any crash. Safe to run many of against one PostgreSQL database (leases). "
+            "SIGTERM/SIGINT: finish or release in-flight work, exit 0."
+        ),
+    )
+    reconcile.add_argument(
+        "--once",
+        action="store_true",
+        help="one pass over what is due now; exit 1 if something needs a person",
+    )
+    reconcile.add_argument(
+        "--concurrency",
+        type=int,
+        dest="setting_reconcile_concurrency",
+        metavar="N",
+        help="batches worked on at once (env ORCHESTRATOR_RECONCILE_CONCURRENCY, default 8)",
+    )
+    reconcile.add_argument("--json", action="store_true", help="print the summary as JSON")
+    reconcile.set_defaults(handler=run_reconcile)
+
+
+def run_reconcile(ctx: Context) -> Exit:
+    client = build_client(ctx.settings)
+    db = ctx.database()
+    owner = process_id("reconciler")
+    previous = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT)}
+    stop = stop_on_signals()
+    try:
+        with Reconciler(db, client, ctx.settings, SystemClock(), owner, stop=stop) as reconciler:
+            log.info(
+                "reconciler %s started (concurrency %d)",
+                owner,
+                reconciler.config.concurrency,
+                extra={"action": "reconciler_started"},
+            )
+            summary = reconciler.run_once() if ctx.args.once else reconciler.run_forever(stop)
+            summary.stopped = stop.is_set()
+            reconciler.check_attention(summary)
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        client.close()
+        db.dispose()
+    report(ctx, owner, summary, once=ctx.args.once)
+    if ctx.args.once and summary.needs_attention:
+        return Exit.ATTENTION
+    return Exit.OK
+
+
+def describe(summary: PassSummary) -> str:
+    text = (
+        f"{summary.claimed} batch(es) claimed, {summary.polled} polled "
+        f"({summary.poll_failures} poll failure(s)), {summary.became_terminal} became terminal, "
+        f"{summary.harvested} harvested: {summary.results_stored:,} result(s) stored, "
+        f"{summary.duplicates} duplicate(s) skipped, {summary.line_errors} unreadable line(s)"
+    )
+    if summary.cancels_closed:
+        outcomes = ", ".join(f"{b} {o}" for b, o in sorted(summary.cancels_closed.items()))
+        text += f"; cancels closed: {outcomes}"
+    if summary.released or summary.lost_leases:
+        text += f"; {summary.released} lease(s) released, {summary.lost_leases} lost"
+    if summary.db_outages:
+        text += f"; rode out {summary.db_outages} database outage(s)"
+    return text
+
+
+def report(ctx: Context, owner: str, summary: PassSummary, *, once: bool) -> None:
+    if ctx.json:
+        ctx.emit_json({"owner": owner, **summary.to_dict()})
+        return
+    how = "pass done" if once else "stopped"
+    if once and summary.stopped:
+        how = "pass interrupted"
+    ctx.err.print(f"reconciler {owner} {how}: {describe(summary)}")
+    if summary.auth_error:
+        ctx.err.print(
+            f"[bold red]the API refused the key[/]: {summary.auth_error}\n"
+            "  check OPENAI_API_KEY (and OPENAI_ORG_ID / OPENAI_PROJECT_ID)",
+            markup=True,
+        )
+    attention = summary.attention
+    if attention is None or not (attention.overdue or attention.files):
+        return
+    table = Table(title="needs a person", box=None, title_justify="left")
+    for title in ("batch", "what", "since / file", "detail"):
+        table.add_column(title, overflow="fold")
+    for batch_id, status, since in attention.overdue:
+        table.add_row(batch_id, f"overdue in {status}", since.isoformat(), "still polling")
+    for batch_id, file_id, state, error in attention.files:
+        what = "file missing" if state == "missing" else "file not harvested yet"
+        table.add_row(batch_id, what, file_id, error)
+    ctx.err.print(table)

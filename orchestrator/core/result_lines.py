@@ -1,0 +1,237 @@
+"""Lines of an output or error file: split a byte stream into lines, turn each into a row.
+
+Pure (no I/O); the ingest process feeds it the downloaded chunks.
+
+A line is numbered by its physical position (1-based, blank lines included) so
+the numbers, and the checkpoint counting them, are the same on every download.
+Fields are read leniently (reference doc section 4.1): a line needs only to be a
+JSON object with a string ``custom_id``; the rest is kept if it has the expected
+type and dropped otherwise. A line that cannot be a row is kept verbatim as a
+line error: nothing the server sent is lost.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+__all__ = [
+    "RESULT_COLUMNS",
+    "LineError",
+    "LineSplitter",
+    "ParsedChunk",
+    "iter_rows",
+    "parse_lines",
+    "printable",
+]
+
+# The order of the values in each row tuple (the columns of batch_results). Tuples,
+# not dicts: they go straight to the driver's executemany, the ingest's hot path.
+RESULT_COLUMNS = (
+    "batch_id",
+    "custom_id",
+    "line_id",
+    "file_id",
+    "file_kind",
+    "line_number",
+    "status_code",
+    "request_id",
+    "body",  # JSON text
+    "error_code",
+    "error_message",
+)
+Row = tuple[
+    str, str, str | None, str, str, int, int | None, str | None, str | None, str | None, str | None
+]
+
+# Column widths of batch_results (models.py): a longer value would make the
+# database refuse the whole chunk, so such a line becomes a line error instead.
+MAX_CUSTOM_ID = 512
+MAX_ID = 128
+# PostgreSQL cannot hold U+0000 in text or jsonb; such a line is kept as raw text.
+_NUL_ESCAPE = b"\\u0000"
+_dumps = orjson.dumps
+
+
+class LineSplitter:
+    """Feed it chunks, get back complete lines (newline removed).
+
+    Counts and hashes every byte of the stream, so a re-download from byte 0
+    yields the file's full size and SHA-256 even when its first lines are skipped.
+    """
+
+    def __init__(self) -> None:
+        self._pending: list[bytes] = []
+        self._sha = hashlib.sha256()
+        self.bytes = 0
+        self.complete_lines = 0
+
+    def feed(self, chunk: bytes) -> list[bytes]:
+        self._sha.update(chunk)
+        self.bytes += len(chunk)
+        if self._pending:
+            self._pending.append(chunk)
+            if b"\n" not in chunk:
+                return []  # a long line still arriving: join once, when it ends
+            chunk = b"".join(self._pending)
+            self._pending = []
+        lines = chunk.split(b"\n")
+        last = lines.pop()
+        if last:
+            self._pending = [last]
+        self.complete_lines += len(lines)
+        return lines
+
+    def tail(self) -> bytes:
+        """What followed the last newline (b"" when the stream ended with one)."""
+        return b"".join(self._pending)
+
+    @property
+    def sha256(self) -> str:
+        return self._sha.hexdigest()
+
+
+@dataclass(frozen=True, slots=True)
+class LineError:
+    line_number: int
+    raw: bytes
+    error: str
+
+
+@dataclass(slots=True)
+class ParsedChunk:
+    rows: list[Row]  # values in RESULT_COLUMNS order
+    errors: list[LineError]
+
+
+def printable(raw: bytes) -> str:
+    """Raw bytes as text a database keeps: bad UTF-8 and NUL escaped, nothing dropped."""
+    return raw.decode("utf-8", "backslashreplace").replace("\x00", "\\x00")
+
+
+def _short_text(value: object, limit: int) -> str | None:
+    """The string, None when absent or not a string; ValueError when too long for its column."""
+    if type(value) is not str:
+        return None
+    if len(value) > limit:
+        raise ValueError(f"longer than {limit} characters")
+    return value
+
+
+def _row(obj: dict[str, Any], number: int, batch_id: str, file_id: str, kind: str) -> Row:
+    """The row of one parsed line (ValueError: it cannot be one)."""
+    custom_id = obj.get("custom_id")
+    if type(custom_id) is not str or not custom_id:
+        raise ValueError("no custom_id (a non-empty string) in the line")
+    if len(custom_id) > MAX_CUSTOM_ID:
+        raise ValueError(f"custom_id longer than {MAX_CUSTOM_ID} characters")
+    try:
+        line_id = _short_text(obj.get("id"), MAX_ID)
+    except ValueError as exc:
+        raise ValueError(f"id {exc}") from None
+    status_code = request_id = body = error_code = error_message = None
+    response = obj.get("response")
+    if type(response) is dict:
+        code = response.get("status_code")
+        status_code = code if type(code) is int else None
+        try:
+            request_id = _short_text(response.get("request_id"), MAX_ID)
+        except ValueError as exc:
+            raise ValueError(f"response.request_id {exc}") from None
+        content = response.get("body")
+        if content is not None:
+            body = _dumps(content).decode()
+    error = obj.get("error")
+    if type(error) is dict:
+        code = error.get("code")
+        if code is not None:
+            error_code = str(code)
+            if len(error_code) > MAX_ID:
+                raise ValueError(f"error.code longer than {MAX_ID} characters")
+        message = error.get("message")
+        error_message = None if message is None else str(message)
+    return (
+        batch_id,
+        custom_id,
+        line_id,
+        file_id,
+        kind,
+        number,
+        status_code,
+        request_id,
+        body,
+        error_code,
+        error_message,
+    )
+
+
+def iter_rows(
+    lines: list[bytes],
+    first_number: int,
+    *,
+    batch_id: str,
+    file_id: str,
+    kind: str,
+    errors: list[LineError],
+    nul_unsafe: bool = False,
+) -> Iterator[Row]:
+    """Rows of consecutive lines numbered from ``first_number``; line errors go to ``errors``.
+
+    Lazy, so a database can store rows while later lines are still being parsed.
+    Blank lines are skipped. ``nul_unsafe``: the database cannot store U+0000
+    (PostgreSQL), so a line containing ``\\u0000`` is kept as a line error rather
+    than refused with the whole chunk.
+    """
+    loads = orjson.loads
+    for offset, raw in enumerate(lines):
+        if not raw or raw.isspace():
+            continue
+        number = first_number + offset
+        try:
+            obj = loads(raw)
+        except orjson.JSONDecodeError as exc:
+            errors.append(LineError(number, raw, f"not valid JSON: {exc}"))
+            continue
+        if type(obj) is not dict:
+            errors.append(LineError(number, raw, f"not a JSON object but {type(obj).__name__}"))
+            continue
+        if nul_unsafe and _NUL_ESCAPE in raw:
+            errors.append(
+                LineError(number, raw, "contains \\u0000, which PostgreSQL cannot store; kept raw")
+            )
+            continue
+        try:
+            row = _row(obj, number, batch_id, file_id, kind)
+        except ValueError as exc:
+            errors.append(LineError(number, raw, str(exc)))
+            continue
+        yield row
+
+
+def parse_lines(
+    lines: list[bytes],
+    first_number: int,
+    *,
+    batch_id: str,
+    file_id: str,
+    kind: str,
+    nul_unsafe: bool = False,
+) -> ParsedChunk:
+    """``iter_rows``, all at once."""
+    errors: list[LineError] = []
+    rows = list(
+        iter_rows(
+            lines,
+            first_number,
+            batch_id=batch_id,
+            file_id=file_id,
+            kind=kind,
+            errors=errors,
+            nul_unsafe=nul_unsafe,
+        )
+    )
+    return ParsedChunk(rows, errors)

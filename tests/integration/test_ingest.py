@@ -1,0 +1,200 @@
+"""FileIngest on files the simulator cannot produce: garbage lines, a cut last line."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable
+
+import httpx
+import orjson
+import pytest
+from sqlalchemy import select
+
+from orchestrator.clock import ManualClock
+from orchestrator.core.harvest import FileState
+from orchestrator.db.database import Database
+from orchestrator.db.models import Batch, BatchResult, ResultFile, ResultLineError
+from orchestrator.db.polls import PollStore
+from orchestrator.db.results import LeaseLost, ResultStore
+from orchestrator.processes.ingest import FileIngest, IngestSettings
+
+from .conftest import make_client, track
+
+BATCH = "batch_ingest"
+
+
+def result_line(index: int, kind: str = "output") -> bytes:
+    if kind == "output":
+        response = {"status_code": 200, "request_id": f"req_{index}", "body": {"n": index}}
+        return orjson.dumps({"id": f"l{index}", "custom_id": f"c{index}", "response": response})
+    error = {"code": "batch_cancelled", "message": "cancelled"}
+    return orjson.dumps({"id": f"l{index}", "custom_id": f"c{index}", "error": error})
+
+
+def serving(*bodies: bytes) -> Callable[[httpx.Request], httpx.Response]:
+    """Each download gets the next body (the last repeats), streamed in small pieces.
+
+    Streamed without Content-Length: the client checks a Content-Length against the
+    bytes that crossed the network, which a MockTransport body given as bytes never does.
+    """
+    served: list[int] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        served.append(1)
+        body = bodies[min(len(served), len(bodies)) - 1]
+        pieces = [body[i : i + 5] for i in range(0, len(body), 5)]
+        return httpx.Response(200, content=iter(pieces))
+
+    return handler
+
+
+def ingest_with(
+    database: Database,
+    clock: ManualClock,
+    handler: Callable[[httpx.Request], httpx.Response],
+    *,
+    chunk_lines: int = 3,
+    attempts: int = 3,
+    owner: str = "ingest-test",
+) -> FileIngest:
+    track(database, clock, BATCH)
+    PollStore(database).claim_due(now=clock.now(), owner=owner, lease_seconds=60, limit=1)
+    client = make_client("http://files.test/v1", clock, transport=httpx.MockTransport(handler))
+    return FileIngest(
+        client=client,
+        results=ResultStore(database),
+        clock=clock,
+        owner=owner,
+        settings=IngestSettings(chunk_lines=chunk_lines, download_attempts=attempts, read_bytes=7),
+    )
+
+
+def stored(database: Database) -> list[tuple[str, int, str | None]]:
+    with database.transaction() as session:
+        rows = session.execute(
+            select(BatchResult.custom_id, BatchResult.line_number, BatchResult.error_code).order_by(
+                BatchResult.line_number
+            )
+        )
+        return [(c, n, e) for c, n, e in rows]
+
+
+def line_errors(database: Database) -> list[tuple[int, str, str]]:
+    with database.transaction() as session:
+        rows = session.execute(
+            select(ResultLineError.line_number, ResultLineError.raw, ResultLineError.error)
+        )
+        return sorted((n, raw, error) for n, raw, error in rows)
+
+
+def the_file(database: Database) -> ResultFile:
+    with database.transaction() as session:
+        found = session.get(ResultFile, "file-x")
+        assert found is not None
+        return found
+
+
+def test_garbage_lines_are_kept_verbatim_and_the_rest_stored(
+    database: Database, clock: ManualClock
+) -> None:
+    body = b"\n".join(
+        [
+            result_line(1),
+            b"{this is not json",
+            b"",
+            result_line(2, "error"),
+            b"\xff\xfe binary \x00 junk",
+            result_line(3),
+        ]
+    )  # the last line has no newline, and parses: a complete file
+    outcome = ingest_with(database, clock, serving(body)).run(
+        batch_id=BATCH, file_id="file-x", kind="error"
+    )
+    assert outcome.state is FileState.DONE
+    assert (outcome.inserted, outcome.malformed, outcome.duplicates) == (3, 2, 0)
+    assert stored(database) == [("c1", 1, None), ("c2", 4, "batch_cancelled"), ("c3", 6, None)]
+    errors = line_errors(database)
+    assert [(n, raw) for n, raw, _ in errors] == [
+        (2, "{this is not json"),
+        (5, "\\xff\\xfe binary \\x00 junk"),
+    ]
+    assert all(e.startswith("not valid JSON") for _, _, e in errors)
+    record = the_file(database)
+    assert (record.lines, record.lines_committed, record.results, record.malformed) == (6, 6, 3, 2)
+    assert record.bytes == len(body) and record.sha256 == hashlib.sha256(body).hexdigest()
+
+
+def test_a_cut_last_line_is_a_truncation_not_a_bad_line(
+    database: Database, clock: ManualClock
+) -> None:
+    full = b"".join(result_line(i) + b"\n" for i in range(10))
+    cut = full[: len(full) - 9]  # clean end of stream, last line cut mid-JSON
+    outcome = ingest_with(database, clock, serving(cut, full)).run(
+        batch_id=BATCH, file_id="file-x", kind="output"
+    )
+    assert outcome.state is FileState.DONE and outcome.downloads == 2
+    assert (outcome.inserted, outcome.malformed, outcome.duplicates) == (10, 0, 0)
+    assert line_errors(database) == []
+    assert [n for _, n, _ in stored(database)] == list(range(1, 11))
+    assert the_file(database).attempts == 2
+
+
+def test_a_file_that_is_always_cut_stays_pending_with_the_reason(
+    database: Database, clock: ManualClock
+) -> None:
+    full = b"".join(result_line(i) + b"\n" for i in range(10))
+    outcome = ingest_with(database, clock, serving(full[:-9]), attempts=3).run(
+        batch_id=BATCH, file_id="file-x", kind="output"
+    )
+    assert outcome.state is FileState.PENDING and outcome.downloads == 3
+    assert outcome.error is not None and "looks cut short" in outcome.error
+    record = the_file(database)
+    assert record.state == "pending" and record.lines_committed == 9  # the nine whole lines
+    assert record.last_error == outcome.error
+    assert outcome.inserted == 9 and outcome.duplicates == 0  # stored once, not three times
+
+
+def test_duplicate_custom_ids_are_counted_and_stored_once(
+    database: Database, clock: ManualClock
+) -> None:
+    body = b"".join(result_line(i % 4) + b"\n" for i in range(10))
+    outcome = ingest_with(database, clock, serving(body)).run(
+        batch_id=BATCH, file_id="file-x", kind="output"
+    )
+    assert (outcome.inserted, outcome.duplicates) == (4, 6)
+    assert the_file(database).duplicates == 6
+    assert [c for c, _, _ in stored(database)] == ["c0", "c1", "c2", "c3"]
+
+
+def test_nothing_is_stored_without_the_lease(database: Database, clock: ManualClock) -> None:
+    body = b"".join(result_line(i) + b"\n" for i in range(10))
+    ingest = ingest_with(database, clock, serving(body))
+    with database.transaction() as session:
+        row = session.get(Batch, BATCH)
+        assert row is not None
+        row.lease_owner = "someone-else"
+    with pytest.raises(LeaseLost, match="no longer held"):
+        ingest.run(batch_id=BATCH, file_id="file-x", kind="output")
+    assert stored(database) == [] and the_file(database).lines_committed == 0
+
+
+def test_a_stale_checkpoint_is_refused(database: Database, clock: ManualClock) -> None:
+    results = ResultStore(database)
+    ingest_with(database, clock, serving(b""))
+    results.begin_file(batch_id=BATCH, file_id="file-x", kind="output", now=clock.now())
+
+    def commit() -> None:
+        results.commit_chunk(
+            batch_id=BATCH,
+            file_id="file-x",
+            from_line=0,
+            to_line=2,
+            rows=[],
+            errors=[],
+            owner="ingest-test",
+            lease_until=clock.now(),
+        )
+
+    commit()
+    with pytest.raises(LeaseLost, match="checkpoint is 2, not 0"):
+        commit()

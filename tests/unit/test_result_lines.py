@@ -1,0 +1,119 @@
+from __future__ import annotations
+
+import hashlib
+
+import orjson
+from hypothesis import given
+from hypothesis import strategies as st
+
+from orchestrator.core.result_lines import LineSplitter, ParsedChunk, parse_lines, printable
+
+
+def parse(lines: list[bytes], first: int, *, nul_unsafe: bool = False) -> ParsedChunk:
+    return parse_lines(
+        lines, first, batch_id="batch_1", file_id="file-o", kind="output", nul_unsafe=nul_unsafe
+    )
+
+
+def line(custom_id: str, **extra: object) -> bytes:
+    record: dict[str, object] = {
+        "id": f"batch_req_{custom_id}",
+        "custom_id": custom_id,
+        "response": {"status_code": 200, "request_id": f"req_{custom_id}", "body": {"x": 1}},
+        "error": None,
+    }
+    record.update(extra)
+    return orjson.dumps(record)
+
+
+@given(st.binary(max_size=3000), st.lists(st.integers(1, 50), max_size=40))
+def test_lines_survive_any_chunking(data: bytes, cuts: list[int]) -> None:
+    splitter = LineSplitter()
+    got: list[bytes] = []
+    position = 0
+    for size in cuts:
+        got += splitter.feed(data[position : position + size])
+        position += size
+    got += splitter.feed(data[position:])
+    tail = splitter.tail()
+    assert got + ([tail] if tail else []) == (
+        data.split(b"\n")[:-1] + ([data.rsplit(b"\n", 1)[-1]] if tail else [])
+    )
+    assert b"\n".join(got) + (b"\n" if got else b"") + tail == data
+    assert splitter.bytes == len(data)
+    assert splitter.sha256 == hashlib.sha256(data).hexdigest()
+    assert splitter.complete_lines == data.count(b"\n")
+
+
+def test_a_long_line_arriving_in_many_pieces_is_joined_once() -> None:
+    splitter = LineSplitter()
+    big = b"x" * 10_000
+    for start in range(0, len(big), 7):
+        assert splitter.feed(big[start : start + 7]) == []
+    assert splitter.feed(b"\nnext") == [big]
+    assert splitter.tail() == b"next"
+
+
+def test_fields_are_extracted_and_numbered_by_physical_line() -> None:
+    error_line = orjson.dumps(
+        {
+            "id": "batch_req_2",
+            "custom_id": "b",
+            "response": None,
+            "error": {"code": "batch_cancelled", "message": "cancelled before it ran"},
+        }
+    )
+    parsed = parse([line("a"), b"", b"  \r", error_line], 10)
+    assert parsed.errors == []
+    assert [r[:8] for r in parsed.rows] == [
+        ("batch_1", "a", "batch_req_a", "file-o", "output", 10, 200, "req_a"),
+        ("batch_1", "b", "batch_req_2", "file-o", "output", 13, None, None),
+    ]
+    assert orjson.loads(parsed.rows[0][8] or "") == {"x": 1}
+    assert parsed.rows[1][8:] == (None, "batch_cancelled", "cancelled before it ran")
+
+
+def test_bad_lines_become_line_errors_and_the_rest_go_on() -> None:
+    lines = [
+        b"{not json",
+        b"[1, 2]",
+        orjson.dumps({"id": "x", "response": None}),
+        line("c" * 513),
+        line("ok", id="i" * 129),
+        line("fine"),
+    ]
+    parsed = parse(lines, 1)
+    assert [r[1] for r in parsed.rows] == ["fine"]
+    assert [(e.line_number, e.error.split(":")[0]) for e in parsed.errors] == [
+        (1, "not valid JSON"),
+        (2, "not a JSON object but list"),
+        (3, "no custom_id (a non-empty string) in the line"),
+        (4, "custom_id longer than 512 characters"),
+        (5, "id longer than 128 characters"),
+    ]
+    assert parsed.errors[0].raw == b"{not json"
+
+
+def test_unexpected_types_are_dropped_not_fatal() -> None:
+    weird = orjson.dumps(
+        {
+            "custom_id": "w",
+            "id": 7,
+            "response": {"status_code": "200", "request_id": 5, "body": [1, 2]},
+            "error": {"code": 42, "message": None},
+        }
+    )
+    (row,) = parse([weird], 1).rows
+    assert row[2] is None and row[6] is None and row[7] is None
+    assert row[8] == "[1,2]" and row[9] == "42"
+
+
+def test_nul_is_kept_raw_where_the_database_cannot_store_it() -> None:
+    nul = line("n", response={"status_code": 200, "body": {"text": "a\u0000b"}})
+    assert parse([nul], 1).rows
+    parsed = parse([nul], 1, nul_unsafe=True)
+    assert not parsed.rows and "\\u0000" in parsed.errors[0].error
+
+
+def test_printable_keeps_every_byte_visible() -> None:
+    assert printable(b"ok \xff\x00 end") == "ok \\xff\\x00 end"
