@@ -34,11 +34,7 @@ def upgrade() -> None:
         sa.Column("line_number", sa.Integer(), nullable=False),
         sa.Column("status_code", sa.Integer(), nullable=True),
         sa.Column("request_id", sa.String(length=128), nullable=True),
-        sa.Column(
-            "body",
-            sa.JSON().with_variant(postgresql.JSONB(astext_type=sa.Text()), "postgresql"),
-            nullable=True,
-        ),
+        sa.Column("body", sa.JSON(), nullable=True),
         sa.Column("error_code", sa.String(length=128), nullable=True),
         sa.Column("error_message", sa.Text(), nullable=True),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_batch_results")),

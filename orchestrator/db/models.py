@@ -225,7 +225,9 @@ class BatchResult(Base):
     line_number: Mapped[int]
     status_code: Mapped[int | None]
     request_id: Mapped[str | None] = mapped_column(String(128))
-    body: Mapped[dict[str, Any] | None] = mapped_column(Json)
+    # Plain JSON, not JSONB: stored as sent, no binary conversion on the hot ingest path;
+    # operators can still query it with ->, ->> and json_extract.
+    body: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     error_code: Mapped[str | None] = mapped_column(String(128))
     error_message: Mapped[str | None] = mapped_column(Text)
 
