@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import insert, select
 from sqlalchemy.orm import Session
 
 from orchestrator.core.apply import Applied, StoredBatch, apply_observation
@@ -27,7 +27,8 @@ class Recorded:
     cancel_closed: str | None  # the outcome, when this observation closed a cancel request
 
 
-def stored_view(row: Batch) -> StoredBatch:
+def stored_view(row: Any) -> StoredBatch:
+    """The rules' view of a stored batch: an ORM `Batch` or a Row of STATE_COLUMNS."""
     counts = None
     if row.request_counts_total is not None:
         counts = (
@@ -74,9 +75,13 @@ class BatchStore:
             known = set(session.scalars(select(Batch.id).where(Batch.id.in_(ids))))
             new = [i for i in ids if i not in known]
             self.ensure_rows(session, new, now=now, source=source)
-            for batch_id in new:
-                session.add(
-                    event_row(batch_id, "tracked", now, source, detail=f"tracked by {source}")
+            if new:
+                session.execute(
+                    insert(BatchEvent),
+                    [
+                        event_values(b, "tracked", now, source, detail=f"tracked by {source}")
+                        for b in new
+                    ],
                 )
         return new
 
@@ -117,41 +122,17 @@ class BatchStore:
         source: str,
         follow_up: FollowUp | None = None,
     ) -> Recorded:
-        applied = apply_observation(stored_view(row), observed)
-        changes = dict(applied.changes)
-        if "metadata" in changes:
-            changes["metadata_"] = changes.pop("metadata")
-        if applied.status_changes:
-            changes["status_changed_at"] = now
-        for name, value in changes.items():
-            if getattr(row, name) != value:  # unchanged columns stay out of the UPDATE
-                setattr(row, name, value)
-        for step in applied.status_changes:
-            session.add(
-                event_row(
-                    row.id, "status", now, source, step.from_status, step.to_status, step.server_at
-                )
-            )
-        for anomaly in applied.anomalies:
-            session.add(
-                event_row(
-                    row.id,
-                    "anomaly",
-                    now,
-                    source,
-                    row.status,
-                    None,
-                    None,
-                    f"{anomaly.kind}: {anomaly.detail}",
-                )
-            )
+        """Apply one observation to a row this transaction has locked (ORM objects)."""
+        write = plan_batch_write(row, observed, now=now, source=source)
+        for name, value in write.changes.items():
+            setattr(row, name, value)
+        if write.events:
+            session.execute(insert(BatchEvent), write.events)
         closed = self.close_cancel_if_terminal(session, row, now, source)
         if follow_up is not None:
-            for name, value in follow_up(applied, row).items():
+            for name, value in follow_up(write.applied, row).items():
                 setattr(row, name, value)
-        row.version += 1
-        row.updated_at = now
-        return Recorded(applied, closed)
+        return Recorded(write.applied, closed)
 
     def close_cancel_if_terminal(
         self, session: Session, row: Batch, now: datetime, source: str
@@ -160,22 +141,144 @@ class BatchStore:
         if status is None or not status.is_terminal:
             return None
         request = session.get(CancelRequest, row.id, with_for_update=True)
-        if request is None or request.state in ("closed", "failed"):
+        if request is None:
             return None
-        terminal_at = getattr(row, status.timestamp_field) or now
-        outcome = "cancelled" if status is BatchStatus.CANCELLED else f"too_late:{status.value}"
-        request.state = "closed"
-        request.outcome = outcome
-        request.closed_at = now
-        request.terminal_status = status.value
-        request.next_attempt_at = None
-        request.lease_owner = None
-        request.lease_expires_at = None
-        waited = (terminal_at - request.requested_at).total_seconds()
+        close = plan_cancel_close(row, request.state, request.requested_at, now=now, source=source)
+        if close is None:
+            return None
+        for name, value in close.changes.items():
+            setattr(request, name, value)
+        session.execute(insert(BatchEvent), [close.event])
+        return close.outcome
+
+
+# --- what to write, decided without touching the database --------------------------------
+#
+# Both the ORM path above (one row) and the worker's bulk path (many rows, plain
+# UPDATEs) write exactly what these decide, so the rules live in one place.
+
+# The columns the rules read: enough to build a StoredBatch and to leave unchanged
+# columns out of the UPDATE.
+STATE_COLUMNS = (
+    Batch.id,
+    Batch.status,
+    *(getattr(Batch, name) for name in TIMESTAMP_FIELDS),
+    Batch.output_file_id,
+    Batch.error_file_id,
+    Batch.request_counts_total,
+    Batch.request_counts_completed,
+    Batch.request_counts_failed,
+    Batch.endpoint,
+    Batch.model,
+    Batch.input_file_id,
+    Batch.completion_window,
+    Batch.usage_input_tokens,
+    Batch.usage_cached_tokens,
+    Batch.usage_output_tokens,
+    Batch.usage_reasoning_tokens,
+    Batch.usage_total_tokens,
+    Batch.metadata_,
+    Batch.errors,
+    Batch.version,
+)
+
+
+@dataclass(frozen=True)
+class BatchWrite:
+    applied: Applied
+    changes: dict[str, Any]  # mapped attribute name -> new value; only what differs
+    events: list[dict[str, Any]]
+
+
+@dataclass(frozen=True)
+class CancelClose:
+    outcome: str
+    changes: dict[str, Any]
+    event: dict[str, Any]
+
+
+def plan_batch_write(
+    row: Any, observed: BatchObservation, *, now: datetime, source: str
+) -> BatchWrite:
+    """The column changes and events that apply `observed` to `row` (ORM object or Row)."""
+    applied = apply_observation(stored_view(row), observed)
+    wanted = dict(applied.changes)
+    if "metadata" in wanted:
+        wanted["metadata_"] = wanted.pop("metadata")
+    if applied.status_changes:
+        wanted["status_changed_at"] = now
+    # Unchanged columns stay out of the UPDATE.
+    changes = {k: v for k, v in wanted.items() if k == "status_changed_at" or getattr(row, k) != v}
+    changes["version"] = row.version + 1
+    changes["updated_at"] = now
+    events = [
+        event_values(
+            row.id, "status", now, source, step.from_status, step.to_status, step.server_at
+        )
+        for step in applied.status_changes
+    ]
+    events += [
+        event_values(
+            row.id,
+            "anomaly",
+            now,
+            source,
+            row.status,
+            None,
+            None,
+            f"{anomaly.kind}: {anomaly.detail}",
+        )
+        for anomaly in applied.anomalies
+    ]
+    return BatchWrite(applied, changes, events)
+
+
+def plan_cancel_close(
+    row: Any, request_state: str, requested_at: datetime, *, now: datetime, source: str
+) -> CancelClose | None:
+    """Close an open cancel request once its batch (`row`, as updated) is terminal."""
+    status = parse_status(row.status) if row.status else None
+    if status is None or not status.is_terminal or request_state in ("closed", "failed"):
+        return None
+    terminal_at = getattr(row, status.timestamp_field) or now
+    outcome = "cancelled" if status is BatchStatus.CANCELLED else f"too_late:{status.value}"
+    waited = (terminal_at - requested_at).total_seconds()
+    changes: dict[str, Any] = {
+        "state": "closed",
+        "outcome": outcome,
+        "closed_at": now,
+        "terminal_status": status.value,
+        "next_attempt_at": None,
+        "lease_owner": None,
+        "lease_expires_at": None,
         # Ended before anyone asked: there is no "time to terminal" to speak of.
-        request.seconds_to_terminal = waited if waited >= 0 else None
-        session.add(event_row(row.id, "cancel_closed", now, source, detail=f"outcome {outcome}"))
-        return outcome
+        "seconds_to_terminal": waited if waited >= 0 else None,
+    }
+    event = event_values(row.id, "cancel_closed", now, source, detail=f"outcome {outcome}")
+    return CancelClose(outcome, changes, event)
+
+
+def event_values(
+    batch_id: str,
+    kind: str,
+    now: datetime,
+    source: str,
+    from_status: str | None = None,
+    to_status: str | None = None,
+    server_at: datetime | None = None,
+    detail: str | None = None,
+) -> dict[str, Any]:
+    """One `batch_events` row as values, for bulk `insert(BatchEvent)`."""
+    return {
+        "batch_id": batch_id,
+        "kind": kind,
+        "from_status": from_status,
+        "to_status": to_status,
+        "server_at": server_at,
+        "recorded_at": now,
+        "source": source,
+        "detail": detail,
+    }
 
 
 def event_row(
@@ -188,13 +291,7 @@ def event_row(
     server_at: datetime | None = None,
     detail: str | None = None,
 ) -> BatchEvent:
+    """One `batch_events` row as an object, for `session.add`."""
     return BatchEvent(
-        batch_id=batch_id,
-        kind=kind,
-        from_status=from_status,
-        to_status=to_status,
-        server_at=server_at,
-        recorded_at=now,
-        source=source,
-        detail=detail,
+        **event_values(batch_id, kind, now, source, from_status, to_status, server_at, detail)
     )

@@ -6,16 +6,24 @@ import logging
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from typing import Any
 
-from sqlalchemy import or_, select, update
+from sqlalchemy import insert, or_, select, update
 from sqlalchemy.orm import Session
 
 from orchestrator.core.cancel_policy import AttemptOutcome
 from orchestrator.core.observation import BatchObservation
 from orchestrator.core.status import BatchStatus, parse_status
-from orchestrator.db.batches import BatchStore, event_row
+from orchestrator.db.batches import (
+    STATE_COLUMNS,
+    BatchStore,
+    event_row,
+    event_values,
+    plan_batch_write,
+    plan_cancel_close,
+)
 from orchestrator.db.database import Database
-from orchestrator.db.models import Batch, CancelAttempt, CancelRequest, Pause
+from orchestrator.db.models import Batch, BatchEvent, CancelAttempt, CancelRequest, Pause
 
 log = logging.getLogger(__name__)
 PAUSE_SCOPE = "api"
@@ -205,12 +213,14 @@ class CancelStore:
             return {}
         ids = sorted({claim.batch_id for claim, _ in finished})
         observed_ids = sorted({c.batch_id for c, a in finished if a.observed is not None})
+        attempt_rows: list[dict[str, Any]] = []
+        event_rows: list[dict[str, Any]] = []
         with self.db.transaction() as session:
             batches = (
                 {
-                    row.id: row
-                    for row in session.scalars(
-                        select(Batch)
+                    row.id: _Pending(row)
+                    for row in session.execute(
+                        select(*STATE_COLUMNS)
                         .where(Batch.id.in_(observed_ids))
                         .order_by(Batch.id)
                         .with_for_update()
@@ -220,81 +230,35 @@ class CancelStore:
                 else {}
             )
             requests = {
-                row.batch_id: row
-                for row in session.scalars(
-                    select(CancelRequest)
+                row.batch_id: _Pending(row)
+                for row in session.execute(
+                    select(*REQUEST_COLUMNS)
                     .where(CancelRequest.batch_id.in_(ids))
                     .order_by(CancelRequest.batch_id)
                     .with_for_update()
                 )
             }
             for claim, attempt in finished:
-                self._record_one(
-                    session, owner, requests[claim.batch_id], attempt, batches.get(claim.batch_id)
-                )
-            return {batch_id: request.state for batch_id, request in requests.items()}
-
-    def _record_one(
-        self,
-        session: Session,
-        owner: str,
-        request: CancelRequest,
-        attempt: Attempt,
-        batch: Batch | None,
-    ) -> None:
-        request.attempts += 1
-        session.add(
-            CancelAttempt(
-                batch_id=request.batch_id,
-                attempt=request.attempts,
-                worker=owner,
-                started_at=attempt.started_at,
-                finished_at=attempt.finished_at,
-                http_status=attempt.http_status,
-                request_id=attempt.request_id,
-                outcome=attempt.outcome.value,
-                error=attempt.error,
+                request = requests[claim.batch_id]
+                batch = batches.get(claim.batch_id)
+                attempt_rows.append(_record_one(owner, request, attempt, batch, event_rows))
+            # Plain bulk statements (no unit of work): this runs for every cancel sent.
+            session.execute(insert(CancelAttempt), attempt_rows)
+            if event_rows:
+                session.execute(insert(BatchEvent), event_rows)
+            self.db.bulk_update(
+                session,
+                Batch.__table__,  # type: ignore[arg-type]
+                "id",
+                [b.update_row("id") for b in batches.values() if b.changes],
             )
-        )
-        request.last_attempt_at = attempt.finished_at
-        request.last_http_status = attempt.http_status
-        request.last_error = attempt.error
-        request.last_request_id = attempt.request_id
-        owned = request.lease_owner == owner
-        if attempt.observed is not None and batch is not None:
-            self.batches.apply_locked(
-                session, batch, attempt.observed, now=attempt.finished_at, source="worker"
+            self.db.bulk_update(
+                session,
+                CancelRequest.__table__,  # type: ignore[arg-type]
+                "batch_id",
+                [r.update_row("batch_id") for r in requests.values()],
             )
-        if owned and request.state == "pending":
-            self._settle(session, request, attempt)
-        if owned:
-            request.lease_owner = None
-            request.lease_expires_at = None
-
-    def _settle(self, session: Session, request: CancelRequest, attempt: Attempt) -> None:
-        now = attempt.finished_at
-        outcome = attempt.outcome
-        if outcome is AttemptOutcome.ACCEPTED:
-            request.state = "accepted"
-            request.accepted_at = now
-            request.next_attempt_at = None
-            detail = f"cancel accepted (HTTP {attempt.http_status}, {attempt.request_id or '-'})"
-            session.add(
-                event_row(request.batch_id, "cancel_accepted", now, "worker", detail=detail)
-            )
-        elif outcome in (AttemptOutcome.NOT_FOUND, AttemptOutcome.INVALID, AttemptOutcome.TOO_LATE):
-            # TOO_LATE normally closes through the observation; this is the fallback.
-            request.state = "failed" if outcome is not AttemptOutcome.TOO_LATE else "closed"
-            request.outcome = outcome.value
-            request.closed_at = now
-            request.next_attempt_at = None
-            session.add(
-                event_row(
-                    request.batch_id, f"cancel_{outcome.value}", now, "worker", detail=attempt.error
-                )
-            )
-        else:
-            request.next_attempt_at = attempt.retry_at or now
+            return {batch_id: str(request.state) for batch_id, request in requests.items()}
 
     # --- the shared stop on 401/403 --------------------------------------------
 
@@ -320,3 +284,104 @@ class CancelStore:
                 return False
             session.delete(pause)
             return True
+
+
+REQUEST_COLUMNS = (
+    CancelRequest.batch_id,
+    CancelRequest.state,
+    CancelRequest.attempts,
+    CancelRequest.lease_owner,
+    CancelRequest.requested_at,
+)
+
+
+class _Pending:
+    """A locked row plus the changes decided for it; reads see the changes."""
+
+    def __init__(self, row: Any) -> None:
+        self._row = row
+        self.changes: dict[str, Any] = {}
+
+    def __getattr__(self, name: str) -> Any:
+        if name in self.changes:
+            return self.changes[name]
+        return getattr(self._row, name)
+
+    def set(self, **values: Any) -> None:
+        self.changes.update(values)
+
+    def update_row(self, key: str) -> dict[str, Any]:
+        """The key and the changes, by column name (`metadata_` is the `metadata` column)."""
+        columns = {("metadata" if k == "metadata_" else k): v for k, v in self.changes.items()}
+        return {key: getattr(self._row, key), **columns}
+
+
+def _record_one(
+    owner: str,
+    request: _Pending,
+    attempt: Attempt,
+    batch: _Pending | None,
+    events: list[dict[str, Any]],
+) -> dict[str, Any]:
+    """Decide what one attempt changes; returns its `cancel_attempts` row."""
+    now = attempt.finished_at
+    number = request.attempts + 1
+    request.set(
+        attempts=number,
+        last_attempt_at=now,
+        last_http_status=attempt.http_status,
+        last_error=attempt.error,
+        last_request_id=attempt.request_id,
+    )
+    owned = request.lease_owner == owner
+    if attempt.observed is not None and batch is not None:
+        write = plan_batch_write(batch, attempt.observed, now=now, source="worker")
+        batch.set(**write.changes)
+        events += write.events
+        close = plan_cancel_close(
+            batch, request.state, request.requested_at, now=now, source="worker"
+        )
+        if close is not None:
+            request.set(**close.changes)
+            events.append(close.event)
+    if owned and request.state == "pending":
+        _settle(request, attempt, events)
+    if owned:
+        request.set(lease_owner=None, lease_expires_at=None)
+    return {
+        "batch_id": request.batch_id,
+        "attempt": number,
+        "worker": owner,
+        "started_at": attempt.started_at,
+        "finished_at": now,
+        "http_status": attempt.http_status,
+        "request_id": attempt.request_id,
+        "outcome": attempt.outcome.value,
+        "error": attempt.error,
+    }
+
+
+def _settle(request: _Pending, attempt: Attempt, events: list[dict[str, Any]]) -> None:
+    now = attempt.finished_at
+    outcome = attempt.outcome
+    if outcome is AttemptOutcome.ACCEPTED:
+        request.set(state="accepted", accepted_at=now, next_attempt_at=None)
+        detail = f"cancel accepted (HTTP {attempt.http_status}, {attempt.request_id or '-'})"
+        events.append(
+            event_values(request.batch_id, "cancel_accepted", now, "worker", detail=detail)
+        )
+    elif outcome in (AttemptOutcome.NOT_FOUND, AttemptOutcome.INVALID, AttemptOutcome.TOO_LATE):
+        # TOO_LATE normally closes through the observation; this is the fallback.
+        request.set(
+            state="failed" if outcome is not AttemptOutcome.TOO_LATE else "closed",
+            outcome=outcome.value,
+            closed_at=now,
+            next_attempt_at=None,
+        )
+        events.append(
+            event_values(
+                request.batch_id, f"cancel_{outcome.value}", now, "worker", detail=attempt.error
+            )
+        )
+    else:
+        request.set(next_attempt_at=attempt.retry_at or now)

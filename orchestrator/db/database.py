@@ -5,8 +5,9 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import Any
 
-from sqlalchemy import Engine, Insert, Table
+from sqlalchemy import Engine, Insert, Table, bindparam, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
@@ -56,6 +57,27 @@ class Database:
         if self.is_postgres:
             return postgresql.insert(table).on_conflict_do_nothing()
         return sqlite.insert(table).on_conflict_do_nothing()
+
+    @staticmethod
+    def bulk_update(session: Session, table: Table, key: str, rows: list[dict[str, Any]]) -> None:
+        """UPDATE many rows by `key`, one executemany per distinct set of columns.
+
+        Plain Core on purpose: the ORM's bulk update by primary key falls back to
+        one statement per row on drivers that do not report executemany rowcounts.
+        Keys are column names (the `metadata` column, not the `metadata_` attribute).
+        """
+        groups: dict[tuple[str, ...], list[dict[str, Any]]] = {}
+        for row in rows:
+            columns = tuple(sorted(k for k in row if k != key))
+            if columns:
+                groups.setdefault(columns, []).append({f"_{k}": v for k, v in row.items()})
+        for columns, params in groups.items():
+            statement = (
+                update(table)
+                .where(table.c[key] == bindparam(f"_{key}"))
+                .values({name: bindparam(f"_{name}") for name in columns})
+            )
+            session.execute(statement, params)
 
     def dispose(self) -> None:
         self.engine.dispose()

@@ -1,0 +1,396 @@
+"""The operators' read queries: status tables, one batch in full, result export, health.
+
+Nothing here writes. Ages are measured against a ``now`` the caller passes, so
+the answers are the same in a test as at 3 a.m. The SQL views in migration 0002
+(``batch_overview``, ``cancel_overview``) give the same picture to someone with
+only a SQL prompt; these queries read the tables so they can filter portably.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, TypeVarTuple
+
+from sqlalchemy import ColumnElement, Row, Select, func, inspect, or_, select
+from sqlalchemy.orm import Session
+
+from orchestrator.core.status import parse_status
+from orchestrator.db.cancels import PAUSE_SCOPE
+from orchestrator.db.database import Database
+from orchestrator.db.models import (
+    Base,
+    Batch,
+    BatchEvent,
+    BatchResult,
+    CancelAttempt,
+    CancelRequest,
+    Pause,
+    ResultFile,
+    ResultLineError,
+)
+
+__all__ = [
+    "UNOBSERVED",
+    "BatchDetail",
+    "BatchFilter",
+    "BatchPage",
+    "BatchSummary",
+    "FleetSnapshot",
+    "OperatorQueries",
+    "ResultRow",
+]
+
+# How a batch we track but have never seen the server answer for is shown and selected.
+UNOBSERVED = "unobserved"
+_Ts = TypeVarTuple("_Ts")
+RESULT_PAGE_ROWS = 1000
+
+
+@dataclass(frozen=True, kw_only=True)
+class BatchFilter:
+    """Which batches to show or select; every condition given must hold."""
+
+    statuses: tuple[str, ...] = ()  # API statuses, or UNOBSERVED
+    overdue: bool = False
+    cancel_requested: bool = False
+    tracked_since: datetime | None = None
+    created_before: datetime | None = None  # the server's created_at (else when we began tracking)
+    metadata: tuple[tuple[str, str], ...] = ()  # key == value, all of them
+    endpoint: str | None = None
+    model: str | None = None
+
+    @property
+    def is_empty(self) -> bool:
+        return self == BatchFilter()
+
+    def conditions(self) -> list[ColumnElement[bool]]:
+        found: list[ColumnElement[bool]] = []
+        if self.statuses:
+            named = [s for s in self.statuses if s != UNOBSERVED]
+            either = [Batch.status.in_(named)] if named else []
+            if UNOBSERVED in self.statuses:
+                either.append(Batch.status.is_(None))
+            found.append(or_(*either))
+        if self.overdue:
+            found.append(Batch.overdue_since.is_not(None))
+        if self.cancel_requested:
+            found.append(CancelRequest.batch_id.is_not(None))
+        if self.tracked_since is not None:
+            found.append(Batch.tracked_at >= self.tracked_since)
+        if self.created_before is not None:
+            found.append(func.coalesce(Batch.created_at, Batch.tracked_at) < self.created_before)
+        for key, value in self.metadata:
+            # JSON_EXTRACT(metadata, '$."key"') on SQLite, metadata ->> 'key' on PostgreSQL
+            found.append(Batch.metadata_[key].as_string() == value)
+        if self.endpoint is not None:
+            found.append(Batch.endpoint == self.endpoint)
+        if self.model is not None:
+            found.append(Batch.model == self.model)
+        return found
+
+
+@dataclass(frozen=True)
+class BatchSummary:
+    """One line of the status table."""
+
+    id: str
+    status: str | None
+    endpoint: str | None
+    model: str | None
+    created_at: datetime | None
+    tracked_at: datetime
+    status_changed_at: datetime | None
+    overdue_since: datetime | None
+    request_counts_total: int | None
+    request_counts_completed: int | None
+    request_counts_failed: int | None
+    results_stored: int
+    result_line_errors: int
+    harvest_state: str
+    last_error: str | None
+    cancel_state: str | None
+    cancel_outcome: str | None
+
+    @property
+    def overdue(self) -> bool:
+        return self.overdue_since is not None
+
+    @property
+    def is_terminal(self) -> bool:
+        status = parse_status(self.status) if self.status else None
+        return status is not None and status.is_terminal
+
+    def seconds_in_status(self, now: datetime) -> float:
+        """Since the current status was recorded (since tracking began, if never observed)."""
+        since = self.status_changed_at or self.tracked_at
+        return max(0.0, (now - since).total_seconds())
+
+
+@dataclass(frozen=True)
+class BatchPage:
+    rows: list[BatchSummary]
+    matching: int  # every batch the filter matches, shown or not
+    by_status: dict[str, int]  # of those matching; UNOBSERVED for never observed
+
+
+@dataclass(frozen=True)
+class BatchDetail:
+    """Everything recorded about one batch, each record as {column: value}."""
+
+    batch: dict[str, Any]
+    cancel_request: dict[str, Any] | None
+    attempts: list[dict[str, Any]]
+    events: list[dict[str, Any]]
+    files: list[dict[str, Any]]
+    results_by_kind: dict[str, int]
+    unreadable_lines: int
+
+
+@dataclass(frozen=True)
+class ResultRow:
+    custom_id: str
+    file_kind: str
+    file_id: str
+    line_number: int
+    line_id: str | None
+    status_code: int | None
+    request_id: str | None
+    error_code: str | None
+    error_message: str | None
+    body: dict[str, Any] | None
+
+
+@dataclass(frozen=True)
+class FleetSnapshot:
+    """Counts across every tracked batch, for metrics and the health check."""
+
+    batches_by_status: dict[str, int] = field(default_factory=dict)
+    overdue: int = 0
+    cancels_by_state: dict[str, int] = field(default_factory=dict)
+    results_stored: int = 0
+    result_line_errors: int = 0
+    result_bytes: int = 0  # of files downloaded in full
+    pause: Pause | None = None
+
+
+def as_record(row: Base) -> dict[str, Any]:
+    """Every column of an ORM row, by its SQL name (``metadata``, not ``metadata_``)."""
+    mapper = inspect(type(row))
+    return {attr.columns[0].name: getattr(row, attr.key) for attr in mapper.column_attrs}
+
+
+_SUMMARY_COLUMNS = (
+    Batch.id,
+    Batch.status,
+    Batch.endpoint,
+    Batch.model,
+    Batch.created_at,
+    Batch.tracked_at,
+    Batch.status_changed_at,
+    Batch.overdue_since,
+    Batch.request_counts_total,
+    Batch.request_counts_completed,
+    Batch.request_counts_failed,
+    Batch.results_stored,
+    Batch.result_line_errors,
+    Batch.harvest_state,
+    func.coalesce(Batch.last_error, CancelRequest.last_error).label("last_error"),
+    CancelRequest.state.label("cancel_state"),
+    CancelRequest.outcome.label("cancel_outcome"),
+)
+
+
+def _with_cancels(statement: Select[*_Ts], where: Iterable[ColumnElement[bool]]) -> Select[*_Ts]:
+    return statement.select_from(Batch).outerjoin(CancelRequest).where(*where)
+
+
+def _summary(row: Row[*tuple[Any, ...]]) -> BatchSummary:
+    return BatchSummary(**row._asdict())
+
+
+class OperatorQueries:
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    # --- the status table ------------------------------------------------------------
+
+    def list_batches(self, where: BatchFilter, *, limit: int) -> BatchPage:
+        """The newest matching batches first, with how many match in all, per status."""
+        conditions = where.conditions()
+        newest = func.coalesce(Batch.created_at, Batch.tracked_at)
+        with self.db.transaction() as session:
+            rows = session.execute(
+                _with_cancels(select(*_SUMMARY_COLUMNS), conditions)
+                .order_by(newest.desc(), Batch.id)
+                .limit(limit)
+            ).all()
+            counts = session.execute(
+                _with_cancels(select(Batch.status, func.count()), conditions).group_by(Batch.status)
+            ).all()
+        by_status = {status or UNOBSERVED: int(n) for status, n in counts}
+        return BatchPage([_summary(row) for row in rows], sum(by_status.values()), by_status)
+
+    def select_batches(self, where: BatchFilter) -> list[BatchSummary]:
+        """Every batch the filter matches, oldest first (a bulk cancel's candidates)."""
+        with self.db.transaction() as session:
+            rows = session.execute(
+                _with_cancels(select(*_SUMMARY_COLUMNS), where.conditions()).order_by(
+                    func.coalesce(Batch.created_at, Batch.tracked_at), Batch.id
+                )
+            ).all()
+        return [_summary(row) for row in rows]
+
+    def summaries(self, batch_ids: Iterable[str]) -> dict[str, BatchSummary]:
+        ids = list(dict.fromkeys(batch_ids))
+        found: dict[str, BatchSummary] = {}
+        with self.db.transaction() as session:
+            for start in range(0, len(ids), 500):  # stay under any bind-parameter limit
+                chunk = ids[start : start + 500]
+                rows = session.execute(
+                    _with_cancels(select(*_SUMMARY_COLUMNS), [Batch.id.in_(chunk)])
+                ).all()
+                found.update({row.id: _summary(row) for row in rows})
+        return found
+
+    def batches(self, batch_ids: Iterable[str]) -> dict[str, Batch]:
+        """The rows as stored now (detached: read, not to be written through)."""
+        ids = list(dict.fromkeys(batch_ids))
+        found: dict[str, Batch] = {}
+        with self.db.transaction() as session:
+            for start in range(0, len(ids), 500):
+                chunk = ids[start : start + 500]
+                found.update(
+                    {b.id: b for b in session.scalars(select(Batch).where(Batch.id.in_(chunk)))}
+                )
+        return found
+
+    # --- one batch in full -----------------------------------------------------------
+
+    def detail(self, batch_id: str) -> BatchDetail | None:
+        with self.db.transaction() as session:
+            batch = session.get(Batch, batch_id)
+            if batch is None:
+                return None
+            request = session.get(CancelRequest, batch_id)
+            return BatchDetail(
+                batch=as_record(batch),
+                cancel_request=as_record(request) if request is not None else None,
+                attempts=self._records(
+                    session,
+                    select(CancelAttempt)
+                    .where(CancelAttempt.batch_id == batch_id)
+                    .order_by(CancelAttempt.attempt, CancelAttempt.id),
+                ),
+                events=self._records(
+                    session,
+                    select(BatchEvent)
+                    .where(BatchEvent.batch_id == batch_id)
+                    .order_by(BatchEvent.id),
+                ),
+                files=self._records(
+                    session,
+                    select(ResultFile)
+                    .where(ResultFile.batch_id == batch_id)
+                    .order_by(ResultFile.kind.desc(), ResultFile.file_id),
+                ),
+                results_by_kind={
+                    kind: int(n)
+                    for kind, n in session.execute(
+                        select(BatchResult.file_kind, func.count())
+                        .where(BatchResult.batch_id == batch_id)
+                        .group_by(BatchResult.file_kind)
+                    )
+                },
+                unreadable_lines=int(
+                    session.scalar(select(func.count()).where(ResultLineError.batch_id == batch_id))
+                    or 0
+                ),
+            )
+
+    @staticmethod
+    def _records(session: Session, statement: Select[Any]) -> list[dict[str, Any]]:
+        return [as_record(row) for row in session.scalars(statement)]
+
+    # --- results, streamed -----------------------------------------------------------
+
+    def iter_results(
+        self, batch_id: str, *, kind: str | None = None, page_rows: int = RESULT_PAGE_ROWS
+    ) -> Iterator[ResultRow]:
+        """Every stored result of a batch in custom_id order, one page in memory at a time.
+
+        Each page is its own short transaction, found through the unique
+        (batch_id, custom_id) index from where the last page ended: a long export
+        never holds SQLite's write lock (every transaction there begins
+        IMMEDIATE) nor a PostgreSQL snapshot for minutes. Rows are only ever
+        added, so a page boundary can miss nothing that was stored before the
+        export began.
+        """
+        columns = (
+            BatchResult.custom_id,
+            BatchResult.file_kind,
+            BatchResult.file_id,
+            BatchResult.line_number,
+            BatchResult.line_id,
+            BatchResult.status_code,
+            BatchResult.request_id,
+            BatchResult.error_code,
+            BatchResult.error_message,
+            BatchResult.body,
+        )
+        after: str | None = None
+        while True:
+            statement = select(*columns).where(BatchResult.batch_id == batch_id)
+            if kind is not None:
+                statement = statement.where(BatchResult.file_kind == kind)
+            if after is not None:
+                statement = statement.where(BatchResult.custom_id > after)
+            with self.db.transaction() as session:
+                page = session.execute(
+                    statement.order_by(BatchResult.custom_id).limit(page_rows)
+                ).all()
+            for row in page:
+                yield ResultRow(*row)
+            if len(page) < page_rows:
+                return
+            after = page[-1].custom_id
+
+    # --- across the fleet ------------------------------------------------------------
+
+    def snapshot(self, now: datetime) -> FleetSnapshot:
+        with self.db.transaction() as session:
+            by_status = {
+                status or UNOBSERVED: int(n)
+                for status, n in session.execute(
+                    select(Batch.status, func.count()).group_by(Batch.status)
+                )
+            }
+            overdue, results, line_errors = session.execute(
+                select(
+                    func.count(Batch.overdue_since),
+                    func.coalesce(func.sum(Batch.results_stored), 0),
+                    func.coalesce(func.sum(Batch.result_line_errors), 0),
+                )
+            ).one()
+            cancels = {
+                state: int(n)
+                for state, n in session.execute(
+                    select(CancelRequest.state, func.count()).group_by(CancelRequest.state)
+                )
+            }
+            result_bytes = session.scalar(
+                select(func.coalesce(func.sum(ResultFile.bytes), 0)).where(
+                    ResultFile.state == "done"
+                )
+            )
+            pause = session.get(Pause, PAUSE_SCOPE)
+        return FleetSnapshot(
+            batches_by_status=by_status,
+            overdue=int(overdue),
+            cancels_by_state=cancels,
+            results_stored=int(results),
+            result_line_errors=int(line_errors),
+            result_bytes=int(result_bytes or 0),
+            pause=pause if pause is not None and pause.until > now else None,
+        )
