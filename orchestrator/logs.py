@@ -5,6 +5,9 @@ from __future__ import annotations
 import json
 import logging
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from datetime import UTC, datetime
 from typing import Any
 
@@ -30,6 +33,31 @@ class RedactSecret(logging.Filter):
             for key, value in list(vars(record).items()):
                 if key not in _STANDARD and isinstance(value, str) and self._value in value:
                     setattr(record, key, value.replace(self._value, "***"))
+        return True
+
+
+# (name, value) pairs, innermost last; a tuple so the default can be shared safely
+_context: ContextVar[tuple[tuple[str, str], ...]] = ContextVar("orchestrator_log_ids", default=())
+
+
+@contextmanager
+def bind(**ids: str | None) -> Iterator[None]:
+    """Put these ids (``batch_id``, ``request_id``, ``file_id``...) on every line logged
+    inside the block on this thread, unless the line names its own."""
+    token = _context.set(_context.get() + tuple((k, v) for k, v in ids.items() if v))
+    try:
+        yield
+    finally:
+        _context.reset(token)
+
+
+class BoundIds(logging.Filter):
+    """Adds the ids of the enclosing ``bind`` blocks to each record."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        for key, value in reversed(_context.get()):  # the innermost block wins
+            if getattr(record, key, None) is None:
+                setattr(record, key, value)
         return True
 
 
@@ -68,6 +96,7 @@ class TextFormatter(logging.Formatter):
 def configure(level: str, fmt: str, secret: Secret) -> None:
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter())
+    handler.addFilter(BoundIds())  # first, so the key is scrubbed from bound ids too
     handler.addFilter(RedactSecret(secret))
     root = logging.getLogger()
     for old in list(root.handlers):

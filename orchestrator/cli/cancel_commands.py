@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import getpass
 
+from orchestrator.cli import cancel_plan
 from orchestrator.cli.context import Context, Exit
 from orchestrator.cli.ids_input import IdList, collect_ids
 from orchestrator.clock import utcnow
@@ -22,12 +23,14 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
             "Record a durable request to cancel each batch and return at once; "
             "`orchestrator worker` sends it, with retries, and the reconciler harvests the "
             "partial results. Asking twice is harmless. Malformed ids are reported and "
-            "skipped; the rest go through."
+            "skipped; the rest go through. With filters (--status, --older-than, ...) it "
+            "chooses batches from the table, prints the plan and asks before requesting."
         ),
     )
     _id_arguments(cancel)
     cancel.add_argument("--reason", help="why (kept in the batch's history)")
     cancel.add_argument("--by", default=None, help="who asks (default: the OS user)")
+    cancel_plan.add_selection_arguments(cancel)
     cancel.set_defaults(handler=run_cancel)
 
     track = commands.add_parser(
@@ -57,6 +60,8 @@ def _exit(ids: IdList) -> Exit:
 
 
 def run_cancel(ctx: Context) -> Exit:
+    if cancel_plan.wanted(ctx.args):  # filters or --dry-run: plan, confirm, then request
+        return cancel_plan.run(ctx)
     ids = collect_ids(ctx.args.ids, ctx.args.from_file)
     _report_rejected(ctx, ids)
     if not ids.valid:

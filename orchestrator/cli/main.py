@@ -12,8 +12,12 @@ from orchestrator.cli import (
     config_commands,
     db_commands,
     demo_command,
+    health_commands,
     reconcile_commands,
+    results_commands,
     simulate_command,
+    status_commands,
+    sync_commands,
     worker_commands,
 )
 from orchestrator.cli.context import Context, Exit
@@ -34,6 +38,10 @@ COMMAND_MODULES: list[Callable[[argparse._SubParsersAction[argparse.ArgumentPars
     reconcile_commands.register,
     demo_command.register,
     simulate_command.register,
+    status_commands.register,
+    results_commands.register,
+    sync_commands.register,
+    health_commands.register,
 ]
 
 EPILOG = """\

@@ -11,6 +11,7 @@ from rich.table import Table
 from orchestrator.cli.context import Context, Exit
 from orchestrator.cli.wiring import build_client
 from orchestrator.clock import SystemClock
+from orchestrator.metrics import add_metrics_port_argument, start_process_metrics
 from orchestrator.processes.identity import process_id
 from orchestrator.processes.reconciler import PassSummary, Reconciler
 from orchestrator.processes.stopping import stop_on_signals
@@ -41,13 +42,15 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         metavar="N",
         help="batches worked on at once (env ORCHESTRATOR_RECONCILE_CONCURRENCY, default 8)",
     )
+    add_metrics_port_argument(reconcile)
     reconcile.add_argument("--json", action="store_true", help="print the summary as JSON")
     reconcile.set_defaults(handler=run_reconcile)
 
 
 def run_reconcile(ctx: Context) -> Exit:
-    client = build_client(ctx.settings)
     db = ctx.database()
+    metrics, _ = start_process_metrics(ctx.settings, db)
+    client = build_client(ctx.settings, transport=metrics.transport(ctx.settings))
     owner = process_id("reconciler")
     previous = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT)}
     stop = stop_on_signals()

@@ -11,6 +11,7 @@ from orchestrator.cli.context import Context, Exit
 from orchestrator.cli.wiring import build_client, retry_policy
 from orchestrator.clock import SystemClock
 from orchestrator.db.cancels import CancelStore
+from orchestrator.metrics import add_metrics_port_argument, start_process_metrics
 from orchestrator.processes.identity import process_id
 from orchestrator.processes.stopping import stop_on_signals
 from orchestrator.processes.worker import CancelWorker, WorkerConfig
@@ -37,6 +38,7 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         metavar="N",
         help="cancels in flight at once (env ORCHESTRATOR_WORKER_CONCURRENCY, default 16)",
     )
+    add_metrics_port_argument(worker)
     worker.add_argument("--json", action="store_true", help="print the final report as JSON")
     worker.set_defaults(handler=run_worker)
 
@@ -53,8 +55,9 @@ def worker_config(ctx: Context) -> WorkerConfig:
 
 
 def run_worker(ctx: Context) -> Exit:
-    client = build_client(ctx.settings)
     db = ctx.database()
+    metrics, _ = start_process_metrics(ctx.settings, db)
+    client = build_client(ctx.settings, transport=metrics.transport(ctx.settings))
     owner = process_id("worker")
     stop = stop_on_signals() if not ctx.args.once else threading.Event()
     worker = CancelWorker(

@@ -16,9 +16,21 @@ pytestmark = pytest.mark.slow
 def test_the_demo_settles_every_cancel_and_keeps_every_result(tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("ORCHESTRATOR_", "OPENAI_"))}
     done = subprocess.run(
-        [sys.executable, "-m", "orchestrator", "demo", "--json",
-         "--database", str(tmp_path / "demo.sqlite3")],
-        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=90, check=False,
+        [
+            sys.executable,
+            "-m",
+            "orchestrator",
+            "demo",
+            "--json",
+            "--database",
+            str(tmp_path / "demo.sqlite3"),
+        ],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=90,
+        check=False,
     )
     assert done.returncode == 0, done.stderr[-3000:]
     report = json.loads(done.stdout)

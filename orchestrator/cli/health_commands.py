@@ -1,0 +1,142 @@
+"""`orchestrator healthcheck`: is the database there and migrated, is the API reachable
+with our key, is sending paused, is anything overdue. For probes and for people."""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from orchestrator.cli.context import Context, Exit
+from orchestrator.cli.wiring import build_client
+from orchestrator.clock import utcnow
+from orchestrator.db import migrate
+from orchestrator.db.database import Database
+from orchestrator.db.engine import make_engine, session_factory
+from orchestrator.db.queries import FleetSnapshot, OperatorQueries
+from orchestrator.errors import ApiError, ConfigError, DatabaseError
+
+EXIT_CODES = """\
+exit codes:
+  0  healthy (overdue batches are reported, not failed on)
+  1  the API check failed (unreachable, key refused), or sending is paused
+  2  bad settings (e.g. --api without OPENAI_API_KEY)
+  3  database unreachable, or its schema is not at this version's revision
+"""
+
+
+def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    health = commands.add_parser(
+        "healthcheck",
+        help="check the database (and with --api the Batch API); exit code says which failed",
+        description=(
+            "Check that the database is reachable and migrated; with --api, that the Batch "
+            "API answers GET /v1/batches?limit=1 with our key. Reports whether sending is "
+            "paused and how many batches are overdue."
+        ),
+        epilog=EXIT_CODES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    health.add_argument("--api", action="store_true", help="also call the API (one cheap GET)")
+    health.add_argument("--json", action="store_true", help="machine-readable output")
+    health.set_defaults(handler=run_healthcheck)
+
+
+@dataclass
+class Health:
+    database: str  # the URL, password hidden
+    revision: str | None = None
+    head: str | None = None
+    database_error: str | None = None
+    api: str | None = None  # "ok", or what went wrong; None when not checked
+    paused: str | None = None
+    paused_until: str | None = None
+    overdue: int = 0
+    cancels_pending: int = 0
+
+    @property
+    def exit_code(self) -> Exit:
+        if self.database_error is not None:
+            return Exit.DATABASE
+        if (self.api is not None and self.api != "ok") or self.paused is not None:
+            return Exit.ATTENTION
+        return Exit.OK
+
+
+def run_healthcheck(ctx: Context) -> Exit:
+    engine = make_engine(ctx.settings.database_url)
+    health = Health(database=engine.url.render_as_string(hide_password=True))
+    try:
+        _check_database(health, Database(engine, session_factory(engine)))
+    finally:
+        engine.dispose()
+    unusable = _check_api(ctx, health) if ctx.args.api else None
+    report(ctx, health)
+    if unusable is not None and health.database_error is None:
+        return unusable
+    return health.exit_code
+
+
+def _check_database(health: Health, db: Database) -> None:
+    try:
+        health.revision = migrate.current_revision(db.engine)
+        health.head = migrate.head_revision()
+        if health.revision != health.head:
+            health.database_error = (
+                f"schema at {health.revision or 'nothing'}, this version needs {health.head}: "
+                "run `orchestrator db upgrade`"
+            )
+            return
+        snapshot = OperatorQueries(db).snapshot(utcnow())
+    except DatabaseError as exc:
+        health.database_error = str(exc)
+        return
+    _note_fleet(health, snapshot)
+
+
+def _note_fleet(health: Health, snapshot: FleetSnapshot) -> None:
+    health.overdue = snapshot.overdue
+    health.cancels_pending = snapshot.cancels_by_state.get("pending", 0)
+    if snapshot.pause is not None:
+        health.paused = snapshot.pause.reason
+        health.paused_until = snapshot.pause.until.isoformat()
+
+
+def _check_api(ctx: Context, health: Health) -> Exit | None:
+    """Returns USAGE for settings that cannot work; else the answer is in ``health.api``."""
+    try:
+        client = build_client(ctx.settings)
+    except ConfigError as exc:
+        health.api = str(exc)
+        return Exit.USAGE
+    try:
+        client.list_batches(limit=1)
+        health.api = "ok"
+    except ApiError as exc:
+        health.api = str(exc)
+    finally:
+        client.close()
+    return None
+
+
+def report(ctx: Context, health: Health) -> None:
+    if ctx.json:
+        data: dict[str, Any] = asdict(health)
+        data["healthy"] = health.exit_code is Exit.OK
+        ctx.emit_json(data)
+        return
+    say = ctx.out.print
+    if health.database_error is not None:
+        say(f"database {health.database}: FAILED: {health.database_error}", markup=False)
+    else:
+        say(f"database {health.database}: ok (revision {health.revision})", markup=False)
+    if health.api is not None:
+        verdict = "ok" if health.api == "ok" else f"FAILED: {health.api}"
+        say(f"api {ctx.settings.base_url}: {verdict}", markup=False)
+    if health.database_error is not None:
+        return
+    if health.paused is not None:
+        say(f"sending PAUSED until {health.paused_until}: {health.paused}", markup=False)
+    else:
+        say("sending: not paused")
+    say(f"overdue batches: {health.overdue}; cancels waiting to be sent: {health.cancels_pending}")

@@ -1,0 +1,229 @@
+"""`orchestrator sync`: record every batch the API lists, so batches made elsewhere can be
+seen (`status`) and selected (`cancel --status ...`)."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+from orchestrator.api.client import BatchApiClient
+from orchestrator.cli.context import Context, Exit
+from orchestrator.cli.selection import positive_int
+from orchestrator.cli.wiring import build_client
+from orchestrator.clock import utcnow
+from orchestrator.core.apply import Applied
+from orchestrator.core.observation import USAGE_FIELDS, MalformedBatch, parse_batch
+from orchestrator.core.status import TIMESTAMP_FIELDS
+from orchestrator.db.batches import BatchStore
+from orchestrator.db.database import Database
+from orchestrator.db.models import Batch
+from orchestrator.db.queries import OperatorQueries
+
+log = logging.getLogger(__name__)
+SOURCE = "sync"
+PAGE_SIZE = 100  # the API's largest page
+
+
+def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    sync = commands.add_parser(
+        "sync",
+        help="record every batch the API lists (made by any system)",
+        description=(
+            "Walk GET /v1/batches, every page, and record each batch the key can see, through "
+            "the same rules as every poll (statuses only move forward). Batches still running "
+            "are then followed by the reconciler like any tracked batch. Batches that had "
+            "already ended when first seen are recorded but not harvested, unless "
+            "--harvest-finished: their files may be large and belong to someone else."
+        ),
+    )
+    sync.add_argument(
+        "--limit-pages",
+        type=positive_int,
+        metavar="N",
+        help="stop after N pages (newest batches first)",
+    )
+    sync.add_argument(
+        "--page-size",
+        type=int,
+        choices=range(1, PAGE_SIZE + 1),
+        default=PAGE_SIZE,
+        metavar="1..100",
+        help=f"batches per page (default {PAGE_SIZE})",
+    )
+    sync.add_argument(
+        "--harvest-finished",
+        action="store_true",
+        help="also download the results of batches that had ended before we first saw them",
+    )
+    sync.add_argument("--json", action="store_true", help="machine-readable output")
+    sync.set_defaults(handler=run_sync)
+
+
+@dataclass
+class SyncReport:
+    seen: int = 0
+    new: int = 0
+    updated: int = 0
+    unchanged: int = 0
+    pages: int = 0
+    stopped_at_page_limit: bool = False
+    malformed: list[str] = field(default_factory=list)
+    new_finished_not_followed: int = 0
+
+
+# The columns that mirror the server's Batch object: a change in any is an update.
+API_FIELDS = (
+    "status",
+    *TIMESTAMP_FIELDS,
+    "output_file_id",
+    "error_file_id",
+    "request_counts_total",
+    "request_counts_completed",
+    "request_counts_failed",
+    *USAGE_FIELDS,
+    "metadata_",
+    "errors",
+    "endpoint",
+    "model",
+    "input_file_id",
+    "completion_window",
+)
+
+
+def _mirrored(row: Batch) -> tuple[Any, ...]:
+    return tuple(getattr(row, name) for name in API_FIELDS)
+
+
+class BatchSync:
+    """Records listed batches one observation (one transaction) at a time."""
+
+    def __init__(self, db: Database, *, harvest_finished: bool) -> None:
+        self.store = BatchStore(db)
+        self.queries = OperatorQueries(db)
+        self.harvest_finished = harvest_finished
+
+    def record_page(self, items: list[dict[str, Any]], now: datetime, report: SyncReport) -> None:
+        ids = [item["id"] for item in items if isinstance(item.get("id"), str)]
+        before = {row.id: _mirrored(row) for row in self.queries.batches(ids).values()}
+        for item in items:
+            report.seen += 1
+            try:
+                observed = parse_batch(item)
+            except MalformedBatch as exc:
+                report.malformed.append(f"{item.get('id', '?')}: {exc}")
+                continue
+            was = before.get(observed.id)
+            after: list[tuple[Any, ...]] = []
+
+            def follow_up(
+                applied: Applied,
+                row: Batch,
+                is_new: bool = was is None,
+                after: list[tuple[Any, ...]] = after,
+            ) -> dict[str, Any]:
+                after.append(_mirrored(row))
+                ended = applied.status is not None and applied.status.is_terminal
+                if is_new and ended and not self.harvest_finished:
+                    report.new_finished_not_followed += 1
+                    return {"next_poll_at": None}  # nothing for the reconciler to do
+                return {}
+
+            self.store.record_observation(observed, now=now, source=SOURCE, follow_up=follow_up)
+            if was is None:
+                report.new += 1
+            elif after and after[0] != was:
+                report.updated += 1
+            else:
+                report.unchanged += 1
+
+
+def pages(items: Iterable[dict[str, Any]], size: int) -> Iterator[list[dict[str, Any]]]:
+    """Group the client's stream back into pages; a page is fetched only when asked for."""
+    page: list[dict[str, Any]] = []
+    for item in items:
+        page.append(item)
+        if len(page) == size:
+            yield page
+            page = []
+    if page:
+        yield page
+
+
+def sync_batches(
+    client: BatchApiClient,
+    syncer: BatchSync,
+    *,
+    page_size: int,
+    limit_pages: int | None,
+    progress: Progress | None = None,
+) -> SyncReport:
+    report = SyncReport()
+    task = progress.add_task("listing batches", total=None) if progress is not None else None
+    for page in pages(client.iter_batches(limit=page_size), page_size):
+        syncer.record_page(page, utcnow(), report)
+        report.pages += 1
+        if progress is not None and task is not None:
+            progress.update(
+                task,
+                description=(
+                    f"page {report.pages}: {report.seen} batch(es), {report.new} new, "
+                    f"{report.updated} updated"
+                ),
+            )
+        if limit_pages is not None and report.pages >= limit_pages:
+            # a full last page may mean more; the client fetches a page only on demand
+            report.stopped_at_page_limit = len(page) == page_size
+            break
+    return report
+
+
+def run_sync(ctx: Context) -> Exit:
+    client = build_client(ctx.settings)
+    db = ctx.database()
+    syncer = BatchSync(db, harvest_finished=ctx.args.harvest_finished)
+    progress = Progress(
+        SpinnerColumn(),
+        TextColumn("{task.description}"),
+        TimeElapsedColumn(),
+        console=ctx.err,
+        transient=True,
+    )
+    try:
+        with progress:
+            report = sync_batches(
+                client,
+                syncer,
+                page_size=ctx.args.page_size,
+                limit_pages=ctx.args.limit_pages,
+                progress=progress,
+            )
+    finally:
+        client.close()
+        db.dispose()
+    print_report(ctx, report)
+    return Exit.ATTENTION if report.malformed else Exit.OK
+
+
+def print_report(ctx: Context, report: SyncReport) -> None:
+    if ctx.json:
+        ctx.emit_json(vars(report))
+        return
+    ctx.out.print(
+        f"synced {report.seen} batch(es) from {report.pages} page(s): {report.new} new, "
+        f"{report.updated} updated, {report.unchanged} unchanged"
+    )
+    if report.new_finished_not_followed:
+        ctx.out.print(
+            f"{report.new_finished_not_followed} new batch(es) had already ended: recorded, "
+            "not harvested (--harvest-finished to download their results)"
+        )
+    if report.stopped_at_page_limit:
+        ctx.out.print("stopped at --limit-pages: older batches were not listed")
+    for problem in report.malformed:
+        ctx.err.print(f"[red]skipped a malformed batch:[/] {problem}", markup=True)

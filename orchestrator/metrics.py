@@ -1,0 +1,283 @@
+"""Prometheus metrics, on a registry each process owns (never the global default).
+
+Two kinds:
+
+- What this process did, counted as it happens: API requests by endpoint and
+  HTTP status, retries, request durations. ``MeteredTransport`` counts them
+  below the API client, so the client needs no hooks: pass
+  ``metrics.transport(settings)`` to ``build_client``. Processes may also count
+  ingested results and bytes with ``observe_ingested``.
+- What the database says, read when Prometheus scrapes (``DatabaseCollector``):
+  batches by status, overdue batches, cancel requests by state, results stored,
+  result bytes downloaded, whether sending is paused. These describe the whole
+  fleet, so every process that serves metrics reports the same values:
+  aggregate them with ``max``, not ``sum``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import re
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from wsgiref.simple_server import WSGIServer
+
+import httpx
+from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_server
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+from sqlalchemy.exc import SQLAlchemyError
+
+from orchestrator.clock import utcnow
+from orchestrator.core.retry_policy import VerdictKind, classify
+from orchestrator.db.database import Database
+from orchestrator.db.queries import OperatorQueries
+from orchestrator.errors import DatabaseError
+from orchestrator.settings import Settings
+
+__all__ = [
+    "DatabaseCollector",
+    "MeteredTransport",
+    "Metrics",
+    "MetricsServer",
+    "add_metrics_port_argument",
+    "endpoint_of",
+    "serve_metrics",
+    "start_process_metrics",
+]
+
+log = logging.getLogger(__name__)
+DURATION_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
+
+# The label is the API operation, never the raw path: ids in a label would make a
+# new time series per batch.
+_ENDPOINTS = (
+    (re.compile(r"/batches/[^/]+/cancel$"), "cancel"),
+    (re.compile(r"/batches/[^/]+$"), "retrieve"),
+    (re.compile(r"/batches$"), "list"),
+    (re.compile(r"/files/[^/]+/content$"), "download"),
+)
+
+
+def endpoint_of(request: httpx.Request) -> str:
+    path = request.url.path.rstrip("/")
+    for pattern, name in _ENDPOINTS:
+        if pattern.search(path):
+            return "create" if name == "list" and request.method == "POST" else name
+    return "other"
+
+
+class Metrics:
+    """This process's counters, and the registry the HTTP endpoint serves."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry if registry is not None else CollectorRegistry()
+        self.requests = Counter(
+            "orchestrator_api_requests",
+            "Batch API requests sent, by operation and HTTP status (or transport_error).",
+            ["endpoint", "code"],
+            registry=self.registry,
+        )
+        self.retries = Counter(
+            "orchestrator_api_retries",
+            "Batch API requests that repeat one that failed in a retryable way.",
+            ["endpoint"],
+            registry=self.registry,
+        )
+        self.durations = Histogram(
+            "orchestrator_api_request_duration_seconds",
+            "Time to the response headers of a Batch API request.",
+            ["endpoint"],
+            buckets=DURATION_BUCKETS,
+            registry=self.registry,
+        )
+        self.ingested_results = Counter(
+            "orchestrator_ingested_results",
+            "Result rows this process stored, by file kind.",
+            ["kind"],
+            registry=self.registry,
+        )
+        self.ingested_bytes = Counter(
+            "orchestrator_ingested_bytes",
+            "Bytes of result files this process downloaded, by file kind.",
+            ["kind"],
+            registry=self.registry,
+        )
+
+    @staticmethod
+    def for_database(db: Database) -> Metrics:
+        """Process counters plus the fleet's state, read from ``db`` on each scrape."""
+        metrics = Metrics()
+        metrics.registry.register(DatabaseCollector(db))
+        return metrics
+
+    # --- hooks ------------------------------------------------------------------------
+
+    def observe_response(
+        self, endpoint: str, status: int | str, seconds: float | None = None
+    ) -> None:
+        self.requests.labels(endpoint=endpoint, code=str(status)).inc()
+        if seconds is not None:
+            self.durations.labels(endpoint=endpoint).observe(seconds)
+
+    def observe_retry(self, endpoint: str) -> None:
+        self.retries.labels(endpoint=endpoint).inc()
+
+    def observe_ingested(self, kind: str, *, results: int, bytes_read: int) -> None:
+        self.ingested_results.labels(kind=kind).inc(results)
+        self.ingested_bytes.labels(kind=kind).inc(bytes_read)
+
+    def transport(self, settings: Settings) -> MeteredTransport:
+        """An httpx transport sized like the client's own, counting every request."""
+        limits = httpx.Limits(
+            max_connections=settings.api_max_connections,
+            max_keepalive_connections=settings.api_max_connections,
+        )
+        return MeteredTransport(httpx.HTTPTransport(limits=limits), self)
+
+
+class MeteredTransport(httpx.BaseTransport):
+    """Counts each request the client sends, and which of them are retries.
+
+    A retry is recognised without help from the client: the client retries on
+    the thread that made the failed attempt, so a request that repeats the
+    previous request of its thread (same method and path) after a retryable
+    failure (by the client's own rules) is one.
+    """
+
+    def __init__(self, inner: httpx.BaseTransport, metrics: Metrics) -> None:
+        self._inner = inner
+        self._metrics = metrics
+        self._last = threading.local()
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        endpoint = endpoint_of(request)
+        key = (request.method, request.url.path)
+        if getattr(self._last, "failed", None) == key:
+            self._metrics.observe_retry(endpoint)
+        started = time.perf_counter()
+        try:
+            response = self._inner.handle_request(request)
+        except httpx.TransportError:
+            self._last.failed = key
+            self._metrics.observe_response(endpoint, "transport_error")
+            raise
+        verdict = classify(response.status_code, response.headers, utcnow())
+        self._last.failed = key if verdict.kind is VerdictKind.RETRY else None
+        self._metrics.observe_response(
+            endpoint, response.status_code, time.perf_counter() - started
+        )
+        return response
+
+    def close(self) -> None:
+        self._inner.close()
+
+
+class DatabaseCollector(Collector):
+    """The fleet's state, queried when scraped. A database that cannot answer gives
+    ``orchestrator_database_up 0`` and nothing else, rather than a failed scrape."""
+
+    def __init__(self, db: Database) -> None:
+        self._queries = OperatorQueries(db)
+
+    def collect(self) -> Iterator[Metric]:
+        up = GaugeMetricFamily(
+            "orchestrator_database_up", "1 if the database answered this scrape."
+        )
+        try:
+            snapshot = self._queries.snapshot(utcnow())
+        except (DatabaseError, SQLAlchemyError) as exc:  # a scrape must answer regardless
+            log.warning("metrics: the database did not answer: %s", str(exc).splitlines()[0])
+            up.add_metric([], 0)
+            yield up
+            return
+        up.add_metric([], 1)
+        yield up
+        batches = GaugeMetricFamily(
+            "orchestrator_batches", "Tracked batches by status.", labels=["status"]
+        )
+        for status, n in sorted(snapshot.batches_by_status.items()):
+            batches.add_metric([status], n)
+        yield batches
+        yield GaugeMetricFamily(
+            "orchestrator_batches_overdue",
+            "Batches in cancelling or finalizing for longer than the overdue limit.",
+            value=snapshot.overdue,
+        )
+        cancels = GaugeMetricFamily(
+            "orchestrator_cancel_requests", "Cancel requests by state.", labels=["state"]
+        )
+        for state, n in sorted(snapshot.cancels_by_state.items()):
+            cancels.add_metric([state], n)
+        yield cancels
+        yield GaugeMetricFamily(
+            "orchestrator_results_stored",
+            "Result rows stored, across every batch.",
+            value=snapshot.results_stored,
+        )
+        yield GaugeMetricFamily(
+            "orchestrator_result_line_errors",
+            "Unreadable result lines kept verbatim, across every batch.",
+            value=snapshot.result_line_errors,
+        )
+        yield GaugeMetricFamily(
+            "orchestrator_result_bytes",
+            "Bytes of result files downloaded in full.",
+            value=snapshot.result_bytes,
+        )
+        yield GaugeMetricFamily(
+            "orchestrator_sending_paused",
+            "1 while all cancel sending is paused (the API refused the key).",
+            value=1 if snapshot.pause is not None else 0,
+        )
+
+
+@dataclass
+class MetricsServer:
+    server: WSGIServer
+    thread: threading.Thread
+
+    @property
+    def port(self) -> int:
+        return int(self.server.server_port)
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+        self.thread.join(timeout=5)
+
+
+def serve_metrics(
+    settings: Settings, registry: CollectorRegistry, *, addr: str = "0.0.0.0"
+) -> MetricsServer | None:
+    """Serve ``GET /metrics`` on ``settings.metrics_port`` (0: any free port) in a
+    daemon thread; nothing when the port is not set."""
+    if settings.metrics_port is None:
+        return None
+    server, thread = start_http_server(settings.metrics_port, addr=addr, registry=registry)
+    served = MetricsServer(server, thread)
+    log.info("metrics on http://%s:%d/metrics", addr, served.port, extra={"action": "metrics"})
+    return served
+
+
+def start_process_metrics(
+    settings: Settings, db: Database, *, addr: str = "0.0.0.0"
+) -> tuple[Metrics, MetricsServer | None]:
+    """A long-running process's metrics: its own counters and the fleet's state from
+    ``db``, served on ``settings.metrics_port`` when that is set. The server thread
+    is a daemon: it ends with the process."""
+    metrics = Metrics.for_database(db)
+    return metrics, serve_metrics(settings, metrics.registry, addr=addr)
+
+
+def add_metrics_port_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--metrics-port",
+        type=int,
+        dest="setting_metrics_port",
+        metavar="PORT",
+        help="serve Prometheus metrics on this port (env ORCHESTRATOR_METRICS_PORT)",
+    )

@@ -1,0 +1,90 @@
+"""`orchestrator healthcheck`: its exit codes, human and --json."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from orchestrator.cli.main import main
+from orchestrator.db.database import Database
+from orchestrator.simulator import DEFAULT_API_KEY, Simulator, SimulatorConfig, SimulatorServer
+
+from .conftest import Run, as_json
+
+
+@pytest.fixture
+def api(monkeypatch: pytest.MonkeyPatch) -> Iterator[Simulator]:
+    simulator = Simulator(SimulatorConfig(seed=1))
+    with SimulatorServer(simulator) as server:
+        monkeypatch.setenv("OPENAI_BASE_URL", server.url)
+        monkeypatch.setenv("OPENAI_API_KEY", DEFAULT_API_KEY)
+        yield simulator
+
+
+def test_a_migrated_quiet_database_is_healthy(database: Database, run: Run) -> None:
+    code, out, _ = run("healthcheck")
+    assert code == 0
+    assert "ok (revision 0002)" in out and "sending: not paused" in out
+    code, out, _ = run("healthcheck", "--json")
+    report = as_json(out)
+    assert (code, report["healthy"], report["revision"], report["api"]) == (0, True, "0002", None)
+
+
+def test_paused_sending_is_exit_1_and_overdue_is_reported(fleet: Database, run: Run) -> None:
+    code, out, _ = run("healthcheck")
+    assert code == 1
+    assert "sending PAUSED until" in out and "the API refused our key" in out
+    assert "overdue batches: 1; cancels waiting to be sent: 1" in out
+    _, out, _ = run("healthcheck", "--json")
+    report = as_json(out)
+    assert (report["healthy"], report["overdue"], report["cancels_pending"]) == (False, 1, 1)
+
+
+def test_an_unmigrated_database_is_exit_3(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    url = f"sqlite:///{tmp_path / 'new.sqlite3'}"
+    assert main(["--database-url", url, "healthcheck"]) == 3
+    assert "run `orchestrator db upgrade`" in capsys.readouterr().out
+    assert main(["--database-url", url, "healthcheck", "--json"]) == 3
+    report = as_json(capsys.readouterr().out)
+    assert report["revision"] is None and report["healthy"] is False
+
+
+def test_an_unreachable_database_is_exit_3(capsys: pytest.CaptureFixture[str]) -> None:
+    url = "postgresql://nobody@127.0.0.1:1/nothing"
+    assert main(["--database-url", url, "healthcheck"]) == 3
+    assert "FAILED" in capsys.readouterr().out
+
+
+def test_the_api_check_passes_with_the_key(database: Database, run: Run, api: Simulator) -> None:
+    code, out, _ = run("healthcheck", "--api")
+    assert code == 0
+    assert "api http://127.0.0.1" in out and ": ok" in out
+    assert api.served("list") == 1
+
+
+def test_a_refused_key_is_exit_1_with_the_cause(
+    database: Database, run: Run, api: Simulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-wrong-key")
+    code, out, _ = run("healthcheck", "--api", "--json")
+    assert code == 1
+    assert "HTTP 401" in as_json(out)["api"]
+    assert "sk-wrong-key" not in out
+
+
+def test_no_key_is_a_settings_error(database: Database, run: Run) -> None:
+    code, out, _ = run("healthcheck", "--api")
+    assert code == 2
+    assert "OPENAI_API_KEY is not set" in out
+
+
+def test_help_documents_the_exit_codes(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        main(["healthcheck", "--help"])
+    out = capsys.readouterr().out
+    for line in ("0  healthy", "1  the API check failed", "3  database unreachable"):
+        assert line in out

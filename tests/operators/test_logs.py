@@ -1,0 +1,72 @@
+"""JSON log lines carry the batch id and the API's request id wherever they are known."""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from orchestrator import logs
+from orchestrator.api.client import ApiSettings, BatchApiClient
+from orchestrator.core.retry_policy import RetryPolicy
+from orchestrator.secret import Secret
+from orchestrator.simulator import DEFAULT_API_KEY, Simulator, SimulatorConfig, SimulatorServer
+
+
+@pytest.fixture(autouse=True)
+def restore_logging() -> Iterator[None]:
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    yield
+    root.handlers[:] = handlers
+    root.setLevel(level)
+
+
+def lines(err: str) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in err.splitlines() if line.startswith("{")]
+
+
+def test_api_calls_log_the_batch_and_request_ids(capsys: pytest.CaptureFixture[str]) -> None:
+    logs.configure("DEBUG", "json", Secret(DEFAULT_API_KEY))
+    sim = Simulator(SimulatorConfig(seed=2))
+    batch_id = sim.create_batch(2, age_s=30)
+    with (
+        SimulatorServer(sim) as server,
+        BatchApiClient(
+            ApiSettings(api_key=Secret(DEFAULT_API_KEY), base_url=server.url),
+            policy=RetryPolicy(),
+        ) as client,
+    ):
+        answer = client.retrieve(batch_id)
+    (line,) = [e for e in lines(capsys.readouterr().err) if e.get("action") == "retrieve"]
+    assert line["batch_id"] == batch_id
+    assert line["request_id"] == answer.request_id and line["request_id"].startswith("req_")
+    assert line["level"] == "debug" and line["logger"] == "orchestrator.api.client"
+
+
+def test_bound_ids_reach_every_line_inside_the_block(capsys: pytest.CaptureFixture[str]) -> None:
+    logs.configure("INFO", "json", Secret(""))
+    log = logging.getLogger("orchestrator.test")
+    with logs.bind(batch_id="batch_outer"):
+        log.info("inside")
+        with logs.bind(batch_id="batch_inner", request_id="req_1"):
+            log.info("nested")
+        log.info("own", extra={"batch_id": "batch_own"})
+    log.info("outside")
+    inside, nested, own, outside = lines(capsys.readouterr().err)
+    assert inside["batch_id"] == "batch_outer" and "request_id" not in inside
+    assert (nested["batch_id"], nested["request_id"]) == ("batch_inner", "req_1")
+    assert own["batch_id"] == "batch_own"
+    assert "batch_id" not in outside
+
+
+def test_text_lines_end_with_the_ids(capsys: pytest.CaptureFixture[str]) -> None:
+    logs.configure("INFO", "text", Secret(""))
+    with logs.bind(batch_id="batch_t", request_id="req_t"):
+        logging.getLogger("orchestrator.test").warning("poll failed")
+    assert (
+        capsys.readouterr().err.rstrip().endswith("poll failed [batch_id=batch_t request_id=req_t]")
+    )

@@ -1,0 +1,169 @@
+"""Prometheus metrics: scraped over HTTP from a per-process registry."""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from orchestrator.cli.wiring import build_client
+from orchestrator.db.database import Database
+from orchestrator.metrics import (
+    Metrics,
+    MetricsServer,
+    add_metrics_port_argument,
+    endpoint_of,
+    serve_metrics,
+    start_process_metrics,
+)
+from orchestrator.secret import Secret
+from orchestrator.settings import Settings
+from orchestrator.simulator import (
+    DEFAULT_API_KEY,
+    FaultRule,
+    Simulator,
+    SimulatorConfig,
+    SimulatorServer,
+)
+
+from . import fleet as f
+
+Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
+Serve = Callable[[Metrics], MetricsServer]
+ANY_DATABASE = "sqlite:///unused.sqlite3"  # settings need one; these tests do not open it
+
+
+def scrape(server: MetricsServer) -> Samples:
+    response = httpx.get(f"http://127.0.0.1:{server.port}/metrics", timeout=5)
+    assert response.status_code == 200
+    return {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in text_string_to_metric_families(response.text)
+        for sample in family.samples
+    }
+
+
+@pytest.fixture
+def serve() -> Iterator[Serve]:
+    started: list[MetricsServer] = []
+
+    def start(metrics: Metrics) -> MetricsServer:
+        settings = Settings(database_url=ANY_DATABASE, metrics_port=0)
+        server = serve_metrics(settings, metrics.registry, addr="127.0.0.1")
+        assert server is not None
+        started.append(server)
+        return server
+
+    yield start
+    for server in started:
+        server.close()
+
+
+def test_the_fleet_is_read_from_the_database_on_each_scrape(fleet: Database, serve: Serve) -> None:
+    server = serve(Metrics.for_database(fleet))
+    samples = scrape(server)
+    assert samples[("orchestrator_database_up", ())] == 1
+    assert samples[("orchestrator_batches", (("status", "cancelling"),))] == 1
+    assert samples[("orchestrator_batches", (("status", "unobserved"),))] == 1
+    assert samples[("orchestrator_batches_overdue", ())] == 1
+    assert samples[("orchestrator_cancel_requests", (("state", "pending"),))] == 1
+    assert samples[("orchestrator_cancel_requests", (("state", "closed"),))] == 2
+    assert samples[("orchestrator_results_stored", ())] == 9
+    assert samples[("orchestrator_result_line_errors", ())] == 1
+    assert samples[("orchestrator_result_bytes", ())] == 3 * 400 + 5 * 400 + 1 * 400
+    assert samples[("orchestrator_sending_paused", ())] == 1
+
+    f.set_columns(fleet, f.SLOW_CANCEL, overdue_since=None)
+    assert scrape(server)[("orchestrator_batches_overdue", ())] == 0
+
+
+def test_a_database_that_cannot_answer_still_gives_a_scrape(tmp_path: Path, serve: Serve) -> None:
+    unmigrated = Database.connect(f"sqlite:///{tmp_path / 'empty.sqlite3'}", check_schema=False)
+    try:
+        samples = scrape(serve(Metrics.for_database(unmigrated)))
+    finally:
+        unmigrated.dispose()
+    assert samples[("orchestrator_database_up", ())] == 0
+    assert not any(name == "orchestrator_batches" for name, _ in samples)
+
+
+def test_api_requests_and_retries_are_counted_below_the_client(serve: Serve) -> None:
+    sim = Simulator(SimulatorConfig(seed=5))
+    batch_id = sim.create_batch(3, age_s=30)
+    sim.add_fault(FaultRule(kind="status", endpoint="retrieve", status=500, times=1))
+    metrics = Metrics()
+    with SimulatorServer(sim) as api:
+        settings = Settings(
+            database_url=ANY_DATABASE,
+            api_key=Secret(DEFAULT_API_KEY),
+            base_url=api.url,
+            retry_initial_delay=0.001,
+            retry_max_delay=0.002,
+        )
+        with build_client(settings, transport=metrics.transport(settings)) as client:
+            client.retrieve(batch_id)
+            client.list_batches(limit=1)
+            client.cancel(batch_id)
+    samples = scrape(serve(metrics))
+    requests = {
+        dict(labels)["endpoint"] + " " + dict(labels)["code"]: value
+        for (name, labels), value in samples.items()
+        if name == "orchestrator_api_requests_total"
+    }
+    assert requests == {"retrieve 500": 1, "retrieve 200": 1, "list 200": 1, "cancel 200": 1}
+    assert samples[("orchestrator_api_retries_total", (("endpoint", "retrieve"),))] == 1
+    assert (
+        samples[("orchestrator_api_request_duration_seconds_count", (("endpoint", "cancel"),))] == 1
+    )
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "endpoint"),
+    [
+        ("GET", "/v1/batches/batch_1", "retrieve"),
+        ("POST", "/v1/batches/batch_1/cancel", "cancel"),
+        ("GET", "/v1/batches", "list"),
+        ("POST", "/openai/batches", "create"),
+        ("GET", "/v1/files/file-1/content", "download"),
+        ("GET", "/v1/models", "other"),
+    ],
+)
+def test_the_endpoint_label_never_holds_an_id(method: str, path: str, endpoint: str) -> None:
+    assert endpoint_of(httpx.Request(method, f"http://api{path}")) == endpoint
+
+
+def test_nothing_is_served_without_a_port() -> None:
+    assert serve_metrics(Settings(database_url=ANY_DATABASE), Metrics().registry) is None
+
+
+def test_the_port_flag_sets_the_setting() -> None:
+    parser = argparse.ArgumentParser()
+    add_metrics_port_argument(parser)
+    assert parser.parse_args(["--metrics-port", "9464"]).setting_metrics_port == 9464
+
+
+def test_a_process_serves_its_counters_and_the_fleet_together(fleet: Database, db_url: str) -> None:
+    """What `worker` and `reconcile` do: start_process_metrics, then build_client on its
+    transport."""
+    sim = Simulator(SimulatorConfig(seed=9))
+    with SimulatorServer(sim) as api:
+        settings = Settings(
+            database_url=db_url,
+            api_key=Secret(DEFAULT_API_KEY),
+            base_url=api.url,
+            metrics_port=0,
+        )
+        metrics, server = start_process_metrics(settings, fleet, addr="127.0.0.1")
+        assert server is not None
+        try:
+            with build_client(settings, transport=metrics.transport(settings)) as client:
+                client.list_batches(limit=1)
+            samples = scrape(server)
+        finally:
+            server.close()
+    assert samples[("orchestrator_api_requests_total", (("code", "200"), ("endpoint", "list")))]
+    assert samples[("orchestrator_batches", (("status", "expired"),))] == 1

@@ -1,0 +1,68 @@
+"""`orchestrator show BATCH_ID`: every field, the cancel and its attempts, history, files."""
+
+from __future__ import annotations
+
+import pytest
+
+from . import fleet as f
+from .conftest import Run, as_json
+
+
+def test_json_holds_every_field_the_cancel_its_attempts_history_and_files(ask: Run) -> None:
+    code, out, _ = ask("show", f.CANCELLED, "--json")
+    assert code == 0
+    data = as_json(out)
+    batch = data["batch"]
+    for name in ("created_at", "cancelling_at", "cancelled_at", "expires_at", "tracked_at"):
+        assert batch[name] is not None, name
+    assert batch["status"] == "cancelled" and batch["results_stored"] == 5
+    assert "metadata" in batch and "lease_owner" in batch  # every column, by its SQL name
+    request = data["cancel_request"]
+    assert (request["requested_by"], request["reason"]) == ("alice", "test run")
+    assert (request["state"], request["outcome"]) == ("closed", "cancelled")
+    kinds = [e["kind"] for e in data["events"]]
+    assert kinds == ["status", "cancel_requested", "status", "status", "cancel_closed"]
+    assert data["results_by_kind"] == {"output": 2, "error": 3}
+    assert data["unreadable_lines"] == 1
+    files = {file["kind"]: file for file in data["files"]}
+    assert files["output"]["malformed"] == 1 and files["output"]["sha256"] == "ab" * 32
+    assert files["error"]["bytes"] == 1200 and files["error"]["state"] == "done"
+    assert data["overdue"] is False
+
+
+def test_json_lists_each_cancel_attempt(ask: Run) -> None:
+    _, out, _ = ask("show", f.IN_PROGRESS, "--json")
+    (attempt,) = as_json(out)["attempts"]
+    assert attempt["http_status"] == 429 and attempt["request_id"] == "req_rate1"
+    assert attempt["outcome"] == "retry" and attempt["worker"] == "worker-1"
+
+
+def test_the_human_view_has_headline_sections_and_history(ask: Run) -> None:
+    code, out, _ = ask("show", f.SLOW_CANCEL)
+    assert code == 0
+    headline = out.splitlines()[0]
+    assert headline.startswith(f"{f.SLOW_CANCEL}: cancelling for 20m")
+    assert "OVERDUE since" in headline
+    for section in ("cancel request", "cancel attempts", "results stored: 0", "history"):
+        assert section in out
+    assert "req_ok1" in out and "by bob: budget" in out
+    assert '{"team":"search"}' in out  # JSON columns read as JSON
+
+
+def test_a_batch_without_cancel_or_results_says_so(ask: Run) -> None:
+    code, out, _ = ask("show", f.UNOBSERVED)
+    assert code == 0
+    assert "unobserved for 3m" in out and "no cancel requested" in out
+
+
+def test_an_unknown_batch_exits_4_with_what_to_do(ask: Run) -> None:
+    code, out, err = ask("show", "batch_nosuch")
+    assert (code, out) == (4, "")
+    assert "batch_nosuch is not tracked here" in err and "orchestrator sync" in err
+
+
+@pytest.mark.parametrize("command", ["show", "results"])
+def test_a_malformed_id_is_a_usage_error(ask: Run, command: str) -> None:
+    code, _, err = ask(command, "batch/../x")
+    assert code == 2
+    assert "is not a valid batch id" in err

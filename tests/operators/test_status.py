@@ -1,0 +1,127 @@
+"""`orchestrator status`: the table, its filters, the summary line, and --json."""
+
+from __future__ import annotations
+
+import re
+from datetime import timedelta
+
+import pytest
+
+from orchestrator.db.database import Database
+
+from . import fleet as f
+from .conftest import Fleet, Run, as_json
+
+
+def ids(out: str) -> list[str]:
+    return [b["id"] for b in as_json(out)["batches"]]
+
+
+def test_the_table_shows_each_batch_with_its_cancel_age_results_and_last_error(ask: Run) -> None:
+    code, out, _ = ask("status")
+    assert code == 0
+    lines = {line.split()[0]: line for line in out.splitlines() if line.startswith("batch_")}
+    assert set(lines) == set(f.ALL)
+    slow = lines[f.SLOW_CANCEL]
+    assert "cancelling" in slow and "accepted" in slow and "OVERDUE" in slow
+    assert re.search(r"\b20m\d\ds\b", slow), slow
+    late = lines[f.TOO_LATE]
+    assert "closed: too_late:completed" in late and " 3 " in late and "3+0/3" in late
+    cancelled = lines[f.CANCELLED]
+    assert "5 (+1 unreadable)" in cancelled and "2+0/5" in cancelled
+    assert "HTTP 429 rate limited" in lines[f.IN_PROGRESS]  # the cancel's last error
+    assert "HTTP 500 from GET" in lines[f.FAILED]
+    assert "unobserved" in lines[f.UNOBSERVED]
+    summary = out.strip().splitlines()[-1]
+    assert summary.startswith("8 batch(es) match: ")
+    assert "1 cancelled" in summary and "1 unobserved" in summary and "1 in_progress" in summary
+
+
+def test_json_has_every_row_the_counts_and_seconds_in_status(ask: Run, shared_fleet: Fleet) -> None:
+    code, out, _ = ask("status", "--json")
+    assert code == 0
+    data = as_json(out)
+    assert data["matching"] == 8 and data["shown"] == 8 and data["more"] == 0
+    assert data["by_status"] == {
+        "in_progress": 1,
+        "cancelling": 1,
+        "completed": 1,
+        "cancelled": 1,
+        "failed": 1,
+        "validating": 1,
+        "unobserved": 1,
+        "expired": 1,
+    }
+    rows = {b["id"]: b for b in data["batches"]}
+    slow = rows[f.SLOW_CANCEL]
+    assert slow["overdue"] is True and slow["cancel_state"] == "accepted"
+    assert 20 * 60 <= slow["seconds_in_status"] < 21 * 60
+    assert rows[f.TOO_LATE]["cancel_outcome"] == "too_late:completed"
+    assert rows[f.TOO_LATE]["results_stored"] == 3
+    assert rows[f.TOO_LATE]["request_counts_total"] == 3
+    assert ids(out)[0] == f.VALIDATING  # newest first
+
+
+@pytest.mark.parametrize(
+    ("flags", "expected"),
+    [
+        (["--status", "cancelling"], {f.SLOW_CANCEL}),
+        (["--status", "failed", "--status", "validating"], {f.FAILED, f.VALIDATING}),
+        (["--status", "unobserved"], {f.UNOBSERVED}),
+        (["--overdue"], {f.SLOW_CANCEL}),
+        (["--cancel-requested"], {f.IN_PROGRESS, f.SLOW_CANCEL, f.TOO_LATE, f.CANCELLED}),
+        (["--metadata", "team=search"], {f.IN_PROGRESS, f.SLOW_CANCEL}),
+        (["--metadata", "team=search", "--metadata", "run=nightly"], {f.IN_PROGRESS}),
+        (["--metadata", "team=nobody"], set()),
+        (["--cancel-requested", "--status", "cancelled"], {f.CANCELLED}),
+    ],
+)
+def test_filters_combine(ask: Run, flags: list[str], expected: set[str]) -> None:
+    code, out, _ = ask("status", "--json", *flags)
+    assert code == 0
+    assert set(ids(out)) == expected
+    assert as_json(out)["matching"] == len(expected)
+
+
+def test_since_takes_a_duration_or_an_iso_time(ask: Run, shared_fleet: Fleet) -> None:
+    # tracked in the last 10 minutes: the one tracked 3 minutes ago and the validating one
+    _, out, _ = ask("status", "--json", "--since", "10m")
+    assert set(ids(out)) == {f.UNOBSERVED, f.VALIDATING}
+    moment = (shared_fleet.now - timedelta(minutes=10)).replace(tzinfo=None).isoformat()
+    _, out, _ = ask("status", "--json", "--since", moment)
+    assert set(ids(out)) == {f.UNOBSERVED, f.VALIDATING}
+
+
+def test_the_limit_says_how_many_more_there_are(ask: Run) -> None:
+    code, out, _ = ask("status", "--limit", "2")
+    assert code == 0
+    assert len([line for line in out.splitlines() if line.startswith("batch_")]) == 2
+    assert "showing 2, 6 more" in out
+    _, out, _ = ask("status", "--json", "--limit", "2")
+    assert as_json(out)["more"] == 6
+
+
+def test_nothing_matching_says_so(database: Database, run: Run) -> None:
+    code, out, _ = run("status")
+    assert (code, out.strip()) == (0, "no batch matches")
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (["--since", "yesterday"], "neither a duration"),
+        (["--metadata", "team"], "expected KEY=VALUE"),
+        (["--status", "running"], "invalid choice"),
+        (["--limit", "0"], "at least 1"),
+    ],
+)
+def test_bad_filters_are_usage_errors(
+    ask: Run,
+    flags: list[str],
+    message: str,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        ask("status", *flags)
+    assert exit_info.value.code == 2
+    assert message in capsys.readouterr().err

@@ -1,0 +1,132 @@
+"""`orchestrator sync` against the simulator on 127.0.0.1, over several pages."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+from sqlalchemy import select
+
+from orchestrator.clock import ManualClock
+from orchestrator.db.database import Database
+from orchestrator.db.models import Batch, BatchEvent
+from orchestrator.simulator import DEFAULT_API_KEY, Simulator, SimulatorConfig, SimulatorServer
+
+from .conftest import Run, as_json
+
+
+@pytest.fixture
+def clock() -> ManualClock:
+    return ManualClock()
+
+
+@pytest.fixture
+def sim(clock: ManualClock, monkeypatch: pytest.MonkeyPatch) -> Iterator[Simulator]:
+    simulator = Simulator(SimulatorConfig(seed=11), clock)
+    with SimulatorServer(simulator) as server:
+        monkeypatch.setenv("OPENAI_API_KEY", DEFAULT_API_KEY)
+        monkeypatch.setenv("OPENAI_BASE_URL", server.url)
+        yield simulator
+
+
+def make_fleet(sim: Simulator, count: int) -> dict[str, list[str]]:
+    """A third each validating, in progress and completed (scenario: 2 s, 60 s, 2 s)."""
+    made: dict[str, list[str]] = {"validating": [], "in_progress": [], "completed": []}
+    for n in range(count):
+        status, age = (("validating", 0.0), ("in_progress", 30.0), ("completed", 100.0))[n % 3]
+        made[status].append(sim.create_batch(3, age_s=age, metadata={"owner": f"etl-{n % 2}"}))
+    return made
+
+
+def rows(db: Database) -> dict[str, Batch]:
+    with db.transaction() as session:
+        return {b.id: b for b in session.scalars(select(Batch))}
+
+
+def test_every_page_is_recorded_through_the_state_machine(
+    database: Database, run: Run, sim: Simulator
+) -> None:
+    made = make_fleet(sim, 25)
+    code, out, _ = run("sync", "--page-size", "10", "--json")
+    assert code == 0
+    report = as_json(out)
+    assert (report["seen"], report["new"], report["pages"]) == (25, 25, 3)
+    assert report["stopped_at_page_limit"] is False
+    assert sim.served("list") == 3
+    stored = rows(database)
+    assert set(stored) == {i for ids in made.values() for i in ids}
+    for status, ids in made.items():
+        assert {stored[i].status for i in ids} == {status}
+    assert all(stored[i].tracked_by == "sync" for i in stored)
+    # running batches are followed by the reconciler; finished ones only recorded
+    assert all(stored[i].next_poll_at is not None for i in made["in_progress"])
+    assert all(stored[i].next_poll_at is None for i in made["completed"])
+    assert report["new_finished_not_followed"] == len(made["completed"])
+    assert stored[made["in_progress"][0]].metadata_ in ({"owner": "etl-0"}, {"owner": "etl-1"})
+
+
+def test_a_second_sync_reports_what_changed(
+    database: Database, run: Run, sim: Simulator, clock: ManualClock
+) -> None:
+    made = make_fleet(sim, 6)
+    run("sync")
+    code, out, _ = run("sync", "--json")
+    assert (as_json(out)["new"], as_json(out)["updated"], as_json(out)["unchanged"]) == (0, 0, 6)
+    clock.advance(200)  # everything runs to completion
+    code, out, _ = run("sync")
+    assert code == 0
+    assert "synced 6 batch(es) from 1 page(s): 0 new, 4 updated, 2 unchanged" in out
+    with database.transaction() as session:
+        moves = session.execute(
+            select(BatchEvent.from_status, BatchEvent.to_status).where(
+                BatchEvent.batch_id == made["validating"][0],
+                BatchEvent.kind == "status",
+                BatchEvent.source == "sync",
+            )
+        ).all()
+    # the machine walks every step, even ones the list never showed
+    assert [tuple(m) for m in moves] == [
+        (None, "validating"),
+        ("validating", "in_progress"),
+        ("in_progress", "finalizing"),
+        ("finalizing", "completed"),
+    ]
+
+
+def test_limit_pages_stops_early_and_says_so(database: Database, run: Run, sim: Simulator) -> None:
+    make_fleet(sim, 25)
+    code, out, _ = run("sync", "--page-size", "10", "--limit-pages", "2")
+    assert code == 0
+    assert "synced 20 batch(es) from 2 page(s)" in out
+    assert "stopped at --limit-pages" in out
+    assert sim.served("list") == 2  # the third page was never asked for
+
+
+def test_more_than_a_full_page_of_the_api(database: Database, run: Run, sim: Simulator) -> None:
+    make_fleet(sim, 130)
+    code, out, _ = run("sync", "--json")
+    assert code == 0
+    assert (as_json(out)["seen"], as_json(out)["pages"]) == (130, 2)
+    assert len(rows(database)) == 130
+
+
+def test_synced_batches_can_be_selected_for_a_cancel(
+    database: Database, run: Run, sim: Simulator
+) -> None:
+    made = make_fleet(sim, 6)
+    run("sync")
+    _, out, _ = run("cancel", "--json", "--dry-run", "--metadata", "owner=etl-0")
+    plan = as_json(out)
+    chosen = {p["batch_id"] for p in plan["to_cancel"]}
+    skipped = {p["batch_id"] for p in plan["skipped"]}
+    # etl-0 are batches 0, 2, 4: validating, completed, in_progress
+    assert chosen == {made["validating"][0], made["in_progress"][1]}
+    assert skipped == {made["completed"][0]}
+
+
+def test_a_missing_key_is_a_usage_error(
+    database: Database, run: Run, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    code, _, err = run("sync")
+    assert code == 2 and "OPENAI_API_KEY is not set" in err
