@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Callable, Sequence
 
@@ -101,6 +102,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(code)
     except KeyboardInterrupt:
         return int(Exit.INTERRUPTED)
+    except BrokenPipeError:
+        # The reader went away (`orchestrator results X | head`): not an error of ours.
+        # Point stdout at devnull so the interpreter's final flush stays quiet too.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return int(Exit.OK)
     except (ConfigError, InvalidBatchId) as exc:
         return _fail(exc, Exit.USAGE)
     except UnknownBatch as exc:
