@@ -14,6 +14,7 @@ file or a flag, and is held in a Secret that prints as ***.
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import tomllib
 from collections.abc import Mapping
@@ -40,12 +41,21 @@ def default_database_url() -> str:
     return f"sqlite:///{data_home / 'orchestrator' / 'orchestrator.sqlite3'}"
 
 
+def _finite(name: str, value: float) -> None:
+    # float("nan") passes every comparison below, and nan or inf seconds crash the
+    # process later, deep in a timedelta: refuse them here, naming the setting.
+    if not math.isfinite(value):
+        raise ConfigError(f"{name} must be a finite number, got {value}")
+
+
 def _positive(name: str, value: float) -> None:
+    _finite(name, value)
     if value <= 0:
         raise ConfigError(f"{name} must be greater than 0, got {value}")
 
 
 def _not_negative(name: str, value: float) -> None:
+    _finite(name, value)
     if value < 0:
         raise ConfigError(f"{name} must not be negative, got {value}")
 

@@ -1,0 +1,266 @@
+"""Bad input the other tests did not cover yet (docs/bad-input.md lists every kind tried).
+
+Settings, ids on the command line, an unreachable or flaky database, nonsense
+answers to a poll, an empty result file: each is refused or ridden out with a
+message that names the cause, never a traceback and never a lost request.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import httpx
+import orjson
+import pytest
+from sqlalchemy import select
+
+from orchestrator.cli.main import main
+from orchestrator.clock import ManualClock, SystemClock
+from orchestrator.core.harvest import FileState
+from orchestrator.core.retry_policy import RetryPolicy
+from orchestrator.db.batches import BatchStore
+from orchestrator.db.cancels import CancelStore
+from orchestrator.db.database import Database
+from orchestrator.db.models import Batch, CancelRequest
+from orchestrator.db.polls import PollStore
+from orchestrator.db.results import ResultStore
+from orchestrator.errors import DatabaseUnavailable
+from orchestrator.processes.ingest import FileIngest, IngestSettings
+from orchestrator.processes.reconciler import Reconciler, ReconcilerConfig
+from orchestrator.processes.worker import CancelWorker, WorkerConfig
+from orchestrator.simulator import Scenario, Simulator, SimulatorConfig, SimulatorServer
+from tests.integration.conftest import make_client
+
+GOOD_ID = "batch_0123456789abcdef"
+
+
+@pytest.fixture
+def cli_env(monkeypatch: pytest.MonkeyPatch, sqlite_url: str) -> str:
+    """A clean environment for `orchestrator ...`: a migrated SQLite file, a key, no file."""
+    for name in ("ORCHESTRATOR_CONFIG", "OPENAI_BASE_URL", "OPENAI_ORG_ID", "OPENAI_PROJECT_ID"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("ORCHESTRATOR_DATABASE_URL", sqlite_url)
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-bad-input-test")
+    return sqlite_url
+
+
+# --- settings -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("ORCHESTRATOR_WORKER_CONCURRENCY", "many"),
+        ("ORCHESTRATOR_WORKER_CONCURRENCY", "2.5"),
+        ("ORCHESTRATOR_WORKER_LEASE_SECONDS", "0"),
+        ("ORCHESTRATOR_POLL_INITIAL_SECONDS", "-5"),
+        ("ORCHESTRATOR_WORKER_LEASE_SECONDS", "nan"),
+        ("ORCHESTRATOR_POLL_MAX_SECONDS", "inf"),
+        ("ORCHESTRATOR_DATABASE_URL", "mysql://db/orchestrator"),
+        ("ORCHESTRATOR_DATABASE_URL", "not a url"),
+        ("OPENAI_BASE_URL", "ftp://api.openai.com/v1"),
+        ("OPENAI_BASE_URL", "api.openai.com"),
+        ("ORCHESTRATOR_LOG_FORMAT", "xml"),
+        ("ORCHESTRATOR_LOG_LEVEL", "LOUD"),
+        ("ORCHESTRATOR_CONFIG", "/nonexistent/orchestrator.toml"),
+    ],
+)
+def test_a_bad_setting_is_a_usage_error_naming_it(
+    cli_env: str,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    name: str,
+    value: str,
+) -> None:
+    monkeypatch.setenv(name, value)
+    assert main(["config", "show"]) == 2
+    err = capsys.readouterr().err
+    assert name in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize(
+    ("toml", "named"),
+    [
+        ("[worker]\nconcurrency = 'lots'\n", "concurrency"),
+        ("[worker]\nspeed = 3\n", "worker_speed"),
+        ("api_key = 'sk-in-a-file'\n", "OPENAI_API_KEY only"),
+        ("[worker\nconcurrency = 3\n", "not valid TOML"),
+    ],
+)
+def test_a_bad_config_file_is_a_usage_error_naming_the_file_and_key(
+    cli_env: str,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    tmp_path: Path,
+    toml: str,
+    named: str,
+) -> None:
+    path = tmp_path / "orchestrator.toml"
+    path.write_text(toml)
+    monkeypatch.setenv("ORCHESTRATOR_CONFIG", str(path))
+    assert main(["config", "show"]) == 2
+    err = capsys.readouterr().err
+    assert str(path) in err and named in err
+    assert "sk-in-a-file" not in err  # a key put in the file is refused, never echoed
+
+
+# --- batch ids on the command line ----------------------------------------------------
+
+
+def test_cancel_reports_malformed_ids_and_records_the_rest(
+    cli_env: str, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    ids = tmp_path / "ids.txt"
+    ids.write_text(
+        f"{GOOD_ID}\n../../etc/passwd\n\n# a comment\nbatch_a b\n{'x' * 200}\n{GOOD_ID}\n"
+    )
+    assert main(["cancel", "--from-file", str(ids), "--by", "test"]) == 1  # done; needs a look
+    err = capsys.readouterr().err
+    assert err.count("rejected:") == 3 and "../../etc/passwd" in err
+    db = Database.connect(cli_env)
+    with db.transaction() as s:
+        assert s.scalars(select(CancelRequest.batch_id)).all() == [GOOD_ID]
+    db.dispose()
+
+
+@pytest.mark.parametrize("command", ["cancel", "track"])
+def test_only_malformed_ids_is_a_usage_error_and_records_nothing(
+    cli_env: str, capsys: pytest.CaptureFixture[str], command: str
+) -> None:
+    assert main([command, "batch/../x", "a b"]) == 2
+    assert "no valid batch id given" in capsys.readouterr().err
+    db = Database.connect(cli_env)
+    with db.transaction() as s:
+        assert s.scalars(select(Batch.id)).all() == []
+    db.dispose()
+
+
+def test_an_ids_file_that_cannot_be_read_is_a_usage_error(
+    cli_env: str, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    assert main(["cancel", "--from-file", str(tmp_path / "missing.txt")]) == 2
+    assert "missing.txt" in capsys.readouterr().err
+
+
+# --- the database ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("command", [["worker", "--once"], ["reconcile", "--once"], ["cancel"]])
+def test_an_unreachable_database_is_exit_3_naming_it(
+    cli_env: str,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    command: list[str],
+) -> None:
+    monkeypatch.setenv("ORCHESTRATOR_DATABASE_URL", "postgresql://postgres@127.0.0.1:1/nothing")
+    args = [*command, GOOD_ID] if command == ["cancel"] else command
+    assert main(args) == 3
+    err = capsys.readouterr().err
+    assert "database" in err and "Traceback" not in err
+
+
+def test_the_worker_rides_out_a_database_outage(
+    database: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    sim = Simulator(SimulatorConfig(seed=5), SystemClock())
+    batch_id = sim.create_batch(10, Scenario(), age_s=10)
+    CancelStore(database).request([batch_id], now=SystemClock().now(), requested_by="test")
+    real_claim = CancelStore.claim_due
+    outages = [2]
+
+    def flaky_claim(self: CancelStore, *args: Any, **kwargs: Any) -> Any:
+        if outages[0] > 0:
+            outages[0] -= 1
+            raise DatabaseUnavailable("database unavailable: server closed the connection")
+        return real_claim(self, *args, **kwargs)
+
+    monkeypatch.setattr(CancelStore, "claim_due", flaky_claim)
+    with SimulatorServer(sim) as server:
+        client = make_client(server.url, ManualClock())
+        worker = CancelWorker(
+            CancelStore(database),
+            client,
+            config=WorkerConfig(concurrency=2, idle_seconds=0.01, db_retry_max_seconds=0.01),
+            policy=RetryPolicy(),
+            clock=SystemClock(),
+            owner="outage-test",
+        )
+        report = worker.run(threading.Event(), once=True)
+        client.close()
+    assert report.db_outages == 2 and report.accepted == 1
+    assert sim.served("cancel", batch_id) == 1
+
+
+# --- nonsense answers to a poll -------------------------------------------------------
+
+
+def _answering(
+    body: bytes, content_type: str, status: int = 200
+) -> Callable[[httpx.Request], httpx.Response]:
+    def handler(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(status, content=body, headers={"content-type": content_type})
+
+    return handler
+
+
+NOT_FOUND = orjson.dumps(
+    {"error": {"message": "No batch found", "type": "invalid_request_error", "code": None}}
+)
+
+
+@pytest.mark.parametrize(
+    ("status", "body", "content_type", "why"),
+    [
+        (200, b"<html><body>502 Bad Gateway</body></html>", "text/html", "not a JSON object"),
+        (200, b'{"id": "' + GOOD_ID.encode() + b'", "status"', "application/json", "JSON object"),
+        (200, orjson.dumps({"id": GOOD_ID, "object": "batch"}), "application/json", "status"),
+        (200, orjson.dumps({"id": "batch_x", "status": "failed"}), "application/json", "batch_x"),
+        (200, orjson.dumps([{"id": GOOD_ID, "status": "failed"}]), "application/json", "object"),
+        (404, NOT_FOUND, "application/json", "no such batch for this key"),
+    ],
+    ids=["html", "cut-json", "no-status", "other-batch", "array", "404"],
+)
+def test_a_nonsense_answer_to_a_poll_is_a_poll_failure_never_a_crash(
+    database: Database, status: int, body: bytes, content_type: str, why: str
+) -> None:
+    clock = ManualClock()
+    BatchStore(database).track([GOOD_ID], now=clock.now(), source="track")
+    answer = _answering(body, content_type, status)
+    client = make_client("http://api.test/v1", clock, transport=httpx.MockTransport(answer))
+    config = ReconcilerConfig(concurrency=1)
+    with Reconciler(database, client, config, clock, "nonsense-test") as reconciler:
+        summary = reconciler.run_once()
+    assert (summary.polled, summary.poll_failures) == (0, 1)
+    with database.transaction() as s:
+        row = s.get(Batch, GOOD_ID)
+        assert row is not None
+        assert row.status is None and row.poll_failures == 1  # nothing believed, nothing failed
+        assert row.last_error is not None and why in row.last_error, row.last_error
+        assert row.next_poll_at is not None and row.next_poll_at > clock.now()
+        assert row.lease_owner is None
+
+
+# --- an empty result file -------------------------------------------------------------
+
+
+def test_an_empty_result_file_is_done_with_no_rows(database: Database) -> None:
+    clock = ManualClock()
+    BatchStore(database).track([GOOD_ID], now=clock.now(), source="track")
+    PollStore(database).claim_due(now=clock.now(), owner="empty", lease_seconds=60, limit=1)
+    client = make_client(
+        "http://files.test/v1", clock, transport=httpx.MockTransport(_answering(b"", "text/plain"))
+    )
+    ingest = FileIngest(
+        client=client,
+        results=ResultStore(database),
+        clock=clock,
+        owner="empty",
+        settings=IngestSettings(),
+    )
+    outcome = ingest.run(batch_id=GOOD_ID, file_id="file-empty", kind="output")
+    assert outcome.state is FileState.DONE and outcome.inserted == 0 and outcome.malformed == 0
+    (record,) = ResultStore(database).files(GOOD_ID)
+    assert (record.state, record.lines, record.bytes, record.results) == ("done", 0, 0, 0)
