@@ -41,8 +41,8 @@ class Row:
         return self.seconds / self.bound
 
 
-def client_for(sim: RunningSimulator, connections: int) -> BatchApiClient:
-    settings = ApiSettings(api_key=Secret(SIM_KEY), base_url=sim.url, max_connections=connections)
+def client_for(sim: RunningSimulator) -> BatchApiClient:
+    settings = ApiSettings(api_key=Secret(SIM_KEY), base_url=sim.url)
     return BatchApiClient(settings, policy=RetryPolicy())
 
 
@@ -50,7 +50,7 @@ def run_worker(url: str, sim: RunningSimulator, ids: list[str], concurrency: int
     db = Database.connect(url, pool_size=concurrency + 4)
     store = CancelStore(db)
     store.request(ids, now=SystemClock().now(), requested_by="bench")
-    with client_for(sim, concurrency) as client:
+    with client_for(sim) as client:
         worker = CancelWorker(
             store,
             client,
@@ -78,7 +78,7 @@ def run_worker(url: str, sim: RunningSimulator, ids: list[str], concurrency: int
 
 
 def sequential(sim: RunningSimulator, ids: list[str]) -> float:
-    with client_for(sim, 1) as client:
+    with client_for(sim) as client:
         start = time.perf_counter()
         for batch_id in ids:
             client.cancel(batch_id)
@@ -98,7 +98,9 @@ def main() -> None:
     levels = [int(c) for c in args.concurrency.split(",")]
     rows: list[Row] = []
     with simulator() as sim:
-        ids = sim.create_batches(args.n, requests=10, age_s=10, scenario={"cancelling_s": 1e6})
+        ids = sim.create_batches(
+            args.n, requests=10, age_s=10, scenario={"cancelling_s": 1e6, "running_s": 1e6}
+        )
         sim.add_fault(kind="slow", endpoint="cancel", delay_s=args.latency, times=None)
         sample = ids[: args.sequential_sample]
         seq = sequential(sim, sample)

@@ -78,7 +78,9 @@ def drain_with_processes(
 
 def workers(args: argparse.Namespace) -> None:
     with simulator() as sim:
-        ids = sim.create_batches(args.n, requests=5, age_s=10, scenario={"cancelling_s": 1e6})
+        ids = sim.create_batches(
+            args.n, requests=5, age_s=10, scenario={"cancelling_s": 1e6, "running_s": 1e6}
+        )
         sim.add_fault(kind="slow", endpoint="cancel", delay_s=args.latency, times=None)
         print(
             "| worker processes | concurrency each | cancels | seconds | cancels/s | bound (s) "

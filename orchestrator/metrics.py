@@ -31,6 +31,7 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 from sqlalchemy.exc import SQLAlchemyError
 
+from orchestrator.api.transport import ThreadLocalTransport
 from orchestrator.clock import utcnow
 from orchestrator.core.retry_policy import VerdictKind, classify
 from orchestrator.db.database import Database
@@ -131,12 +132,8 @@ class Metrics:
         self.ingested_bytes.labels(kind=kind).inc(bytes_read)
 
     def transport(self, settings: Settings) -> MeteredTransport:
-        """An httpx transport sized like the client's own, counting every request."""
-        limits = httpx.Limits(
-            max_connections=settings.api_max_connections,
-            max_keepalive_connections=settings.api_max_connections,
-        )
-        return MeteredTransport(httpx.HTTPTransport(limits=limits), self)
+        """The client's own kind of transport (a pool per thread), counting every request."""
+        return MeteredTransport(ThreadLocalTransport(), self)
 
 
 class MeteredTransport(httpx.BaseTransport):

@@ -73,7 +73,6 @@ class Settings:
     azure_api_version: str | None = None  # set: Azure OpenAI mode (api-key header)
     api_connect_timeout: float = 5.0
     api_read_timeout: float = 30.0
-    api_max_connections: int = 64
     # retries, in process and durable
     retry_initial_delay: float = 0.5
     retry_max_delay: float = 8.0

@@ -1,7 +1,8 @@
 """A small sync client for the Batch API endpoints the orchestrator needs.
 
 - ``retrieve`` / ``cancel`` / ``list_batches`` (+ ``iter_batches``) / ``download``.
-- One pooled ``httpx.Client``; safe to share between threads.
+- One ``httpx.Client``, safe to share between threads, with a connection pool per thread
+  (see transport.py).
 - Retries in-process with tenacity, following ``RetryPolicy``: a few quick
   attempts, never sleeping through a long wait. When it stops on a retryable
   failure it raises ``RetryLater`` so the durable layer can persist the next
@@ -36,6 +37,7 @@ from orchestrator.api.errors import (
     RetryLater,
     status_error_class,
 )
+from orchestrator.api.transport import ThreadLocalTransport
 from orchestrator.clock import Clock, SystemClock
 from orchestrator.core.ids import validate_batch_id, validate_file_id
 from orchestrator.core.retry_policy import (
@@ -79,7 +81,6 @@ class ApiSettings:
     azure_api_version: str | None = None
     connect_timeout: float = 5.0
     read_timeout: float = 30.0
-    max_connections: int = 64
 
     def __post_init__(self) -> None:
         if not isinstance(self.api_key, Secret) or not self.api_key:
@@ -101,8 +102,6 @@ class ApiSettings:
         for name in ("connect_timeout", "read_timeout"):
             if not getattr(self, name) > 0:
                 raise ConfigError(f"{name}: must be > 0, got {getattr(self, name)!r}")
-        if self.max_connections < 1:
-            raise ConfigError(f"max_connections: must be >= 1, got {self.max_connections!r}")
 
     @property
     def is_azure(self) -> bool:
@@ -262,11 +261,7 @@ class BatchApiClient:
             headers=self._default_headers(),
             params={"api-version": settings.azure_api_version} if settings.is_azure else None,
             timeout=self._timeout,
-            limits=httpx.Limits(
-                max_connections=settings.max_connections,
-                max_keepalive_connections=settings.max_connections,
-            ),
-            transport=transport,
+            transport=transport if transport is not None else ThreadLocalTransport(),
             follow_redirects=False,
         )
 

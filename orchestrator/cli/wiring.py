@@ -34,6 +34,5 @@ def build_client(
         azure_api_version=settings.azure_api_version,
         connect_timeout=settings.api_connect_timeout,
         read_timeout=settings.api_read_timeout,
-        max_connections=settings.api_max_connections,
     )
     return BatchApiClient(api, policy=retry_policy(settings), transport=transport)

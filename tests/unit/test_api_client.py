@@ -163,7 +163,6 @@ def test_invalid_id_sends_nothing(sleeps: list[float]) -> None:
         ({"api_key": Secret(KEY), "base_url": "ftp://x"}, "base_url"),
         ({"api_key": Secret(KEY), "organization": "org 1"}, "organization"),
         ({"api_key": Secret(KEY), "read_timeout": 0}, "read_timeout"),
-        ({"api_key": Secret(KEY), "max_connections": 0}, "max_connections"),
     ],
 )
 def test_bad_settings(kwargs: dict[str, Any], setting: str) -> None:
