@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 import logging
+import shutil
+import sys
 import time
 from pathlib import Path
 
@@ -80,6 +82,17 @@ def summary_table(outcomes: list[Outcome]) -> Table:
     return table
 
 
+def how_i_was_run() -> str:
+    """What the user can type next: `orchestrator` if that is on PATH, else the path used."""
+    used = sys.argv[0]
+    if used.endswith("__main__.py"):
+        return "python -m orchestrator"
+    on_path = shutil.which("orchestrator")
+    if on_path and Path(on_path).resolve() == Path(used).resolve():
+        return "orchestrator"
+    return used
+
+
 def run(ctx: Context) -> Exit:
     logging.getLogger("orchestrator").setLevel(logging.WARNING)  # the live view tells the story
     database: Path = ctx.args.database.resolve()
@@ -117,12 +130,11 @@ def run(ctx: Context) -> Exit:
         else ("stopped at the time limit with work left (see `orchestrator status`)")
     )
     ctx.out.print(f"\n{verdict}: {final.results} results recorded in {elapsed:.1f}s.")
+    me = how_i_was_run()
     ctx.out.print("\nNext, look at what was recorded:")
     ctx.out.print(f"  export ORCHESTRATOR_DATABASE_URL={url}")
-    ctx.out.print("  orchestrator status                 # every batch, its cancel and its results")
-    ctx.out.print(
-        "  orchestrator show BATCH_ID          # one batch: timestamps, attempts, history"
-    )
-    ctx.out.print("  orchestrator results BATCH_ID       # the recorded result lines")
+    ctx.out.print(f"  {me} status             # every batch, its cancel and its results")
+    ctx.out.print(f"  {me} show BATCH_ID      # one batch: timestamps, attempts, history")
+    ctx.out.print(f"  {me} results BATCH_ID   # the recorded result lines")
     ctx.out.print(f'  sqlite3 {database} "SELECT status, count(*) FROM batches GROUP BY status"')
     return Exit.OK if final.finished else Exit.ATTENTION
