@@ -4,7 +4,6 @@ import threading
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import pytest
 from sqlalchemy import func, select
 
 from orchestrator.core.observation import parse_batch
@@ -109,10 +108,10 @@ def test_a_regression_is_an_anomaly_event_and_changes_nothing(database: Database
     assert [e[0] for e in events(database)] == ["status", "anomaly", "anomaly"]
 
 
-@pytest.mark.postgres
-def test_concurrent_writers_never_corrupt_a_row_or_lose_an_event(pg_url: str) -> None:
-    """Many threads, each its own connection, race observations onto the same rows."""
-    db = Database.connect(pg_url, pool_size=16)
+def test_concurrent_writers_never_corrupt_a_row_or_lose_an_event(db_url: str) -> None:
+    """Many threads, each its own connection, race observations onto the same rows
+    (PostgreSQL: row locks; SQLite: one IMMEDIATE writer at a time)."""
+    db = Database.connect(db_url, pool_size=16)
     store = BatchStore(db)
     ids = [f"batch_{i}" for i in range(5)]
     ts = int(T0.timestamp())
