@@ -155,9 +155,14 @@ def test_reconcilers_never_work_on_one_batch_at_once_nor_store_a_result_twice(
         for thread in threads:
             thread.join()
         out, err = once.communicate(timeout=30)
+        for r in reconcilers:
+            r.close()
+            r.client.close()
     assert once.returncode == 0, err
     report = json.loads(out)
-    assert report["needs_attention"] is False and report["claimed"] > 0
+    # How many batches the --once run won depends on scheduling (on a loaded host the
+    # two in-process reconcilers can win them all); what must hold is below.
+    assert report["needs_attention"] is False
 
     assert spans.overlaps() == []  # the leases kept the two reconcilers apart
     for batch_id in ids:  # and the --once run too: every batch polled once, each file read once
@@ -165,7 +170,4 @@ def test_reconcilers_never_work_on_one_batch_at_once_nor_store_a_result_twice(
     for file_id in file_to_batch:
         assert sim.simulator.served("content", file_id) == 1
     check_rows(database, sim, ids)
-    for r in reconcilers:
-        r.close()
-        r.client.close()
     database.dispose()
