@@ -17,17 +17,20 @@ import httpx
 CONNECTIONS_PER_THREAD = 2  # a download and a small call may overlap on one thread
 
 
-def pooled_transport() -> httpx.HTTPTransport:
+def pooled_transports() -> Callable[[], httpx.BaseTransport]:
+    """A factory of small pools sharing one TLS context: building a context loads the
+    CA bundle, about 60 ms of CPU, which 32 threads must not each pay."""
+    tls = httpx.create_ssl_context()
     limits = httpx.Limits(
         max_connections=CONNECTIONS_PER_THREAD,
         max_keepalive_connections=CONNECTIONS_PER_THREAD,
     )
-    return httpx.HTTPTransport(limits=limits)
+    return lambda: httpx.HTTPTransport(verify=tls, limits=limits)
 
 
 class ThreadLocalTransport(httpx.BaseTransport):
-    def __init__(self, factory: Callable[[], httpx.BaseTransport] = pooled_transport) -> None:
-        self._factory = factory
+    def __init__(self, factory: Callable[[], httpx.BaseTransport] | None = None) -> None:
+        self._factory = factory or pooled_transports()
         self._local = threading.local()
         self._all: list[httpx.BaseTransport] = []
         self._lock = threading.Lock()
