@@ -5,7 +5,7 @@ Two kinds:
 - What this process did, counted as it happens: API requests by endpoint and
   HTTP status, retries, request durations. ``MeteredTransport`` counts them
   below the API client, so the client needs no hooks: pass
-  ``metrics.transport(settings)`` to ``build_client``. Processes may also count
+  ``metrics.transport()`` to ``build_client``. Processes may also count
   ingested results and bytes with ``observe_ingested``.
 - What the database says, read when Prometheus scrapes (``DatabaseCollector``):
   batches by status, overdue batches, cancel requests by state, results stored,
@@ -131,7 +131,7 @@ class Metrics:
         self.ingested_results.labels(kind=kind).inc(results)
         self.ingested_bytes.labels(kind=kind).inc(bytes_read)
 
-    def transport(self, settings: Settings) -> MeteredTransport:
+    def transport(self) -> MeteredTransport:
         """The client's own kind of transport (a pool per thread), counting every request."""
         return MeteredTransport(ThreadLocalTransport(), self)
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import itertools
 import os
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import psycopg
@@ -63,25 +64,29 @@ def pg_template() -> Iterator[str]:
         admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
-@pytest.fixture
-def pg_url(pg_template: str) -> Iterator[str]:
-    name = f"orch_t_{os.getpid()}_{next(_counter)}"
+@contextmanager
+def _scratch_pg(prefix: str, template: str | None) -> Iterator[str]:
+    """A new database (a copy of `template`, or empty), dropped afterwards."""
+    name = f"{prefix}_{os.getpid()}_{next(_counter)}"
+    copy = f' TEMPLATE "{template}"' if template else ""
     with psycopg.connect(_admin_conninfo(), autocommit=True) as admin:
-        admin.execute(f'CREATE DATABASE "{name}" TEMPLATE "{pg_template}"')
+        admin.execute(f'CREATE DATABASE "{name}"{copy}')
     yield _pg_url_for(name)
     with psycopg.connect(_admin_conninfo(), autocommit=True) as admin:
         admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture
+def pg_url(pg_template: str) -> Iterator[str]:
+    with _scratch_pg("orch_t", pg_template) as url:
+        yield url
 
 
 @pytest.fixture
 def empty_pg_url(pg_template: str) -> Iterator[str]:
     """A PostgreSQL database with no schema at all."""
-    name = f"orch_e_{os.getpid()}_{next(_counter)}"
-    with psycopg.connect(_admin_conninfo(), autocommit=True) as admin:
-        admin.execute(f'CREATE DATABASE "{name}"')
-    yield _pg_url_for(name)
-    with psycopg.connect(_admin_conninfo(), autocommit=True) as admin:
-        admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    with _scratch_pg("orch_e", None) as url:
+        yield url
 
 
 @pytest.fixture

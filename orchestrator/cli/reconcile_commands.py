@@ -50,7 +50,7 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
 def run_reconcile(ctx: Context) -> Exit:
     db = ctx.database()
     metrics, _ = start_process_metrics(ctx.settings, db)
-    client = build_client(ctx.settings, transport=metrics.transport(ctx.settings))
+    client = build_client(ctx.settings, transport=metrics.transport())
     owner = process_id("reconciler")
     previous = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT)}
     stop = stop_on_signals()

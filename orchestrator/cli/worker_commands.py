@@ -57,7 +57,7 @@ def worker_config(ctx: Context) -> WorkerConfig:
 def run_worker(ctx: Context) -> Exit:
     db = ctx.database()
     metrics, _ = start_process_metrics(ctx.settings, db)
-    client = build_client(ctx.settings, transport=metrics.transport(ctx.settings))
+    client = build_client(ctx.settings, transport=metrics.transport())
     owner = process_id("worker")
     stop = stop_on_signals() if not ctx.args.once else threading.Event()
     worker = CancelWorker(

@@ -104,7 +104,7 @@ def test_api_requests_and_retries_are_counted_below_the_client(serve: Serve) -> 
             retry_initial_delay=0.001,
             retry_max_delay=0.002,
         )
-        with build_client(settings, transport=metrics.transport(settings)) as client:
+        with build_client(settings, transport=metrics.transport()) as client:
             client.retrieve(batch_id)
             client.list_batches(limit=1)
             client.cancel(batch_id)
@@ -160,7 +160,7 @@ def test_a_process_serves_its_counters_and_the_fleet_together(fleet: Database, d
         metrics, server = start_process_metrics(settings, fleet, addr="127.0.0.1")
         assert server is not None
         try:
-            with build_client(settings, transport=metrics.transport(settings)) as client:
+            with build_client(settings, transport=metrics.transport()) as client:
                 client.list_batches(limit=1)
             samples = scrape(server)
         finally:
