@@ -1,4 +1,10 @@
-"""SIGKILL a reconciler at random points of a large harvest, restart it: rows exactly right."""
+"""SIGKILL a reconciler at random points of a large harvest, restart it: rows exactly right.
+
+The child kills itself just before its k-th COMMIT, k drawn at random: the
+transaction in hand is lost and the k-1 before it are durable, which is every
+state a crash can leave in the database. Counting commits rather than waiting
+a random time keeps the test independent of how fast the machine is.
+"""
 
 from __future__ import annotations
 
@@ -9,7 +15,7 @@ import random
 import signal
 from datetime import datetime, timedelta
 
-from sqlalchemy import select
+from sqlalchemy import event, select
 
 from orchestrator.clock import ManualClock, utcnow
 from orchestrator.db.database import Database
@@ -21,6 +27,7 @@ from .conftest import Sim, expected_outcomes, make_client, stored_outcomes, trac
 
 LINES = 6000
 STEP_S = 100.0  # each restart's clock runs this much later: a killed run's lease has expired
+KILL_WITHIN_COMMITS = 40  # a whole pass commits a few hundred times (20-line chunks)
 
 
 class _LaterClock:
@@ -33,11 +40,21 @@ class _LaterClock:
         return utcnow() + self._offset
 
 
-def _reconcile(db_url: str, base_url: str, offset_s: float) -> None:
-    """A reconciler process (forked: it starts in milliseconds) doing one pass."""
+def _reconcile(db_url: str, base_url: str, offset_s: float, kill_at: int | None) -> None:
+    """A reconciler process (forked: it starts in milliseconds) doing one pass,
+    killing itself with SIGKILL just before its `kill_at`-th commit."""
     logging.disable(logging.CRITICAL)
     clock = _LaterClock(offset_s)
     db = Database.connect(db_url, pool_size=2)
+    commits = 0
+
+    @event.listens_for(db.engine, "commit")
+    def _maybe_die(connection: object) -> None:
+        nonlocal commits
+        commits += 1
+        if commits == kill_at:
+            os.kill(os.getpid(), signal.SIGKILL)
+
     client = make_client(base_url, ManualClock())
     config = ReconcilerConfig(concurrency=1, chunk_lines=20, read_bytes=4096, lease_seconds=30)
     with Reconciler(db, client, config, clock, f"crash-{offset_s:g}") as reconciler:
@@ -67,16 +84,17 @@ def test_killed_at_random_points_and_restarted_the_rows_are_exactly_right(
     rng = random.Random(5)
     kills = finished = 0
     for round_ in range(40):
-        child = fork.Process(target=_reconcile, args=(db_url, sim.server.url, round_ * STEP_S))
+        # A dozen passes die at a random commit (start-up, the poll, any chunk, the
+        # end: each restart resumes later in the files), then one is let finish.
+        kill_at = rng.randint(1, KILL_WITHIN_COMMITS) if round_ < 12 else None
+        args = (db_url, sim.server.url, round_ * STEP_S, kill_at)
+        child = fork.Process(target=_reconcile, args=args)
         child.start()
-        # A whole pass takes the better part of a second: kill anywhere early in it
-        # (start-up, poll, any chunk, the end), a dozen times, then let one finish.
-        child.join(rng.uniform(0.0, 0.25) if kills < 12 else None)
-        if child.is_alive():
-            assert child.pid is not None
-            os.kill(child.pid, signal.SIGKILL)
-            kills += 1
         child.join()
+        if child.exitcode == -signal.SIGKILL:
+            kills += 1
+        else:
+            assert child.exitcode == 0, child.exitcode
         if _harvested(db_url, batch_id):
             finished = round_ + 1
             break
