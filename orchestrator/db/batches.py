@@ -14,7 +14,7 @@ from orchestrator.core.apply import Applied, StoredBatch, apply_observation
 from orchestrator.core.observation import BatchObservation
 from orchestrator.core.status import TIMESTAMP_FIELDS, BatchStatus, parse_status
 from orchestrator.db.database import Database
-from orchestrator.db.models import Batch, BatchEvent, CancelRequest
+from orchestrator.db.models import Batch, BatchEvent, CancelRequest, table_of
 
 # Extra column updates a caller wants in the same transaction, decided once the
 # outcome of the observation is known (e.g. the reconciler's next poll time).
@@ -77,7 +77,7 @@ class BatchStore:
             self.ensure_rows(session, new, now=now, source=source)
             if new:
                 session.execute(
-                    insert(BatchEvent),
+                    insert(table_of(BatchEvent)),
                     [
                         event_values(b, "tracked", now, source, detail=f"tracked by {source}")
                         for b in new
@@ -87,7 +87,7 @@ class BatchStore:
 
     def ensure_rows(self, session: Session, ids: list[str], *, now: datetime, source: str) -> None:
         if ids:
-            statement = self.db.insert_ignoring_conflicts(Batch.__table__)  # type: ignore[arg-type]
+            statement = self.db.insert_ignoring_conflicts(table_of(Batch))
             session.execute(statement, [new_batch_row(i, now, source) for i in ids])
 
     def get(self, batch_id: str) -> Batch | None:
@@ -127,7 +127,7 @@ class BatchStore:
         for name, value in write.changes.items():
             setattr(row, name, value)
         if write.events:
-            session.execute(insert(BatchEvent), write.events)
+            session.execute(insert(table_of(BatchEvent)), write.events)
         closed = self.close_cancel_if_terminal(session, row, now, source)
         if follow_up is not None:
             for name, value in follow_up(write.applied, row).items():
@@ -148,7 +148,7 @@ class BatchStore:
             return None
         for name, value in close.changes.items():
             setattr(request, name, value)
-        session.execute(insert(BatchEvent), [close.event])
+        session.execute(insert(table_of(BatchEvent)), [close.event])
         return close.outcome
 
 
@@ -268,7 +268,7 @@ def event_values(
     server_at: datetime | None = None,
     detail: str | None = None,
 ) -> dict[str, Any]:
-    """One `batch_events` row as values, for bulk `insert(BatchEvent)`."""
+    """One `batch_events` row as values, for bulk `insert(table_of(BatchEvent))`."""
     return {
         "batch_id": batch_id,
         "kind": kind,

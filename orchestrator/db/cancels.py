@@ -23,7 +23,14 @@ from orchestrator.db.batches import (
     plan_cancel_close,
 )
 from orchestrator.db.database import Database
-from orchestrator.db.models import Batch, BatchEvent, CancelAttempt, CancelRequest, Pause
+from orchestrator.db.models import (
+    Batch,
+    BatchEvent,
+    CancelAttempt,
+    CancelRequest,
+    Pause,
+    table_of,
+)
 
 log = logging.getLogger(__name__)
 PAUSE_SCOPE = "api"
@@ -243,18 +250,18 @@ class CancelStore:
                 batch = batches.get(claim.batch_id)
                 attempt_rows.append(_record_one(owner, request, attempt, batch, event_rows))
             # Plain bulk statements (no unit of work): this runs for every cancel sent.
-            session.execute(insert(CancelAttempt), attempt_rows)
+            session.execute(insert(table_of(CancelAttempt)), attempt_rows)
             if event_rows:
-                session.execute(insert(BatchEvent), event_rows)
+                session.execute(insert(table_of(BatchEvent)), event_rows)
             self.db.bulk_update(
                 session,
-                Batch.__table__,  # type: ignore[arg-type]
+                table_of(Batch),
                 "id",
                 [b.update_row("id") for b in batches.values() if b.changes],
             )
             self.db.bulk_update(
                 session,
-                CancelRequest.__table__,  # type: ignore[arg-type]
+                table_of(CancelRequest),
                 "batch_id",
                 [r.update_row("batch_id") for r in requests.values()],
             )
@@ -267,7 +274,7 @@ class CancelStore:
         with self.db.transaction() as session:
             # Several workers can hit 401 at once: insert-or-ignore, then update.
             session.execute(
-                self.db.insert_ignoring_conflicts(Pause.__table__),  # type: ignore[arg-type]
+                self.db.insert_ignoring_conflicts(table_of(Pause)),
                 [{"scope": PAUSE_SCOPE, **values}],
             )
             session.execute(update(Pause).where(Pause.scope == PAUSE_SCOPE).values(**values))

@@ -6,7 +6,7 @@ Every timestamp is a timezone-aware UTC ``DateTime`` so it reads naturally in SQ
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, cast
 
 from sqlalchemy import (
     JSON,
@@ -18,6 +18,7 @@ from sqlalchemy import (
     Integer,
     MetaData,
     String,
+    Table,
     Text,
     TypeDecorator,
     UniqueConstraint,
@@ -61,6 +62,16 @@ class UtcDateTime(TypeDecorator[datetime]):
 class Base(DeclarativeBase):
     metadata = MetaData(naming_convention=NAMING)
     type_annotation_map = {datetime: UtcDateTime(), dict[str, Any]: Json, list[Any]: Json}
+
+
+def table_of(model: type[Base]) -> Table:
+    """A model's Core table, for bulk statements that skip the ORM.
+
+    The ORM's bulk insert leaves out None values and so splits a list of rows
+    into one statement per distinct set of non-null columns; Core sends one
+    executemany.
+    """
+    return cast(Table, model.__table__)
 
 
 class Batch(Base):

@@ -31,7 +31,7 @@ from sqlalchemy.orm import Session
 from orchestrator.core.harvest import FileState
 from orchestrator.core.result_lines import RESULT_COLUMNS, LineError, Row, printable
 from orchestrator.db.database import Database
-from orchestrator.db.models import Batch, BatchResult, ResultFile, ResultLineError
+from orchestrator.db.models import Batch, BatchResult, ResultFile, ResultLineError, table_of
 from orchestrator.errors import DatabaseError
 
 __all__ = [
@@ -107,8 +107,7 @@ class _Counted:
 class ResultStore:
     def __init__(self, db: Database) -> None:
         self.db = db
-        table = ResultLineError.__table__
-        self._insert_errors: Insert = db.insert_ignoring_conflicts(table)  # type: ignore[arg-type]
+        self._insert_errors: Insert = db.insert_ignoring_conflicts(table_of(ResultLineError))
         # psycopg refuses NUL in text, and the raw text of a line is kept verbatim otherwise
         self._nul_unsafe = db.is_postgres
 
@@ -175,7 +174,7 @@ class ResultStore:
             return FileProgress(file_id, FileState(row.state), row.lines_committed, row.attempts)
 
     def _file_insert(self) -> Insert:
-        return self.db.insert_ignoring_conflicts(ResultFile.__table__)  # type: ignore[arg-type]
+        return self.db.insert_ignoring_conflicts(table_of(ResultFile))
 
     def note_failure(self, file_id: str, *, error: str) -> None:
         """A download that did not finish; the checkpoint keeps what it stored."""
