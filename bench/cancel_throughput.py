@@ -11,13 +11,14 @@ of the same batches (no database) is timed in the same run for comparison.
 from __future__ import annotations
 
 import argparse
+import os
 import threading
 import time
 from dataclasses import dataclass
 
 from sqlalchemy import func, select
 
-from bench.harness import SIM_KEY, RunningSimulator, scratch_database, simulator
+from bench.harness import SIM_KEY, CpuSample, RunningSimulator, scratch_database, simulator
 from orchestrator.api.client import ApiSettings, BatchApiClient
 from orchestrator.clock import SystemClock
 from orchestrator.core.retry_policy import RetryPolicy
@@ -59,11 +60,20 @@ def run_worker(url: str, sim: RunningSimulator, ids: list[str], concurrency: int
             clock=SystemClock(),
             owner=f"bench-{concurrency}",
         )
-        start, cpu = time.perf_counter(), time.process_time()
+        sim_before, ours_before = CpuSample.take(sim.process.pid), CpuSample.take(os.getpid())
+        start = time.perf_counter()
         report = worker.run(threading.Event(), once=True)
         elapsed = time.perf_counter() - start
-        cpu = time.process_time() - cpu
-    print(f"  (worker process CPU {cpu:.2f}s = {cpu / len(ids) * 1000:.2f} ms per cancel)")
+        sim_after, ours_after = CpuSample.take(sim.process.pid), CpuSample.take(os.getpid())
+    ours = ours_after.process - ours_before.process
+    server = sim_after.process - sim_before.process
+    rest = sim_after.machine - sim_before.machine - ours - server
+    per = 1000 / len(ids)
+    print(
+        f"  CPU ms per cancel: worker {ours * per:.2f}, simulator {server * per:.2f}, "
+        f"rest of the machine (the database server, ...) {max(rest, 0.0) * per:.2f}; "
+        f"{elapsed * os_cores():.1f} core-seconds were available"
+    )
     with db.transaction() as s:
         grouped = s.execute(select(CancelRequest.state, func.count()).group_by(CancelRequest.state))
         states = {str(row[0]): int(row[1]) for row in grouped}
@@ -75,6 +85,10 @@ def run_worker(url: str, sim: RunningSimulator, ids: list[str], concurrency: int
             f"report {report.summary()}"
         )
     return elapsed
+
+
+def os_cores() -> int:
+    return len(os.sched_getaffinity(0))
 
 
 def sequential(sim: RunningSimulator, ids: list[str]) -> float:

@@ -58,6 +58,25 @@ class RunningSimulator:
             return result
 
 
+@dataclass(frozen=True)
+class CpuSample:
+    """CPU seconds used so far: by the machine (all cores), and by one process."""
+
+    machine: float
+    process: float
+
+    @staticmethod
+    def take(pid: int) -> CpuSample:
+        """From /proc (Linux): utime+stime of `pid`, busy time of every core."""
+        ticks = os.sysconf("SC_CLK_TCK")
+        fields = Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]
+        user, nice, system, _idle, _iowait, irq, softirq, steal = (int(f) for f in fields[:8])
+        busy = user + nice + system + irq + softirq + steal
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        own = stat[stat.rindex(")") + 2 :].split()
+        return CpuSample(busy / ticks, (int(own[11]) + int(own[12])) / ticks)
+
+
 @contextmanager
 def simulator(time_scale: float = 1.0) -> Iterator[RunningSimulator]:
     """The simulator in a separate process, so it does not share our GIL."""
