@@ -40,7 +40,12 @@ class NotMigrated(DatabaseError):
 
 
 class DatabaseUnavailable(DatabaseError):
-    """The database cannot be reached."""
+    """The database cannot be reached now; the process loops back off and retry."""
+
+
+class DatabaseBusy(DatabaseUnavailable):
+    """The transaction lost to another (deadlock, serialization failure, a lock wait
+    that ran out) and was rolled back: nothing was written, trying again is safe."""
 
 
 class UnknownBatch(OrchestratorError):

@@ -14,7 +14,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from orchestrator.db import migrate
 from orchestrator.db.engine import make_engine, session_factory
-from orchestrator.errors import DatabaseUnavailable
+from orchestrator.errors import DatabaseBusy, DatabaseUnavailable
 
 
 @dataclass
@@ -41,13 +41,18 @@ class Database:
     def transaction(self) -> Iterator[Session]:
         """A session in one transaction: committed on success, rolled back on error.
 
-        A lost connection surfaces as DatabaseUnavailable so the process loops
-        can back off and retry instead of dying.
+        A lost connection surfaces as DatabaseUnavailable, and losing to another
+        transaction as DatabaseBusy, so the process loops can back off and retry
+        instead of dying.
         """
         try:
             with self.sessions.begin() as session:
                 yield session
         except (OperationalError, DBAPIError) as exc:
+            if _is_contention(exc):
+                raise DatabaseBusy(
+                    f"database busy, transaction rolled back: {_first_line(exc)}"
+                ) from exc
             if _is_connection_problem(exc):
                 raise DatabaseUnavailable(f"database unavailable: {_first_line(exc)}") from exc
             raise
@@ -103,3 +108,15 @@ def _is_connection_problem(exc: DBAPIError) -> bool:
         "the database system is",
     )
     return any(sign in text for sign in signs)
+
+
+# PostgreSQL: serialization_failure, deadlock_detected, lock_not_available.
+CONTENTION_SQLSTATES = frozenset({"40001", "40P01", "55P03"})
+
+
+def _is_contention(exc: DBAPIError) -> bool:
+    """Did this transaction lose to another one (and so may simply be retried)?"""
+    if getattr(exc.orig, "sqlstate", None) in CONTENTION_SQLSTATES:
+        return True
+    text = str(exc.orig).lower() if exc.orig else ""
+    return "database is locked" in text or "database table is locked" in text
