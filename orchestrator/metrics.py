@@ -36,7 +36,7 @@ from orchestrator.clock import utcnow
 from orchestrator.core.retry_policy import VerdictKind, classify
 from orchestrator.db.database import Database
 from orchestrator.db.queries import OperatorQueries
-from orchestrator.errors import DatabaseError
+from orchestrator.errors import ConfigError, DatabaseError
 from orchestrator.settings import Settings
 
 __all__ = [
@@ -247,27 +247,30 @@ class MetricsServer:
         self.thread.join(timeout=5)
 
 
-def serve_metrics(
-    settings: Settings, registry: CollectorRegistry, *, addr: str = "0.0.0.0"
-) -> MetricsServer | None:
-    """Serve ``GET /metrics`` on ``settings.metrics_port`` (0: any free port) in a
-    daemon thread; nothing when the port is not set."""
+def serve_metrics(settings: Settings, registry: CollectorRegistry) -> MetricsServer | None:
+    """Serve ``GET /metrics`` on ``settings.metrics_address``:``metrics_port`` (port
+    0: any free port) in a daemon thread; nothing when the port is not set."""
     if settings.metrics_port is None:
         return None
-    server, thread = start_http_server(settings.metrics_port, addr=addr, registry=registry)
+    addr = settings.metrics_address
+    try:
+        server, thread = start_http_server(settings.metrics_port, addr=addr, registry=registry)
+    except OSError as exc:  # in use, not an address of this host, a name that resolves nowhere
+        raise ConfigError(
+            f"cannot serve metrics on {addr}:{settings.metrics_port} ({exc.strerror or exc}); "
+            "check ORCHESTRATOR_METRICS_ADDRESS and ORCHESTRATOR_METRICS_PORT"
+        ) from None
     served = MetricsServer(server, thread)
     log.info("metrics on http://%s:%d/metrics", addr, served.port, extra={"action": "metrics"})
     return served
 
 
-def start_process_metrics(
-    settings: Settings, db: Database, *, addr: str = "0.0.0.0"
-) -> tuple[Metrics, MetricsServer | None]:
+def start_process_metrics(settings: Settings, db: Database) -> tuple[Metrics, MetricsServer | None]:
     """A long-running process's metrics: its own counters and the fleet's state from
-    ``db``, served on ``settings.metrics_port`` when that is set. The server thread
-    is a daemon: it ends with the process."""
+    ``db``, served when ``settings.metrics_port`` is set. The server thread is a
+    daemon: it ends with the process."""
     metrics = Metrics.for_database(db)
-    return metrics, serve_metrics(settings, metrics.registry, addr=addr)
+    return metrics, serve_metrics(settings, metrics.registry)
 
 
 def add_metrics_port_argument(parser: argparse.ArgumentParser) -> None:
@@ -277,4 +280,11 @@ def add_metrics_port_argument(parser: argparse.ArgumentParser) -> None:
         dest="setting_metrics_port",
         metavar="PORT",
         help="serve Prometheus metrics on this port (env ORCHESTRATOR_METRICS_PORT)",
+    )
+    parser.add_argument(
+        "--metrics-address",
+        dest="setting_metrics_address",
+        metavar="ADDR",
+        help="the address to serve them on (default 0.0.0.0, all interfaces; "
+        "127.0.0.1 for this host only; env ORCHESTRATOR_METRICS_ADDRESS)",
     )

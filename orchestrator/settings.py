@@ -104,6 +104,7 @@ class Settings:
     log_level: str = "INFO"
     log_format: str = "text"
     metrics_port: int | None = None
+    metrics_address: str = "0.0.0.0"  # all interfaces, so a scraper on another host can reach it
 
     def __post_init__(self) -> None:
         from orchestrator.db.engine import normalise_url  # late: keeps settings import-light

@@ -12,6 +12,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from orchestrator.cli.wiring import build_client
 from orchestrator.db.database import Database
+from orchestrator.errors import ConfigError
 from orchestrator.metrics import (
     Metrics,
     MetricsServer,
@@ -52,8 +53,8 @@ def serve() -> Iterator[Serve]:
     started: list[MetricsServer] = []
 
     def start(metrics: Metrics) -> MetricsServer:
-        settings = Settings(database_url=ANY_DATABASE, metrics_port=0)
-        server = serve_metrics(settings, metrics.registry, addr="127.0.0.1")
+        settings = Settings(database_url=ANY_DATABASE, metrics_port=0, metrics_address="127.0.0.1")
+        server = serve_metrics(settings, metrics.registry)
         assert server is not None
         started.append(server)
         return server
@@ -140,10 +141,27 @@ def test_nothing_is_served_without_a_port() -> None:
     assert serve_metrics(Settings(database_url=ANY_DATABASE), Metrics().registry) is None
 
 
-def test_the_port_flag_sets_the_setting() -> None:
+def test_the_port_and_address_flags_set_the_settings() -> None:
     parser = argparse.ArgumentParser()
     add_metrics_port_argument(parser)
-    assert parser.parse_args(["--metrics-port", "9464"]).setting_metrics_port == 9464
+    args = parser.parse_args(["--metrics-port", "9464", "--metrics-address", "127.0.0.1"])
+    assert (args.setting_metrics_port, args.setting_metrics_address) == (9464, "127.0.0.1")
+
+
+def test_a_port_in_use_is_a_config_error_naming_it() -> None:
+    first = serve_metrics(
+        Settings(database_url=ANY_DATABASE, metrics_port=0, metrics_address="127.0.0.1"),
+        Metrics().registry,
+    )
+    assert first is not None
+    try:
+        taken = Settings(
+            database_url=ANY_DATABASE, metrics_port=first.port, metrics_address="127.0.0.1"
+        )
+        with pytest.raises(ConfigError, match=rf"cannot serve metrics on 127.0.0.1:{first.port}"):
+            serve_metrics(taken, Metrics().registry)
+    finally:
+        first.close()
 
 
 def test_a_process_serves_its_counters_and_the_fleet_together(fleet: Database, db_url: str) -> None:
@@ -156,8 +174,9 @@ def test_a_process_serves_its_counters_and_the_fleet_together(fleet: Database, d
             api_key=Secret(DEFAULT_API_KEY),
             base_url=api.url,
             metrics_port=0,
+            metrics_address="127.0.0.1",
         )
-        metrics, server = start_process_metrics(settings, fleet, addr="127.0.0.1")
+        metrics, server = start_process_metrics(settings, fleet)
         assert server is not None
         try:
             with build_client(settings, transport=metrics.transport()) as client:
