@@ -14,8 +14,8 @@ from typing import IO
 
 import orjson
 
+from orchestrator.cli.batch_names import resolve_batch_id
 from orchestrator.cli.context import Context, Exit
-from orchestrator.core.ids import validate_batch_id
 from orchestrator.db.queries import BatchSummary, OperatorQueries, ResultRow
 from orchestrator.errors import ConfigError, UnknownBatch
 
@@ -44,7 +44,11 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
             "only once complete. Exit 4 if the batch is not tracked."
         ),
     )
-    results.add_argument("batch_id", metavar="BATCH_ID")
+    results.add_argument(
+        "batch_id",
+        metavar="BATCH_ID",
+        help="the batch id, or enough of its beginning to name one tracked batch",
+    )
     results.add_argument("--format", choices=("jsonl", "csv"), default="jsonl")
     results.add_argument(
         "--kind",
@@ -56,10 +60,10 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
 
 
 def run_results(ctx: Context) -> Exit:
-    batch_id = validate_batch_id(ctx.args.batch_id)
     db = ctx.database()
     try:
         queries = OperatorQueries(db)
+        batch_id = resolve_batch_id(queries, ctx.args.batch_id, if_unknown="nothing to export")
         batch = queries.summaries([batch_id]).get(batch_id)
         if batch is None:
             raise UnknownBatch(f"batch {batch_id} is not tracked here: nothing to export")

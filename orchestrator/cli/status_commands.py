@@ -9,6 +9,7 @@ from typing import Any
 
 from rich.table import Table
 
+from orchestrator.cli.batch_names import resolve_batch_id
 from orchestrator.cli.context import Context, Exit
 from orchestrator.cli.render import age, cell, counts, moment
 from orchestrator.cli.selection import (
@@ -19,7 +20,6 @@ from orchestrator.cli.selection import (
     since_moment,
 )
 from orchestrator.clock import utcnow
-from orchestrator.core.ids import validate_batch_id
 from orchestrator.db.queries import BatchDetail, BatchFilter, BatchPage, OperatorQueries
 from orchestrator.errors import UnknownBatch
 
@@ -93,7 +93,11 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
             "unreadable lines). Exit 4 if the batch is not tracked."
         ),
     )
-    show.add_argument("batch_id", metavar="BATCH_ID")
+    show.add_argument(
+        "batch_id",
+        metavar="BATCH_ID",
+        help="the batch id, or enough of its beginning to name one tracked batch",
+    )
     show.add_argument("--json", action="store_true", help="machine-readable output")
     show.set_defaults(handler=run_show)
 
@@ -190,18 +194,21 @@ def summary_line(page: BatchPage) -> str:
 
 
 def run_show(ctx: Context) -> Exit:
-    batch_id = validate_batch_id(ctx.args.batch_id)
     db = ctx.database()
     try:
         now = utcnow()
-        detail = OperatorQueries(db).detail(batch_id)
+        queries = OperatorQueries(db)
+        batch_id = resolve_batch_id(
+            queries,
+            ctx.args.batch_id,
+            if_unknown=f"`orchestrator track {ctx.args.batch_id}` to follow it, or "
+            "`orchestrator sync` to record every batch the API lists",
+        )
+        detail = queries.detail(batch_id)
     finally:
         db.dispose()
-    if detail is None:
-        raise UnknownBatch(
-            f"batch {batch_id} is not tracked here: `orchestrator track {batch_id}` to follow "
-            "it, or `orchestrator sync` to record every batch the API lists"
-        )
+    if detail is None:  # gone between the two reads (deleted by hand)
+        raise UnknownBatch(f"batch {batch_id} is not tracked here")
     if ctx.json:
         ctx.emit_json(show_json(detail, now))
     else:

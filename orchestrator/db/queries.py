@@ -266,6 +266,20 @@ class OperatorQueries:
                 )
         return found
 
+    def ids_named_by(self, text: str, *, limit: int) -> list[str]:
+        """``[text]`` if that id is tracked, else the tracked ids that begin with it
+        (case-sensitive, in order, at most ``limit``)."""
+        with self.db.transaction() as session:
+            if session.scalar(select(Batch.id).where(Batch.id == text)) is not None:
+                return [text]
+            ids = session.scalars(
+                select(Batch.id)
+                .where(Batch.id.startswith(text, autoescape=True))
+                .order_by(Batch.id)
+                .limit(limit + 1)  # SQLite's LIKE ignores case: filtered again below
+            ).all()
+        return [i for i in ids if i.startswith(text)][:limit]
+
     # --- one batch in full -----------------------------------------------------------
 
     def detail(self, batch_id: str) -> BatchDetail | None:

@@ -66,3 +66,30 @@ def test_a_malformed_id_is_a_usage_error(ask: Run, command: str) -> None:
     code, _, err = ask(command, "batch/../x")
     assert code == 2
     assert "is not a valid batch id" in err
+
+
+@pytest.mark.parametrize("name", ["batch_slowc", "batch_slowc…", " batch_slowcancel "])
+def test_a_unique_beginning_of_an_id_names_the_batch(ask: Run, name: str) -> None:
+    """Tables cut long ids short (`batch_1b855b2e…`): pasting that back works."""
+    code, out, _ = ask("show", name, "--json")
+    assert code == 0
+    assert as_json(out)["batch"]["id"] == f.SLOW_CANCEL
+
+
+def test_a_beginning_shared_by_several_ids_lists_them_and_exits_4(ask: Run) -> None:
+    code, out, err = ask("show", "batch_")
+    assert (code, out) == (4, "")
+    assert "batch_ begins more than one tracked batch id (" in err
+    assert f.IN_PROGRESS in err and ", ...)" in err and "give more of the id" in err
+
+
+def test_a_beginning_matches_case_and_underscores_exactly(ask: Run) -> None:
+    # SQLite's LIKE ignores case and LIKE's `_` matches any character: neither applies.
+    assert ask("show", "BATCH_SLOWC")[0] == 4
+    assert ask("show", "batch_abc1_3")[0] == 4  # as a LIKE pattern it matches batch_abc123
+
+
+def test_results_take_a_unique_beginning_too(ask: Run) -> None:
+    code, out, err = ask("results", "batch_cancelled")
+    assert code == 0
+    assert len(out.splitlines()) == 5 and f"of {f.CANCELLED} to stdout" in err
