@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import insert, select
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from orchestrator.core.apply import Applied, StoredBatch, apply_observation
@@ -76,8 +76,9 @@ class BatchStore:
             new = [i for i in ids if i not in known]
             self.ensure_rows(session, new, now=now, source=source)
             if new:
-                session.execute(
-                    insert(table_of(BatchEvent)),
+                self.db.insert_rows(
+                    session,
+                    table_of(BatchEvent),
                     [
                         event_values(b, "tracked", now, source, detail=f"tracked by {source}")
                         for b in new
@@ -127,7 +128,7 @@ class BatchStore:
         for name, value in write.changes.items():
             setattr(row, name, value)
         if write.events:
-            session.execute(insert(table_of(BatchEvent)), write.events)
+            self.db.insert_rows(session, table_of(BatchEvent), write.events)
         closed = self.close_cancel_if_terminal(session, row, now, source)
         if follow_up is not None:
             for name, value in follow_up(write.applied, row).items():
@@ -148,7 +149,7 @@ class BatchStore:
             return None
         for name, value in close.changes.items():
             setattr(request, name, value)
-        session.execute(insert(table_of(BatchEvent)), [close.event])
+        self.db.insert_rows(session, table_of(BatchEvent), [close.event])
         return close.outcome
 
 
@@ -268,7 +269,7 @@ def event_values(
     server_at: datetime | None = None,
     detail: str | None = None,
 ) -> dict[str, Any]:
-    """One `batch_events` row as values, for bulk `insert(table_of(BatchEvent))`."""
+    """One `batch_events` row as values, for `Database.insert_rows`."""
     return {
         "batch_id": batch_id,
         "kind": kind,

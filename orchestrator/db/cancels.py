@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import insert, or_, select, update
+from sqlalchemy import or_, select, update
 from sqlalchemy.orm import Session
 
 from orchestrator.core.cancel_policy import AttemptOutcome
@@ -34,6 +34,7 @@ from orchestrator.db.models import (
 
 log = logging.getLogger(__name__)
 PAUSE_SCOPE = "api"
+CHUNK = 500  # ids per statement
 
 
 @dataclass(frozen=True)
@@ -80,53 +81,63 @@ class CancelStore:
         requested_by: str,
         reason: str | None = None,
     ) -> RequestSummary:
-        """Record the wish to cancel; asking twice is harmless. Nothing is sent here."""
+        """Record the wish to cancel; asking twice is harmless. Nothing is sent here.
+
+        One transaction, a few bulk statements per 500 ids: an operator cancelling a
+        whole fleet waits seconds, not minutes.
+        """
         summary = RequestSummary()
         ids = list(dict.fromkeys(batch_ids))
+        detail = f"by {requested_by}" + (f": {reason}" if reason else "")
+        wish = {"requested_by": requested_by, "reason": reason, "detail": detail}
         with self.db.transaction() as session:
             self.batches.ensure_rows(session, ids, now=now, source="cancel")
-            for batch_id in ids:
-                self._request_one(session, batch_id, now, requested_by, reason, summary)
+            for start in range(0, len(ids), CHUNK):  # stay under any bind-parameter limit
+                self._request_chunk(session, sorted(ids[start : start + CHUNK]), now, wish, summary)
         return summary
 
-    def _request_one(
+    def _request_chunk(
         self,
         session: Session,
-        batch_id: str,
+        ids: list[str],
         now: datetime,
-        requested_by: str,
-        reason: str | None,
+        wish: dict[str, str | None],
         summary: RequestSummary,
     ) -> None:
-        existing = session.get(CancelRequest, batch_id, with_for_update=True)
-        if existing is not None and existing.state != "failed":
-            summary.already.append(batch_id)
-            return
-        if existing is None:
-            existing = CancelRequest(batch_id=batch_id, attempts=0)
-            session.add(existing)
-            summary.new.append(batch_id)
-        else:
-            summary.reopened.append(batch_id)
-        existing.requested_at = now
-        existing.requested_by = requested_by
-        existing.reason = reason
-        existing.state = "pending"
-        existing.outcome = None
-        existing.next_attempt_at = now
-        detail = f"by {requested_by}" + (f": {reason}" if reason else "")
-        session.add(event_row(batch_id, "cancel_requested", now, "operator", detail=detail))
-        row = session.get(Batch, batch_id)
-        status = parse_status(row.status) if row is not None and row.status else None
-        # What we already know can spare the API a pointless call.
-        if status in (BatchStatus.CANCELLING, BatchStatus.CANCELLED):
-            existing.state = "accepted"
-            existing.next_attempt_at = None
-        session.flush()
-        if status is not None and status.is_terminal and row is not None:
-            outcome = self.batches.close_cancel_if_terminal(session, row, now, "operator")
-            if outcome:
-                summary.closed_at_once[batch_id] = outcome
+        # Batches first, then requests, in id order: the order every writer locks in.
+        batches = {
+            row.id: row
+            for row in session.execute(
+                select(*STATE_COLUMNS).where(Batch.id.in_(ids)).order_by(Batch.id).with_for_update()
+            )
+        }
+        states = {
+            row.batch_id: row.state
+            for row in session.execute(
+                select(CancelRequest.batch_id, CancelRequest.state)
+                .where(CancelRequest.batch_id.in_(ids))
+                .order_by(CancelRequest.batch_id)
+                .with_for_update()
+            )
+        }
+        new_rows: list[dict[str, Any]] = []
+        reopened_rows: list[dict[str, Any]] = []
+        events: list[dict[str, Any]] = []
+        for batch_id in ids:
+            state = states.get(batch_id)
+            if state is not None and state != "failed":
+                summary.already.append(batch_id)
+                continue
+            values = _opened(batch_id, batches[batch_id], now, wish, events, summary)
+            if state is None:
+                summary.new.append(batch_id)
+                new_rows.append({**values, "attempts": 0})
+            else:
+                summary.reopened.append(batch_id)
+                reopened_rows.append(values)
+        self.db.insert_rows(session, table_of(CancelRequest), new_rows)
+        self.db.bulk_update(session, table_of(CancelRequest), "batch_id", reopened_rows)
+        self.db.insert_rows(session, table_of(BatchEvent), events)
 
     # --- leasing --------------------------------------------------------------
 
@@ -250,9 +261,8 @@ class CancelStore:
                 batch = batches.get(claim.batch_id)
                 attempt_rows.append(_record_one(owner, request, attempt, batch, event_rows))
             # Plain bulk statements (no unit of work): this runs for every cancel sent.
-            session.execute(insert(table_of(CancelAttempt)), attempt_rows)
-            if event_rows:
-                session.execute(insert(table_of(BatchEvent)), event_rows)
+            self.db.insert_rows(session, table_of(CancelAttempt), attempt_rows)
+            self.db.insert_rows(session, table_of(BatchEvent), event_rows)
             self.db.bulk_update(
                 session,
                 table_of(Batch),
@@ -321,6 +331,39 @@ class _Pending:
         """The key and the changes, by column name (`metadata_` is the `metadata` column)."""
         columns = {("metadata" if k == "metadata_" else k): v for k, v in self.changes.items()}
         return {key: getattr(self._row, key), **columns}
+
+
+def _opened(
+    batch_id: str,
+    batch: Any,
+    now: datetime,
+    wish: dict[str, str | None],
+    events: list[dict[str, Any]],
+    summary: RequestSummary,
+) -> dict[str, Any]:
+    """A request opened (or reopened after a failure) now: its columns, and its events."""
+    values: dict[str, Any] = {
+        "batch_id": batch_id,
+        "requested_at": now,
+        "requested_by": wish["requested_by"],
+        "reason": wish["reason"],
+        "state": "pending",
+        "outcome": None,
+        "next_attempt_at": now,
+    }
+    events.append(
+        event_values(batch_id, "cancel_requested", now, "operator", detail=wish["detail"])
+    )
+    status = parse_status(batch.status) if batch.status else None
+    # What we already know can spare the API a pointless call.
+    if status in (BatchStatus.CANCELLING, BatchStatus.CANCELLED):
+        values.update(state="accepted", next_attempt_at=None)
+    close = plan_cancel_close(batch, values["state"], now, now=now, source="operator")
+    if close is not None:
+        values.update(close.changes)
+        events.append(close.event)
+        summary.closed_at_once[batch_id] = close.outcome
+    return values
 
 
 def _record_one(

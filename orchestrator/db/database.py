@@ -7,7 +7,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Engine, Insert, Table, bindparam, update
+from sqlalchemy import Engine, Insert, Table, bindparam, insert, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
@@ -62,6 +62,20 @@ class Database:
         if self.is_postgres:
             return postgresql.insert(table).on_conflict_do_nothing()
         return sqlite.insert(table).on_conflict_do_nothing()
+
+    @staticmethod
+    def insert_rows(session: Session, table: Table, rows: list[dict[str, Any]]) -> None:
+        """INSERT many rows, one executemany per distinct set of keys.
+
+        Core takes the columns from the first row: a later row with more keys would
+        lose the extra values without a word. Grouping by key set makes that
+        impossible.
+        """
+        groups: dict[tuple[str, ...], list[dict[str, Any]]] = {}
+        for row in rows:
+            groups.setdefault(tuple(sorted(row)), []).append(row)
+        for group in groups.values():
+            session.execute(insert(table), group)
 
     @staticmethod
     def bulk_update(session: Session, table: Table, key: str, rows: list[dict[str, Any]]) -> None:
