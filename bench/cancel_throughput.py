@@ -71,7 +71,7 @@ def run_worker(url: str, sim: RunningSimulator, ids: list[str], concurrency: int
     per = 1000 / len(ids)
     print(
         f"  CPU ms per cancel: worker {ours * per:.2f}, simulator {server * per:.2f}, "
-        f"rest of the machine (the database server, ...) {max(rest, 0.0) * per:.2f}; "
+        f"rest of the machine (the database server, other load) {max(rest, 0.0) * per:.2f}; "
         f"{elapsed * os_cores():.1f} core-seconds were available"
     )
     with db.transaction() as s:

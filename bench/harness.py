@@ -70,8 +70,9 @@ class CpuSample:
         """From /proc (Linux): utime+stime of `pid`, busy time of every core."""
         ticks = os.sysconf("SC_CLK_TCK")
         fields = Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]
-        user, nice, system, _idle, _iowait, irq, softirq, steal = (int(f) for f in fields[:8])
-        busy = user + nice + system + irq + softirq + steal
+        # Not steal: that is time the hypervisor gave to other guests, not work done here.
+        user, nice, system, _idle, _iowait, irq, softirq = (int(f) for f in fields[:7])
+        busy = user + nice + system + irq + softirq
         stat = Path(f"/proc/{pid}/stat").read_text()
         own = stat[stat.rindex(")") + 2 :].split()
         return CpuSample(busy / ticks, (int(own[11]) + int(own[12])) / ticks)

@@ -117,6 +117,10 @@ class Settings:
                 continue
             check = _not_negative if f.name.startswith(("file_id_", "metrics_")) else _positive
             check(env_name(f.name), value)
+        if self.metrics_port is not None and self.metrics_port > 65535:
+            raise ConfigError(
+                f"ORCHESTRATOR_METRICS_PORT must be a TCP port (0-65535), got {self.metrics_port}"
+            )
         if self.log_format not in ("text", "json"):
             raise ConfigError(
                 f"ORCHESTRATOR_LOG_FORMAT must be text or json, not {self.log_format!r}"

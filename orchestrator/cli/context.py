@@ -21,7 +21,7 @@ class Exit(IntEnum):
     OK = 0
     ATTENTION = 1  # the command ran, and something needs a person (details printed)
     USAGE = 2  # bad arguments or settings
-    DATABASE = 3  # database unreachable or not migrated
+    DATABASE = 3  # database unreachable, busy or not migrated
     NOT_FOUND = 4  # an unknown batch
     INTERRUPTED = 130
 

@@ -47,7 +47,7 @@ COMMAND_MODULES: list[Callable[[argparse._SubParsersAction[argparse.ArgumentPars
 
 EPILOG = """\
 exit codes: 0 ok, 1 done but something needs a person, 2 bad arguments or settings,
-3 database unreachable or not migrated, 4 unknown batch, 130 interrupted.
+3 database unreachable, busy or not migrated, 4 unknown batch, 130 interrupted.
 
 Settings: config/orchestrator.toml (or ORCHESTRATOR_CONFIG), then ORCHESTRATOR_* and
 OPENAI_* environment variables, then flags. The API key comes from OPENAI_API_KEY only.

@@ -191,8 +191,8 @@ class CancelWorker:
         self.report.db_outages += 1
         pause = min(self.config.db_retry_max_seconds, 0.5 * 2**failures)
         log.warning(
-            "database unavailable (%s); retrying in %.1fs; nothing is lost: unrecorded "
-            "cancels are re-sent after their lease expires",
+            "%s; retrying in %.1fs; nothing is lost: unrecorded cancels are re-sent "
+            "after their lease expires",
             exc,
             pause,
             extra={"action": "db_unavailable"},

@@ -148,6 +148,17 @@ def test_the_port_and_address_flags_set_the_settings() -> None:
     assert (args.setting_metrics_port, args.setting_metrics_address) == (9464, "127.0.0.1")
 
 
+def test_an_address_this_host_does_not_have_is_a_config_error_naming_it() -> None:
+    foreign = Settings(database_url=ANY_DATABASE, metrics_port=0, metrics_address="192.0.2.1")
+    with pytest.raises(ConfigError, match=r"cannot serve metrics on 192\.0\.2\.1:0"):
+        serve_metrics(foreign, Metrics().registry)
+
+
+def test_a_port_past_65535_is_refused_with_the_settings() -> None:
+    with pytest.raises(ConfigError, match="ORCHESTRATOR_METRICS_PORT must be a TCP port"):
+        Settings(database_url=ANY_DATABASE, metrics_port=70000)
+
+
 def test_a_port_in_use_is_a_config_error_naming_it() -> None:
     first = serve_metrics(
         Settings(database_url=ANY_DATABASE, metrics_port=0, metrics_address="127.0.0.1"),
