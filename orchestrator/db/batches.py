@@ -72,7 +72,10 @@ class BatchStore:
         if not ids:
             return []
         with self.db.transaction() as session:
-            known = set(session.scalars(select(Batch.id).where(Batch.id.in_(ids))))
+            known: set[str] = set()
+            for start in range(0, len(ids), 500):  # stay under any bind-parameter limit
+                chunk = ids[start : start + 500]
+                known.update(session.scalars(select(Batch.id).where(Batch.id.in_(chunk))))
             new = [i for i in ids if i not in known]
             self.ensure_rows(session, new, now=now, source=source)
             if new:
