@@ -129,9 +129,12 @@ class Settings:
             raise ConfigError(f"ORCHESTRATOR_LOG_LEVEL: unknown level {self.log_level!r}")
 
     def redacted(self) -> dict[str, Any]:
-        """Every setting, the key shown only as set or not."""
+        """Every setting, the key shown only as set or not, the database password as ***."""
+        from sqlalchemy.engine import make_url  # late: keeps settings import-light
+
         out = {f.name: getattr(self, f.name) for f in fields(self)}
         out["api_key"] = "*** (set)" if self.api_key else "(not set)"
+        out["database_url"] = make_url(self.database_url).render_as_string(hide_password=True)
         return out
 
     def replace(self, **changes: Any) -> Settings:

@@ -31,9 +31,17 @@ class Exit(IntEnum):
 PIPED_WIDTH = 160
 
 
+class _PipeConsole(Console):
+    """A Console that lets a closed pipe reach `main` (exit 0), not exit 1 itself."""
+
+    def on_broken_pipe(self) -> None:
+        self.quiet = True
+        raise BrokenPipeError
+
+
 def _console(stream: TextIO, *, stderr: bool) -> Console:
     width = None if stream.isatty() or os.environ.get("COLUMNS") else PIPED_WIDTH
-    return Console(stderr=stderr, highlight=False, width=width)
+    return _PipeConsole(stderr=stderr, highlight=False, width=width)
 
 
 def to_jsonable(value: Any) -> Any:

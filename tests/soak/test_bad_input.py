@@ -107,6 +107,18 @@ def test_a_bad_config_file_is_a_usage_error_naming_the_file_and_key(
     assert "sk-in-a-file" not in err  # a key put in the file is refused, never echoed
 
 
+@pytest.mark.parametrize("flags", [[], ["--json"]])
+def test_config_show_hides_the_database_password(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], flags: list[str]
+) -> None:
+    monkeypatch.setenv("ORCHESTRATOR_DATABASE_URL", "postgresql://ops:hunter2pw@db.internal/orch")
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-never-shown-0123")
+    assert main(["config", "show", *flags]) == 0
+    out = capsys.readouterr().out
+    assert "postgresql://ops:***@db.internal/orch" in out
+    assert "hunter2pw" not in out and "sk-never-shown" not in out
+
+
 # --- batch ids on the command line ----------------------------------------------------
 
 
