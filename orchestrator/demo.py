@@ -9,9 +9,11 @@ every result file is harvested.
 
 from __future__ import annotations
 
+import sqlite3
 import threading
 import time
 from collections.abc import Callable
+from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,6 +27,7 @@ from orchestrator.db.cancels import CancelStore
 from orchestrator.db.database import Database
 from orchestrator.db.engine import make_engine
 from orchestrator.db.models import Batch, CancelRequest, ResultFile
+from orchestrator.errors import ConfigError
 from orchestrator.processes.reconciler import Reconciler
 from orchestrator.processes.worker import CancelWorker, WorkerConfig
 from orchestrator.secret import Secret
@@ -32,6 +35,11 @@ from orchestrator.settings import Settings
 from orchestrator.simulator import Scenario, Simulator, SimulatorConfig, SimulatorServer
 
 DEMO_KEY = "sk-sim-demo"
+# The demo stamps its SQLite file with this `PRAGMA application_id` (bytes 68-71 of
+# the file header) before anything else, and only ever resets a file that carries it.
+DEMO_APPLICATION_ID = int.from_bytes(b"orcD", "big")
+SQLITE_HEADER_MAGIC = b"SQLite format 3\x00"
+SIDE_FILES = ("-wal", "-shm")
 TIME_SCALE = 60.0  # one simulated minute per real second: 10 min of cancelling is 10 s
 
 # (label, how many, requests each, age in simulated seconds, scenario overrides,
@@ -100,10 +108,50 @@ class Outcome:
     seconds_to_terminal: float | None
 
 
+def is_demo_database(path: Path) -> bool:
+    """Whether `path` is a SQLite file the demo made: its header has the demo's stamp.
+
+    Reads the 100-byte header with plain file I/O and opens no SQLite connection,
+    so looking never creates side files or changes a byte.
+    """
+    try:
+        with path.open("rb") as file:
+            header = file.read(100)
+    except OSError:
+        return False
+    return (
+        len(header) == 100
+        and header[:16] == SQLITE_HEADER_MAGIC
+        and header[68:72] == DEMO_APPLICATION_ID.to_bytes(4, "big")
+    )
+
+
+def check_demo_database_path(path: Path) -> None:
+    """Refuse, before touching anything, unless `path` is absent or a previous demo database."""
+    if not path.exists() and not path.is_symlink():
+        return
+    if path.is_file() and is_demo_database(path):
+        return
+    raise ConfigError(
+        f"{path} exists and is not a demo database; the demo will not overwrite it. "
+        "Pick another --database path, or remove the file yourself."
+    )
+
+
 def fresh_database(path: Path) -> str:
-    """The demo's own SQLite file, recreated each run so the demo starts clean."""
-    for suffix in ("", "-wal", "-shm"):
+    """The demo's own SQLite file, recreated each run so the demo starts clean.
+
+    Only a file that is absent or was made by the demo is replaced (see
+    `check_demo_database_path`); the new one is stamped as the demo's first.
+    """
+    check_demo_database_path(path)
+    for suffix in ("", *SIDE_FILES):
         Path(f"{path}{suffix}").unlink(missing_ok=True)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    # Stamp before WAL mode is switched on, so the mark is in the main file itself.
+    with closing(sqlite3.connect(path)) as connection:
+        connection.execute(f"PRAGMA application_id = {DEMO_APPLICATION_ID}")
+        connection.commit()
     url = f"sqlite:///{path}"
     engine = make_engine(url)
     migrate.upgrade(engine)

@@ -13,7 +13,7 @@ from rich.live import Live
 from rich.table import Table
 
 from orchestrator.cli.context import Context, Exit
-from orchestrator.demo import PLAN, Outcome, Progress, run_demo
+from orchestrator.demo import PLAN, Outcome, Progress, check_demo_database_path, run_demo
 
 DEFAULT_DATABASE = Path("orchestrator-demo.sqlite3")
 
@@ -26,7 +26,9 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
             "Start a Batch API simulator on a free loopback port, create a few dozen batches "
             "in every status, ask to cancel them all, and run the worker and the reconciler "
             "until every cancel is settled and every partial result is recorded. Uses its "
-            "own SQLite file (recreated each run), never your real database."
+            "own SQLite file, --database, which it recreates each run: it only replaces a "
+            "file there that an earlier demo made, and refuses (exit 2) to touch anything "
+            "else, such as a real orchestrator database."
         ),
     )
     demo.add_argument(
@@ -34,7 +36,10 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         type=Path,
         default=DEFAULT_DATABASE,
         metavar="PATH",
-        help=f"the demo's SQLite file (default ./{DEFAULT_DATABASE})",
+        help=(
+            f"the demo's SQLite file (default ./{DEFAULT_DATABASE}); must not exist yet "
+            "or be one an earlier demo made"
+        ),
     )
     demo.add_argument("--json", action="store_true", help="print the outcome as JSON, no live view")
     demo.set_defaults(handler=run, needs_schema=False)
@@ -96,6 +101,7 @@ def how_i_was_run() -> str:
 def run(ctx: Context) -> Exit:
     logging.getLogger("orchestrator").setLevel(logging.WARNING)  # the live view tells the story
     database: Path = ctx.args.database.resolve()
+    check_demo_database_path(database)  # refuse before printing or starting anything
     started = time.monotonic()
     if ctx.json:
         outcomes, final, url = run_demo(database, on_progress=lambda _p: None)
