@@ -6,7 +6,7 @@ import argparse
 
 from orchestrator.cli.context import Context, Exit
 from orchestrator.db import migrate
-from orchestrator.db.engine import make_engine
+from orchestrator.db.engine import make_engine, require_existing_file
 
 
 def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -23,7 +23,12 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     )
     up.add_argument("--revision", default="head", help="target revision (default: head)")
     up.set_defaults(handler=upgrade, needs_schema=False)
-    current = sub.add_parser("current", help="show the schema revision and whether it is current")
+    current = sub.add_parser(
+        "current",
+        help="show the schema revision and whether it is current",
+        description="Show the schema revision. Exit 0 when it is current, 3 when the "
+        "database is behind, empty or absent (run `orchestrator db upgrade`).",
+    )
     current.add_argument("--json", action="store_true", help="machine-readable output")
     current.set_defaults(handler=show_current, needs_schema=False)
 
@@ -45,6 +50,7 @@ def upgrade(ctx: Context) -> Exit:
 
 
 def show_current(ctx: Context) -> Exit:
+    require_existing_file(ctx.settings.database_url)
     engine = make_engine(ctx.settings.database_url)
     try:
         current = migrate.current_revision(engine)
@@ -56,4 +62,4 @@ def show_current(ctx: Context) -> Exit:
     else:
         state = "up to date" if current == head else "behind: run `orchestrator db upgrade`"
         ctx.out.print(f"revision {current or '(none)'} (head {head}): {state}")
-    return Exit.OK if current == head else Exit.ATTENTION
+    return Exit.OK if current == head else Exit.DATABASE

@@ -12,7 +12,12 @@ from orchestrator.cli.wiring import build_client
 from orchestrator.clock import utcnow
 from orchestrator.db import migrate
 from orchestrator.db.database import Database
-from orchestrator.db.engine import make_engine, session_factory
+from orchestrator.db.engine import (
+    make_engine,
+    normalise_url,
+    require_existing_file,
+    session_factory,
+)
 from orchestrator.db.queries import FleetSnapshot, OperatorQueries
 from orchestrator.errors import ApiError, ConfigError, DatabaseError
 
@@ -51,8 +56,8 @@ class Health:
     api: str | None = None  # "ok", or what went wrong; None when not checked
     paused: str | None = None
     paused_until: str | None = None
-    overdue: int = 0
-    cancels_pending: int = 0
+    overdue: int | None = None  # None: the database could not say
+    cancels_pending: int | None = None
 
     @property
     def exit_code(self) -> Exit:
@@ -64,12 +69,18 @@ class Health:
 
 
 def run_healthcheck(ctx: Context) -> Exit:
-    engine = make_engine(ctx.settings.database_url)
-    health = Health(database=engine.url.render_as_string(hide_password=True))
+    url = ctx.settings.database_url
+    health = Health(database=normalise_url(url).render_as_string(hide_password=True))
     try:
-        _check_database(health, Database(engine, session_factory(engine)))
-    finally:
-        engine.dispose()
+        require_existing_file(url)  # connecting would create an empty SQLite file
+    except DatabaseError as exc:
+        health.database_error = str(exc)
+    else:
+        engine = make_engine(url)
+        try:
+            _check_database(health, Database(engine, session_factory(engine)))
+        finally:
+            engine.dispose()
     unusable = _check_api(ctx, health) if ctx.args.api else None
     report(ctx, health)
     if unusable is not None and health.database_error is None:

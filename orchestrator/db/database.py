@@ -13,7 +13,7 @@ from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 from orchestrator.db import migrate
-from orchestrator.db.engine import make_engine, session_factory
+from orchestrator.db.engine import make_engine, require_existing_file, session_factory
 from orchestrator.errors import DatabaseBusy, DatabaseUnavailable
 
 
@@ -24,6 +24,8 @@ class Database:
 
     @staticmethod
     def connect(url: str, *, pool_size: int = 10, check_schema: bool = True) -> Database:
+        if check_schema:
+            require_existing_file(url)
         engine = make_engine(url, pool_size=pool_size)
         if check_schema:
             try:

@@ -10,7 +10,7 @@ from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.orm import Session, sessionmaker
 
-from orchestrator.errors import ConfigError
+from orchestrator.errors import ConfigError, NotMigrated
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000
 
@@ -35,7 +35,32 @@ def normalise_url(url: str) -> URL:
             f"ORCHESTRATOR_DATABASE_URL: unsupported database {parsed.drivername!r} "
             "(use sqlite or postgresql)"
         )
+    if parsed.drivername.startswith("sqlite") and parsed.host:
+        raise ConfigError(
+            f"ORCHESTRATOR_DATABASE_URL: {url!r} names a host; a SQLite URL has three "
+            "slashes before a relative path (sqlite:///orchestrator.sqlite3) and four "
+            "before an absolute one (sqlite:////var/lib/orchestrator/orchestrator.sqlite3)"
+        )
     return parsed
+
+
+def sqlite_file(url: str) -> Path | None:
+    """The file of a file-backed SQLite URL (None for PostgreSQL and in-memory SQLite)."""
+    parsed = normalise_url(url)
+    if not parsed.drivername.startswith("sqlite") or parsed.database in (None, "", ":memory:"):
+        return None
+    return Path(parsed.database).expanduser()
+
+
+def require_existing_file(url: str) -> None:
+    """Refuse a SQLite file that is not there: connecting would create an empty one,
+    and a mistyped path would then be reported as a database to migrate."""
+    path = sqlite_file(url)
+    if path is not None and not path.exists():
+        raise NotMigrated(
+            f"no database at {path}: check ORCHESTRATOR_DATABASE_URL, or create it with "
+            "`orchestrator db upgrade`"
+        )
 
 
 def make_engine(url: str, *, pool_size: int = 10) -> Engine:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -45,7 +46,9 @@ def test_paused_sending_is_exit_1_and_overdue_is_reported(fleet: Database, run: 
 def test_an_unmigrated_database_is_exit_3(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    url = f"sqlite:///{tmp_path / 'new.sqlite3'}"
+    path = tmp_path / "new.sqlite3"
+    sqlite3.connect(path).close()  # there, but without a schema
+    url = f"sqlite:///{path}"
     assert main(["--database-url", url, "healthcheck"]) == 3
     assert "run `orchestrator db upgrade`" in capsys.readouterr().out
     assert main(["--database-url", url, "healthcheck", "--json"]) == 3

@@ -7,6 +7,8 @@ message that names the cause, never a traceback and never a lost request.
 
 from __future__ import annotations
 
+import json
+import sqlite3
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -172,6 +174,54 @@ def test_an_unreachable_database_is_exit_3_naming_it(
     assert main(args) == 3
     err = capsys.readouterr().err
     assert "database" in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize(
+    "command", [["status"], ["show", GOOD_ID], ["worker", "--once"], ["db", "current"]]
+)
+def test_a_mistyped_sqlite_path_is_exit_3_and_creates_nothing(
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    tmp_path: Path,
+    command: list[str],
+) -> None:
+    missing = tmp_path / "nodir" / "typo.sqlite3"
+    monkeypatch.setenv("ORCHESTRATOR_DATABASE_URL", f"sqlite:///{missing}")
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
+    assert main(command) == 3
+    assert f"no database at {missing}" in capsys.readouterr().err
+    assert not missing.parent.exists()
+
+
+def test_healthcheck_of_a_missing_sqlite_file_says_so_and_claims_no_counts(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    missing = tmp_path / "typo.sqlite3"
+    monkeypatch.setenv("ORCHESTRATOR_DATABASE_URL", f"sqlite:///{missing}")
+    assert main(["healthcheck", "--json"]) == 3
+    health = json.loads(capsys.readouterr().out)
+    assert f"no database at {missing}" in health["database_error"]
+    assert (health["overdue"], health["cancels_pending"], health["healthy"]) == (None, None, False)
+    assert not missing.exists()
+
+
+def test_a_sqlite_url_with_two_slashes_is_a_usage_error_explaining_the_slashes(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("ORCHESTRATOR_DATABASE_URL", "sqlite://tmp/ux/orchestrator.sqlite3")
+    assert main(["status"]) == 2
+    err = capsys.readouterr().err
+    assert "three slashes" in err and "Traceback" not in err
+
+
+def test_db_current_on_an_empty_database_is_exit_3(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    empty = tmp_path / "empty.sqlite3"
+    sqlite3.connect(empty).close()
+    monkeypatch.setenv("ORCHESTRATOR_DATABASE_URL", f"sqlite:///{empty}")
+    assert main(["db", "current"]) == 3
+    assert "behind: run `orchestrator db upgrade`" in capsys.readouterr().out
 
 
 def test_the_worker_rides_out_a_database_outage(
