@@ -9,7 +9,7 @@ import threading
 
 from orchestrator.cli.context import Context, Exit
 from orchestrator.cli.wiring import build_client, retry_policy
-from orchestrator.clock import SystemClock
+from orchestrator.clock import SystemClock, utcnow
 from orchestrator.db.cancels import CancelStore
 from orchestrator.metrics import add_metrics_port_argument, start_process_metrics
 from orchestrator.processes.identity import process_id
@@ -27,10 +27,16 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
             "Lease due cancel requests from the database and send POST /batches/{id}/cancel, "
             "many at once, recording every attempt. Safe to run many of, on many machines, "
             "against one PostgreSQL database. SIGTERM/SIGINT: finish in-flight sends, release "
-            "the rest, exit 0."
+            "the rest, exit 0. A 401/403 pauses all sending (every worker) until the pause "
+            "runs out or `orchestrator resume`."
         ),
     )
-    worker.add_argument("--once", action="store_true", help="send what is due now, then exit")
+    worker.add_argument(
+        "--once",
+        action="store_true",
+        help="send what is due now, then exit (1 if sending is paused or a cancel failed "
+        "for good, e.g. an unknown batch)",
+    )
     worker.add_argument(
         "--concurrency",
         type=int,
@@ -41,6 +47,19 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     add_metrics_port_argument(worker)
     worker.add_argument("--json", action="store_true", help="print the final report as JSON")
     worker.set_defaults(handler=run_worker)
+
+    resume = commands.add_parser(
+        "resume",
+        help="lift the pause on sending that a 401/403 set",
+        description=(
+            "After a 401/403 every worker stops sending cancels for a while "
+            "(ORCHESTRATOR_WORKER_AUTH_PAUSE_SECONDS). Once the key, organization or project "
+            "is fixed (`orchestrator healthcheck --api` checks), lift the pause: the cancels "
+            "it held back are due at once, and running workers carry on within a second."
+        ),
+    )
+    resume.add_argument("--json", action="store_true", help="machine-readable output")
+    resume.set_defaults(handler=run_resume)
 
 
 def worker_config(ctx: Context) -> WorkerConfig:
@@ -78,4 +97,26 @@ def run_worker(ctx: Context) -> Exit:
         ctx.emit_json(dataclasses.asdict(report))
     else:
         ctx.err.print(f"worker {owner} stopped: {report.summary()}")
-    return Exit.ATTENTION if report.paused else Exit.OK
+    if ctx.args.once and (report.paused or report.failed):
+        return Exit.ATTENTION  # a script should look: a key to fix, an id that is wrong
+    return Exit.OK
+
+
+def run_resume(ctx: Context) -> Exit:
+    db = ctx.database()
+    try:
+        pause, due = CancelStore(db).resume(now=utcnow())
+    finally:
+        db.dispose()
+    if ctx.json:
+        reason = None if pause is None else pause.reason
+        ctx.emit_json({"was_paused": pause is not None, "reason": reason, "made_due": due})
+    elif pause is None:
+        ctx.err.print(f"sending was not paused; {due} cancel(s) held back by a 401/403 are due now")
+    else:
+        ctx.err.print(
+            f"sending resumed (it was paused: {pause.reason}); "
+            f"{due} cancel(s) held back by the pause are due now",
+            markup=False,
+        )
+    return Exit.OK

@@ -294,13 +294,24 @@ class CancelStore:
             pause = session.get(Pause, PAUSE_SCOPE)
             return pause if pause is not None and pause.until > now else None
 
-    def clear_pause(self) -> bool:
+    def resume(self, *, now: datetime) -> tuple[Pause | None, int]:
+        """Lift the pause (an operator fixed the key). The cancels it held back, whose
+        next attempt a 401/403 put off, are due at once. Returns the pause that was
+        lifted (None if there was none) and how many cancels became due."""
         with self.db.transaction() as session:
-            pause = session.get(Pause, PAUSE_SCOPE)
-            if pause is None:
-                return False
-            session.delete(pause)
-            return True
+            pause = session.get(Pause, PAUSE_SCOPE, with_for_update=True)
+            if pause is not None:
+                session.delete(pause)
+            held_back = session.execute(
+                update(CancelRequest)
+                .where(
+                    CancelRequest.state == "pending",
+                    CancelRequest.last_http_status.in_((401, 403)),
+                    CancelRequest.next_attempt_at > now,
+                )
+                .values(next_attempt_at=now)
+            )
+            return pause, int(held_back.rowcount)  # type: ignore[attr-defined]
 
 
 REQUEST_COLUMNS = (

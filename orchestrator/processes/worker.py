@@ -389,7 +389,7 @@ class CancelWorker:
         self.store.pause(reason, now=now, until=until)
         self._pause, self._pause_checked = self.store.active_pause(now), now
         log.error(
-            "ALL SENDING PAUSED for %.0fs: %s",
+            "ALL SENDING PAUSED for %.0fs: %s Fix it, then `orchestrator resume`.",
             self._auth_pause(),
             reason,
             extra={"action": "paused"},

@@ -43,6 +43,17 @@ def test_paused_sending_is_exit_1_and_overdue_is_reported(fleet: Database, run: 
     assert (report["healthy"], report["overdue"], report["cancels_pending"]) == (False, 1, 1)
 
 
+def test_resume_lifts_the_pause_and_health_is_green_again(fleet: Database, run: Run) -> None:
+    code, out, _ = run("resume", "--json")
+    lifted = as_json(out)
+    assert code == 0 and lifted["was_paused"] is True
+    assert "the API refused our key" in lifted["reason"]
+    code, out, _ = run("healthcheck")
+    assert code == 0 and "sending: not paused" in out
+    code, _, err = run("resume")
+    assert code == 0 and "sending was not paused" in err
+
+
 def test_an_unmigrated_database_is_exit_3(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

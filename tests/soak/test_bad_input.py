@@ -33,7 +33,13 @@ from orchestrator.errors import DatabaseUnavailable
 from orchestrator.processes.ingest import FileIngest, IngestSettings
 from orchestrator.processes.reconciler import Reconciler, ReconcilerConfig
 from orchestrator.processes.worker import CancelWorker, WorkerConfig
-from orchestrator.simulator import Scenario, Simulator, SimulatorConfig, SimulatorServer
+from orchestrator.simulator import (
+    DEFAULT_API_KEY,
+    Scenario,
+    Simulator,
+    SimulatorConfig,
+    SimulatorServer,
+)
 from tests.integration.conftest import make_client
 
 GOOD_ID = "batch_0123456789abcdef"
@@ -160,6 +166,23 @@ def test_an_ids_file_that_cannot_be_read_is_a_usage_error(
 
 
 # --- the database ---------------------------------------------------------------------
+
+
+def test_worker_once_is_exit_1_when_a_cancel_failed_for_good(
+    cli_env: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A mistyped id ends `failed` (404): a cron job must notice, so exit 1 (needs a person)."""
+    sim = Simulator(SimulatorConfig(seed=3), SystemClock())
+    real = sim.create_batch(5, Scenario(), age_s=10)
+    with SimulatorServer(sim) as server:
+        monkeypatch.setenv("OPENAI_BASE_URL", server.url)
+        monkeypatch.setenv("OPENAI_API_KEY", DEFAULT_API_KEY)
+        assert main(["cancel", real]) == 0
+        assert main(["worker", "--once"]) == 0  # every cancel landed
+        assert main(["cancel", "batch_doesnotexist"]) == 0
+        assert main(["worker", "--once"]) == 1
+    err = capsys.readouterr().err
+    assert "1 failed" in err
 
 
 @pytest.mark.parametrize("command", [["worker", "--once"], ["reconcile", "--once"], ["cancel"]])

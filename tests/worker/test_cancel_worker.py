@@ -223,6 +223,24 @@ def test_401_pauses_every_worker_without_a_hot_loop(
     assert SECRET not in caplog.text
 
 
+def test_resume_lifts_the_pause_and_the_held_back_cancels_go_out_at_once(
+    database: Database, api: FakeApi, client: BatchApiClient, clock: ManualClock
+) -> None:
+    api.on_cancel("batch_k", fail(401, "Incorrect API key provided"), ok("batch_k", "cancelling"))
+    request(database, "batch_k")
+    paused = make_worker(database, client, clock).run(threading.Event(), once=True)
+    assert paused.paused is not None
+    assert cancel_row(database, "batch_k").next_attempt_at == T0 + timedelta(seconds=300)
+
+    clock.advance(5)  # the key is fixed a few seconds later: no need to wait 300 s
+    lifted, due = CancelStore(database).resume(now=clock.now())
+    assert lifted is not None and "HTTP 401" in lifted.reason and due == 1
+    after = make_worker(database, client, clock).run(threading.Event(), once=True)
+    assert (after.paused, after.accepted) == (None, 1)
+    assert cancel_row(database, "batch_k").state == "accepted"
+    assert CancelStore(database).resume(now=clock.now()) == (None, 0)  # twice is harmless
+
+
 def test_leases_keep_a_request_to_one_worker_and_expire_for_recovery(
     database: Database, clock: ManualClock
 ) -> None:
