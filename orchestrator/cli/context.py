@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import sys
 from dataclasses import dataclass, field
@@ -25,6 +26,8 @@ class Exit(IntEnum):
     NOT_FOUND = 4  # an unknown batch
     INTERRUPTED = 130
 
+
+log = logging.getLogger("orchestrator.cli")
 
 # Piped or redirected output is read by people too (less, files, CI logs): do not
 # squeeze tables into 80 columns there. COLUMNS still wins when set.
@@ -71,6 +74,15 @@ class Context:
             pool_size=self.settings.database_pool_size,
             check_schema=check_schema,
         )
+
+    def summary(self, message: str, *, level: int = logging.INFO, **fields: Any) -> None:
+        """A process's closing line. Under --log-format json it is one JSON log record
+        like every other line (log shippers parse them all); else plain text on
+        stderr, one line however long, never wrapped."""
+        if self.settings.log_format == "json":
+            log.log(level, message, extra={"action": "summary", **fields})
+        else:
+            self.err.print(message, soft_wrap=True, markup=False, highlight=False)
 
     def emit_json(self, value: Any) -> None:
         sys.stdout.write(json.dumps(to_jsonable(value), indent=2, sort_keys=False) + "\n")

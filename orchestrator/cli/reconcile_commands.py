@@ -100,16 +100,18 @@ def report(ctx: Context, owner: str, summary: PassSummary, *, once: bool) -> Non
     how = "pass done" if once else "stopped"
     if once and summary.stopped:
         how = "pass interrupted"
-    ctx.err.print(f"reconciler {owner} {how}: {describe(summary)}")
+    ctx.summary(f"reconciler {owner} {how}: {describe(summary)}", report=summary.to_dict())
     if summary.auth_error:
-        ctx.err.print(
-            f"[bold red]the API refused the key[/]: {summary.auth_error}\n"
-            "  check OPENAI_API_KEY (and OPENAI_ORG_ID / OPENAI_PROJECT_ID)",
-            markup=True,
+        ctx.summary(
+            f"the API refused the key: {summary.auth_error}; check OPENAI_API_KEY "
+            "(and OPENAI_ORG_ID / OPENAI_PROJECT_ID)",
+            level=logging.ERROR,
         )
     attention = summary.attention
     if attention is None or not (attention.overdue or attention.files):
         return
+    if ctx.settings.log_format == "json":
+        return  # the "needs a person" items are in the report above
     table = Table(title="needs a person", box=None, title_justify="left")
     for title in ("batch", "what", "since / file", "detail"):
         table.add_column(title, overflow="fold")

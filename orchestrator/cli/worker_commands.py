@@ -96,7 +96,9 @@ def run_worker(ctx: Context) -> Exit:
     if ctx.json:
         ctx.emit_json(dataclasses.asdict(report))
     else:
-        ctx.err.print(f"worker {owner} stopped: {report.summary()}")
+        ctx.summary(
+            f"worker {owner} stopped: {report.summary()}", report=dataclasses.asdict(report)
+        )
     if ctx.args.once and (report.paused or report.failed):
         return Exit.ATTENTION  # a script should look: a key to fix, an id that is wrong
     return Exit.OK

@@ -11,6 +11,7 @@ import pytest
 
 from orchestrator import logs
 from orchestrator.api.client import ApiSettings, BatchApiClient
+from orchestrator.cli.main import main
 from orchestrator.core.retry_policy import RetryPolicy
 from orchestrator.secret import Secret
 from orchestrator.simulator import DEFAULT_API_KEY, Simulator, SimulatorConfig, SimulatorServer
@@ -70,3 +71,24 @@ def test_text_lines_end_with_the_ids(capsys: pytest.CaptureFixture[str]) -> None
     assert (
         capsys.readouterr().err.rstrip().endswith("poll failed [batch_id=batch_t request_id=req_t]")
     )
+
+
+def test_under_json_every_stderr_line_of_worker_and_reconcile_is_json(
+    sqlite_url: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`orchestrator --log-format json worker 2>&1 | jq` must not choke on a summary."""
+    sim = Simulator(SimulatorConfig(seed=4))
+    batch_id = sim.create_batch(3, age_s=30)
+    with SimulatorServer(sim) as server:
+        monkeypatch.setenv("ORCHESTRATOR_DATABASE_URL", sqlite_url)
+        monkeypatch.setenv("OPENAI_BASE_URL", server.url)
+        monkeypatch.setenv("OPENAI_API_KEY", DEFAULT_API_KEY)
+        assert main(["cancel", batch_id]) == 0
+        capsys.readouterr()
+        main(["--log-format", "json", "worker", "--once"])
+        main(["--log-format", "json", "reconcile", "--once"])
+    err = capsys.readouterr().err
+    records = [json.loads(line) for line in err.splitlines()]  # fails on any non-JSON line
+    summaries = [r for r in records if r.get("action") == "summary"]
+    assert [s["message"].split(" ")[0] for s in summaries] == ["worker", "reconciler"]
+    assert summaries[0]["report"]["accepted"] == 1
