@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from datetime import datetime
 
 import orjson
 from rich.markup import escape
 
 NONE = "-"
+# Tables here have no box and no padding at their edges: one space each side of every
+# column boundary.
+COLUMN_GAP = 2
 
 
 def age(seconds: float) -> str:
@@ -26,9 +30,9 @@ def moment(value: datetime | None) -> str:
     return value.strftime("%Y-%m-%d %H:%M:%SZ") if value is not None else NONE
 
 
-def cell(value: object, *, width: int | None = None) -> str:
-    """A table cell: `-` for nothing, shortened to `width`, markup escaped (ids and
-    error texts can hold square brackets)."""
+def plain(value: object) -> str:
+    """A cell's text, not escaped: `-` for nothing, JSON for dicts and lists, and
+    whitespace runs made one space (error texts can hold newlines)."""
     if value is None or value == "":
         return NONE
     if isinstance(value, datetime):
@@ -37,10 +41,22 @@ def cell(value: object, *, width: int | None = None) -> str:
         text = orjson.dumps(value).decode()
     else:
         text = str(value)
-    text = " ".join(text.split())
+    return " ".join(text.split())
+
+
+def cell(value: object, *, width: int | None = None) -> str:
+    """A table cell as markup: `plain`, shortened to `width`, markup escaped (ids and
+    error texts can hold square brackets)."""
+    text = plain(value)
     if width is not None and len(text) > width:
         text = text[: width - 1] + "…"
     return escape(text)
+
+
+def spanned(widths: Iterable[int]) -> int:
+    """How wide a table of columns this wide is, gaps included."""
+    listed = list(widths)
+    return sum(listed) + COLUMN_GAP * max(0, len(listed) - 1)
 
 
 def counts(total: int | None, completed: int | None, failed: int | None) -> str:

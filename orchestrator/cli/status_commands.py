@@ -7,11 +7,14 @@ from dataclasses import asdict
 from datetime import datetime
 from typing import Any
 
+from rich.cells import cell_len
+from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from orchestrator.cli.batch_names import resolve_batch_id
 from orchestrator.cli.context import Context, Exit
-from orchestrator.cli.render import age, cell, counts, moment
+from orchestrator.cli.render import COLUMN_GAP, age, cell, counts, moment, plain, spanned
 from orchestrator.cli.selection import (
     add_metadata_argument,
     add_status_argument,
@@ -20,11 +23,38 @@ from orchestrator.cli.selection import (
     since_moment,
 )
 from orchestrator.clock import utcnow
-from orchestrator.db.queries import BatchDetail, BatchFilter, BatchPage, OperatorQueries
+from orchestrator.db.cancels import CancelStore
+from orchestrator.db.models import Pause
+from orchestrator.db.queries import (
+    BatchDetail,
+    BatchFilter,
+    BatchPage,
+    BatchSummary,
+    OperatorQueries,
+)
 from orchestrator.errors import UnknownBatch
 
 DEFAULT_LIMIT = 50
-ERROR_WIDTH = 60
+ERROR = "last error"
+STATUS_COLUMNS = (
+    "batch",
+    "status",
+    "cancel",
+    "in status",
+    "overdue",
+    "results",
+    "requests",
+    ERROR,
+)
+# When a terminal is too narrow for every column, these are left out, first to last,
+# until the rest fit. The batch id, status and cancel state are never left out or cut:
+# `cancelling` and `cancelled` must not both read `can…`.
+LEAVE_OUT = ("requests", "results", ERROR, "in status", "overdue")
+# The last error takes what room is left, on one line; narrower than this it says too
+# little, so the column is left out instead.
+MIN_ERROR_WIDTH = 20
+# Free text in `show` tables wraps, but no narrower than this (else a letter a line).
+MIN_FREE_TEXT_WIDTH = 20
 ATTEMPT_COLUMNS = (
     "attempt",
     "worker",
@@ -122,16 +152,17 @@ def run_status(ctx: Context) -> Exit:
     try:
         now = utcnow()
         page = OperatorQueries(db).list_batches(where, limit=ctx.args.limit)
+        pause = CancelStore(db).active_pause(now)
     finally:
         db.dispose()
     if ctx.json:
-        ctx.emit_json(status_json(page, now))
+        ctx.emit_json(status_json(page, now, pause))
     else:
-        print_status(ctx, page, now)
+        print_status(ctx, page, now, pause)
     return Exit.OK
 
 
-def status_json(page: BatchPage, now: datetime) -> dict[str, Any]:
+def status_json(page: BatchPage, now: datetime, pause: Pause | None) -> dict[str, Any]:
     return {
         "batches": [
             {
@@ -145,38 +176,83 @@ def status_json(page: BatchPage, now: datetime) -> dict[str, Any]:
         "matching": page.matching,
         "more": page.matching - len(page.rows),
         "by_status": page.by_status,
+        "paused": None if pause is None else {"until": pause.until, "reason": pause.reason},
     }
 
 
-def print_status(ctx: Context, page: BatchPage, now: datetime) -> None:
+def print_status(ctx: Context, page: BatchPage, now: datetime, pause: Pause | None) -> None:
+    if pause is not None:
+        # First, where it cannot be missed: no cancel is sent until someone acts.
+        ctx.out.print(
+            f"SENDING PAUSED until {moment(pause.until)}: fix the key, then "
+            f"`orchestrator resume`. Why: {pause.reason}",
+            style="bold red",
+            markup=False,
+        )
     if page.rows:
-        table = Table(box=None, pad_edge=False)
-        for title in ("batch", "status", "cancel", "in status", "overdue", "results", "requests"):
-            table.add_column(title, no_wrap=True)
-        table.add_column("last error", overflow="fold")
-        for row in page.rows:
-            cancel = row.cancel_state or ""
-            if row.cancel_outcome:
-                cancel = f"{cancel}: {row.cancel_outcome}"
-            results = f"{row.results_stored}"
-            if row.result_line_errors:
-                results += f" (+{row.result_line_errors} unreadable)"
-            table.add_row(
-                cell(row.id),
-                cell(row.status or "unobserved"),
-                cell(cancel),
-                age(row.seconds_in_status(now)),
-                "OVERDUE" if row.overdue else "",
-                results,
-                counts(
-                    row.request_counts_total,
-                    row.request_counts_completed,
-                    row.request_counts_failed,
-                ),
-                cell(row.last_error, width=ERROR_WIDTH),
+        table, left_out = status_table([status_cells(row, now) for row in page.rows], ctx.out.width)
+        # crop=False: when even the never-cut columns are wider than the terminal, their
+        # lines run past its edge (it wraps them) rather than lose the end of an id.
+        ctx.out.print(table, crop=False)
+        if left_out:
+            ctx.out.print(
+                f"too narrow to show: {', '.join(left_out)} (widen the terminal or use --json)",
+                markup=False,
             )
-        ctx.out.print(table)
     ctx.out.print(summary_line(page))
+
+
+def status_cells(row: BatchSummary, now: datetime) -> dict[str, str]:
+    """One row of the status table, by column title, as plain text."""
+    cancel = row.cancel_state or ""
+    if row.cancel_outcome:
+        cancel = f"{cancel}: {row.cancel_outcome}"
+    results = f"{row.results_stored}"
+    if row.result_line_errors:
+        results += f" (+{row.result_line_errors} unreadable)"
+    return {
+        "batch": plain(row.id),
+        "status": plain(row.status or "unobserved"),
+        "cancel": plain(cancel),
+        "in status": age(row.seconds_in_status(now)),
+        "overdue": "OVERDUE" if row.overdue else "",
+        "results": results,
+        "requests": counts(
+            row.request_counts_total, row.request_counts_completed, row.request_counts_failed
+        ),
+        ERROR: plain(row.last_error),
+    }
+
+
+def status_table(rows: list[dict[str, str]], room: int) -> tuple[Table, list[str]]:
+    """The status table for `room` columns, every cell on one line; and the columns
+    left out to fit (see LEAVE_OUT)."""
+    natural = {
+        title: max(cell_len(text) for text in [title, *(row[title] for row in rows)])
+        for title in STATUS_COLUMNS
+    }
+    needs = {**natural, ERROR: min(natural[ERROR], MIN_ERROR_WIDTH)}
+    shown = list(STATUS_COLUMNS)
+    left_out: list[str] = []
+    for title in LEAVE_OUT:
+        if spanned(needs[t] for t in shown) <= room:
+            break
+        shown.remove(title)
+        left_out.append(title)
+    needed = spanned(needs[t] for t in shown)
+    # Wider than the room only when just the never-cut columns are left: then the table
+    # is as wide as they need, so rich does not squeeze (and cut) them.
+    table = Table(box=None, pad_edge=False, width=needed if needed > room else None)
+    for title in shown:
+        if title == ERROR:
+            rest = spanned(natural[t] for t in shown if t != ERROR)
+            table.add_column(title, no_wrap=True, max_width=room - rest - COLUMN_GAP)
+        else:
+            table.add_column(title, no_wrap=True)
+    for row in rows:
+        # Text, not markup: ids and error texts can hold square brackets.
+        table.add_row(*(Text(row[title]) for title in shown))
+    return table, left_out
 
 
 def summary_line(page: BatchPage) -> str:
@@ -238,13 +314,28 @@ def _fields(title: str, record: dict[str, Any]) -> Table:
     return table
 
 
-def _rows(title: str, columns: tuple[str, ...], records: list[dict[str, Any]]) -> Table:
+def _print_rows(
+    out: Console, title: str, columns: tuple[str, ...], records: list[dict[str, Any]]
+) -> None:
+    """A table, a record a row. Every cell but the last column's (free text, which
+    wraps) stays on one line, so ids and checksums can be copied whole. When that is
+    too wide for the terminal, each record is printed as a list of its fields instead."""
+    *whole, free = columns
+    widths = [max([cell_len(c), *(cell_len(plain(r[c])) for r in records)]) for c in whole]
+    if spanned([*widths, MIN_FREE_TEXT_WIDTH]) > out.width:
+        for number, record in enumerate(records, 1):
+            if number > 1:
+                out.print()
+            fields = {column: record[column] for column in columns}
+            out.print(_fields(f"{title} ({number} of {len(records)})", fields))
+        return
     table = Table(title=title, title_justify="left", box=None, pad_edge=False)
-    for column in columns:
-        table.add_column(column, overflow="fold")
+    for column in whole:
+        table.add_column(column, no_wrap=True)
+    table.add_column(free, overflow="fold", min_width=MIN_FREE_TEXT_WIDTH)
     for record in records:
         table.add_row(*(cell(record[c]) for c in columns))
-    return table
+    out.print(table)
 
 
 def print_show(ctx: Context, detail: BatchDetail, now: datetime) -> None:
@@ -261,7 +352,7 @@ def print_show(ctx: Context, detail: BatchDetail, now: datetime) -> None:
         ctx.out.print()
         ctx.out.print(_fields("cancel request", detail.cancel_request))
         if detail.attempts:
-            ctx.out.print(_rows("cancel attempts", ATTEMPT_COLUMNS, detail.attempts))
+            _print_rows(ctx.out, "cancel attempts", ATTEMPT_COLUMNS, detail.attempts)
     kinds = ", ".join(f"{n} {kind}" for kind, n in sorted(detail.results_by_kind.items()))
     ctx.out.print(
         f"\nresults stored: {sum(detail.results_by_kind.values())}"
@@ -269,6 +360,6 @@ def print_show(ctx: Context, detail: BatchDetail, now: datetime) -> None:
         + f"; unreadable lines: {detail.unreadable_lines}"
     )
     if detail.files:
-        ctx.out.print(_rows("result files", FILE_COLUMNS, detail.files))
+        _print_rows(ctx.out, "result files", FILE_COLUMNS, detail.files)
     ctx.out.print()
-    ctx.out.print(_rows("history", EVENT_COLUMNS, detail.events))
+    _print_rows(ctx.out, "history", EVENT_COLUMNS, detail.events)

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, TypeVarTuple
 
-from sqlalchemy import ColumnElement, Row, Select, func, inspect, or_, select
+from sqlalchemy import ColumnElement, Row, Select, case, func, inspect, or_, select
 from sqlalchemy.orm import Session
 
 from orchestrator.core.status import parse_status
@@ -196,7 +196,15 @@ _SUMMARY_COLUMNS = (
     Batch.results_stored,
     Batch.result_line_errors,
     Batch.harvest_state,
-    func.coalesce(Batch.last_error, CancelRequest.last_error).label("last_error"),
+    # The batch's own trouble first; a cancel's refusal only when it was a real failure:
+    # "too late" means the batch ended first, and the API's 400 then is no error.
+    func.coalesce(
+        Batch.last_error,
+        case(
+            (CancelRequest.outcome.startswith("too_late", autoescape=True), None),
+            else_=CancelRequest.last_error,
+        ),
+    ).label("last_error"),
     CancelRequest.state.label("cancel_state"),
     CancelRequest.outcome.label("cancel_outcome"),
 )

@@ -3,11 +3,17 @@
 from __future__ import annotations
 
 import re
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 import pytest
+from sqlalchemy import update
 
+from orchestrator.clock import utcnow
+from orchestrator.core.cancel_policy import AttemptOutcome
+from orchestrator.core.observation import parse_batch
+from orchestrator.db.cancels import Attempt, CancelStore
 from orchestrator.db.database import Database
+from orchestrator.db.models import Batch
 
 from . import fleet as f
 from .conftest import Fleet, Run, as_json
@@ -125,3 +131,77 @@ def test_bad_filters_are_usage_errors(
         ask("status", *flags)
     assert exit_info.value.code == 2
     assert message in capsys.readouterr().err
+
+
+def refused_too_late(db: Database, batch_id: str) -> str:
+    """A cancel the API refused with 400 because the batch had completed: the worker
+    records the refusal as the attempt's error and closes the request too_late."""
+    now = utcnow()
+    created = now - timedelta(hours=2)
+    f.observe(db, f.payload(batch_id, "in_progress", created=created), now - timedelta(hours=1))
+    cancels = CancelStore(db)
+    cancels.request([batch_id], now=now - timedelta(minutes=2), requested_by="dana")
+    (claim,) = cancels.claim_due("worker-1", now=now, limit=10, lease_seconds=60)
+    error = "HTTP 400: Cannot cancel a batch with status 'completed'."
+    completed = f.payload(batch_id, "completed", created=created, completed_at=now)
+    attempt = Attempt(
+        AttemptOutcome.TOO_LATE,
+        started_at=now,
+        finished_at=now,
+        http_status=400,
+        request_id="req_toolate400",
+        error=error,
+        observed=parse_batch(completed),
+    )
+    cancels.record_attempts("worker-1", [(claim, attempt)])
+    return error
+
+
+def test_a_too_late_cancel_shows_no_last_error_but_show_keeps_the_refusal(
+    database: Database, run: Run
+) -> None:
+    refused_too_late(database, "batch_refused")
+    _, out, _ = run("status")
+    (line,) = [line for line in out.splitlines() if line.startswith("batch_refused")]
+    assert "closed: too_late:completed" in line
+    assert line.split()[-1] == "-"  # the last error column
+    assert "400" not in out and "Cannot cancel" not in out
+    _, out, _ = run("status", "--json")
+    (row,) = as_json(out)["batches"]
+    assert (row["cancel_outcome"], row["last_error"]) == ("too_late:completed", None)
+    _, out, _ = run("show", "batch_refused")
+    assert "Cannot cancel a batch" in out and "req_toolate400" in out
+    with database.transaction() as session:  # the batch's own trouble still shows
+        session.execute(
+            update(Batch).where(Batch.id == "batch_refused").values(last_error="download cut")
+        )
+    _, out, _ = run("status", "--json")
+    assert as_json(out)["batches"][0]["last_error"] == "download cut"
+
+
+def test_an_active_pause_heads_the_table_and_is_in_the_json(ask: Run) -> None:
+    _, out, _ = ask("status")
+    first = out.splitlines()[0]
+    assert first.startswith("SENDING PAUSED until ")
+    assert "fix the key, then `orchestrator resume`" in first and f.PAUSE_REASON in first
+    paused = as_json(ask("status", "--json")[1])["paused"]
+    assert paused["reason"] == f.PAUSE_REASON
+    assert datetime.fromisoformat(paused["until"]) > utcnow()
+
+
+def test_no_pause_line_without_a_pause_or_once_it_has_ended(database: Database, run: Run) -> None:
+    _, out, _ = run("status")
+    assert out.strip() == "no batch matches"
+    assert as_json(run("status", "--json")[1])["paused"] is None
+
+    now = utcnow()
+    cancels = CancelStore(database)
+    cancels.pause("key refused", now=now, until=now + timedelta(minutes=5))
+    _, out, _ = run("status")
+    assert out.splitlines()[0].startswith("SENDING PAUSED until ")
+    assert out.splitlines()[-1] == "no batch matches"
+
+    cancels.pause("key refused", now=now - timedelta(minutes=10), until=now - timedelta(seconds=1))
+    _, out, _ = run("status")
+    assert "PAUSED" not in out
+    assert as_json(run("status", "--json")[1])["paused"] is None
