@@ -86,6 +86,11 @@ def describe(summary: PassSummary) -> str:
     if summary.cancels_closed:
         outcomes = ", ".join(f"{b} {o}" for b, o in sorted(summary.cancels_closed.items()))
         text += f"; cancels closed: {outcomes}"
+    if summary.unknown:
+        text += (
+            f"; stopped polling {len(summary.unknown)} batch(es) the API says do not exist "
+            f"(404 every time): {', '.join(sorted(summary.unknown))}"
+        )
     if summary.released or summary.lost_leases:
         text += f"; {summary.released} lease(s) released, {summary.lost_leases} lost"
     if summary.db_outages:

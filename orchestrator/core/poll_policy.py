@@ -45,6 +45,7 @@ class PollPolicy:
     overdue_cancelling_seconds: float = 600.0
     overdue_finalizing_seconds: float = 3600.0
     file_id_repolls: int = 3
+    unknown_batch_polls: int = 3  # 404s in a row before a batch never seen is let go
     jitter: float = 0.1  # a delay d becomes d * (1 - jitter * u): polls of a cohort spread out
 
     def __post_init__(self) -> None:
@@ -82,6 +83,13 @@ class PollPolicy:
         if retry_after is not None and retry_after > wait:
             return retry_after  # the server knows its own load better than our backoff
         return wait
+
+    def gives_up(self, status: BatchStatus | None, *, failures: int, not_found: bool) -> bool:
+        """Stop polling? Only a batch the API has never shown us and keeps denying
+        (404 ``failures`` times in a row): a mistyped id, or one this key cannot see.
+        A batch seen before is polled on, with backoff: a 404 for it more likely means
+        a key or project mix-up that someone will fix."""
+        return not_found and status is None and failures >= self.unknown_batch_polls
 
     def overdue_at(
         self,

@@ -228,13 +228,15 @@ class PollStore:
         policy: PollPolicy,
         u: float,
         retry_after: float | None = None,
-    ) -> datetime | None:
-        """A poll (or harvest) that failed on our side of the wire. Never fails the batch:
-        records the error, backs off, gives the lease back. Returns the next try time."""
+        not_found: bool = False,
+    ) -> bool:
+        """A poll (or harvest) that failed. Never fails the batch: records the error,
+        backs off, gives the lease back; or, for a batch the API has never shown us and
+        keeps answering 404 for, stops polling it. Returns whether it stopped."""
         with self.db.transaction() as session:
             row = session.get(Batch, batch_id, with_for_update=True)
             if row is None:
-                return None
+                return False
             failures = row.poll_failures + 1
             row.poll_failures = failures
             row.last_error = error[:_ERROR_CHARS]
@@ -242,8 +244,16 @@ class PollStore:
             if failures == 1:
                 session.add(event_row(row.id, "poll_failed", now, SOURCE, detail=row.last_error))
             if row.lease_owner != owner:
-                return row.next_poll_at
+                return False
             status = _status(row)
+            row.lease_owner = None
+            row.lease_expires_at = None
+            row.updated_at = now
+            if policy.gives_up(status, failures=failures, not_found=not_found):
+                row.next_poll_at = None  # claim_due never picks it again
+                detail = f"stopped polling after {failures} answers of 404: {row.last_error}"
+                session.add(event_row(row.id, "poll_stopped", now, SOURCE, detail=detail))
+                return True
             changed = row.status_changed_at or now
             delay = policy.error_delay(
                 failures,
@@ -253,10 +263,7 @@ class PollStore:
                 u=u,
             )
             row.next_poll_at = now + timedelta(seconds=delay)
-            row.lease_owner = None
-            row.lease_expires_at = None
-            row.updated_at = now
-            return row.next_poll_at
+            return False
 
     # --- the end of a harvest ---------------------------------------------------------
 

@@ -93,6 +93,7 @@ class PassSummary:
     files_missing: list[str] = field(default_factory=list)
     files_failed: list[str] = field(default_factory=list)
     newly_overdue: list[str] = field(default_factory=list)
+    unknown: list[str] = field(default_factory=list)  # 404 every time: no longer polled
     cancels_closed: dict[str, str] = field(default_factory=dict)
     anomalies: list[str] = field(default_factory=list)
     lost_leases: int = 0
@@ -105,7 +106,7 @@ class PassSummary:
 
     @property
     def needs_attention(self) -> bool:
-        if self.auth_error is not None:
+        if self.auth_error is not None or self.unknown:
             return True
         if self.attention is not None:
             return bool(self.attention.overdue or self.attention.files)
@@ -132,6 +133,7 @@ class PassSummary:
             self.files_missing += other.files_missing
             self.files_failed += other.files_failed
             self.newly_overdue += other.newly_overdue
+            self.unknown += other.unknown
             self.cancels_closed.update(other.cancels_closed)
             self.anomalies += other.anomalies
             self.auth_error = other.auth_error or self.auth_error
@@ -304,8 +306,10 @@ class Reconciler:
         except (ApiError, MalformedBatch, InvalidBatchId) as exc:
             summary.merge(PassSummary(poll_failures=1))
             retry_after = exc.delay_s if isinstance(exc, RetryLater) else None
-            text = f"{NOT_FOUND}: {exc}" if isinstance(exc, ApiNotFoundError) else str(exc)
-            self._failed(batch_id, text, retry_after)
+            not_found = isinstance(exc, ApiNotFoundError)
+            text = f"{NOT_FOUND}: {exc}" if not_found else str(exc)
+            if self._failed(batch_id, text, retry_after, not_found=not_found):
+                summary.merge(PassSummary(unknown=[batch_id]))
             return None
         record = self.polls.record_poll(
             observed,
@@ -327,9 +331,17 @@ class Reconciler:
             log.warning("batch is overdue in %s", record.status, extra={"batch_id": batch_id})
         return record
 
-    def _failed(self, batch_id: str, error: str, retry_after: float | None = None) -> None:
+    def _failed(
+        self,
+        batch_id: str,
+        error: str,
+        retry_after: float | None = None,
+        *,
+        not_found: bool = False,
+    ) -> bool:
+        """Record a failed poll; True when the batch is let go (see PollPolicy.gives_up)."""
         log.warning("poll failed: %s", error, extra={"batch_id": batch_id})
-        self.polls.record_failure(
+        stopped = self.polls.record_failure(
             batch_id,
             now=self.clock.now(),
             owner=self.owner,
@@ -337,7 +349,15 @@ class Reconciler:
             policy=self.policy,
             u=self.random_unit(),
             retry_after=retry_after,
+            not_found=not_found,
         )
+        if stopped:
+            log.warning(
+                "stopped polling: the API has never shown this batch and keeps answering "
+                "404 (a mistyped id, or another organization's or project's batch)",
+                extra={"batch_id": batch_id, "action": "poll_stopped"},
+            )
+        return stopped
 
     def _harvest(self, batch_id: str, files: list[tuple[str, str]], summary: PassSummary) -> None:
         ingest = FileIngest(

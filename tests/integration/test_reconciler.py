@@ -256,6 +256,39 @@ def test_poll_failures_back_off_and_never_fail_the_batch(
     assert event_kinds(database, batch_id).count("poll_failed") == 1
 
 
+def test_a_batch_the_api_never_knew_is_let_go_after_three_404s(
+    database: Database, sim: Sim, clock: ManualClock, reconciler: ReconcilerFactory
+) -> None:
+    """A mistyped id is not polled forever; a batch seen once is never let go."""
+    real = sim.simulator.create_batch(5, Scenario(running_s=1e6))
+    track(database, clock, "batch_mistyped", real)
+    r = reconciler()
+    summaries = []
+    for _ in range(3):
+        summaries.append(r.run_once())
+        clock.advance(600)  # past any backoff
+    assert [s.unknown for s in summaries] == [[], [], ["batch_mistyped"]]
+    assert summaries[-1].needs_attention and not summaries[0].needs_attention
+    stored = row(database, "batch_mistyped")
+    assert stored.next_poll_at is None and stored.lease_owner is None
+    assert stored.last_error is not None and "no such batch for this key" in stored.last_error
+    assert event_kinds(database, "batch_mistyped").count("poll_stopped") == 1
+    served = sim.simulator.served("retrieve", "batch_mistyped")
+    assert (
+        r.run_once().unknown == [] and sim.simulator.served("retrieve", "batch_mistyped") == served
+    )
+
+    sim.simulator.add_fault(
+        FaultRule(kind="status", status=404, endpoint="retrieve", batch_id=real, times=None)
+    )
+    for _ in range(4):
+        assert r.run_once().unknown == []
+        clock.advance(600)
+    seen = row(database, real)
+    assert (seen.status, seen.poll_failures) == ("in_progress", 3)  # first turn: not yet due
+    assert seen.next_poll_at is not None  # seen once: polled on, however often it is denied
+
+
 def test_a_refused_key_stops_the_pass_and_needs_a_person(
     database: Database, sim: Sim, clock: ManualClock, reconciler: ReconcilerFactory
 ) -> None:

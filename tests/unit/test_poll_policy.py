@@ -184,3 +184,18 @@ def test_policy_refuses_nonsense() -> None:
         PollPolicy(backoff_factor=0.5)
     with pytest.raises(ValueError, match="jitter"):
         PollPolicy(jitter=1.0)
+
+
+@pytest.mark.parametrize(
+    ("status", "failures", "not_found", "gives_up"),
+    [
+        (None, 3, True, True),  # never seen, 404 three times in a row
+        (None, 2, True, False),
+        (None, 9, False, False),  # other failures never let a batch go
+        (S.IN_PROGRESS, 9, True, False),  # seen once: a 404 is a key/project mix-up
+    ],
+)
+def test_only_a_batch_never_seen_and_always_404_is_let_go(
+    status: S | None, failures: int, not_found: bool, gives_up: bool
+) -> None:
+    assert POLICY.gives_up(status, failures=failures, not_found=not_found) is gives_up
