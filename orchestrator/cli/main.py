@@ -62,28 +62,49 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"orchestrator {__version__}")
+    add_global_options(parser, default=None)
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for register in COMMAND_MODULES:
+        register(commands)
+    for command in _subcommands(parser):
+        # `orchestrator status --database-url X` works as well as the other order. Not
+        # given, the subcommand must not overwrite what was given before it: SUPPRESS.
+        add_global_options(command, default=argparse.SUPPRESS)
+    return parser
+
+
+def add_global_options(parser: argparse.ArgumentParser, *, default: object) -> None:
     parser.add_argument(
         "--database-url",
         dest="setting_database_url",
         metavar="URL",
+        default=default,
         help="sqlite:///PATH or postgresql://USER@HOST/DB (env ORCHESTRATOR_DATABASE_URL)",
     )
     parser.add_argument(
         "--log-level",
         dest="setting_log_level",
         choices=["DEBUG", "INFO", "WARNING", "ERROR"],
+        default=default,
         help="(env ORCHESTRATOR_LOG_LEVEL)",
     )
     parser.add_argument(
         "--log-format",
         dest="setting_log_format",
         choices=["text", "json"],
+        default=default,
         help="(env ORCHESTRATOR_LOG_FORMAT)",
     )
-    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for register in COMMAND_MODULES:
-        register(commands)
-    return parser
+
+
+def _subcommands(parser: argparse.ArgumentParser) -> list[argparse.ArgumentParser]:
+    """Every subcommand parser below `parser`, nested ones (`db upgrade`) included."""
+    found: list[argparse.ArgumentParser] = []
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for child in dict.fromkeys(action.choices.values()):
+                found += [child, *_subcommands(child)]
+    return found
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -49,7 +49,15 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         metavar="BATCH_ID",
         help="the batch id, or enough of its beginning to name one tracked batch",
     )
-    results.add_argument("--format", choices=("jsonl", "csv"), default="jsonl")
+    results.add_argument(
+        "--format", choices=("jsonl", "csv"), default="jsonl", help="(default jsonl)"
+    )
+    results.add_argument(
+        "--complete-only",
+        action="store_true",
+        help="export only once every file of the batch is harvested; else write nothing "
+        "and exit 1 (for scripts that must not act on part of the results)",
+    )
     results.add_argument(
         "--kind",
         choices=("output", "error"),
@@ -67,6 +75,10 @@ def run_results(ctx: Context) -> Exit:
         batch = queries.summaries([batch_id]).get(batch_id)
         if batch is None:
             raise UnknownBatch(f"batch {batch_id} is not tracked here: nothing to export")
+        if ctx.args.complete_only and batch.harvest_state != "done":
+            _warn_if_partial(ctx, batch)
+            ctx.err.print("--complete-only: nothing exported", markup=False)
+            return Exit.ATTENTION
         rows = queries.iter_results(batch_id, kind=ctx.args.kind)
         with _destination(ctx.args.output) as out:
             written = write_rows(out, rows, ctx.args.format)

@@ -20,7 +20,9 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         ),
     )
     sim.add_argument("--host", default="127.0.0.1", help="bind address (default loopback only)")
-    sim.add_argument("--port", type=int, default=8089, help="port (0 picks a free one)")
+    sim.add_argument(
+        "--port", type=int, default=8089, help="port (default 8089; 0 picks a free one)"
+    )
     sim.add_argument(
         "--api-key",
         default=DEFAULT_API_KEY,
@@ -30,7 +32,7 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         "--time-scale",
         type=float,
         default=1.0,
-        help="divide every lifecycle duration by this (60: 10 minutes take 10 s)",
+        help="divide every lifecycle duration by this (default 1; 60: 10 minutes take 10 s)",
     )
     sim.add_argument("--faults", type=Path, help="JSON file of fault rules to start with")
     sim.add_argument("--seed", type=int, help="seed ids and probabilistic faults")

@@ -30,6 +30,14 @@ SOURCE = "sync"
 PAGE_SIZE = 100  # the API's largest page
 
 
+def page_size(text: str) -> int:
+    """1 to 100, the API's limits for one page of `GET /batches`."""
+    value = positive_int(text)
+    if value > PAGE_SIZE:
+        raise argparse.ArgumentTypeError(f"{text!r}: the API lists at most {PAGE_SIZE} a page")
+    return value
+
+
 def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     sync = commands.add_parser(
         "sync",
@@ -50,8 +58,7 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     )
     sync.add_argument(
         "--page-size",
-        type=int,
-        choices=range(1, PAGE_SIZE + 1),
+        type=page_size,
         default=PAGE_SIZE,
         metavar="1..100",
         help=f"batches per page (default {PAGE_SIZE})",

@@ -54,6 +54,14 @@ def test_a_batch_not_harvested_yet_exports_what_there_is_and_says_so(ask: Run) -
     assert "harvest is waiting" in err and "(0 of 200 requests)" in err
 
 
+def test_complete_only_refuses_a_partial_batch_and_exports_a_done_one(ask: Run) -> None:
+    code, out, err = ask("results", f.IN_PROGRESS, "--complete-only")
+    assert (code, out) == (1, "")
+    assert "harvest is waiting" in err and "--complete-only: nothing exported" in err
+    code, out, _ = ask("results", f.CANCELLED, "--complete-only")
+    assert code == 0 and len(out.splitlines()) == 5
+
+
 def test_unknown_batch_exits_4(ask: Run) -> None:
     code, out, err = ask("results", "batch_nosuch")
     assert (code, out) == (4, "")

@@ -199,6 +199,26 @@ def test_an_unreachable_database_is_exit_3_naming_it(
     assert "database" in err and "Traceback" not in err
 
 
+def test_global_options_work_after_the_command_too(
+    cli_env: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("ORCHESTRATOR_DATABASE_URL", "sqlite:////nonexistent/elsewhere.sqlite3")
+    assert main(["status", "--database-url", cli_env]) == 0
+    assert main(["--database-url", cli_env, "status"]) == 0  # not undone by the command
+    assert main(["db", "current", "--database-url", cli_env, "--log-level", "ERROR"]) == 0
+    assert "Traceback" not in capsys.readouterr().err
+
+
+def test_a_page_size_past_the_apis_limit_is_refused_briefly(
+    cli_env: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exited:
+        main(["sync", "--page-size", "500"])
+    assert exited.value.code == 2
+    err = capsys.readouterr().err
+    assert "the API lists at most 100 a page" in err and "99" not in err
+
+
 @pytest.mark.parametrize(
     "command", [["status"], ["show", GOOD_ID], ["worker", "--once"], ["db", "current"]]
 )
