@@ -139,11 +139,16 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _fail(exc: BaseException, code: Exit) -> int:
-    sys.stderr.write(f"orchestrator: error: {exc}\n")
+    said = f"orchestrator: error: {exc}\n"
+    sys.stderr.write(said)
     cause = exc.__cause__
     while cause is not None:
         first_line = str(cause).splitlines()[0] if str(cause) else ""
-        sys.stderr.write(f"  caused by: {type(cause).__name__}: {first_line}\n")
+        # Drivers wrap the same text twice over; a cause that repeats it adds nothing.
+        core = first_line.split(") ", 1)[-1] if first_line.startswith("(") else first_line
+        if core not in said:
+            sys.stderr.write(f"  caused by: {type(cause).__name__}: {first_line}\n")
+            said += first_line
         cause = cause.__cause__
     return int(code)
 

@@ -197,6 +197,7 @@ def test_an_unreachable_database_is_exit_3_naming_it(
     assert main(args) == 3
     err = capsys.readouterr().err
     assert "database" in err and "Traceback" not in err
+    assert err.count("port 1 failed") == 1  # said once, not once per wrapping layer
 
 
 def test_global_options_work_after_the_command_too(
