@@ -99,20 +99,27 @@ def how_i_was_run() -> str:
 
 
 def run(ctx: Context) -> Exit:
-    logging.getLogger("orchestrator").setLevel(logging.WARNING)  # the live view tells the story
     database: Path = ctx.args.database.resolve()
     check_demo_database_path(database)  # refuse before printing or starting anything
     started = time.monotonic()
-    if ctx.json:
-        outcomes, final, url = run_demo(database, on_progress=lambda _p: None)
-    else:
-        total = sum(count for _, count, *_ in PLAN)
-        ctx.err.print(f"Creating {total} batches in a local simulator and cancelling them all…")
-        with Live(console=ctx.err, refresh_per_second=4) as live:
-            outcomes, final, url = run_demo(
-                database,
-                on_progress=lambda p: live.update(progress_table(p, time.monotonic() - started)),
-            )
+    quiet = logging.getLogger("orchestrator")
+    level = quiet.level
+    quiet.setLevel(logging.WARNING)  # the live view tells the story
+    try:
+        if ctx.json:
+            outcomes, final, url = run_demo(database, on_progress=lambda _p: None)
+        else:
+            total = sum(count for _, count, *_ in PLAN)
+            ctx.err.print(f"Creating {total} batches in a local simulator and cancelling them all…")
+            with Live(console=ctx.err, refresh_per_second=4) as live:
+                outcomes, final, url = run_demo(
+                    database,
+                    on_progress=lambda p: live.update(
+                        progress_table(p, time.monotonic() - started)
+                    ),
+                )
+    finally:
+        quiet.setLevel(level)  # one process may run more than one command (tests do)
     elapsed = time.monotonic() - started
     if ctx.json:
         ctx.emit_json(
