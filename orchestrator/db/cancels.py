@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import or_, select, update
-from sqlalchemy.orm import Session
 
 from orchestrator.core.cancel_policy import AttemptOutcome
 from orchestrator.core.observation import BatchObservation
@@ -34,7 +33,17 @@ from orchestrator.db.models import (
 
 log = logging.getLogger(__name__)
 PAUSE_SCOPE = "api"
-CHUNK = 500  # ids per statement
+CHUNK = 500  # ids per statement: under any bind-parameter limit
+# A failed request asked for again starts clean: the old failure is history (in
+# cancel_attempts and batch_events), not the new request's state.
+REOPEN_RESET: dict[str, Any] = {
+    "closed_at": None,
+    "terminal_status": None,
+    "seconds_to_terminal": None,
+    "last_error": None,
+    "last_http_status": None,
+    "last_request_id": None,
+}
 
 
 @dataclass(frozen=True)
@@ -87,57 +96,54 @@ class CancelStore:
         whole fleet waits seconds, not minutes.
         """
         summary = RequestSummary()
-        ids = list(dict.fromkeys(batch_ids))
+        ids = sorted(set(batch_ids))
         detail = f"by {requested_by}" + (f": {reason}" if reason else "")
         wish = {"requested_by": requested_by, "reason": reason, "detail": detail}
         with self.db.transaction() as session:
             self.batches.ensure_rows(session, ids, now=now, source="cancel")
-            for start in range(0, len(ids), CHUNK):  # stay under any bind-parameter limit
-                self._request_chunk(session, sorted(ids[start : start + CHUNK]), now, wish, summary)
+            # Every batch, then every request, each in id order: the order every writer
+            # locks in (the worker locks some batches, then requests), so no cycle.
+            batches: dict[str, Any] = {}
+            states: dict[str, str] = {}
+            for chunk in _chunks(ids):
+                batches.update(
+                    (row.id, row)
+                    for row in session.execute(
+                        select(*STATE_COLUMNS)
+                        .where(Batch.id.in_(chunk))
+                        .order_by(Batch.id)
+                        .with_for_update()
+                    )
+                )
+            for chunk in _chunks(ids):
+                states.update(
+                    (row.batch_id, row.state)
+                    for row in session.execute(
+                        select(CancelRequest.batch_id, CancelRequest.state)
+                        .where(CancelRequest.batch_id.in_(chunk))
+                        .order_by(CancelRequest.batch_id)
+                        .with_for_update()
+                    )
+                )
+            new_rows: list[dict[str, Any]] = []
+            reopened_rows: list[dict[str, Any]] = []
+            events: list[dict[str, Any]] = []
+            for batch_id in ids:
+                state = states.get(batch_id)
+                if state is not None and state != "failed":
+                    summary.already.append(batch_id)
+                    continue
+                values = _opened(batch_id, batches[batch_id], now, wish, events, summary)
+                if state is None:
+                    summary.new.append(batch_id)
+                    new_rows.append({**values, "attempts": 0})
+                else:
+                    summary.reopened.append(batch_id)
+                    reopened_rows.append({**REOPEN_RESET, **values})
+            self.db.insert_rows(session, table_of(CancelRequest), new_rows)
+            self.db.bulk_update(session, table_of(CancelRequest), "batch_id", reopened_rows)
+            self.db.insert_rows(session, table_of(BatchEvent), events)
         return summary
-
-    def _request_chunk(
-        self,
-        session: Session,
-        ids: list[str],
-        now: datetime,
-        wish: dict[str, str | None],
-        summary: RequestSummary,
-    ) -> None:
-        # Batches first, then requests, in id order: the order every writer locks in.
-        batches = {
-            row.id: row
-            for row in session.execute(
-                select(*STATE_COLUMNS).where(Batch.id.in_(ids)).order_by(Batch.id).with_for_update()
-            )
-        }
-        states = {
-            row.batch_id: row.state
-            for row in session.execute(
-                select(CancelRequest.batch_id, CancelRequest.state)
-                .where(CancelRequest.batch_id.in_(ids))
-                .order_by(CancelRequest.batch_id)
-                .with_for_update()
-            )
-        }
-        new_rows: list[dict[str, Any]] = []
-        reopened_rows: list[dict[str, Any]] = []
-        events: list[dict[str, Any]] = []
-        for batch_id in ids:
-            state = states.get(batch_id)
-            if state is not None and state != "failed":
-                summary.already.append(batch_id)
-                continue
-            values = _opened(batch_id, batches[batch_id], now, wish, events, summary)
-            if state is None:
-                summary.new.append(batch_id)
-                new_rows.append({**values, "attempts": 0})
-            else:
-                summary.reopened.append(batch_id)
-                reopened_rows.append(values)
-        self.db.insert_rows(session, table_of(CancelRequest), new_rows)
-        self.db.bulk_update(session, table_of(CancelRequest), "batch_id", reopened_rows)
-        self.db.insert_rows(session, table_of(BatchEvent), events)
 
     # --- leasing --------------------------------------------------------------
 
@@ -297,21 +303,32 @@ class CancelStore:
     def resume(self, *, now: datetime) -> tuple[Pause | None, int]:
         """Lift the pause (an operator fixed the key). The cancels it held back, whose
         next attempt a 401/403 put off, are due at once. Returns the pause that was
-        lifted (None if there was none) and how many cancels became due."""
+        lifted (None if none was in force) and how many cancels became due."""
         with self.db.transaction() as session:
             pause = session.get(Pause, PAUSE_SCOPE, with_for_update=True)
             if pause is not None:
                 session.delete(pause)
-            held_back = session.execute(
-                update(CancelRequest)
-                .where(
-                    CancelRequest.state == "pending",
-                    CancelRequest.last_http_status.in_((401, 403)),
-                    CancelRequest.next_attempt_at > now,
+            # Lock in id order, as every other writer does, before updating.
+            held_back = list(
+                session.scalars(
+                    select(CancelRequest.batch_id)
+                    .where(
+                        CancelRequest.state == "pending",
+                        CancelRequest.last_http_status.in_((401, 403)),
+                        CancelRequest.next_attempt_at > now,
+                    )
+                    .order_by(CancelRequest.batch_id)
+                    .with_for_update()
                 )
-                .values(next_attempt_at=now)
             )
-            return pause, int(held_back.rowcount)  # type: ignore[attr-defined]
+            for chunk in _chunks(held_back):
+                session.execute(
+                    update(CancelRequest)
+                    .where(CancelRequest.batch_id.in_(chunk))
+                    .values(next_attempt_at=now)
+                )
+            active = pause if pause is not None and pause.until > now else None
+            return active, len(held_back)
 
 
 REQUEST_COLUMNS = (
@@ -446,3 +463,8 @@ def _settle(request: _Pending, attempt: Attempt, events: list[dict[str, Any]]) -
         )
     else:
         request.set(next_attempt_at=attempt.retry_at or now)
+
+
+def _chunks(ids: list[str]) -> Iterator[list[str]]:
+    for start in range(0, len(ids), CHUNK):
+        yield ids[start : start + CHUNK]

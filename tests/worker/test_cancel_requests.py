@@ -3,9 +3,11 @@ with a number of statements that grows with chunks of ids, not with ids."""
 
 from __future__ import annotations
 
+import threading
+import time
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import event, select, update
+from sqlalchemy import Connection, event, select, text, update
 
 from orchestrator.core.observation import parse_batch
 from orchestrator.db.batches import BatchStore
@@ -30,7 +32,14 @@ def test_every_case_is_decided_per_id_across_chunks(database: Database) -> None:
         session.execute(
             update(CancelRequest)
             .where(CancelRequest.batch_id.in_(failed))
-            .values(state="failed", outcome="not_found")
+            .values(
+                state="failed",
+                outcome="not_found",
+                closed_at=T0,
+                last_error="HTTP 404: no such batch",
+                last_http_status=404,
+                last_request_id="req_old",
+            )
         )
     cancelling, completed = ids("cancelling", 3), ids("completed", 3)
     batches = BatchStore(database)
@@ -66,6 +75,8 @@ def test_every_case_is_decided_per_id_across_chunks(database: Database) -> None:
     assert {rows[b].requested_by for b in pending} == {"first"}  # asking twice: untouched
     for batch_id in failed:
         assert (rows[batch_id].state, rows[batch_id].outcome) == ("pending", None)
+        assert (rows[batch_id].closed_at, rows[batch_id].last_error) == (None, None)
+        assert (rows[batch_id].last_http_status, rows[batch_id].last_request_id) == (None, None)
         assert (rows[batch_id].requested_by, rows[batch_id].reason) == ("ops", "budget")
     assert {rows[b].state for b in fresh} == {"pending"}
     assert {rows[b].attempts for b in fresh} == {0}
@@ -81,3 +92,57 @@ def test_every_case_is_decided_per_id_across_chunks(database: Database) -> None:
     assert sorted(requested) == sorted(failed + cancelling + completed + fresh)
     # 1,606 ids: a handful of statements per 500 of them, not several per id.
     assert len(statements) <= 30, len(statements)
+
+
+def test_a_fleet_cancel_and_the_worker_lock_in_one_order_no_deadlock(pg_url: str) -> None:
+    """The worker locks some batches, then requests; a cancel spanning chunks must lock
+    all its batches before any request, or the two wait on each other (PostgreSQL)."""
+    db = Database.connect(pg_url)
+    store = CancelStore(db)
+    ids = ["batch_c", *ids_of("m", 499), "batch_z", *ids_of("n", 99)]  # c and z: other chunks
+    store.request(ids, now=T0, requested_by="seed")
+    outcome: dict[str, object] = {}
+
+    def cancel_again() -> None:
+        try:
+            outcome["summary"] = store.request(ids, now=LATER, requested_by="ops")
+        except Exception as exc:
+            outcome["error"] = exc
+
+    with db.engine.connect() as worker:
+        worker.execute(text("SET lock_timeout = '10s'"))
+        worker.execute(text("SELECT id FROM batches WHERE id = 'batch_z' FOR UPDATE"))
+        other = threading.Thread(target=cancel_again)
+        other.start()
+        wait_until_a_session_waits_for_a_lock(worker)
+        # Now the worker's second step, as record_attempts takes it: requests, id order.
+        worker.execute(
+            text(
+                "SELECT batch_id FROM cancel_requests WHERE batch_id IN ('batch_c', 'batch_z')"
+                " ORDER BY batch_id FOR UPDATE"
+            )
+        )
+        worker.commit()
+        other.join(timeout=60)
+    db.dispose()
+    assert "error" not in outcome, outcome
+    assert sorted(outcome["summary"].already) == sorted(ids)  # type: ignore[attr-defined]
+
+
+def ids_of(prefix: str, count: int) -> list[str]:
+    return [f"batch_{prefix}{n:04d}" for n in range(count)]
+
+
+def wait_until_a_session_waits_for_a_lock(connection: Connection) -> None:
+    """Poll pg_stat_activity (an observable state, not a guessed delay)."""
+    deadline = time.monotonic() + 30
+    query = text(
+        "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
+        "AND datname = current_database() AND pid <> pg_backend_pid()"
+    )
+    # Statistics are read once per transaction unless the snapshot is cleared.
+    while connection.execute(text("SELECT pg_stat_clear_snapshot()")) and (
+        connection.execute(query).scalar_one() == 0
+    ):
+        assert time.monotonic() < deadline, "the cancel never waited for the batch lock"
+        time.sleep(0.01)
