@@ -35,6 +35,10 @@ def normalise_url(url: str) -> URL:
             f"ORCHESTRATOR_DATABASE_URL: unsupported database {parsed.drivername!r} "
             "(use sqlite or postgresql)"
         )
+    database = parsed.database or ""
+    if parsed.drivername.startswith("sqlite") and database.startswith("~"):
+        # SQLite takes `~` literally; people mean their home directory.
+        parsed = parsed.set(database=str(Path(database).expanduser()))
     if parsed.drivername.startswith("sqlite") and parsed.host:
         raise ConfigError(
             f"ORCHESTRATOR_DATABASE_URL: {url!r} names a host; a SQLite URL has three "
@@ -49,7 +53,7 @@ def sqlite_file(url: str) -> Path | None:
     parsed = normalise_url(url)
     if not parsed.drivername.startswith("sqlite") or parsed.database in (None, "", ":memory:"):
         return None
-    return Path(parsed.database).expanduser()
+    return Path(parsed.database)
 
 
 def require_existing_file(url: str) -> None:
@@ -81,7 +85,7 @@ def make_engine(url: str, *, pool_size: int = 10) -> Engine:
 
 def _sqlite_engine(url: URL) -> Engine:
     if url.database and url.database != ":memory:":
-        Path(url.database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+        Path(url.database).parent.mkdir(parents=True, exist_ok=True)
     engine = create_engine(
         url,
         json_serializer=_json_dumps,

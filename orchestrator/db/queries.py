@@ -196,13 +196,14 @@ _SUMMARY_COLUMNS = (
     Batch.results_stored,
     Batch.result_line_errors,
     Batch.harvest_state,
-    # The batch's own trouble first; a cancel's refusal only when it was a real failure:
-    # "too late" means the batch ended first, and the API's 400 then is no error.
+    # The batch's own trouble first; the cancel's last error only while the cancel is
+    # still in trouble (pending or failed). Once accepted or closed, a refusal on the
+    # way (a 409, a too-late 400) was answered by the truth and is no error.
     func.coalesce(
         Batch.last_error,
         case(
-            (CancelRequest.outcome.startswith("too_late", autoescape=True), None),
-            else_=CancelRequest.last_error,
+            (CancelRequest.state.in_(("pending", "failed")), CancelRequest.last_error),
+            else_=None,
         ),
     ).label("last_error"),
     CancelRequest.state.label("cancel_state"),

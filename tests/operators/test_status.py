@@ -13,7 +13,7 @@ from orchestrator.core.cancel_policy import AttemptOutcome
 from orchestrator.core.observation import parse_batch
 from orchestrator.db.cancels import Attempt, CancelStore
 from orchestrator.db.database import Database
-from orchestrator.db.models import Batch
+from orchestrator.db.models import Batch, CancelRequest
 
 from . import fleet as f
 from .conftest import Fleet, Run, as_json
@@ -177,6 +177,21 @@ def test_a_too_late_cancel_shows_no_last_error_but_show_keeps_the_refusal(
         )
     _, out, _ = run("status", "--json")
     assert as_json(out)["batches"][0]["last_error"] == "download cut"
+
+
+def test_a_cancel_error_shows_only_while_the_cancel_is_in_trouble(
+    database: Database, run: Run
+) -> None:
+    CancelStore(database).request(["batch_c409"], now=utcnow(), requested_by="test")
+    for state, shown in (("pending", True), ("failed", True), ("accepted", False)):
+        with database.transaction() as session:
+            session.execute(
+                update(CancelRequest)
+                .where(CancelRequest.batch_id == "batch_c409")
+                .values(state=state, last_error="HTTP 409: a cancel is in progress")
+            )
+        (row,) = as_json(run("status", "--json")[1])["batches"]
+        assert (row["last_error"] is not None) is shown, state
 
 
 def test_an_active_pause_heads_the_table_and_is_in_the_json(ask: Run) -> None:

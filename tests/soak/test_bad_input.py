@@ -249,6 +249,17 @@ def test_healthcheck_of_a_missing_sqlite_file_says_so_and_claims_no_counts(
     assert not missing.exists()
 
 
+def test_a_tilde_in_a_sqlite_path_is_the_home_directory_for_every_command(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.setenv("ORCHESTRATOR_DATABASE_URL", "sqlite:///~/orch/o.sqlite3")
+    assert main(["db", "upgrade"]) == 0
+    assert (tmp_path / "orch" / "o.sqlite3").exists()
+    assert main(["status"]) == 0  # the same file, found
+    assert "no batch matches" in capsys.readouterr().out
+
+
 def test_a_sqlite_url_with_two_slashes_is_a_usage_error_explaining_the_slashes(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
