@@ -45,7 +45,8 @@ class PollPolicy:
     overdue_cancelling_seconds: float = 600.0
     overdue_finalizing_seconds: float = 3600.0
     file_id_repolls: int = 3
-    unknown_batch_polls: int = 3  # 404s in a row before a batch never seen is let go
+    unknown_batch_polls: int = 3  # failed polls in a row, the last a 404, ...
+    unknown_batch_seconds: float = 3600.0  # ... and this long since we began to follow it
     jitter: float = 0.1  # a delay d becomes d * (1 - jitter * u): polls of a cohort spread out
 
     def __post_init__(self) -> None:
@@ -84,12 +85,25 @@ class PollPolicy:
             return retry_after  # the server knows its own load better than our backoff
         return wait
 
-    def gives_up(self, status: BatchStatus | None, *, failures: int, not_found: bool) -> bool:
-        """Stop polling? Only a batch the API has never shown us and keeps denying
-        (404 ``failures`` times in a row): a mistyped id, or one this key cannot see.
-        A batch seen before is polled on, with backoff: a 404 for it more likely means
-        a key or project mix-up that someone will fix."""
-        return not_found and status is None and failures >= self.unknown_batch_polls
+    def gives_up(
+        self,
+        status: BatchStatus | None,
+        *,
+        failures: int,
+        not_found: bool,
+        seconds_tracked: float,
+    ) -> bool:
+        """Stop polling? Only a batch the API has never shown us and still denies (404)
+        after several failed polls over an hour: a mistyped id, or one this key cannot
+        see. The hour lets a key or project mix-up be fixed before anything is let go;
+        a batch seen before is never let go (a 404 for it is such a mix-up). Seeing the
+        batch later (sync, a cancel's answer) or `orchestrator track` follows it again."""
+        return (
+            not_found
+            and status is None
+            and failures >= self.unknown_batch_polls
+            and seconds_tracked >= self.unknown_batch_seconds
+        )
 
     def overdue_at(
         self,

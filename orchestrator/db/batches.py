@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from orchestrator.core.apply import Applied, StoredBatch, apply_observation
@@ -67,7 +67,8 @@ class BatchStore:
         self.db = db
 
     def track(self, batch_ids: Iterable[str], *, now: datetime, source: str) -> list[str]:
-        """Start following these batches; returns the ids that were new."""
+        """Start following these batches; returns the ids that were new. A known batch
+        whose polls were stopped (never seen, 404s) is polled again from now."""
         ids = list(dict.fromkeys(batch_ids))
         if not ids:
             return []
@@ -76,6 +77,13 @@ class BatchStore:
             for start in range(0, len(ids), 500):  # stay under any bind-parameter limit
                 chunk = ids[start : start + 500]
                 known.update(session.scalars(select(Batch.id).where(Batch.id.in_(chunk))))
+                session.execute(
+                    update(Batch)
+                    .where(
+                        Batch.id.in_(chunk), Batch.status.is_(None), Batch.next_poll_at.is_(None)
+                    )
+                    .values(next_poll_at=now, poll_failures=0, updated_at=now)
+                )
             new = [i for i in ids if i not in known]
             self.ensure_rows(session, new, now=now, source=source)
             if new:
@@ -213,6 +221,10 @@ def plan_batch_write(
         wanted["status_changed_at"] = now
     # Unchanged columns stay out of the UPDATE.
     changes = {k: v for k, v in wanted.items() if k == "status_changed_at" or getattr(row, k) != v}
+    if row.status is None and "status" in changes:
+        # The first sight of this batch: follow it, even if its polls had been
+        # stopped after 404s (a key that could not see it, since fixed).
+        changes["next_poll_at"] = now
     changes["version"] = row.version + 1
     changes["updated_at"] = now
     events = [

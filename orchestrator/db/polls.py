@@ -249,9 +249,15 @@ class PollStore:
             row.lease_owner = None
             row.lease_expires_at = None
             row.updated_at = now
-            if policy.gives_up(status, failures=failures, not_found=not_found):
+            tracked = (now - row.tracked_at).total_seconds()
+            if policy.gives_up(
+                status, failures=failures, not_found=not_found, seconds_tracked=tracked
+            ):
                 row.next_poll_at = None  # claim_due never picks it again
-                detail = f"stopped polling after {failures} answers of 404: {row.last_error}"
+                detail = (
+                    f"stopped polling after {failures} failed polls, the last a 404 "
+                    f"(`orchestrator track {row.id}` resumes): {row.last_error}"
+                )
                 session.add(event_row(row.id, "poll_stopped", now, SOURCE, detail=detail))
                 return True
             changed = row.status_changed_at or now

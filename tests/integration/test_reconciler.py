@@ -5,12 +5,15 @@ from __future__ import annotations
 import hashlib
 from datetime import timedelta
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 
 from orchestrator.clock import ManualClock
+from orchestrator.core.observation import parse_batch
+from orchestrator.db.batches import BatchStore
 from orchestrator.db.database import Database
 from orchestrator.db.models import Batch, BatchEvent, CancelRequest, ResultFile
 from orchestrator.simulator import FaultRule, Scenario
+from tests.worker.fake_api import batch_body
 
 from .conftest import ReconcilerFactory, Sim, expected_outcomes, stored_outcomes, track
 
@@ -256,27 +259,38 @@ def test_poll_failures_back_off_and_never_fail_the_batch(
     assert event_kinds(database, batch_id).count("poll_failed") == 1
 
 
-def test_a_batch_the_api_never_knew_is_let_go_after_three_404s(
+def test_a_batch_the_api_never_knew_is_let_go_after_an_hour_of_404s(
     database: Database, sim: Sim, clock: ManualClock, reconciler: ReconcilerFactory
 ) -> None:
-    """A mistyped id is not polled forever; a batch seen once is never let go."""
+    """A mistyped id is not polled forever; a batch seen once is never let go; seeing
+    it, or tracking it again, follows it again."""
     real = sim.simulator.create_batch(5, Scenario(running_s=1e6))
     track(database, clock, "batch_mistyped", real)
     r = reconciler()
     summaries = []
-    for _ in range(3):
+    for _ in range(7):  # at 0, 10, 20, ... 60 minutes
         summaries.append(r.run_once())
         clock.advance(600)  # past any backoff
-    assert [s.unknown for s in summaries] == [[], [], ["batch_mistyped"]]
+    assert [s.unknown for s in summaries] == [[]] * 6 + [["batch_mistyped"]]
     assert summaries[-1].needs_attention and not summaries[0].needs_attention
     stored = row(database, "batch_mistyped")
     assert stored.next_poll_at is None and stored.lease_owner is None
     assert stored.last_error is not None and "no such batch for this key" in stored.last_error
     assert event_kinds(database, "batch_mistyped").count("poll_stopped") == 1
     served = sim.simulator.served("retrieve", "batch_mistyped")
-    assert (
-        r.run_once().unknown == [] and sim.simulator.served("retrieve", "batch_mistyped") == served
+    r.run_once()
+    assert sim.simulator.served("retrieve", "batch_mistyped") == served  # not asked again
+
+    track(database, clock, "batch_mistyped")  # the operator asks again: polled again
+    assert row(database, "batch_mistyped").next_poll_at == clock.now()
+    r.run_once()
+    assert sim.simulator.served("retrieve", "batch_mistyped") == served + 1
+    with database.transaction() as session:  # let go again, then seen (e.g. by sync)
+        session.execute(update(Batch).where(Batch.id == "batch_mistyped").values(next_poll_at=None))
+    BatchStore(database).record_observation(
+        parse_batch(batch_body("batch_mistyped", "in_progress")), now=clock.now(), source="sync"
     )
+    assert row(database, "batch_mistyped").next_poll_at == clock.now()
 
     sim.simulator.add_fault(
         FaultRule(kind="status", status=404, endpoint="retrieve", batch_id=real, times=None)

@@ -187,15 +187,19 @@ def test_policy_refuses_nonsense() -> None:
 
 
 @pytest.mark.parametrize(
-    ("status", "failures", "not_found", "gives_up"),
+    ("status", "failures", "not_found", "seconds_tracked", "gives_up"),
     [
-        (None, 3, True, True),  # never seen, 404 three times in a row
-        (None, 2, True, False),
-        (None, 9, False, False),  # other failures never let a batch go
-        (S.IN_PROGRESS, 9, True, False),  # seen once: a 404 is a key/project mix-up
+        (None, 3, True, 3600, True),  # never seen, failing for an hour, still 404
+        (None, 9, True, 3599, False),  # within the hour: time to fix a key or project
+        (None, 2, True, 86400, False),
+        (None, 9, False, 86400, False),  # other failures never let a batch go
+        (S.IN_PROGRESS, 9, True, 86400, False),  # seen once: a 404 is a key/project mix-up
     ],
 )
-def test_only_a_batch_never_seen_and_always_404_is_let_go(
-    status: S | None, failures: int, not_found: bool, gives_up: bool
+def test_only_a_batch_never_seen_and_denied_for_an_hour_is_let_go(
+    status: S | None, failures: int, not_found: bool, seconds_tracked: float, gives_up: bool
 ) -> None:
-    assert POLICY.gives_up(status, failures=failures, not_found=not_found) is gives_up
+    verdict = POLICY.gives_up(
+        status, failures=failures, not_found=not_found, seconds_tracked=seconds_tracked
+    )
+    assert verdict is gives_up
