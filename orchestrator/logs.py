@@ -31,8 +31,13 @@ class RedactSecret(logging.Filter):
                 record.msg = message.replace(self._value, "***")
                 record.args = None
             for key, value in list(vars(record).items()):
-                if key not in _STANDARD and isinstance(value, str) and self._value in value:
+                if key in _STANDARD or self._value not in str(value):
+                    continue
+                if isinstance(value, str):
                     setattr(record, key, value.replace(self._value, "***"))
+                else:  # a structured extra (a summary's report): scrub it as JSON
+                    text = json.dumps(value, default=str).replace(self._value, "***")
+                    setattr(record, key, json.loads(text))
         return True
 
 

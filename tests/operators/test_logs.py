@@ -92,3 +92,16 @@ def test_under_json_every_stderr_line_of_worker_and_reconcile_is_json(
     summaries = [r for r in records if r.get("action") == "summary"]
     assert [s["message"].split(" ")[0] for s in summaries] == ["worker", "reconciler"]
     assert summaries[0]["report"]["accepted"] == 1
+
+
+def test_the_key_is_scrubbed_from_structured_extras_too(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """A summary logs its whole report as one extra; a key in it must not get out."""
+    key = "sk-structured-SECRET-0123"
+    logs.configure("INFO", "json", Secret(key))
+    report = {"auth_error": f"refused {key}", "counts": [1, 2]}
+    logging.getLogger("orchestrator.cli").info("done", extra={"report": report})
+    err = capsys.readouterr().err
+    assert key not in err
+    assert json.loads(err)["report"] == {"auth_error": "refused ***", "counts": [1, 2]}
