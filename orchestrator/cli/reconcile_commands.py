@@ -88,8 +88,9 @@ def describe(summary: PassSummary) -> str:
         text += f"; cancels closed: {outcomes}"
     if summary.unknown:
         text += (
-            f"; stopped polling {len(summary.unknown)} batch(es) the API says do not exist "
-            f"(404 every time): {', '.join(sorted(summary.unknown))}"
+            f"; stopped polling {len(summary.unknown)} batch(es) the API has never shown "
+            f"(still 404 after an hour; `orchestrator track ID` resumes): "
+            f"{', '.join(sorted(summary.unknown))}"
         )
     if summary.released or summary.lost_leases:
         text += f"; {summary.released} lease(s) released, {summary.lost_leases} lost"

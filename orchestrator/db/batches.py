@@ -13,7 +13,7 @@ from sqlalchemy.orm import Session
 from orchestrator.core.apply import Applied, StoredBatch, apply_observation
 from orchestrator.core.observation import BatchObservation
 from orchestrator.core.status import TIMESTAMP_FIELDS, BatchStatus, parse_status
-from orchestrator.db.database import Database
+from orchestrator.db.database import Database, chunks
 from orchestrator.db.models import Batch, BatchEvent, CancelRequest, table_of
 
 # Extra column updates a caller wants in the same transaction, decided once the
@@ -74,8 +74,7 @@ class BatchStore:
             return []
         with self.db.transaction() as session:
             known: set[str] = set()
-            for start in range(0, len(ids), 500):  # stay under any bind-parameter limit
-                chunk = ids[start : start + 500]
+            for chunk in chunks(ids):
                 known.update(session.scalars(select(Batch.id).where(Batch.id.in_(chunk))))
                 session.execute(
                     update(Batch)

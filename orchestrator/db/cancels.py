@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import or_, select, update
+from sqlalchemy.orm import Session
 
 from orchestrator.core.cancel_policy import AttemptOutcome
 from orchestrator.core.observation import BatchObservation
@@ -21,7 +22,7 @@ from orchestrator.db.batches import (
     plan_batch_write,
     plan_cancel_close,
 )
-from orchestrator.db.database import Database
+from orchestrator.db.database import Database, chunks
 from orchestrator.db.models import (
     Batch,
     BatchEvent,
@@ -33,7 +34,6 @@ from orchestrator.db.models import (
 
 log = logging.getLogger(__name__)
 PAUSE_SCOPE = "api"
-CHUNK = 500  # ids per statement: under any bind-parameter limit
 # A failed request asked for again starts clean: the old failure is history (in
 # cancel_attempts and batch_events), not the new request's state.
 REOPEN_RESET: dict[str, Any] = {
@@ -75,6 +75,18 @@ class RequestSummary:
     closed_at_once: dict[str, str] = field(default_factory=dict)  # id -> outcome
 
 
+@dataclass(frozen=True)
+class Wish:
+    """Who asked to cancel, and why."""
+
+    requested_by: str
+    reason: str | None
+
+    @property
+    def detail(self) -> str:
+        return f"by {self.requested_by}" + (f": {self.reason}" if self.reason else "")
+
+
 class CancelStore:
     def __init__(self, db: Database) -> None:
         self.db = db
@@ -97,34 +109,10 @@ class CancelStore:
         """
         summary = RequestSummary()
         ids = sorted(set(batch_ids))
-        detail = f"by {requested_by}" + (f": {reason}" if reason else "")
-        wish = {"requested_by": requested_by, "reason": reason, "detail": detail}
+        wish = Wish(requested_by, reason)
         with self.db.transaction() as session:
             self.batches.ensure_rows(session, ids, now=now, source="cancel")
-            # Every batch, then every request, each in id order: the order every writer
-            # locks in (the worker locks some batches, then requests), so no cycle.
-            batches: dict[str, Any] = {}
-            states: dict[str, str] = {}
-            for chunk in _chunks(ids):
-                batches.update(
-                    (row.id, row)
-                    for row in session.execute(
-                        select(*STATE_COLUMNS)
-                        .where(Batch.id.in_(chunk))
-                        .order_by(Batch.id)
-                        .with_for_update()
-                    )
-                )
-            for chunk in _chunks(ids):
-                states.update(
-                    (row.batch_id, row.state)
-                    for row in session.execute(
-                        select(CancelRequest.batch_id, CancelRequest.state)
-                        .where(CancelRequest.batch_id.in_(chunk))
-                        .order_by(CancelRequest.batch_id)
-                        .with_for_update()
-                    )
-                )
+            batches, states = _lock_for_request(session, ids)
             new_rows: list[dict[str, Any]] = []
             reopened_rows: list[dict[str, Any]] = []
             events: list[dict[str, Any]] = []
@@ -321,7 +309,7 @@ class CancelStore:
                     .with_for_update()
                 )
             )
-            for chunk in _chunks(held_back):
+            for chunk in chunks(held_back):
                 session.execute(
                     update(CancelRequest)
                     .where(CancelRequest.batch_id.in_(chunk))
@@ -361,11 +349,40 @@ class _Pending:
         return {key: getattr(self._row, key), **columns}
 
 
+def _lock_for_request(session: Session, ids: list[str]) -> tuple[dict[str, Any], dict[str, str]]:
+    """Lock every batch, then every request, each in id order: the order every writer
+    locks in (the worker locks some batches, then requests), so no two wait on each
+    other. Returns the batches' state columns and the requests' states, by id."""
+    batches: dict[str, Any] = {}
+    states: dict[str, str] = {}
+    for chunk in chunks(ids):
+        batches.update(
+            (row.id, row)
+            for row in session.execute(
+                select(*STATE_COLUMNS)
+                .where(Batch.id.in_(chunk))
+                .order_by(Batch.id)
+                .with_for_update()
+            )
+        )
+    for chunk in chunks(ids):
+        states.update(
+            (row.batch_id, row.state)
+            for row in session.execute(
+                select(CancelRequest.batch_id, CancelRequest.state)
+                .where(CancelRequest.batch_id.in_(chunk))
+                .order_by(CancelRequest.batch_id)
+                .with_for_update()
+            )
+        )
+    return batches, states
+
+
 def _opened(
     batch_id: str,
     batch: Any,
     now: datetime,
-    wish: dict[str, str | None],
+    wish: Wish,
     events: list[dict[str, Any]],
     summary: RequestSummary,
 ) -> dict[str, Any]:
@@ -373,15 +390,13 @@ def _opened(
     values: dict[str, Any] = {
         "batch_id": batch_id,
         "requested_at": now,
-        "requested_by": wish["requested_by"],
-        "reason": wish["reason"],
+        "requested_by": wish.requested_by,
+        "reason": wish.reason,
         "state": "pending",
         "outcome": None,
         "next_attempt_at": now,
     }
-    events.append(
-        event_values(batch_id, "cancel_requested", now, "operator", detail=wish["detail"])
-    )
+    events.append(event_values(batch_id, "cancel_requested", now, "operator", detail=wish.detail))
     status = parse_status(batch.status) if batch.status else None
     # What we already know can spare the API a pointless call.
     if status in (BatchStatus.CANCELLING, BatchStatus.CANCELLED):
@@ -463,8 +478,3 @@ def _settle(request: _Pending, attempt: Attempt, events: list[dict[str, Any]]) -
         )
     else:
         request.set(next_attempt_at=attempt.retry_at or now)
-
-
-def _chunks(ids: list[str]) -> Iterator[list[str]]:
-    for start in range(0, len(ids), CHUNK):
-        yield ids[start : start + CHUNK]

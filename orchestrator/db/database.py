@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -15,6 +15,14 @@ from sqlalchemy.orm import Session, sessionmaker
 from orchestrator.db import migrate
 from orchestrator.db.engine import make_engine, require_existing_file, session_factory
 from orchestrator.errors import DatabaseBusy, DatabaseUnavailable
+
+IDS_PER_STATEMENT = 500  # an IN list this long stays under any bind-parameter limit
+
+
+def chunks(ids: Sequence[str]) -> Iterator[Sequence[str]]:
+    """`ids` a statement's worth at a time, in order."""
+    for start in range(0, len(ids), IDS_PER_STATEMENT):
+        yield ids[start : start + IDS_PER_STATEMENT]
 
 
 @dataclass

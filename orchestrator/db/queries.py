@@ -18,7 +18,7 @@ from sqlalchemy.orm import Session
 
 from orchestrator.core.status import parse_status
 from orchestrator.db.cancels import PAUSE_SCOPE
-from orchestrator.db.database import Database
+from orchestrator.db.database import Database, chunks
 from orchestrator.db.models import (
     Base,
     Batch,
@@ -255,8 +255,7 @@ class OperatorQueries:
         ids = list(dict.fromkeys(batch_ids))
         found: dict[str, BatchSummary] = {}
         with self.db.transaction() as session:
-            for start in range(0, len(ids), 500):  # stay under any bind-parameter limit
-                chunk = ids[start : start + 500]
+            for chunk in chunks(ids):
                 rows = session.execute(
                     _with_cancels(select(*_SUMMARY_COLUMNS), [Batch.id.in_(chunk)])
                 ).all()
@@ -268,8 +267,7 @@ class OperatorQueries:
         ids = list(dict.fromkeys(batch_ids))
         found: dict[str, Batch] = {}
         with self.db.transaction() as session:
-            for start in range(0, len(ids), 500):
-                chunk = ids[start : start + 500]
+            for chunk in chunks(ids):
                 found.update(
                     {b.id: b for b in session.scalars(select(Batch).where(Batch.id.in_(chunk)))}
                 )

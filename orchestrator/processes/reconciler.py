@@ -93,7 +93,7 @@ class PassSummary:
     files_missing: list[str] = field(default_factory=list)
     files_failed: list[str] = field(default_factory=list)
     newly_overdue: list[str] = field(default_factory=list)
-    unknown: list[str] = field(default_factory=list)  # 404 every time: no longer polled
+    unknown: list[str] = field(default_factory=list)  # never seen, still 404: let go
     cancels_closed: dict[str, str] = field(default_factory=dict)
     anomalies: list[str] = field(default_factory=list)
     lost_leases: int = 0

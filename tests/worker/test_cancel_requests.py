@@ -11,8 +11,8 @@ from sqlalchemy import Connection, event, select, text, update
 
 from orchestrator.core.observation import parse_batch
 from orchestrator.db.batches import BatchStore
-from orchestrator.db.cancels import CHUNK, CancelStore
-from orchestrator.db.database import Database
+from orchestrator.db.cancels import CancelStore
+from orchestrator.db.database import IDS_PER_STATEMENT, Database
 from orchestrator.db.models import BatchEvent, CancelRequest
 from tests.worker.fake_api import batch_body
 
@@ -51,7 +51,7 @@ def test_every_case_is_decided_per_id_across_chunks(database: Database) -> None:
         body = batch_body(batch_id, "completed", in_progress_at=1_767_225_650)
         body.update(finalizing_at=1_767_225_700, completed_at=1_767_225_800)
         batches.record_observation(parse_batch(body), now=T0, source="test")
-    fresh = ids("fresh", 2 * CHUNK)
+    fresh = ids("fresh", 2 * IDS_PER_STATEMENT)
 
     wanted = pending + failed + cancelling + completed + fresh
     statements: list[str] = []
@@ -99,13 +99,13 @@ def test_a_fleet_cancel_and_the_worker_lock_in_one_order_no_deadlock(pg_url: str
     all its batches before any request, or the two wait on each other (PostgreSQL)."""
     db = Database.connect(pg_url)
     store = CancelStore(db)
-    ids = ["batch_c", *ids_of("m", 499), "batch_z", *ids_of("n", 99)]  # c and z: other chunks
-    store.request(ids, now=T0, requested_by="seed")
+    fleet = ["batch_c", *ids("m", 499), "batch_z", *ids("n", 99)]  # c and z: other chunks
+    store.request(fleet, now=T0, requested_by="seed")
     outcome: dict[str, object] = {}
 
     def cancel_again() -> None:
         try:
-            outcome["summary"] = store.request(ids, now=LATER, requested_by="ops")
+            outcome["summary"] = store.request(fleet, now=LATER, requested_by="ops")
         except Exception as exc:
             outcome["error"] = exc
 
@@ -126,11 +126,7 @@ def test_a_fleet_cancel_and_the_worker_lock_in_one_order_no_deadlock(pg_url: str
         other.join(timeout=60)
     db.dispose()
     assert "error" not in outcome, outcome
-    assert sorted(outcome["summary"].already) == sorted(ids)  # type: ignore[attr-defined]
-
-
-def ids_of(prefix: str, count: int) -> list[str]:
-    return [f"batch_{prefix}{n:04d}" for n in range(count)]
+    assert sorted(outcome["summary"].already) == sorted(fleet)  # type: ignore[attr-defined]
 
 
 def wait_until_a_session_waits_for_a_lock(connection: Connection) -> None:
