@@ -5,13 +5,16 @@ Two kinds:
 - What this process did, counted as it happens: API requests by endpoint and
   HTTP status, retries, request durations. ``MeteredTransport`` counts them
   below the API client, so the client needs no hooks: pass
-  ``metrics.transport()`` to ``build_client``. Processes may also count
-  ingested results and bytes with ``observe_ingested``.
+  ``metrics.transport()`` to ``build_client``. The reconciler counts the
+  results and bytes it ingests with ``observe_ingested``.
 - What the database says, read when Prometheus scrapes (``DatabaseCollector``):
   batches by status, overdue batches, cancel requests by state, results stored,
-  result bytes downloaded, whether sending is paused. These describe the whole
+  result bytes downloaded, whether sending is paused, harvests by state, the
+  oldest unharvested end, file deletions by state. These describe the whole
   fleet, so every process that serves metrics reports the same values:
   aggregate them with ``max``, not ``sum``.
+- This process's loop heartbeat (``orchestrator.probes``), and on the same port
+  ``/healthz`` and ``/readyz``.
 """
 
 from __future__ import annotations
@@ -19,14 +22,16 @@ from __future__ import annotations
 import argparse
 import logging
 import re
+import socket
 import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
-from wsgiref.simple_server import WSGIServer
+from socketserver import ThreadingMixIn
+from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 import httpx
-from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_server
+from prometheus_client import CollectorRegistry, Counter, Histogram, make_wsgi_app
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 from sqlalchemy.exc import SQLAlchemyError
@@ -36,7 +41,9 @@ from orchestrator.clock import utcnow
 from orchestrator.core.retry_policy import VerdictKind, classify
 from orchestrator.db.database import Database
 from orchestrator.db.queries import OperatorQueries
+from orchestrator.db.upkeep import upkeep_snapshot
 from orchestrator.errors import ConfigError, DatabaseError
+from orchestrator.probes import Heartbeat, HeartbeatCollector, Probes, Readiness, probe_app
 from orchestrator.settings import Settings
 
 __all__ = [
@@ -60,6 +67,7 @@ _ENDPOINTS = (
     (re.compile(r"/batches/[^/]+$"), "retrieve"),
     (re.compile(r"/batches$"), "list"),
     (re.compile(r"/files/[^/]+/content$"), "download"),
+    (re.compile(r"/files/[^/]+$"), "file"),
 )
 
 
@@ -67,7 +75,11 @@ def endpoint_of(request: httpx.Request) -> str:
     path = request.url.path.rstrip("/")
     for pattern, name in _ENDPOINTS:
         if pattern.search(path):
-            return "create" if name == "list" and request.method == "POST" else name
+            if name == "list" and request.method == "POST":
+                return "create"
+            if name == "file":
+                return "delete_file" if request.method == "DELETE" else "retrieve_file"
+            return name
     return "other"
 
 
@@ -178,6 +190,7 @@ class DatabaseCollector(Collector):
     ``orchestrator_database_up 0`` and nothing else, rather than a failed scrape."""
 
     def __init__(self, db: Database) -> None:
+        self._db = db
         self._queries = OperatorQueries(db)
 
     def collect(self) -> Iterator[Metric]:
@@ -186,6 +199,7 @@ class DatabaseCollector(Collector):
         )
         try:
             snapshot = self._queries.snapshot(utcnow())
+            upkeep = upkeep_snapshot(self._db)
         except (DatabaseError, SQLAlchemyError) as exc:  # a scrape must answer regardless
             log.warning("metrics: the database did not answer: %s", str(exc).splitlines()[0])
             up.add_metric([], 0)
@@ -230,6 +244,29 @@ class DatabaseCollector(Collector):
             "1 while all cancel sending is paused (the API refused the key).",
             value=1 if snapshot.pause is not None else 0,
         )
+        harvests = GaugeMetricFamily(
+            "orchestrator_harvests",
+            "Batches by harvest state (waiting, pending, done, missing, retrying).",
+            labels=["state"],
+        )
+        for state, n in sorted(upkeep.harvests_by_state.items()):
+            harvests.add_metric([state], n)
+        yield harvests
+        oldest = upkeep.oldest_unharvested_end
+        yield GaugeMetricFamily(
+            "orchestrator_oldest_unharvested_end_timestamp_seconds",
+            "When the ended batch that has waited longest for its harvest ended (Unix time; "
+            "0 when none waits). Its files expire, by default 30 days after that.",
+            value=oldest.timestamp() if oldest is not None else 0,
+        )
+        deletions = GaugeMetricFamily(
+            "orchestrator_file_deletions",
+            "API files queued for deletion after their harvest, by state.",
+            labels=["state"],
+        )
+        for state, n in sorted(upkeep.deletions_by_state.items()):
+            deletions.add_metric([state], n)
+        yield deletions
 
 
 @dataclass
@@ -247,30 +284,59 @@ class MetricsServer:
         self.thread.join(timeout=5)
 
 
-def serve_metrics(settings: Settings, registry: CollectorRegistry) -> MetricsServer | None:
-    """Serve ``GET /metrics`` on ``settings.metrics_address``:``metrics_port`` (port
-    0: any free port) in a daemon thread; nothing when the port is not set."""
+class _Server(ThreadingMixIn, WSGIServer):
+    daemon_threads = True
+
+
+class _QuietHandler(WSGIRequestHandler):
+    def log_message(self, format: str, *args: object) -> None:  # scrapes are not news
+        pass
+
+
+def serve_metrics(
+    settings: Settings, registry: CollectorRegistry, probes: Probes | None = None
+) -> MetricsServer | None:
+    """Serve ``GET /metrics`` (and ``/healthz``, ``/readyz`` with ``probes``) on
+    ``settings.metrics_address``:``metrics_port`` (port 0: any free port) in a daemon
+    thread; nothing when the port is not set."""
     if settings.metrics_port is None:
         return None
     addr = settings.metrics_address
+    app = probe_app(make_wsgi_app(registry), probes)
     try:
-        server, thread = start_http_server(settings.metrics_port, addr=addr, registry=registry)
+        family = socket.getaddrinfo(addr, settings.metrics_port)[0][0]
+        server_class = type("MetricsWSGIServer", (_Server,), {"address_family": family})
+        server: WSGIServer = make_server(
+            addr, settings.metrics_port, app, server_class, handler_class=_QuietHandler
+        )
     except OSError as exc:  # in use, not an address of this host, a name that resolves nowhere
         raise ConfigError(
             f"cannot serve metrics on {addr}:{settings.metrics_port} ({exc.strerror or exc}); "
             "check ORCHESTRATOR_METRICS_ADDRESS and ORCHESTRATOR_METRICS_PORT"
         ) from None
+    thread = threading.Thread(target=server.serve_forever, name="metrics", daemon=True)
+    thread.start()
     served = MetricsServer(server, thread)
     log.info("metrics on http://%s:%d/metrics", addr, served.port, extra={"action": "metrics"})
     return served
 
 
-def start_process_metrics(settings: Settings, db: Database) -> tuple[Metrics, MetricsServer | None]:
-    """A long-running process's metrics: its own counters and the fleet's state from
-    ``db``, served when ``settings.metrics_port`` is set. The server thread is a
-    daemon: it ends with the process."""
+def start_process_metrics(
+    settings: Settings,
+    db: Database,
+    *,
+    heartbeat: Heartbeat | None = None,
+    process: str = "process",
+) -> tuple[Metrics, MetricsServer | None]:
+    """A long-running process's metrics: its own counters, its loop's ``heartbeat``,
+    and the fleet's state from ``db``; with ``/healthz`` and ``/readyz``, served when
+    ``settings.metrics_port`` is set. The server thread is a daemon: it ends with the
+    process."""
     metrics = Metrics.for_database(db)
-    return metrics, serve_metrics(settings, metrics.registry)
+    if heartbeat is not None:
+        metrics.registry.register(HeartbeatCollector(heartbeat, process))
+    probes = Probes(heartbeat, Readiness(db))
+    return metrics, serve_metrics(settings, metrics.registry, probes)
 
 
 def add_metrics_port_argument(parser: argparse.ArgumentParser) -> None:

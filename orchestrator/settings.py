@@ -100,7 +100,14 @@ class Settings:
     file_id_repolls: int = 3
     ingest_chunk_lines: int = 2000
     download_attempts: int = 5
+    # running for months (docs/operators.md): both jobs are off unless set
+    cleanup_result_files: bool = False  # delete output/error files once harvested and verified
+    cleanup_input_files: bool = False  # and the input file too
+    cleanup_every_seconds: float = 60.0
+    retention_days: float | None = None  # set: the reconciler prunes rows of batches ended before
+    retention_every_seconds: float = 3600.0
     # observability
+    health_stale_seconds: float = 60.0  # /healthz fails when the loop has not turned for this long
     log_level: str = "INFO"
     log_format: str = "text"
     metrics_port: int | None = None
@@ -164,6 +171,8 @@ def _coerce(name: str, raw: Any, source: str) -> Any:
     try:
         if kind == "Secret":
             return Secret(str(raw))
+        if kind == "bool":
+            return _bool(raw)
         if kind.startswith("int"):
             if isinstance(raw, float | bool):
                 raise ValueError
@@ -177,6 +186,17 @@ def _coerce(name: str, raw: Any, source: str) -> Any:
         shown = "***" if kind == "Secret" else repr(raw)
         expected = kind.split(" ")[0]
         raise ConfigError(f"{source}: expected {expected}, got {shown}") from None
+
+
+def _bool(raw: Any) -> bool:
+    if isinstance(raw, bool):
+        return raw
+    text = str(raw).strip().lower()
+    if text in ("1", "true", "yes", "on"):
+        return True
+    if text in ("0", "false", "no", "off"):
+        return False
+    raise ValueError
 
 
 def _flatten(table: Mapping[str, Any], path: str) -> dict[str, Any]:

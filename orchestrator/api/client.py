@@ -1,6 +1,7 @@
 """A small sync client for the Batch API endpoints the orchestrator needs.
 
-- ``retrieve`` / ``cancel`` / ``list_batches`` (+ ``iter_batches``) / ``download``.
+- ``retrieve`` / ``cancel`` / ``list_batches`` (+ ``iter_batches``) / ``download`` /
+  ``delete_file``.
 - One ``httpx.Client``, safe to share between threads, with a connection pool per thread
   (see transport.py).
 - Retries in-process with tenacity, following ``RetryPolicy``: a few quick
@@ -302,6 +303,11 @@ class BatchApiClient:
         batch_id = validate_batch_id(batch_id)
         call = ApiCall("cancel", "POST", f"/batches/{batch_id}/cancel")
         return self._json_call(call, batch_id)
+
+    def delete_file(self, file_id: str) -> ApiResult:
+        """``DELETE /files/{id}``. A file already gone raises ``ApiNotFoundError``."""
+        file_id = validate_file_id(file_id)
+        return self._json_call(ApiCall("delete_file", "DELETE", f"/files/{file_id}"), None)
 
     def list_batches(self, after: str | None = None, limit: int = 20) -> ApiResult:
         """One page of ``GET /batches`` (newest first, in practice)."""

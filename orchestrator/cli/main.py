@@ -19,6 +19,7 @@ from orchestrator.cli import (
     simulate_command,
     status_commands,
     sync_commands,
+    upkeep_commands,
     worker_commands,
 )
 from orchestrator.cli.context import Context, Exit
@@ -43,6 +44,7 @@ COMMAND_MODULES: list[Callable[[argparse._SubParsersAction[argparse.ArgumentPars
     results_commands.register,
     sync_commands.register,
     health_commands.register,
+    upkeep_commands.register,
 ]
 
 EPILOG = """\

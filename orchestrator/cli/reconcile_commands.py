@@ -9,9 +9,10 @@ import signal
 from rich.table import Table
 
 from orchestrator.cli.context import Context, Exit
-from orchestrator.cli.wiring import build_client
+from orchestrator.cli.wiring import build_client, build_upkeep
 from orchestrator.clock import SystemClock
 from orchestrator.metrics import add_metrics_port_argument, start_process_metrics
+from orchestrator.probes import Heartbeat
 from orchestrator.processes.identity import process_id
 from orchestrator.processes.reconciler import PassSummary, Reconciler
 from orchestrator.processes.stopping import stop_on_signals
@@ -49,20 +50,38 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
 
 def run_reconcile(ctx: Context) -> Exit:
     db = ctx.database()
-    metrics, _ = start_process_metrics(ctx.settings, db)
+    clock = SystemClock()
+    heartbeat = Heartbeat(clock, stale_seconds=ctx.settings.health_stale_seconds)
+    metrics, _ = start_process_metrics(ctx.settings, db, heartbeat=heartbeat, process="reconciler")
     client = build_client(ctx.settings, transport=metrics.transport())
+    upkeep = build_upkeep(ctx.settings, db, client, clock)
     owner = process_id("reconciler")
     previous = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT)}
     stop = stop_on_signals()
     try:
-        with Reconciler(db, client, ctx.settings, SystemClock(), owner, stop=stop) as reconciler:
+        with Reconciler(
+            db,
+            client,
+            ctx.settings,
+            clock,
+            owner,
+            stop=stop,
+            heartbeat=heartbeat,
+            metrics=metrics,
+            upkeep=upkeep,
+        ) as reconciler:
             log.info(
                 "reconciler %s started (concurrency %d)",
                 owner,
                 reconciler.config.concurrency,
                 extra={"action": "reconciler_started"},
             )
-            summary = reconciler.run_once() if ctx.args.once else reconciler.run_forever(stop)
+            if ctx.args.once:
+                summary = reconciler.run_once()
+                if upkeep is not None:
+                    upkeep.run_due()
+            else:
+                summary = reconciler.run_forever(stop)
             summary.stopped = stop.is_set()
             reconciler.check_attention(summary)
     finally:

@@ -1,12 +1,21 @@
-"""Composition: build the API client and its retry policy from the settings."""
+"""Composition: build the API client, its retry policy and the reconciler's upkeep."""
 
 from __future__ import annotations
+
+from datetime import timedelta
 
 import httpx
 
 from orchestrator.api.client import ApiSettings, BatchApiClient
+from orchestrator.clock import Clock
 from orchestrator.core.retry_policy import RetryPolicy
+from orchestrator.db.database import Database
+from orchestrator.db.file_deletions import FileDeletionStore
+from orchestrator.db.retention import RetentionStore
 from orchestrator.errors import ConfigError
+from orchestrator.processes.cleanup import FileCleanup
+from orchestrator.processes.retention import Pruner
+from orchestrator.processes.upkeep import Upkeep
 from orchestrator.settings import Settings
 
 
@@ -36,3 +45,35 @@ def build_client(
         read_timeout=settings.api_read_timeout,
     )
     return BatchApiClient(api, policy=retry_policy(settings), transport=transport)
+
+
+def file_cleanup(settings: Settings, db: Database, client: BatchApiClient) -> FileCleanup:
+    store = FileDeletionStore(
+        db, result_files=settings.cleanup_result_files, input_files=settings.cleanup_input_files
+    )
+    return FileCleanup(
+        store,
+        client,
+        policy=retry_policy(settings),
+        auth_pause_seconds=settings.worker_auth_pause_seconds,
+    )
+
+
+def build_upkeep(
+    settings: Settings, db: Database, client: BatchApiClient, clock: Clock
+) -> Upkeep | None:
+    """The reconciler's periodic jobs the settings turn on; None when none is."""
+    upkeep = Upkeep(clock)
+    enabled = False
+    if settings.cleanup_result_files or settings.cleanup_input_files:
+        cleanup = file_cleanup(settings, db, client)
+        upkeep.add_cleanup(cleanup, every_seconds=settings.cleanup_every_seconds)
+        enabled = True
+    if settings.retention_days is not None:
+        upkeep.add_prune(
+            Pruner(RetentionStore(db)),
+            older_than=timedelta(days=settings.retention_days),
+            every_seconds=settings.retention_every_seconds,
+        )
+        enabled = True
+    return upkeep if enabled else None

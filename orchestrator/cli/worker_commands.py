@@ -12,6 +12,7 @@ from orchestrator.cli.wiring import build_client, retry_policy
 from orchestrator.clock import SystemClock, utcnow
 from orchestrator.db.cancels import CancelStore
 from orchestrator.metrics import add_metrics_port_argument, start_process_metrics
+from orchestrator.probes import Heartbeat
 from orchestrator.processes.identity import process_id
 from orchestrator.processes.stopping import stop_on_signals
 from orchestrator.processes.worker import CancelWorker, WorkerConfig
@@ -75,7 +76,9 @@ def worker_config(ctx: Context) -> WorkerConfig:
 
 def run_worker(ctx: Context) -> Exit:
     db = ctx.database()
-    metrics, _ = start_process_metrics(ctx.settings, db)
+    clock = SystemClock()
+    heartbeat = Heartbeat(clock, stale_seconds=ctx.settings.health_stale_seconds)
+    metrics, _ = start_process_metrics(ctx.settings, db, heartbeat=heartbeat, process="worker")
     client = build_client(ctx.settings, transport=metrics.transport())
     owner = process_id("worker")
     stop = stop_on_signals() if not ctx.args.once else threading.Event()
@@ -84,8 +87,9 @@ def run_worker(ctx: Context) -> Exit:
         client,
         config=worker_config(ctx),
         policy=retry_policy(ctx.settings),
-        clock=SystemClock(),
+        clock=clock,
         owner=owner,
+        heartbeat=heartbeat,
     )
     log.info("worker %s started (concurrency %d)", owner, ctx.settings.worker_concurrency)
     try:

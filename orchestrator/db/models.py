@@ -122,6 +122,7 @@ class Batch(Base):
     results_stored: Mapped[int] = mapped_column(default=0)
     result_line_errors: Mapped[int] = mapped_column(default=0)
     overdue_since: Mapped[datetime | None]
+    results_pruned_at: Mapped[datetime | None]  # result rows removed by `orchestrator prune`
     lease_owner: Mapped[str | None] = mapped_column(String(128))
     lease_expires_at: Mapped[datetime | None]
     version: Mapped[int] = mapped_column(default=0)
@@ -255,6 +256,28 @@ class ResultLineError(Base):
     batch_id: Mapped[str] = mapped_column(String(128))
     raw: Mapped[str] = mapped_column(Text)
     error: Mapped[str] = mapped_column(Text)
+
+
+class FileDeletion(Base):
+    """A result or input file we delete from the API once its harvest is complete."""
+
+    __tablename__ = "file_deletions"
+
+    file_id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    batch_id: Mapped[str] = mapped_column(String(128), ForeignKey("batches.id"))
+    kind: Mapped[str] = mapped_column(String(8))  # output | error | input
+    state: Mapped[str] = mapped_column(String(16))  # pending | done | failed
+    outcome: Mapped[str | None] = mapped_column(String(32))  # deleted | already_gone | refused
+    attempts: Mapped[int] = mapped_column(default=0)
+    requested_at: Mapped[datetime]
+    next_attempt_at: Mapped[datetime | None]  # the database's time; also the claim's lease
+    last_attempt_at: Mapped[datetime | None]
+    last_http_status: Mapped[int | None]
+    last_error: Mapped[str | None] = mapped_column(Text)
+    last_request_id: Mapped[str | None] = mapped_column(String(128))
+    done_at: Mapped[datetime | None]
+
+    __table_args__ = (Index(None, "state", "next_attempt_at"), Index(None, "batch_id"))
 
 
 class Pause(Base):

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -67,6 +68,7 @@ class IngestResult:
     inserted: int = 0
     duplicates: int = 0
     malformed: int = 0
+    bytes_read: int = 0  # by every download this call started, repeats included
     error: str | None = None
     stopped: bool = False
 
@@ -88,6 +90,7 @@ class FileIngest:
         owner: str,
         settings: IngestSettings,
         stop: threading.Event | None = None,
+        on_progress: Callable[[], None] = lambda: None,
     ) -> None:
         self.client = client
         self.results = results
@@ -95,6 +98,7 @@ class FileIngest:
         self.owner = owner
         self.settings = settings
         self.stop = stop or threading.Event()
+        self.on_progress = on_progress  # after each committed chunk: a long download is alive
 
     def run(self, *, batch_id: str, file_id: str, kind: str) -> IngestResult:
         """Store the file; returns its state (``pending`` if every attempt failed).
@@ -176,9 +180,11 @@ class FileIngest:
             )
             committed += len(lines)
             outcome.add(counts)
+            self.on_progress()
 
         with self.client.download(file_id) as download:
             for data in download.iter_bytes(self.settings.read_bytes):
+                outcome.bytes_read += len(data)
                 lines = splitter.feed(data)
                 if seen + len(lines) <= skip:  # stored by an earlier download
                     seen += len(lines)

@@ -30,7 +30,10 @@ from orchestrator.db.database import Database
 from orchestrator.db.polls import Attention, Claim, PollRecord, PollStore
 from orchestrator.db.results import LeaseLost, ResultStore
 from orchestrator.errors import ApiError, DatabaseUnavailable, InvalidBatchId
+from orchestrator.metrics import Metrics
+from orchestrator.probes import Heartbeat
 from orchestrator.processes.ingest import READ_BYTES, FileIngest, IngestResult, IngestSettings
+from orchestrator.processes.upkeep import Upkeep
 from orchestrator.settings import Settings
 
 __all__ = ["PassSummary", "Reconciler", "ReconcilerConfig", "poll_policy"]
@@ -166,6 +169,9 @@ class Reconciler:
         policy: PollPolicy | None = None,
         random_unit: Callable[[], float] = random.random,
         stop: threading.Event | None = None,
+        heartbeat: Heartbeat | None = None,
+        metrics: Metrics | None = None,
+        upkeep: Upkeep | None = None,
     ) -> None:
         self.db = db
         self.client = client
@@ -182,6 +188,9 @@ class Reconciler:
         self.results = ResultStore(db)
         # Set to stop: claimed work not yet started is released, harvests end at a checkpoint.
         self.stop = stop or threading.Event()
+        self.heartbeat = heartbeat or Heartbeat(clock)  # /healthz: the loop still turns
+        self.metrics = metrics
+        self.upkeep = upkeep  # file clean-up and pruning, between passes
         self._pool = ThreadPoolExecutor(self.config.concurrency, thread_name_prefix="reconcile")
 
     def close(self) -> None:
@@ -204,6 +213,7 @@ class Reconciler:
         summary = PassSummary(passes=1)
         seen: set[str] = set()
         while not self.stop.is_set() and summary.auth_error is None:
+            self.heartbeat.beat()
             now = self.clock.now()  # once per page: leases are measured from here
             claims = self.polls.claim_due(
                 now=now,
@@ -236,21 +246,27 @@ class Reconciler:
                     log.info("database is back after %d failed attempt(s)", outage)
                     outage = 0
                 summary = self.run_once()
+                if self.upkeep is not None:
+                    self.upkeep.run_due()
             except DatabaseUnavailable as exc:
                 outage += 1
                 total.db_outages += 1
                 initial = self.config.db_retry_initial_seconds
                 wait = min(DB_RETRY_MAX_SECONDS, initial * 2.0 ** min(outage - 1, 10))
                 log.warning("%s; retrying in %.1fs", exc, wait, extra={"action": "db_outage"})
-                stop.wait(wait)
+                self._wait(stop, wait)
                 continue
             total.merge(summary)
             if summary.auth_error is not None:
-                stop.wait(self.policy.error_max_seconds)
+                self._wait(stop, self.policy.error_max_seconds)
             elif summary.claimed == 0:
-                stop.wait(self.config.idle_seconds)
+                self._wait(stop, self.config.idle_seconds)
         total.stopped = True
         return total
+
+    def _wait(self, stop: threading.Event, seconds: float) -> None:
+        self.heartbeat.beat(busy_for=seconds)  # a deliberate wait is not a stall
+        stop.wait(seconds)
 
     def check_attention(self, summary: PassSummary) -> PassSummary:
         summary.attention = self.polls.attention()
@@ -372,12 +388,17 @@ class Reconciler:
                 read_bytes=self.config.read_bytes,
             ),
             stop=self.stop,
+            on_progress=self.heartbeat.beat,
         )
         found = PassSummary()
         try:
             for kind, file_id in files:
                 outcome = ingest.run(batch_id=batch_id, file_id=file_id, kind=kind)
                 _count_file(found, batch_id, outcome)
+                if self.metrics is not None:
+                    self.metrics.observe_ingested(
+                        kind, results=outcome.inserted, bytes_read=outcome.bytes_read
+                    )
                 if outcome.stopped:
                     found.released += self.polls.release([batch_id], owner=self.owner)
                     summary.merge(found)

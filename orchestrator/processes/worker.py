@@ -31,6 +31,7 @@ from orchestrator.core.retry_policy import RetryPolicy
 from orchestrator.db.cancels import Attempt, CancelStore, Claim
 from orchestrator.db.models import Pause
 from orchestrator.errors import ApiError, DatabaseUnavailable, InvalidBatchId
+from orchestrator.probes import Heartbeat
 
 log = logging.getLogger(__name__)
 
@@ -95,6 +96,7 @@ class CancelWorker:
         clock: Clock,
         owner: str,
         random_unit: Callable[[], float] = random.random,
+        heartbeat: Heartbeat | None = None,
     ) -> None:
         self.store = store
         self.client = client
@@ -104,6 +106,7 @@ class CancelWorker:
         self.owner = owner
         self.random_unit = random_unit
         self.report = WorkerReport()
+        self.heartbeat = heartbeat or Heartbeat(clock)  # /healthz: the loop still turns
         self._pause: Pause | None = None
         self._pause_checked: datetime | None = None
 
@@ -124,6 +127,7 @@ class CancelWorker:
         db_failures = 0
         with ThreadPoolExecutor(self.config.concurrency, thread_name_prefix="cancel") as pool:
             while True:
+                self.heartbeat.beat()
                 finished.extend(self._collect(in_flight))
                 claims: list[Claim] = []
                 try:
@@ -197,6 +201,7 @@ class CancelWorker:
             pause,
             extra={"action": "db_unavailable"},
         )
+        self.heartbeat.beat(busy_for=pause)
         stop.wait(pause)
 
     def _wait(
@@ -212,6 +217,7 @@ class CancelWorker:
         if in_flight:
             wait(list(in_flight), timeout=TICK_SECONDS, return_when=ALL_COMPLETED)
         elif not busy:
+            self.heartbeat.beat(busy_for=self.config.idle_seconds)
             stop.wait(self.config.idle_seconds)
 
     def _shut_down(

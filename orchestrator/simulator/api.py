@@ -71,6 +71,7 @@ class Dispatcher:
             "create_batch": lambda rq: Reply.json(sim.api_create_batch(_json_body(rq.body))),
             "create_file": self._create_file,
             "retrieve_file": lambda rq: Reply.json(sim.api_file(rq.file_id)),
+            "delete_file": lambda rq: Reply.json(sim.api_delete_file(rq.file_id)),
             "content": self._content,
             "sim_counters": lambda rq: Reply.json(sim.counters()),
             "sim_reset_counters": self._reset_counters,

@@ -22,7 +22,16 @@ FAULT_KINDS: frozenset[str] = frozenset(
     {"status", "html", "slow", "drop_before", "drop_mid", "truncate"}
 )
 ENDPOINTS: frozenset[str] = frozenset(
-    {"retrieve", "cancel", "list", "content", "create_batch", "create_file", "retrieve_file"}
+    {
+        "retrieve",
+        "cancel",
+        "list",
+        "content",
+        "create_batch",
+        "create_file",
+        "retrieve_file",
+        "delete_file",
+    }
 )
 # Kinds for which the server still does the work of the request.
 PROCESSING_KINDS: frozenset[str] = frozenset({"slow", "drop_mid", "truncate"})

@@ -34,6 +34,8 @@ def _api_route(method: str, parts: list[str]) -> Route | None:
             return Route("create_file")
         case ("GET", ["files", file_id]):
             return Route("retrieve_file", file_id=file_id)
+        case ("DELETE", ["files", file_id]):
+            return Route("delete_file", file_id=file_id)
         case ("GET", ["files", file_id, "content"]):
             return Route("content", file_id=file_id)
     return None

@@ -217,6 +217,19 @@ class Simulator:
             raise file_not_found(file_id)
         return record.api_view()
 
+    def api_delete_file(self, file_id: str) -> dict[str, Any]:
+        """``DELETE /files/{id}``: gone for good; a second delete is a 404, as on the API."""
+        with self._lock:
+            record = self._files.pop(file_id, None)
+        if record is None:
+            raise file_not_found(file_id)
+        return {"id": file_id, "object": "file", "deleted": True}
+
+    def file_ids(self) -> list[str]:
+        """Every file the simulator holds (control surface, for tests)."""
+        with self._lock:
+            return sorted(self._files)
+
     def file_content(self, file_id: str) -> FileContent:
         with self._lock:
             record = self._files.get(file_id)

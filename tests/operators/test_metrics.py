@@ -130,6 +130,8 @@ def test_api_requests_and_retries_are_counted_below_the_client(serve: Serve) -> 
         ("GET", "/v1/batches", "list"),
         ("POST", "/openai/batches", "create"),
         ("GET", "/v1/files/file-1/content", "download"),
+        ("DELETE", "/v1/files/file-1", "delete_file"),
+        ("GET", "/v1/files/file-1", "retrieve_file"),
         ("GET", "/v1/models", "other"),
     ],
 )

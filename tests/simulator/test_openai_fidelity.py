@@ -9,7 +9,7 @@ from collections.abc import Iterator
 import openai
 import orjson
 import pytest
-from openai.types import Batch, FileObject
+from openai.types import Batch, FileDeleted, FileObject
 
 from orchestrator.clock import ManualClock
 from orchestrator.simulator import FaultRule, Simulator, SimulatorServer
@@ -95,6 +95,14 @@ def test_full_flow_with_the_official_client(
 
     info = client.files.retrieve(done.output_file_id)
     assert info.purpose == "batch_output" and info.bytes == len(output.content)
+
+    deleted = client.files.delete(done.output_file_id)
+    assert isinstance(deleted, FileDeleted)
+    assert deleted.id == done.output_file_id and deleted.deleted is True
+    with pytest.raises(openai.NotFoundError):  # gone for good: content and a second delete
+        client.files.content(done.output_file_id)
+    with pytest.raises(openai.NotFoundError):
+        client.files.delete(done.output_file_id)
 
 
 def test_list_pagination_with_the_official_client(

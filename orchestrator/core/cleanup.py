@@ -1,0 +1,131 @@
+"""Which of a batch's files may be deleted from the API, and which of our rows may go. Pure.
+
+A file is deleted only once every line of the batch's result files is ours:
+the batch is terminal, its harvest is ``done``, and each output and error file
+it names is recorded in full (state ``done``, its line count and sha256 known,
+the checkpoint at its last line). A harvest that is pending, retrying or
+``missing`` (a file was gone) deletes nothing: what we hold is not the whole
+answer, and a person may still want the files that remain.
+
+An input file may be shared by several batches: it goes only when every
+tracked batch that names it may lose its files.
+
+Retention: a batch's result rows and events may be pruned once it has ended
+(terminal, harvest settled as ``done`` or ``missing``) and ended before the
+cut-off.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from enum import StrEnum
+
+from orchestrator.core.harvest import FileState, HarvestState
+from orchestrator.core.status import parse_status
+
+__all__ = [
+    "BatchFiles",
+    "DeletionState",
+    "FileKind",
+    "StoredFile",
+    "deletable",
+    "harvest_verified",
+    "may_prune",
+]
+
+
+class FileKind(StrEnum):
+    OUTPUT = "output"
+    ERROR = "error"
+    INPUT = "input"
+
+
+class DeletionState(StrEnum):
+    PENDING = "pending"
+    DONE = "done"  # deleted by us, or already gone (404)
+    FAILED = "failed"  # refused in a way asking again will not change
+
+
+@dataclass(frozen=True)
+class StoredFile:
+    """What ``result_files`` says about one file."""
+
+    state: str
+    lines: int | None
+    sha256: str | None
+    lines_committed: int
+
+
+@dataclass(frozen=True)
+class BatchFiles:
+    """One batch as far as clean-up cares."""
+
+    batch_id: str
+    status: str | None
+    harvest_state: str
+    output_file_id: str | None
+    error_file_id: str | None
+    input_file_id: str | None
+
+    def result_file_ids(self) -> list[tuple[FileKind, str]]:
+        pairs = ((FileKind.OUTPUT, self.output_file_id), (FileKind.ERROR, self.error_file_id))
+        return [(kind, file_id) for kind, file_id in pairs if file_id]
+
+
+def _stored_in_full(stored: StoredFile | None) -> bool:
+    return (
+        stored is not None
+        and stored.state == FileState.DONE
+        and stored.lines is not None
+        and stored.sha256 is not None
+        and stored.lines_committed == stored.lines
+    )
+
+
+def harvest_verified(batch: BatchFiles, stored: Mapping[str, StoredFile]) -> bool:
+    """Is every line of every result file of ``batch`` recorded, and checked?"""
+    status = parse_status(batch.status) if batch.status else None
+    if status is None or not status.is_terminal or batch.harvest_state != HarvestState.DONE:
+        return False
+    return all(_stored_in_full(stored.get(file_id)) for _, file_id in batch.result_file_ids())
+
+
+def deletable(
+    batch: BatchFiles,
+    stored: Mapping[str, StoredFile],
+    *,
+    result_files: bool,
+    input_file: bool,
+    input_users: Iterable[BatchFiles] = (),
+    input_users_stored: Mapping[str, StoredFile] | None = None,
+) -> list[tuple[FileKind, str]]:
+    """The files of ``batch`` that may be deleted now (empty unless its harvest is verified).
+
+    ``input_users`` are the other tracked batches naming the same input file; with
+    their ``result_files`` rows in ``input_users_stored``.
+    """
+    if not harvest_verified(batch, stored):
+        return []
+    found = batch.result_file_ids() if result_files else []
+    if input_file and batch.input_file_id:
+        others = input_users_stored if input_users_stored is not None else stored
+        if all(harvest_verified(other, others) for other in input_users):
+            found.append((FileKind.INPUT, batch.input_file_id))
+    return found
+
+
+def may_prune(
+    *, status: str | None, harvest_state: str, harvested_at: datetime | None, cutoff: datetime
+) -> bool:
+    """Has the batch ended (terminal, harvest settled) before ``cutoff``?"""
+    parsed = parse_status(status) if status else None
+    settled = harvest_state in (HarvestState.DONE, HarvestState.MISSING)
+    return (
+        parsed is not None
+        and parsed.is_terminal
+        and settled
+        and harvested_at is not None
+        and harvested_at < cutoff
+    )

@@ -1,0 +1,240 @@
+"""The ``file_deletions`` table: which API files to delete, and how each deletion went.
+
+A file is queued only when ``core.cleanup.deletable`` says its batch's harvest
+is verified, and checked again by the same rule when it is claimed, in the
+transaction that claims it: nothing between the two can make us delete a file
+whose lines we do not hold. Times are the database's (``server_now``): a due
+time set by one host is read by another. A claim moves ``next_attempt_at`` a
+lease ahead, so two processes never send one deletion at once, and a process
+that dies mid-call leaves a row that is simply due again later.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import timedelta
+
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session
+
+from orchestrator.core.cleanup import (
+    BatchFiles,
+    DeletionState,
+    FileKind,
+    StoredFile,
+    deletable,
+)
+from orchestrator.db.database import Database, chunks
+from orchestrator.db.models import Batch, FileDeletion, ResultFile, table_of
+from orchestrator.db.server_time import server_now
+
+__all__ = ["Deletion", "DeletionResult", "FileDeletionStore"]
+
+_ERROR_CHARS = 2000
+
+
+@dataclass(frozen=True)
+class Deletion:
+    """A file to delete: queued, or (from ``preview``) about to be."""
+
+    batch_id: str
+    kind: FileKind
+    file_id: str
+    attempts: int = 0
+
+
+@dataclass(frozen=True, kw_only=True)
+class DeletionResult:
+    """What one DELETE came to; ``retry_in`` set means: pending, due again then."""
+
+    state: DeletionState
+    outcome: str | None = None
+    http_status: int | None = None
+    request_id: str | None = None
+    error: str | None = None
+    retry_in: float | None = None
+
+
+def _batch_files(row: Batch) -> BatchFiles:
+    return BatchFiles(
+        batch_id=row.id,
+        status=row.status,
+        harvest_state=row.harvest_state,
+        output_file_id=row.output_file_id,
+        error_file_id=row.error_file_id,
+        input_file_id=row.input_file_id,
+    )
+
+
+class FileDeletionStore:
+    def __init__(self, db: Database, *, result_files: bool, input_files: bool) -> None:
+        self.db = db
+        self.result_files = result_files
+        self.input_files = input_files
+
+    # --- the rule, applied to what the database holds ---------------------------------
+
+    def _allowed(self, session: Session, batch_ids: Iterable[str]) -> set[tuple[str, str]]:
+        """(batch id, file id) of every file of these batches the rule lets go now."""
+        batches = {
+            row.id: _batch_files(row)
+            for ids in chunks(sorted(set(batch_ids)))
+            for row in session.scalars(select(Batch).where(Batch.id.in_(ids)))
+        }
+        users: dict[str, list[BatchFiles]] = {}
+        if self.input_files:
+            inputs = sorted({b.input_file_id for b in batches.values() if b.input_file_id})
+            for ids in chunks(inputs):
+                for row in session.scalars(select(Batch).where(Batch.input_file_id.in_(ids))):
+                    assert row.input_file_id is not None
+                    users.setdefault(row.input_file_id, []).append(_batch_files(row))
+        every = {b.batch_id for b in batches.values()}
+        every.update(u.batch_id for found in users.values() for u in found)
+        stored = {
+            f.file_id: StoredFile(f.state, f.lines, f.sha256, f.lines_committed)
+            for ids in chunks(sorted(every))
+            for f in session.scalars(select(ResultFile).where(ResultFile.batch_id.in_(ids)))
+        }
+        allowed: set[tuple[str, str]] = set()
+        for batch in batches.values():
+            files = deletable(
+                batch,
+                stored,
+                result_files=self.result_files,
+                input_file=self.input_files,
+                input_users=users.get(batch.input_file_id or "", []),
+            )
+            allowed.update((batch.batch_id, file_id) for _, file_id in files)
+        return allowed
+
+    def _unqueued(self, session: Session, limit: int) -> list[Deletion]:
+        """Files of harvested batches with no ``file_deletions`` row yet, rule applied."""
+        columns = []
+        if self.result_files:
+            columns += [
+                (FileKind.OUTPUT, Batch.output_file_id),
+                (FileKind.ERROR, Batch.error_file_id),
+            ]
+        if self.input_files:
+            columns.append((FileKind.INPUT, Batch.input_file_id))
+        found: dict[str, Deletion] = {}
+        for kind, column in columns:
+            queued = select(FileDeletion.file_id).where(FileDeletion.file_id == column)
+            rows = session.execute(
+                select(Batch.id, column)
+                .where(
+                    Batch.harvest_state == "done",
+                    column.is_not(None),
+                    column != "",
+                    ~queued.exists(),
+                )
+                .order_by(Batch.harvested_at, Batch.id)
+                .limit(limit)
+            ).all()
+            for batch_id, file_id in rows:
+                if file_id:
+                    found.setdefault(file_id, Deletion(batch_id, kind, file_id))
+        allowed = self._allowed(session, {d.batch_id for d in found.values()})
+        return [d for d in found.values() if (d.batch_id, d.file_id) in allowed][:limit]
+
+    # --- planning ---------------------------------------------------------------------
+
+    def preview(self, *, limit: int) -> list[Deletion]:
+        """What would go now: queued deletions that are pending, then files not queued yet."""
+        with self.db.transaction() as session:
+            pending = [
+                Deletion(r.batch_id, FileKind(r.kind), r.file_id, r.attempts)
+                for r in session.scalars(
+                    select(FileDeletion)
+                    .where(FileDeletion.state == DeletionState.PENDING.value)
+                    .order_by(FileDeletion.next_attempt_at, FileDeletion.file_id)
+                    .limit(limit)
+                )
+            ]
+            allowed = self._allowed(session, {d.batch_id for d in pending})
+            pending = [d for d in pending if (d.batch_id, d.file_id) in allowed]
+            return pending + self._unqueued(session, max(limit - len(pending), 0))
+
+    def enqueue(self, *, limit: int) -> int:
+        """Queue the files that may go now (each once); returns how many were queued."""
+        with self.db.transaction() as session:
+            found = self._unqueued(session, limit)
+            if not found:
+                return 0
+            now = server_now(session)
+            rows = [
+                {
+                    "file_id": d.file_id,
+                    "batch_id": d.batch_id,
+                    "kind": d.kind.value,
+                    "state": DeletionState.PENDING.value,
+                    "attempts": 0,
+                    "requested_at": now,
+                    "next_attempt_at": now,
+                }
+                for d in found
+            ]
+            session.execute(self.db.insert_ignoring_conflicts(table_of(FileDeletion)), rows)
+            return len(rows)
+
+    # --- sending ----------------------------------------------------------------------
+
+    def claim_due(self, *, limit: int, lease_seconds: float) -> list[Deletion]:
+        """Lease up to ``limit`` due deletions whose files the rule still lets go."""
+        with self.db.transaction() as session:
+            now = server_now(session)
+            rows = list(
+                session.scalars(
+                    select(FileDeletion)
+                    .where(
+                        FileDeletion.state == DeletionState.PENDING.value,
+                        FileDeletion.next_attempt_at <= now,
+                    )
+                    .order_by(FileDeletion.next_attempt_at, FileDeletion.file_id)
+                    .limit(limit)
+                    .with_for_update(skip_locked=True)
+                )
+            )
+            allowed = self._allowed(session, {r.batch_id for r in rows})
+            claimed = [r for r in rows if (r.batch_id, r.file_id) in allowed]
+            if not claimed:
+                return []
+            session.execute(
+                update(FileDeletion)
+                .where(FileDeletion.file_id.in_([r.file_id for r in claimed]))
+                .values(
+                    attempts=FileDeletion.attempts + 1,
+                    last_attempt_at=now,
+                    next_attempt_at=now + timedelta(seconds=lease_seconds),
+                )
+                .execution_options(synchronize_session=False)
+            )
+            return [
+                Deletion(r.batch_id, FileKind(r.kind), r.file_id, r.attempts + 1) for r in claimed
+            ]
+
+    def record(self, file_id: str, result: DeletionResult) -> None:
+        with self.db.transaction() as session:
+            now = server_now(session)
+            values: dict[str, object] = {
+                "state": result.state.value,
+                "outcome": result.outcome,
+                "last_http_status": result.http_status,
+                "last_request_id": result.request_id,
+                "last_error": result.error[:_ERROR_CHARS] if result.error else None,
+            }
+            if result.state is DeletionState.PENDING:
+                values["next_attempt_at"] = now + timedelta(seconds=result.retry_in or 0.0)
+            else:
+                values["next_attempt_at"] = None
+                values["done_at"] = now
+            session.execute(
+                update(FileDeletion)
+                .where(
+                    FileDeletion.file_id == file_id,
+                    FileDeletion.state == DeletionState.PENDING.value,
+                )
+                .values(values)
+                .execution_options(synchronize_session=False)
+            )

@@ -1,0 +1,192 @@
+"""Retention: remove the result rows and events of batches that ended long ago.
+
+Only batches that ended (``core.cleanup.may_prune``: terminal, harvest settled)
+before a cut-off taken from the database's clock lose rows: their
+``batch_results``, ``result_line_errors``, and the ``batch_events`` recorded
+before the cut-off. The batch row, its cancel request and attempts, and its
+``result_files`` (lines, bytes, sha256: what we had) are kept.
+
+Every delete is its own short transaction of at most ``chunk_rows`` rows, picked
+by key, so a prune never holds locks the reconciler waits on for long, and an
+interrupted prune simply leaves less to do next time.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, fields
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import Delete, delete, func, select, tuple_, update
+
+from orchestrator.core.cleanup import may_prune
+from orchestrator.db.database import Database, chunks
+from orchestrator.db.models import Batch, BatchEvent, BatchResult, ResultLineError
+from orchestrator.db.server_time import server_now
+
+__all__ = ["PruneCounts", "RetentionStore"]
+
+CHUNK_ROWS = 5000
+ARCHIVE_PAGE_ROWS = 1000
+
+
+@dataclass
+class PruneCounts:
+    batches: int = 0
+    results: int = 0
+    line_errors: int = 0
+    events: int = 0
+
+    def add(self, other: PruneCounts) -> None:
+        for f in fields(self):
+            setattr(self, f.name, getattr(self, f.name) + getattr(other, f.name))
+
+
+class RetentionStore:
+    def __init__(self, db: Database, *, chunk_rows: int = CHUNK_ROWS) -> None:
+        self.db = db
+        self.chunk_rows = chunk_rows
+
+    def cutoff(self, older_than: timedelta) -> datetime:
+        """``older_than`` before the database's now."""
+        with self.db.transaction() as session:
+            return server_now(session) - older_than
+
+    def ended_before(self, cutoff: datetime, *, after: str | None, limit: int) -> list[str]:
+        """Ids (in order, after ``after``) of batches that ended before ``cutoff``."""
+        statement = (
+            select(Batch.id, Batch.status, Batch.harvest_state, Batch.harvested_at)
+            .where(
+                Batch.harvest_state.in_(("done", "missing")),
+                Batch.harvested_at < cutoff,
+            )
+            .order_by(Batch.id)
+            .limit(limit)
+        )
+        if after is not None:
+            statement = statement.where(Batch.id > after)
+        with self.db.transaction() as session:
+            rows = session.execute(statement).all()
+        return [
+            batch_id
+            for batch_id, status, harvest, harvested in rows
+            if may_prune(
+                status=status, harvest_state=harvest, harvested_at=harvested, cutoff=cutoff
+            )
+        ]
+
+    def count(self, batch_ids: Sequence[str], cutoff: datetime) -> PruneCounts:
+        """What pruning these batches would remove."""
+        found = PruneCounts()
+        with self.db.transaction() as session:
+            for ids in chunks(batch_ids):
+                results = session.scalar(select(func.count()).where(BatchResult.batch_id.in_(ids)))
+                errors = session.scalar(
+                    select(func.count()).where(ResultLineError.batch_id.in_(ids))
+                )
+                events = session.scalar(
+                    select(func.count()).where(
+                        BatchEvent.batch_id.in_(ids), BatchEvent.recorded_at < cutoff
+                    )
+                )
+                found.add(PruneCounts(0, int(results or 0), int(errors or 0), int(events or 0)))
+        found.batches = len(batch_ids)
+        return found
+
+    def iter_archive(self, batch_id: str) -> Iterator[tuple[int, dict[str, Any]]]:
+        """(result id or 0, record) for every result row and unreadable line of the batch,
+        a page per short transaction."""
+        after = 0
+        while True:
+            with self.db.transaction() as session:
+                page = session.scalars(
+                    select(BatchResult)
+                    .where(BatchResult.batch_id == batch_id, BatchResult.id > after)
+                    .order_by(BatchResult.id)
+                    .limit(ARCHIVE_PAGE_ROWS)
+                ).all()
+            for row in page:
+                yield (
+                    row.id,
+                    {
+                        "record": "result",
+                        **{c.key: getattr(row, c.key) for c in BatchResult.__table__.columns},
+                    },
+                )
+            if len(page) < ARCHIVE_PAGE_ROWS:
+                break
+            after = page[-1].id
+        with self.db.transaction() as session:
+            errors = session.scalars(
+                select(ResultLineError)
+                .where(ResultLineError.batch_id == batch_id)
+                .order_by(ResultLineError.file_id, ResultLineError.line_number)
+            ).all()
+        for error in errors:
+            yield (
+                0,
+                {
+                    "record": "line_error",
+                    **{c.key: getattr(error, c.key) for c in ResultLineError.__table__.columns},
+                },
+            )
+
+    def prune_batch(
+        self,
+        batch_id: str,
+        cutoff: datetime,
+        *,
+        max_result_id: int | None = None,
+        on_chunk: Callable[[], None] = lambda: None,
+    ) -> PruneCounts:
+        """Remove the batch's rows, ``chunk_rows`` per transaction.
+
+        ``max_result_id``: only results up to it (the last one archived).
+        ``on_chunk`` runs after each committed chunk (progress, heartbeats).
+        """
+        n = self.chunk_rows
+        results = select(BatchResult.id).where(BatchResult.batch_id == batch_id)
+        if max_result_id is not None:
+            results = results.where(BatchResult.id <= max_result_id)
+        line_errors = select(ResultLineError.file_id, ResultLineError.line_number).where(
+            ResultLineError.batch_id == batch_id
+        )
+        events = select(BatchEvent.id).where(
+            BatchEvent.batch_id == batch_id, BatchEvent.recorded_at < cutoff
+        )
+        key = tuple_(ResultLineError.file_id, ResultLineError.line_number)
+        found = PruneCounts(batches=1)
+        found.results = self._drain(
+            lambda: delete(BatchResult).where(BatchResult.id.in_(results.limit(n))), on_chunk
+        )
+        found.line_errors = self._drain(
+            lambda: delete(ResultLineError).where(key.in_(line_errors.limit(n))), on_chunk
+        )
+        found.events = self._drain(
+            lambda: delete(BatchEvent).where(BatchEvent.id.in_(events.limit(n))), on_chunk
+        )
+        if found.results or found.line_errors:
+            with self.db.transaction() as session:
+                session.execute(
+                    update(Batch)
+                    .where(Batch.id == batch_id)
+                    .values(results_pruned_at=server_now(session))
+                    .execution_options(synchronize_session=False)
+                )
+        return found
+
+    def _drain(self, statement: Callable[[], Delete], on_chunk: Callable[[], None]) -> int:
+        total = 0
+        while True:
+            with self.db.transaction() as session:
+                gone = int(
+                    session.execute(
+                        statement().execution_options(synchronize_session=False)
+                    ).rowcount  # type: ignore[attr-defined]
+                )
+            total += gone
+            if gone:
+                on_chunk()
+            if gone < self.chunk_rows:
+                return total

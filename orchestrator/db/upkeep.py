@@ -1,0 +1,62 @@
+"""Read-only counts for the alerts of a long-running fleet: harvests, file deletions.
+
+Kept apart from ``queries.OperatorQueries.snapshot`` (the status picture); the
+metrics collector reads both on each scrape.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+from sqlalchemy import func, select
+
+from orchestrator.db.database import Database
+from orchestrator.db.models import Batch, FileDeletion
+
+__all__ = ["UpkeepSnapshot", "upkeep_snapshot"]
+
+
+@dataclass(frozen=True)
+class UpkeepSnapshot:
+    harvests_by_state: dict[str, int] = field(default_factory=dict)
+    # The server's end time of the terminal batch that has waited longest for its harvest:
+    # its files expire (by default 30 days after the batch ended), and are lost then.
+    oldest_unharvested_end: datetime | None = None
+    deletions_by_state: dict[str, int] = field(default_factory=dict)
+
+
+def upkeep_snapshot(db: Database) -> UpkeepSnapshot:
+    ended = func.coalesce(
+        Batch.completed_at,
+        Batch.cancelled_at,
+        Batch.expired_at,
+        Batch.failed_at,
+        Batch.status_changed_at,
+    )
+    with db.transaction() as session:
+        harvests = {
+            state: int(n)
+            for state, n in session.execute(
+                select(Batch.harvest_state, func.count()).group_by(Batch.harvest_state)
+            )
+        }
+        oldest = session.scalar(
+            select(func.min(ended)).where(Batch.harvest_state.in_(("pending", "retrying")))
+        )
+        deletions = {
+            state: int(n)
+            for state, n in session.execute(
+                select(FileDeletion.state, func.count()).group_by(FileDeletion.state)
+            )
+        }
+    return UpkeepSnapshot(harvests, _aware(oldest), deletions)
+
+
+def _aware(value: datetime | str | None) -> datetime | None:
+    """An aggregate loses the column type: SQLite hands back its text."""
+    if isinstance(value, str):
+        value = datetime.fromisoformat(value)
+    if value is None:
+        return None
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)

@@ -1,0 +1,241 @@
+"""File clean-up against a real simulator, on SQLite and PostgreSQL: a file is deleted
+only once every line of its batch's files is stored and verified."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
+
+import pytest
+from sqlalchemy import select, update
+
+from orchestrator.cli.main import main
+from orchestrator.clock import ManualClock
+from orchestrator.core.retry_policy import RetryPolicy
+from orchestrator.db.database import Database
+from orchestrator.db.file_deletions import FileDeletionStore
+from orchestrator.db.models import Batch, FileDeletion, ResultFile
+from orchestrator.db.polls import PollStore
+from orchestrator.processes.cleanup import FileCleanup
+from orchestrator.simulator import FaultRule
+
+from .conftest import ReconcilerFactory, Sim, track
+
+
+class Crash(BaseException):
+    """The process dies here (nothing below it runs, nothing catches it)."""
+
+
+CleanupFactory = Callable[..., FileCleanup]
+
+
+@pytest.fixture
+def make_cleanup(database: Database, sim: Sim, clock: ManualClock) -> Iterator[CleanupFactory]:
+    made: list[FileCleanup] = []
+
+    def make(*, input_files: bool, lease: float = 300.0) -> FileCleanup:
+        store = FileDeletionStore(database, result_files=True, input_files=input_files)
+        cleanup = FileCleanup(
+            store,
+            sim.client(clock),
+            policy=RetryPolicy(),
+            auth_pause_seconds=300.0,
+            random_unit=lambda: 0.0,
+            lease_seconds=lease,
+        )
+        made.append(cleanup)
+        return cleanup
+
+    yield make
+    for cleanup in made:
+        cleanup.client.close()
+
+
+def deletions(database: Database) -> dict[str, FileDeletion]:
+    with database.transaction() as session:
+        return {d.file_id: d for d in session.scalars(select(FileDeletion))}
+
+
+def batch_files(sim: Sim, batch_id: str) -> tuple[str, str, str]:
+    view = sim.simulator.batch(batch_id)
+    return view["output_file_id"], view["error_file_id"], view["input_file_id"]
+
+
+def test_files_go_only_after_the_harvest_is_verified_and_each_deletion_is_recorded(
+    database: Database,
+    sim: Sim,
+    clock: ManualClock,
+    reconciler: ReconcilerFactory,
+    make_cleanup: CleanupFactory,
+) -> None:
+    batch_id = sim.simulator.create_batch(300, age_s=100, cancel_after_s=30)
+    track(database, clock, batch_id)
+    cleanup = make_cleanup(input_files=False)
+    assert cleanup.run_once().queued == 0  # not even polled yet
+    output_id, error_id, input_id = batch_files(sim, batch_id)
+
+    assert reconciler().run_once().harvested == 1
+    report = cleanup.run_once()
+
+    assert (report.queued, report.deleted, report.failed) == (2, 2, [])
+    held = set(sim.simulator.file_ids())
+    assert output_id not in held and error_id not in held and input_id in held
+    rows = deletions(database)
+    assert {f: (d.kind, d.state, d.outcome, d.attempts) for f, d in rows.items()} == {
+        output_id: ("output", "done", "deleted", 1),
+        error_id: ("error", "done", "deleted", 1),
+    }
+    assert all(d.last_http_status == 200 and d.done_at is not None for d in rows.values())
+    assert cleanup.run_once().queued == 0  # each file once
+    assert sim.simulator.served("delete_file") == 2
+
+
+def test_a_crash_between_the_download_and_the_end_of_the_harvest_deletes_nothing(
+    database: Database,
+    sim: Sim,
+    clock: ManualClock,
+    reconciler: ReconcilerFactory,
+    monkeypatch: pytest.MonkeyPatch,
+    make_cleanup: CleanupFactory,
+) -> None:
+    """Every line is stored and the file rows say done, but the process dies before the
+    batch's harvest is recorded as finished: the files are not ours yet."""
+    batch_id = sim.simulator.create_batch(300, age_s=100)
+    track(database, clock, batch_id)
+
+    def die(*args: object, **kwargs: object) -> None:
+        raise Crash
+
+    with monkeypatch.context() as patch:
+        patch.setattr(PollStore, "finish_harvest", die)
+        with pytest.raises(Crash):
+            reconciler(owner="doomed").run_once()
+    with database.transaction() as session:
+        assert {f.state for f in session.scalars(select(ResultFile))} == {"done"}
+        assert session.get(Batch, batch_id).harvest_state == "pending"  # type: ignore[union-attr]
+
+    cleanup = make_cleanup(input_files=True)
+    assert cleanup.run_once().queued == 0
+    assert sim.simulator.served("delete_file") == 0
+
+    clock.advance(400)  # the dead process's lease runs out; another reconciler finishes
+    assert reconciler(owner="heir").run_once().harvested == 1
+    assert cleanup.run_once().deleted == 3  # output, error and input
+
+
+def test_an_interrupted_download_and_a_failed_harvest_delete_nothing(
+    database: Database,
+    sim: Sim,
+    clock: ManualClock,
+    reconciler: ReconcilerFactory,
+    make_cleanup: CleanupFactory,
+) -> None:
+    cut = sim.simulator.create_batch(3000, age_s=100)
+    gone = sim.simulator.create_batch(300, age_s=100)
+    track(database, clock, cut, gone)
+    cut_output = batch_files(sim, cut)[0]
+    gone_output = batch_files(sim, gone)[0]
+    sim.simulator.add_faults(
+        [  # one download cut half-way, for good; one file the server no longer has
+            FaultRule(kind="drop_mid", endpoint="content", file_id=cut_output, times=None),
+            FaultRule(
+                kind="status", status=404, endpoint="content", file_id=gone_output, times=None
+            ),
+        ]
+    )
+    summary = reconciler(download_attempts=1, read_bytes=16384).run_once()
+    assert len(summary.files_failed) == 1 and len(summary.files_missing) == 1
+    with database.transaction() as session:
+        states = dict(session.execute(select(Batch.id, Batch.harvest_state)).all())
+        partial = session.get(ResultFile, cut_output)
+    assert states == {cut: "retrying", gone: "missing"}
+    assert partial is not None and partial.state == "pending" and partial.lines_committed > 0
+
+    cleanup = make_cleanup(input_files=True)
+    assert cleanup.store.preview(limit=100) == []
+    report = cleanup.run_once()
+    assert (report.queued, report.deleted) == (0, 0)
+    assert sim.simulator.served("delete_file") == 0  # not even the complete error files
+
+
+def test_a_file_already_gone_is_done_and_a_failed_call_is_retried_with_backoff(
+    database: Database,
+    sim: Sim,
+    clock: ManualClock,
+    reconciler: ReconcilerFactory,
+    make_cleanup: CleanupFactory,
+) -> None:
+    batch_id = sim.simulator.create_batch(300, age_s=100, cancel_after_s=30)
+    track(database, clock, batch_id)
+    reconciler().run_once()
+    output_id, error_id, _ = batch_files(sim, batch_id)
+    sim.simulator.api_delete_file(output_id)  # someone else deleted it
+    sim.simulator.add_fault(
+        FaultRule(kind="status", status=503, endpoint="delete_file", file_id=error_id, times=None)
+    )
+    cleanup = make_cleanup(input_files=False)
+    report = cleanup.run_once()
+    assert (report.already_gone, report.retrying) == (1, 1)
+    rows = deletions(database)
+    assert (rows[output_id].state, rows[output_id].outcome) == ("done", "already_gone")
+    waiting = rows[error_id]
+    assert (waiting.state, waiting.last_http_status, waiting.attempts) == ("pending", 503, 1)
+    assert waiting.next_attempt_at is not None and waiting.last_attempt_at is not None
+    assert waiting.next_attempt_at > waiting.last_attempt_at  # backoff, on the database's clock
+    assert cleanup.run_once().retrying == 0  # not due yet: nothing sent
+
+    sim.simulator.clear_faults()
+    with database.transaction() as session:  # the backoff has passed
+        session.execute(
+            update(FileDeletion).values(next_attempt_at=datetime(2000, 1, 1, tzinfo=UTC))
+        )
+    assert cleanup.run_once().deleted == 1
+    assert deletions(database)[error_id].attempts == 2
+
+
+def test_a_deletion_sent_by_a_process_that_died_before_recording_it_is_done_on_retry(
+    database: Database,
+    sim: Sim,
+    clock: ManualClock,
+    reconciler: ReconcilerFactory,
+    monkeypatch: pytest.MonkeyPatch,
+    make_cleanup: CleanupFactory,
+) -> None:
+    batch_id = sim.simulator.create_batch(300, age_s=100)
+    track(database, clock, batch_id)
+    reconciler().run_once()
+    cleanup = make_cleanup(input_files=False, lease=0.0)
+
+    def die(*args: object, **kwargs: object) -> None:
+        raise Crash
+
+    with monkeypatch.context() as patch:
+        patch.setattr(FileDeletionStore, "record", die)
+        with pytest.raises(Crash):
+            cleanup.run_once()
+    assert sim.simulator.served("delete_file") == 1
+    report = cleanup.run_once()  # the lease (0 s here) ran out: sent again, and 404 is done
+    assert report.deleted + report.already_gone == 2
+    assert {d.state for d in deletions(database).values()} == {"done"}
+
+
+def test_cli_dry_run_lists_and_deletes_nothing(
+    db_url: str,
+    database: Database,
+    sim: Sim,
+    clock: ManualClock,
+    reconciler: ReconcilerFactory,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    batch_id = sim.simulator.create_batch(300, age_s=100)
+    track(database, clock, batch_id)
+    reconciler().run_once()
+    output_id, error_id, input_id = batch_files(sim, batch_id)
+    capsys.readouterr()
+    code = main(["cleanup", "--dry-run", "--input-files", "--database-url", db_url])
+    out, err = capsys.readouterr()
+    assert code == 0
+    listed = {line.split("\t")[0]: line.split("\t")[1] for line in out.splitlines()}
+    assert listed == {output_id: "output", error_id: "error", input_id: "input"}
+    assert "3 file(s) would be deleted" in err
+    assert deletions(database) == {} and sim.simulator.served("delete_file") == 0
