@@ -1,0 +1,140 @@
+"""Pruning old rows of ended batches, on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import gzip
+import json
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+from sqlalchemy import func, select
+
+from orchestrator.cli.main import main
+from orchestrator.clock import utcnow
+from orchestrator.db.database import Database
+from orchestrator.db.models import (
+    Batch,
+    BatchEvent,
+    BatchResult,
+    CancelRequest,
+    ResultFile,
+    ResultLineError,
+)
+from orchestrator.db.retention import RetentionStore
+from orchestrator.errors import ConfigError
+from orchestrator.processes.retention import Pruner
+
+from .retention_seed import seed_batch
+
+MONTH = timedelta(days=30)
+
+
+def count(db: Database, model: type, batch_id: str) -> int:
+    with db.transaction() as session:
+        return int(
+            session.scalar(select(func.count()).where(model.batch_id == batch_id)) or 0  # type: ignore[attr-defined]
+        )
+
+
+@pytest.fixture
+def seeded(database: Database) -> Database:
+    now = utcnow()
+    seed_batch(database, "batch_old", now=now, ended_at=now - timedelta(days=40), results=120)
+    seed_batch(database, "batch_recent", now=now, ended_at=now - timedelta(days=3), results=50)
+    seed_batch(database, "batch_open", now=now - timedelta(days=60), ended_at=None, results=30)
+    return database
+
+
+def test_only_old_rows_of_ended_batches_go_in_small_chunks_and_batches_stay(
+    seeded: Database,
+) -> None:
+    chunks: list[int] = []
+    pruner = Pruner(RetentionStore(seeded, chunk_rows=25), on_chunk=lambda: chunks.append(1))
+    plan = pruner.plan(MONTH)
+    assert plan.batch_ids == ["batch_old"]
+    assert (plan.counts.results, plan.counts.line_errors, plan.counts.events) == (120, 2, 1)
+
+    done = pruner.prune(plan)
+
+    assert done == plan.counts
+    assert len(chunks) == 5 + 1 + 1  # 120 results in 25s, then the line errors, then the event
+    assert (
+        count(seeded, BatchResult, "batch_old"),
+        count(seeded, ResultLineError, "batch_old"),
+    ) == (
+        0,
+        0,
+    )
+    assert count(seeded, BatchEvent, "batch_old") == 2  # the recent events stay
+    for kept, n in (("batch_recent", 50), ("batch_open", 30)):
+        assert count(seeded, BatchResult, kept) == n
+        assert count(seeded, BatchEvent, kept) == 3
+    with seeded.transaction() as session:
+        old = session.get(Batch, "batch_old")
+        request = session.get(CancelRequest, "batch_old")
+        result_file = session.get(ResultFile, "file-batch_old")
+        assert old is not None and old.results_pruned_at is not None
+        assert old.results_stored == 120  # what we had, still said
+        assert request is not None and request.outcome == "cancelled"
+        assert result_file is not None and result_file.sha256 == "ab" * 32
+    assert pruner.prune(pruner.plan(MONTH)).results == 0  # nothing left to do
+
+
+def test_the_archive_holds_every_pruned_row_and_is_never_overwritten(
+    seeded: Database, tmp_path: Path
+) -> None:
+    pruner = Pruner(RetentionStore(seeded, chunk_rows=1000))
+    archive = tmp_path / "pruned.jsonl.gz"
+    pruner.prune(pruner.plan(MONTH), archive=archive)
+    with gzip.open(archive, "rt") as handle:
+        records = [json.loads(line) for line in handle]
+    results = [r for r in records if r["record"] == "result"]
+    assert sorted(r["custom_id"] for r in results) == sorted(f"req-{i}" for i in range(120))
+    assert {r["batch_id"] for r in records} == {"batch_old"}
+    assert results[0]["body"] == {"n": 0} and results[0]["status_code"] == 200
+    assert [r["line_number"] for r in records if r["record"] == "line_error"] == [121, 122]
+    assert archive.stat().st_mode & 0o777 == 0o600
+
+    with pytest.raises(ConfigError, match="exists"):
+        pruner.prune(pruner.plan(MONTH), archive=archive)
+    target = tmp_path / "elsewhere"
+    target.write_text("keep me")
+    link = tmp_path / "link.jsonl.gz"
+    link.symlink_to(target)
+    with pytest.raises(ConfigError, match="exists"):
+        pruner.prune(pruner.plan(MONTH), archive=link)
+    assert target.read_text() == "keep me"
+
+
+def test_a_failed_archive_deletes_nothing(seeded: Database, tmp_path: Path) -> None:
+    pruner = Pruner(RetentionStore(seeded))
+    with pytest.raises(ConfigError, match="cannot create"):
+        pruner.prune(pruner.plan(MONTH), archive=tmp_path / "no-such-dir" / "a.jsonl.gz")
+    assert count(seeded, BatchResult, "batch_old") == 120
+
+
+def test_cli_dry_run_counts_then_prune_removes(
+    seeded: Database, db_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    capsys.readouterr()
+    assert (
+        main(["prune", "--older-than", "30d", "--dry-run", "--json", "--database-url", db_url]) == 0
+    )
+    said = json.loads(capsys.readouterr().out)
+    assert said["dry_run"] is True
+    assert (said["batches"], said["results"], said["line_errors"], said["events"]) == (1, 120, 2, 1)
+    assert count(seeded, BatchResult, "batch_old") == 120
+
+    assert main(["prune", "--older-than", "30d", "--database-url", db_url]) == 0
+    assert "removed 120 result(s), 2 unreadable line(s) and 1 event(s) of 1 batch(es)" in (
+        capsys.readouterr().err
+    )
+    assert count(seeded, BatchResult, "batch_old") == 0
+
+
+def test_cli_needs_an_age(
+    seeded: Database, db_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["prune", "--database-url", db_url]) == 2
+    assert "--older-than" in capsys.readouterr().err

@@ -1,0 +1,101 @@
+"""The clean-up and retention rules (core/cleanup.py), case by case."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from orchestrator.core.cleanup import BatchFiles, FileKind, StoredFile, deletable, may_prune
+
+DONE = StoredFile("done", lines=10, sha256="ab" * 32, lines_committed=10)
+HARVESTED = BatchFiles(
+    batch_id="batch_a",
+    status="cancelled",
+    harvest_state="done",
+    output_file_id="file-out",
+    error_file_id="file-err",
+    input_file_id="file-in",
+)
+STORED = {"file-out": DONE, "file-err": DONE}
+
+
+def files(batch: BatchFiles = HARVESTED, stored: dict[str, StoredFile] = STORED) -> set[str]:
+    found = deletable(batch, stored, result_files=True, input_file=True, input_users=[batch])
+    return {file_id for _, file_id in found}
+
+
+def test_a_verified_harvest_lets_every_file_go() -> None:
+    assert files() == {"file-out", "file-err", "file-in"}
+    only_results = deletable(HARVESTED, STORED, result_files=True, input_file=False)
+    assert only_results == [(FileKind.OUTPUT, "file-out"), (FileKind.ERROR, "file-err")]
+    only_input = deletable(
+        HARVESTED, STORED, result_files=False, input_file=True, input_users=[HARVESTED]
+    )
+    assert only_input == [(FileKind.INPUT, "file-in")]
+
+
+@pytest.mark.parametrize("harvest", ["waiting", "pending", "retrying", "missing"])
+def test_nothing_goes_unless_the_harvest_is_done(harvest: str) -> None:
+    assert files(replace(HARVESTED, harvest_state=harvest)) == set()
+
+
+@pytest.mark.parametrize("status", [None, "in_progress", "cancelling", "finalizing", "new_one"])
+def test_nothing_goes_before_the_batch_is_terminal(status: str | None) -> None:
+    assert files(replace(HARVESTED, status=status)) == set()
+
+
+@pytest.mark.parametrize(
+    "stored",
+    [
+        {"file-out": DONE},  # no row for the error file
+        {"file-out": DONE, "file-err": replace(DONE, state="pending")},
+        {"file-out": DONE, "file-err": replace(DONE, state="missing")},
+        {"file-out": DONE, "file-err": replace(DONE, lines=None)},
+        {"file-out": DONE, "file-err": replace(DONE, sha256=None)},
+        {"file-out": DONE, "file-err": replace(DONE, lines_committed=9)},
+    ],
+)
+def test_one_file_not_stored_in_full_keeps_every_file(stored: dict[str, StoredFile]) -> None:
+    assert files(stored=stored) == set()
+
+
+def test_a_batch_without_result_files_may_lose_only_its_input() -> None:
+    empty = replace(HARVESTED, output_file_id=None, error_file_id="")
+    assert files(empty, {}) == {"file-in"}
+
+
+def test_a_shared_input_file_waits_for_every_batch_that_uses_it() -> None:
+    other = replace(HARVESTED, batch_id="batch_b", harvest_state="pending")
+    found = deletable(
+        HARVESTED, STORED, result_files=True, input_file=True, input_users=[HARVESTED, other]
+    )
+    assert {f for _, f in found} == {"file-out", "file-err"}
+
+
+NOW = datetime(2026, 12, 1, tzinfo=UTC)
+
+
+@pytest.mark.parametrize(
+    ("status", "harvest", "ended_days_ago", "prunable"),
+    [
+        ("completed", "done", 31, True),
+        ("expired", "missing", 31, True),  # settled, even if a file was gone
+        ("completed", "done", 29, False),  # not old enough
+        ("completed", "retrying", 31, False),  # the harvest has not finished
+        ("completed", "pending", 31, False),
+        ("cancelling", "waiting", 31, False),
+        (None, "waiting", 31, False),
+    ],
+)
+def test_only_batches_that_ended_before_the_cutoff_are_pruned(
+    status: str | None, harvest: str, ended_days_ago: int, prunable: bool
+) -> None:
+    cutoff = NOW - timedelta(days=30)
+    harvested_at = NOW - timedelta(days=ended_days_ago)
+    verdict = may_prune(
+        status=status, harvest_state=harvest, harvested_at=harvested_at, cutoff=cutoff
+    )
+    assert verdict is prunable
+    assert not may_prune(status=status, harvest_state=harvest, harvested_at=None, cutoff=cutoff)
