@@ -30,11 +30,12 @@ from .retention_seed import seed_batch
 MONTH = timedelta(days=30)
 
 
-def count(db: Database, model: type, batch_id: str) -> int:
+def count(
+    db: Database, model: type[BatchResult | ResultLineError | BatchEvent], batch_id: str
+) -> int:
     with db.transaction() as session:
-        return int(
-            session.scalar(select(func.count()).where(model.batch_id == batch_id)) or 0  # type: ignore[attr-defined]
-        )
+        found = session.scalar(select(func.count()).where(model.batch_id == batch_id))
+        return int(found or 0)
 
 
 @pytest.fixture
