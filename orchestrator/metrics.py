@@ -335,7 +335,8 @@ def start_process_metrics(
     metrics = Metrics.for_database(db)
     if heartbeat is not None:
         metrics.registry.register(HeartbeatCollector(heartbeat, process))
-    probes = Probes(heartbeat, Readiness(db))
+    readiness = Readiness(db, clock=heartbeat.clock if heartbeat is not None else None)
+    probes = Probes(heartbeat, readiness)
     return metrics, serve_metrics(settings, metrics.registry, probes)
 
 
