@@ -144,7 +144,7 @@ def test_readyz_fails_when_the_database_goes_away_and_metrics_still_answer(
     settings = Settings(database_url=pg_url, **PORT_ZERO)  # type: ignore[arg-type]
     clock = ManualClock()
     heartbeat = Heartbeat(clock)
-    metrics, server = start_process_metrics(settings, db, heartbeat=heartbeat, process="worker")
+    _, server = start_process_metrics(settings, db, heartbeat=heartbeat, process="worker")
     assert server is not None
     servers.append(server)
     base = f"http://127.0.0.1:{server.port}"
