@@ -252,13 +252,14 @@ class DatabaseCollector(Collector):
         for state, n in sorted(upkeep.harvests_by_state.items()):
             harvests.add_metric([state], n)
         yield harvests
-        oldest = upkeep.oldest_unharvested_end
-        yield GaugeMetricFamily(
+        oldest = GaugeMetricFamily(
             "orchestrator_oldest_unharvested_end_timestamp_seconds",
             "When the ended batch that has waited longest for its harvest ended (Unix time; "
-            "0 when none waits). Its files expire, by default 30 days after that.",
-            value=oldest.timestamp() if oldest is not None else 0,
+            "no sample while none waits). Its files expire, by default 30 days after that.",
         )
+        if upkeep.oldest_unharvested_end is not None:
+            oldest.add_metric([], upkeep.oldest_unharvested_end.timestamp())
+        yield oldest
         deletions = GaugeMetricFamily(
             "orchestrator_file_deletions",
             "API files queued for deletion after their harvest, by state.",
