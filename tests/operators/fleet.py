@@ -18,7 +18,13 @@ from orchestrator.core.observation import parse_batch
 from orchestrator.db.batches import BatchStore
 from orchestrator.db.cancels import Attempt, CancelStore
 from orchestrator.db.database import Database
-from orchestrator.db.models import Batch, BatchResult, ResultFile, ResultLineError
+from orchestrator.db.models import (
+    Batch,
+    BatchResult,
+    FileDeletion,
+    ResultFile,
+    ResultLineError,
+)
 
 IN_PROGRESS = "batch_abc123"  # cancel pending after a 429; metadata team=search
 SLOW_CANCEL = "batch_slowcancel"  # cancelling for 20 minutes, overdue
@@ -261,6 +267,28 @@ def populate(db: Database, now: datetime) -> None:
         harvest_state="missing",
         last_error="error file file-err-expired1: HTTP 404: No such File object",
     )
+
+    # clean-up: the cancelled batch's output file deleted, its error file refused
+    with db.transaction() as session:
+        for file_id, kind, state, outcome, status in (
+            ("file-out-cancelled1", "output", "done", "deleted", 200),
+            ("file-err-cancelled1", "error", "failed", "refused", 400),
+        ):
+            session.add(
+                FileDeletion(
+                    file_id=file_id,
+                    batch_id=CANCELLED,
+                    kind=kind,
+                    state=state,
+                    outcome=outcome,
+                    attempts=1,
+                    requested_at=minutes(2),
+                    last_attempt_at=minutes(2),
+                    last_http_status=status,
+                    last_error=None if status == 200 else "HTTP 400: cannot delete",
+                    done_at=minutes(2),
+                )
+            )
 
     BatchStore(db).track([UNOBSERVED], now=minutes(3), source="track")
     cancels.pause(PAUSE_REASON, now=minutes(1), until=now + timedelta(minutes=10))

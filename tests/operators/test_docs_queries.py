@@ -31,6 +31,7 @@ EXPECTED = {
     "state <> 'done'": [f.EXPIRED],
     "WHERE state = 'pending'": [f.IN_PROGRESS],
     "= 'search'": [f.IN_PROGRESS, f.SLOW_CANCEL],
+    "FROM file_deletions WHERE state = 'failed'": [f.CANCELLED],
 }
 
 
