@@ -54,7 +54,7 @@ def run_reconcile(ctx: Context) -> Exit:
     heartbeat = Heartbeat(clock, stale_seconds=ctx.settings.health_stale_seconds)
     metrics, _ = start_process_metrics(ctx.settings, db, heartbeat=heartbeat, process="reconciler")
     client = build_client(ctx.settings, transport=metrics.transport())
-    upkeep = build_upkeep(ctx.settings, db, client, clock)
+    upkeep = build_upkeep(ctx.settings, db, client, heartbeat)
     owner = process_id("reconciler")
     previous = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT)}
     stop = stop_on_signals()

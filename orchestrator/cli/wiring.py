@@ -2,17 +2,18 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import timedelta
 
 import httpx
 
 from orchestrator.api.client import ApiSettings, BatchApiClient
-from orchestrator.clock import Clock
 from orchestrator.core.retry_policy import RetryPolicy
 from orchestrator.db.database import Database
 from orchestrator.db.file_deletions import FileDeletionStore
 from orchestrator.db.retention import RetentionStore
 from orchestrator.errors import ConfigError
+from orchestrator.probes import Heartbeat
 from orchestrator.processes.cleanup import FileCleanup
 from orchestrator.processes.retention import Pruner
 from orchestrator.processes.upkeep import Upkeep
@@ -47,7 +48,13 @@ def build_client(
     return BatchApiClient(api, policy=retry_policy(settings), transport=transport)
 
 
-def file_cleanup(settings: Settings, db: Database, client: BatchApiClient) -> FileCleanup:
+def file_cleanup(
+    settings: Settings,
+    db: Database,
+    client: BatchApiClient,
+    *,
+    on_progress: Callable[[], None] = lambda: None,
+) -> FileCleanup:
     store = FileDeletionStore(
         db, result_files=settings.cleanup_result_files, input_files=settings.cleanup_input_files
     )
@@ -56,22 +63,24 @@ def file_cleanup(settings: Settings, db: Database, client: BatchApiClient) -> Fi
         client,
         policy=retry_policy(settings),
         auth_pause_seconds=settings.worker_auth_pause_seconds,
+        on_progress=on_progress,
     )
 
 
 def build_upkeep(
-    settings: Settings, db: Database, client: BatchApiClient, clock: Clock
+    settings: Settings, db: Database, client: BatchApiClient, heartbeat: Heartbeat
 ) -> Upkeep | None:
-    """The reconciler's periodic jobs the settings turn on; None when none is."""
-    upkeep = Upkeep(clock)
+    """The reconciler's periodic jobs the settings turn on; None when none is. They beat
+    ``heartbeat`` as they go: a long clean-up or prune is not a stalled loop."""
+    upkeep = Upkeep(heartbeat.clock)
     enabled = False
     if settings.cleanup_result_files or settings.cleanup_input_files:
-        cleanup = file_cleanup(settings, db, client)
+        cleanup = file_cleanup(settings, db, client, on_progress=heartbeat.beat)
         upkeep.add_cleanup(cleanup, every_seconds=settings.cleanup_every_seconds)
         enabled = True
     if settings.retention_days is not None:
         upkeep.add_prune(
-            Pruner(RetentionStore(db)),
+            Pruner(RetentionStore(db), on_chunk=heartbeat.beat),
             older_than=timedelta(days=settings.retention_days),
             every_seconds=settings.retention_every_seconds,
         )

@@ -61,6 +61,7 @@ class FileCleanup:
         random_unit: Callable[[], float] = random.random,
         max_pages: int = 10,
         lease_seconds: float = LEASE_SECONDS,
+        on_progress: Callable[[], None] = lambda: None,
     ) -> None:
         self.store = store
         self.client = client
@@ -69,6 +70,7 @@ class FileCleanup:
         self.random_unit = random_unit
         self.max_pages = max_pages  # bounds one run; the rest waits for the next
         self.lease_seconds = lease_seconds
+        self.on_progress = on_progress  # after each deletion: a long run is alive
 
     def run_once(self) -> CleanupReport:
         report = CleanupReport(queued=self.store.enqueue(limit=PAGE * self.max_pages))
@@ -78,6 +80,7 @@ class FileCleanup:
                 result = self._delete(claim)
                 self.store.record(claim.file_id, result)
                 _count(report, claim, result)
+                self.on_progress()
                 if report.auth_error is not None:
                     return report  # nothing will work until a person fixes the key
             if len(claims) < PAGE:

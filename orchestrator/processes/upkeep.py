@@ -36,14 +36,12 @@ class Upkeep:
         self.clock = clock
         self._jobs: list[_Job] = []
 
+    def add(self, name: str, run: Callable[[], str], *, every_seconds: float) -> None:
+        """A job: ``run`` does it and says what it did, at most once per ``every_seconds``."""
+        self._jobs.append(_Job(name, timedelta(seconds=every_seconds), run))
+
     def add_cleanup(self, cleanup: FileCleanup, *, every_seconds: float) -> None:
-        self._jobs.append(
-            _Job(
-                "file clean-up",
-                timedelta(seconds=every_seconds),
-                lambda: cleanup.run_once().summary(),
-            )
-        )
+        self.add("file clean-up", lambda: cleanup.run_once().summary(), every_seconds=every_seconds)
 
     def add_prune(self, pruner: Pruner, *, older_than: timedelta, every_seconds: float) -> None:
         def prune() -> str:
@@ -53,7 +51,7 @@ class Upkeep:
                 f"{done.events} event(s) of {done.batches} batch(es) ended before the cut-off"
             )
 
-        self._jobs.append(_Job("prune", timedelta(seconds=every_seconds), prune))
+        self.add("prune", prune, every_seconds=every_seconds)
 
     def run_due(self) -> None:
         for job in self._jobs:

@@ -116,3 +116,26 @@ def test_a_stop_mid_harvest_keeps_the_checkpoint_and_gives_the_lease_back(
     r.results.commit_chunk = original  # type: ignore[method-assign]
     assert r.run_once().harvested == 1
     assert stored_outcomes(database, batch_id) == expected_outcomes(sim.simulator, batch_id)
+
+
+def test_once_with_cleanup_on_deletes_the_files_it_just_harvested(
+    env: str,
+    sim: Sim,
+    clock: ManualClock,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    batch_id = sim.simulator.create_batch(40, age_s=100, cancel_after_s=30)
+    view = sim.simulator.batch(batch_id)
+    database = Database.connect(env)
+    track(database, clock, batch_id)
+    monkeypatch.setenv("ORCHESTRATOR_CLEANUP_RESULT_FILES", "true")
+    assert main(["reconcile", "--once"]) == 0
+    assert stored_outcomes(database, batch_id) == expected_outcomes(sim.simulator, batch_id)
+    held = set(sim.simulator.file_ids())
+    assert view["output_file_id"] not in held and view["error_file_id"] not in held
+    assert view["input_file_id"] in held  # a separate setting
+    monkeypatch.setenv("ORCHESTRATOR_CLEANUP_INPUT_FILES", "1")
+    assert main(["reconcile", "--once"]) == 0
+    assert view["input_file_id"] not in set(sim.simulator.file_ids())
+    database.dispose()
