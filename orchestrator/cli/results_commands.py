@@ -82,10 +82,17 @@ def run_results(ctx: Context) -> Exit:
         rows = queries.iter_results(batch_id, kind=ctx.args.kind)
         with _destination(ctx.args.output) as out:
             written = write_rows(out, rows, ctx.args.format)
+        pruned = queries.batches([batch_id])[batch_id].results_pruned_at
     finally:
         db.dispose()
     where = ctx.args.output or "stdout"
     ctx.err.print(f"exported {written} result(s) of {batch_id} to {where}", markup=False)
+    if pruned is not None:
+        ctx.err.print(
+            f"note: `orchestrator prune` removed the results of {batch_id} on "
+            f"{pruned:%Y-%m-%d %H:%M}Z (see its --archive file, if one was written)",
+            markup=False,
+        )
     _warn_if_partial(ctx, batch)
     return Exit.OK
 

@@ -139,3 +139,15 @@ def test_cli_needs_an_age(
 ) -> None:
     assert main(["prune", "--database-url", db_url]) == 2
     assert "--older-than" in capsys.readouterr().err
+
+
+def test_results_of_a_pruned_batch_say_so(
+    seeded: Database, db_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    Pruner(RetentionStore(seeded)).prune(Pruner(RetentionStore(seeded)).plan(MONTH))
+    capsys.readouterr()
+    assert main(["results", "batch_old", "--database-url", db_url]) == 0
+    out, err = capsys.readouterr()
+    assert out == "" and "exported 0 result(s)" in err and "`orchestrator prune` removed" in err
+    assert main(["results", "batch_recent", "--database-url", db_url]) == 0
+    assert "prune" not in capsys.readouterr().err
