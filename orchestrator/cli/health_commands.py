@@ -3,14 +3,13 @@ with our key, is sending paused, is anything overdue. For probes and for people.
 
 from __future__ import annotations
 
-import argparse
 from dataclasses import asdict, dataclass
 from typing import Any
 
 from orchestrator.cli.context import Context, Exit
 from orchestrator.cli.wiring import build_client
 from orchestrator.clock import utcnow
-from orchestrator.db import migrate
+from orchestrator.db import revision
 from orchestrator.db.database import Database
 from orchestrator.db.engine import (
     make_engine,
@@ -20,31 +19,6 @@ from orchestrator.db.engine import (
 )
 from orchestrator.db.queries import FleetSnapshot, OperatorQueries
 from orchestrator.errors import ApiError, ConfigError, DatabaseError
-
-EXIT_CODES = """\
-exit codes:
-  0  healthy (overdue batches are reported, not failed on)
-  1  the API check failed (unreachable, key refused), or sending is paused
-  2  bad settings (e.g. --api without OPENAI_API_KEY)
-  3  database unreachable, or its schema is not at this version's revision
-"""
-
-
-def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    health = commands.add_parser(
-        "healthcheck",
-        help="check the database (and with --api the Batch API); exit code says which failed",
-        description=(
-            "Check that the database is reachable and migrated; with --api, that the Batch "
-            "API answers GET /v1/batches?limit=1 with our key. Reports whether sending is "
-            "paused and how many batches are overdue."
-        ),
-        epilog=EXIT_CODES,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    health.add_argument("--api", action="store_true", help="also call the API (one cheap GET)")
-    health.add_argument("--json", action="store_true", help="machine-readable output")
-    health.set_defaults(handler=run_healthcheck)
 
 
 @dataclass
@@ -90,8 +64,8 @@ def run_healthcheck(ctx: Context) -> Exit:
 
 def _check_database(health: Health, db: Database) -> None:
     try:
-        health.revision = migrate.current_revision(db.engine)
-        health.head = migrate.head_revision()
+        health.revision = revision.current_revision(db.engine)
+        health.head = revision.head_revision()
         if health.revision != health.head:
             health.database_error = (
                 f"schema at {health.revision or 'nothing'}, this version needs {health.head}: "

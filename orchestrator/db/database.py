@@ -12,8 +12,8 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
-from orchestrator.db import migrate
 from orchestrator.db.engine import make_engine, require_existing_file, session_factory
+from orchestrator.db.revision import require_current
 from orchestrator.errors import DatabaseBusy, DatabaseUnavailable
 
 IDS_PER_STATEMENT = 500  # an IN list this long stays under any bind-parameter limit
@@ -37,7 +37,7 @@ class Database:
         engine = make_engine(url, pool_size=pool_size)
         if check_schema:
             try:
-                migrate.require_current(engine)
+                require_current(engine)
             except BaseException:
                 engine.dispose()
                 raise

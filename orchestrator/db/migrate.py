@@ -1,19 +1,23 @@
-"""Alembic, driven from code: `orchestrator db upgrade` and the start-up schema check."""
+"""Alembic, driven from code: `orchestrator db upgrade` (the start-up schema check, which
+needs no alembic, is `orchestrator.db.revision`)."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from alembic import command
 from alembic.config import Config
-from alembic.runtime.migration import MigrationContext
-from alembic.script import ScriptDirectory
 from sqlalchemy import Engine
-from sqlalchemy.exc import OperationalError
 
-from orchestrator.errors import DatabaseUnavailable, NotMigrated
+from orchestrator.db.revision import MIGRATIONS_DIR, current_revision, head_revision
 
-MIGRATIONS_DIR = Path(__file__).resolve().parents[2] / "migrations"
+__all__ = [
+    "MIGRATIONS_DIR",
+    "alembic_config",
+    "alembic_config_for_scripts",
+    "current_revision",
+    "downgrade",
+    "head_revision",
+    "upgrade",
+]
 
 
 def alembic_config(engine: Engine) -> Config:
@@ -23,25 +27,10 @@ def alembic_config(engine: Engine) -> Config:
     return config
 
 
-def head_revision() -> str:
-    script = ScriptDirectory.from_config(alembic_config_for_scripts())
-    head = script.get_current_head()
-    assert head is not None
-    return head
-
-
 def alembic_config_for_scripts() -> Config:
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS_DIR))
     return config
-
-
-def current_revision(engine: Engine) -> str | None:
-    try:
-        with engine.connect() as connection:
-            return MigrationContext.configure(connection).get_current_revision()
-    except OperationalError as exc:
-        raise DatabaseUnavailable(f"cannot reach the database: {exc.orig}") from exc
 
 
 def upgrade(engine: Engine, revision: str = "head") -> None:
@@ -50,15 +39,3 @@ def upgrade(engine: Engine, revision: str = "head") -> None:
 
 def downgrade(engine: Engine, revision: str = "base") -> None:
     command.downgrade(alembic_config(engine), revision)
-
-
-def require_current(engine: Engine) -> None:
-    """Refuse to run on a database whose schema is not at head."""
-    current = current_revision(engine)
-    head = head_revision()
-    if current != head:
-        where = "empty (no schema)" if current is None else f"at revision {current}"
-        raise NotMigrated(
-            f"the database {engine.url.render_as_string(hide_password=True)} is {where}, "
-            f"but this version needs revision {head}: run `orchestrator db upgrade`"
-        )

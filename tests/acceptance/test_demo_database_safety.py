@@ -18,7 +18,7 @@ import pytest
 from sqlalchemy import func, select
 
 from orchestrator.cli.main import main
-from orchestrator.db import migrate
+from orchestrator.db import migrate, revision
 from orchestrator.db.cancels import CancelStore
 from orchestrator.db.database import Database
 from orchestrator.db.engine import make_engine
@@ -160,7 +160,7 @@ def test_a_previous_demo_database_is_recognised_and_reset(tmp_path: Path) -> Non
     assert is_demo_database(path)
     assert batch_count(path) == 0
     engine = make_engine(url)
-    migrate.require_current(engine)
+    revision.require_current(engine)
     engine.dispose()
 
 

@@ -8,7 +8,7 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import inspect
 
-from orchestrator.db import migrate
+from orchestrator.db import migrate, revision
 from orchestrator.db.database import Database
 from orchestrator.db.engine import make_engine
 from orchestrator.db.models import Base
@@ -72,3 +72,21 @@ def test_revision_files_are_numbered_in_order() -> None:
     assert numbers == list(range(1, len(files) + 1))
     script = ScriptDirectory.from_config(migrate.alembic_config_for_scripts())
     assert len(script.get_heads()) == 1
+
+
+def test_the_head_read_from_the_files_is_alembics() -> None:
+    """The start-up check reads the head without alembic: it must name the same one."""
+    script = ScriptDirectory.from_config(migrate.alembic_config_for_scripts())
+    assert revision.head_revision() == script.get_current_head()
+
+
+def test_the_revision_read_with_plain_sql_is_alembics(empty_url: str) -> None:
+    engine = make_engine(empty_url)
+    try:
+        assert revision.current_revision(engine) is None
+        migrate.upgrade(engine, "0001")
+        with engine.connect() as connection:
+            alembics = MigrationContext.configure(connection).get_current_revision()
+        assert revision.current_revision(engine) == alembics == "0001"
+    finally:
+        engine.dispose()

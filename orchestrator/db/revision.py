@@ -1,0 +1,60 @@
+"""Is the schema current? Answered without alembic, which every command would otherwise
+import at start-up: the head is read from the revision files, the database's revision
+from the `alembic_version` table. `orchestrator.db.migrate` (alembic) changes schemas."""
+
+from __future__ import annotations
+
+import re
+from functools import cache
+from pathlib import Path
+
+from sqlalchemy import Engine, inspect, text
+from sqlalchemy.exc import OperationalError
+
+from orchestrator.errors import DatabaseUnavailable, NotMigrated
+
+MIGRATIONS_DIR = Path(__file__).resolve().parents[2] / "migrations"
+VERSION_TABLE = "alembic_version"  # alembic's default, which migrations/env.py keeps
+
+_ASSIGNED = re.compile(r"^(down_revision|revision)\b[^=\n]*=(.*)$", re.MULTILINE)
+_QUOTED = re.compile(r"""["']([^"']+)["']""")
+
+
+@cache
+def head_revision() -> str:
+    """The one revision no other revision file builds on (tests/db/test_migrations.py
+    checks that alembic names the same)."""
+    revisions: set[str] = set()
+    built_on: set[str] = set()
+    for path in (MIGRATIONS_DIR / "versions").glob("*.py"):
+        for name, value in _ASSIGNED.findall(path.read_text(encoding="utf-8")):
+            found = _QUOTED.findall(value)
+            (revisions if name == "revision" else built_on).update(found)
+    heads = revisions - built_on
+    if len(heads) != 1:
+        raise RuntimeError(f"{MIGRATIONS_DIR}/versions has {len(heads)} heads: {sorted(heads)}")
+    return heads.pop()
+
+
+def current_revision(engine: Engine) -> str | None:
+    """The database's schema revision; None for an empty database."""
+    try:
+        with engine.connect() as connection:
+            if not inspect(connection).has_table(VERSION_TABLE):
+                return None
+            found = connection.execute(text(f"SELECT version_num FROM {VERSION_TABLE}"))
+            return ", ".join(sorted(found.scalars())) or None
+    except OperationalError as exc:
+        raise DatabaseUnavailable(f"cannot reach the database: {exc.orig}") from exc
+
+
+def require_current(engine: Engine) -> None:
+    """Refuse to run on a database whose schema is not at head."""
+    current = current_revision(engine)
+    head = head_revision()
+    if current != head:
+        where = "empty (no schema)" if current is None else f"at revision {current}"
+        raise NotMigrated(
+            f"the database {engine.url.render_as_string(hide_password=True)} is {where}, "
+            f"but this version needs revision {head}: run `orchestrator db upgrade`"
+        )
