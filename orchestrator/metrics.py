@@ -19,7 +19,6 @@ Two kinds:
 
 from __future__ import annotations
 
-import argparse
 import logging
 import re
 import socket
@@ -51,7 +50,6 @@ __all__ = [
     "MeteredTransport",
     "Metrics",
     "MetricsServer",
-    "add_metrics_port_argument",
     "endpoint_of",
     "serve_metrics",
     "start_process_metrics",
@@ -339,20 +337,3 @@ def start_process_metrics(
     readiness = Readiness(db, clock=heartbeat.clock if heartbeat is not None else None)
     probes = Probes(heartbeat, readiness)
     return metrics, serve_metrics(settings, metrics.registry, probes)
-
-
-def add_metrics_port_argument(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--metrics-port",
-        type=int,
-        dest="setting_metrics_port",
-        metavar="PORT",
-        help="serve Prometheus metrics on this port (env ORCHESTRATOR_METRICS_PORT)",
-    )
-    parser.add_argument(
-        "--metrics-address",
-        dest="setting_metrics_address",
-        metavar="ADDR",
-        help="the address to serve them on (default 0.0.0.0, all interfaces; "
-        "127.0.0.1 for this host only; env ORCHESTRATOR_METRICS_ADDRESS)",
-    )

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import getpass
 
 from orchestrator.cli import cancel_plan
@@ -11,41 +10,6 @@ from orchestrator.cli.ids_input import IdList, collect_ids
 from orchestrator.clock import utcnow
 from orchestrator.db.batches import BatchStore
 from orchestrator.db.cancels import CancelStore
-
-IDS_HELP = "batch ids (`-` reads ids from stdin, one per line)"
-
-
-def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    cancel = commands.add_parser(
-        "cancel",
-        help="ask for batches to be cancelled (the worker sends it)",
-        description=(
-            "Record a durable request to cancel each batch and return at once; "
-            "`orchestrator worker` sends it, with retries, and the reconciler harvests the "
-            "partial results. Asking twice is harmless. Malformed ids are reported and "
-            "skipped; the rest go through. With filters (--status, --older-than, ...) it "
-            "chooses batches from the table, prints the plan and asks before requesting."
-        ),
-    )
-    _id_arguments(cancel)
-    cancel.add_argument("--reason", help="why (kept in the batch's history)")
-    cancel.add_argument("--by", default=None, help="who asks (default: the OS user)")
-    cancel_plan.add_selection_arguments(cancel)
-    cancel.set_defaults(handler=run_cancel)
-
-    track = commands.add_parser(
-        "track",
-        help="follow batches without cancelling them",
-        description="Record batches for the reconciler to follow and harvest; no cancel is sent.",
-    )
-    _id_arguments(track)
-    track.set_defaults(handler=run_track)
-
-
-def _id_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("ids", nargs="*", metavar="BATCH_ID", help=IDS_HELP)
-    parser.add_argument("--from-file", metavar="PATH", help="read ids from a file (`-`: stdin)")
-    parser.add_argument("--json", action="store_true", help="machine-readable output")
 
 
 def _report_rejected(ctx: Context, ids: IdList) -> None:

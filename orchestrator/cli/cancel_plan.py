@@ -21,39 +21,12 @@ from rich.table import Table
 from orchestrator.cli.context import Context, Exit
 from orchestrator.cli.ids_input import IdList, collect_ids
 from orchestrator.cli.render import age, cell
-from orchestrator.cli.selection import (
-    add_metadata_argument,
-    add_status_argument,
-    parse_duration,
-)
 from orchestrator.clock import utcnow
 from orchestrator.db.cancels import CancelStore, RequestSummary
 from orchestrator.db.queries import BatchFilter, BatchSummary, OperatorQueries
 
 SHOWN_ROWS = 100  # of each list, in the human plan; --json has them all
 OPEN_REQUEST = ("pending", "accepted", "closed")  # a `failed` request is reopened
-
-
-def add_selection_arguments(parser: argparse.ArgumentParser) -> None:
-    group = parser.add_argument_group(
-        "choosing batches from the table",
-        "Filters combine (all must hold) and add to any ids given. Batches they choose "
-        "that have already ended, or whose cancel is already requested, are skipped.",
-    )
-    add_status_argument(group, "batches in this status")
-    group.add_argument(
-        "--older-than",
-        type=parse_duration,
-        metavar="DURATION",
-        help="created more than this long ago (10m, 2h, 1d)",
-    )
-    add_metadata_argument(group)
-    group.add_argument("--endpoint", help="made for this endpoint (/v1/chat/completions)")
-    group.add_argument("--model", help="using this model")
-    group.add_argument("--dry-run", action="store_true", help="print the plan, request nothing")
-    group.add_argument(
-        "--yes", "-y", action="store_true", help="do not ask for confirmation (scripts)"
-    )
 
 
 def selection(args: argparse.Namespace, now: datetime) -> BatchFilter | None:

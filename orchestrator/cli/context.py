@@ -1,4 +1,7 @@
-"""What every command gets: settings, output helpers, and the exit codes."""
+"""What every command gets: settings, output helpers, and the exit codes.
+
+Light on purpose (every command imports it): rich and the database are imported
+when a command first prints or connects."""
 
 from __future__ import annotations
 
@@ -7,15 +10,18 @@ import json
 import logging
 import os
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 from enum import IntEnum
-from typing import Any, TextIO
+from functools import cached_property
+from typing import TYPE_CHECKING, Any, TextIO
 
-from rich.console import Console
-
-from orchestrator.db.database import Database
 from orchestrator.settings import Settings
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+    from orchestrator.db.database import Database
 
 
 class Exit(IntEnum):
@@ -34,17 +40,18 @@ log = logging.getLogger("orchestrator.cli")
 PIPED_WIDTH = 160
 
 
-class _PipeConsole(Console):
-    """A Console that lets a closed pipe reach `main` (exit 0), not exit 1 itself."""
-
-    def on_broken_pipe(self) -> None:
-        self.quiet = True
-        raise BrokenPipeError
-
-
 def _console(stream: TextIO, *, stderr: bool) -> Console:
+    from rich.console import Console
+
+    class PipeConsole(Console):
+        """A Console that lets a closed pipe reach `main` (exit 0), not exit 1 itself."""
+
+        def on_broken_pipe(self) -> None:
+            self.quiet = True
+            raise BrokenPipeError
+
     width = None if stream.isatty() or os.environ.get("COLUMNS") else PIPED_WIDTH
-    return _PipeConsole(stderr=stderr, highlight=False, width=width)
+    return PipeConsole(stderr=stderr, highlight=False, width=width)
 
 
 def to_jsonable(value: Any) -> Any:
@@ -61,14 +68,22 @@ def to_jsonable(value: Any) -> Any:
 class Context:
     settings: Settings
     args: argparse.Namespace
-    out: Console = field(default_factory=lambda: _console(sys.stdout, stderr=False))
-    err: Console = field(default_factory=lambda: _console(sys.stderr, stderr=True))
+
+    @cached_property
+    def out(self) -> Console:
+        return _console(sys.stdout, stderr=False)
+
+    @cached_property
+    def err(self) -> Console:
+        return _console(sys.stderr, stderr=True)
 
     @property
     def json(self) -> bool:
         return bool(getattr(self.args, "json", False))
 
     def database(self, *, check_schema: bool = True) -> Database:
+        from orchestrator.db.database import Database
+
         return Database.connect(
             self.settings.database_url,
             pool_size=self.settings.database_pool_size,

@@ -1,26 +1,40 @@
-"""Entry point: parse, load settings, dispatch, and turn errors into exit codes."""
+"""Entry point: parse, load settings, dispatch, and turn errors into exit codes.
+
+Start-up stays fast (`orchestrator --help` in a fraction of a second) because this
+module imports only argparse-level code: no SQLAlchemy, alembic, rich, httpx or
+simulator. A command is two modules:
+
+- `cli/NAME_args.py` (light): `register(commands)` adds its parser and names its
+  implementation as a string, `set_defaults(handler="NAME_commands.run_x")`;
+- `cli/NAME_commands.py` (heavy): `run_x(ctx) -> Exit` and everything it needs,
+  imported only when that command runs (`load_handler`).
+
+A new command adds its `register` to COMMANDS below. tests/unit/test_cli_startup.py
+checks that every named handler exists and that importing this module stays light.
+"""
 
 from __future__ import annotations
 
 import argparse
+import importlib
 import os
 import sys
 from collections.abc import Callable, Sequence
 
 from orchestrator import __version__, logs
 from orchestrator.cli import (
-    cancel_commands,
-    config_commands,
-    db_commands,
-    demo_command,
-    health_commands,
-    reconcile_commands,
-    results_commands,
-    simulate_command,
-    status_commands,
-    sync_commands,
-    upkeep_commands,
-    worker_commands,
+    cancel_args,
+    config_args,
+    db_args,
+    demo_args,
+    health_args,
+    reconcile_args,
+    results_args,
+    simulate_args,
+    status_args,
+    sync_args,
+    upkeep_args,
+    worker_args,
 )
 from orchestrator.cli.context import Context, Exit
 from orchestrator.errors import (
@@ -32,19 +46,22 @@ from orchestrator.errors import (
 )
 from orchestrator.settings import load_settings
 
-COMMAND_MODULES: list[Callable[[argparse._SubParsersAction[argparse.ArgumentParser]], None]] = [
-    db_commands.register,
-    config_commands.register,
-    cancel_commands.register,
-    worker_commands.register,
-    reconcile_commands.register,
-    demo_command.register,
-    simulate_command.register,
-    status_commands.register,
-    results_commands.register,
-    sync_commands.register,
-    health_commands.register,
-    upkeep_commands.register,
+Handler = Callable[[Context], Exit]
+
+# In the order `--help` lists them.
+COMMANDS: list[Callable[[argparse._SubParsersAction[argparse.ArgumentParser]], None]] = [
+    db_args.register,
+    config_args.register,
+    cancel_args.register,
+    worker_args.register,
+    reconcile_args.register,
+    demo_args.register,
+    simulate_args.register,
+    status_args.register,
+    results_args.register,
+    sync_args.register,
+    health_args.register,
+    upkeep_args.register,
 ]
 
 EPILOG = """\
@@ -66,7 +83,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"orchestrator {__version__}")
     add_global_options(parser, default=None)
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for register in COMMAND_MODULES:
+    for register in COMMANDS:
         register(commands)
     for command in _subcommands(parser):
         # `orchestrator status --database-url X` works as well as the other order. Not
@@ -109,6 +126,14 @@ def _subcommands(parser: argparse.ArgumentParser) -> list[argparse.ArgumentParse
     return found
 
 
+def load_handler(name: str) -> Handler:
+    """`"status_commands.run_status"`: that function of `orchestrator.cli.status_commands`,
+    imported now, for the one command that runs."""
+    module, _, function = name.rpartition(".")
+    handler: Handler = getattr(importlib.import_module(f"orchestrator.cli.{module}"), function)
+    return handler
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -121,8 +146,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         settings = load_settings(overrides=overrides)
         logs.configure(settings.log_level, settings.log_format, settings.api_key)
-        code: Exit = args.handler(Context(settings=settings, args=args))
-        return int(code)
+        handler = load_handler(args.handler)
+        return int(handler(Context(settings=settings, args=args)))
     except KeyboardInterrupt:
         return int(Exit.INTERRUPTED)
     except BrokenPipeError:

@@ -11,8 +11,7 @@ import argparse
 import re
 from datetime import UTC, datetime, timedelta
 
-from orchestrator.core.status import BatchStatus
-from orchestrator.db.queries import UNOBSERVED
+from orchestrator.core.status import UNOBSERVED, BatchStatus
 
 STATUS_CHOICES = (*(s.value for s in BatchStatus), UNOBSERVED)
 _DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)([smhdw])")

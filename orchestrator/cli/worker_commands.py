@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import logging
 import threading
@@ -11,56 +10,13 @@ from orchestrator.cli.context import Context, Exit
 from orchestrator.cli.wiring import build_client, retry_policy
 from orchestrator.clock import SystemClock, utcnow
 from orchestrator.db.cancels import CancelStore
-from orchestrator.metrics import add_metrics_port_argument, start_process_metrics
+from orchestrator.metrics import start_process_metrics
 from orchestrator.probes import Heartbeat
 from orchestrator.processes.identity import process_id
 from orchestrator.processes.stopping import stop_on_signals
 from orchestrator.processes.worker import CancelWorker, WorkerConfig
 
 log = logging.getLogger(__name__)
-
-
-def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    worker = commands.add_parser(
-        "worker",
-        help="send the requested cancels (long-running, or --once)",
-        description=(
-            "Lease due cancel requests from the database and send POST /batches/{id}/cancel, "
-            "many at once, recording every attempt. Safe to run many of, on many machines, "
-            "against one PostgreSQL database. SIGTERM/SIGINT: finish in-flight sends, release "
-            "the rest, exit 0. A 401/403 pauses all sending (every worker) until the pause "
-            "runs out or `orchestrator resume`."
-        ),
-    )
-    worker.add_argument(
-        "--once",
-        action="store_true",
-        help="send what is due now, then exit (1 if sending is paused or a cancel failed "
-        "for good, e.g. an unknown batch)",
-    )
-    worker.add_argument(
-        "--concurrency",
-        type=int,
-        dest="setting_worker_concurrency",
-        metavar="N",
-        help="cancels in flight at once (env ORCHESTRATOR_WORKER_CONCURRENCY, default 16)",
-    )
-    add_metrics_port_argument(worker)
-    worker.add_argument("--json", action="store_true", help="print the final report as JSON")
-    worker.set_defaults(handler=run_worker)
-
-    resume = commands.add_parser(
-        "resume",
-        help="lift the pause on sending that a 401/403 set",
-        description=(
-            "After a 401/403 every worker stops sending cancels for a while "
-            "(ORCHESTRATOR_WORKER_AUTH_PAUSE_SECONDS). Once the key, organization or project "
-            "is fixed (`orchestrator healthcheck --api` checks), lift the pause: the cancels "
-            "it held back are due at once, and running workers carry on within a second."
-        ),
-    )
-    resume.add_argument("--json", action="store_true", help="machine-readable output")
-    resume.set_defaults(handler=run_resume)
 
 
 def worker_config(ctx: Context) -> WorkerConfig:

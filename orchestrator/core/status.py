@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from enum import StrEnum
 
+# How a batch we track but have never seen the server answer for is shown and selected.
+UNOBSERVED = "unobserved"
+
 
 class BatchStatus(StrEnum):
     VALIDATING = "validating"

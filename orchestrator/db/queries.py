@@ -16,7 +16,7 @@ from typing import Any, TypeVarTuple
 from sqlalchemy import ColumnElement, Row, Select, case, func, inspect, or_, select
 from sqlalchemy.orm import Session
 
-from orchestrator.core.status import parse_status
+from orchestrator.core.status import UNOBSERVED, parse_status
 from orchestrator.db.cancels import PAUSE_SCOPE
 from orchestrator.db.database import Database, chunks
 from orchestrator.db.models import (
@@ -42,8 +42,6 @@ __all__ = [
     "ResultRow",
 ]
 
-# How a batch we track but have never seen the server answer for is shown and selected.
-UNOBSERVED = "unobserved"
 _Ts = TypeVarTuple("_Ts")
 RESULT_PAGE_ROWS = 1000
 

@@ -11,12 +11,12 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from orchestrator.cli.wiring import build_client
+from orchestrator.cli.worker_args import add_metrics_port_argument
 from orchestrator.db.database import Database
 from orchestrator.errors import ConfigError
 from orchestrator.metrics import (
     Metrics,
     MetricsServer,
-    add_metrics_port_argument,
     endpoint_of,
     serve_metrics,
     start_process_metrics,

@@ -1,0 +1,65 @@
+"""`orchestrator cancel` and `orchestrator track`: the arguments (what they do:
+cancel_commands, and cancel_plan for the filters)."""
+
+from __future__ import annotations
+
+import argparse
+
+from orchestrator.cli.selection import add_metadata_argument, add_status_argument, parse_duration
+
+IDS_HELP = "batch ids (`-` reads ids from stdin, one per line)"
+
+
+def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    cancel = commands.add_parser(
+        "cancel",
+        help="ask for batches to be cancelled (the worker sends it)",
+        description=(
+            "Record a durable request to cancel each batch and return at once; "
+            "`orchestrator worker` sends it, with retries, and the reconciler harvests the "
+            "partial results. Asking twice is harmless. Malformed ids are reported and "
+            "skipped; the rest go through. With filters (--status, --older-than, ...) it "
+            "chooses batches from the table, prints the plan and asks before requesting."
+        ),
+    )
+    _id_arguments(cancel)
+    cancel.add_argument("--reason", help="why (kept in the batch's history)")
+    cancel.add_argument("--by", default=None, help="who asks (default: the OS user)")
+    add_selection_arguments(cancel)
+    cancel.set_defaults(handler="cancel_commands.run_cancel")
+
+    track = commands.add_parser(
+        "track",
+        help="follow batches without cancelling them",
+        description="Record batches for the reconciler to follow and harvest; no cancel is sent.",
+    )
+    _id_arguments(track)
+    track.set_defaults(handler="cancel_commands.run_track")
+
+
+def _id_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("ids", nargs="*", metavar="BATCH_ID", help=IDS_HELP)
+    parser.add_argument("--from-file", metavar="PATH", help="read ids from a file (`-`: stdin)")
+    parser.add_argument("--json", action="store_true", help="machine-readable output")
+
+
+def add_selection_arguments(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group(
+        "choosing batches from the table",
+        "Filters combine (all must hold) and add to any ids given. Batches they choose "
+        "that have already ended, or whose cancel is already requested, are skipped.",
+    )
+    add_status_argument(group, "batches in this status")
+    group.add_argument(
+        "--older-than",
+        type=parse_duration,
+        metavar="DURATION",
+        help="created more than this long ago (10m, 2h, 1d)",
+    )
+    add_metadata_argument(group)
+    group.add_argument("--endpoint", help="made for this endpoint (/v1/chat/completions)")
+    group.add_argument("--model", help="using this model")
+    group.add_argument("--dry-run", action="store_true", help="print the plan, request nothing")
+    group.add_argument(
+        "--yes", "-y", action="store_true", help="do not ask for confirmation (scripts)"
+    )

@@ -1,0 +1,39 @@
+"""`orchestrator results`: the arguments (what it does: results_commands)."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    results = commands.add_parser(
+        "results",
+        help="export a batch's stored results (JSON lines or CSV)",
+        description=(
+            "Write every stored result of one batch, one per request, in custom_id order: "
+            "the output file's responses and the error file's failures. Streams from the "
+            "database a page at a time, so any size fits. With --output the file appears "
+            "only once complete. Exit 4 if the batch is not tracked."
+        ),
+    )
+    results.add_argument(
+        "batch_id",
+        metavar="BATCH_ID",
+        help="the batch id, or enough of its beginning to name one tracked batch",
+    )
+    results.add_argument(
+        "--format", choices=("jsonl", "csv"), default="jsonl", help="(default jsonl)"
+    )
+    results.add_argument(
+        "--complete-only",
+        action="store_true",
+        help="export only once every file of the batch is harvested; else write nothing "
+        "and exit 1 (for scripts that must not act on part of the results)",
+    )
+    results.add_argument(
+        "--kind",
+        choices=("output", "error"),
+        help="only lines from the output file, or only from the error file",
+    )
+    results.add_argument("--output", metavar="PATH", help="write here instead of stdout")
+    results.set_defaults(handler="results_commands.run_results")

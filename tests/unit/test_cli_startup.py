@@ -1,0 +1,93 @@
+"""Start-up stays light: the command line imports argparse-level code only, and each
+command imports what it needs when it runs (see the docstring of orchestrator.cli.main;
+the timings are in bench/startup.py and docs/benchmarks.md)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from orchestrator.cli.main import _subcommands, build_parser, load_handler
+from orchestrator.cli.simulate_args import DEFAULT_API_KEY
+
+# Heavy packages `orchestrator --help` must not import.
+NOT_FOR_HELP = (
+    "orchestrator.simulator",
+    "orchestrator.db",
+    "orchestrator.api",
+    "alembic",
+    "sqlalchemy",
+    "rich",
+    "httpx",
+    "psycopg",
+    "tenacity",
+    "transitions",
+    "prometheus_client",
+    "starlette",
+    "uvicorn",
+    "jinja2",
+)
+# What `status` on a SQLite database needs none of (SQLAlchemy it does need).
+NOT_FOR_STATUS = (
+    "orchestrator.simulator",
+    "orchestrator.api",
+    "alembic",
+    "httpx",
+    "psycopg",
+    "tenacity",
+    "prometheus_client",
+)
+
+
+def modules_after(code: str) -> list[str]:
+    """The modules a fresh interpreter holds after running `code`."""
+    done = subprocess.run(
+        [sys.executable, "-c", f"{code}\nimport sys; print(*sorted(sys.modules))"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    return done.stdout.splitlines()[-1].split()
+
+
+def imported(modules: list[str], packages: tuple[str, ...]) -> list[str]:
+    return [m for m in modules if any(m == p or m.startswith(f"{p}.") for p in packages)]
+
+
+def test_importing_the_command_line_imports_nothing_heavy() -> None:
+    modules = modules_after("import orchestrator.cli.main")
+    assert "orchestrator.cli.main" in modules
+    assert imported(modules, NOT_FOR_HELP) == []
+
+
+def test_status_on_sqlite_imports_only_what_it_needs(sqlite_url: str) -> None:
+    modules = modules_after(
+        "from orchestrator.cli.main import main\n"
+        f"assert main(['--database-url', {sqlite_url!r}, 'status', '--json']) == 0"
+    )
+    assert "orchestrator.cli.status_commands" in modules
+    assert imported(modules, NOT_FOR_STATUS) == []
+
+
+def test_every_command_names_a_handler_that_exists() -> None:
+    leaves = [p for p in _subcommands(build_parser()) if not _subcommands(p)]
+    assert len(leaves) > 10
+    for parser in leaves:
+        name = parser.get_default("handler")
+        assert isinstance(name, str), f"{parser.prog} names no handler"
+        assert callable(load_handler(name)), f"{parser.prog}: {name}"
+
+
+@pytest.mark.parametrize("name", ["status_commands.missing", "no_such_commands.run"])
+def test_a_misnamed_handler_fails_loudly(name: str) -> None:
+    with pytest.raises((AttributeError, ModuleNotFoundError)):
+        load_handler(name)
+
+
+def test_the_simulate_help_names_the_simulators_own_key() -> None:
+    from orchestrator.simulator import DEFAULT_API_KEY as simulators
+
+    assert simulators == DEFAULT_API_KEY
