@@ -14,13 +14,15 @@ Each round runs every command once, in turn, so a busy host slows them alike:
 
 Bytecode is cached as in any installed package (PYTHONDONTWRITEBYTECODE is unset for
 the children; a warm-up run of each writes it). Prints median, p90 and min per
-command and the ratios of medians: ours / floor and ours / peer.
+command, the ratios of medians (ours / floor, ours / peer), and the median CPU time
+(user + system) of each: on a shared host wall time waits for the CPU, CPU time less so.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import resource
 import statistics
 import subprocess
 import sys
@@ -47,13 +49,24 @@ def commands(database_url: str) -> dict[str, list[str]]:
     }
 
 
-def run_once(argv: list[str], env: dict[str, str], cwd: str) -> float:
+def cpu_of_children() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def run_once(argv: list[str], env: dict[str, str], cwd: str) -> tuple[float, float]:
+    """(wall, CPU) seconds of one run, from process start to exit."""
+    cpu = cpu_of_children()
     started = time.perf_counter()
     done = subprocess.run(argv, env=env, cwd=cwd, capture_output=True, timeout=60, check=False)
     elapsed = time.perf_counter() - started
     if done.returncode != 0:
         raise SystemExit(f"{argv} exited {done.returncode}: {done.stderr.decode()[-500:]}")
-    return elapsed
+    return elapsed, cpu_of_children() - cpu
+
+
+def load() -> str:
+    return " ".join(f"{n:.1f}" for n in os.getloadavg())
 
 
 def p90(values: list[float]) -> float:
@@ -74,21 +87,27 @@ def main() -> None:
         for argv in timed.values():  # warm-up: bytecode written, files in the page cache
             run_once(argv, env, cwd)
         seconds: dict[str, list[float]] = {name: [] for name in timed}
+        cpu: dict[str, list[float]] = {name: [] for name in timed}
         for _ in range(rounds):
             for name, argv in timed.items():
-                seconds[name].append(run_once(argv, env, cwd))
-    report(seconds, rounds)
+                wall, used = run_once(argv, env, cwd)
+                seconds[name].append(wall)
+                cpu[name].append(used)
+    report(seconds, cpu, rounds)
 
 
-def report(seconds: dict[str, list[float]], rounds: int) -> None:
+def report(seconds: dict[str, list[float]], cpu: dict[str, list[float]], rounds: int) -> None:
     median = {name: statistics.median(values) for name, values in seconds.items()}
     floor, peer = (median[name] for name in list(seconds)[:2])
-    print(f"{rounds} rounds, each command once a round, in turn (seconds)")
-    print(f"{'command':32} {'median':>7} {'p90':>7} {'min':>7} {'/floor':>7} {'/peer':>7}")
+    print(f"{rounds} rounds, each command once a round, in turn (seconds; load {load()})")
+    print(
+        f"{'command':32} {'median':>7} {'p90':>7} {'min':>7} {'/floor':>7} {'/peer':>7} {'cpu':>7}"
+    )
     for name, values in seconds.items():
         print(
             f"{name:32} {median[name]:7.3f} {p90(values):7.3f} {min(values):7.3f} "
-            f"{median[name] / floor:6.2f}x {median[name] / peer:6.2f}x"
+            f"{median[name] / floor:6.2f}x {median[name] / peer:6.2f}x "
+            f"{statistics.median(cpu[name]):7.3f}"
         )
     ours = list(seconds)[2:4]
     bound = median[list(seconds)[4]]
