@@ -73,6 +73,8 @@ class Settings:
     azure_api_version: str | None = None  # set: Azure OpenAI mode (api-key header)
     api_connect_timeout: float = 5.0
     api_read_timeout: float = 30.0
+    api_deadline: float = 60.0  # one JSON exchange, however slowly the server sends
+    api_max_answer_bytes: int = 8 << 20  # a JSON answer, decompressed
     # retries, in process and durable
     retry_initial_delay: float = 0.5
     retry_max_delay: float = 8.0
@@ -99,7 +101,10 @@ class Settings:
     overdue_finalizing_seconds: float = 3600.0
     file_id_repolls: int = 3
     ingest_chunk_lines: int = 2000
+    ingest_max_line_bytes: int = 16 << 20  # a longer result line is kept as a line error
     download_attempts: int = 5
+    download_min_bytes_per_second: int = 10_000
+    download_throughput_window: float = 60.0
     # running for months (docs/operators.md): both jobs are off unless set
     cleanup_result_files: bool = False  # delete output/error files once harvested and verified
     cleanup_input_files: bool = False  # and the input file too
@@ -124,6 +129,7 @@ class Settings:
                 continue
             check = _not_negative if f.name.startswith(("file_id_", "metrics_")) else _positive
             check(env_name(f.name), value)
+        _check_ranges(self)
         if self.metrics_port is not None and self.metrics_port > 65535:
             raise ConfigError(
                 f"ORCHESTRATOR_METRICS_PORT must be a TCP port (0-65535), got {self.metrics_port}"
@@ -146,6 +152,23 @@ class Settings:
 
     def replace(self, **changes: Any) -> Settings:
         return dataclasses.replace(self, **changes)
+
+
+# What the server sends is bounded by these; the ranges catch a unit slip (ms for s, KB for B).
+_RANGES: dict[str, tuple[float, float]] = {
+    "api_deadline": (0.1, 3600.0),
+    "api_max_answer_bytes": (64 << 10, 1 << 30),
+    "ingest_max_line_bytes": (64 << 10, 1 << 30),
+    "download_min_bytes_per_second": (1, 1 << 30),
+    "download_throughput_window": (1.0, 3600.0),
+}
+
+
+def _check_ranges(settings: Settings) -> None:
+    for name, (low, high) in _RANGES.items():
+        value = getattr(settings, name)
+        if not low <= value <= high:
+            raise ConfigError(f"{env_name(name)} must be between {low:g} and {high:g}, got {value}")
 
 
 def _check_url(name: str, url: str) -> None:

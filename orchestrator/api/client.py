@@ -9,6 +9,10 @@
   failure it raises ``RetryLater`` so the durable layer can persist the next
   attempt time.
 - Redirects are not followed: the ``api-key`` header would go wherever they point.
+- Nothing from the server is trusted to be small or quick: a JSON answer is read up
+  to ``max_answer_bytes`` (decoded, see bodies.py) within ``deadline`` seconds; a
+  download must keep up ``download_min_bytes_per_second``; ``abort()`` ends every
+  call in flight (limits.py).
 - The API key never appears in an exception or a log line: every text taken from
   a response is scrubbed of it.
 """
@@ -18,6 +22,7 @@ from __future__ import annotations
 import contextlib
 import itertools
 import logging
+import math
 import random as _random
 import re
 import time
@@ -30,13 +35,32 @@ import orjson
 import tenacity
 
 from orchestrator import __version__
+from orchestrator.api.bodies import (
+    ACCEPT_ENCODING,
+    BodyTooLarge,
+    CorruptBody,
+    Decoder,
+    UnsupportedEncoding,
+    read_capped,
+)
+from orchestrator.api.download import Download
 from orchestrator.api.errors import (
+    ApiAborted,
+    ApiAnswerTooLarge,
     ApiCall,
     ApiProtocolError,
     ApiStatusError,
     ApiTransportError,
     RetryLater,
     status_error_class,
+)
+from orchestrator.api.limits import (
+    Aborted,
+    CallScope,
+    Deadline,
+    Interrupter,
+    LimitReached,
+    MinThroughput,
 )
 from orchestrator.api.transport import ThreadLocalTransport
 from orchestrator.clock import Clock, SystemClock
@@ -57,7 +81,6 @@ logger = logging.getLogger(__name__)
 
 DEFAULT_BASE_URL = "https://api.openai.com/v1"
 USER_AGENT = f"orchestrator/{__version__}"
-DEFAULT_CHUNK_SIZE = 64 * 1024
 _EXCERPT_CHARS = 200
 _TEXT_CHARS = 500
 _ERROR_BODY_BYTES = 64 * 1024  # read at most this much of an error response
@@ -67,6 +90,11 @@ _SPACE = re.compile(r"\s+")
 
 _Failure = ApiStatusError | ApiTransportError | ApiProtocolError
 _T = TypeVar("_T")
+_NO_ANSWER = (httpx.TransportError, httpx.DecodingError)
+_NOT_RETRIED = VerdictKind.REJECTED  # the verdict of an answer asking again now cannot change
+# Ranges (min, max) of the limits on what the server sends; settings.py checks the same.
+ANSWER_BYTES_RANGE = (64 * 1024, 1 << 30)
+DEADLINE_RANGE = (0.1, 3600.0)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -82,6 +110,10 @@ class ApiSettings:
     azure_api_version: str | None = None
     connect_timeout: float = 5.0
     read_timeout: float = 30.0
+    deadline: float = 60.0  # a JSON call's whole exchange, per attempt
+    max_answer_bytes: int = 8 << 20  # a JSON answer, decoded
+    download_min_bytes_per_second: int = 10_000
+    download_throughput_window: float = 60.0
 
     def __post_init__(self) -> None:
         if not isinstance(self.api_key, Secret) or not self.api_key:
@@ -100,9 +132,17 @@ class ApiSettings:
                 object.__setattr__(self, name, None)
             elif value is not None and _HEADER_SAFE.fullmatch(value) is None:
                 raise ConfigError(f"{name}: {value!r} has characters not allowed in a header")
-        for name in ("connect_timeout", "read_timeout"):
-            if not getattr(self, name) > 0:
-                raise ConfigError(f"{name}: must be > 0, got {getattr(self, name)!r}")
+        for name in (
+            "connect_timeout",
+            "read_timeout",
+            "deadline",
+            "max_answer_bytes",
+            "download_min_bytes_per_second",
+            "download_throughput_window",
+        ):
+            value = getattr(self, name)
+            if not (math.isfinite(value) and value > 0):
+                raise ConfigError(f"{name}: must be > 0, got {value!r}")
 
     @property
     def is_azure(self) -> bool:
@@ -139,6 +179,14 @@ def _outcome_of(state: tenacity.RetryCallState) -> _Outcome[Any]:
     return cast("_Outcome[Any]", state.outcome.result())
 
 
+class _StopWhenAborted(tenacity.stop.stop_base):
+    def __init__(self, interrupter: Interrupter) -> None:
+        self._interrupter = interrupter
+
+    def __call__(self, retry_state: tenacity.RetryCallState) -> bool:
+        return self._interrupter.aborted
+
+
 class _StopWhenWaitTooLong(tenacity.stop.stop_base):
     """Stop instead of sleeping through a wait longer than the in-process limit."""
 
@@ -158,79 +206,15 @@ def _decode_object(content: bytes) -> dict[str, Any] | None:
     return value if isinstance(value, dict) else None
 
 
+def _is_html(response: httpx.Response) -> bool:
+    content_type: str = response.headers.get("content-type", "")
+    return content_type.strip().lower().startswith("text/html")
+
+
 def _as_text(value: object) -> str | None:
     if value is None:
         return None
     return value if isinstance(value, str) else str(value)
-
-
-def _content_length(response: httpx.Response) -> int | None:
-    raw = response.headers.get("content-length", "").strip()
-    return int(raw) if raw.isdigit() else None
-
-
-class Download:
-    """An open, streaming file download. Use within ``BatchApiClient.download``."""
-
-    def __init__(
-        self,
-        response: httpx.Response,
-        *,
-        call: ApiCall,
-        file_id: str,
-        attempts: int,
-        request_id: str | None,
-        scrub: Callable[[str], str],
-        extra: dict[str, str | None],
-    ) -> None:
-        self._response = response
-        self._call = call
-        self._scrub = scrub
-        self._extra = extra
-        self.file_id = file_id
-        self.attempts = attempts
-        self.status = response.status_code
-        self.request_id = request_id
-        self.content_length = _content_length(response)
-        self.bytes_received = 0  # decoded bytes handed to the caller
-
-    @property
-    def raw_bytes_received(self) -> int:
-        """Bytes read off the wire (before any content decoding)."""
-        return self._response.num_bytes_downloaded
-
-    def _cut_short(self, kind: TransportFailure, detail: str) -> ApiTransportError:
-        error = ApiTransportError(
-            self._call,
-            kind=kind,
-            detail=self._scrub(detail),
-            file_id=self.file_id,
-            received=self.raw_bytes_received,
-            expected=self.content_length,
-        )
-        logger.warning("%s", error, extra=self._extra)
-        return error
-
-    def iter_bytes(self, chunk_size: int = DEFAULT_CHUNK_SIZE) -> Iterator[bytes]:
-        """Stream the body. Raises a retryable ``ApiTransportError`` if it is cut short;
-        restart the whole download then (there is no resume)."""
-        try:
-            for chunk in self._response.iter_bytes(chunk_size):
-                self.bytes_received += len(chunk)
-                yield chunk
-        except httpx.TimeoutException as exc:
-            raise self._cut_short(
-                TransportFailure.TIMEOUT, f"{type(exc).__name__} while reading the body"
-            ) from exc
-        except (httpx.TransportError, httpx.DecodingError) as exc:
-            raise self._cut_short(
-                TransportFailure.READ, f"{type(exc).__name__}: {exc}"[:_TEXT_CHARS]
-            ) from exc
-        if self.content_length is not None and self.raw_bytes_received != self.content_length:
-            raise self._cut_short(TransportFailure.READ, "body length differs from Content-Length")
-        logger.debug(
-            "%s: received %d bytes", self._call, self.raw_bytes_received, extra=self._extra
-        )
 
 
 class BatchApiClient:
@@ -242,13 +226,17 @@ class BatchApiClient:
         *,
         policy: RetryPolicy,
         transport: httpx.BaseTransport | None = None,
-        sleep: Callable[[float], None] = time.sleep,
+        sleep: Callable[[float], None] | None = None,
         clock: Clock | None = None,
         random: Callable[[], float] = _random.random,
+        monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         self._settings = settings
         self._policy = policy
-        self._sleep = sleep
+        self._interrupter = Interrupter()
+        # the retry loop's sleep ends at once on abort()
+        self._sleep = sleep if sleep is not None else self._interrupter.wait
+        self._monotonic = monotonic
         self._clock: Clock = clock if clock is not None else SystemClock()
         self._random = random
         self._timeout = httpx.Timeout(
@@ -268,7 +256,11 @@ class BatchApiClient:
 
     def _default_headers(self) -> dict[str, str]:
         settings = self._settings
-        headers = {"User-Agent": USER_AGENT, "Accept": "application/json"}
+        headers = {
+            "User-Agent": USER_AGENT,
+            "Accept": "application/json",
+            "Accept-Encoding": ACCEPT_ENCODING,
+        }
         if settings.is_azure:
             headers["api-key"] = settings.api_key.reveal()
         else:
@@ -286,6 +278,17 @@ class BatchApiClient:
 
     def close(self) -> None:
         self._http.close()
+
+    def abort(self) -> None:
+        """End every call in flight now and refuse new ones (the process is stopping).
+
+        Safe from a signal handler and from any thread. A call it ends raises
+        ``ApiAborted``."""
+        self._interrupter.abort()
+
+    @property
+    def aborted(self) -> bool:
+        return self._interrupter.aborted
 
     def __enter__(self) -> BatchApiClient:
         return self
@@ -353,21 +356,37 @@ class BatchApiClient:
             "file_id": file_id,
             "request_id": None,
         }
-        response, attempts = self._execute(
-            call, extra, lambda n: self._download_attempt(call, n, extra)
-        )
-        try:
-            yield Download(
-                response,
-                call=call,
-                file_id=file_id,
-                attempts=attempts,
-                request_id=self._request_id(response),
-                scrub=self._scrub,
-                extra={**extra, "request_id": self._request_id(response)},
+        scope = CallScope(self._throughput(), self._interrupter)
+        with scope.active():
+            (response, decoder), attempts = self._execute(
+                call, extra, lambda n: self._download_attempt(call, n, extra, scope)
             )
-        finally:
-            response.close()
+            request_id = self._request_id(response)
+            try:
+                yield Download(
+                    response,
+                    call=call,
+                    file_id=file_id,
+                    attempts=attempts,
+                    request_id=request_id,
+                    scrub=self._scrub,
+                    extra={**extra, "request_id": request_id},
+                    scope=scope,
+                    decoder=decoder,
+                )
+            finally:
+                response.close()
+
+    def _deadline(self) -> Deadline:
+        return Deadline(self._settings.deadline, self._monotonic)
+
+    def _throughput(self) -> MinThroughput:
+        settings = self._settings
+        return MinThroughput(
+            settings.download_min_bytes_per_second,
+            settings.download_throughput_window,
+            self._monotonic,
+        )
 
     # -- the retry loop ---------------------------------------------------------
 
@@ -405,7 +424,8 @@ class BatchApiClient:
             retry=tenacity.retry_if_result(_is_retry),
             wait=self._planned_wait,
             stop=tenacity.stop_after_attempt(policy.max_in_process_attempts)
-            | _StopWhenWaitTooLong(self._planned_wait, policy.max_in_process_wait),
+            | _StopWhenWaitTooLong(self._planned_wait, policy.max_in_process_wait)
+            | _StopWhenAborted(self._interrupter),
             before_sleep=before_sleep,
             retry_error_callback=_outcome_of,
         )
@@ -445,7 +465,11 @@ class BatchApiClient:
             "batch_id": batch_id,
             "request_id": None,
         }
-        result, _ = self._execute(call, extra, lambda n: self._json_attempt(call, n, extra, params))
+        scope = CallScope(self._deadline(), self._interrupter)
+        with scope.active():
+            result, _ = self._execute(
+                call, extra, lambda n: self._json_attempt(call, n, extra, params, scope)
+            )
         return result
 
     def _json_attempt(
@@ -454,58 +478,96 @@ class BatchApiClient:
         number: int,
         extra: dict[str, str | None],
         params: dict[str, str | int] | None,
+        scope: CallScope,
     ) -> _Outcome[ApiResult]:
+        scope.limit = self._deadline()  # each attempt has the whole deadline
         request = self._http.build_request(call.method, call.path, params=params)
         started = time.perf_counter()
         try:
-            response = self._http.send(request)
-        except (httpx.TransportError, httpx.DecodingError) as exc:
+            response = self._http.send(request, stream=True)
+        except (*_NO_ANSWER, LimitReached, Aborted) as exc:
             return self._transport_outcome(call, number, exc, started, extra)
-        request_id = self._log_response(call, response, started, extra)
-        data = _decode_object(response.content)
+        try:
+            request_id = self._log_response(call, response, started, extra)
+            content, problem = self._read_answer(response, scope)
+        except BodyTooLarge as exc:
+            too_large = ApiAnswerTooLarge(
+                call,
+                status=response.status_code,
+                detail=str(exc),
+                cap=exc.cap,
+                request_id=self._request_id(response),
+            )
+            return _Outcome(Verdict(_NOT_RETRIED, "answer too large"), number, error=too_large)
+        except (*_NO_ANSWER, LimitReached, Aborted) as exc:
+            return self._transport_outcome(call, number, exc, started, extra)
+        finally:
+            response.close()
+        data = _decode_object(content) if problem is None else None
         verdict = classify(
             response.status_code, response.headers, self._clock.now(), body_is_json=data is not None
         )
         if verdict.kind is VerdictKind.OK and data is not None:
             result = ApiResult(data, response.status_code, request_id, number)
             return _Outcome(verdict, number, payload=result)
-        error = self._response_error(call, response, verdict, response.content, data, request_id)
+        error = self._response_error(
+            call, response, verdict, content, data, request_id, problem=problem
+        )
         return _Outcome(verdict, number, error=error)
 
+    def _read_answer(self, response: httpx.Response, scope: CallScope) -> tuple[bytes, str | None]:
+        """A 2xx's body up to the cap (``BodyTooLarge`` past it); the start of an error's.
+
+        The second value says why the body could not be decoded, if it could not."""
+        ok = 200 <= response.status_code < 300
+        cap = self._settings.max_answer_bytes if ok else _ERROR_BODY_BYTES
+        try:
+            return read_capped(response, scope, cap, truncate=not ok), None
+        except (UnsupportedEncoding, CorruptBody) as exc:
+            return b"", str(exc)
+
     def _download_attempt(
-        self, call: ApiCall, number: int, extra: dict[str, str | None]
-    ) -> _Outcome[httpx.Response]:
+        self, call: ApiCall, number: int, extra: dict[str, str | None], scope: CallScope
+    ) -> _Outcome[tuple[httpx.Response, Decoder]]:
+        scope.limit = self._throughput()
         request = self._http.build_request(
             call.method, call.path, headers={"Accept": "application/binary"}
         )
         started = time.perf_counter()
         try:
             response = self._http.send(request, stream=True)
-        except (httpx.TransportError, httpx.DecodingError) as exc:
+        except (*_NO_ANSWER, LimitReached, Aborted) as exc:
             return self._transport_outcome(call, number, exc, started, extra)
         request_id = self._log_response(call, response, started, extra)
         verdict = classify(response.status_code, response.headers, self._clock.now())
+        problem: str | None = None
         if verdict.kind is VerdictKind.OK:
-            return _Outcome(verdict, number, payload=response)  # left open for the caller
+            try:
+                decoder = Decoder.of(response)
+            except UnsupportedEncoding as exc:
+                problem = str(exc)
+            else:
+                if _is_html(response):
+                    problem = "the answer is an HTML page (Content-Type text/html), not the file"
+                else:
+                    return _Outcome(verdict, number, payload=(response, decoder))  # left open
+            verdict = Verdict(VerdictKind.RETRY, problem)
         try:
-            body = self._read_some(response)
-        except (httpx.TransportError, httpx.DecodingError) as exc:
+            body, undecodable = self._read_answer(response, scope)
+        except (*_NO_ANSWER, LimitReached, Aborted) as exc:
             return self._transport_outcome(call, number, exc, started, extra)
         finally:
             response.close()
         error = self._response_error(
-            call, response, verdict, body, _decode_object(body), request_id
+            call,
+            response,
+            verdict,
+            body,
+            _decode_object(body),
+            request_id,
+            problem=problem or undecodable,
         )
         return _Outcome(verdict, number, error=error)
-
-    @staticmethod
-    def _read_some(response: httpx.Response) -> bytes:
-        buffer = bytearray()
-        for chunk in response.iter_bytes():
-            buffer += chunk
-            if len(buffer) >= _ERROR_BODY_BYTES:
-                break
-        return bytes(buffer[:_ERROR_BODY_BYTES])
 
     # -- turning responses and failures into errors ------------------------------------
 
@@ -555,13 +617,15 @@ class BatchApiClient:
         body: bytes,
         data: dict[str, Any] | None,
         request_id: str | None,
+        *,
+        problem: str | None = None,
     ) -> _Failure:
         status = response.status_code
         if 200 <= status < 300:
             return ApiProtocolError(
                 call,
                 status=status,
-                detail="the body is not a JSON object",
+                detail=problem or "the body is not a JSON object",
                 request_id=request_id,
                 body_excerpt=self._excerpt(body),
             )
@@ -595,6 +659,8 @@ class BatchApiClient:
         extra: dict[str, str | None],
     ) -> _Outcome[Any]:
         error = self._transport_error(call, exc)
+        if isinstance(error, ApiAborted):
+            return _Outcome(Verdict(_NOT_RETRIED, "the process is stopping"), number, error=error)
         logger.debug(
             "%s -> no response after %.3fs: %s",
             call,
@@ -606,6 +672,16 @@ class BatchApiClient:
 
     def _transport_error(self, call: ApiCall, exc: Exception) -> ApiTransportError:
         timeout: float | None = None
+        if isinstance(exc, Aborted):
+            aborted = ApiAborted(call)
+            aborted.__cause__ = exc
+            return aborted
+        if isinstance(exc, LimitReached):
+            error = ApiTransportError(
+                call, kind=TransportFailure.TIMEOUT, detail=str(exc), timeout=exc.seconds
+            )
+            error.__cause__ = exc
+            return error
         if isinstance(exc, httpx.TimeoutException):
             kind = TransportFailure.TIMEOUT
             timeout = {

@@ -6,7 +6,9 @@
     │   ├── ApiNotFoundError   404
     │   └── ApiRejectedError   any other status that is not retried
     ├── ApiTransportError      timeout, connect error, dropped connection, cut-off body
+    │   └── ApiAborted         the process is stopping: the call was ended unanswered
     ├── ApiProtocolError       a 2xx whose body cannot be understood
+    │   └── ApiAnswerTooLarge  an answer bigger than the cap: not retried in-process
     └── RetryLater             retryable, but not now: persist a next-attempt time
 
 Every message names the call (action, HTTP method, path with the id), the status,
@@ -24,6 +26,8 @@ from orchestrator.core.retry_policy import TransportFailure, Verdict, VerdictKin
 from orchestrator.errors import ApiError
 
 __all__ = [
+    "ApiAborted",
+    "ApiAnswerTooLarge",
     "ApiAuthError",
     "ApiCall",
     "ApiNotFoundError",
@@ -167,6 +171,19 @@ class ApiTransportError(ApiError):
         super().__init__(message)
 
 
+class ApiAborted(ApiTransportError):
+    """The process is stopping and ended this call before its answer was complete.
+
+    Whether a POST reached the server is unknown: the durable layer tries again later.
+    """
+
+    def __init__(self, call: ApiCall, *, file_id: str | None = None) -> None:
+        super().__init__(
+            call, kind=TransportFailure.READ, detail="the process is stopping", file_id=file_id
+        )
+        self.args = (f"{call} abandoned: the process is stopping",)
+
+
 class ApiProtocolError(ApiError):
     """The server answered 2xx but the body is not what the API returns (not JSON...)."""
 
@@ -193,6 +210,17 @@ class ApiProtocolError(ApiError):
         if body_excerpt:
             message += f"; body: {body_excerpt!r}"
         super().__init__(f"{message}; {_rid(request_id)}")
+
+
+class ApiAnswerTooLarge(ApiProtocolError):
+    """A JSON answer over ``api_max_answer_bytes``: the same request would get the same
+    answer, so it is not retried in-process; the durable backoff asks again later."""
+
+    def __init__(
+        self, call: ApiCall, *, status: int, detail: str, cap: int, request_id: str | None = None
+    ) -> None:
+        super().__init__(call, status=status, detail=detail, request_id=request_id)
+        self.cap = cap
 
 
 class RetryLater(ApiError):

@@ -28,7 +28,7 @@ def run_reconcile(ctx: Context) -> Exit:
     upkeep = build_upkeep(ctx.settings, db, client, heartbeat)
     owner = process_id("reconciler")
     previous = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT)}
-    stop = stop_on_signals()
+    stop = stop_on_signals(client.abort)
     try:
         with Reconciler(
             db,

@@ -44,6 +44,10 @@ def build_client(
         azure_api_version=settings.azure_api_version,
         connect_timeout=settings.api_connect_timeout,
         read_timeout=settings.api_read_timeout,
+        deadline=settings.api_deadline,
+        max_answer_bytes=settings.api_max_answer_bytes,
+        download_min_bytes_per_second=settings.download_min_bytes_per_second,
+        download_throughput_window=settings.download_throughput_window,
     )
     return BatchApiClient(api, policy=retry_policy(settings), transport=transport)
 

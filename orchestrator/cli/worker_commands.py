@@ -37,7 +37,7 @@ def run_worker(ctx: Context) -> Exit:
     metrics, _ = start_process_metrics(ctx.settings, db, heartbeat=heartbeat, process="worker")
     client = build_client(ctx.settings, transport=metrics.transport())
     owner = process_id("worker")
-    stop = stop_on_signals() if not ctx.args.once else threading.Event()
+    stop = stop_on_signals(client.abort) if not ctx.args.once else threading.Event()
     worker = CancelWorker(
         CancelStore(db),
         client,

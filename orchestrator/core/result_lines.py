@@ -8,21 +8,31 @@ Fields are read leniently (reference doc section 4.1): a line needs only to be a
 JSON object with a string ``custom_id``; the rest is kept if it has the expected
 type and dropped otherwise. A line that cannot be a row is kept verbatim as a
 line error: nothing the server sent is lost.
+
+A line longer than ``max_line`` bytes (a line that never ends is a way to make us
+hold gigabytes) is not held: its first ``OVERLONG_PREFIX`` bytes and its size
+become a line error naming the cap, and the lines after it are read as usual.
+The default cap is far above any real line: the reference (section 4.6) puts a
+whole file of 50,000 embeddings at 200-300 MB, 4-6 KB a line, and a line holds
+one response body (a chat completion, an embedding list, a few images).
 """
 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import orjson
 
 __all__ = [
+    "MAX_LINE_BYTES",
     "RESULT_COLUMNS",
+    "Line",
     "LineError",
     "LineSplitter",
+    "OverlongLine",
     "ParsedChunk",
     "iter_rows",
     "parse_lines",
@@ -55,6 +65,26 @@ MAX_ID = 128
 # PostgreSQL cannot hold U+0000 in text or jsonb; such a line is kept as raw text.
 _NUL_ESCAPE = b"\\u0000"
 _dumps = orjson.dumps
+MAX_LINE_BYTES = 16 << 20  # setting ingest_max_line_bytes
+OVERLONG_PREFIX = 4096  # bytes of an over-long line kept in its line error
+
+
+@dataclass(frozen=True, slots=True)
+class OverlongLine:
+    """A line longer than the cap: its first bytes and its size, not the line."""
+
+    prefix: bytes
+    size: int
+    cap: int
+
+    def error(self) -> str:
+        return (
+            f"line is {self.size} bytes, longer than the cap of {self.cap} bytes "
+            f"(setting ingest_max_line_bytes); only its first {len(self.prefix)} bytes are kept"
+        )
+
+
+Line = bytes | OverlongLine
 
 
 class LineSplitter:
@@ -62,32 +92,71 @@ class LineSplitter:
 
     Counts and hashes every byte of the stream, so a re-download from byte 0
     yields the file's full size and SHA-256 even when its first lines are skipped.
+    Holds at most ``max_line`` bytes of an unfinished line.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, max_line: int = MAX_LINE_BYTES) -> None:
+        self.max_line = max_line
         self._pending: list[bytes] = []
+        self._pending_bytes = 0
+        self._overlong: OverlongLine | None = None  # the line being skipped, size so far
         self._sha = hashlib.sha256()
         self.bytes = 0
         self.complete_lines = 0
 
-    def feed(self, chunk: bytes) -> list[bytes]:
+    def feed(self, chunk: bytes) -> list[Line]:
         self._sha.update(chunk)
         self.bytes += len(chunk)
+        if self._overlong is not None:
+            end = chunk.find(b"\n")
+            skipped = self._overlong
+            if end < 0:
+                self._overlong = OverlongLine(
+                    skipped.prefix, skipped.size + len(chunk), skipped.cap
+                )
+                return []
+            self._overlong = None
+            self.complete_lines += 1
+            first: list[Line] = [OverlongLine(skipped.prefix, skipped.size + end, skipped.cap)]
+            return first + self._split(chunk[end + 1 :])
         if self._pending:
             self._pending.append(chunk)
-            if b"\n" not in chunk:
-                return []  # a long line still arriving: join once, when it ends
+            if b"\n" not in chunk:  # a long line still arriving: join once, when it ends
+                self._pending_bytes += len(chunk)
+                if self._pending_bytes > self.max_line:
+                    self._skip_pending()
+                return []
             chunk = b"".join(self._pending)
             self._pending = []
+        return self._split(chunk)
+
+    def _split(self, chunk: bytes) -> list[Line]:
         lines = chunk.split(b"\n")
         last = lines.pop()
-        if last:
-            self._pending = [last]
+        self._pending = [last] if last else []
+        self._pending_bytes = len(last)
+        if len(last) > self.max_line:
+            self._skip_pending()
         self.complete_lines += len(lines)
-        return lines
+        if lines and max(map(len, lines)) > self.max_line:
+            return [self._cut(line) if len(line) > self.max_line else line for line in lines]
+        return lines  # type: ignore[return-value]  # list is invariant; bytes are Lines
 
-    def tail(self) -> bytes:
+    def _cut(self, line: bytes) -> OverlongLine:
+        return OverlongLine(line[:OVERLONG_PREFIX], len(line), self.max_line)
+
+    def _skip_pending(self) -> None:
+        prefix = bytearray()
+        for piece in self._pending:  # not a join: that would copy the whole line once more
+            prefix += piece[: OVERLONG_PREFIX - len(prefix)]
+        self._overlong = OverlongLine(bytes(prefix), self._pending_bytes, self.max_line)
+        self._pending = []
+        self._pending_bytes = 0
+
+    def tail(self) -> Line:
         """What followed the last newline (b"" when the stream ended with one)."""
+        if self._overlong is not None:
+            return self._overlong
         return b"".join(self._pending)
 
     @property
@@ -170,7 +239,7 @@ def _row(obj: dict[str, Any], number: int, batch_id: str, file_id: str, kind: st
 
 
 def iter_rows(
-    lines: list[bytes],
+    lines: Sequence[Line],
     first_number: int,
     *,
     batch_id: str,
@@ -188,6 +257,9 @@ def iter_rows(
     """
     loads = orjson.loads
     for offset, raw in enumerate(lines):
+        if isinstance(raw, OverlongLine):
+            errors.append(LineError(first_number + offset, raw.prefix, raw.error()))
+            continue
         if not raw or raw.isspace():
             continue
         number = first_number + offset
@@ -213,7 +285,7 @@ def iter_rows(
 
 
 def parse_lines(
-    lines: list[bytes],
+    lines: Sequence[Line],
     first_number: int,
     *,
     batch_id: str,

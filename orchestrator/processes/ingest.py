@@ -9,7 +9,9 @@ checkpoint already holds, while still hashing and counting every byte.
 A download cut short (``ApiTransportError``, or a last line without a newline
 that does not parse, which is what a cut looks like when the server closed
 cleanly) is retried up to ``download_attempts`` times. A 404 marks the file
-``missing``; the batch's other file is harvested regardless.
+``missing``; the batch's other file is harvested regardless. A line longer than
+``max_line_bytes`` becomes a line error with its size (see result_lines.py).
+When the process stops (``ApiAborted``), what is committed stays committed.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ import orjson
 
 from orchestrator.api.client import BatchApiClient
 from orchestrator.api.errors import (
+    ApiAborted,
     ApiAuthError,
     ApiNotFoundError,
     ApiProtocolError,
@@ -33,7 +36,14 @@ from orchestrator.api.errors import (
 )
 from orchestrator.clock import Clock
 from orchestrator.core.harvest import FileState
-from orchestrator.core.result_lines import LineError, LineSplitter, iter_rows
+from orchestrator.core.result_lines import (
+    MAX_LINE_BYTES,
+    Line,
+    LineError,
+    LineSplitter,
+    OverlongLine,
+    iter_rows,
+)
 from orchestrator.db.results import ChunkCounts, FileTotals, ResultStore
 
 __all__ = ["FileIngest", "IngestResult", "IngestSettings"]
@@ -57,6 +67,7 @@ class IngestSettings:
     download_attempts: int = 5
     lease_seconds: float = 300.0
     read_bytes: int = READ_BYTES
+    max_line_bytes: int = MAX_LINE_BYTES
 
 
 @dataclass
@@ -124,7 +135,7 @@ class FileIngest:
                 self.results.mark_missing(file_id, error=outcome.error, now=self.clock.now())
                 log.error("%s file is missing: %s", kind, exc, extra=extra)
                 return outcome
-            except _Stopped:
+            except (_Stopped, ApiAborted):
                 outcome.stopped = True
                 return outcome
             except (ApiTransportError, ApiProtocolError, RetryLater, _Truncated) as exc:
@@ -148,12 +159,12 @@ class FileIngest:
         self, batch_id: str, file_id: str, kind: str, skip: int, outcome: IngestResult
     ) -> None:
         chunk_lines = self.settings.chunk_lines
-        splitter = LineSplitter()
+        splitter = LineSplitter(self.settings.max_line_bytes)
         seen = 0  # physical lines read so far in this download
         committed = skip  # the checkpoint
-        pending: list[bytes] = []  # lines committed + 1 .. seen
+        pending: list[Line] = []  # lines committed + 1 .. seen
 
-        def commit(lines: list[bytes], totals: FileTotals | None = None) -> None:
+        def commit(lines: list[Line], totals: FileTotals | None = None) -> None:
             nonlocal committed
             errors: list[LineError] = []
             rows = iter_rows(
@@ -200,8 +211,8 @@ class FileIngest:
                     if self.stop.is_set():
                         raise _Stopped
         tail = splitter.tail()
-        if tail:
-            if not tail.isspace():
+        if tail:  # an over-long last line is a line error, not a sign of a cut
+            if not isinstance(tail, OverlongLine) and not tail.isspace():
                 try:
                     orjson.loads(tail)
                 except orjson.JSONDecodeError:

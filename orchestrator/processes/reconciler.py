@@ -21,11 +21,12 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from orchestrator.api.client import BatchApiClient
-from orchestrator.api.errors import ApiAuthError, ApiNotFoundError, RetryLater
+from orchestrator.api.errors import ApiAborted, ApiAuthError, ApiNotFoundError, RetryLater
 from orchestrator.clock import Clock
 from orchestrator.core.harvest import FileState, HarvestState
 from orchestrator.core.observation import MalformedBatch, parse_batch
 from orchestrator.core.poll_policy import PollPolicy
+from orchestrator.core.result_lines import MAX_LINE_BYTES
 from orchestrator.db.database import Database
 from orchestrator.db.polls import Attention, Claim, PollRecord, PollStore
 from orchestrator.db.results import LeaseLost, ResultStore
@@ -66,6 +67,7 @@ class ReconcilerConfig:
     download_attempts: int = 5
     page_size: int = 0  # 0: four claims per worker thread
     read_bytes: int = READ_BYTES
+    max_line_bytes: int = MAX_LINE_BYTES
     db_retry_initial_seconds: float = 0.5  # after a database outage, doubling up to 30 s
 
     @staticmethod
@@ -76,6 +78,7 @@ class ReconcilerConfig:
             idle_seconds=settings.reconcile_idle_seconds,
             chunk_lines=settings.ingest_chunk_lines,
             download_attempts=settings.download_attempts,
+            max_line_bytes=settings.ingest_max_line_bytes,
         )
 
 
@@ -315,6 +318,9 @@ class Reconciler:
             observed = parse_batch(answer.data)
             if observed.id != batch_id:
                 raise MalformedBatch(f"asked for {batch_id}, the server answered {observed.id}")
+        except ApiAborted:  # stopping: not a failure of the batch's, give it back
+            summary.merge(PassSummary(released=self.polls.release([batch_id], owner=self.owner)))
+            return None
         except ApiAuthError as exc:
             summary.merge(PassSummary(poll_failures=1, auth_error=str(exc)))
             self._failed(batch_id, f"authentication refused: {exc}")
@@ -386,6 +392,7 @@ class Reconciler:
                 download_attempts=self.config.download_attempts,
                 lease_seconds=self.config.lease_seconds,
                 read_bytes=self.config.read_bytes,
+                max_line_bytes=self.config.max_line_bytes,
             ),
             stop=self.stop,
             on_progress=self.heartbeat.beat,

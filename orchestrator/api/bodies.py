@@ -1,0 +1,140 @@
+"""Reading an HTTP body without trusting its size.
+
+httpx decodes gzip a network read at a time with no bound on the output: 64 KB
+of a gzip bomb becomes 64 MB in one call, and ``response.read()`` keeps it all
+(a 1 MB bomb sent as a Batch object took a process to 4.4 GB). Here the raw
+bytes are decoded by us, at most ``PIECE`` decoded bytes at a time, and each
+piece is counted against the cap before the next is made.
+
+We ask for gzip only (``ACCEPT_ENCODING``); deflate and identity are read too,
+anything else is refused rather than passed on undecoded.
+"""
+
+from __future__ import annotations
+
+import zlib
+from collections.abc import Iterator
+
+import httpx
+
+from orchestrator.api.limits import CallScope
+
+__all__ = [
+    "ACCEPT_ENCODING",
+    "PIECE",
+    "BodyTooLarge",
+    "CorruptBody",
+    "Decoder",
+    "UnsupportedEncoding",
+    "content_length",
+    "raw_chunks",
+    "read_capped",
+]
+
+ACCEPT_ENCODING = "gzip"
+PIECE = 256 * 1024  # decoded bytes made per step: the most a bomb gets out of us at once
+_GZIP = zlib.MAX_WBITS | 16
+
+
+class BodyTooLarge(Exception):
+    def __init__(self, cap: int, size: int, *, declared: bool) -> None:
+        how = "declares" if declared else "is at least"
+        super().__init__(
+            f"the answer {how} {size} bytes, more than the cap of {cap} bytes "
+            "(setting api_max_answer_bytes)"
+        )
+        self.cap = cap
+        self.size = size
+
+
+class UnsupportedEncoding(Exception):
+    """A Content-Encoding we did not ask for and do not decode."""
+
+
+class CorruptBody(Exception):
+    """The compressed body does not decompress."""
+
+
+def content_length(response: httpx.Response) -> int | None:
+    raw = response.headers.get("content-length", "").strip()
+    return int(raw) if raw.isdigit() else None
+
+
+def raw_chunks(response: httpx.Response) -> Iterator[bytes]:
+    """The body as it arrives, undecoded (see ``Decoder.of``)."""
+    if response.is_stream_consumed:  # built in memory (a test's mock): httpx has it decoded
+        return iter([response.content])
+    return response.iter_raw()
+
+
+class Decoder:
+    """Decodes one body's Content-Encoding, ``PIECE`` bytes at a time."""
+
+    @classmethod
+    def of(cls, response: httpx.Response) -> Decoder:
+        if response.is_stream_consumed:
+            return cls(None)
+        return cls(response.headers.get("content-encoding"))
+
+    def __init__(self, content_encoding: str | None) -> None:
+        encoding = (content_encoding or "identity").strip().lower()
+        self.encoding = encoding
+        self._deflate_first = False
+        if encoding in ("", "identity"):
+            self._zlib = None
+        elif encoding in ("gzip", "x-gzip"):
+            self._zlib = zlib.decompressobj(_GZIP)
+        elif encoding == "deflate":
+            self._zlib = zlib.decompressobj()
+            self._deflate_first = True  # zlib-wrapped or raw: servers send both
+        else:
+            raise UnsupportedEncoding(
+                f"Content-Encoding {encoding[:40]!r} was not asked for (we accept gzip)"
+            )
+
+    def feed(self, data: bytes) -> Iterator[bytes]:
+        d = self._zlib
+        if d is None:
+            if data:
+                yield data
+            return
+        while True:
+            try:
+                out = d.decompress(data, PIECE)
+            except zlib.error as exc:
+                if not self._deflate_first:
+                    what = f"the {self.encoding} body does not decompress: {exc}"
+                    raise CorruptBody(what) from exc
+                d = self._zlib = zlib.decompressobj(-zlib.MAX_WBITS)
+                self._deflate_first = False
+                continue
+            self._deflate_first = False
+            if out:
+                yield out
+            data = d.unconsumed_tail
+            if not data and len(out) < PIECE:
+                return
+
+
+def read_capped(response: httpx.Response, scope: CallScope, cap: int, *, truncate: bool) -> bytes:
+    """The decoded body, never more than ``cap`` bytes of it held.
+
+    Past the cap: with ``truncate`` (an error body, read for its excerpt) the first
+    ``cap`` bytes; otherwise ``BodyTooLarge``. Between network reads the call's
+    limit and the interrupter are checked.
+    """
+    decoder = Decoder.of(response)
+    declared = content_length(response)
+    if not truncate and decoder.encoding in ("", "identity") and (declared or 0) > cap:
+        raise BodyTooLarge(cap, declared or 0, declared=True)
+    buffer = bytearray()
+    for raw in raw_chunks(response):
+        scope.received(len(raw))
+        scope.check()
+        for piece in decoder.feed(raw):
+            buffer += piece
+            if len(buffer) > cap:
+                if truncate:
+                    return bytes(buffer[:cap])
+                raise BodyTooLarge(cap, len(buffer), declared=False)
+    return bytes(buffer)

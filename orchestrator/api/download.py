@@ -1,0 +1,120 @@
+"""An open file download: the body streamed, decoded in bounded pieces, re-chunked.
+
+The download has no deadline (files reach hundreds of MB) but a minimum
+throughput (``MinThroughput``), checked by the socket layer while it waits and
+here between reads; ``abort`` ends it at once.
+"""
+
+from __future__ import annotations
+
+import logging
+import zlib
+from collections.abc import Callable, Iterator
+
+import httpx
+
+from orchestrator.api.bodies import CorruptBody, Decoder, content_length, raw_chunks
+from orchestrator.api.errors import ApiAborted, ApiCall, ApiTransportError
+from orchestrator.api.limits import Aborted, CallScope, LimitReached
+from orchestrator.core.retry_policy import TransportFailure
+
+__all__ = ["DEFAULT_CHUNK_SIZE", "Download"]
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_CHUNK_SIZE = 64 * 1024
+_TEXT_CHARS = 500
+
+
+class Download:
+    """An open, streaming file download. Use within ``BatchApiClient.download``."""
+
+    def __init__(
+        self,
+        response: httpx.Response,
+        *,
+        call: ApiCall,
+        file_id: str,
+        attempts: int,
+        request_id: str | None,
+        scrub: Callable[[str], str],
+        extra: dict[str, str | None],
+        scope: CallScope,
+        decoder: Decoder,
+    ) -> None:
+        self._response = response
+        self._decoder = decoder
+        self._call = call
+        self._scrub = scrub
+        self._extra = extra
+        self._scope = scope
+        self.file_id = file_id
+        self.attempts = attempts
+        self.status = response.status_code
+        self.request_id = request_id
+        self.content_length = content_length(response)
+        self.bytes_received = 0  # decoded bytes handed to the caller
+
+    @property
+    def raw_bytes_received(self) -> int:
+        """Bytes read off the wire (before any content decoding)."""
+        return self._response.num_bytes_downloaded
+
+    def _cut_short(
+        self, kind: TransportFailure, detail: str, timeout: float | None = None
+    ) -> ApiTransportError:
+        error = ApiTransportError(
+            self._call,
+            kind=kind,
+            detail=self._scrub(detail),
+            timeout=timeout,
+            file_id=self.file_id,
+            received=self.raw_bytes_received,
+            expected=self.content_length,
+        )
+        logger.warning("%s", error, extra=self._extra)
+        return error
+
+    def _decoded(self) -> Iterator[bytes]:
+        decoder = self._decoder
+        scope = self._scope
+        for raw in raw_chunks(self._response):
+            scope.received(len(raw))
+            scope.check()
+            yield from decoder.feed(raw)
+
+    def iter_bytes(self, chunk_size: int = DEFAULT_CHUNK_SIZE) -> Iterator[bytes]:
+        """Stream the body in chunks of ``chunk_size`` decoded bytes (the last may be
+        shorter). Raises a retryable ``ApiTransportError`` if it is cut short or too
+        slow (restart the whole download then: there is no resume), ``ApiAborted``
+        when the process is stopping."""
+        buffer = bytearray()
+        try:
+            for piece in self._decoded():
+                buffer += piece
+                while len(buffer) >= chunk_size:
+                    with memoryview(buffer) as view:
+                        chunk = bytes(view[:chunk_size])
+                    del buffer[:chunk_size]
+                    self.bytes_received += len(chunk)
+                    yield chunk
+        except Aborted as exc:
+            raise ApiAborted(self._call, file_id=self.file_id) from exc
+        except LimitReached as exc:
+            raise self._cut_short(TransportFailure.TIMEOUT, str(exc)) from exc
+        except httpx.TimeoutException as exc:
+            raise self._cut_short(
+                TransportFailure.TIMEOUT, f"{type(exc).__name__} while reading the body"
+            ) from exc
+        except (httpx.TransportError, httpx.DecodingError, CorruptBody, zlib.error) as exc:
+            raise self._cut_short(
+                TransportFailure.READ, f"{type(exc).__name__}: {exc}"[:_TEXT_CHARS]
+            ) from exc
+        if buffer:
+            self.bytes_received += len(buffer)
+            yield bytes(buffer)
+        if self.content_length is not None and self.raw_bytes_received != self.content_length:
+            raise self._cut_short(TransportFailure.READ, "body length differs from Content-Length")
+        logger.debug(
+            "%s: received %d bytes", self._call, self.raw_bytes_received, extra=self._extra
+        )
