@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from orchestrator.api.client import ApiResult, ApiSettings, BatchApiClient, Download
 from orchestrator.api.errors import (
+    ApiAborted,
+    ApiAnswerTooLarge,
     ApiAuthError,
     ApiCall,
     ApiNotFoundError,
@@ -15,6 +17,8 @@ from orchestrator.api.errors import (
 )
 
 __all__ = [
+    "ApiAborted",
+    "ApiAnswerTooLarge",
     "ApiAuthError",
     "ApiCall",
     "ApiNotFoundError",

@@ -484,6 +484,7 @@ class BatchApiClient:
         request = self._http.build_request(call.method, call.path, params=params)
         started = time.perf_counter()
         try:
+            scope.check()  # aborted while the retry loop slept: send nothing
             response = self._http.send(request, stream=True)
         except (*_NO_ANSWER, LimitReached, Aborted) as exc:
             return self._transport_outcome(call, number, exc, started, extra)
@@ -535,6 +536,7 @@ class BatchApiClient:
         )
         started = time.perf_counter()
         try:
+            scope.check()
             response = self._http.send(request, stream=True)
         except (*_NO_ANSWER, LimitReached, Aborted) as exc:
             return self._transport_outcome(call, number, exc, started, extra)

@@ -66,7 +66,7 @@ MAX_ID = 128
 _NUL_ESCAPE = b"\\u0000"
 _dumps = orjson.dumps
 MAX_LINE_BYTES = 16 << 20  # setting ingest_max_line_bytes
-OVERLONG_PREFIX = 4096  # bytes of an over-long line kept in its line error
+OVERLONG_PREFIX = 4096  # bytes of an over-long line kept in its line error (at most the cap)
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,6 +97,7 @@ class LineSplitter:
 
     def __init__(self, max_line: int = MAX_LINE_BYTES) -> None:
         self.max_line = max_line
+        self._prefix = min(OVERLONG_PREFIX, max_line)  # the same whatever the chunking
         self._pending: list[bytes] = []
         self._pending_bytes = 0
         self._overlong: OverlongLine | None = None  # the line being skipped, size so far
@@ -143,12 +144,12 @@ class LineSplitter:
         return lines  # type: ignore[return-value]  # list is invariant; bytes are Lines
 
     def _cut(self, line: bytes) -> OverlongLine:
-        return OverlongLine(line[:OVERLONG_PREFIX], len(line), self.max_line)
+        return OverlongLine(line[: self._prefix], len(line), self.max_line)
 
     def _skip_pending(self) -> None:
         prefix = bytearray()
         for piece in self._pending:  # not a join: that would copy the whole line once more
-            prefix += piece[: OVERLONG_PREFIX - len(prefix)]
+            prefix += piece[: self._prefix - len(prefix)]
         self._overlong = OverlongLine(bytes(prefix), self._pending_bytes, self.max_line)
         self._pending = []
         self._pending_bytes = 0

@@ -198,3 +198,27 @@ def test_a_stale_checkpoint_is_refused(database: Database, clock: ManualClock) -
     commit()
     with pytest.raises(LeaseLost, match="checkpoint is 2, not 0"):
         commit()
+
+
+def test_an_overlong_line_is_kept_as_its_size_and_prefix_and_the_rest_stored(
+    database: Database, clock: ManualClock
+) -> None:
+    cap = 64 << 10
+    huge = b'{"custom_id": "big", "response": {"body": "' + b"x" * (3 * cap) + b'"}}'
+    body = result_line(1) + b"\n" + huge + b"\n" + result_line(3) + b"\n" + b"y" * (2 * cap)
+    ingest = ingest_with(database, clock, serving(body))
+    ingest.settings = IngestSettings(
+        chunk_lines=3, download_attempts=3, read_bytes=4096, max_line_bytes=cap
+    )
+    outcome = ingest.run(batch_id=BATCH, file_id="file-x", kind="output")
+    assert outcome.state is FileState.DONE and outcome.downloads == 1
+    assert stored(database) == [("c1", 1, None), ("c3", 3, None)]
+    (second, raw2, error2), (fourth, raw4, error4) = line_errors(database)
+    assert (second, fourth) == (2, 4)
+    assert raw2 == huge[:4096].decode() and raw4 == "y" * 4096
+    assert f"line is {len(huge)} bytes, longer than the cap of {cap} bytes" in error2
+    assert "ingest_max_line_bytes" in error2
+    assert f"line is {2 * cap} bytes" in error4  # the last line, without a newline
+    record = the_file(database)
+    assert (record.lines, record.results, record.malformed) == (4, 2, 2)
+    assert record.bytes == len(body) and record.sha256 == hashlib.sha256(body).hexdigest()

@@ -1,15 +1,24 @@
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Sequence
 
 import orjson
 from hypothesis import given
 from hypothesis import strategies as st
 
-from orchestrator.core.result_lines import LineSplitter, ParsedChunk, parse_lines, printable
+from orchestrator.core.result_lines import (
+    OVERLONG_PREFIX,
+    Line,
+    LineSplitter,
+    OverlongLine,
+    ParsedChunk,
+    parse_lines,
+    printable,
+)
 
 
-def parse(lines: list[bytes], first: int, *, nul_unsafe: bool = False) -> ParsedChunk:
+def parse(lines: Sequence[Line], first: int, *, nul_unsafe: bool = False) -> ParsedChunk:
     return parse_lines(
         lines, first, batch_id="batch_1", file_id="file-o", kind="output", nul_unsafe=nul_unsafe
     )
@@ -26,16 +35,24 @@ def line(custom_id: str, **extra: object) -> bytes:
     return orjson.dumps(record)
 
 
+def plain(lines: Sequence[Line] | Line) -> list[bytes]:
+    """Lines under the default cap: every one of them bytes."""
+    many = [lines] if isinstance(lines, bytes | OverlongLine) else lines
+    out = [line for line in many if isinstance(line, bytes)]
+    assert len(out) == len(many)
+    return out
+
+
 @given(st.binary(max_size=3000), st.lists(st.integers(1, 50), max_size=40))
 def test_lines_survive_any_chunking(data: bytes, cuts: list[int]) -> None:
     splitter = LineSplitter()
     got: list[bytes] = []
     position = 0
     for size in cuts:
-        got += splitter.feed(data[position : position + size])
+        got += plain(splitter.feed(data[position : position + size]))
         position += size
-    got += splitter.feed(data[position:])
-    tail = splitter.tail()
+    got += plain(splitter.feed(data[position:]))
+    (tail,) = plain(splitter.tail())
     assert got + ([tail] if tail else []) == (
         data.split(b"\n")[:-1] + ([data.rsplit(b"\n", 1)[-1]] if tail else [])
     )
@@ -117,3 +134,60 @@ def test_nul_is_kept_raw_where_the_database_cannot_store_it() -> None:
 
 def test_printable_keeps_every_byte_visible() -> None:
     assert printable(b"ok \xff\x00 end") == "ok \\xff\\x00 end"
+
+
+# -- a cap on the length of a line ----------------------------------------------------
+
+
+@given(
+    st.lists(st.binary(max_size=40).map(lambda b: b.replace(b"\n", b"")), max_size=12),
+    st.lists(st.integers(1, 30), max_size=40),
+    st.integers(5, 25),
+    st.booleans(),
+)
+def test_lines_over_the_cap_become_their_size_and_prefix_at_any_chunking(
+    lines: list[bytes], cuts: list[int], cap: int, final_newline: bool
+) -> None:
+    data = b"\n".join(lines) + (b"\n" if final_newline and lines else b"")
+    splitter = LineSplitter(max_line=cap)
+    got: list[Line] = []
+    position = 0
+    for size in cuts:
+        got += splitter.feed(data[position : position + size])
+        position += size
+    got += splitter.feed(data[position:])
+    tail = splitter.tail()
+    if tail:
+        got.append(tail)
+    expected_lines = data.split(b"\n")
+    if expected_lines and expected_lines[-1] == b"":
+        expected_lines.pop()
+    expected: list[Line] = [
+        OverlongLine(line[: min(cap, OVERLONG_PREFIX)], len(line), cap) if len(line) > cap else line
+        for line in expected_lines
+    ]
+    assert got == expected
+    assert splitter.bytes == len(data)
+    assert splitter.sha256 == hashlib.sha256(data).hexdigest()
+
+
+def test_a_line_that_never_ends_holds_no_more_than_the_cap() -> None:
+    splitter = LineSplitter(max_line=1000)
+    for _ in range(10_000):  # 100 MB of one line, 10 KB at a time
+        assert splitter.feed(b"a" * 10_000) == []
+        assert sum(map(len, splitter._pending)) <= 1000
+    assert splitter.feed(b'bc\n{"custom_id": "next"}\n') == [
+        OverlongLine(b"a" * 1000, 100_000_002, 1000),
+        b'{"custom_id": "next"}',
+    ]
+
+
+def test_an_overlong_line_is_a_line_error_naming_the_cap_and_its_size() -> None:
+    chunk = parse([line("a"), OverlongLine(b'{"custom_id": "b", ', 20_000_000, 1 << 24)], 7)
+    assert [row[1] for row in chunk.rows] == ["a"]
+    (error,) = chunk.errors
+    assert error.line_number == 8
+    assert error.raw == b'{"custom_id": "b", '
+    assert "20000000 bytes" in error.error
+    assert "cap of 16777216 bytes" in error.error
+    assert "ingest_max_line_bytes" in error.error
