@@ -293,15 +293,17 @@ def test_after_abort_no_call_is_sent() -> None:
 
 
 def test_abort_during_the_retry_wait_ends_the_call_without_another_attempt() -> None:
+    # (the default wait is the interrupter's, which an abort wakes at once)
     handler = Counting(lambda _r: httpx.Response(503, headers={"retry-after": "5"}))
+    clients: list[BatchApiClient] = []
     api = BatchApiClient(
         ApiSettings(api_key=Secret(KEY), base_url="https://api.test/v1"),
         policy=RetryPolicy(),
         transport=httpx.MockTransport(handler),
         clock=ManualClock(),
+        sleep=lambda _s: clients[0].abort(),  # SIGTERM arrives during the wait
     )
-    # the default sleep is the interrupter's wait: a stop wakes it at once
-    api._sleep = lambda _s: api.abort()
+    clients.append(api)
     with pytest.raises(ApiAborted):
         api.retrieve("batch_abc")
     assert len(handler.requests) == 1

@@ -1,0 +1,150 @@
+"""The client's in-process retries: a few quick attempts, never a long sleep.
+
+Follows ``RetryPolicy``; when it stops on a retryable failure it raises
+``RetryLater`` so the durable layer can persist the next attempt time. An
+``abort()`` ends the wait between attempts and stops the retrying.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Generic, TypeVar, cast
+
+import tenacity
+
+from orchestrator.api.errors import ApiCall, RetryLater
+from orchestrator.api.failures import Failure
+from orchestrator.api.limits import Interrupter
+from orchestrator.core.retry_policy import RetryPolicy, Verdict, VerdictKind
+
+__all__ = ["Outcome", "Retrier"]
+
+logger = logging.getLogger("orchestrator.api.client")  # one logger for the client's story
+
+_T = TypeVar("_T")
+
+
+@dataclass
+class Outcome(Generic[_T]):
+    """What one attempt produced; tenacity retries on ``verdict``."""
+
+    verdict: Verdict
+    attempt: int
+    payload: _T | None = None
+    error: Failure | None = None
+    planned_wait: float | None = field(default=None, repr=False)
+
+
+def _is_retry(outcome: Outcome[Any]) -> bool:
+    return outcome.verdict.kind is VerdictKind.RETRY
+
+
+def _outcome_of(state: tenacity.RetryCallState) -> Outcome[Any]:
+    assert state.outcome is not None
+    return cast("Outcome[Any]", state.outcome.result())
+
+
+class _StopWhenAborted(tenacity.stop.stop_base):
+    def __init__(self, interrupter: Interrupter) -> None:
+        self._interrupter = interrupter
+
+    def __call__(self, retry_state: tenacity.RetryCallState) -> bool:
+        return self._interrupter.aborted
+
+
+class _StopWhenWaitTooLong(tenacity.stop.stop_base):
+    """Stop instead of sleeping through a wait longer than the in-process limit."""
+
+    def __init__(self, planned_wait: Callable[[tenacity.RetryCallState], float], limit: float):
+        self._planned_wait = planned_wait
+        self._limit = limit
+
+    def __call__(self, retry_state: tenacity.RetryCallState) -> bool:
+        return self._planned_wait(retry_state) > self._limit
+
+
+class Retrier:
+    def __init__(
+        self,
+        policy: RetryPolicy,
+        *,
+        sleep: Callable[[float], None],
+        random: Callable[[], float],
+        interrupter: Interrupter,
+    ) -> None:
+        self._policy = policy
+        self._sleep = sleep
+        self._random = random
+        self._interrupter = interrupter
+
+    def _planned_wait(self, state: tenacity.RetryCallState) -> float:
+        outcome = _outcome_of(state)
+        if outcome.planned_wait is None:
+            outcome.planned_wait = self._policy.next_wait(
+                outcome.verdict, state.attempt_number - 1, self._random()
+            )
+        return outcome.planned_wait
+
+    def run(
+        self,
+        call: ApiCall,
+        extra: dict[str, str | None],
+        attempt: Callable[[int], Outcome[_T]],
+    ) -> tuple[_T, int]:
+        counter = itertools.count(1)
+        policy = self._policy
+
+        def before_sleep(state: tenacity.RetryCallState) -> None:
+            outcome = _outcome_of(state)
+            logger.info(
+                "%s: %s; retry %d/%d in %.3gs",
+                call,
+                outcome.verdict.reason,
+                state.attempt_number,
+                policy.max_in_process_attempts - 1,
+                self._planned_wait(state),
+                extra={**extra, "request_id": getattr(outcome.error, "request_id", None)},
+            )
+
+        retrying = tenacity.Retrying(
+            sleep=self._sleep,
+            retry=tenacity.retry_if_result(_is_retry),
+            wait=self._planned_wait,
+            stop=tenacity.stop_after_attempt(policy.max_in_process_attempts)
+            | _StopWhenWaitTooLong(self._planned_wait, policy.max_in_process_wait)
+            | _StopWhenAborted(self._interrupter),
+            before_sleep=before_sleep,
+            retry_error_callback=_outcome_of,
+        )
+        outcome = retrying(lambda: attempt(next(counter)))
+        if outcome.verdict.kind is VerdictKind.OK and outcome.payload is not None:
+            return outcome.payload, outcome.attempt
+        assert outcome.error is not None
+        if outcome.verdict.kind is VerdictKind.RETRY:
+            raise self._retry_later(outcome, outcome.error, extra)
+        level = logging.WARNING if outcome.verdict.kind is VerdictKind.AUTH else logging.INFO
+        error = outcome.error
+        logger.log(level, "%s", error, extra={**extra, "request_id": _rid_of(error)})
+        raise error
+
+    def _retry_later(
+        self, outcome: Outcome[Any], error: Failure, extra: dict[str, str | None]
+    ) -> RetryLater:
+        policy = self._policy
+        retry_after = outcome.verdict.retry_after
+        capped = policy.cap_retry_after(retry_after) if retry_after is not None else None
+        planned = outcome.planned_wait
+        if planned is not None and planned > policy.max_in_process_wait:
+            delay: float | None = planned
+        else:
+            delay = capped
+        later = RetryLater(delay, error, attempts=outcome.attempt, retry_after=capped)
+        logger.warning("%s", later, extra={**extra, "request_id": _rid_of(error)})
+        return later
+
+
+def _rid_of(error: Failure) -> str | None:
+    return getattr(error, "request_id", None)
