@@ -54,3 +54,10 @@ class UnknownBatch(OrchestratorError):
 
 class ApiError(OrchestratorError):
     """The Batch API call failed."""
+
+
+def describe(exc: BaseException) -> str:
+    """An unexpected exception in one bounded line, for a stored error or an event."""
+    text = str(exc).strip()
+    first = text.splitlines()[0] if text else ""
+    return f"{type(exc).__name__}: {first}"[:500]

@@ -116,7 +116,7 @@ class Settings:
     log_level: str = "INFO"
     log_format: str = "text"
     metrics_port: int | None = None
-    metrics_address: str = "0.0.0.0"  # all interfaces, so a scraper on another host can reach it
+    metrics_address: str = "127.0.0.1"  # this host only; "0.0.0.0" (all interfaces) on purpose
 
     def __post_init__(self) -> None:
         from orchestrator.db.engine import normalise_url  # late: keeps settings import-light

@@ -61,6 +61,6 @@ def add_metrics_port_argument(parser: argparse.ArgumentParser) -> None:
         "--metrics-address",
         dest="setting_metrics_address",
         metavar="ADDR",
-        help="the address to serve them on (default 0.0.0.0, all interfaces; "
-        "127.0.0.1 for this host only; env ORCHESTRATOR_METRICS_ADDRESS)",
+        help="the address to serve them on (default 127.0.0.1, this host only; "
+        "0.0.0.0 for every interface; env ORCHESTRATOR_METRICS_ADDRESS)",
     )

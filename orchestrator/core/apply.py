@@ -8,13 +8,15 @@ order, or from two processes at once. So:
 - a status it cannot reach (completed -> in_progress) or does not know changes
   nothing and becomes an anomaly event, never a crash;
 - each timestamp and each file id is set once and then kept;
-- request counts only grow.
+- request counts only grow;
+- a field the parser refused (`BatchObservation.anomalies`) is an anomaly event
+  of its own, while the rest of the observation still applies.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
@@ -43,7 +45,7 @@ class StatusChange:
 
 @dataclass(frozen=True)
 class Anomaly:
-    kind: str  # "unknown_status" | "illegal_move"
+    kind: str  # "unknown_status" | "illegal_move" | "refused_field"
     detail: str
     observed_status: str
 
@@ -71,6 +73,16 @@ def apply_observation(
     machine: BatchLifecycle | None = None,
 ) -> Applied:
     machine = machine or lifecycle()
+    refused = tuple(
+        Anomaly("refused_field", text, observed.status_text) for text in observed.anomalies
+    )
+    applied = _apply(stored, observed, machine)
+    if not refused:
+        return applied
+    return replace(applied, anomalies=refused + applied.anomalies)
+
+
+def _apply(stored: StoredBatch, observed: BatchObservation, machine: BatchLifecycle) -> Applied:
     new = observed.status
     if new is None:
         return _refuse(

@@ -1,18 +1,29 @@
-"""A Batch object as the server sent it, parsed leniently.
+"""A Batch object as the server sent it, checked field by field.
 
 The spec marks seven fields required, but we insist only on the two we cannot
-work without (`id`, `status`): every other field may be absent, null, or of a
-surprising type, and is then treated as absent. `""` file ids count as absent.
-A status string we do not know is kept as text (the enum is open upstream).
+work without (`id`, `status`) and, when we asked about one batch, that the
+answer is that batch (`WrongBatch` otherwise: never applied). Every other
+field may be absent or null, and is then treated as absent; `""` file ids count
+as absent. A status string we do not know is kept as text (the enum is open
+upstream).
+
+A field that is present but cannot be true (a count of 2**64, a negative token
+count, a string where a number belongs, a file id that could change a URL, a
+timestamp past the year 9999, text longer than its column) is refused: it is
+treated as absent, so what we stored stays, and the refusal is listed in
+`BatchObservation.anomalies` for the caller to record. The rest of the object
+still counts. The limits are the columns' (`orchestrator.db.models`); a unit
+test keeps the two in step.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
+from orchestrator.core.ids import ID_PATTERN
 from orchestrator.core.status import TIMESTAMP_FIELDS, BatchStatus, parse_status
 
 REQUIRED_FIELDS = ("id", "status")
@@ -23,10 +34,28 @@ USAGE_FIELDS = (
     "usage_reasoning_tokens",
     "usage_total_tokens",
 )
+INT_MAX = 2**31 - 1  # request_counts_*: INTEGER (PostgreSQL's is 32-bit)
+BIGINT_MAX = 2**63 - 1  # usage_*: BIGINT
+LATEST_UNIX = 253_402_300_799  # 9999-12-31T23:59:59Z, the last second a datetime holds
+TEXT_LIMITS = {"endpoint": 128, "model": 256, "completion_window": 16}
+STATUS_CHARS = 32
+_SHOWN = 60
 
 
 class MalformedBatch(ValueError):
     """The server's Batch object lacks a required field or is not an object."""
+
+
+class WrongBatch(MalformedBatch):
+    """We asked about one batch and the server answered with another: never applied."""
+
+    def __init__(self, asked: str, answered: str) -> None:
+        super().__init__(
+            f"asked about {asked}, the server answered with the Batch object of "
+            f"{answered}: not applied"
+        )
+        self.asked = asked
+        self.answered = answered
 
 
 @dataclass(frozen=True)
@@ -45,93 +74,163 @@ class BatchObservation:
     usage: Mapping[str, int | None] = field(default_factory=dict)
     metadata: dict[str, str] | None = None
     errors: list[dict[str, Any]] | None = None
+    anomalies: tuple[str, ...] = ()  # fields refused, each naming the field and the value
 
 
-def _text(value: object) -> str | None:
-    return value if isinstance(value, str) and value != "" else None
+def shown(value: object, limit: int = _SHOWN) -> str:
+    """`value` for a message: repr, bounded, safe for any size of integer."""
+    if isinstance(value, int) and not isinstance(value, bool) and value.bit_length() > 128:
+        return f"<a {value.bit_length()}-bit integer>"
+    text = repr(value) if not isinstance(value, (dict, list)) else type(value).__name__
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
-def _int(value: object) -> int | None:
-    if isinstance(value, bool):
-        return None
-    if isinstance(value, int):
+class _Fields:
+    """Reads optional fields, noting each one refused."""
+
+    def __init__(self) -> None:
+        self.anomalies: list[str] = []
+
+    def refuse(self, name: str, value: object, why: str) -> None:
+        self.anomalies.append(f"{name}={shown(value)} refused ({why}); kept what was stored")
+
+    def integer(self, name: str, value: object, maximum: int) -> int | None:
+        if value is None:
+            return None
+        if isinstance(value, float) and value.is_integer():
+            value = int(value)
+        if isinstance(value, bool) or not isinstance(value, int):
+            self.refuse(name, value, "not a whole number")
+            return None
+        if not 0 <= value <= maximum:
+            self.refuse(name, value, f"outside 0..{maximum}")
+            return None
         return value
-    if isinstance(value, float) and value.is_integer():
-        return int(value)
-    return None
+
+    def text(self, name: str, value: object, limit: int) -> str | None:
+        if value is None or value == "":
+            return None
+        if not isinstance(value, str):
+            self.refuse(name, value, "not a string")
+            return None
+        if len(value) > limit or "\x00" in value:
+            self.refuse(name, value, f"longer than {limit} characters or holding NUL")
+            return None
+        return value
+
+    def file_id(self, name: str, value: object) -> str | None:
+        text = self.text(name, value, 128)
+        if text is not None and ID_PATTERN.fullmatch(text) is None:
+            self.refuse(name, value, "not a file id")
+            return None
+        return text
+
+    def timestamp(self, name: str, value: object) -> datetime | None:
+        seconds = self.integer(name, value, LATEST_UNIX)
+        return None if seconds is None else datetime.fromtimestamp(seconds, UTC)
+
+    def mapping(self, name: str, value: object) -> Mapping[str, Any] | None:
+        if value is None:
+            return None
+        if not isinstance(value, Mapping):
+            self.refuse(name, value, "not an object")
+            return None
+        return value
+
+    def counts(self, value: object) -> tuple[int, int, int] | None:
+        counts = self.mapping("request_counts", value)
+        if counts is None:
+            return None
+        total, completed, failed = (
+            self.integer(f"request_counts.{k}", counts.get(k), INT_MAX)
+            for k in ("total", "completed", "failed")
+        )
+        if total is None or completed is None or failed is None:
+            return None
+        return (total, completed, failed)
+
+    def usage(self, value: object) -> dict[str, int | None]:
+        usage = self.mapping("usage", value)
+        if usage is None:
+            return {}
+        inputs = self.mapping("usage.input_tokens_details", usage.get("input_tokens_details"))
+        outputs = self.mapping("usage.output_tokens_details", usage.get("output_tokens_details"))
+        return {
+            "usage_input_tokens": self.integer(
+                "usage.input_tokens", usage.get("input_tokens"), BIGINT_MAX
+            ),
+            "usage_cached_tokens": self.integer(
+                "usage.input_tokens_details.cached_tokens",
+                inputs.get("cached_tokens") if inputs else None,
+                BIGINT_MAX,
+            ),
+            "usage_output_tokens": self.integer(
+                "usage.output_tokens", usage.get("output_tokens"), BIGINT_MAX
+            ),
+            "usage_reasoning_tokens": self.integer(
+                "usage.output_tokens_details.reasoning_tokens",
+                outputs.get("reasoning_tokens") if outputs else None,
+                BIGINT_MAX,
+            ),
+            "usage_total_tokens": self.integer(
+                "usage.total_tokens", usage.get("total_tokens"), BIGINT_MAX
+            ),
+        }
+
+    def metadata(self, value: object) -> dict[str, str] | None:
+        metadata = self.mapping("metadata", value)
+        return None if metadata is None else {str(k): str(v) for k, v in metadata.items()}
+
+    def errors(self, value: object) -> list[dict[str, Any]] | None:
+        errors = self.mapping("errors", value)
+        data = errors.get("data") if errors is not None else None
+        if data is None:
+            return None
+        if not isinstance(data, list):
+            self.refuse("errors.data", data, "not a list")
+            return None
+        return [dict(item) for item in data if isinstance(item, Mapping)]
 
 
-def _unix(value: object) -> datetime | None:
-    seconds = _int(value)
-    if seconds is None or seconds < 0:
-        return None
-    try:
-        return datetime.fromtimestamp(seconds, UTC)
-    except (OverflowError, OSError, ValueError):
-        return None
+def parse_batch(payload: object, expected_id: str | None = None) -> BatchObservation:
+    """Parse a Batch object; with `expected_id`, the answer about that batch.
 
-
-def _counts(value: object) -> tuple[int, int, int] | None:
-    if not isinstance(value, Mapping):
-        return None
-    total, completed, failed = (_int(value.get(k)) for k in ("total", "completed", "failed"))
-    if total is None or completed is None or failed is None:
-        return None
-    return (total, completed, failed)
-
-
-def _usage(value: object) -> dict[str, int | None]:
-    if not isinstance(value, Mapping):
-        return {}
-    input_details = value.get("input_tokens_details")
-    output_details = value.get("output_tokens_details")
-    return {
-        "usage_input_tokens": _int(value.get("input_tokens")),
-        "usage_cached_tokens": _int(input_details.get("cached_tokens"))
-        if isinstance(input_details, Mapping)
-        else None,
-        "usage_output_tokens": _int(value.get("output_tokens")),
-        "usage_reasoning_tokens": _int(output_details.get("reasoning_tokens"))
-        if isinstance(output_details, Mapping)
-        else None,
-        "usage_total_tokens": _int(value.get("total_tokens")),
-    }
-
-
-def _metadata(value: object) -> dict[str, str] | None:
-    if not isinstance(value, Mapping):
-        return None
-    return {str(k): str(v) for k, v in value.items()}
-
-
-def _errors(value: object) -> list[dict[str, Any]] | None:
-    data = value.get("data") if isinstance(value, Mapping) else None
-    if not isinstance(data, list):
-        return None
-    return [dict(item) for item in data if isinstance(item, Mapping)]
-
-
-def parse_batch(payload: object) -> BatchObservation:
-    """Parse a Batch object. Raises MalformedBatch naming what is missing."""
+    Raises MalformedBatch naming what is missing or wrong, WrongBatch when the
+    object is another batch's.
+    """
     if not isinstance(payload, Mapping):
         raise MalformedBatch(f"expected a Batch object, got {type(payload).__name__}")
     missing = [name for name in REQUIRED_FIELDS if payload.get(name) in (None, "")]
     if missing:
         raise MalformedBatch(f"Batch object lacks required field(s): {', '.join(missing)}")
-    status_text = str(payload["status"])
-    return BatchObservation(
-        id=str(payload["id"]),
+    batch_id, status_text = payload["id"], payload["status"]
+    if not isinstance(batch_id, str) or ID_PATTERN.fullmatch(batch_id) is None:
+        raise MalformedBatch(f"Batch object's id {shown(batch_id)} is not a batch id")
+    if expected_id is not None and batch_id != expected_id:
+        raise WrongBatch(expected_id, batch_id)
+    if not isinstance(status_text, str):
+        raise MalformedBatch(f"Batch object's status {shown(status_text)} is not a string")
+    if len(status_text) > STATUS_CHARS:
+        status_text = shown(status_text, STATUS_CHARS)  # unknown anyway; kept short
+    read = _Fields()
+    observation = BatchObservation(
+        id=batch_id,
         status_text=status_text,
         status=parse_status(status_text),
-        endpoint=_text(payload.get("endpoint")),
-        model=_text(payload.get("model")),
-        input_file_id=_text(payload.get("input_file_id")),
-        completion_window=_text(payload.get("completion_window")),
-        output_file_id=_text(payload.get("output_file_id")),
-        error_file_id=_text(payload.get("error_file_id")),
-        timestamps={name: _unix(payload.get(name)) for name in TIMESTAMP_FIELDS},
-        request_counts=_counts(payload.get("request_counts")),
-        usage=_usage(payload.get("usage")),
-        metadata=_metadata(payload.get("metadata")),
-        errors=_errors(payload.get("errors")),
+        endpoint=read.text("endpoint", payload.get("endpoint"), TEXT_LIMITS["endpoint"]),
+        model=read.text("model", payload.get("model"), TEXT_LIMITS["model"]),
+        input_file_id=read.file_id("input_file_id", payload.get("input_file_id")),
+        completion_window=read.text(
+            "completion_window", payload.get("completion_window"), TEXT_LIMITS["completion_window"]
+        ),
+        output_file_id=read.file_id("output_file_id", payload.get("output_file_id")),
+        error_file_id=read.file_id("error_file_id", payload.get("error_file_id")),
+        timestamps={name: read.timestamp(name, payload.get(name)) for name in TIMESTAMP_FIELDS},
+        request_counts=read.counts(payload.get("request_counts")),
+        usage=read.usage(payload.get("usage")),
+        metadata=read.metadata(payload.get("metadata")),
+        errors=read.errors(payload.get("errors")),
     )
+    if not read.anomalies:
+        return observation
+    return replace(observation, anomalies=tuple(read.anomalies))

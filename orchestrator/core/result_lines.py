@@ -207,7 +207,8 @@ def _row(obj: dict[str, Any], number: int, batch_id: str, file_id: str, kind: st
     response = obj.get("response")
     if type(response) is dict:
         code = response.get("status_code")
-        status_code = code if type(code) is int else None
+        # an HTTP status or nothing: 2**64 here would fail the whole chunk's INSERT
+        status_code = code if type(code) is int and 100 <= code <= 599 else None
         try:
             request_id = _short_text(response.get("request_id"), MAX_ID)
         except ValueError as exc:

@@ -32,10 +32,19 @@ __all__ = [
     "Verdict",
     "VerdictKind",
     "classify",
+    "outage_backoff",
     "parse_retry_after",
 ]
 
 _MAX_EXPONENT = 1000  # like the official client: 2**1000 is still a finite float
+
+
+def outage_backoff(failures: int, *, initial: float, cap: float) -> float:
+    """How long a process waits after its ``failures``-th database failure in a row:
+    ``initial`` doubling up to ``cap``. The exponent is bounded, so a database that is
+    down for days (thousands of failures) still gives a number, never an OverflowError."""
+    n = min(max(failures - 1, 0), 64)
+    return min(cap, initial * 2.0**n)
 
 
 class TransportFailure(StrEnum):

@@ -65,6 +65,8 @@ class Attempt:
     error: str | None = None
     observed: BatchObservation | None = None  # the 200 body, or the GET after a refusal
     retry_at: datetime | None = None  # for RETRY and AUTH
+    # (kind, detail) to record on the batch: a wrong batch in the answer, an unexpected error
+    events: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass
@@ -427,6 +429,10 @@ def _record_one(
         last_request_id=attempt.request_id,
     )
     owned = request.lease_owner == owner
+    events += [
+        event_values(request.batch_id, kind, now, "worker", detail=detail)
+        for kind, detail in attempt.events
+    ]
     if attempt.observed is not None and batch is not None:
         write = plan_batch_write(batch, attempt.observed, now=now, source="worker")
         batch.set(**write.changes)

@@ -27,6 +27,8 @@ from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
+from orchestrator.secret import scrub
+
 NAMING = {
     "ix": "ix_%(table_name)s_%(column_0_N_name)s",
     "uq": "uq_%(table_name)s_%(column_0_N_name)s",
@@ -57,6 +59,59 @@ class UtcDateTime(TypeDecorator[datetime]):
         if value is None:
             return None
         return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+class _Outside(TypeDecorator[str]):
+    """Text that may hold what an outsider sent (error messages, status text, request ids).
+
+    The one place every such value passes on its way into the database: secrets
+    are scrubbed (`orchestrator.secret.scrub`), NUL (which PostgreSQL cannot store)
+    is made visible, and a value longer than a sized column is cut to fit rather
+    than failing the whole transaction.
+    """
+
+    cache_ok = True
+
+    def process_bind_param(self, value: str | None, dialect: Dialect) -> str | None:
+        if value is None:
+            return None
+        text = scrub(value).replace("\x00", "\\x00")
+        length = getattr(self.impl_instance, "length", None)
+        return text[:length] if length else text
+
+
+class OutsideText(_Outside):
+    impl = Text
+    cache_ok = True
+
+
+class OutsideString(_Outside):
+    impl = String
+    cache_ok = True
+
+
+class OutsideJson(TypeDecorator[Any]):
+    """JSON from the server (a batch's `errors`, its `metadata`): secrets scrubbed in
+    every string inside, NUL (which JSONB cannot hold) made visible."""
+
+    impl = JSON
+    cache_ok = True
+
+    def load_dialect_impl(self, dialect: Dialect) -> Any:
+        return dialect.type_descriptor(JSONB() if dialect.name == "postgresql" else JSON())
+
+    def process_bind_param(self, value: Any, dialect: Dialect) -> Any:
+        return _scrubbed_json(value)
+
+
+def _scrubbed_json(value: Any) -> Any:
+    if isinstance(value, str):
+        return scrub(value).replace("\x00", "\\x00")
+    if isinstance(value, dict):
+        return {_scrubbed_json(k): _scrubbed_json(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_scrubbed_json(v) for v in value]
+    return value
 
 
 class Base(DeclarativeBase):
@@ -105,8 +160,8 @@ class Batch(Base):
     usage_output_tokens: Mapped[int | None] = mapped_column(BigInteger)
     usage_reasoning_tokens: Mapped[int | None] = mapped_column(BigInteger)
     usage_total_tokens: Mapped[int | None] = mapped_column(BigInteger)
-    metadata_: Mapped[dict[str, Any] | None] = mapped_column("metadata", Json)
-    errors: Mapped[list[Any] | None]
+    metadata_: Mapped[dict[str, Any] | None] = mapped_column("metadata", OutsideJson)
+    errors: Mapped[list[Any] | None] = mapped_column(OutsideJson)
     # --- our bookkeeping ---
     tracked_at: Mapped[datetime]
     tracked_by: Mapped[str] = mapped_column(String(32))  # cancel | track | sync | demo
@@ -115,7 +170,7 @@ class Batch(Base):
     next_poll_at: Mapped[datetime | None]  # NULL: nothing more to do
     polls: Mapped[int] = mapped_column(default=0)
     poll_failures: Mapped[int] = mapped_column(default=0)  # consecutive
-    last_error: Mapped[str | None] = mapped_column(Text)
+    last_error: Mapped[str | None] = mapped_column(OutsideText)
     terminal_polls: Mapped[int] = mapped_column(default=0)  # polls since terminal, files missing
     harvest_state: Mapped[str] = mapped_column(String(16), default="waiting")
     harvested_at: Mapped[datetime | None]
@@ -148,7 +203,7 @@ class BatchEvent(Base):
     server_at: Mapped[datetime | None]
     recorded_at: Mapped[datetime]
     source: Mapped[str] = mapped_column(String(32))  # worker | reconciler | operator | sync
-    detail: Mapped[str | None] = mapped_column(Text)
+    detail: Mapped[str | None] = mapped_column(OutsideText)
 
     __table_args__ = (Index(None, "batch_id", "id"), Index(None, "kind"))
 
@@ -161,15 +216,15 @@ class CancelRequest(Base):
     batch_id: Mapped[str] = mapped_column(String(128), ForeignKey("batches.id"), primary_key=True)
     requested_at: Mapped[datetime]
     requested_by: Mapped[str | None] = mapped_column(String(128))
-    reason: Mapped[str | None] = mapped_column(Text)
+    reason: Mapped[str | None] = mapped_column(OutsideText)
     state: Mapped[str] = mapped_column(String(16))  # pending | accepted | closed | failed
     outcome: Mapped[str | None] = mapped_column(String(32))
     attempts: Mapped[int] = mapped_column(default=0)
     next_attempt_at: Mapped[datetime | None]
     last_attempt_at: Mapped[datetime | None]
     last_http_status: Mapped[int | None]
-    last_error: Mapped[str | None] = mapped_column(Text)
-    last_request_id: Mapped[str | None] = mapped_column(String(128))
+    last_error: Mapped[str | None] = mapped_column(OutsideText)
+    last_request_id: Mapped[str | None] = mapped_column(OutsideString(128))
     lease_owner: Mapped[str | None] = mapped_column(String(128))
     lease_expires_at: Mapped[datetime | None]
     accepted_at: Mapped[datetime | None]
@@ -192,9 +247,9 @@ class CancelAttempt(Base):
     started_at: Mapped[datetime]
     finished_at: Mapped[datetime]
     http_status: Mapped[int | None]
-    request_id: Mapped[str | None] = mapped_column(String(128))
+    request_id: Mapped[str | None] = mapped_column(OutsideString(128))
     outcome: Mapped[str] = mapped_column(String(32))
-    error: Mapped[str | None] = mapped_column(Text)
+    error: Mapped[str | None] = mapped_column(OutsideText)
 
     __table_args__ = (Index(None, "batch_id", "attempt"),)
 
@@ -204,8 +259,9 @@ class ResultFile(Base):
 
     __tablename__ = "result_files"
 
+    # Keyed by batch and file: two batches naming one file each keep their own record.
+    batch_id: Mapped[str] = mapped_column(String(128), ForeignKey("batches.id"), primary_key=True)
     file_id: Mapped[str] = mapped_column(String(128), primary_key=True)
-    batch_id: Mapped[str] = mapped_column(String(128), ForeignKey("batches.id"))
     kind: Mapped[str] = mapped_column(String(8))  # output | error
     state: Mapped[str] = mapped_column(String(16))  # pending | done | missing
     lines_committed: Mapped[int] = mapped_column(default=0)  # checkpoint: lines fully recorded
@@ -216,11 +272,9 @@ class ResultFile(Base):
     lines: Mapped[int | None]
     sha256: Mapped[str | None] = mapped_column(String(64))
     attempts: Mapped[int] = mapped_column(default=0)
-    last_error: Mapped[str | None] = mapped_column(Text)
+    last_error: Mapped[str | None] = mapped_column(OutsideText)
     started_at: Mapped[datetime | None]
     done_at: Mapped[datetime | None]
-
-    __table_args__ = (Index(None, "batch_id"),)
 
 
 class BatchResult(Base):
@@ -251,11 +305,11 @@ class ResultLineError(Base):
 
     __tablename__ = "result_line_errors"
 
+    batch_id: Mapped[str] = mapped_column(String(128), primary_key=True)
     file_id: Mapped[str] = mapped_column(String(128), primary_key=True)
     line_number: Mapped[int] = mapped_column(primary_key=True)
-    batch_id: Mapped[str] = mapped_column(String(128))
-    raw: Mapped[str] = mapped_column(Text)
-    error: Mapped[str] = mapped_column(Text)
+    raw: Mapped[str] = mapped_column(OutsideText)
+    error: Mapped[str] = mapped_column(OutsideText)
 
 
 class FileDeletion(Base):
@@ -273,8 +327,8 @@ class FileDeletion(Base):
     next_attempt_at: Mapped[datetime | None]  # the database's time; also the claim's lease
     last_attempt_at: Mapped[datetime | None]
     last_http_status: Mapped[int | None]
-    last_error: Mapped[str | None] = mapped_column(Text)
-    last_request_id: Mapped[str | None] = mapped_column(String(128))
+    last_error: Mapped[str | None] = mapped_column(OutsideText)
+    last_request_id: Mapped[str | None] = mapped_column(OutsideString(128))
     done_at: Mapped[datetime | None]
 
     __table_args__ = (Index(None, "state", "next_attempt_at"), Index(None, "batch_id"))
@@ -286,7 +340,7 @@ class Pause(Base):
     __tablename__ = "pauses"
 
     scope: Mapped[str] = mapped_column(String(32), primary_key=True)
-    reason: Mapped[str] = mapped_column(Text)
+    reason: Mapped[str] = mapped_column(OutsideText)
     paused_at: Mapped[datetime]
     until: Mapped[datetime]
 

@@ -229,10 +229,12 @@ class PollStore:
         u: float,
         retry_after: float | None = None,
         not_found: bool = False,
+        event: str | None = None,
     ) -> bool:
         """A poll (or harvest) that failed. Never fails the batch: records the error,
         backs off, gives the lease back; or, for a batch the API has never shown us and
-        keeps answering 404 for, stops polling it. Returns whether it stopped."""
+        keeps answering 404 for, stops polling it. Returns whether it stopped. With
+        ``event``, an event of that kind records the error every time."""
         with self.db.transaction() as session:
             row = session.get(Batch, batch_id, with_for_update=True)
             if row is None:
@@ -241,7 +243,9 @@ class PollStore:
             row.poll_failures = failures
             row.last_error = error[:_ERROR_CHARS]
             row.last_polled_at = now
-            if failures == 1:
+            if event is not None:  # something a person should see each time (an anomaly)
+                session.add(event_row(row.id, event, now, SOURCE, detail=row.last_error))
+            elif failures == 1:
                 session.add(event_row(row.id, "poll_failed", now, SOURCE, detail=row.last_error))
             if row.lease_owner != owner:
                 return False

@@ -30,6 +30,7 @@ from sqlalchemy.orm import Session
 
 from orchestrator.core.harvest import FileState
 from orchestrator.core.result_lines import RESULT_COLUMNS, LineError, Row, printable
+from orchestrator.db.batches import event_row
 from orchestrator.db.database import Database
 from orchestrator.db.models import Batch, BatchResult, ResultFile, ResultLineError, table_of
 from orchestrator.errors import DatabaseError
@@ -70,6 +71,7 @@ class FileProgress:
     state: FileState
     lines_committed: int
     attempts: int
+    shared_with: tuple[str, ...] = ()  # first sight: other batches that name this file too
 
 
 @dataclass(frozen=True)
@@ -148,9 +150,13 @@ class ResultStore:
     # --- files ------------------------------------------------------------------------
 
     def begin_file(self, *, batch_id: str, file_id: str, kind: str, now: datetime) -> FileProgress:
-        """The file's row (created pending on first sight), with one more attempt counted."""
+        """The file's row (created pending on first sight), with one more attempt counted.
+
+        Each batch has its own row for a file, even when another batch names the same
+        file id; on first sight that is an anomaly event on this batch, naming the others.
+        """
         with self.db.transaction() as session:
-            session.execute(
+            created = session.execute(
                 self._file_insert(),
                 [
                     {
@@ -167,31 +173,62 @@ class ResultStore:
                     }
                 ],
             )
-            row = session.get(ResultFile, file_id, with_for_update=True)
+            key = {"batch_id": batch_id, "file_id": file_id}
+            row = session.get(ResultFile, key, with_for_update=True)
             assert row is not None
             if row.state == FileState.PENDING:
                 row.attempts += 1
-            return FileProgress(file_id, FileState(row.state), row.lines_committed, row.attempts)
+            shared: tuple[str, ...] = ()
+            if created.rowcount == 1:  # type: ignore[attr-defined]
+                shared = self._shared(session, batch_id, file_id, kind, now)
+            return FileProgress(
+                file_id, FileState(row.state), row.lines_committed, row.attempts, shared
+            )
+
+    @staticmethod
+    def _shared(
+        session: Session, batch_id: str, file_id: str, kind: str, now: datetime
+    ) -> tuple[str, ...]:
+        others = tuple(
+            session.scalars(
+                select(ResultFile.batch_id)
+                .where(ResultFile.file_id == file_id, ResultFile.batch_id != batch_id)
+                .order_by(ResultFile.batch_id)
+                .limit(5)
+            )
+        )
+        if others:
+            detail = (
+                f"shared_file: the server names {kind} file {file_id} for this batch and "
+                f"for {', '.join(others)}: each batch stores the file's lines as its own; "
+                "check which batch the file belongs to"
+            )
+            session.add(event_row(batch_id, "anomaly", now, "reconciler", detail=detail))
+        return others
 
     def _file_insert(self) -> Insert:
         return self.db.insert_ignoring_conflicts(table_of(ResultFile))
 
-    def note_failure(self, file_id: str, *, error: str) -> None:
+    def note_failure(self, batch_id: str, file_id: str, *, error: str) -> None:
         """A download that did not finish; the checkpoint keeps what it stored."""
         with self.db.transaction() as session:
             session.execute(
                 update(ResultFile)
-                .where(ResultFile.file_id == file_id)
+                .where(ResultFile.batch_id == batch_id, ResultFile.file_id == file_id)
                 .values(last_error=error[:_ERROR_CHARS])
                 .execution_options(synchronize_session=False)
             )
 
-    def mark_missing(self, file_id: str, *, error: str, now: datetime) -> None:
+    def mark_missing(self, batch_id: str, file_id: str, *, error: str, now: datetime) -> None:
         """The server says the file does not exist (404): what it held cannot be had."""
         with self.db.transaction() as session:
             session.execute(
                 update(ResultFile)
-                .where(ResultFile.file_id == file_id, ResultFile.state == FileState.PENDING.value)
+                .where(
+                    ResultFile.batch_id == batch_id,
+                    ResultFile.file_id == file_id,
+                    ResultFile.state == FileState.PENDING.value,
+                )
                 .values(state=FileState.MISSING.value, last_error=error[:_ERROR_CHARS], done_at=now)
                 .execution_options(synchronize_session=False)
             )
@@ -232,7 +269,11 @@ class ResultStore:
         with self.db.transaction() as session:
             current = session.scalar(
                 select(ResultFile.lines_committed)
-                .where(ResultFile.file_id == file_id, ResultFile.state == FileState.PENDING.value)
+                .where(
+                    ResultFile.batch_id == batch_id,
+                    ResultFile.file_id == file_id,
+                    ResultFile.state == FileState.PENDING.value,
+                )
                 .with_for_update()
             )
             if current != from_line:
@@ -274,7 +315,7 @@ class ResultStore:
                 )
             session.execute(
                 update(ResultFile)
-                .where(ResultFile.file_id == file_id)
+                .where(ResultFile.batch_id == batch_id, ResultFile.file_id == file_id)
                 .values(values)
                 .execution_options(synchronize_session=False)
             )

@@ -149,13 +149,14 @@ class RetentionStore:
         results = select(BatchResult.id).where(BatchResult.batch_id == batch_id)
         if max_result_id is not None:
             results = results.where(BatchResult.id <= max_result_id)
-        line_errors = select(ResultLineError.file_id, ResultLineError.line_number).where(
-            ResultLineError.batch_id == batch_id
-        )
+        line_errors = select(
+            ResultLineError.batch_id, ResultLineError.file_id, ResultLineError.line_number
+        ).where(ResultLineError.batch_id == batch_id)
         events = select(BatchEvent.id).where(
             BatchEvent.batch_id == batch_id, BatchEvent.recorded_at < cutoff
         )
-        key = tuple_(ResultLineError.file_id, ResultLineError.line_number)
+        # the whole key: another batch may name the same file (its own line errors)
+        key = tuple_(ResultLineError.batch_id, ResultLineError.file_id, ResultLineError.line_number)
         found = PruneCounts(batches=1)
         found.results = self._drain(
             lambda: delete(BatchResult).where(BatchResult.id.in_(results.limit(n))), on_chunk

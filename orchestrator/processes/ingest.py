@@ -82,6 +82,7 @@ class IngestResult:
     bytes_read: int = 0  # by every download this call started, repeats included
     error: str | None = None
     stopped: bool = False
+    shared_with: tuple[str, ...] = ()  # other batches naming the same file (an anomaly)
 
     def add(self, counts: ChunkCounts) -> None:
         self.inserted += counts.inserted
@@ -123,6 +124,7 @@ class FileIngest:
             progress = self.results.begin_file(
                 batch_id=batch_id, file_id=file_id, kind=kind, now=self.clock.now()
             )
+            outcome.shared_with = outcome.shared_with or progress.shared_with
             if progress.state is not FileState.PENDING:
                 outcome.state = progress.state
                 return outcome
@@ -132,7 +134,9 @@ class FileIngest:
             except ApiNotFoundError as exc:
                 outcome.state = FileState.MISSING
                 outcome.error = f"the server has no such file (404): {exc}"
-                self.results.mark_missing(file_id, error=outcome.error, now=self.clock.now())
+                self.results.mark_missing(
+                    batch_id, file_id, error=outcome.error, now=self.clock.now()
+                )
                 log.error("%s file is missing: %s", kind, exc, extra=extra)
                 return outcome
             except (_Stopped, ApiAborted):
@@ -140,14 +144,14 @@ class FileIngest:
                 return outcome
             except (ApiTransportError, ApiProtocolError, RetryLater, _Truncated) as exc:
                 outcome.error = f"download {outcome.downloads} failed: {exc}"
-                self.results.note_failure(file_id, error=outcome.error)
+                self.results.note_failure(batch_id, file_id, error=outcome.error)
                 log.warning("%s; resuming from the checkpoint", outcome.error, extra=extra)
                 continue
             except ApiAuthError:
                 raise
             except ApiStatusError as exc:  # refused, and asking again now will not change that
                 outcome.error = f"download refused: {exc}"
-                self.results.note_failure(file_id, error=outcome.error)
+                self.results.note_failure(batch_id, file_id, error=outcome.error)
                 log.warning("%s", outcome.error, extra=extra)
                 return outcome
             outcome.state = FileState.DONE

@@ -27,10 +27,11 @@ from orchestrator.core.harvest import FileState, HarvestState
 from orchestrator.core.observation import MalformedBatch, parse_batch
 from orchestrator.core.poll_policy import PollPolicy
 from orchestrator.core.result_lines import MAX_LINE_BYTES
+from orchestrator.core.retry_policy import outage_backoff
 from orchestrator.db.database import Database
 from orchestrator.db.polls import Attention, Claim, PollRecord, PollStore
 from orchestrator.db.results import LeaseLost, ResultStore
-from orchestrator.errors import ApiError, DatabaseUnavailable, InvalidBatchId
+from orchestrator.errors import ApiError, DatabaseUnavailable, InvalidBatchId, describe
 from orchestrator.metrics import Metrics
 from orchestrator.probes import Heartbeat
 from orchestrator.processes.ingest import READ_BYTES, FileIngest, IngestResult, IngestSettings
@@ -102,6 +103,7 @@ class PassSummary:
     unknown: list[str] = field(default_factory=list)  # never seen, still 404: let go
     cancels_closed: dict[str, str] = field(default_factory=dict)
     anomalies: list[str] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)  # unexpected, each on one batch
     lost_leases: int = 0
     released: int = 0
     auth_error: str | None = None
@@ -112,7 +114,7 @@ class PassSummary:
 
     @property
     def needs_attention(self) -> bool:
-        if self.auth_error is not None or self.unknown:
+        if self.auth_error is not None or self.unknown or self.errors:
             return True
         if self.attention is not None:
             return bool(self.attention.overdue or self.attention.files)
@@ -142,6 +144,7 @@ class PassSummary:
             self.unknown += other.unknown
             self.cancels_closed.update(other.cancels_closed)
             self.anomalies += other.anomalies
+            self.errors += other.errors
             self.auth_error = other.auth_error or self.auth_error
             self.stopped = self.stopped or other.stopped
 
@@ -254,8 +257,9 @@ class Reconciler:
             except DatabaseUnavailable as exc:
                 outage += 1
                 total.db_outages += 1
-                initial = self.config.db_retry_initial_seconds
-                wait = min(DB_RETRY_MAX_SECONDS, initial * 2.0 ** min(outage - 1, 10))
+                wait = outage_backoff(
+                    outage, initial=self.config.db_retry_initial_seconds, cap=DB_RETRY_MAX_SECONDS
+                )
                 log.warning("%s; retrying in %.1fs", exc, wait, extra={"action": "db_outage"})
                 self._wait(stop, wait)
                 continue
@@ -289,7 +293,24 @@ class Reconciler:
             raise failure
 
     def _process(self, claim: Claim, summary: PassSummary) -> None:
-        """Poll (when needed) and harvest one leased batch."""
+        """Poll (when needed) and harvest one leased batch. Whatever goes wrong with
+        it is recorded on it and backed off; the pass goes on with the others."""
+        try:
+            self._process_claim(claim, summary)
+        except DatabaseUnavailable:
+            raise
+        except Exception as exc:
+            log.exception("handling the batch failed", extra={"batch_id": claim.batch_id})
+            error = f"unexpected error while handling this batch: {describe(exc)}"
+            summary.merge(PassSummary(poll_failures=1, errors=[f"{claim.batch_id}: {error}"]))
+            try:
+                self._failed(claim.batch_id, error, event="unexpected_error")
+            except DatabaseUnavailable:
+                raise
+            except Exception:  # its lease runs out; it is tried again then
+                log.exception("could not record it either", extra={"batch_id": claim.batch_id})
+
+    def _process_claim(self, claim: Claim, summary: PassSummary) -> None:
         if self.stop.is_set() or summary.auth_error is not None:
             summary.merge(
                 PassSummary(released=self.polls.release([claim.batch_id], owner=self.owner))
@@ -315,9 +336,7 @@ class Reconciler:
         now = self.clock.now()
         try:
             answer = self.client.retrieve(batch_id)
-            observed = parse_batch(answer.data)
-            if observed.id != batch_id:
-                raise MalformedBatch(f"asked for {batch_id}, the server answered {observed.id}")
+            observed = parse_batch(answer.data, expected_id=batch_id)
         except ApiAborted:  # stopping: not a failure of the batch's, give it back
             summary.merge(PassSummary(released=self.polls.release([batch_id], owner=self.owner)))
             return None
@@ -330,7 +349,8 @@ class Reconciler:
             retry_after = exc.delay_s if isinstance(exc, RetryLater) else None
             not_found = isinstance(exc, ApiNotFoundError)
             text = f"{NOT_FOUND}: {exc}" if not_found else str(exc)
-            if self._failed(batch_id, text, retry_after, not_found=not_found):
+            event = "anomaly" if isinstance(exc, MalformedBatch) else None
+            if self._failed(batch_id, text, retry_after, not_found=not_found, event=event):
                 summary.merge(PassSummary(unknown=[batch_id]))
             return None
         record = self.polls.record_poll(
@@ -360,8 +380,10 @@ class Reconciler:
         retry_after: float | None = None,
         *,
         not_found: bool = False,
+        event: str | None = None,
     ) -> bool:
-        """Record a failed poll; True when the batch is let go (see PollPolicy.gives_up)."""
+        """Record a failed poll; True when the batch is let go (see PollPolicy.gives_up).
+        With `event`, the failure is also an event of that kind, every time."""
         log.warning("poll failed: %s", error, extra={"batch_id": batch_id})
         stopped = self.polls.record_failure(
             batch_id,
@@ -372,6 +394,7 @@ class Reconciler:
             u=self.random_unit(),
             retry_after=retry_after,
             not_found=not_found,
+            event=event,
         )
         if stopped:
             log.warning(
@@ -439,6 +462,8 @@ def _count_file(found: PassSummary, batch_id: str, outcome: IngestResult) -> Non
     found.duplicates += outcome.duplicates
     found.line_errors += outcome.malformed
     label = f"{batch_id}/{outcome.kind} {outcome.file_id}"
+    if outcome.shared_with:
+        found.anomalies.append(f"{label}: also named by {', '.join(outcome.shared_with)}")
     if outcome.state is FileState.DONE:
         found.files_done += 1
     elif outcome.state is FileState.MISSING:

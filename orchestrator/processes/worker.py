@@ -26,11 +26,11 @@ from orchestrator.api.errors import (
 )
 from orchestrator.clock import Clock
 from orchestrator.core.cancel_policy import AttemptOutcome, after_rejection
-from orchestrator.core.observation import BatchObservation, MalformedBatch, parse_batch
-from orchestrator.core.retry_policy import RetryPolicy
+from orchestrator.core.observation import BatchObservation, MalformedBatch, WrongBatch, parse_batch
+from orchestrator.core.retry_policy import RetryPolicy, outage_backoff
 from orchestrator.db.cancels import Attempt, CancelStore, Claim
 from orchestrator.db.models import Pause
-from orchestrator.errors import ApiError, DatabaseUnavailable, InvalidBatchId
+from orchestrator.errors import ApiError, DatabaseUnavailable, InvalidBatchId, describe
 from orchestrator.probes import Heartbeat
 
 log = logging.getLogger(__name__)
@@ -168,7 +168,13 @@ class CancelWorker:
         """Record what finished; on success the list is emptied (else kept for a retry)."""
         if not finished:
             return
-        states = self.store.record_attempts(self.owner, finished)
+        try:
+            states = self.store.record_attempts(self.owner, finished)
+        except DatabaseUnavailable:
+            raise
+        except Exception:  # one answer we cannot record must not stop the others
+            log.exception("recording %d answer(s) failed; recording each alone", len(finished))
+            states = {c.batch_id: self._record_alone(c, a) for c, a in finished}
         for claim, attempt in finished:
             self.report.count(claim.batch_id, attempt.outcome)
             log.info(
@@ -187,13 +193,40 @@ class CancelWorker:
         if auth:
             self._pause_everyone(auth[0])
 
+    def _record_alone(self, claim: Claim, attempt: Attempt) -> str:
+        """Record one answer; if even that fails, record only that it could not be
+        recorded, with a backoff, so the cancel is not sent again in a hot loop."""
+        try:
+            return self.store.record_attempt(claim, self.owner, attempt)
+        except DatabaseUnavailable:
+            raise
+        except Exception as exc:
+            log.exception("could not record the answer", extra={"batch_id": claim.batch_id})
+            error = f"could not record the answer ({attempt.outcome.value}): {describe(exc)}"
+        fallback = self._retry(
+            claim,
+            attempt.started_at,
+            attempt.http_status,
+            attempt.request_id,
+            error,
+            None,
+            events=(("unexpected_error", error),),
+        )
+        try:
+            return self.store.record_attempt(claim, self.owner, fallback)
+        except DatabaseUnavailable:
+            raise
+        except Exception:  # the lease runs out and the cancel is sent again then
+            log.exception("could not record the failure either", extra={"batch_id": claim.batch_id})
+            return "unrecorded"
+
     def _heartbeat(self, in_flight: dict[Future[Attempt], Claim], now: datetime) -> None:
         ids = [c.batch_id for c in in_flight.values()]
         self.store.heartbeat(self.owner, ids, now=now, lease_seconds=self.config.lease_seconds)
 
     def _database_down(self, exc: Exception, failures: int, stop: threading.Event) -> None:
         self.report.db_outages += 1
-        pause = min(self.config.db_retry_max_seconds, 0.5 * 2**failures)
+        pause = outage_backoff(failures, initial=1.0, cap=self.config.db_retry_max_seconds)
         log.warning(
             "%s; retrying in %.1fs; nothing is lost: unrecorded cancels are re-sent "
             "after their lease expires",
@@ -267,6 +300,16 @@ class CancelWorker:
     def _send(self, claim: Claim) -> Attempt:
         started = self.clock.now()
         try:
+            return self._send_once(claim, started)
+        except Exception as exc:  # a bug or an answer nobody foresaw: this cancel only
+            log.exception("sending the cancel failed", extra={"batch_id": claim.batch_id})
+            error = f"unexpected error while sending the cancel: {describe(exc)}"
+            return self._retry(
+                claim, started, None, None, error, None, events=(("unexpected_error", error),)
+            )
+
+    def _send_once(self, claim: Claim, started: datetime) -> Attempt:
+        try:
             result = self.client.cancel(claim.batch_id)
         except RetryLater as exc:
             if exc.status == 409:  # refused after retries: ask the server what is true
@@ -283,7 +326,12 @@ class CancelWorker:
         except ApiError as exc:  # protocol or transport error that escaped the client
             return self._retry(claim, started, None, None, str(exc), None)
         try:
-            observed = parse_batch(result.data)
+            observed = parse_batch(result.data, expected_id=claim.batch_id)
+        except WrongBatch as exc:  # believe neither the 200 nor the object: ask
+            error = f"the cancel's answer (HTTP {result.status}) was wrong: {exc}"
+            return self._after_refusal(
+                claim, started, result.status, result.request_id, error, (("anomaly", error),)
+            )
         except MalformedBatch as exc:
             observed = None
             log.warning("cancel of %s accepted but the body was odd: %s", claim.batch_id, exc)
@@ -303,11 +351,24 @@ class CancelWorker:
         status: int | None,
         request_id: str | None,
         error: str,
+        events: tuple[tuple[str, str], ...] = (),
     ) -> Attempt:
-        """The cancel was refused: GET the batch and record the truth."""
+        """The cancel was refused (or its answer was wrong): GET the batch and record
+        the truth. An answer about another batch is an anomaly, never applied."""
         try:
             result = self.client.retrieve(claim.batch_id)
-            observed = parse_batch(result.data)
+            observed = parse_batch(result.data, expected_id=claim.batch_id)
+        except WrongBatch as exc:
+            text = f"the GET after the cancel was wrong: {exc}"
+            return self._retry(
+                claim,
+                started,
+                status,
+                request_id,
+                f"{error}; {text}",
+                None,
+                events=(*events, ("anomaly", text)),
+            )
         except ApiNotFoundError as exc:
             return Attempt(
                 AttemptOutcome.NOT_FOUND,
@@ -321,7 +382,13 @@ class CancelWorker:
             return self._attempt(AttemptOutcome.AUTH, started, exc, retry_in=self._auth_pause())
         except (ApiError, MalformedBatch) as exc:
             return self._retry(
-                claim, started, status, request_id, f"{error}; then the GET failed: {exc}", None
+                claim,
+                started,
+                status,
+                request_id,
+                f"{error}; then the GET failed: {exc}",
+                None,
+                events=events,
             )
         outcome = after_rejection(observed.status)
         if outcome is AttemptOutcome.RETRY:
@@ -333,6 +400,7 @@ class CancelWorker:
                 f"{error}; the batch is {observed.status_text}",
                 None,
                 observed=observed,
+                events=events,
             )
         return Attempt(
             outcome,
@@ -342,6 +410,7 @@ class CancelWorker:
             request_id=request_id,
             error=error,
             observed=observed,
+            events=events,
         )
 
     def _retry(
@@ -353,6 +422,7 @@ class CancelWorker:
         error: str,
         delay: float | None,
         observed: BatchObservation | None = None,
+        events: tuple[tuple[str, str], ...] = (),
     ) -> Attempt:
         if delay is None:
             delay = self.policy.durable_backoff(claim.attempts + 1, self.random_unit())
@@ -366,6 +436,7 @@ class CancelWorker:
             error=error,
             retry_at=now + timedelta(seconds=delay),
             observed=observed,
+            events=events,
         )
 
     def _attempt(

@@ -89,7 +89,7 @@ def line_errors(database: Database) -> list[tuple[int, str, str]]:
 
 def the_file(database: Database) -> ResultFile:
     with database.transaction() as session:
-        found = session.get(ResultFile, "file-x")
+        found = session.get(ResultFile, {"batch_id": BATCH, "file_id": "file-x"})
         assert found is not None
         return found
 
