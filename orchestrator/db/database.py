@@ -7,7 +7,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Engine, Insert, Table, bindparam, insert, update
+from sqlalchemy import Engine, Insert, Table, bindparam, func, insert, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
@@ -66,6 +66,13 @@ class Database:
             if _is_connection_problem(exc):
                 raise DatabaseUnavailable(f"database unavailable: {_first_line(exc)}") from exc
             raise
+
+    def serialize_on(self, session: Session, key: str) -> None:
+        """Hold a lock named `key` until this transaction ends, so two transactions that
+        must see each other's rows (two batches naming one file) take turns. SQLite
+        transactions already take turns."""
+        if self.is_postgres:
+            session.execute(select(func.pg_advisory_xact_lock(func.hashtextextended(key, 0))))
 
     def insert_ignoring_conflicts(self, table: Table) -> Insert:
         """INSERT ... ON CONFLICT DO NOTHING in this dialect; execute it with a list of rows."""

@@ -156,7 +156,8 @@ class ResultStore:
         file id; on first sight that is an anomaly event on this batch, naming the others.
         """
         with self.db.transaction() as session:
-            created = session.execute(
+            self.db.serialize_on(session, f"result_file:{file_id}")  # to see a sharer's row
+            session.execute(
                 self._file_insert(),
                 [
                     {
@@ -179,7 +180,7 @@ class ResultStore:
             if row.state == FileState.PENDING:
                 row.attempts += 1
             shared: tuple[str, ...] = ()
-            if created.rowcount == 1:  # type: ignore[attr-defined]
+            if row.attempts == 1 and row.state == FileState.PENDING:  # first sight
                 shared = self._shared(session, batch_id, file_id, kind, now)
             return FileProgress(
                 file_id, FileState(row.state), row.lines_committed, row.attempts, shared
