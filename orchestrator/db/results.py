@@ -153,7 +153,7 @@ class ResultStore:
         """The file's row (created pending on first sight), with one more attempt counted.
 
         Each batch has its own row for a file, even when another batch names the same
-        file id; on first sight that is an anomaly event on this batch, naming the others.
+        file id; on first sight that is an anomaly event on each batch, naming the others.
         """
         with self.db.transaction() as session:
             self.db.serialize_on(session, f"result_file:{file_id}")  # to see a sharer's row
@@ -198,13 +198,14 @@ class ResultStore:
                 .limit(5)
             )
         )
-        if others:
+        sharers = [(batch_id, others)] if others else []
+        for named, also in sharers + [(other, (batch_id,)) for other in others]:
             detail = (
                 f"shared_file: the server names {kind} file {file_id} for this batch and "
-                f"for {', '.join(others)}: each batch stores the file's lines as its own; "
+                f"for {', '.join(also)}: each batch stores the file's lines as its own; "
                 "check which batch the file belongs to"
             )
-            session.add(event_row(batch_id, "anomaly", now, "reconciler", detail=detail))
+            session.add(event_row(named, "anomaly", now, "reconciler", detail=detail))
         return others
 
     def _file_insert(self) -> Insert:
