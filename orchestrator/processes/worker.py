@@ -13,7 +13,7 @@ import random
 import threading
 from collections.abc import Callable
 from concurrent.futures import ALL_COMPLETED, Future, ThreadPoolExecutor, wait
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from orchestrator.api.client import BatchApiClient
@@ -32,6 +32,7 @@ from orchestrator.db.cancels import Attempt, CancelStore, Claim
 from orchestrator.db.models import Pause
 from orchestrator.errors import ApiError, DatabaseUnavailable, InvalidBatchId, describe
 from orchestrator.probes import Heartbeat
+from orchestrator.processes.worker_report import WorkerReport
 
 log = logging.getLogger(__name__)
 
@@ -48,41 +49,6 @@ class WorkerConfig:
     idle_seconds: float = 1.0
     auth_pause_seconds: float = 300.0
     db_retry_max_seconds: float = 30.0
-
-
-@dataclass
-class WorkerReport:
-    sent: int = 0
-    accepted: int = 0
-    too_late: int = 0
-    retrying: int = 0
-    failed: int = 0
-    released: int = 0
-    paused: str | None = None
-    db_outages: int = 0
-    outcomes: dict[str, str] = field(default_factory=dict)
-
-    def count(self, batch_id: str, outcome: AttemptOutcome) -> None:
-        self.sent += 1
-        self.outcomes[batch_id] = outcome.value
-        if outcome is AttemptOutcome.ACCEPTED:
-            self.accepted += 1
-        elif outcome is AttemptOutcome.TOO_LATE:
-            self.too_late += 1
-        elif outcome in (AttemptOutcome.RETRY, AttemptOutcome.AUTH):
-            self.retrying += 1
-        else:
-            self.failed += 1
-
-    def summary(self) -> str:
-        text = (
-            f"{self.sent} cancel attempt(s): {self.accepted} accepted, {self.too_late} too late, "
-            f"{self.retrying} to retry later, {self.failed} failed; "
-            f"{self.released} lease(s) released"
-        )
-        if self.paused:
-            text += f"; sending paused: {self.paused}"
-        return text
 
 
 class CancelWorker:
