@@ -223,3 +223,31 @@ def test_the_parsers_limits_are_the_columns() -> None:
         assert getattr(columns[name].type, "length", None) == 128, name
     assert BIGINT_MAX == 2**63 - 1 and str(columns["usage_input_tokens"].type) == "BIGINT"
     assert INT_MAX == 2**31 - 1 and str(columns["request_counts_total"].type) == "INTEGER"
+
+
+def test_sync_skips_a_listed_object_without_a_batch_id_and_refuses_poison_fields(
+    database: Database, clock: ManualClock
+) -> None:
+    from orchestrator.cli.sync_commands import BatchSync, SyncReport
+
+    listed = [
+        batch_object("../../etc/passwd", "in_progress"),
+        batch_object("batch_" + "x" * 200, "in_progress"),
+        batch_object(
+            ASKED, "in_progress", request_counts={"total": HUGE}, usage={"input_tokens": -1}
+        ),
+    ]
+    report = SyncReport()
+    BatchSync(database, harvest_finished=False).record_page(listed, clock.now(), report)
+
+    assert (report.seen, report.new, len(report.malformed)) == (3, 1, 2)
+    assert all("not a batch id" in problem for problem in report.malformed)
+    with database.transaction() as session:
+        assert [b.id for b in session.query(Batch)] == [ASKED]
+    batch = batch_row(database, ASKED)
+    assert (batch.status, batch.request_counts_total, batch.usage_input_tokens) == (
+        "in_progress",
+        None,
+        None,
+    )
+    assert len(events(database, ASKED, "anomaly")) == 2
