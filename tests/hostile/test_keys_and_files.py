@@ -12,7 +12,7 @@ from orchestrator.clock import ManualClock
 from orchestrator.db.batches import BatchStore, event_row
 from orchestrator.db.cancels import CancelStore
 from orchestrator.db.database import Database
-from orchestrator.db.models import Base, Batch, BatchResult, ResultFile
+from orchestrator.db.models import Base, Batch, BatchResult, CancelRequest, ResultFile
 from orchestrator.settings import Settings
 from tests.hostile.conftest import KEY, events, make_reconciler, make_worker
 from tests.hostile.server import Answer, HostileServer, batch_object, error_answer
@@ -101,3 +101,19 @@ def test_two_batches_naming_one_output_file_each_keep_their_lines(
 
 def test_metrics_bind_loopback_unless_told_otherwise() -> None:
     assert Settings(database_url="sqlite:///x.sqlite3").metrics_address == "127.0.0.1"
+
+
+def test_an_overlong_request_id_is_cut_to_its_column_not_a_failed_transaction(
+    database: Database, hostile: HostileServer, client: BatchApiClient, clock: ManualClock
+) -> None:
+    headers = {"x-request-id": "req_" + "r" * 190}  # the column holds 128
+    answer = Answer(body=batch_object(REFLECTS, "cancelling"), headers=headers)
+    hostile.script("POST", f"/v1/batches/{REFLECTS}/cancel", answer)
+    CancelStore(database).request([REFLECTS], now=clock.now(), requested_by="test")
+
+    make_worker(database, client, clock).run(threading.Event(), once=True)
+
+    with database.transaction() as session:
+        request = session.get(CancelRequest, REFLECTS)
+        assert request is not None and request.state == "accepted"
+        assert request.last_request_id == headers["x-request-id"][:128]
