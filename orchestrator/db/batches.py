@@ -14,7 +14,7 @@ from orchestrator.core.apply import Applied, StoredBatch, apply_observation
 from orchestrator.core.observation import BatchObservation
 from orchestrator.core.status import TIMESTAMP_FIELDS, BatchStatus, parse_status
 from orchestrator.db.database import Database, chunks
-from orchestrator.db.models import Batch, BatchEvent, CancelRequest, table_of
+from orchestrator.db.models import Batch, BatchEvent, CancelRequest, outside_text, table_of
 
 # Extra column updates a caller wants in the same transaction, decided once the
 # outcome of the observation is known (e.g. the reconciler's next poll time).
@@ -138,7 +138,7 @@ class BatchStore:
         for name, value in write.changes.items():
             setattr(row, name, value)
         if write.events:
-            self.db.insert_rows(session, table_of(BatchEvent), write.events)
+            self.db.insert_rows(session, table_of(BatchEvent), unrepeated(session, write.events))
         closed = self.close_cancel_if_terminal(session, row, now, source)
         if follow_up is not None:
             for name, value in follow_up(write.applied, row).items():
@@ -271,6 +271,36 @@ def plan_cancel_close(
     }
     event = event_values(row.id, "cancel_closed", now, source, detail=f"outcome {outcome}")
     return CancelClose(outcome, changes, event)
+
+
+REPEATABLE_ONCE = ("anomaly", "unexpected_error")
+
+
+def unrepeated(session: Session, events: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """`events` less the anomalies and unexpected errors their batch already has, word
+    for word: a server that sends the same wrong answer at every poll would otherwise
+    fill the history with it (the batch's `last_error` and counts show it persisting)."""
+    once = [e for e in events if e["kind"] in REPEATABLE_ONCE]
+    if not once:
+        return events
+    ids = sorted({e["batch_id"] for e in once})
+    seen = {
+        (batch_id, kind, detail)
+        for batch_id, kind, detail in session.execute(
+            select(BatchEvent.batch_id, BatchEvent.kind, BatchEvent.detail).where(
+                BatchEvent.batch_id.in_(ids), BatchEvent.kind.in_(REPEATABLE_ONCE)
+            )
+        )
+    }
+    kept = []
+    for event in events:
+        if event["kind"] in REPEATABLE_ONCE:
+            key = (event["batch_id"], event["kind"], outside_text(event["detail"] or ""))
+            if key in seen:
+                continue
+            seen.add(key)
+        kept.append(event)
+    return kept
 
 
 def event_values(

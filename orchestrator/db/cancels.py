@@ -21,6 +21,7 @@ from orchestrator.db.batches import (
     event_values,
     plan_batch_write,
     plan_cancel_close,
+    unrepeated,
 )
 from orchestrator.db.database import Database, chunks
 from orchestrator.db.models import (
@@ -258,7 +259,7 @@ class CancelStore:
                 attempt_rows.append(_record_one(owner, request, attempt, batch, event_rows))
             # Plain bulk statements (no unit of work): this runs for every cancel sent.
             self.db.insert_rows(session, table_of(CancelAttempt), attempt_rows)
-            self.db.insert_rows(session, table_of(BatchEvent), event_rows)
+            self.db.insert_rows(session, table_of(BatchEvent), unrepeated(session, event_rows))
             self.db.bulk_update(
                 session,
                 table_of(Batch),

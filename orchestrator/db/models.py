@@ -75,9 +75,13 @@ class _Outside(TypeDecorator[str]):
     def process_bind_param(self, value: str | None, dialect: Dialect) -> str | None:
         if value is None:
             return None
-        text = scrub(value).replace("\x00", "\\x00")
-        length = getattr(self.impl_instance, "length", None)
-        return text[:length] if length else text
+        return outside_text(value, getattr(self.impl_instance, "length", None))
+
+
+def outside_text(value: str, length: int | None = None) -> str:
+    """`value` as an outside-text column stores it."""
+    text = scrub(value).replace("\x00", "\\x00")
+    return text[:length] if length else text
 
 
 class OutsideText(_Outside):

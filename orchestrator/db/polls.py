@@ -22,9 +22,9 @@ from orchestrator.core.harvest import FileState, HarvestState, after_files
 from orchestrator.core.observation import BatchObservation
 from orchestrator.core.poll_policy import PolledBatch, PollPlan, PollPolicy, plan_poll
 from orchestrator.core.status import TIMESTAMP_FIELDS, BatchStatus, parse_status
-from orchestrator.db.batches import BatchStore, event_row
+from orchestrator.db.batches import BatchStore, event_row, event_values, unrepeated
 from orchestrator.db.database import Database
-from orchestrator.db.models import Batch, ResultFile
+from orchestrator.db.models import Batch, BatchEvent, ResultFile, table_of
 
 __all__ = ["Attention", "Claim", "HarvestRecord", "PollRecord", "PollStore"]
 
@@ -234,7 +234,7 @@ class PollStore:
         """A poll (or harvest) that failed. Never fails the batch: records the error,
         backs off, gives the lease back; or, for a batch the API has never shown us and
         keeps answering 404 for, stops polling it. Returns whether it stopped. With
-        ``event``, an event of that kind records the error every time."""
+        ``event``, an event of that kind records the error (once: see ``unrepeated``)."""
         with self.db.transaction() as session:
             row = session.get(Batch, batch_id, with_for_update=True)
             if row is None:
@@ -243,8 +243,9 @@ class PollStore:
             row.poll_failures = failures
             row.last_error = error[:_ERROR_CHARS]
             row.last_polled_at = now
-            if event is not None:  # something a person should see each time (an anomaly)
-                session.add(event_row(row.id, event, now, SOURCE, detail=row.last_error))
+            if event is not None:  # something a person should see (an anomaly), once
+                events = [event_values(row.id, event, now, SOURCE, detail=row.last_error)]
+                self.db.insert_rows(session, table_of(BatchEvent), unrepeated(session, events))
             elif failures == 1:
                 session.add(event_row(row.id, "poll_failed", now, SOURCE, detail=row.last_error))
             if row.lease_owner != owner:

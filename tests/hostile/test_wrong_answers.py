@@ -100,12 +100,14 @@ def test_a_poll_answered_with_another_batch_is_an_anomaly_and_polled_again(
 
     with make_reconciler(database, client, clock) as reconciler:
         summary = reconciler.run_once()
+        clock.advance(3600)
+        reconciler.run_once()  # the same wrong answer again
 
     assert summary.poll_failures == 1
     batch = batch_row(database, ASKED)
-    assert (batch.status, batch.output_file_id) == (None, None)
+    assert (batch.status, batch.output_file_id, batch.poll_failures) == (None, None, 2)
     assert batch.next_poll_at is not None and batch.next_poll_at > clock.now()
-    (anomaly,) = events(database, ASKED, "anomaly")
+    (anomaly,) = events(database, ASKED, "anomaly")  # recorded once, not at every poll
     assert OTHER in anomaly
 
 
