@@ -74,7 +74,9 @@ def test_only_old_rows_of_ended_batches_go_in_small_chunks_and_batches_stay(
     with seeded.transaction() as session:
         old = session.get(Batch, "batch_old")
         request = session.get(CancelRequest, "batch_old")
-        result_file = session.get(ResultFile, "file-batch_old")
+        result_file = session.get(
+            ResultFile, {"batch_id": "batch_old", "file_id": "file-batch_old"}
+        )
         assert old is not None and old.results_pruned_at is not None
         assert old.results_stored == 120  # what we had, still said
         assert request is not None and request.outcome == "cancelled"

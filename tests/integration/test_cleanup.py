@@ -147,7 +147,7 @@ def test_an_interrupted_download_and_a_failed_harvest_delete_nothing(
     assert len(summary.files_failed) == 1 and len(summary.files_missing) == 1
     with database.transaction() as session:
         states = dict(session.execute(select(Batch.id, Batch.harvest_state)).all())
-        partial = session.get(ResultFile, cut_output)
+        partial = session.get(ResultFile, {"batch_id": cut, "file_id": cut_output})
     assert states == {cut: "retrying", gone: "missing"}
     assert partial is not None and partial.state == "pending" and partial.lines_committed > 0
 
