@@ -98,11 +98,17 @@ class TextFormatter(logging.Formatter):
         return f"{text} [{' '.join(context)}]" if context else text
 
 
-def configure(level: str, fmt: str, secret: Secret) -> None:
+def configure(level: str, fmt: str, secret: Secret, *more: Secret) -> None:
+    """Log to stderr; ``secret`` and ``more`` (webhook secrets, each of a comma-separated
+    list too) are scrubbed from every record."""
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter())
     handler.addFilter(BoundIds())  # first, so the key is scrubbed from bound ids too
     handler.addFilter(RedactSecret(secret))
+    for other in more:
+        pieces = [other.reveal(), *(p.strip() for p in other.reveal().split(","))]
+        for piece in sorted(set(pieces), key=len, reverse=True):  # the whole list first
+            handler.addFilter(RedactSecret(Secret(piece)))
     root = logging.getLogger()
     for old in list(root.handlers):
         root.removeHandler(old)

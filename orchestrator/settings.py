@@ -32,8 +32,10 @@ ENV_NAMES = {
     "base_url": "OPENAI_BASE_URL",
     "organization": "OPENAI_ORG_ID",
     "project": "OPENAI_PROJECT_ID",
+    "webhook_secret": "OPENAI_WEBHOOK_SECRET",
 }
-NOT_IN_FILE = frozenset({"api_key"})
+NOT_IN_FILE = frozenset({"api_key", "webhook_secret"})
+UNKNOWN_BATCH_CHOICES = ("ignore", "adopt")
 
 
 def default_database_url() -> str:
@@ -111,6 +113,15 @@ class Settings:
     cleanup_every_seconds: float = 60.0
     retention_days: float | None = None  # set: the reconciler prunes rows of batches ended before
     retention_every_seconds: float = 3600.0
+    # webhooks: the receiver, and the reconciler's polling while they flow
+    webhook_secret: Secret = field(default_factory=lambda: Secret(""))  # comma-separated
+    webhook_host: str = "127.0.0.1"
+    webhook_port: int = 8090
+    webhook_max_body_bytes: int = 1_048_576
+    webhook_tolerance_seconds: int = 300
+    webhook_unknown_batches: str = "ignore"  # or "adopt": track a batch first heard of so
+    webhook_silence_seconds: float = 900.0  # no event for this long: poll as without them
+    poll_interval_with_webhooks: float = 3600.0
     # observability
     health_stale_seconds: float = 60.0  # /healthz fails when the loop has not turned for this long
     log_level: str = "INFO"
@@ -127,13 +138,30 @@ class Settings:
             value = getattr(self, f.name)
             if isinstance(value, bool) or not isinstance(value, int | float):
                 continue
-            check = _not_negative if f.name.startswith(("file_id_", "metrics_")) else _positive
+            lenient = ("file_id_", "metrics_", "webhook_port")
+            check = _not_negative if f.name.startswith(lenient) else _positive
             check(env_name(f.name), value)
         _check_ranges(self)
         if self.metrics_port is not None and self.metrics_port > 65535:
             raise ConfigError(
                 f"ORCHESTRATOR_METRICS_PORT must be a TCP port (0-65535), got {self.metrics_port}"
             )
+        if self.webhook_port > 65535:
+            raise ConfigError(
+                f"ORCHESTRATOR_WEBHOOK_PORT must be a TCP port (0-65535), got {self.webhook_port}"
+            )
+        if self.webhook_unknown_batches not in UNKNOWN_BATCH_CHOICES:
+            raise ConfigError(
+                "ORCHESTRATOR_WEBHOOK_UNKNOWN_BATCHES must be ignore or adopt, not "
+                f"{self.webhook_unknown_batches!r}"
+            )
+        if self.webhook_secret:
+            from orchestrator.core.webhooks import parse_secrets  # late, like the url check
+
+            try:
+                parse_secrets(self.webhook_secret.reveal())
+            except ValueError as exc:
+                raise ConfigError(f"OPENAI_WEBHOOK_SECRET: {exc}") from None
         if self.log_format not in ("text", "json"):
             raise ConfigError(
                 f"ORCHESTRATOR_LOG_FORMAT must be text or json, not {self.log_format!r}"
@@ -147,6 +175,7 @@ class Settings:
 
         out = {f.name: getattr(self, f.name) for f in fields(self)}
         out["api_key"] = "*** (set)" if self.api_key else "(not set)"
+        out["webhook_secret"] = "*** (set)" if self.webhook_secret else "(not set)"
         out["database_url"] = make_url(self.database_url).render_as_string(hide_password=True)
         return out
 
@@ -233,7 +262,7 @@ def _flatten(table: Mapping[str, Any], path: str) -> dict[str, Any]:
     known = _field_types()
     for key in flat:
         if key not in known or key in NOT_IN_FILE:
-            why = "the API key is read from OPENAI_API_KEY only" if key == "api_key" else "unknown"
+            why = f"read from {ENV_NAMES[key]} only" if key in NOT_IN_FILE else "unknown"
             raise ConfigError(f"{path}: setting {key!r} is not allowed ({why})")
     return flat
 

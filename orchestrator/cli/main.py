@@ -34,6 +34,7 @@ from orchestrator.cli import (
     status_args,
     sync_args,
     upkeep_args,
+    webhooks_args,
     worker_args,
 )
 from orchestrator.cli.context import Context, Exit
@@ -62,6 +63,7 @@ COMMANDS: list[Callable[[argparse._SubParsersAction[argparse.ArgumentParser]], N
     sync_args.register,
     health_args.register,
     upkeep_args.register,
+    webhooks_args.register,
 ]
 
 EPILOG = """\
@@ -145,7 +147,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     }
     try:
         settings = load_settings(overrides=overrides)
-        logs.configure(settings.log_level, settings.log_format, settings.api_key)
+        logs.configure(
+            settings.log_level, settings.log_format, settings.api_key, settings.webhook_secret
+        )
         handler = load_handler(args.handler)
         return int(handler(Context(settings=settings, args=args)))
     except KeyboardInterrupt:

@@ -14,6 +14,11 @@ Pure: ``now`` and the jitter draw ``u`` (in [0, 1)) are arguments.
 - Overdue: cancelling or finalizing for longer than its threshold, measured from
   the server's own timestamp when it sent one, else from when we recorded the
   status. Overdue never fails a batch: it is an alert; polling goes on.
+- While webhooks flow (``webhooks=True``: an event arrived recently, judged by the
+  caller on the database's clock), a batch that is not terminal is polled only every
+  ``webhook_poll_seconds``: its terminal event makes it due at once, and the poll is
+  the safety net for an event that never comes. When they go quiet the caller passes
+  False and the normal delays apply again.
 - A terminal batch with neither file id is polled again (quickly) a few times
   before we conclude it has no results: ids may be attached after the status flips.
 """
@@ -48,6 +53,7 @@ class PollPolicy:
     unknown_batch_polls: int = 3  # failed polls in a row, the last a 404, ...
     unknown_batch_seconds: float = 3600.0  # ... and this long since we began to follow it
     jitter: float = 0.1  # a delay d becomes d * (1 - jitter * u): polls of a cohort spread out
+    webhook_poll_seconds: float = 3600.0  # the delay while webhooks flow (never shorter)
 
     def __post_init__(self) -> None:
         if self.backoff_factor < 1.0:
@@ -162,13 +168,17 @@ class PollPlan:
     harvest_state: HarvestState
 
 
-def plan_poll(policy: PollPolicy, batch: PolledBatch, *, now: datetime, u: float) -> PollPlan:
-    """Decide what follows a successful poll."""
+def plan_poll(
+    policy: PollPolicy, batch: PolledBatch, *, now: datetime, u: float, webhooks: bool = False
+) -> PollPlan:
+    """Decide what follows a successful poll (``webhooks``: events are flowing)."""
     status = batch.status
     if status is not None and status.is_terminal:
         return _terminal_plan(policy, batch, now=now, u=u)
     changed = batch.status_changed_at or now
     delay = policy.delay(status, seconds_in_status=(now - changed).total_seconds(), u=u)
+    if webhooks:
+        delay = max(delay, policy.webhook_poll_seconds * (1.0 - policy.jitter * u))
     next_poll_at = now + timedelta(seconds=delay)
     overdue_at = policy.overdue_at(status, batch.timestamps, batch.status_changed_at)
     overdue_since: datetime | None = None

@@ -361,3 +361,25 @@ class Process(Base):
     started_at: Mapped[datetime]
     heartbeat_at: Mapped[datetime]
     stopped_at: Mapped[datetime | None]
+
+
+class WebhookEvent(Base):
+    """One verified webhook delivery, by ``webhook-id`` (a redelivery finds its row).
+
+    ``received_at`` is the database server's time, so every host judges "webhooks
+    have gone quiet" by one clock. ``outcome`` says what the event led to: ``due``
+    (the batch was made due for a poll), ``adopted`` (an unknown batch, now
+    tracked), ``ignored`` (unknown, not adopted), ``settled`` (nothing left to do
+    for the batch) or ``recorded`` (not a batch event).
+    """
+
+    __tablename__ = "webhook_events"
+
+    webhook_id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    received_at: Mapped[datetime]
+    event_id: Mapped[str] = mapped_column(String(128))
+    event_type: Mapped[str] = mapped_column(String(64))
+    batch_id: Mapped[str | None] = mapped_column(String(128))
+    outcome: Mapped[str] = mapped_column(String(16))
+
+    __table_args__ = (Index(None, "received_at"), Index(None, "batch_id"))

@@ -11,6 +11,7 @@ lease (paused past expiry) cannot undo what the new holder decided.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -25,6 +26,7 @@ from orchestrator.core.status import TIMESTAMP_FIELDS, BatchStatus, parse_status
 from orchestrator.db.batches import BatchStore, event_row, event_values, unrepeated
 from orchestrator.db.database import Database
 from orchestrator.db.models import Batch, BatchEvent, ResultFile, table_of
+from orchestrator.db.webhooks import arrived_since
 
 __all__ = ["Attention", "Claim", "HarvestRecord", "PollRecord", "PollStore"]
 
@@ -158,6 +160,23 @@ class PollStore:
             )
             return int(result.rowcount)  # type: ignore[attr-defined]
 
+    def pull_in(self, *, now: datetime, within_seconds: float) -> int:
+        """Bring every batch still waiting for its status (not terminal, not failing)
+        that is due later than ``within_seconds`` from now forward to now: webhooks went
+        quiet, and their stretched schedule must not make us late."""
+        with self.db.transaction() as session:
+            result = session.execute(
+                update(Batch)
+                .where(
+                    Batch.next_poll_at > now + timedelta(seconds=within_seconds),
+                    Batch.harvest_state == HarvestState.WAITING.value,
+                    Batch.poll_failures == 0,
+                )
+                .values(next_poll_at=now)
+                .execution_options(synchronize_session=False)
+            )
+            return int(result.rowcount)  # type: ignore[attr-defined]
+
     # --- polls ------------------------------------------------------------------
 
     def record_poll(
@@ -169,8 +188,13 @@ class PollStore:
         policy: PollPolicy,
         lease_seconds: float,
         u: float,
+        webhooks: bool = False,
     ) -> PollRecord:
-        """Apply what the server said and schedule what follows, in one transaction."""
+        """Apply what the server said and schedule what follows, in one transaction.
+
+        ``now`` is when the poll's GET began. A webhook for this batch recorded since
+        then may tell of a change the GET was too early to see: the batch stays due
+        at once instead of waiting out the delay (``webhooks``: they are flowing)."""
         with self.db.transaction() as session:
             self.batches.ensure_rows(session, [observed.id], now=now, source=SOURCE)
             row = session.scalars(
@@ -197,7 +221,11 @@ class PollStore:
                     ),
                     now=now,
                     u=u,
+                    webhooks=webhooks,
                 )
+                due = plan.next_poll_at
+                if due is not None and due > now and arrived_since(session, row.id, now):
+                    plan = dataclasses.replace(plan, next_poll_at=now)
                 plans.append(plan)
                 return _poll_changes(row, plan, now, holds, terminal_polls, lease_seconds)
 

@@ -31,6 +31,7 @@ from orchestrator.core.retry_policy import outage_backoff
 from orchestrator.db.database import Database
 from orchestrator.db.polls import Claim, PollRecord, PollStore
 from orchestrator.db.results import LeaseLost, ResultStore
+from orchestrator.db.webhooks import WebhookStore
 from orchestrator.errors import ApiError, DatabaseUnavailable, InvalidBatchId, describe
 from orchestrator.metrics import Metrics
 from orchestrator.probes import Heartbeat
@@ -57,6 +58,7 @@ def poll_policy(settings: Settings) -> PollPolicy:
         overdue_cancelling_seconds=settings.overdue_cancelling_seconds,
         overdue_finalizing_seconds=settings.overdue_finalizing_seconds,
         file_id_repolls=settings.file_id_repolls,
+        webhook_poll_seconds=settings.poll_interval_with_webhooks,
     )
 
 
@@ -71,6 +73,7 @@ class ReconcilerConfig:
     read_bytes: int = READ_BYTES
     max_line_bytes: int = MAX_LINE_BYTES
     db_retry_initial_seconds: float = 0.5  # after a database outage, doubling up to 30 s
+    webhook_silence_seconds: float = 900.0  # no webhook for this long: poll without them
 
     @staticmethod
     def from_settings(settings: Settings) -> ReconcilerConfig:
@@ -81,6 +84,7 @@ class ReconcilerConfig:
             chunk_lines=settings.ingest_chunk_lines,
             download_attempts=settings.download_attempts,
             max_line_bytes=settings.ingest_max_line_bytes,
+            webhook_silence_seconds=settings.webhook_silence_seconds,
         )
 
 
@@ -112,6 +116,8 @@ class Reconciler:
             self.policy = policy or PollPolicy()
         self.random_unit = random_unit
         self.polls = PollStore(db)
+        self.webhooks = WebhookStore(db)
+        self.webhooks_flowing = False  # as judged at the start of the last pass
         self.results = ResultStore(db)
         # Set to stop: claimed work not yet started is released, harvests end at a checkpoint.
         self.stop = stop or threading.Event()
@@ -139,6 +145,7 @@ class Reconciler:
         """One pass: claim and process every batch due now, page by page."""
         summary = PassSummary(passes=1)
         seen: set[str] = set()
+        self._check_webhooks()
         while not self.stop.is_set() and summary.auth_error is None:
             self.heartbeat.beat()
             now = self.clock.now()  # once per page: leases are measured from here
@@ -195,6 +202,24 @@ class Reconciler:
     def _wait(self, stop: threading.Event, seconds: float) -> None:
         self.heartbeat.beat(busy_for=seconds)  # a deliberate wait is not a stall
         stop.wait(seconds)
+
+    def _check_webhooks(self) -> None:
+        """Are webhook events flowing (one arrived within the silence window, by the
+        database's clock)? When they stop, batches scheduled by the stretched policy
+        are pulled back to the normal one at once rather than at their next poll."""
+        flowing = not self.webhooks.quiet(self.config.webhook_silence_seconds)
+        if self.webhooks_flowing and not flowing:
+            moved = self.polls.pull_in(now=self.clock.now(), within_seconds=self.policy.max_seconds)
+            log.warning(
+                "no webhook event for %.0fs: polling as without webhooks (%d batch(es) "
+                "brought forward)",
+                self.config.webhook_silence_seconds,
+                moved,
+                extra={"action": "webhooks_quiet"},
+            )
+        elif flowing and not self.webhooks_flowing:
+            log.info("webhook events are flowing: polls stretched", extra={"action": "webhooks"})
+        self.webhooks_flowing = flowing
 
     def check_attention(self, summary: PassSummary) -> PassSummary:
         summary.attention = self.polls.attention()
@@ -281,6 +306,7 @@ class Reconciler:
             policy=self.policy,
             lease_seconds=self.config.lease_seconds,
             u=self.random_unit(),
+            webhooks=self.webhooks_flowing,
         )
         found = PassSummary(
             polled=1,

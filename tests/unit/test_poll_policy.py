@@ -203,3 +203,25 @@ def test_only_a_batch_never_seen_and_denied_for_an_hour_is_let_go(
         status, failures=failures, not_found=not_found, seconds_tracked=seconds_tracked
     )
     assert verdict is gives_up
+
+
+@pytest.mark.parametrize("status", [S.VALIDATING, S.IN_PROGRESS, S.FINALIZING, None])
+def test_while_webhooks_flow_a_running_batch_waits_the_long_interval(
+    status: BatchStatus | None,
+) -> None:
+    policy = PollPolicy(webhook_poll_seconds=3600, jitter=0.1)
+    now = T0 + timedelta(seconds=20)
+    flowing = plan_poll(policy, batch(status), now=now, u=0.5, webhooks=True)
+    quiet = plan_poll(policy, batch(status), now=now, u=0.5, webhooks=False)
+    assert flowing.next_poll_at == now + timedelta(seconds=3600 * 0.95)
+    assert quiet.next_poll_at == now + timedelta(seconds=15 * 0.95)
+
+
+def test_webhooks_never_delay_an_overdue_check_or_a_harvest() -> None:
+    policy = PollPolicy(webhook_poll_seconds=3600, overdue_cancelling_seconds=600)
+    now = T0 + timedelta(seconds=60)
+    cancelling = batch(S.CANCELLING, timestamps={"cancelling_at": T0})
+    plan = plan_poll(policy, cancelling, now=now, u=0.0, webhooks=True)
+    assert plan.next_poll_at == T0 + timedelta(seconds=600)  # when it would turn overdue
+    done = batch(S.COMPLETED, output_file_id="file-1", terminal_polls=1)
+    assert plan_poll(policy, done, now=now, u=0.0, webhooks=True).next_poll_at == now
