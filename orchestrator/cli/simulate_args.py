@@ -38,4 +38,17 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     sim.add_argument("--faults", type=Path, help="JSON file of fault rules to start with")
     sim.add_argument("--seed", type=int, help="seed ids and probabilistic faults")
     sim.add_argument("--verbose", action="store_true", help="log every request")
+    add_webhook_argument(sim)
     sim.set_defaults(handler="simulate_command.run", needs_schema=False)
+
+
+def add_webhook_argument(parser: argparse.ArgumentParser) -> None:
+    """--webhook-url, here and for `python -m orchestrator.simulator`."""
+    parser.add_argument(
+        "--webhook-url",
+        action="append",
+        default=[],
+        metavar="URL",
+        help="POST signed batch.* events here when a batch ends (repeatable); signed with "
+        "the first secret in OPENAI_WEBHOOK_SECRET",
+    )

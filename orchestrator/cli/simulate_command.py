@@ -9,7 +9,16 @@ from orchestrator.simulator import run_simulator
 def run(ctx: Context) -> Exit:
     a = ctx.args
     try:
-        run_simulator(a.host, a.port, a.api_key, a.time_scale, a.faults, a.seed, verbose=a.verbose)
+        run_simulator(
+            a.host,
+            a.port,
+            a.api_key,
+            a.time_scale,
+            a.faults,
+            a.seed,
+            verbose=a.verbose,
+            webhook_urls=tuple(a.webhook_url),
+        )
     except (ValueError, OSError) as exc:
         ctx.err.print(f"orchestrator simulate: {exc}")
         return Exit.USAGE

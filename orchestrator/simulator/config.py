@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from urllib.parse import urlsplit
 
 from .scenario import Scenario
 
@@ -43,6 +44,16 @@ class SimulatorConfig:
     endpoint: str = "/v1/chat/completions"
     verbose: bool = False
     """Log every request to stderr."""
+    webhook_urls: tuple[str, ...] = ()
+    """Where to POST signed ``batch.*`` events when a batch ends (none: no webhooks)."""
+    webhook_secret: str = field(default="", repr=False)
+    """The ``whsec_...`` secret to sign them with (the receiver's OPENAI_WEBHOOK_SECRET)."""
+    webhook_attempts: int = 5
+    """Deliveries of one event to one URL until a 2xx, the first included."""
+    webhook_retry_s: float = 1.0
+    """Real seconds before the first redelivery, doubling after each."""
+    webhook_thread: bool = True
+    """Send from a thread while the server runs; False: the caller calls ``webhooks.pump()``."""
 
     def __post_init__(self) -> None:
         if not self.time_scale > 0:
@@ -51,3 +62,10 @@ class SimulatorConfig:
             raise ValueError("api_key must not be empty")
         if not 400 <= self.cancel_terminal_status <= 499:
             raise ValueError("cancel_terminal_status must be a 4xx status")
+        for url in self.webhook_urls:
+            if urlsplit(url).scheme not in ("http", "https") or not urlsplit(url).netloc:
+                raise ValueError(f"webhook URL must be http(s)://host/path, got {url!r}")
+        if self.webhook_urls and not self.webhook_secret:
+            raise ValueError("webhook URLs need a webhook secret (whsec_...)")
+        if self.webhook_attempts < 1 or not self.webhook_retry_s >= 0:
+            raise ValueError("webhook_attempts must be >= 1 and webhook_retry_s >= 0")

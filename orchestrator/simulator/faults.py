@@ -17,9 +17,28 @@ from http import HTTPStatus
 from pathlib import Path
 from typing import Any, Literal
 
-FaultKind = Literal["status", "html", "slow", "drop_before", "drop_mid", "truncate"]
-FAULT_KINDS: frozenset[str] = frozenset(
-    {"status", "html", "slow", "drop_before", "drop_mid", "truncate"}
+FaultKind = Literal[
+    "status",
+    "html",
+    "slow",
+    "drop_before",
+    "drop_mid",
+    "truncate",
+    # webhook deliveries only (endpoint "webhook"): see simulator/webhooks.py
+    "bad_signature",
+    "duplicate",
+    "late",
+    "unknown_batch",
+    "drop",
+    "lose",
+    "reorder",
+    "forge",
+]
+WEBHOOK_KINDS: frozenset[str] = frozenset(
+    {"bad_signature", "duplicate", "late", "unknown_batch", "drop", "lose", "reorder", "forge"}
+)
+FAULT_KINDS: frozenset[str] = (
+    frozenset({"status", "html", "slow", "drop_before", "drop_mid", "truncate"}) | WEBHOOK_KINDS
 )
 ENDPOINTS: frozenset[str] = frozenset(
     {
@@ -31,6 +50,7 @@ ENDPOINTS: frozenset[str] = frozenset(
         "create_file",
         "retrieve_file",
         "delete_file",
+        "webhook",
     }
 )
 # Kinds for which the server still does the work of the request.
@@ -67,6 +87,11 @@ class FaultRule:
             raise ValueError(f"fault kind must be one of {sorted(FAULT_KINDS)}, got {self.kind!r}")
         if self.endpoint != "*" and self.endpoint not in ENDPOINTS:
             raise ValueError(f"fault endpoint must be '*' or one of {sorted(ENDPOINTS)}")
+        if (self.kind in WEBHOOK_KINDS) != (self.endpoint == "webhook"):
+            raise ValueError(
+                f"webhook faults ({', '.join(sorted(WEBHOOK_KINDS))}) go with endpoint "
+                "'webhook', and only they do"
+            )
         if self.status is not None and not 100 <= self.status <= 599:
             raise ValueError("fault status must be an HTTP status code")
         if self.times is not None and self.times < 1:
@@ -88,7 +113,7 @@ class FaultRule:
         return self.kind in PROCESSING_KINDS
 
     def matches(self, endpoint: str, batch_id: str | None, file_id: str | None) -> bool:
-        if self.endpoint not in ("*", endpoint):
+        if self.endpoint != endpoint and (self.endpoint != "*" or endpoint == "webhook"):
             return False
         if self.batch_id is not None and self.batch_id != batch_id:
             return False

@@ -45,6 +45,7 @@ class BatchRecord:
     custom_ids: list[str] | None = None
     validation_error: dict[str, Any] | None = None
     terminal_views: int = 0
+    announced: bool = False  # its terminal webhook event was made
     files_assigned: bool = False
     output_file_id: str | None = None
     error_file_id: str | None = None

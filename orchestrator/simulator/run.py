@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import signal
 import sys
 import threading
@@ -11,6 +12,7 @@ from pathlib import Path
 from types import FrameType
 from typing import TextIO
 
+from orchestrator.cli.simulate_args import add_webhook_argument
 from orchestrator.clock import Clock, SystemClock
 
 from .config import DEFAULT_API_KEY, SimulatorConfig
@@ -18,6 +20,8 @@ from .faults import load_faults
 from .scenario import Scenario
 from .server import SimulatorServer
 from .state import Simulator
+
+WEBHOOK_SECRET_ENV = "OPENAI_WEBHOOK_SECRET"
 
 
 def run_simulator(
@@ -30,6 +34,7 @@ def run_simulator(
     *,
     scenario: Scenario | None = None,
     verbose: bool = False,
+    webhook_urls: tuple[str, ...] = (),
     clock: Clock | None = None,
     stop: threading.Event | None = None,
     out: TextIO | None = None,
@@ -45,6 +50,9 @@ def run_simulator(
         seed=seed,
         verbose=verbose,
         scenario=scenario or Scenario(),
+        webhook_urls=webhook_urls,
+        # the receiver's secret list; the first one signs (a rotation adds the new one first)
+        webhook_secret=os.environ.get(WEBHOOK_SECRET_ENV, "").split(",")[0].strip(),
     )
     simulator = Simulator(config, clock or SystemClock())
     rules = load_faults(faults_file) if faults_file is not None else []
@@ -56,6 +64,8 @@ def run_simulator(
         print(f"  OPENAI_API_KEY={api_key}", file=out)
         print(f"  control: {server.root_url}/_sim/  (same key)", file=out)
         print(f"  time scale: {time_scale:g}   faults loaded: {len(rules)}", file=out)
+        for url in webhook_urls:
+            print(f"  webhooks to: {url}", file=out)
         print("Press Ctrl+C to stop.", file=out, flush=True)
         _wait(stop)
     print("Simulator stopped.", file=out, flush=True)
@@ -92,6 +102,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--seed", type=int, default=None, help="reproducible ids and probabilistic faults"
     )
     parser.add_argument("--verbose", action="store_true", help="log every request")
+    add_webhook_argument(parser)
     return parser
 
 
@@ -106,6 +117,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             args.faults,
             args.seed,
             verbose=args.verbose,
+            webhook_urls=tuple(args.webhook_url),
         )
     except (ValueError, OSError) as exc:
         print(f"simulator: {exc}", file=sys.stderr)

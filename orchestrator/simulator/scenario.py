@@ -180,6 +180,13 @@ class Phase:
         return self.status in TERMINAL
 
 
+def ends_at(timeline: Timeline) -> float:
+    """When the batch becomes terminal, as its timeline stands (a cancel moves it)."""
+    if timeline.cancel_at is not None:
+        return timeline.cancel_at + timeline.scenario.cancelling_s / timeline.time_scale
+    return timeline.natural_end()[1]
+
+
 def phase_at(timeline: Timeline, now: float) -> Phase:
     """The phase of the batch at ``now``."""
     cancel_at = timeline.cancel_at

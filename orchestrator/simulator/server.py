@@ -279,6 +279,9 @@ class SimulatorServer:
             daemon=True,
         )
         self._thread.start()
+        webhooks = self.simulator.webhooks
+        if webhooks is not None and self.simulator.config.webhook_thread:
+            webhooks.start()
         return self
 
     def stop(self) -> None:
@@ -291,6 +294,8 @@ class SimulatorServer:
         httpd.close_connections()
         if thread is not None:
             thread.join(timeout=5)
+        if self.simulator.webhooks is not None:
+            self.simulator.webhooks.stop()
 
     @property
     def port(self) -> int:

@@ -25,7 +25,16 @@ from .faults import FaultBook, FaultRule
 from .files import BatchSnapshot, FileContent, FileKind, batch_file_lines, input_lines
 from .inputs import parse_create, parse_input_file, validate_metadata
 from .records import BatchRecord, FileRecord, batch_json
-from .scenario import CANCELLABLE, Phase, Scenario, Timeline, natural_phase, phase_at
+from .scenario import (
+    CANCELLABLE,
+    Phase,
+    Scenario,
+    Timeline,
+    ends_at,
+    natural_phase,
+    phase_at,
+)
+from .webhooks import WebhookSender
 
 FILE_PURPOSES = frozenset({"batch", "fine-tune", "assistants", "vision", "user_data", "evals"})
 _ALNUM = string.ascii_letters + string.digits
@@ -44,6 +53,18 @@ class Simulator:
         self._files: dict[str, FileRecord] = {}
         self._faults = FaultBook(self.config.seed)
         self._counters = Counters()
+        self.webhooks: WebhookSender | None = None
+        if self.config.webhook_urls:
+            self.webhooks = WebhookSender(
+                self.config.webhook_urls,
+                self.config.webhook_secret,
+                self.clock,
+                attempts=self.config.webhook_attempts,
+                retry_s=self.config.webhook_retry_s,
+                seed=self.config.seed,
+            )
+            self.webhooks.source = self._webhook_event
+            self.webhooks.fault = self._webhook_fault
 
     # ----------------------------------------------------------------- helpers
 
@@ -65,6 +86,29 @@ class Simulator:
     def _add_batch(self, record: BatchRecord) -> None:
         self._batches[record.id] = record
         bisect.insort(self._order, record.sort_key)
+        if self.webhooks is not None:
+            self.webhooks.watch(record.id, ends_at(record.timeline))
+
+    def _webhook_event(self, batch_id: str) -> tuple[str, float] | float | None:
+        """For the sender: (status, when) the first time the batch is seen ended; when
+        to look again if it has not; None when there is nothing (more) to announce."""
+        with self._lock:
+            record = self._batches.get(batch_id)
+            if record is None or record.announced:
+                return None
+            phase = phase_at(record.timeline, self._now())
+            if not phase.terminal:
+                return ends_at(record.timeline)
+            record.announced = True
+            ended = phase.completed_at or phase.failed_at or phase.expired_at or phase.cancelled_at
+            return phase.status, float(ended or self._now())
+
+    def _webhook_fault(self, batch_id: str) -> FaultRule | None:
+        with self._lock:
+            rule = self._faults.pick("webhook", batch_id, None)
+            if rule is not None:
+                self._counters.faults[rule.kind] += 1
+            return rule
 
     def _snapshot(self, record: BatchRecord, phase: Phase) -> BatchSnapshot:
         return BatchSnapshot(
@@ -167,6 +211,8 @@ class Simulator:
             if status in CANCELLABLE:
                 record.timeline = dataclasses.replace(record.timeline, cancel_at=now)
                 self._counters.cancels_applied += 1
+                if self.webhooks is not None:
+                    self.webhooks.watch(batch_id, ends_at(record.timeline))
             elif status not in ("cancelling", "cancelled"):
                 raise HttpError(
                     self.config.cancel_terminal_status,
@@ -383,7 +429,9 @@ class Simulator:
             snapshot = self._counters.snapshot()
             snapshot["batches"] = len(self._batches)
             snapshot["files"] = len(self._files)
-            return snapshot
+        if self.webhooks is not None:
+            snapshot["webhooks"] = self.webhooks.snapshot()
+        return snapshot
 
     def served(self, endpoint: str, key: str | None = None) -> int:
         """Requests served for an endpoint, optionally for one batch/file id ('' for none)."""
