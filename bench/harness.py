@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+import socket
 import subprocess
 import sys
 import tempfile
@@ -58,6 +59,13 @@ class RunningSimulator:
             return result
 
 
+def free_port() -> int:
+    """A loopback port free right now (for a process to bind a moment later)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
 @dataclass(frozen=True)
 class CpuSample:
     """CPU seconds used so far: by the machine (all cores), and by one process."""
@@ -79,23 +87,32 @@ class CpuSample:
 
 
 @contextmanager
-def simulator(time_scale: float = 1.0) -> Iterator[RunningSimulator]:
-    """The simulator in a separate process, so it does not share our GIL."""
-    process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "orchestrator.simulator",
-            "--port",
-            "0",
-            "--api-key",
-            SIM_KEY,
-            "--time-scale",
-            str(time_scale),
-        ],
-        stdout=subprocess.PIPE,
-        text=True,
-    )
+def simulator(
+    time_scale: float = 1.0,
+    *,
+    webhook_urls: tuple[str, ...] = (),
+    webhook_secret: str = "",
+    seed: int | None = None,
+) -> Iterator[RunningSimulator]:
+    """The simulator in a separate process, so it does not share our GIL; with
+    ``webhook_urls`` it sends signed events there (signed with ``webhook_secret``)."""
+    command = [
+        sys.executable,
+        "-m",
+        "orchestrator.simulator",
+        "--port",
+        "0",
+        "--api-key",
+        SIM_KEY,
+        "--time-scale",
+        str(time_scale),
+    ]
+    for url in webhook_urls:
+        command += ["--webhook-url", url]
+    if seed is not None:
+        command += ["--seed", str(seed)]
+    env = {**os.environ, "OPENAI_WEBHOOK_SECRET": webhook_secret}
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, text=True, env=env)
     try:
         assert process.stdout is not None
         line = process.stdout.readline()
@@ -109,8 +126,9 @@ def simulator(time_scale: float = 1.0) -> Iterator[RunningSimulator]:
 
 
 @contextmanager
-def scratch_database(backend: str) -> Iterator[str]:
-    """A freshly migrated database URL on `sqlite` or `postgres`, dropped afterwards."""
+def scratch_database(backend: str, tag: str = "") -> Iterator[str]:
+    """A freshly migrated database URL on `sqlite` or `postgres`, dropped afterwards
+    (``tag`` tells apart several at once)."""
     if backend == "sqlite":
         with tempfile.TemporaryDirectory() as tmp:
             url = f"sqlite:///{Path(tmp) / 'bench.sqlite3'}"
@@ -118,7 +136,7 @@ def scratch_database(backend: str) -> Iterator[str]:
             yield url
         return
     admin = make_url(PG_URL).set(drivername="postgresql").render_as_string(hide_password=False)
-    name = f"orch_bench_{os.getpid()}"
+    name = f"orch_bench_{os.getpid()}{tag}"
     with psycopg.connect(admin, autocommit=True) as conn:
         conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         conn.execute(f'CREATE DATABASE "{name}"')

@@ -40,7 +40,7 @@ from typing import Any
 import httpx
 from sqlalchemy import func, select
 
-from bench.harness import SIM_KEY, RunningSimulator, scratch_database, simulator
+from bench.harness import SIM_KEY, RunningSimulator, free_port, scratch_database, simulator
 from bench.soak_check import (
     Figures,
     Problems,
@@ -57,6 +57,14 @@ from bench.soak_check import (
 from bench.soak_cli import CliCalls, write_calls
 from bench.soak_plan import PlannedBatch, ProcessSettings, fault_rules, plan_batches
 from bench.soak_procs import Supervisor
+from bench.soak_webhooks import PATH as HOOK_PATH
+from bench.soak_webhooks import SECRET as HOOK_SECRET
+from bench.soak_webhooks import (
+    check_webhooks,
+    receiver_env,
+    reconcile_env,
+    webhook_fault_rules,
+)
 from orchestrator.db.database import Database
 from orchestrator.db.models import Batch, CancelRequest
 
@@ -81,6 +89,7 @@ class SoakConfig:
     deadline: float = 600.0  # seconds the processes get to finish the work
     seed: int = 7
     bytes_sample: int = 300  # files downloaded again to compare bytes and SHA-256
+    webhooks: bool = False  # a receiver, signed events with faults, stretched polling
     settings: ProcessSettings = field(default_factory=ProcessSettings)
 
 
@@ -139,7 +148,9 @@ def create_batches(control: httpx.Client, planned: list[PlannedBatch]) -> dict[s
         return dict(pool.map(one, planned))
 
 
-def process_env(database_url: str, sim: RunningSimulator, settings: ProcessSettings) -> Envs:
+def process_env(
+    database_url: str, sim: RunningSimulator, settings: ProcessSettings, hook_port: int = 0
+) -> Envs:
     base = {
         **os.environ,
         "ORCHESTRATOR_DATABASE_URL": database_url,
@@ -148,14 +159,18 @@ def process_env(database_url: str, sim: RunningSimulator, settings: ProcessSetti
     }
     envs = {role: {**base, **settings.env(role)} for role in ("worker", "reconcile")}
     envs["cli"] = base
+    if hook_port:  # --webhooks
+        envs["webhooks"] = receiver_env(base, hook_port)
+        envs["reconcile"].update(reconcile_env(settings.poll_max_seconds))
     return envs
 
 
 @contextmanager
-def _simulator(time_scale: float) -> Iterator[RunningSimulator]:
+def _simulator(time_scale: float, hook_port: int = 0) -> Iterator[RunningSimulator]:
     sim: RunningSimulator | None = None
+    hooks = (f"http://127.0.0.1:{hook_port}{HOOK_PATH}",) if hook_port else ()
     try:
-        with simulator(time_scale) as sim:
+        with simulator(time_scale, webhook_urls=hooks, webhook_secret=HOOK_SECRET) as sim:
             yield sim
     finally:
         # harness.simulator leaves open the pipe it read the URL from
@@ -188,15 +203,20 @@ class Soak:
     def run(self) -> SoakResult:
         started = time.monotonic()
         config = self.config
-        with _simulator(config.time_scale) as sim, sim.control() as control:
-            control.post("/_sim/faults", json=fault_rules(config.fault_rate)).raise_for_status()
-            envs = process_env(self.database_url, sim, config.settings)
+        hook_port = free_port() if config.webhooks else 0
+        with _simulator(config.time_scale, hook_port) as sim, sim.control() as control:
+            rules = fault_rules(config.fault_rate)
+            if config.webhooks:
+                rules += webhook_fault_rules(config.fault_rate)
+            control.post("/_sim/faults", json=rules).raise_for_status()
+            envs = process_env(self.database_url, sim, config.settings, hook_port)
             supervisor = Supervisor(
                 envs,
                 self.work_dir / "logs",
                 config.workers,
                 config.reconcilers,
                 random.Random(self.rng.random()),
+                receivers=1 if config.webhooks else 0,
             )
             db = Database.connect(self.database_url, pool_size=1)
             supervisor.start()  # they boot while the batches are being created
@@ -317,6 +337,8 @@ class Soak:
         db = Database.connect(self.database_url, pool_size=1)
         try:
             stored = read_stored(db)
+            if self.config.webhooks:
+                check_webhooks(problems, self.figures, db, server, counters)
         finally:
             db.dispose()
         asked = {b for b, p in batches.items() if p.cancel}
@@ -377,6 +399,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--seed", type=int, default=d.seed)
     parser.add_argument("--bytes-sample", type=int, default=d.bytes_sample)
     parser.add_argument(
+        "--webhooks",
+        action="store_true",
+        help="add a webhook receiver; the simulator sends events with faults (see docs/soak.md)",
+    )
+    parser.add_argument(
         "--work-dir", type=Path, default=None, help="logs and id files (default: a new temp dir)"
     )
     return parser
@@ -399,6 +426,7 @@ def main(argv: list[str] | None = None) -> int:
         deadline=args.deadline,
         seed=args.seed,
         bytes_sample=args.bytes_sample,
+        webhooks=args.webhooks,
     )
     work_dir = args.work_dir or Path(tempfile.mkdtemp(prefix="soak-"))
     work_dir.mkdir(parents=True, exist_ok=True)

@@ -19,7 +19,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-ROLES = ("worker", "reconcile")
+ROLES = ("worker", "reconcile", "webhooks")
 _LOG_TAIL_CHARS = 1500
 # A process installs its SIGTERM handler after its imports and settings, which take a
 # few seconds on a busy machine. A SIGTERM before that ends it at once (exit -15): it
@@ -48,6 +48,7 @@ class Supervisor:
     workers: int
     reconcilers: int
     rng: random.Random
+    receivers: int = 0  # `orchestrator webhooks` processes (the soak's --webhooks)
     slots: list[Slot] = field(default_factory=list)
     kills: dict[str, int] = field(default_factory=lambda: dict.fromkeys(ROLES, 0))
     unexpected: list[str] = field(default_factory=list)
@@ -55,7 +56,7 @@ class Supervisor:
 
     def start(self) -> None:
         self.log_dir.mkdir(parents=True, exist_ok=True)
-        counts = {"worker": self.workers, "reconcile": self.reconcilers}
+        counts = {"worker": self.workers, "reconcile": self.reconcilers, "webhooks": self.receivers}
         self.slots = [Slot(role, i) for role in ROLES for i in range(counts[role])]
         for slot in self.slots:
             self._spawn(slot)
