@@ -1,6 +1,6 @@
 """Webhooks against polling alone: how soon a terminal status is ours, and at what cost.
 
-    python -m bench.webhooks --batches 500 --time-scale 30
+    python -m bench.webhooks --batches 500 --time-scale 10
 
 Two arms run side by side in one run, each with its own simulator process, scratch
 PostgreSQL database and `orchestrator reconcile` process, on the same plan of
@@ -11,7 +11,7 @@ the reconciler stretches its polling while they flow.
 Every lifecycle runs --time-scale times faster than real, and so do the poll
 settings (initial 5 s, cap 300 s, with webhooks 1 h; silence 15 min), so the
 number of polls per batch is what it would be at full scale. The measured batches
-live 1-2 (simulated) hours and have no failed requests, so each has one result file
+live 1-3 (simulated) hours and have no failed requests, so each has one result file
 to download. They are created and tracked in groups over --spread seconds, as work
 arrives, rather than all at once (a backlog of first polls would delay everything).
 As in a steady state, events are already flowing when they are
@@ -72,8 +72,8 @@ class Arm:
 def plan(batches: int, seed: int) -> Plan:
     rng = random.Random(seed)
     return Plan(
-        [rng.uniform(3600, 7200) for _ in range(batches)],
-        [0.0, *(rng.uniform(0, 9000) for _ in range(max(20, batches // 10)))],
+        [rng.uniform(3600, 10800) for _ in range(batches)],
+        [0.0, *(rng.uniform(0, 12000) for _ in range(max(20, batches // 5)))],
     )
 
 
@@ -159,6 +159,32 @@ def latencies(db: Database) -> list[float]:
     return sorted((recorded - server).total_seconds() for recorded, server in rows if server)
 
 
+def event_lag(db: Database) -> tuple[list[float], list[float]]:
+    """Seconds from the server's terminal timestamp to the first event recorded for the
+    batch, and from there to the terminal status in our row (batches with an event)."""
+    with db.transaction() as session:
+        first = dict(
+            session.execute(
+                select(WebhookEvent.batch_id, func.min(WebhookEvent.received_at)).group_by(
+                    WebhookEvent.batch_id
+                )
+            ).all()
+        )
+        rows = session.execute(
+            select(BatchEvent.batch_id, BatchEvent.recorded_at, BatchEvent.server_at).where(
+                BatchEvent.kind == "status", BatchEvent.to_status.in_(TERMINAL)
+            )
+        ).all()
+    to_event, to_row = [], []
+    for batch_id, recorded, server in rows:
+        received = first.get(batch_id)
+        if received is None or server is None:
+            continue
+        to_event.append((received - server).total_seconds())
+        to_row.append((recorded - received).total_seconds())
+    return sorted(to_event), sorted(to_row)
+
+
 def pct(values: list[float], q: float) -> float:
     return values[min(len(values) - 1, int(q * len(values)))] if values else float("nan")
 
@@ -223,6 +249,13 @@ def run(
                 "requests_per_batch": sum(totals.values()) / batches,
                 "webhooks": counters.get("webhooks", {}),
             }
+        to_event, to_row = event_lag(arms[1].db)  # type: ignore[arg-type]
+        results["split"] = {
+            "to_event_p50": pct(to_event, 0.5),
+            "to_event_p99": pct(to_event, 0.99),
+            "event_to_row_p50": pct(to_row, 0.5),
+            "event_to_row_p99": pct(to_row, 0.99),
+        }
         return results
 
 
@@ -240,6 +273,12 @@ def report(results: dict[str, Any], batches: int, scale: float) -> str:
         ratio = poll[key] / hook[key] if hook[key] else float("inf")
         lines.append(f"{label:24}{poll[key]:>12.2f}{hook[key]:>12.2f}{ratio:>9.1f}x")
     lines.append(f"terminal rows: polling {poll['terminal']}, webhooks {hook['terminal']}")
+    split = results["split"]
+    lines.append(
+        "webhooks arm, server end -> event recorded: p50 {to_event_p50:.2f} s, "
+        "p99 {to_event_p99:.2f} s; event -> terminal in our row: p50 {event_to_row_p50:.2f} s, "
+        "p99 {event_to_row_p99:.2f} s".format(**split)
+    )
     lines.append(f"webhook deliveries: {hook['webhooks']}")
     if results["unfinished"]:
         lines.append(f"NOT FINISHED before the deadline: {results['unfinished']}")
@@ -249,10 +288,10 @@ def report(results: dict[str, Any], batches: int, scale: float) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.webhooks", description=__doc__)
     parser.add_argument("--batches", type=int, default=500)
-    parser.add_argument("--time-scale", type=float, default=30.0)
+    parser.add_argument("--time-scale", type=float, default=10.0)
     parser.add_argument("--seed", type=int, default=1)
-    parser.add_argument("--deadline", type=float, default=900.0, help="seconds")
-    parser.add_argument("--spread", type=float, default=60.0, help="seconds to track them all")
+    parser.add_argument("--deadline", type=float, default=1800.0, help="seconds")
+    parser.add_argument("--spread", type=float, default=120.0, help="seconds to track them all")
     parser.add_argument("--work-dir", type=Path, default=Path("bench-webhooks"))
     args = parser.parse_args(argv)
     args.work_dir.mkdir(parents=True, exist_ok=True)
