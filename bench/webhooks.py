@@ -128,7 +128,7 @@ def process(command: list[str], env: dict[str, str], log: Path) -> Iterator[None
                 proc.wait(10)
 
 
-def wait_listening(port: int, seconds: float = 30.0) -> None:
+def wait_listening(port: int, seconds: float = 180.0) -> None:
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
         try:

@@ -48,7 +48,7 @@ class SimulatorConfig:
     """Where to POST signed ``batch.*`` events when a batch ends (none: no webhooks)."""
     webhook_secret: str = field(default="", repr=False)
     """The ``whsec_...`` secret to sign them with (the receiver's OPENAI_WEBHOOK_SECRET)."""
-    webhook_attempts: int = 5
+    webhook_attempts: int = 8
     """Deliveries of one event to one URL until a 2xx, the first included."""
     webhook_retry_s: float = 1.0
     """Real seconds before the first redelivery, doubling after each."""

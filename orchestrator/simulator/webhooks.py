@@ -76,7 +76,7 @@ class WebhookSender:
         secret: str,
         clock: Clock,
         *,
-        attempts: int = 5,
+        attempts: int = 8,
         retry_s: float = 1.0,
         timeout_s: float = 5.0,
         seed: int | None = None,
@@ -96,7 +96,11 @@ class WebhookSender:
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        self._http = httpx.Client(timeout=timeout_s)
+        # A new connection per delivery, as a sender on the internet would use: no stale
+        # keep-alive connection the receiver already closed.
+        self._http = httpx.Client(
+            timeout=timeout_s, limits=httpx.Limits(max_keepalive_connections=0)
+        )
         self.stats: Counter[str] = Counter()
         # Set by the simulator: (batch id) -> (terminal status, when) if it has ended
         # and was not announced yet (it is marked announced), else when to look again
@@ -238,9 +242,11 @@ class WebhookSender:
             answer = self._http.post(delivery.url, content=delivery.body, headers=headers)
             ok = 200 <= answer.status_code < 300
             self.stats["acknowledged" if ok else f"refused_{answer.status_code}"] += 1
-        except httpx.HTTPError:
+        except httpx.HTTPError as exc:
             ok = False
-            self.stats["unreachable"] += 1
+            self.stats[f"unreachable_{type(exc).__name__}"] += 1
+        if ok and delivery.key is not None:
+            self.stats["forged_acknowledged"] += 1  # a receiver that accepted a bad signature
         if not ok and delivery.retry and delivery.attempt < self.attempts:
             now = self.clock.now().timestamp()
             again = replace(delivery, attempt=delivery.attempt + 1, signed_at=int(now))
