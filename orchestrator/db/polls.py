@@ -160,23 +160,6 @@ class PollStore:
             )
             return int(result.rowcount)  # type: ignore[attr-defined]
 
-    def pull_in(self, *, now: datetime, within_seconds: float) -> int:
-        """Bring every batch still waiting for its status (not terminal, not failing)
-        that is due later than ``within_seconds`` from now forward to now: webhooks went
-        quiet, and their stretched schedule must not make us late."""
-        with self.db.transaction() as session:
-            result = session.execute(
-                update(Batch)
-                .where(
-                    Batch.next_poll_at > now + timedelta(seconds=within_seconds),
-                    Batch.harvest_state == HarvestState.WAITING.value,
-                    Batch.poll_failures == 0,
-                )
-                .values(next_poll_at=now)
-                .execution_options(synchronize_session=False)
-            )
-            return int(result.rowcount)  # type: ignore[attr-defined]
-
     # --- polls ------------------------------------------------------------------
 
     def record_poll(

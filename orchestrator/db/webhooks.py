@@ -13,6 +13,7 @@ from enum import StrEnum
 from sqlalchemy import func, select, text, update
 from sqlalchemy.orm import Session
 
+from orchestrator.core.harvest import HarvestState
 from orchestrator.core.webhooks import BatchEvent
 from orchestrator.db.batches import BatchStore, event_values
 from orchestrator.db.database import Database
@@ -114,6 +115,23 @@ class WebhookStore:
         if row.next_poll_at is None or row.next_poll_at > now:
             row.next_poll_at = now
         return Outcome.DUE
+
+    def bring_forward(self, *, now: datetime, within_seconds: float) -> int:
+        """Make due now every batch still waiting for its status (not terminal, not
+        failing) whose next poll is more than ``within_seconds`` away: webhooks went
+        quiet, and the stretched schedule they allowed must not make us late."""
+        with self.db.transaction() as session:
+            result = session.execute(
+                update(Batch)
+                .where(
+                    Batch.next_poll_at > now + timedelta(seconds=within_seconds),
+                    Batch.harvest_state == HarvestState.WAITING.value,
+                    Batch.poll_failures == 0,
+                )
+                .values(next_poll_at=now)
+                .execution_options(synchronize_session=False)
+            )
+            return int(result.rowcount)  # type: ignore[attr-defined]
 
     def quiet(self, window_seconds: float) -> bool:
         """True when no webhook arrived in the last ``window_seconds`` (database clock)."""

@@ -209,7 +209,9 @@ class Reconciler:
         are pulled back to the normal one at once rather than at their next poll."""
         flowing = not self.webhooks.quiet(self.config.webhook_silence_seconds)
         if self.webhooks_flowing and not flowing:
-            moved = self.polls.pull_in(now=self.clock.now(), within_seconds=self.policy.max_seconds)
+            moved = self.webhooks.bring_forward(
+                now=self.clock.now(), within_seconds=self.policy.max_seconds
+            )
             log.warning(
                 "no webhook event for %.0fs: polling as without webhooks (%d batch(es) "
                 "brought forward)",
