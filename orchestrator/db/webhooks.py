@@ -1,16 +1,16 @@
 """Webhook events: record a verified delivery once, and make its batch due for a poll.
 
-Everything here runs on the database server's clock (``database_now``): the
+Everything here runs on the database server's clock (``server_now``): the
 receiver and every reconciler may run on different hosts, and "the batch is due
 now" and "webhooks have gone quiet" must mean the same to all of them.
 """
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from enum import StrEnum
 
-from sqlalchemy import func, select, text, update
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from orchestrator.core.harvest import HarvestState
@@ -19,8 +19,9 @@ from orchestrator.db.batches import BatchStore, event_values
 from orchestrator.db.database import Database
 from orchestrator.db.models import Batch, WebhookEvent, table_of
 from orchestrator.db.models import BatchEvent as EventRow
+from orchestrator.db.server_time import server_now
 
-__all__ = ["Outcome", "WebhookStore", "arrived_since", "database_now"]
+__all__ = ["Outcome", "WebhookStore", "arrived_since"]
 
 SOURCE = "webhook"
 
@@ -32,16 +33,6 @@ class Outcome(StrEnum):
     IGNORED = "ignored"  # an unknown batch, left alone by the setting
     SETTLED = "settled"  # nothing left to do for the batch: its harvest is over
     RECORDED = "recorded"  # not a batch event: kept, nothing else
-
-
-def database_now(session: Session) -> datetime:
-    """The database server's current time, aware UTC."""
-    if session.get_bind().dialect.name == "postgresql":
-        value = session.execute(select(func.clock_timestamp())).scalar_one()
-        assert isinstance(value, datetime)
-        return value.astimezone(UTC)
-    raw = session.execute(text("SELECT strftime('%Y-%m-%d %H:%M:%f', 'now')")).scalar_one()
-    return datetime.fromisoformat(str(raw)).replace(tzinfo=UTC)
 
 
 def arrived_since(session: Session, batch_id: str, since: datetime) -> bool:
@@ -63,7 +54,7 @@ class WebhookStore:
         """Record a verified delivery and act on it, in one transaction; a second
         delivery of the same ``webhook_id`` changes nothing and says DUPLICATE."""
         with self.db.transaction() as session:
-            now = database_now(session)
+            now = server_now(session)
             inserted = session.execute(
                 self.db.insert_ignoring_conflicts(table_of(WebhookEvent))
                 .values(
@@ -136,7 +127,7 @@ class WebhookStore:
     def quiet(self, window_seconds: float) -> bool:
         """True when no webhook arrived in the last ``window_seconds`` (database clock)."""
         with self.db.transaction() as session:
-            now = database_now(session)
+            now = server_now(session)
             recent = session.scalar(
                 select(WebhookEvent.webhook_id)
                 .where(WebhookEvent.received_at >= now - timedelta(seconds=window_seconds))

@@ -31,13 +31,13 @@ from orchestrator.core.retry_policy import outage_backoff
 from orchestrator.db.database import Database
 from orchestrator.db.polls import Claim, PollRecord, PollStore
 from orchestrator.db.results import LeaseLost, ResultStore
-from orchestrator.db.webhooks import WebhookStore
 from orchestrator.errors import ApiError, DatabaseUnavailable, InvalidBatchId, describe
 from orchestrator.metrics import Metrics
 from orchestrator.probes import Heartbeat
 from orchestrator.processes.ingest import READ_BYTES, FileIngest, IngestResult, IngestSettings
 from orchestrator.processes.pass_summary import PassSummary
 from orchestrator.processes.upkeep import Upkeep
+from orchestrator.processes.webhook_watch import WebhookWatch
 from orchestrator.settings import Settings
 
 __all__ = ["PassSummary", "Reconciler", "ReconcilerConfig", "poll_policy"]
@@ -116,8 +116,9 @@ class Reconciler:
             self.policy = policy or PollPolicy()
         self.random_unit = random_unit
         self.polls = PollStore(db)
-        self.webhooks = WebhookStore(db)
-        self.webhooks_flowing = False  # as judged at the start of the last pass
+        self.webhooks = WebhookWatch(
+            db, clock, self.config.webhook_silence_seconds, self.policy.max_seconds
+        )
         self.results = ResultStore(db)
         # Set to stop: claimed work not yet started is released, harvests end at a checkpoint.
         self.stop = stop or threading.Event()
@@ -145,7 +146,7 @@ class Reconciler:
         """One pass: claim and process every batch due now, page by page."""
         summary = PassSummary(passes=1)
         seen: set[str] = set()
-        self._check_webhooks()
+        self.webhooks.check()
         while not self.stop.is_set() and summary.auth_error is None:
             self.heartbeat.beat()
             now = self.clock.now()  # once per page: leases are measured from here
@@ -202,26 +203,6 @@ class Reconciler:
     def _wait(self, stop: threading.Event, seconds: float) -> None:
         self.heartbeat.beat(busy_for=seconds)  # a deliberate wait is not a stall
         stop.wait(seconds)
-
-    def _check_webhooks(self) -> None:
-        """Are webhook events flowing (one arrived within the silence window, by the
-        database's clock)? When they stop, batches scheduled by the stretched policy
-        are pulled back to the normal one at once rather than at their next poll."""
-        flowing = not self.webhooks.quiet(self.config.webhook_silence_seconds)
-        if self.webhooks_flowing and not flowing:
-            moved = self.webhooks.bring_forward(
-                now=self.clock.now(), within_seconds=self.policy.max_seconds
-            )
-            log.warning(
-                "no webhook event for %.0fs: polling as without webhooks (%d batch(es) "
-                "brought forward)",
-                self.config.webhook_silence_seconds,
-                moved,
-                extra={"action": "webhooks_quiet"},
-            )
-        elif flowing and not self.webhooks_flowing:
-            log.info("webhook events are flowing: polls stretched", extra={"action": "webhooks"})
-        self.webhooks_flowing = flowing
 
     def check_attention(self, summary: PassSummary) -> PassSummary:
         summary.attention = self.polls.attention()
@@ -308,7 +289,7 @@ class Reconciler:
             policy=self.policy,
             lease_seconds=self.config.lease_seconds,
             u=self.random_unit(),
-            webhooks=self.webhooks_flowing,
+            webhooks=self.webhooks.flowing,
         )
         found = PassSummary(
             polled=1,

@@ -66,7 +66,7 @@ def test_an_event_makes_the_batch_due_and_the_get_decides(
 
     r.run_once()
     first = _row(database, batch_id)
-    assert first.status == "in_progress" and r.webhooks_flowing
+    assert first.status == "in_progress" and r.webhooks.flowing
     assert first.next_poll_at is not None
     assert first.next_poll_at - clock.now() >= timedelta(seconds=3000)  # stretched
 
@@ -113,7 +113,7 @@ def test_when_events_stop_the_stretched_schedule_falls_back(
         session.execute(update(WebhookEvent).values(received_at=utcnow() - timedelta(minutes=20)))
     clock.advance(1)
     r.run_once()
-    assert not r.webhooks_flowing
+    assert not r.webhooks.flowing
     assert sim.simulator.served("retrieve", batch_id) == 2  # brought forward at once
     normal = _row(database, batch_id).next_poll_at
     assert normal is not None and normal - clock.now() <= timedelta(seconds=POLICY.max_seconds)
