@@ -1,7 +1,7 @@
 """webhook events: one row per verified delivery, deduplicated by webhook-id
 
-Revision ID: 0004_webhooks
-Revises: 0003_months
+Revision ID: 0005_webhooks
+Revises: 0004_hostile_answers
 Create Date: 2026-12-02 20:00:00.000000
 """
 
@@ -10,8 +10,8 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-revision: str = "0004_webhooks"
-down_revision: str | None = "0003_months"
+revision: str = "0005_webhooks"
+down_revision: str | None = "0004_hostile_answers"
 branch_labels: str | None = None
 depends_on: str | None = None
 
