@@ -25,6 +25,7 @@ from orchestrator import __version__, logs
 from orchestrator.cli import (
     cancel_args,
     config_args,
+    console_args,
     db_args,
     demo_args,
     health_args,
@@ -64,6 +65,7 @@ COMMANDS: list[Callable[[argparse._SubParsersAction[argparse.ArgumentParser]], N
     health_args.register,
     upkeep_args.register,
     webhooks_args.register,
+    console_args.register,
 ]
 
 EPILOG = """\

@@ -31,10 +31,12 @@ class Database:
     sessions: sessionmaker[Session]
 
     @staticmethod
-    def connect(url: str, *, pool_size: int = 10, check_schema: bool = True) -> Database:
+    def connect(
+        url: str, *, pool_size: int = 10, check_schema: bool = True, read_only: bool = False
+    ) -> Database:
         if check_schema:
             require_existing_file(url)
-        engine = make_engine(url, pool_size=pool_size)
+        engine = make_engine(url, pool_size=pool_size, read_only=read_only)
         if check_schema:
             try:
                 require_current(engine)

@@ -67,10 +67,14 @@ def require_existing_file(url: str) -> None:
         )
 
 
-def make_engine(url: str, *, pool_size: int = 10) -> Engine:
+def make_engine(url: str, *, pool_size: int = 10, read_only: bool = False) -> Engine:
+    """An engine for ``url``. ``read_only``: the database itself refuses every write
+    (PostgreSQL read-only transactions, SQLite ``query_only``), and a SQLite
+    transaction no longer takes the write lock: for readers such as the console."""
     parsed = normalise_url(url)
     if parsed.drivername.startswith("sqlite"):
-        return _sqlite_engine(parsed)
+        return _sqlite_engine(parsed, read_only=read_only)
+    options = {"options": "-c default_transaction_read_only=on"} if read_only else {}
     return create_engine(
         parsed,
         pool_size=pool_size,
@@ -79,11 +83,11 @@ def make_engine(url: str, *, pool_size: int = 10) -> Engine:
         pool_recycle=1800,
         json_serializer=_json_dumps,
         json_deserializer=orjson.loads,
-        connect_args={"connect_timeout": 5, "application_name": "orchestrator"},
+        connect_args={"connect_timeout": 5, "application_name": "orchestrator", **options},
     )
 
 
-def _sqlite_engine(url: URL) -> Engine:
+def _sqlite_engine(url: URL, *, read_only: bool = False) -> Engine:
     if url.database and url.database != ":memory:":
         Path(url.database).parent.mkdir(parents=True, exist_ok=True)
     engine = create_engine(
@@ -104,11 +108,14 @@ def _sqlite_engine(url: URL) -> Engine:
         cursor.execute("PRAGMA synchronous=NORMAL")
         cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
         cursor.execute("PRAGMA foreign_keys=ON")
+        if read_only:
+            cursor.execute("PRAGMA query_only=ON")
         cursor.close()
 
     @event.listens_for(engine, "begin")
     def _on_begin(connection: Any) -> None:
-        connection.exec_driver_sql("BEGIN IMMEDIATE")
+        # A reader that never writes need not wait for, nor block, the one writer.
+        connection.exec_driver_sql("BEGIN" if read_only else "BEGIN IMMEDIATE")
 
     return engine
 

@@ -22,6 +22,7 @@ from sqlalchemy import (
     Text,
     TypeDecorator,
     UniqueConstraint,
+    text,
 )
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.engine import Dialect
@@ -191,6 +192,9 @@ class Batch(Base):
         Index(None, "status"),
         Index(None, "next_poll_at"),
         Index(None, "overdue_since"),
+        # The console's list orders (migration 0004_console), paged by keyset.
+        Index("ix_batches_newest", text("coalesce(created_at, tracked_at)"), "id"),
+        Index("ix_batches_changed", text("coalesce(status_changed_at, tracked_at)"), "id"),
     )
 
 

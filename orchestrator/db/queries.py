@@ -53,6 +53,8 @@ class BatchFilter:
     statuses: tuple[str, ...] = ()  # API statuses, or UNOBSERVED
     overdue: bool = False
     cancel_requested: bool = False
+    cancel_states: tuple[str, ...] = ()  # pending | accepted | closed | failed
+    cancel_outcomes: tuple[str, ...] = ()  # cancelled, too_late:completed, ...
     tracked_since: datetime | None = None
     created_before: datetime | None = None  # the server's created_at (else when we began tracking)
     metadata: tuple[tuple[str, str], ...] = ()  # key == value, all of them
@@ -75,6 +77,10 @@ class BatchFilter:
             found.append(Batch.overdue_since.is_not(None))
         if self.cancel_requested:
             found.append(CancelRequest.batch_id.is_not(None))
+        if self.cancel_states:
+            found.append(CancelRequest.state.in_(self.cancel_states))
+        if self.cancel_outcomes:
+            found.append(CancelRequest.outcome.in_(self.cancel_outcomes))
         if self.tracked_since is not None:
             found.append(Batch.tracked_at >= self.tracked_since)
         if self.created_before is not None:

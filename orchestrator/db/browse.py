@@ -1,0 +1,253 @@
+"""The console's read queries: pages of batches in any order, the fleet at a glance,
+one batch with a preview of its results.
+
+Nothing here writes, and nothing counts result rows: a page view stays cheap at
+10 million of them. Fleet totals come from the counters kept on ``batches`` and
+``result_files`` (``results_stored``, ``results``); lists page by keyset (the sort
+key and the id of the last row shown), so the thousandth page costs what the first
+does. Filters are the command line's ``BatchFilter``: one meaning for both.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import ColumnElement, func, literal, select, tuple_
+from sqlalchemy.orm import Session
+
+from orchestrator.db.cancels import PAUSE_SCOPE
+from orchestrator.db.database import Database
+from orchestrator.db.models import (
+    Batch,
+    BatchEvent,
+    BatchResult,
+    CancelAttempt,
+    CancelRequest,
+    Pause,
+    ResultFile,
+    UtcDateTime,
+)
+from orchestrator.db.queries import (
+    _SUMMARY_COLUMNS,
+    UNOBSERVED,
+    BatchFilter,
+    BatchSummary,
+    ResultRow,
+    _with_cancels,
+    as_record,
+)
+
+__all__ = ["SORTS", "BadCursor", "BatchView", "BrowseQueries", "ListPage", "Overview"]
+
+# The sort keys a list can take: (expression, newest-first?). Each is indexed with the
+# id in migration 0004_console, and never NULL, so a keyset comparison is exact.
+SORTS: dict[str, tuple[ColumnElement[Any], bool]] = {
+    "newest": (func.coalesce(Batch.created_at, Batch.tracked_at), True),
+    "oldest": (func.coalesce(Batch.created_at, Batch.tracked_at), False),
+    "changed": (func.coalesce(Batch.status_changed_at, Batch.tracked_at), True),
+    "id": (Batch.id.expression, False),
+}
+PREVIEW_ROWS = 20
+LATEST_EVENTS = 15
+
+
+class BadCursor(ValueError):
+    """A page cursor that this console did not make (edited, or from another sort)."""
+
+
+@dataclass(frozen=True)
+class ListPage:
+    rows: list[BatchSummary]
+    next_cursor: str | None  # None: this is the last page
+    matching: int
+    by_status: dict[str, int]  # of the matching batches; UNOBSERVED for never observed
+
+
+@dataclass(frozen=True)
+class Overview:
+    now: datetime  # the database's clock
+    by_status: dict[str, int]
+    by_cancel_state: dict[str, int]
+    by_cancel_outcome: dict[str, int]  # closed requests; "" for none yet
+    overdue: int
+    results_stored: int
+    result_line_errors: int
+    pause: Pause | None
+    latest_events: list[dict[str, Any]]
+
+
+@dataclass(frozen=True)
+class BatchView:
+    now: datetime  # the database's clock
+    batch: dict[str, Any]
+    cancel_request: dict[str, Any] | None
+    attempts: list[dict[str, Any]]
+    events: list[dict[str, Any]]
+    files: list[dict[str, Any]]
+    preview: list[ResultRow]
+
+
+def encode_cursor(value: object, batch_id: str) -> str:
+    key = value.isoformat() if isinstance(value, datetime) else str(value)
+    return base64.urlsafe_b64encode(f"{key}\n{batch_id}".encode()).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str, sort: str) -> tuple[object, str]:
+    try:
+        text = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+        key, batch_id = text.split("\n")
+        value: object = key if sort == "id" else datetime.fromisoformat(key)
+    except (binascii.Error, UnicodeDecodeError, ValueError):
+        raise BadCursor(f"the page cursor {cursor[:40]!r} is not one this console made") from None
+    if isinstance(value, datetime) and value.tzinfo is None:
+        raise BadCursor("the page cursor has a time without a zone")
+    return value, batch_id
+
+
+class BrowseQueries:
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    def now(self) -> datetime:
+        """The database server's clock: what every host's ages are measured against."""
+        with self.db.transaction() as session:
+            return _database_now(session)
+
+    def list_page(
+        self, where: BatchFilter, *, sort: str, after: str | None, limit: int
+    ) -> ListPage:
+        """One page of matching batches in ``sort`` order, after the cursor ``after``."""
+        key, newest_first = SORTS[sort]
+        conditions = where.conditions()
+        page_conditions = list(conditions)
+        if after is not None:
+            value, last_id = decode_cursor(after, sort)
+            bound = literal(value, UtcDateTime()) if isinstance(value, datetime) else literal(value)
+            row_key, last = tuple_(key, Batch.id), tuple_(bound, literal(last_id))
+            page_conditions.append(row_key < last if newest_first else row_key > last)
+        order = (key.desc(), Batch.id.desc()) if newest_first else (key.asc(), Batch.id.asc())
+        with self.db.transaction() as session:
+            rows = session.execute(
+                _with_cancels(select(*_SUMMARY_COLUMNS, key.label("sort_key")), page_conditions)
+                .order_by(*order)
+                .limit(limit + 1)
+            ).all()
+            counts = session.execute(
+                _with_cancels(select(Batch.status, func.count()), conditions).group_by(Batch.status)
+            ).all()
+        shown = rows[:limit]
+        more = len(rows) > limit
+        by_status = {status or UNOBSERVED: int(n) for status, n in counts}
+        return ListPage(
+            rows=[_summary_of(row._asdict()) for row in shown],
+            next_cursor=encode_cursor(shown[-1].sort_key, shown[-1].id) if more else None,
+            matching=sum(by_status.values()),
+            by_status=by_status,
+        )
+
+    def overview(self) -> Overview:
+        with self.db.transaction() as session:
+            now = _database_now(session)
+            by_status = {
+                status or UNOBSERVED: int(n)
+                for status, n in session.execute(
+                    select(Batch.status, func.count()).group_by(Batch.status)
+                )
+            }
+            overdue, results, line_errors = session.execute(
+                select(
+                    func.count(Batch.overdue_since),
+                    func.coalesce(func.sum(Batch.results_stored), 0),
+                    func.coalesce(func.sum(Batch.result_line_errors), 0),
+                )
+            ).one()
+            by_state: dict[str, int] = {}
+            by_outcome: dict[str, int] = {}
+            for state, outcome, n in session.execute(
+                select(CancelRequest.state, CancelRequest.outcome, func.count()).group_by(
+                    CancelRequest.state, CancelRequest.outcome
+                )
+            ):
+                by_state[state] = by_state.get(state, 0) + int(n)
+                if outcome is not None:
+                    by_outcome[outcome] = by_outcome.get(outcome, 0) + int(n)
+            pause = session.get(Pause, PAUSE_SCOPE)
+            events = [
+                as_record(event)
+                for event in session.scalars(
+                    select(BatchEvent).order_by(BatchEvent.id.desc()).limit(LATEST_EVENTS)
+                )
+            ]
+        return Overview(
+            now=now,
+            by_status=by_status,
+            by_cancel_state=by_state,
+            by_cancel_outcome=by_outcome,
+            overdue=int(overdue),
+            results_stored=int(results),
+            result_line_errors=int(line_errors),
+            pause=pause if pause is not None and pause.until > now else None,
+            latest_events=events,
+        )
+
+    def batch_view(self, batch_id: str) -> BatchView | None:
+        with self.db.transaction() as session:
+            batch = session.get(Batch, batch_id)
+            if batch is None:
+                return None
+            now = _database_now(session)
+            request = session.get(CancelRequest, batch_id)
+            attempts = session.scalars(
+                select(CancelAttempt)
+                .where(CancelAttempt.batch_id == batch_id)
+                .order_by(CancelAttempt.attempt, CancelAttempt.id)
+            )
+            events = session.scalars(
+                select(BatchEvent).where(BatchEvent.batch_id == batch_id).order_by(BatchEvent.id)
+            )
+            files = session.scalars(
+                select(ResultFile)
+                .where(ResultFile.batch_id == batch_id)
+                .order_by(ResultFile.kind.desc(), ResultFile.file_id)
+            )
+            preview = session.execute(
+                select(
+                    BatchResult.custom_id,
+                    BatchResult.file_kind,
+                    BatchResult.file_id,
+                    BatchResult.line_number,
+                    BatchResult.line_id,
+                    BatchResult.status_code,
+                    BatchResult.request_id,
+                    BatchResult.error_code,
+                    BatchResult.error_message,
+                    BatchResult.body,
+                )
+                .where(BatchResult.batch_id == batch_id)
+                .order_by(BatchResult.custom_id)
+                .limit(PREVIEW_ROWS)
+            ).all()
+            return BatchView(
+                now=now,
+                batch=as_record(batch),
+                cancel_request=as_record(request) if request is not None else None,
+                attempts=[as_record(a) for a in attempts],
+                events=[as_record(e) for e in events],
+                files=[as_record(f) for f in files],
+                preview=[ResultRow(*row) for row in preview],
+            )
+
+
+def _summary_of(record: dict[str, Any]) -> BatchSummary:
+    record.pop("sort_key")
+    return BatchSummary(**record)
+
+
+def _database_now(session: Session) -> datetime:
+    now: datetime | None = session.scalar(select(func.current_timestamp(type_=UtcDateTime())))
+    assert now is not None
+    return now

@@ -1,0 +1,169 @@
+"""What the console's pages show, and that its filters and downloads are the command line's."""
+
+from __future__ import annotations
+
+import re
+from html import unescape
+
+import orjson
+import pytest
+from starlette.testclient import TestClient
+
+from orchestrator.db.database import Database
+from tests.operators import fleet as f
+from tests.operators.conftest import Run, as_json
+
+from .conftest import console_client
+
+
+def ids_listed(html: str) -> list[str]:
+    table = html.split('id="batch-list"', 1)[1].split("</table>", 1)[0]
+    return re.findall(r'<a class="id" href="/batches/[^"]+">([^<]+)</a>', table)
+
+
+def test_overview_counts_banners_results_and_latest_events(web: TestClient) -> None:
+    page = web.get("/")
+    assert page.status_code == 200
+    html = page.text
+    counts = html.split('id="by-status"', 1)[1].split("</table>", 1)[0]
+    assert re.search(r"cancelling</span></a></td><td class=\"num\">1<", counts)
+    assert 'id="paused-banner"' in html and "HTTP 401" in html
+    assert 'id="overdue-banner"' in html and "1 batch overdue" in html
+    assert '<span class="number" id="results-recorded">9</span>' in html  # 3 + 5 + 1
+    outcomes = html.split('id="by-cancel-outcome"', 1)[1].split("</table>", 1)[0]
+    assert "too_late:completed" in outcomes and "cancelled" in outcomes
+    events = html.split('id="latest-events"', 1)[1]
+    assert f.VALIDATING in events and "cancel_requested" in events
+
+
+@pytest.mark.parametrize(
+    ("query", "flags"),
+    [
+        ("status=cancelling", ["--status", "cancelling"]),
+        ("status=in_progress,unobserved", ["--status", "in_progress", "--status", "unobserved"]),
+        ("overdue=1", ["--overdue"]),
+        ("cancel_requested=1", ["--cancel-requested"]),
+        ("metadata=team%3Dads", ["--metadata", "team=ads"]),
+        ("since=2h", ["--since", "2h"]),
+        ("status=failed&metadata=team%3Dads", ["--status", "failed", "--metadata", "team=ads"]),
+    ],
+)
+def test_the_list_selects_what_the_command_line_selects(
+    web: TestClient, ask: Run, query: str, flags: list[str]
+) -> None:
+    code, out, _ = ask("status", "--json", *flags)
+    assert code == 0
+    expected = [row["id"] for row in as_json(out)["batches"]]
+    assert expected, "a filter that selects nothing proves little"
+    page = web.get(f"/batches?{query}")
+    assert page.status_code == 200
+    assert ids_listed(page.text) == expected  # same batches, same (newest first) order
+    assert f"{len(expected)} batch" in page.text
+
+
+def test_cancel_state_and_outcome_filters(web: TestClient) -> None:
+    assert ids_listed(web.get("/batches?cancel_state=pending").text) == [f.IN_PROGRESS]
+    listed = ids_listed(web.get("/batches?cancel_outcome=too_late:completed").text)
+    assert listed == [f.TOO_LATE]
+
+
+@pytest.mark.parametrize("sort", ["newest", "oldest", "changed", "id"])
+def test_pages_walk_every_batch_once_in_order(web: TestClient, sort: str) -> None:
+    seen: list[str] = []
+    url: str | None = f"/batches?sort={sort}&limit=3"
+    for _ in range(10):
+        assert url is not None
+        html = web.get(url).text
+        seen += ids_listed(html)
+        found = re.search(r'id="next-page" href="([^"]+)"', html)
+        url = unescape(found.group(1)) if found else None
+        if url is None:
+            break
+    assert sorted(seen) == sorted(f.ALL)
+    if sort == "id":
+        assert seen == sorted(f.ALL)
+    if sort == "newest":
+        assert seen[0] == f.VALIDATING and seen[-1] == f.EXPIRED  # created 2m and 25h ago
+
+
+def test_a_shared_link_carries_the_whole_filter(web: TestClient) -> None:
+    html = web.get("/batches?status=in_progress&status=cancelling&sort=oldest&limit=1").text
+    found = re.search(r'id="next-page" href="([^"]+)"', html)
+    assert found is not None
+    link = unescape(found.group(1))
+    assert "status=in_progress" in link and "status=cancelling" in link
+    assert "sort=oldest" in link and "limit=1" in link and "after=" in link
+
+
+@pytest.mark.parametrize(
+    ("query", "names"),
+    [
+        ("status=running", "status: 'running' is not one of"),
+        ("sort=random", "sort: 'random' is not one of"),
+        ("since=yesterday", "since: 'yesterday' is neither a duration"),
+        ("older_than=-5", "older_than: '-5' is not a duration"),
+        ("metadata=team", "metadata: 'team': expected KEY=VALUE"),
+        ("limit=0", "limit: expected a whole number from 1 to 500"),
+        ("after=bm90IGEgY3Vyc29y", "is not one this console made"),
+        ("overdue=maybe", "overdue: expected 1"),
+    ],
+)
+def test_a_bad_filter_is_a_400_naming_it(web: TestClient, query: str, names: str) -> None:
+    page = web.get(f"/batches?{query}")
+    assert page.status_code == 400
+    assert names in unescape(page.text)
+
+
+def test_batch_page_shows_timeline_cancel_attempts_files_and_preview(web: TestClient) -> None:
+    html = web.get(f"/batches/{f.IN_PROGRESS}").text
+    attempts = html.split('id="attempts"', 1)[1].split("</table>", 1)[0]
+    assert '<td class="num">429</td>' in attempts and "req_rate1" in attempts
+    assert "wrong prompt" in html and "alice" in html
+    timeline = html.split('id="timeline"', 1)[1].split("</ol>", 1)[0]
+    moments = ("created", "in progress", "tracking began", "cancel requested")
+    positions = [timeline.index(w) for w in moments]
+    assert positions == sorted(positions)
+
+    html = web.get(f"/batches/{f.CANCELLED}").text
+    files = html.split('id="files"', 1)[1].split("</table>", 1)[0]
+    assert "file-out-cancelled1" in files and "file-err-cancelled1" in files and "done" in files
+    preview = html.split('id="preview"', 1)[1].split("</table>", 1)[0]
+    assert "req-001" in preview and "answer 1" in preview and "batch_cancelled" in preview
+    assert "first 5 of 5" in html
+
+    html = web.get(f"/batches/{f.EXPIRED}").text
+    assert "missing" in html and "No such File object" in html
+
+
+def test_unknown_batch_is_404(web: TestClient) -> None:
+    assert web.get("/batches/batch_nosuch").status_code == 404
+    assert web.get("/batches/batch_nosuch/results.csv").status_code == 404
+    assert web.get(f"/batches/{f.CANCELLED}/results.xml").status_code == 404
+
+
+@pytest.mark.parametrize("fmt", ["jsonl", "csv"])
+def test_download_is_what_the_results_command_writes(web: TestClient, ask: Run, fmt: str) -> None:
+    code, out, _ = ask("results", f.CANCELLED, "--format", fmt)
+    assert code == 0
+    download = web.get(f"/batches/{f.CANCELLED}/results.{fmt}")
+    assert download.status_code == 200
+    assert "attachment" in download.headers["content-disposition"]
+    assert download.content.decode() == out
+    if fmt == "jsonl":
+        assert len([orjson.loads(line) for line in out.splitlines()]) == 5
+
+
+def test_partial_is_the_live_block_alone(web: TestClient) -> None:
+    full = web.get(f"/batches/{f.SLOW_CANCEL}")
+    partial = web.get(f"/batches/{f.SLOW_CANCEL}", headers={"X-Console-Partial": "1"})
+    assert partial.status_code == 200
+    assert "<html" not in partial.text and 'id="batch-status"' in partial.text
+    assert partial.text.strip() in full.text
+    assert "X-Console-Partial" in partial.headers["vary"]
+
+
+def test_an_empty_database_has_friendly_pages(database: Database) -> None:
+    url = database.engine.url.render_as_string(hide_password=False)
+    with console_client(url) as client:
+        assert "No batch is tracked yet." in client.get("/").text
+        assert "No batch matches." in client.get("/batches").text
