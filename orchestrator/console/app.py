@@ -48,7 +48,8 @@ class Console:
             self.env,
             name,
             partial=partial,
-            refresh_ms=self.refresh_ms,
+            # A page that says what was wrong is not refreshed: it would only say it again.
+            refresh_ms=self.refresh_ms if status == 200 else 0,
             path=request.url.path,
             **context,
         )

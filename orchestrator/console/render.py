@@ -19,7 +19,6 @@ from orchestrator.cli.render import age, counts, moment
 
 TEMPLATES = Path(__file__).parent / "templates"
 STATIC = Path(__file__).parent / "static"
-PREVIEW_TEXT = 300  # characters of a result body shown in the preview
 
 
 def since(then: datetime | None, now: datetime) -> str:

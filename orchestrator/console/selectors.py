@@ -107,7 +107,9 @@ def parse_selection(params: Mapping[str, Sequence[str]], now: datetime) -> Selec
     statuses = _choices("status", _all(params, "status"), STATUS_CHOICES)
     cancel_states = _choices("cancel_state", _all(params, "cancel_state"), CANCEL_STATES)
     outcomes = tuple(dict.fromkeys(_all(params, "cancel_outcome")))
-    metadata = tuple(_parsed("metadata", m, parse_metadata) for m in params.get("metadata", ()))
+    metadata = tuple(
+        _parsed("metadata", m, parse_metadata) for m in params.get("metadata", ()) if m.strip()
+    )
     since = _one(params, "since")
     older_than = _one(params, "older_than")
     sort = _one(params, "sort") or DEFAULT_SORT

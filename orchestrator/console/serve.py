@@ -3,8 +3,11 @@ address printed is the one listening)."""
 
 from __future__ import annotations
 
+import contextlib
+import signal
 import socket
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Iterator
 
 import uvicorn
 
@@ -46,6 +49,22 @@ def serve(
 ) -> None:
     """Listen on host:port until SIGINT or SIGTERM; ``announce`` gets the URL first."""
     sock = bind(host, port)
-    with sock:
+    with sock, _stop_is_not_an_error():
         announce(url_of(sock))
         server(db, token=token, refresh_ms=refresh_ms).run(sockets=[sock])
+
+
+@contextlib.contextmanager
+def _stop_is_not_an_error() -> Iterator[None]:
+    """uvicorn stops cleanly on SIGINT/SIGTERM, then raises the signal again for the
+    handler it found. Found here is one that ignores it: a stop asked for is exit 0."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    stops = (signal.SIGINT, signal.SIGTERM)
+    before = {s: signal.signal(s, lambda _signal, _frame: None) for s in stops}
+    try:
+        yield
+    finally:
+        for s, handler in before.items():
+            signal.signal(s, handler)

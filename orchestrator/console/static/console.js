@@ -2,6 +2,17 @@
 // The server renders it (escaped) as HTML; nothing here builds markup from data.
 (() => {
   "use strict";
+  // A shared link should say only what was chosen: leave empty fields out of it.
+  for (const form of document.querySelectorAll("form.filters")) {
+    form.addEventListener("submit", () => {
+      for (const field of form.querySelectorAll("input, select")) {
+        if (field.value === "") {
+          field.disabled = true;
+        }
+      }
+    });
+  }
+
   const live = document.getElementById("live");
   const state = document.getElementById("live-state");
   const period = Number(document.body.dataset.refreshMs);
