@@ -91,10 +91,12 @@ def run(ctx: Context) -> Exit:
     finally:
         quiet.setLevel(level)  # one process may run more than one command (tests do)
     elapsed = time.monotonic() - started
+    console = f"{how_i_was_run()} console --database-url {url}"
     if ctx.json:
         ctx.emit_json(
             {
                 "database_url": url,
+                "console_command": console,
                 "seconds": round(elapsed, 1),
                 "finished": final.finished,
                 "results_recorded": final.results,
@@ -120,4 +122,6 @@ def run(ctx: Context) -> Exit:
     ctx.out.print(f"  {me} show BATCH_ID      # one batch: timestamps, attempts, history")
     ctx.out.print(f"  {me} results BATCH_ID   # the recorded result lines")
     ctx.out.print(f'  sqlite3 {database} "SELECT status, count(*) FROM batches GROUP BY status"')
+    ctx.out.print("\nOr look in a browser (read-only; Ctrl-C stops it):")
+    ctx.out.print(f"  {console}", soft_wrap=True)
     return Exit.OK if final.finished else Exit.ATTENTION

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import subprocess
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
 
+import httpx
 import pytest
 
 from orchestrator.db.cancels import CancelStore
@@ -57,3 +59,24 @@ def test_the_demo_settles_every_cancel_and_keeps_every_result(tmp_path: Path) ->
         assert batch["results"] == batch["requests"], batch
     partial = [b for b in batches if b["label"] == "in_progress"]
     assert all(0 < b["outputs"] < b["requests"] for b in partial)  # partial answers kept
+    overview_through_the_printed_console_command(report["console_command"], tmp_path, env)
+
+
+def overview_through_the_printed_console_command(
+    command: str, where: Path, env: dict[str, str]
+) -> None:
+    """The one command the demo prints opens the console on the demo's database."""
+    assert command.startswith("python -m orchestrator console --database-url sqlite:///")
+    argv = [sys.executable, *shlex.split(command)[1:], "--port", "0"]
+    console = subprocess.Popen(argv, cwd=where, env=env, stderr=subprocess.PIPE, text=True)
+    assert console.stderr is not None
+    try:
+        said = console.stderr.readline()
+        address = said.split("console: ", 1)[1].split()[0]
+        overview = httpx.get(address, timeout=10)
+        assert overview.status_code == 200
+        assert "cancelled" in overview.text and "results recorded" in overview.text
+    finally:
+        console.terminate()
+        console.communicate(timeout=20)
+    assert console.returncode == 0

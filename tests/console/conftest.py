@@ -10,6 +10,7 @@ from starlette.testclient import TestClient
 
 from orchestrator.console.app import create_app
 from orchestrator.db.database import Database
+from tests.integration.conftest import clock, reconciler, sim  # noqa: F401 (fixtures)
 from tests.operators.conftest import (  # noqa: F401 (fixtures)
     Fleet,
     ask,

@@ -23,20 +23,14 @@ import orjson
 import pytest
 from sqlalchemy import select
 
-from orchestrator.clock import ManualClock
+from orchestrator.clock import ManualClock, utcnow
 from orchestrator.console.serve import bind, server, url_of
+from orchestrator.core.retry_policy import RetryPolicy
+from orchestrator.db.cancels import CancelStore
 from orchestrator.db.database import Database
 from orchestrator.db.models import BatchResult
-from orchestrator.db.queries import CancelRequest
-from orchestrator.clock import utcnow
-from tests.integration.conftest import (  # noqa: F401 (fixtures)
-    ReconcilerFactory,
-    Sim,
-    clock,
-    reconciler,
-    sim,
-    track,
-)
+from orchestrator.processes.worker import CancelWorker, WorkerConfig
+from tests.integration.conftest import ReconcilerFactory, Sim, track
 from tests.operators.fleet import populate
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
@@ -110,21 +104,33 @@ def test_watch_a_cancel_land_download_and_stay_safe(
 ) -> None:
     from playwright.sync_api import expect, sync_playwright
 
-    populate(database, utcnow())  # the operators' varied fleet, for a fuller picture
-    target = sim.simulator.create_batch(40, cancel_after_s=30, metadata={"team": "console"})
+    target = sim.simulator.create_batch(40, metadata={"team": "console"})
     evil = sim.simulator.create_batch(3, metadata={"note": SCRIPT, "x": IMAGE})
     track(database, clock, target, evil)
-    with database.transaction() as session:  # the worker's part: the cancel was accepted
-        session.add(
-            CancelRequest(batch_id=target, requested_at=clock.now(), state="accepted", attempts=1)
-        )
+    clock.advance(30)
+    CancelStore(database).request(
+        [target], now=clock.now(), requested_by="operator", reason="browser test"
+    )
+    with sim.client(clock) as client:  # the real worker sends it: accepted, cancelling
+        CancelWorker(
+            CancelStore(database),
+            client,
+            config=WorkerConfig(concurrency=2, idle_seconds=0.01),
+            policy=RetryPolicy(max_in_process_attempts=2, max_in_process_wait=1.0),
+            clock=clock,
+            owner="browser-test-worker",
+        ).run(threading.Event(), once=True)
     r = reconciler()
-    clock.advance(31)
-    r.run_once()  # the target is cancelling now
+    r.run_once()  # the reconciler sees the target cancelling
+    # The operators' varied fleet beside them, for a fuller picture. Added after the
+    # worker ran: it holds a 401 pause, which stops every worker sending.
+    populate(database, utcnow())
 
     with sync_playwright() as driver:
         browser = driver.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
-        context = browser.new_context(accept_downloads=True, viewport={"width": 1360, "height": 900})
+        context = browser.new_context(
+            accept_downloads=True, viewport={"width": 1360, "height": 900}
+        )
         page = context.new_page()
         said: list[str] = []
         page.on("console", lambda message: said.append(message.text))
@@ -148,11 +154,12 @@ def test_watch_a_cancel_land_download_and_stay_safe(
         expect(page.locator("#batch-status")).to_have_text("cancelling")
         page.evaluate("window.__sameDocument = true")
 
-        clock.advance(5)
+        clock.advance(10)
         r.run_once()  # the reconciler sees it cancelled and harvests its results
         expect(page.locator("#batch-status")).to_have_text("cancelled", timeout=WAIT_MS)
         expect(page.locator("#cancel-outcome")).to_have_text("cancelled")
-        expect(page.locator("#results-stored")).to_have_text(str(len(stored_rows(database, target))))
+        stored = stored_rows(database, target)
+        expect(page.locator("#results-stored")).to_have_text(str(len(stored)))
         assert page.evaluate("window.__sameDocument") is True  # refreshed in place, no reload
         page.screenshot(path=str(shots / "batch.png"), full_page=True)
 
@@ -162,7 +169,6 @@ def test_watch_a_cancel_land_download_and_stay_safe(
         with page.expect_download() as jsonl_download:
             page.locator("#download-jsonl").click()
         lines = Path(jsonl_download.value.path()).read_bytes().splitlines()
-        stored = stored_rows(database, target)
         assert 0 < len(stored) <= 40
         assert [
             (r["custom_id"], r["file_kind"], int(r["status_code"]) if r["status_code"] else None)
