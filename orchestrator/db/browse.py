@@ -51,6 +51,9 @@ SORTS: dict[str, tuple[ColumnElement[Any], bool]] = {
     "changed": (func.coalesce(Batch.status_changed_at, Batch.tracked_at), True),
     "id": (Batch.id.expression, False),
 }
+# A list counts its matching batches up to here and says "more than 1,000" beyond: counting
+# every match on every page view would cost in proportion to the whole table.
+COUNT_CAP = 1_000
 PREVIEW_ROWS = 20
 LATEST_EVENTS = 15
 
@@ -63,7 +66,8 @@ class BadCursor(ValueError):
 class ListPage:
     rows: list[BatchSummary]
     next_cursor: str | None  # None: this is the last page
-    matching: int
+    matching: int  # at most COUNT_CAP
+    more_than: bool  # more than `matching` match (then by_status is left empty)
     by_status: dict[str, int]  # of the matching batches; UNOBSERVED for never observed
 
 
@@ -136,35 +140,41 @@ class BrowseQueries:
                 .order_by(*order)
                 .limit(limit + 1)
             ).all()
+            capped = _with_cancels(select(Batch.status), conditions).limit(COUNT_CAP + 1).subquery()
             counts = session.execute(
-                _with_cancels(select(Batch.status, func.count()), conditions).group_by(Batch.status)
+                select(capped.c.status, func.count()).group_by(capped.c.status)
             ).all()
         shown = rows[:limit]
         more = len(rows) > limit
         by_status = {status or UNOBSERVED: int(n) for status, n in counts}
+        matching = sum(by_status.values())
         return ListPage(
             rows=[_summary_of(row._asdict()) for row in shown],
             next_cursor=encode_cursor(shown[-1].sort_key, shown[-1].id) if more else None,
-            matching=sum(by_status.values()),
-            by_status=by_status,
+            matching=min(matching, COUNT_CAP),
+            more_than=matching > COUNT_CAP,
+            by_status={} if matching > COUNT_CAP else by_status,
         )
 
     def overview(self) -> Overview:
         with self.db.transaction() as session:
             now = _database_now(session)
-            by_status = {
-                status or UNOBSERVED: int(n)
-                for status, n in session.execute(
-                    select(Batch.status, func.count()).group_by(Batch.status)
-                )
-            }
-            overdue, results, line_errors = session.execute(
+            # One pass over the batches for every per-batch figure (counters kept on
+            # each row, never a count of result rows).
+            by_status: dict[str, int] = {}
+            overdue = results = line_errors = 0
+            for status, n, late, stored, unreadable in session.execute(
                 select(
+                    Batch.status,
+                    func.count(),
                     func.count(Batch.overdue_since),
                     func.coalesce(func.sum(Batch.results_stored), 0),
                     func.coalesce(func.sum(Batch.result_line_errors), 0),
-                )
-            ).one()
+                ).group_by(Batch.status)
+            ):
+                by_status[status or UNOBSERVED] = int(n)
+                overdue, results = overdue + int(late), results + int(stored)
+                line_errors += int(unreadable)
             by_state: dict[str, int] = {}
             by_outcome: dict[str, int] = {}
             for state, outcome, n in session.execute(

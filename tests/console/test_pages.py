@@ -9,6 +9,7 @@ import orjson
 import pytest
 from starlette.testclient import TestClient
 
+from orchestrator.db import browse
 from orchestrator.db.database import Database
 from tests.operators import fleet as f
 from tests.operators.conftest import Run, as_json
@@ -167,3 +168,15 @@ def test_an_empty_database_has_friendly_pages(database: Database) -> None:
     with console_client(url) as client:
         assert "No batch is tracked yet." in client.get("/").text
         assert "No batch matches." in client.get("/batches").text
+
+
+def test_a_large_match_is_counted_up_to_the_cap(
+    web: TestClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(browse, "COUNT_CAP", 3)
+    html = web.get("/batches?limit=2").text
+    assert "More than 3 batches match" in html
+    assert 'class="chip"' not in html  # no per-status counts from a part of the matches
+    assert len(ids_listed(html)) == 2
+    exact = web.get("/batches?status=in_progress,cancelling").text  # 2 in the fleet
+    assert "2 batches match" in exact and 'class="chip"' in exact
