@@ -20,6 +20,7 @@ their ratio; the target is each page under 100 ms.
 from __future__ import annotations
 
 import argparse
+import os
 import random
 import re
 import statistics
@@ -211,12 +212,16 @@ def measure(
     raw: psycopg.Connection[Any],
     paths: Callable[[], str],
     samples: int,
-) -> tuple[list[float], list[float]]:
+) -> tuple[list[float], list[float], list[float]]:
+    """Per request: the server's time, this process's CPU time, the page's SQL alone."""
     page_ms: list[float] = []
+    cpu_ms: list[float] = []
     sql_ms: list[float] = []
     for _ in range(samples):
         recorder.sent.clear()
+        cpu = time.process_time()
         page_ms.append(server_ms(client.get(paths())))
+        cpu_ms.append((time.process_time() - cpu) * 1000)
         statements = list(recorder.sent)
         start = time.perf_counter()
         with raw.transaction(), raw.cursor() as cursor:
@@ -224,7 +229,7 @@ def measure(
                 cursor.execute(statement, params)
                 cursor.fetchall()
         sql_ms.append((time.perf_counter() - start) * 1000)
-    return page_ms, sql_ms
+    return page_ms, cpu_ms, sql_ms
 
 
 def main() -> None:
@@ -270,17 +275,22 @@ def main() -> None:
         f"\n{BATCHES:,} batches, {BATCHES * RESULTS_PER_BATCH:,} result rows; "
         f"{args.samples} requests per page (after 5 to warm up)\n"
     )
-    print(f"{'page':<34} {'server p50':>10} {'p95':>8} {'raw SQL p50':>12} {'p95':>8} {'ratio':>6}")
+    print(
+        f"{'page':<34} {'server p50':>10} {'p95':>8} {'CPU p50':>8} "
+        f"{'raw SQL p50':>12} {'p95':>8} {'ratio':>6}"
+    )
     with psycopg.connect(bench_url("postgresql")) as raw:
         for name, path in pages.items():
             measure(client, recorder, raw, path, 5)
-            page_ms, sql_ms = measure(client, recorder, raw, path, args.samples)
+            page_ms, cpu_ms, sql_ms = measure(client, recorder, raw, path, args.samples)
             p50, p95 = statistics.median(page_ms), percentile(page_ms, 0.95)
             s50, s95 = statistics.median(sql_ms), percentile(sql_ms, 0.95)
             print(
-                f"{name:<34} {p50:>8.1f}ms {p95:>6.1f}ms {s50:>10.1f}ms {s95:>6.1f}ms "
-                f"{p50 / s50:>5.2f}x"
+                f"{name:<34} {p50:>8.1f}ms {p95:>6.1f}ms {statistics.median(cpu_ms):>6.1f}ms "
+                f"{s50:>10.1f}ms {s95:>6.1f}ms {p50 / s50:>5.2f}x"
             )
+    load = os.getloadavg()[0]
+    print(f"\nload average during the run: {load:.1f} on {os.cpu_count()} cores")
     client.close()
     db.dispose()
 
