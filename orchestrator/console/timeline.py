@@ -20,7 +20,11 @@ SERVER_MOMENTS = (
     ("expired_at", "expired"),
     ("expires_at", "expires (deadline)"),
 )
-OUR_BATCH_MOMENTS = (("tracked_at", "tracking began"), ("harvested_at", "results harvested"))
+OUR_BATCH_MOMENTS = (
+    ("tracked_at", "tracking began"),
+    ("harvested_at", "results harvested"),
+    ("results_pruned_at", "result rows pruned"),
+)
 OUR_CANCEL_MOMENTS = (
     ("requested_at", "cancel requested"),
     ("accepted_at", "cancel accepted"),

@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import re
+from datetime import datetime
 from html import unescape
 
 import orjson
 import pytest
+from sqlalchemy import update
 from starlette.testclient import TestClient
 
 from orchestrator.db import browse
 from orchestrator.db.database import Database
+from orchestrator.db.models import Batch
 from tests.operators import fleet as f
 from tests.operators.conftest import Run, as_json
 
@@ -181,3 +184,14 @@ def test_a_large_match_is_counted_up_to_the_cap(
     assert len(ids_listed(html)) == 2
     exact = web.get("/batches?status=in_progress,cancelling").text  # 2 in the fleet
     assert "2 batches match" in exact and 'class="chip"' in exact
+
+
+def test_a_pruned_batch_says_its_rows_are_gone(fleet: Database, fleet_now: datetime) -> None:
+    with fleet.transaction() as session:
+        session.execute(
+            update(Batch).where(Batch.id == f.CANCELLED).values(results_pruned_at=fleet_now)
+        )
+    url = fleet.engine.url.render_as_string(hide_password=False)
+    with console_client(url) as client:
+        html = client.get(f"/batches/{f.CANCELLED}").text
+    assert "result rows were pruned" in html.lower() and "result rows pruned" in html
