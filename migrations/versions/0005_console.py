@@ -5,8 +5,8 @@ began tracking), oldest first, or by the latest status change, a page at a time
 from where the last page ended. Each order is an index on (that moment, id), so a
 page is an index range at any depth instead of a sort of every batch.
 
-Revision ID: 0004_console
-Revises: 0003_months
+Revision ID: 0005_console
+Revises: 0004_hostile_answers
 Create Date: 2026-12-02 20:00:00.000000
 """
 
@@ -15,8 +15,8 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-revision: str = "0004_console"
-down_revision: str | None = "0003_months"
+revision: str = "0005_console"
+down_revision: str | None = "0004_hostile_answers"
 branch_labels: str | None = None
 depends_on: str | None = None
 
