@@ -44,7 +44,7 @@ from orchestrator.db.queries import (
 __all__ = ["SORTS", "BadCursor", "BatchView", "BrowseQueries", "ListPage", "Overview"]
 
 # The sort keys a list can take: (expression, newest-first?). Each is indexed with the
-# id in migration 0005_console, and never NULL, so a keyset comparison is exact.
+# id in migration 0006_console, and never NULL, so a keyset comparison is exact.
 SORTS: dict[str, tuple[ColumnElement[Any], bool]] = {
     "newest": (func.coalesce(Batch.created_at, Batch.tracked_at), True),
     "oldest": (func.coalesce(Batch.created_at, Batch.tracked_at), False),

@@ -192,7 +192,7 @@ class Batch(Base):
         Index(None, "status"),
         Index(None, "next_poll_at"),
         Index(None, "overdue_since"),
-        # The console's list orders (migration 0005_console), paged by keyset.
+        # The console's list orders (migration 0006_console), paged by keyset.
         Index("ix_batches_newest", text("coalesce(created_at, tracked_at)"), "id"),
         Index("ix_batches_changed", text("coalesce(status_changed_at, tracked_at)"), "id"),
     )

@@ -5,8 +5,8 @@ began tracking), oldest first, or by the latest status change, a page at a time
 from where the last page ended. Each order is an index on (that moment, id), so a
 page is an index range at any depth instead of a sort of every batch.
 
-Revision ID: 0005_console
-Revises: 0004_hostile_answers
+Revision ID: 0006_console
+Revises: 0005_webhooks
 Create Date: 2026-12-02 20:00:00.000000
 """
 
@@ -15,8 +15,8 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-revision: str = "0005_console"
-down_revision: str | None = "0004_hostile_answers"
+revision: str = "0006_console"
+down_revision: str | None = "0005_webhooks"
 branch_labels: str | None = None
 depends_on: str | None = None
 
