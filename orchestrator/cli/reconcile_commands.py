@@ -8,6 +8,7 @@ import signal
 from rich.table import Table
 
 from orchestrator.cli.context import Context, Exit
+from orchestrator.cli.render import cell
 from orchestrator.cli.wiring import build_client, build_upkeep
 from orchestrator.clock import SystemClock
 from orchestrator.metrics import start_process_metrics
@@ -112,8 +113,8 @@ def report(ctx: Context, owner: str, summary: PassSummary, *, once: bool) -> Non
     for title in ("batch", "what", "since / file", "detail"):
         table.add_column(title, overflow="fold")
     for batch_id, status, since in attention.overdue:
-        table.add_row(batch_id, f"overdue in {status}", since.isoformat(), "still polling")
+        table.add_row(cell(batch_id), f"overdue in {cell(status)}", cell(since), "still polling")
     for batch_id, file_id, state, error in attention.files:
         what = "file missing" if state == "missing" else "file not harvested yet"
-        table.add_row(batch_id, what, file_id, error)
+        table.add_row(cell(batch_id), what, cell(file_id), cell(error))
     ctx.err.print(table)

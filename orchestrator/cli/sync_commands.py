@@ -16,12 +16,15 @@ from orchestrator.cli.context import Context, Exit
 from orchestrator.cli.wiring import build_client
 from orchestrator.clock import utcnow
 from orchestrator.core.apply import Applied
+from orchestrator.core.ids import validate_batch_id
 from orchestrator.core.observation import USAGE_FIELDS, MalformedBatch, parse_batch
 from orchestrator.core.status import TIMESTAMP_FIELDS
+from orchestrator.core.visible import visible
 from orchestrator.db.batches import BatchStore
 from orchestrator.db.database import Database
 from orchestrator.db.models import Batch
 from orchestrator.db.queries import OperatorQueries
+from orchestrator.errors import InvalidBatchId
 
 log = logging.getLogger(__name__)
 SOURCE = "sync"
@@ -71,14 +74,18 @@ class BatchSync:
         self.harvest_finished = harvest_finished
 
     def record_page(self, items: list[dict[str, Any]], now: datetime, report: SyncReport) -> None:
-        ids = [item["id"] for item in items if isinstance(item.get("id"), str)]
+        ids = [item["id"] for item in items if _valid_id(item.get("id"))]
         before = {row.id: _mirrored(row) for row in self.queries.batches(ids).values()}
         for item in items:
             report.seen += 1
             try:
+                # An id `cancel` would refuse is never stored: it could not be polled
+                # (the client refuses to put it in a URL) and would be retried forever.
+                validate_batch_id(item.get("id"))
                 observed = parse_batch(item)
-            except MalformedBatch as exc:
-                report.malformed.append(f"{item.get('id', '?')}: {exc}")
+            except (MalformedBatch, InvalidBatchId) as exc:
+                shown = item.get("id") if _valid_id(item.get("id")) else "(id refused)"
+                report.malformed.append(f"{shown}: {exc}")
                 continue
             was = before.get(observed.id)
             after: list[tuple[Any, ...]] = []
@@ -103,6 +110,14 @@ class BatchSync:
                 report.updated += 1
             else:
                 report.unchanged += 1
+
+
+def _valid_id(value: object) -> bool:
+    try:
+        validate_batch_id(value)
+    except InvalidBatchId:
+        return False
+    return True
 
 
 def pages(items: Iterable[dict[str, Any]], size: int) -> Iterator[list[dict[str, Any]]]:
@@ -188,4 +203,4 @@ def print_report(ctx: Context, report: SyncReport) -> None:
     if report.stopped_at_page_limit:
         ctx.out.print("stopped at --limit-pages: older batches were not listed")
     for problem in report.malformed:
-        ctx.err.print(f"[red]skipped a malformed batch:[/] {problem}", markup=True)
+        ctx.err.print(f"skipped a malformed batch: {visible(problem)}", markup=False)

@@ -9,6 +9,7 @@ import threading
 from orchestrator.cli.context import Context, Exit
 from orchestrator.cli.wiring import build_client, retry_policy
 from orchestrator.clock import SystemClock, utcnow
+from orchestrator.core.visible import visible
 from orchestrator.db.cancels import CancelStore
 from orchestrator.metrics import start_process_metrics
 from orchestrator.probes import Heartbeat
@@ -77,7 +78,7 @@ def run_resume(ctx: Context) -> Exit:
         ctx.err.print(f"sending was not paused; {due} cancel(s) held back by a 401/403 are due now")
     else:
         ctx.err.print(
-            f"sending resumed (it was paused: {pause.reason}); "
+            f"sending resumed (it was paused: {visible(pause.reason)}); "
             f"{due} cancel(s) held back by the pause are due now",
             markup=False,
         )
