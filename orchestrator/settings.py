@@ -350,22 +350,23 @@ def read_config_file(path: Path) -> dict[str, Any]:
     """The file's settings, flattened; ConfigError naming the file for anything that is
     not a small UTF-8 TOML file (a directory, a FIFO that would block, 1 GB of text)."""
     try:
-        info = path.stat()
-        if not stat.S_ISREG(info.st_mode):
+        mode = path.stat().st_mode
+        # A directory cannot be read, a FIFO would block; /dev/null ("no settings") is fine.
+        if stat.S_ISDIR(mode) or stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode):
             raise ConfigError(f"ORCHESTRATOR_CONFIG: {path} is not a regular file")
-        if info.st_size > MAX_CONFIG_BYTES:
-            raise ConfigError(
-                f"ORCHESTRATOR_CONFIG: {path} is {info.st_size:,} bytes; a settings file "
-                f"is at most {MAX_CONFIG_BYTES:,}"
-            )
         with path.open("rb") as handle:
             data = handle.read(MAX_CONFIG_BYTES + 1)
+        if len(data) > MAX_CONFIG_BYTES:
+            raise ConfigError(
+                f"ORCHESTRATOR_CONFIG: {path} is over {MAX_CONFIG_BYTES:,} bytes; a settings "
+                "file is a few hundred"
+            )
     except FileNotFoundError:
         raise ConfigError(f"ORCHESTRATOR_CONFIG: no such file {path}") from None
     except OSError as exc:
         raise ConfigError(f"ORCHESTRATOR_CONFIG: {path}: {exc.strerror or exc}") from None
     try:
-        text = data[:MAX_CONFIG_BYTES].decode("utf-8")
+        text = data.decode("utf-8")
     except UnicodeDecodeError as exc:
         line = data[: exc.start].count(b"\n") + 1
         raise ConfigError(f"{path}: not UTF-8 (line {line})") from None
