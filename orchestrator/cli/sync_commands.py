@@ -79,9 +79,6 @@ class BatchSync:
         for item in items:
             report.seen += 1
             try:
-                # An id `cancel` would refuse is never stored: it could not be polled
-                # (the client refuses to put it in a URL) and would be retried forever.
-                validate_batch_id(item.get("id"))
                 observed = parse_batch(item)
             except (MalformedBatch, InvalidBatchId) as exc:
                 shown = item.get("id") if _valid_id(item.get("id")) else "(id refused)"
