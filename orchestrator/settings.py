@@ -199,6 +199,10 @@ class Settings:
                 )
         normalise_url(self.database_url)
         _check_base_url(self.base_url)
+        self._check_choices()
+
+    def _check_choices(self) -> None:
+        """Settings that name one of a few choices, or must parse."""
         if self.webhook_unknown_batches not in UNKNOWN_BATCH_CHOICES:
             raise ConfigError(
                 "ORCHESTRATOR_WEBHOOK_UNKNOWN_BATCHES must be ignore or adopt, not "
