@@ -90,6 +90,9 @@ class Settings:
     worker_heartbeat_seconds: float = 20.0
     worker_idle_seconds: float = 1.0
     worker_auth_pause_seconds: float = 300.0
+    # every long-running process: its row in `processes`, and when it counts as dead
+    process_heartbeat_seconds: float = 5.0
+    process_stale_seconds: float = 20.0
     # the reconciler
     reconcile_concurrency: int = 8
     reconcile_lease_seconds: float = 300.0
@@ -142,6 +145,12 @@ class Settings:
             check = _not_negative if f.name.startswith(lenient) else _positive
             check(env_name(f.name), value)
         _check_ranges(self)
+        if self.process_heartbeat_seconds * 2 > self.process_stale_seconds:
+            raise ConfigError(
+                "ORCHESTRATOR_PROCESS_HEARTBEAT_SECONDS must be at most half of "
+                f"ORCHESTRATOR_PROCESS_STALE_SECONDS ({self.process_stale_seconds:g}), got "
+                f"{self.process_heartbeat_seconds:g}: a live process would look dead"
+            )
         if self.metrics_port is not None and self.metrics_port > 65535:
             raise ConfigError(
                 f"ORCHESTRATOR_METRICS_PORT must be a TCP port (0-65535), got {self.metrics_port}"
