@@ -43,8 +43,7 @@ def claim(request: pytest.FixtureRequest, database: Database) -> Claim:
     polls = PollStore(database)
     BatchStore(database).track(["batch_a"], now=T0, source="track")
     return lambda owner, s: [
-        c.batch_id
-        for c in polls.claim_due(now=at(s), owner=owner, lease_seconds=LEASE, limit=5)
+        c.batch_id for c in polls.claim_due(now=at(s), owner=owner, lease_seconds=LEASE, limit=5)
     ]
 
 
