@@ -40,10 +40,12 @@ def faketime_env(minutes: float) -> dict[str, str]:
     found = sorted(glob.glob("/usr/lib/*/faketime/libfaketime.so.1"))
     if not found:
         raise RuntimeError("libfaketime not found: apt-get install faketime")
+    shim = str(Path(__file__).resolve().parent / "faketime_shim")  # time.sleep, see there
     return {
         "LD_PRELOAD": found[0],
         "FAKETIME": f"{minutes:+g}m",
         "FAKETIME_DONT_FAKE_MONOTONIC": "1",
+        "PYTHONPATH": os.pathsep.join(p for p in (shim, os.environ.get("PYTHONPATH")) if p),
     }
 
 

@@ -104,7 +104,7 @@ def sent_once_never_two_at_once(simulator: Simulator, ids: list[str]) -> None:
 
 def test_faketime_shifts_the_wall_clock_and_leaves_the_monotonic_one(faketime: None) -> None:
     probe = "import datetime, time; print(datetime.datetime.now(datetime.UTC).timestamp())"
-    probe += "; print(time.monotonic())"
+    probe += "; print(time.monotonic()); time.sleep(0.01)"  # retries sleep: it must work
     out = subprocess.run(
         [sys.executable, "-c", probe],
         env={**os.environ, **faketime_env(-10)},
