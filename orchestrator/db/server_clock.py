@@ -2,7 +2,7 @@
 
 Leases and due times are compared by many hosts at once, so they are written and
 judged in the database server's time, never a host's. ``ServerClock`` reads the
-server's ``clock_timestamp()`` every couple of seconds and carries it forward in
+server's time (``server_now``) every couple of seconds and carries it forward in
 between with this host's monotonic clock, which a wrong or jumping wall clock
 does not move. So a host whose wall clock is minutes off still reads the server's
 time, to within a round trip, at the cost of one tiny query every two seconds.
@@ -17,13 +17,13 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 
-from sqlalchemy import func, select
 from sqlalchemy.exc import SQLAlchemyError
 
 from orchestrator.clock import Clock, SystemClock
 from orchestrator.db.database import Database
+from orchestrator.db.server_time import server_now
 from orchestrator.errors import DatabaseError
 
 __all__ = ["ServerClock", "database_clock"]
@@ -60,10 +60,9 @@ class ServerClock:
         """The server's time, and the monotonic moment it stands for (mid round trip)."""
         before = self._monotonic()
         with self._db.transaction() as session:
-            server = session.scalar(select(func.clock_timestamp()))
+            server = server_now(session)
         after = self._monotonic()
-        assert isinstance(server, datetime)
-        return server.astimezone(UTC), (before + after) / 2
+        return server, (before + after) / 2
 
     def now(self) -> datetime:
         with self._lock:
