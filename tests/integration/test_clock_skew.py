@@ -51,6 +51,13 @@ def faketime() -> None:
 
 
 @pytest.fixture
+def db(pg_url: str) -> Iterator[Database]:
+    database = Database.connect(pg_url)
+    yield database
+    database.dispose()  # also when the test failed: no connection left open
+
+
+@pytest.fixture
 def sim() -> Iterator[tuple[Simulator, SimulatorServer]]:
     simulator = Simulator(SimulatorConfig(api_key=KEY, seed=3), SystemClock())
     with SimulatorServer(simulator) as server:
@@ -118,7 +125,11 @@ def test_faketime_shifts_the_wall_clock_and_leaves_the_monotonic_one(faketime: N
 
 
 def test_processes_minutes_apart_send_each_cancel_once_and_store_each_result_once(
-    pg_url: str, sim: tuple[Simulator, SimulatorServer], tmp_path: Path, faketime: None
+    pg_url: str,
+    db: Database,
+    sim: tuple[Simulator, SimulatorServer],
+    tmp_path: Path,
+    faketime: None,
 ) -> None:
     simulator, server = sim
     # Each cancel takes 0.2 s on the server: long enough to be in flight when a host
@@ -126,7 +137,6 @@ def test_processes_minutes_apart_send_each_cancel_once_and_store_each_result_onc
     simulator.add_fault(FaultRule(kind="slow", endpoint="cancel", delay_s=0.2, times=None))
     ids = [simulator.create_batch(4, SCENARIO, age_s=5) for _ in range(48)]
     tracked = [simulator.create_batch(3, SCENARIO, age_s=590) for _ in range(6)]  # ends itself
-    db = Database.connect(pg_url)
     now = database_clock(db).now()
     CancelStore(db).request(ids, now=now, requested_by="test")
     BatchStore(db).track(tracked, now=now, source="track")
@@ -138,7 +148,8 @@ def test_processes_minutes_apart_send_each_cancel_once_and_store_each_result_onc
         for n, (role, minutes) in enumerate(skews):
             log = tmp_path / f"{role}{n}{minutes:+d}.log"
             processes.append((start(role, minutes, pg_url, server.url, log), log))
-        wait_for(lambda: open_work(db) == (0, 0), 45, "every cancel closed, every batch harvested")
+        # A bound for a machine under heavy load; about 15 s on a quiet one.
+        wait_for(lambda: open_work(db) == (0, 0), 150, "every cancel closed, every batch harvested")
     finally:
         stop_all(processes)
 
@@ -150,24 +161,25 @@ def test_processes_minutes_apart_send_each_cancel_once_and_store_each_result_onc
     assert duplicates == 0
     for batch_id in ids + tracked:
         assert stored_outcomes(db, batch_id) == expected_outcomes(simulator, batch_id)
-    db.dispose()
 
 
 def test_a_lone_worker_ten_minutes_behind_sends_every_cancel_once(
-    pg_url: str, sim: tuple[Simulator, SimulatorServer], tmp_path: Path, faketime: None
+    pg_url: str,
+    db: Database,
+    sim: tuple[Simulator, SimulatorServer],
+    tmp_path: Path,
+    faketime: None,
 ) -> None:
     simulator, server = sim
     ids = [simulator.create_batch(3, SCENARIO, age_s=5) for _ in range(20)]
-    db = Database.connect(pg_url)
     CancelStore(db).request(ids, now=database_clock(db).now(), requested_by="test")
     log = tmp_path / "worker-10.log"
     worker = start("worker", -10, pg_url, server.url, log)
     try:
-        wait_for(lambda: _accepted(db) == len(ids), 30, "every cancel")
+        wait_for(lambda: _accepted(db) == len(ids), 90, "every cancel")
     finally:
         stop_all([(worker, log)])
     sent_once_never_two_at_once(simulator, ids)
-    db.dispose()
 
 
 def _accepted(db: Database) -> int:

@@ -39,6 +39,13 @@ SLOW_S = 4.0  # every cancel and poll takes this long: the victims always hold c
 
 
 @pytest.fixture
+def db(pg_url: str) -> Iterator[Database]:
+    database = Database.connect(pg_url)
+    yield database
+    database.dispose()  # also when the test failed: no connection left open
+
+
+@pytest.fixture
 def sim() -> Iterator[tuple[Simulator, SimulatorServer]]:
     simulator = Simulator(SimulatorConfig(api_key=KEY, seed=5), SystemClock())
     with SimulatorServer(simulator) as server:
@@ -96,14 +103,13 @@ def started(log: Path) -> bool:
 
 
 def test_a_killed_worker_and_reconciler_lose_their_claims_within_30_seconds(
-    pg_url: str, sim: tuple[Simulator, SimulatorServer], tmp_path: Path
+    pg_url: str, db: Database, sim: tuple[Simulator, SimulatorServer], tmp_path: Path
 ) -> None:
     simulator, server = sim
     for endpoint in ("cancel", "retrieve"):
         simulator.add_fault(FaultRule(kind="slow", endpoint=endpoint, delay_s=SLOW_S, times=None))
     scenario = Scenario(validating_s=0, running_s=600, cancelling_s=1)
     ids = [simulator.create_batch(3, scenario, age_s=5) for _ in range(16)]
-    db = Database.connect(pg_url)
     with db.transaction() as s:
         now = s.scalar(text("SELECT now()"))
     CancelStore(db).request(ids, now=now, requested_by="test")
@@ -169,7 +175,6 @@ def test_a_killed_worker_and_reconciler_lose_their_claims_within_30_seconds(
     waits = {b: (at - killed_at).total_seconds() for b, at in next_sends.items()}
     assert max(waits.values()) <= TAKEN_OVER_WITHIN_S, waits
     assert len(held) >= 8
-    db.dispose()
 
 
 def _accepted(db: Database) -> int:
