@@ -131,6 +131,9 @@ class Settings:
     worker_heartbeat_seconds: float = _seconds(20.0, DAY)
     worker_idle_seconds: float = _seconds(1.0, HOUR)
     worker_auth_pause_seconds: float = _seconds(300.0, 7 * DAY)
+    # every long-running process: its row in `processes`, and when it counts as dead
+    process_heartbeat_seconds: float = _seconds(5.0, HOUR)
+    process_stale_seconds: float = _seconds(20.0, 2 * HOUR)
     # the reconciler
     reconcile_concurrency: int = _within(8, 1, 1024)
     reconcile_lease_seconds: float = _seconds(300.0, DAY)
@@ -202,7 +205,13 @@ class Settings:
         self._check_choices()
 
     def _check_choices(self) -> None:
-        """Settings that name one of a few choices, or must parse."""
+        """Settings that name one of a few choices, must parse, or depend on another."""
+        if self.process_heartbeat_seconds * 2 > self.process_stale_seconds:
+            raise ConfigError(
+                "ORCHESTRATOR_PROCESS_HEARTBEAT_SECONDS must be at most half of "
+                f"ORCHESTRATOR_PROCESS_STALE_SECONDS ({self.process_stale_seconds:g}), got "
+                f"{self.process_heartbeat_seconds:g}: a live process would look dead"
+            )
         if self.webhook_unknown_batches not in UNKNOWN_BATCH_CHOICES:
             raise ConfigError(
                 "ORCHESTRATOR_WEBHOOK_UNKNOWN_BATCHES must be ignore or adopt, not "

@@ -8,9 +8,9 @@ from orchestrator.cli import cancel_plan
 from orchestrator.cli.context import Context, Exit
 from orchestrator.cli.ids_input import IdList, collect_ids, report_rejected
 from orchestrator.cli.render import cell
-from orchestrator.clock import utcnow
 from orchestrator.db.batches import BatchStore
 from orchestrator.db.cancels import CancelStore
+from orchestrator.db.server_clock import database_clock
 
 
 def _exit(ids: IdList) -> Exit:
@@ -31,7 +31,7 @@ def run_cancel(ctx: Context) -> Exit:
     try:
         summary = CancelStore(db).request(
             ids.valid,
-            now=utcnow(),
+            now=database_clock(db).now(),
             requested_by=ctx.args.by or getpass.getuser(),
             reason=ctx.args.reason,
         )
@@ -69,7 +69,7 @@ def run_track(ctx: Context) -> Exit:
         return Exit.USAGE
     db = ctx.database()
     try:
-        new = BatchStore(db).track(ids.valid, now=utcnow(), source="track")
+        new = BatchStore(db).track(ids.valid, now=database_clock(db).now(), source="track")
     finally:
         db.dispose()
     if ctx.json:

@@ -24,6 +24,7 @@ from orchestrator.cli.render import age, cell
 from orchestrator.clock import utcnow
 from orchestrator.db.cancels import CancelStore, RequestSummary
 from orchestrator.db.queries import BatchFilter, BatchSummary, OperatorQueries
+from orchestrator.db.server_clock import database_clock
 
 SHOWN_ROWS = 100  # of each list, in the human plan; --json has them all
 OPEN_REQUEST = ("pending", "accepted", "closed")  # a `failed` request is reopened
@@ -148,7 +149,7 @@ def run(ctx: Context) -> Exit:
             reason = f"{reason} ({chosen})" if reason else chosen
         summary = CancelStore(db).request(
             [p.batch_id for p in plan.to_cancel],
-            now=now,
+            now=database_clock(db).now(),
             requested_by=args.by or getpass.getuser(),
             reason=reason,
         )

@@ -8,7 +8,6 @@ from typing import Any
 
 from orchestrator.cli.context import Context, Exit
 from orchestrator.cli.wiring import build_client
-from orchestrator.clock import utcnow
 from orchestrator.core.visible import visible
 from orchestrator.db import revision
 from orchestrator.db.database import Database
@@ -19,6 +18,7 @@ from orchestrator.db.engine import (
     session_factory,
 )
 from orchestrator.db.queries import FleetSnapshot, OperatorQueries
+from orchestrator.db.server_clock import database_clock
 from orchestrator.errors import ApiError, ConfigError, DatabaseError
 
 
@@ -73,7 +73,7 @@ def _check_database(health: Health, db: Database) -> None:
                 "run `orchestrator db upgrade`"
             )
             return
-        snapshot = OperatorQueries(db).snapshot(utcnow())
+        snapshot = OperatorQueries(db).snapshot(database_clock(db).now())
     except DatabaseError as exc:
         health.database_error = str(exc)
         return

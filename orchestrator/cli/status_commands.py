@@ -28,6 +28,7 @@ from orchestrator.db.queries import (
     BatchSummary,
     OperatorQueries,
 )
+from orchestrator.db.server_clock import database_clock
 from orchestrator.errors import UnknownBatch
 
 ERROR = "last error"
@@ -94,7 +95,7 @@ def run_status(ctx: Context) -> Exit:
     where = status_filter(ctx.args)
     db = ctx.database()
     try:
-        now = utcnow()
+        now = database_clock(db).now()
         page = OperatorQueries(db).list_batches(where, limit=ctx.args.limit)
         pause = CancelStore(db).active_pause(now)
     finally:
@@ -216,7 +217,7 @@ def summary_line(page: BatchPage) -> str:
 def run_show(ctx: Context) -> Exit:
     db = ctx.database()
     try:
-        now = utcnow()
+        now = database_clock(db).now()
         queries = OperatorQueries(db)
         batch_id = resolve_batch_id(
             queries,

@@ -14,7 +14,6 @@ from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from orchestrator.api.client import BatchApiClient
 from orchestrator.cli.context import Context, Exit
 from orchestrator.cli.wiring import build_client
-from orchestrator.clock import utcnow
 from orchestrator.core.apply import Applied
 from orchestrator.core.ids import validate_batch_id
 from orchestrator.core.observation import USAGE_FIELDS, MalformedBatch, parse_batch
@@ -24,6 +23,7 @@ from orchestrator.db.batches import BatchStore
 from orchestrator.db.database import Database
 from orchestrator.db.models import Batch
 from orchestrator.db.queries import OperatorQueries
+from orchestrator.db.server_clock import database_clock
 from orchestrator.errors import InvalidBatchId
 
 log = logging.getLogger(__name__)
@@ -72,6 +72,7 @@ class BatchSync:
         self.store = BatchStore(db)
         self.queries = OperatorQueries(db)
         self.harvest_finished = harvest_finished
+        self.clock = database_clock(db)  # next_poll_at is compared across hosts
 
     def record_page(self, items: list[dict[str, Any]], now: datetime, report: SyncReport) -> None:
         ids = [item["id"] for item in items if _valid_id(item.get("id"))]
@@ -140,7 +141,7 @@ def sync_batches(
     report = SyncReport()
     task = progress.add_task("listing batches", total=None) if progress is not None else None
     for page in pages(client.iter_batches(limit=page_size), page_size):
-        syncer.record_page(page, utcnow(), report)
+        syncer.record_page(page, syncer.clock.now(), report)
         report.pages += 1
         if progress is not None and task is not None:
             progress.update(
