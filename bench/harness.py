@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import glob
 import os
 import re
 import socket
@@ -25,6 +26,27 @@ SIM_KEY = "sk-sim-bench"
 PG_URL = os.environ.get(
     "ORCHESTRATOR_BENCH_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test"
 )
+
+
+def faketime_env(minutes: float) -> dict[str, str]:
+    """Environment variables that run a process with its wall clock ``minutes`` off.
+
+    libfaketime (Debian's ``faketime``) is preloaded straight into the process: the
+    ``faketime`` wrapper forks, so a signal sent to it would miss the process itself.
+    Monotonic clocks are left alone, as on a host whose wall clock is merely wrong.
+    """
+    if not minutes:
+        return {}
+    found = sorted(glob.glob("/usr/lib/*/faketime/libfaketime.so.1"))
+    if not found:
+        raise RuntimeError("libfaketime not found: apt-get install faketime")
+    shim = str(Path(__file__).resolve().parent / "faketime_shim")  # time.sleep, see there
+    return {
+        "LD_PRELOAD": found[0],
+        "FAKETIME": f"{minutes:+g}m",
+        "FAKETIME_DONT_FAKE_MONOTONIC": "1",
+        "PYTHONPATH": os.pathsep.join(p for p in (shim, os.environ.get("PYTHONPATH")) if p),
+    }
 
 
 @dataclass

@@ -40,7 +40,14 @@ from typing import Any
 import httpx
 from sqlalchemy import func, select
 
-from bench.harness import SIM_KEY, RunningSimulator, free_port, scratch_database, simulator
+from bench.harness import (
+    SIM_KEY,
+    RunningSimulator,
+    faketime_env,
+    free_port,
+    scratch_database,
+    simulator,
+)
 from bench.soak_check import (
     Figures,
     Problems,
@@ -90,6 +97,7 @@ class SoakConfig:
     seed: int = 7
     bytes_sample: int = 300  # files downloaded again to compare bytes and SHA-256
     webhooks: bool = False  # a receiver, signed events with faults, stretched polling
+    skew_minutes: float = 0.0  # worker-0's wall clock runs this far ahead, reconcile-0's behind
     settings: ProcessSettings = field(default_factory=ProcessSettings)
 
 
@@ -217,6 +225,10 @@ class Soak:
                 config.reconcilers,
                 random.Random(self.rng.random()),
                 receivers=1 if config.webhooks else 0,
+                slot_env={
+                    "worker-0": faketime_env(config.skew_minutes),
+                    "reconcile-0": faketime_env(-config.skew_minutes),
+                },
             )
             db = Database.connect(self.database_url, pool_size=1)
             supervisor.start()  # they boot while the batches are being created
@@ -404,6 +416,18 @@ def build_parser() -> argparse.ArgumentParser:
         help="add a webhook receiver; the simulator sends events with faults (see docs/soak.md)",
     )
     parser.add_argument(
+        "--skew-minutes",
+        type=float,
+        default=d.skew_minutes,
+        help="run worker-0's wall clock this far ahead and reconcile-0's this far behind "
+        "(libfaketime)",
+    )
+    parser.add_argument(
+        "--default-leases",
+        action="store_true",
+        help="the product's default lease settings instead of the soak's tight ones",
+    )
+    parser.add_argument(
         "--work-dir", type=Path, default=None, help="logs and id files (default: a new temp dir)"
     )
     return parser
@@ -427,6 +451,8 @@ def main(argv: list[str] | None = None) -> int:
         seed=args.seed,
         bytes_sample=args.bytes_sample,
         webhooks=args.webhooks,
+        skew_minutes=args.skew_minutes,
+        settings=ProcessSettings(default_leases=args.default_leases),
     )
     work_dir = args.work_dir or Path(tempfile.mkdtemp(prefix="soak-"))
     work_dir.mkdir(parents=True, exist_ok=True)

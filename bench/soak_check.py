@@ -68,9 +68,19 @@ class ServerSide:
 def read_server(control: httpx.Client, ids: list[str], threads: int = 4) -> ServerSide:
     """Every batch's view and truth, a few requests at a time (the server is threaded)."""
 
+    def get(path: str) -> httpx.Response:
+        # The oracle, asked once per batch at the end of a long run on a busy machine:
+        # a dropped connection is asked again, it is not a finding about the product.
+        for _ in range(2):
+            try:
+                return control.get(path)
+            except httpx.TransportError:
+                continue
+        return control.get(path)
+
     def one(batch_id: str) -> tuple[str, dict[str, Any], dict[str, str]]:
-        view = control.get(f"/_sim/batches/{batch_id}").raise_for_status().json()
-        truth = control.get(f"/_sim/batches/{batch_id}/truth")
+        view = get(f"/_sim/batches/{batch_id}").raise_for_status().json()
+        truth = get(f"/_sim/batches/{batch_id}/truth")
         # 409: not terminal yet; the terminal check reports it, there is no truth to compare.
         return batch_id, view, truth.json()["truth"] if truth.status_code == 200 else {}
 

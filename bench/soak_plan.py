@@ -138,6 +138,7 @@ class ProcessSettings:
     poll_initial_seconds: float = 2.0
     poll_max_seconds: float = 6.0
     chunk_lines: int = 50  # several chunks per file: kills land between checkpoints
+    default_leases: bool = False  # True: the product's lease settings, not the tight ones
 
     def env(self, role: str) -> dict[str, str]:
         """ORCHESTRATOR_* variables for a ``worker`` or ``reconcile`` process."""
@@ -158,19 +159,28 @@ class ProcessSettings:
                 # Only the loop thread talks to the database.
                 "ORCHESTRATOR_DATABASE_POOL_SIZE": "2",
                 "ORCHESTRATOR_WORKER_CONCURRENCY": str(self.worker_concurrency),
-                "ORCHESTRATOR_WORKER_LEASE_SECONDS": str(self.worker_lease_seconds),
-                "ORCHESTRATOR_WORKER_HEARTBEAT_SECONDS": str(self.worker_lease_seconds / 5),
                 "ORCHESTRATOR_WORKER_IDLE_SECONDS": "0.2",
+                **self._leases(role),
             }
         return {
             **common,
             "ORCHESTRATOR_DATABASE_POOL_SIZE": str(self.reconcile_concurrency),
             "ORCHESTRATOR_RECONCILE_CONCURRENCY": str(self.reconcile_concurrency),
-            "ORCHESTRATOR_RECONCILE_LEASE_SECONDS": str(self.reconcile_lease_seconds),
             "ORCHESTRATOR_RECONCILE_IDLE_SECONDS": "0.2",
+            **self._leases(role),
             "ORCHESTRATOR_POLL_INITIAL_SECONDS": str(self.poll_initial_seconds),
             "ORCHESTRATOR_POLL_MAX_SECONDS": str(self.poll_max_seconds),
             "ORCHESTRATOR_POLL_CANCELLING_MAX_SECONDS": str(self.poll_initial_seconds),
             "ORCHESTRATOR_POLL_ERROR_MAX_SECONDS": str(self.poll_max_seconds),
             "ORCHESTRATOR_INGEST_CHUNK_LINES": str(self.chunk_lines),
         }
+
+    def _leases(self, role: str) -> dict[str, str]:
+        if self.default_leases:
+            return {}
+        if role == "worker":
+            return {
+                "ORCHESTRATOR_WORKER_LEASE_SECONDS": str(self.worker_lease_seconds),
+                "ORCHESTRATOR_WORKER_HEARTBEAT_SECONDS": str(self.worker_lease_seconds / 5),
+            }
+        return {"ORCHESTRATOR_RECONCILE_LEASE_SECONDS": str(self.reconcile_lease_seconds)}

@@ -53,6 +53,8 @@ class Supervisor:
     kills: dict[str, int] = field(default_factory=lambda: dict.fromkeys(ROLES, 0))
     unexpected: list[str] = field(default_factory=list)
     exit_codes: dict[str, int] = field(default_factory=dict)
+    # slot label ("worker-0") -> variables added to its role's, e.g. a shifted clock
+    slot_env: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
 
     def start(self) -> None:
         self.log_dir.mkdir(parents=True, exist_ok=True)
@@ -68,7 +70,7 @@ class Supervisor:
         with slot.log.open("wb") as stderr:
             slot.process = subprocess.Popen(
                 [sys.executable, "-m", "orchestrator", slot.role],
-                env=dict(self.env[slot.role]),
+                env={**self.env[slot.role], **self.slot_env.get(slot.label, {})},
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.DEVNULL,
                 stderr=stderr,

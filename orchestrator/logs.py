@@ -1,16 +1,20 @@
-"""Logging set-up for the processes: text or JSON lines, the key always scrubbed."""
+"""Logging set-up for the processes: text or JSON lines, the key and passwords always
+scrubbed, and in text lines every control character of the message spelled out (log
+lines quote the server: a newline in its text must not forge a line of ours)."""
 
 from __future__ import annotations
 
 import json
 import logging
 import sys
+import traceback
 from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 from datetime import UTC, datetime
 from typing import Any
 
+from orchestrator.core.visible import visible
 from orchestrator.secret import Secret
 
 # Attributes every LogRecord has; anything else came in through `extra=`.
@@ -18,27 +22,35 @@ _STANDARD = set(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"messa
 
 
 class RedactSecret(logging.Filter):
-    """Replace the API key wherever it might appear in a record. Defence in depth."""
+    """Replace the API key and passwords wherever they might appear in a record.
+    Defence in depth."""
 
-    def __init__(self, secret: Secret) -> None:
+    def __init__(self, *secrets: Secret) -> None:
         super().__init__()
-        self._value = secret.reveal()
+        # too short a value would scrub ordinary words; longest first, so a secret
+        # that contains another is replaced whole
+        values = {s.reveal() for s in secrets if len(s.reveal()) >= 4}
+        self._values = sorted(values, key=len, reverse=True)
 
     def filter(self, record: logging.LogRecord) -> bool:
-        if self._value and len(self._value) >= 4:
-            message = record.getMessage()
-            if self._value in message:
-                record.msg = message.replace(self._value, "***")
-                record.args = None
-            for key, value in list(vars(record).items()):
-                if key in _STANDARD or self._value not in str(value):
-                    continue
-                if isinstance(value, str):
-                    setattr(record, key, value.replace(self._value, "***"))
-                else:  # a structured extra (a summary's report): scrub it as JSON
-                    text = json.dumps(value, default=str).replace(self._value, "***")
-                    setattr(record, key, json.loads(text))
+        for secret in self._values:
+            self._scrub(record, secret)
         return True
+
+    @staticmethod
+    def _scrub(record: logging.LogRecord, secret: str) -> None:
+        message = record.getMessage()
+        if secret in message:
+            record.msg = message.replace(secret, "***")
+            record.args = None
+        for key, value in list(vars(record).items()):
+            if key in _STANDARD or secret not in str(value):
+                continue
+            if isinstance(value, str):
+                setattr(record, key, value.replace(secret, "***"))
+            else:  # a structured extra (a summary's report): scrub it as JSON
+                text = json.dumps(value, default=str).replace(secret, "***")
+                setattr(record, key, json.loads(text))
 
 
 # (name, value) pairs, innermost last; a tuple so the default can be shared safely
@@ -83,32 +95,44 @@ class JsonFormatter(logging.Formatter):
 
 
 class TextFormatter(logging.Formatter):
-    """`time level logger: message [batch_id=... request_id=...]`."""
+    """`time level logger: message [batch_id=... request_id=...]`, one line per record
+    (a traceback after it keeps its own lines), controls spelled out (`visible`)."""
 
     def __init__(self) -> None:
         super().__init__("%(asctime)s %(levelname)-7s %(name)s: %(message)s")
 
+    def formatMessage(self, record: logging.LogRecord) -> str:
+        return visible(super().formatMessage(record))
+
+    def formatException(self, ei: Any) -> str:
+        # A traceback has lines of its own ("Traceback", frames, "The above exception
+        # ..."), kept; an exception's message is outside text, its newlines spelled out.
+        pieces = []
+        for piece in traceback.TracebackException(ei[0], ei[1], ei[2]).format():
+            if piece.startswith(("\n", "Traceback", "  ")):
+                pieces.append("\n".join(visible(line) for line in piece.split("\n")))
+            else:
+                pieces.append(visible(piece.removesuffix("\n")) + "\n")
+        return "".join(pieces).removesuffix("\n")
+
+    def formatStack(self, stack_info: str) -> str:
+        return "\n".join(visible(line) for line in stack_info.splitlines())
+
     def format(self, record: logging.LogRecord) -> str:
         text = super().format(record)
         context = [
-            f"{key}={getattr(record, key)}"
+            f"{key}={visible(str(getattr(record, key)))}"
             for key in ("batch_id", "file_id", "request_id")
             if getattr(record, key, None)
         ]
         return f"{text} [{' '.join(context)}]" if context else text
 
 
-def configure(level: str, fmt: str, secret: Secret, *more: Secret) -> None:
-    """Log to stderr; ``secret`` and ``more`` (webhook secrets, each of a comma-separated
-    list too) are scrubbed from every record."""
+def configure(level: str, fmt: str, *secrets: Secret) -> None:
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter())
     handler.addFilter(BoundIds())  # first, so the key is scrubbed from bound ids too
-    handler.addFilter(RedactSecret(secret))
-    for other in more:
-        pieces = [other.reveal(), *(p.strip() for p in other.reveal().split(","))]
-        for piece in sorted(set(pieces), key=len, reverse=True):  # the whole list first
-            handler.addFilter(RedactSecret(Secret(piece)))
+    handler.addFilter(RedactSecret(*secrets))
     root = logging.getLogger()
     for old in list(root.handlers):
         root.removeHandler(old)

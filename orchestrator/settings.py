@@ -16,6 +16,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
+import stat
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
@@ -43,112 +44,173 @@ def default_database_url() -> str:
     return f"sqlite:///{data_home / 'orchestrator' / 'orchestrator.sqlite3'}"
 
 
-def _finite(name: str, value: float) -> None:
-    # float("nan") passes every comparison below, and nan or inf seconds crash the
-    # process later, deep in a timedelta: refuse them here, naming the setting.
-    if not math.isfinite(value):
-        raise ConfigError(f"{name} must be a finite number, got {value}")
+MINUTE, HOUR, DAY = 60.0, 3600.0, 86400.0
+MAX_CONFIG_BYTES = 1 << 20  # a settings file is a few hundred bytes; this is not one
 
 
-def _positive(name: str, value: float) -> None:
-    _finite(name, value)
-    if value <= 0:
-        raise ConfigError(f"{name} must be greater than 0, got {value}")
+@dataclass(frozen=True)
+class Range:
+    """The values a numeric setting may take: `low` (or, when `above`, anything
+    greater than it) up to `high`. Bounded above too: a lease of 1e300 seconds
+    would crash the process later, deep in a timedelta."""
+
+    low: float
+    high: float
+    above: bool = False  # `low` itself is not allowed
+    meaning: str = ""  # what the value is, for the message
+
+    def admits(self, value: float) -> bool:
+        if not math.isfinite(value):  # nan passes every comparison
+            return False
+        return (value > self.low if self.above else value >= self.low) and value <= self.high
+
+    def describe(self) -> str:
+        low = f"greater than {self.low:g}" if self.above else f"at least {self.low:g}"
+        text = f"{low} and at most {self.high:g}"
+        return f"{self.meaning} ({text})" if self.meaning else text
 
 
-def _not_negative(name: str, value: float) -> None:
-    _finite(name, value)
-    if value < 0:
-        raise ConfigError(f"{name} must not be negative, got {value}")
+def _within(
+    default: Any, low: float, high: float, *, above: bool = False, meaning: str = ""
+) -> Any:
+    """A numeric setting's default and its Range (see `Settings.__post_init__`)."""
+    return field(default=default, metadata={"range": Range(low, high, above, meaning)})
+
+
+def _seconds(default: float, high: float, *, low: float = 0.0, above: bool = True) -> Any:
+    return _within(default, low, high, above=above)
+
+
+# (smaller, larger, strictly, why): each pair must hold between two settings' values.
+RELATIONS = (
+    ("retry_initial_delay", "retry_max_delay", False, "the first retry waits at most the longest"),
+    ("retry_durable_initial", "retry_durable_max", False, "the first wait is at most the longest"),
+    (
+        "worker_heartbeat_seconds",
+        "worker_lease_seconds",
+        True,
+        "a lease would run out between two heartbeats and another worker take the batch",
+    ),
+    ("poll_initial_seconds", "poll_max_seconds", False, "the first wait is at most the longest"),
+    (
+        "poll_cancelling_max_seconds",
+        "poll_max_seconds",
+        False,
+        "a cancelling batch is polled at least as often as others",
+    ),
+)
 
 
 @dataclass(frozen=True, kw_only=True)
 class Settings:
     # database
     database_url: str = field(default_factory=default_database_url)
-    database_pool_size: int = 10
+    database_pool_size: int = _within(10, 1, 1000)
     # the Batch API
     api_key: Secret = field(default_factory=lambda: Secret(""))
     base_url: str = "https://api.openai.com/v1"
     organization: str | None = None
     project: str | None = None
     azure_api_version: str | None = None  # set: Azure OpenAI mode (api-key header)
-    api_connect_timeout: float = 5.0
-    api_read_timeout: float = 30.0
-    api_deadline: float = 60.0  # one JSON exchange, however slowly the server sends
-    api_max_answer_bytes: int = 8 << 20  # a JSON answer, decompressed
+    api_connect_timeout: float = _seconds(5.0, 10 * MINUTE)
+    api_read_timeout: float = _seconds(30.0, HOUR)
+    # one JSON exchange, however slowly the server sends
+    api_deadline: float = _within(60.0, 0.1, HOUR)
+    # a JSON answer, decompressed; the ranges of the byte limits catch a unit slip (KB for B)
+    api_max_answer_bytes: int = _within(8 << 20, 64 << 10, 1 << 30)
     # retries, in process and durable
-    retry_initial_delay: float = 0.5
-    retry_max_delay: float = 8.0
-    retry_in_process_attempts: int = 3
-    retry_max_in_process_wait: float = 10.0
-    retry_durable_initial: float = 5.0
-    retry_durable_max: float = 900.0
+    retry_initial_delay: float = _seconds(0.5, HOUR)
+    retry_max_delay: float = _seconds(8.0, HOUR)
+    retry_in_process_attempts: int = _within(3, 1, 100)
+    retry_max_in_process_wait: float = _seconds(10.0, HOUR, above=False)
+    retry_durable_initial: float = _seconds(5.0, DAY)
+    retry_durable_max: float = _seconds(900.0, 7 * DAY)
     # the cancel worker
-    worker_concurrency: int = 16
-    worker_lease_seconds: float = 120.0
-    worker_heartbeat_seconds: float = 20.0
-    worker_idle_seconds: float = 1.0
-    worker_auth_pause_seconds: float = 300.0
+    worker_concurrency: int = _within(16, 1, 1024)
+    worker_lease_seconds: float = _seconds(120.0, DAY)
+    worker_heartbeat_seconds: float = _seconds(20.0, DAY)
+    worker_idle_seconds: float = _seconds(1.0, HOUR)
+    worker_auth_pause_seconds: float = _seconds(300.0, 7 * DAY)
+    # every long-running process: its row in `processes`, and when it counts as dead
+    process_heartbeat_seconds: float = _seconds(5.0, HOUR)
+    process_stale_seconds: float = _seconds(20.0, 2 * HOUR)
     # the reconciler
-    reconcile_concurrency: int = 8
-    reconcile_lease_seconds: float = 300.0
-    reconcile_idle_seconds: float = 1.0
-    poll_initial_seconds: float = 5.0
-    poll_max_seconds: float = 300.0
-    poll_cancelling_max_seconds: float = 30.0
-    poll_backoff_factor: float = 1.5
-    poll_error_max_seconds: float = 600.0
-    overdue_cancelling_seconds: float = 600.0
-    overdue_finalizing_seconds: float = 3600.0
-    file_id_repolls: int = 3
-    ingest_chunk_lines: int = 2000
-    ingest_max_line_bytes: int = 16 << 20  # a longer result line is kept as a line error
-    download_attempts: int = 5
-    download_min_bytes_per_second: int = 10_000
-    download_throughput_window: float = 60.0
+    reconcile_concurrency: int = _within(8, 1, 1024)
+    reconcile_lease_seconds: float = _seconds(300.0, DAY)
+    reconcile_idle_seconds: float = _seconds(1.0, HOUR)
+    poll_initial_seconds: float = _seconds(5.0, DAY)
+    poll_max_seconds: float = _seconds(300.0, 7 * DAY)
+    poll_cancelling_max_seconds: float = _seconds(30.0, DAY)
+    poll_backoff_factor: float = _within(1.5, 1.0, 100.0)
+    poll_error_max_seconds: float = _seconds(600.0, 7 * DAY)
+    overdue_cancelling_seconds: float = _seconds(600.0, 30 * DAY)
+    overdue_finalizing_seconds: float = _seconds(3600.0, 30 * DAY)
+    file_id_repolls: int = _within(3, 0, 100)
+    ingest_chunk_lines: int = _within(2000, 1, 1_000_000)
+    # a longer result line is kept as a line error
+    ingest_max_line_bytes: int = _within(16 << 20, 64 << 10, 1 << 30)
+    download_attempts: int = _within(5, 1, 100)
+    download_min_bytes_per_second: int = _within(10_000, 1, 1 << 30)
+    download_throughput_window: float = _within(60.0, 1.0, HOUR)
     # running for months (docs/operators.md): both jobs are off unless set
     cleanup_result_files: bool = False  # delete output/error files once harvested and verified
     cleanup_input_files: bool = False  # and the input file too
-    cleanup_every_seconds: float = 60.0
-    retention_days: float | None = None  # set: the reconciler prunes rows of batches ended before
-    retention_every_seconds: float = 3600.0
+    cleanup_every_seconds: float = _seconds(60.0, DAY)
+    # set: the reconciler prunes rows of batches ended before
+    retention_days: float | None = _within(None, 0.0, 36500.0, above=True)
+    retention_every_seconds: float = _seconds(3600.0, 7 * DAY)
     # webhooks: the receiver, and the reconciler's polling while they flow
     webhook_secret: Secret = field(default_factory=lambda: Secret(""))  # comma-separated
     webhook_host: str = "127.0.0.1"
-    webhook_port: int = 8090
-    webhook_max_body_bytes: int = 1_048_576
-    webhook_tolerance_seconds: int = 300
+    webhook_port: int = _within(8090, 0, 65535, meaning="a TCP port")
+    webhook_max_body_bytes: int = _within(1_048_576, 1024, 64 << 20)
+    webhook_tolerance_seconds: int = _within(300, 1, HOUR)
     webhook_unknown_batches: str = "ignore"  # or "adopt": track a batch first heard of so
-    webhook_silence_seconds: float = 900.0  # no event for this long: poll as without them
-    poll_interval_with_webhooks: float = 3600.0
+    # no event for this long: poll as without them
+    webhook_silence_seconds: float = _seconds(900.0, DAY)
+    poll_interval_with_webhooks: float = _seconds(3600.0, 7 * DAY)
     # observability
-    health_stale_seconds: float = 60.0  # /healthz fails when the loop has not turned for this long
+    # /healthz fails when the loop has not turned for this long
+    health_stale_seconds: float = _seconds(60.0, DAY)
     log_level: str = "INFO"
     log_format: str = "text"
-    metrics_port: int | None = None
+    metrics_port: int | None = _within(None, 0, 65535, meaning="a TCP port")
     metrics_address: str = "127.0.0.1"  # this host only; "0.0.0.0" (all interfaces) on purpose
 
     def __post_init__(self) -> None:
         from orchestrator.db.engine import normalise_url  # late: keeps settings import-light
 
-        normalise_url(self.database_url)
-        _check_url("OPENAI_BASE_URL", self.base_url)
         for f in fields(self):
             value = getattr(self, f.name)
-            if isinstance(value, bool) or not isinstance(value, int | float):
-                continue
-            lenient = ("file_id_", "metrics_", "webhook_port")
-            check = _not_negative if f.name.startswith(lenient) else _positive
-            check(env_name(f.name), value)
-        _check_ranges(self)
-        if self.metrics_port is not None and self.metrics_port > 65535:
+            if isinstance(value, str):
+                _check_text(env_name(f.name), value)
+            elif isinstance(value, int | float) and not isinstance(value, bool):
+                limits = f.metadata.get("range")
+                if limits is None:  # tests/unit/test_settings_ranges.py keeps this unreachable
+                    raise ConfigError(f"{env_name(f.name)} has no allowed range")
+                if not limits.admits(value):
+                    raise ConfigError(
+                        f"{env_name(f.name)} must be {limits.describe()}, got {value}"
+                    )
+        for smaller, larger, strictly, why in RELATIONS:
+            low, high = getattr(self, smaller), getattr(self, larger)
+            if low > high or (strictly and low == high):
+                must = "less than" if strictly else "at most"
+                raise ConfigError(
+                    f"{env_name(smaller)} ({low:g}) must be {must} {env_name(larger)} "
+                    f"({high:g}): {why}"
+                )
+        normalise_url(self.database_url)
+        _check_base_url(self.base_url)
+        self._check_choices()
+
+    def _check_choices(self) -> None:
+        """Settings that name one of a few choices, must parse, or depend on another."""
+        if self.process_heartbeat_seconds * 2 > self.process_stale_seconds:
             raise ConfigError(
-                f"ORCHESTRATOR_METRICS_PORT must be a TCP port (0-65535), got {self.metrics_port}"
-            )
-        if self.webhook_port > 65535:
-            raise ConfigError(
-                f"ORCHESTRATOR_WEBHOOK_PORT must be a TCP port (0-65535), got {self.webhook_port}"
+                "ORCHESTRATOR_PROCESS_HEARTBEAT_SECONDS must be at most half of "
+                f"ORCHESTRATOR_PROCESS_STALE_SECONDS ({self.process_stale_seconds:g}), got "
+                f"{self.process_heartbeat_seconds:g}: a live process would look dead"
             )
         if self.webhook_unknown_batches not in UNKNOWN_BATCH_CHOICES:
             raise ConfigError(
@@ -179,33 +241,57 @@ class Settings:
         out["database_url"] = make_url(self.database_url).render_as_string(hide_password=True)
         return out
 
+    def secrets(self) -> tuple[Secret, ...]:
+        """What no log line may show: the key, the database's password, and each webhook
+        secret (the whole comma-separated list and every piece of it)."""
+        from sqlalchemy.engine import make_url  # late: keeps settings import-light
+
+        hooks = self.webhook_secret.reveal()
+        pieces = [hooks, *(piece.strip() for piece in hooks.split(","))]
+        return (
+            self.api_key,
+            Secret(make_url(self.database_url).password or ""),
+            *(Secret(piece) for piece in pieces if piece),
+        )
+
     def replace(self, **changes: Any) -> Settings:
         return dataclasses.replace(self, **changes)
 
 
-# What the server sends is bounded by these; the ranges catch a unit slip (ms for s, KB for B).
-_RANGES: dict[str, tuple[float, float]] = {
-    "api_deadline": (0.1, 3600.0),
-    "api_max_answer_bytes": (64 << 10, 1 << 30),
-    "ingest_max_line_bytes": (64 << 10, 1 << 30),
-    "download_min_bytes_per_second": (1, 1 << 30),
-    "download_throughput_window": (1.0, 3600.0),
-}
+def _check_text(name: str, value: str) -> None:
+    """No setting holds a control character (an environment variable with a newline
+    would make a SQLite file named `x\\n` or a header httpx refuses) or bytes that
+    are not UTF-8 (they come in as lone surrogates and crash the first write)."""
+    from orchestrator.core.visible import visible
+    from orchestrator.db.engine import hide_password
 
-
-def _check_ranges(settings: Settings) -> None:
-    for name, (low, high) in _RANGES.items():
-        value = getattr(settings, name)
-        if not low <= value <= high:
-            raise ConfigError(f"{env_name(name)} must be between {low:g} and {high:g}, got {value}")
-
-
-def _check_url(name: str, url: str) -> None:
-    parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.netloc:
+    if visible(value) != value:
         raise ConfigError(
-            f"{name} must be an http(s) URL like https://api.openai.com/v1, got {url!r}"
+            f"{name} holds control characters or bytes that are not UTF-8: "
+            f"'{visible(hide_password(value))}'"
         )
+
+
+def _check_base_url(url: str) -> None:
+    from orchestrator.db.engine import hide_password
+
+    name, shown = "OPENAI_BASE_URL", hide_password(url)
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 (parses the port: out of range or not a number raises)
+    except ValueError as exc:
+        raise ConfigError(f"{name} is not a URL ({exc}): {shown!r}") from None
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ConfigError(
+            f"{name} must be an http(s) URL like https://api.openai.com/v1, got {shown!r}"
+        )
+    if parts.username is not None or parts.password is not None:
+        raise ConfigError(
+            f"{name} must not hold a user name or password (httpx would send them as "
+            f"Basic auth instead of the API key): {shown!r}"
+        )
+    if parts.query or parts.fragment:
+        raise ConfigError(f"{name} must have no ?query or #fragment, got {shown!r}")
 
 
 def env_name(name: str) -> str:
@@ -233,9 +319,11 @@ def _coerce(name: str, raw: Any, source: str) -> Any:
             if isinstance(raw, bool):
                 raise ValueError
             return float(raw)
-        return str(raw)
-    except ValueError:
-        shown = "***" if kind == "Secret" else repr(raw)
+        if not isinstance(raw, str):  # a TOML number, list or table where text belongs
+            raise ValueError
+        return raw
+    except (ValueError, TypeError):  # TypeError: a TOML list or table for a number
+        shown = "***" if kind == "Secret" else _shorten(repr(raw))
         expected = kind.split(" ")[0]
         raise ConfigError(f"{source}: expected {expected}, got {shown}") from None
 
@@ -267,12 +355,36 @@ def _flatten(table: Mapping[str, Any], path: str) -> dict[str, Any]:
     return flat
 
 
+def _shorten(text: str, limit: int = 80) -> str:
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
 def read_config_file(path: Path) -> dict[str, Any]:
+    """The file's settings, flattened; ConfigError naming the file for anything that is
+    not a small UTF-8 TOML file (a directory, a FIFO that would block, 1 GB of text)."""
     try:
+        mode = path.stat().st_mode
+        # A directory cannot be read, a FIFO would block; /dev/null ("no settings") is fine.
+        if stat.S_ISDIR(mode) or stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode):
+            raise ConfigError(f"ORCHESTRATOR_CONFIG: {path} is not a regular file")
         with path.open("rb") as handle:
-            table = tomllib.load(handle)
+            data = handle.read(MAX_CONFIG_BYTES + 1)
+        if len(data) > MAX_CONFIG_BYTES:
+            raise ConfigError(
+                f"ORCHESTRATOR_CONFIG: {path} is over {MAX_CONFIG_BYTES:,} bytes; a settings "
+                "file is a few hundred"
+            )
     except FileNotFoundError:
         raise ConfigError(f"ORCHESTRATOR_CONFIG: no such file {path}") from None
+    except OSError as exc:
+        raise ConfigError(f"ORCHESTRATOR_CONFIG: {path}: {exc.strerror or exc}") from None
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data[: exc.start].count(b"\n") + 1
+        raise ConfigError(f"{path}: not UTF-8 (line {line})") from None
+    try:
+        table = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: not valid TOML ({exc})") from None
     return _flatten(table, str(path))

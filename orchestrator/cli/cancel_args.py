@@ -5,8 +5,15 @@ from __future__ import annotations
 
 import argparse
 
-from orchestrator.cli.selection import add_metadata_argument, add_status_argument, parse_duration
+from orchestrator.cli.selection import (
+    add_metadata_argument,
+    add_status_argument,
+    parse_duration,
+    text_of_at_most,
+)
 
+MAX_BY = 128  # the width of cancel_requests.requested_by
+MAX_REASON = 4096  # a sentence or a ticket link, not a document
 IDS_HELP = "batch ids (`-` reads ids from stdin, one per line)"
 
 
@@ -23,8 +30,12 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         ),
     )
     _id_arguments(cancel)
-    cancel.add_argument("--reason", help="why (kept in the batch's history)")
-    cancel.add_argument("--by", default=None, help="who asks (default: the OS user)")
+    cancel.add_argument(
+        "--reason", type=text_of_at_most(MAX_REASON), help="why (kept in the batch's history)"
+    )
+    cancel.add_argument(
+        "--by", type=text_of_at_most(MAX_BY), help="who asks (default: the OS user)"
+    )
     add_selection_arguments(cancel)
     cancel.set_defaults(handler="cancel_commands.run_cancel")
 

@@ -6,15 +6,11 @@ import getpass
 
 from orchestrator.cli import cancel_plan
 from orchestrator.cli.context import Context, Exit
-from orchestrator.cli.ids_input import IdList, collect_ids
-from orchestrator.clock import utcnow
+from orchestrator.cli.ids_input import IdList, collect_ids, report_rejected
+from orchestrator.cli.render import cell
 from orchestrator.db.batches import BatchStore
 from orchestrator.db.cancels import CancelStore
-
-
-def _report_rejected(ctx: Context, ids: IdList) -> None:
-    for message in ids.rejected:
-        ctx.err.print(f"[red]rejected:[/red] {message}")
+from orchestrator.db.server_clock import database_clock
 
 
 def _exit(ids: IdList) -> Exit:
@@ -27,7 +23,7 @@ def run_cancel(ctx: Context) -> Exit:
     if cancel_plan.wanted(ctx.args):  # filters or --dry-run: plan, confirm, then request
         return cancel_plan.run(ctx)
     ids = collect_ids(ctx.args.ids, ctx.args.from_file)
-    _report_rejected(ctx, ids)
+    report_rejected(ctx, ids)
     if not ids.valid:
         ctx.err.print("no valid batch id given")
         return Exit.USAGE
@@ -35,7 +31,7 @@ def run_cancel(ctx: Context) -> Exit:
     try:
         summary = CancelStore(db).request(
             ids.valid,
-            now=utcnow(),
+            now=database_clock(db).now(),
             requested_by=ctx.args.by or getpass.getuser(),
             reason=ctx.args.reason,
         )
@@ -58,20 +54,22 @@ def run_cancel(ctx: Context) -> Exit:
             + (f", {len(summary.already)} already requested" if summary.already else "")
         )
         for batch_id, outcome in summary.closed_at_once.items():
-            ctx.out.print(f"  {batch_id}: already ended ({outcome}); results will be harvested")
+            ctx.out.print(
+                f"  {batch_id}: already ended ({cell(outcome)}); results will be harvested"
+            )
         ctx.out.print("run `orchestrator worker` to send them (or check `orchestrator status`)")
     return _exit(ids)
 
 
 def run_track(ctx: Context) -> Exit:
     ids = collect_ids(ctx.args.ids, ctx.args.from_file)
-    _report_rejected(ctx, ids)
+    report_rejected(ctx, ids)
     if not ids.valid:
         ctx.err.print("no valid batch id given")
         return Exit.USAGE
     db = ctx.database()
     try:
-        new = BatchStore(db).track(ids.valid, now=utcnow(), source="track")
+        new = BatchStore(db).track(ids.valid, now=database_clock(db).now(), source="track")
     finally:
         db.dispose()
     if ctx.json:

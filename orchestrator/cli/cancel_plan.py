@@ -19,11 +19,12 @@ from rich.console import Console
 from rich.table import Table
 
 from orchestrator.cli.context import Context, Exit
-from orchestrator.cli.ids_input import IdList, collect_ids
+from orchestrator.cli.ids_input import IdList, collect_ids, report_rejected
 from orchestrator.cli.render import age, cell
 from orchestrator.clock import utcnow
 from orchestrator.db.cancels import CancelStore, RequestSummary
 from orchestrator.db.queries import BatchFilter, BatchSummary, OperatorQueries
+from orchestrator.db.server_clock import database_clock
 
 SHOWN_ROWS = 100  # of each list, in the human plan; --json has them all
 OPEN_REQUEST = ("pending", "accepted", "closed")  # a `failed` request is reopened
@@ -124,8 +125,7 @@ def make_plan(
 def run(ctx: Context) -> Exit:
     args = ctx.args
     ids = collect_ids(args.ids, args.from_file)
-    for message in ids.rejected:
-        ctx.err.print(f"[red]rejected:[/red] {message}")
+    report_rejected(ctx, ids)
     now = utcnow()
     where = selection(args, now)
     if where is None and not ids.valid:
@@ -149,7 +149,7 @@ def run(ctx: Context) -> Exit:
             reason = f"{reason} ({chosen})" if reason else chosen
         summary = CancelStore(db).request(
             [p.batch_id for p in plan.to_cancel],
-            now=now,
+            now=database_clock(db).now(),
             requested_by=args.by or getpass.getuser(),
             reason=reason,
         )
@@ -242,5 +242,5 @@ def _show_outcome(ctx: Context, plan: CancelPlan, summary: RequestSummary, ids: 
         + (f", {len(plan.skipped)} skipped" if plan.skipped else "")
     )
     for batch_id, outcome in summary.closed_at_once.items():
-        ctx.out.print(f"  {batch_id}: already ended ({outcome}); results will be harvested")
+        ctx.out.print(f"  {batch_id}: already ended ({cell(outcome)}); results will be harvested")
     ctx.out.print("run `orchestrator worker` to send them (or check `orchestrator status`)")

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+from dataclasses import fields
+
 from rich.table import Table
+from rich.text import Text
 
 from orchestrator.cli.context import Context, Exit
-from orchestrator.settings import env_name
+from orchestrator.core.visible import visible
+from orchestrator.settings import Settings, env_name
 
 
 def show_settings(ctx: Context) -> Exit:
@@ -13,10 +17,17 @@ def show_settings(ctx: Context) -> Exit:
     if ctx.json:
         ctx.emit_json(values)
         return Exit.OK
+    allowed = {f.name: f.metadata.get("range") for f in fields(Settings)}
     table = Table(box=None)
-    for title in ("setting", "value", "environment variable"):
+    for title in ("setting", "value", "environment variable", "allowed"):
         table.add_column(title, no_wrap=True, overflow="fold")
     for name, value in values.items():
-        table.add_row(name, "" if value is None else str(value), env_name(name))
+        limits = allowed.get(name)
+        table.add_row(
+            name,
+            Text("" if value is None else visible(str(value))),
+            env_name(name),
+            "" if limits is None else limits.describe(),
+        )
     ctx.out.print(table)
     return Exit.OK

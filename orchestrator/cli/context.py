@@ -16,6 +16,7 @@ from enum import IntEnum
 from functools import cached_property
 from typing import TYPE_CHECKING, Any, TextIO
 
+from orchestrator.core.visible import visible
 from orchestrator.settings import Settings
 
 if TYPE_CHECKING:
@@ -97,7 +98,7 @@ class Context:
         if self.settings.log_format == "json":
             log.log(level, message, extra={"action": "summary", **fields})
         else:
-            self.err.print(message, soft_wrap=True, markup=False, highlight=False)
+            self.err.print(visible(message), soft_wrap=True, markup=False, highlight=False)
 
     def emit_json(self, value: Any) -> None:
         sys.stdout.write(json.dumps(to_jsonable(value), indent=2, sort_keys=False) + "\n")

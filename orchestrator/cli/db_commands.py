@@ -5,14 +5,22 @@ from __future__ import annotations
 from orchestrator.cli.context import Context, Exit
 from orchestrator.db import migrate
 from orchestrator.db.engine import make_engine, require_existing_file
+from orchestrator.errors import ConfigError
 
 
 def upgrade(ctx: Context) -> Exit:
+    from alembic.util import CommandError  # late: `orchestrator --help` stays light
+
+    revision = ctx.args.revision.strip()
+    if not revision:
+        raise ConfigError("--revision: give a revision, or leave it out for head")
     engine = make_engine(ctx.settings.database_url)
     try:
         before = migrate.current_revision(engine)
-        migrate.upgrade(engine, ctx.args.revision)
+        migrate.upgrade(engine, revision)
         after = migrate.current_revision(engine)
+    except CommandError as exc:  # a revision alembic does not know
+        raise ConfigError(f"--revision {revision}: {exc}") from None
     finally:
         engine.dispose()
     where = engine.url.render_as_string(hide_password=True)

@@ -8,7 +8,7 @@ from typing import Any
 
 from orchestrator.cli.context import Context, Exit
 from orchestrator.cli.wiring import build_client
-from orchestrator.clock import utcnow
+from orchestrator.core.visible import visible
 from orchestrator.db import revision
 from orchestrator.db.database import Database
 from orchestrator.db.engine import (
@@ -18,6 +18,7 @@ from orchestrator.db.engine import (
     session_factory,
 )
 from orchestrator.db.queries import FleetSnapshot, OperatorQueries
+from orchestrator.db.server_clock import database_clock
 from orchestrator.errors import ApiError, ConfigError, DatabaseError
 
 
@@ -72,7 +73,7 @@ def _check_database(health: Health, db: Database) -> None:
                 "run `orchestrator db upgrade`"
             )
             return
-        snapshot = OperatorQueries(db).snapshot(utcnow())
+        snapshot = OperatorQueries(db).snapshot(database_clock(db).now())
     except DatabaseError as exc:
         health.database_error = str(exc)
         return
@@ -110,18 +111,22 @@ def report(ctx: Context, health: Health) -> None:
         data["healthy"] = health.exit_code is Exit.OK
         ctx.emit_json(data)
         return
-    say = ctx.out.print
+
+    def say(line: str) -> None:
+        # Errors quote the server and the database driver: controls spelled out.
+        ctx.out.print(visible(line), markup=False)
+
     if health.database_error is not None:
-        say(f"database {health.database}: FAILED: {health.database_error}", markup=False)
+        say(f"database {health.database}: FAILED: {health.database_error}")
     else:
-        say(f"database {health.database}: ok (revision {health.revision})", markup=False)
+        say(f"database {health.database}: ok (revision {health.revision})")
     if health.api is not None:
         verdict = "ok" if health.api == "ok" else f"FAILED: {health.api}"
-        say(f"api {ctx.settings.base_url}: {verdict}", markup=False)
+        say(f"api {ctx.settings.base_url}: {verdict}")
     if health.database_error is not None:
         return
     if health.paused is not None:
-        say(f"sending PAUSED until {health.paused_until}: {health.paused}", markup=False)
+        say(f"sending PAUSED until {health.paused_until}: {health.paused}")
     else:
         say("sending: not paused")
     say(f"overdue batches: {health.overdue}; cancels waiting to be sent: {health.cancels_pending}")

@@ -39,6 +39,7 @@ from orchestrator.cli import (
     worker_args,
 )
 from orchestrator.cli.context import Context, Exit
+from orchestrator.core.visible import visible
 from orchestrator.errors import (
     ConfigError,
     DatabaseError,
@@ -46,6 +47,7 @@ from orchestrator.errors import (
     OrchestratorError,
     UnknownBatch,
 )
+from orchestrator.secret import Secret
 from orchestrator.settings import load_settings
 
 Handler = Callable[[Context], Exit]
@@ -138,20 +140,47 @@ def load_handler(name: str) -> Handler:
     return handler
 
 
+# Arguments that may hold any bytes: file names (the OS allows them) and batch ids
+# (each is checked and reported on its own, so the good ones still go through).
+ANY_BYTES = frozenset({"output", "from_file", "ids", "batch_id"})
+
+
+def _not_utf8(args: argparse.Namespace) -> str | None:
+    """The first option whose value holds bytes that are not UTF-8 (Python hands them
+    over as lone surrogates, which crash the first write to the database or screen)."""
+    for dest, value in vars(args).items():
+        if dest in ANY_BYTES:
+            continue
+        texts = value if isinstance(value, list | tuple) else [value]
+        for text in texts:
+            for part in text if isinstance(text, tuple) else [text]:
+                if isinstance(part, str) and not part.isascii():
+                    try:
+                        part.encode("utf-8")
+                    except UnicodeEncodeError:
+                        return f"--{dest.removeprefix('setting_').replace('_', '-')}"
+    return None
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    bad = _not_utf8(args)
+    if bad is not None:
+        return _fail(
+            ConfigError(f"{bad}: not valid UTF-8 (check the terminal's encoding)"), Exit.USAGE
+        )
     # Flags that override a setting are stored as `setting_<name>` by every command.
     overrides = {
         key.removeprefix("setting_"): value
         for key, value in vars(args).items()
         if key.startswith("setting_") and value is not None
     }
+    secrets: tuple[Secret, ...] = ()
     try:
         settings = load_settings(overrides=overrides)
-        logs.configure(
-            settings.log_level, settings.log_format, settings.api_key, settings.webhook_secret
-        )
+        secrets = settings.secrets()
+        logs.configure(settings.log_level, settings.log_format, *secrets)
         handler = load_handler(args.handler)
         return int(handler(Context(settings=settings, args=args)))
     except KeyboardInterrupt:
@@ -162,21 +191,38 @@ def main(argv: Sequence[str] | None = None) -> int:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return int(Exit.OK)
     except (ConfigError, InvalidBatchId) as exc:
-        return _fail(exc, Exit.USAGE)
+        return _fail(exc, Exit.USAGE, secrets)
     except UnknownBatch as exc:
-        return _fail(exc, Exit.NOT_FOUND)
+        return _fail(exc, Exit.NOT_FOUND, secrets)
     except DatabaseError as exc:
-        return _fail(exc, Exit.DATABASE)
+        return _fail(exc, Exit.DATABASE, secrets)
     except OrchestratorError as exc:
-        return _fail(exc, Exit.ATTENTION)
+        return _fail(exc, Exit.ATTENTION, secrets)
+    except Exception as exc:
+        # A database error no layer foresaw (a disk that is full, a file made read-only
+        # under us) is still a database problem: exit 3 with its text, not a traceback.
+        from sqlalchemy.exc import DBAPIError  # late: `orchestrator --help` stays light
+
+        if isinstance(exc, DBAPIError):
+            said = str(exc.orig or exc).strip().splitlines() or [type(exc).__name__]
+            return _fail(DatabaseError(f"database error: {said[0]}"), Exit.DATABASE, secrets)
+        raise
 
 
-def _fail(exc: BaseException, code: Exit) -> int:
-    said = f"orchestrator: error: {exc}\n"
+def _fail(exc: BaseException, code: Exit, secrets: tuple[Secret, ...] = ()) -> int:
+    # Messages quote the server, files and the database: shown with controls spelled
+    # out, and (defence in depth) without the key or the database's password.
+    def shown(text: str) -> str:
+        for secret in secrets:
+            if len(secret.reveal()) >= 4:
+                text = text.replace(secret.reveal(), "***")
+        return visible(text)
+
+    said = f"orchestrator: error: {shown(str(exc))}\n"
     sys.stderr.write(said)
     cause = exc.__cause__
     while cause is not None:
-        first_line = str(cause).splitlines()[0] if str(cause) else ""
+        first_line = shown(str(cause).splitlines()[0]) if str(cause) else ""
         # Drivers wrap the same text twice over; a cause that repeats it adds nothing.
         core = first_line.split(") ", 1)[-1] if first_line.startswith("(") else first_line
         if core not in said:

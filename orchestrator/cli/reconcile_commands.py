@@ -8,8 +8,9 @@ import signal
 from rich.table import Table
 
 from orchestrator.cli.context import Context, Exit
-from orchestrator.cli.wiring import build_client, build_upkeep
-from orchestrator.clock import SystemClock
+from orchestrator.cli.render import cell
+from orchestrator.cli.wiring import build_client, build_upkeep, presence
+from orchestrator.db.server_clock import database_clock
 from orchestrator.metrics import start_process_metrics
 from orchestrator.probes import Heartbeat
 from orchestrator.processes.identity import process_id
@@ -21,26 +22,29 @@ log = logging.getLogger(__name__)
 
 def run_reconcile(ctx: Context) -> Exit:
     db = ctx.database()
-    clock = SystemClock()
+    clock = database_clock(db)  # the server's: leases and due times are compared across hosts
     heartbeat = Heartbeat(clock, stale_seconds=ctx.settings.health_stale_seconds)
     metrics, _ = start_process_metrics(ctx.settings, db, heartbeat=heartbeat, process="reconciler")
-    client = build_client(ctx.settings, transport=metrics.transport())
+    client = build_client(ctx.settings, transport=metrics.transport(), clock=clock)
     upkeep = build_upkeep(ctx.settings, db, client, heartbeat)
     owner = process_id("reconciler")
     previous = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT)}
     stop = stop_on_signals(client.abort)
     try:
-        with Reconciler(
-            db,
-            client,
-            ctx.settings,
-            clock,
-            owner,
-            stop=stop,
-            heartbeat=heartbeat,
-            metrics=metrics,
-            upkeep=upkeep,
-        ) as reconciler:
+        with (
+            presence(ctx.settings, db, owner, "reconciler", clock),
+            Reconciler(
+                db,
+                client,
+                ctx.settings,
+                clock,
+                owner,
+                stop=stop,
+                heartbeat=heartbeat,
+                metrics=metrics,
+                upkeep=upkeep,
+            ) as reconciler,
+        ):
             log.info(
                 "reconciler %s started (concurrency %d)",
                 owner,
@@ -112,8 +116,8 @@ def report(ctx: Context, owner: str, summary: PassSummary, *, once: bool) -> Non
     for title in ("batch", "what", "since / file", "detail"):
         table.add_column(title, overflow="fold")
     for batch_id, status, since in attention.overdue:
-        table.add_row(batch_id, f"overdue in {status}", since.isoformat(), "still polling")
+        table.add_row(cell(batch_id), f"overdue in {cell(status)}", cell(since), "still polling")
     for batch_id, file_id, state, error in attention.files:
         what = "file missing" if state == "missing" else "file not harvested yet"
-        table.add_row(batch_id, what, file_id, error)
+        table.add_row(cell(batch_id), what, cell(file_id), cell(error))
     ctx.err.print(table)

@@ -8,6 +8,8 @@ from datetime import datetime
 import orjson
 from rich.markup import escape
 
+from orchestrator.core.visible import visible
+
 NONE = "-"
 # Tables here have no box and no padding at their edges: one space each side of every
 # column boundary.
@@ -31,8 +33,9 @@ def moment(value: datetime | None) -> str:
 
 
 def plain(value: object) -> str:
-    """A cell's text, not escaped: `-` for nothing, JSON for dicts and lists, and
-    whitespace runs made one space (error texts can hold newlines)."""
+    """A cell's text, markup not escaped: `-` for nothing, JSON for dicts and lists,
+    whitespace runs made one space (error texts can hold newlines), and every other
+    control character spelled out (`visible`): cells hold text from outside."""
     if value is None or value == "":
         return NONE
     if isinstance(value, datetime):
@@ -41,7 +44,7 @@ def plain(value: object) -> str:
         text = orjson.dumps(value).decode()
     else:
         text = str(value)
-    return " ".join(text.split())
+    return visible(" ".join(text.split()))
 
 
 def cell(value: object, *, width: int | None = None) -> str:

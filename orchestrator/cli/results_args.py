@@ -15,6 +15,12 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
             "database a page at a time, so any size fits. With --output the file appears "
             "only once complete. Exit 4 if the batch is not tracked."
         ),
+        epilog=(
+            "CSV is for spreadsheets: every cell is quoted, and a cell that begins with "
+            "= + - @ or a tab, CR or LF gets a leading ' so a spreadsheet shows it as text "
+            "instead of running it as a formula (strip that ' to get the stored value; "
+            "--format jsonl has every value exactly as stored)."
+        ),
     )
     results.add_argument(
         "batch_id",
@@ -35,5 +41,15 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         choices=("output", "error"),
         help="only lines from the output file, or only from the error file",
     )
-    results.add_argument("--output", metavar="PATH", help="write here instead of stdout")
+    results.add_argument(
+        "--output",
+        metavar="PATH",
+        help="write to this file (`-`: stdout), which appears only once complete; an "
+        "existing file is not replaced without --force",
+    )
+    results.add_argument(
+        "--force",
+        action="store_true",
+        help="replace an existing --output file (never a link, directory or device)",
+    )
     results.set_defaults(handler="results_commands.run_results")

@@ -1,11 +1,25 @@
-"""`orchestrator results BATCH_ID`: export the stored results as JSON lines or CSV, streaming."""
+"""`orchestrator results BATCH_ID`: export the stored results as JSON lines or CSV, streaming.
+
+Results hold text from outside (custom ids, model output, server error messages),
+so both the CSV cells and the output file are made safe:
+
+- CSV: every cell is quoted, and a cell that begins with a character a spreadsheet
+  reads as the start of a formula gets a leading `'` (OWASP's advice on CSV
+  injection), so `=HYPERLINK(...)` stays text. JSON lines are written verbatim.
+- `--output FILE`: written to a new file of a random name in FILE's directory
+  (created exclusively, links not followed), renamed over FILE only once complete.
+  An existing FILE is replaced only with --force; a FILE that is not a regular file
+  (a link, a directory, a device, a FIFO) never is.
+"""
 
 from __future__ import annotations
 
 import contextlib
 import csv
 import os
+import stat
 import sys
+import tempfile
 from collections.abc import Iterable, Iterator
 from dataclasses import asdict
 from pathlib import Path
@@ -15,6 +29,7 @@ import orjson
 
 from orchestrator.cli.batch_names import resolve_batch_id
 from orchestrator.cli.context import Context, Exit
+from orchestrator.core.visible import visible
 from orchestrator.db.queries import BatchSummary, OperatorQueries, ResultRow
 from orchestrator.errors import ConfigError, UnknownBatch
 
@@ -30,6 +45,10 @@ CSV_COLUMNS = (
     "error_message",
     "body",
 )
+# What spreadsheets (Excel, LibreOffice, Google Sheets) take as the start of a formula
+# when a cell begins with it; the full-width forms too, as some convert them.
+FORMULA_STARTS: tuple[str, ...] = ("=", "+", "-", "@", "\t", "\r", "\n", "\0")
+FORMULA_STARTS += ("\uff1d", "\uff0b", "\uff0d", "\uff20")  # full-width = + - @
 
 
 def run_results(ctx: Context) -> Exit:
@@ -45,12 +64,12 @@ def run_results(ctx: Context) -> Exit:
             ctx.err.print("--complete-only: nothing exported", markup=False)
             return Exit.ATTENTION
         rows = queries.iter_results(batch_id, kind=ctx.args.kind)
-        with _destination(ctx.args.output) as out:
+        with _destination(ctx.args.output, force=ctx.args.force) as out:
             written = write_rows(out, rows, ctx.args.format)
         pruned = queries.batches([batch_id])[batch_id].results_pruned_at
     finally:
         db.dispose()
-    where = ctx.args.output or "stdout"
+    where = "stdout" if ctx.args.output in (None, "-") else visible(ctx.args.output)
     ctx.err.print(f"exported {written} result(s) of {batch_id} to {where}", markup=False)
     if pruned is not None:
         ctx.err.print(
@@ -67,42 +86,98 @@ def _warn_if_partial(ctx: Context, batch: BatchSummary) -> None:
         return
     expected = batch.request_counts_total
     ctx.err.print(
-        f"note: {batch.id} is {batch.status or 'not yet observed'} and its harvest is "
+        f"note: {batch.id} is {visible(batch.status or 'not yet observed')} and its harvest is "
         f"{batch.harvest_state}: this is what is stored so far"
         + (f" ({batch.results_stored} of {expected} requests)" if expected is not None else ""),
         markup=False,
     )
 
 
+def _refuse_to_replace(target: Path, *, force: bool) -> None:
+    """ConfigError (exit 2) naming `target` unless it is absent, or a regular file and
+    `force`. lstat: a link is judged as a link, never followed."""
+    try:
+        mode = target.lstat().st_mode
+    except FileNotFoundError:
+        return
+    except OSError as exc:
+        raise ConfigError(f"--output {visible(str(target))}: {exc.strerror or exc}") from None
+    if not stat.S_ISREG(mode):
+        kind = "a symbolic link" if stat.S_ISLNK(mode) else "not a regular file"
+        if stat.S_ISDIR(mode):
+            kind = "a directory"
+        raise ConfigError(
+            f"--output {visible(str(target))} is {kind}: refusing to replace it "
+            "(even with --force); name a regular file"
+        )
+    if not force:
+        raise ConfigError(
+            f"--output {visible(str(target))} already exists: use --force to replace it"
+        )
+
+
 @contextlib.contextmanager
-def _destination(path: str | None) -> Iterator[IO[str]]:
+def _destination(path: str | None, *, force: bool = False) -> Iterator[IO[str]]:
     """stdout, or a file that takes its name only once written in full."""
-    if path is None:
+    if path is None or path == "-":
         yield sys.stdout
         sys.stdout.flush()
         return
     target = Path(path)
-    partial = target.with_name(f".{target.name}.partial")
+    _refuse_to_replace(target, force=force)  # before the export, which may take a while
     try:
-        with partial.open("w", encoding="utf-8", newline="") as handle:
-            yield handle
-        os.replace(partial, target)
+        # O_CREAT|O_EXCL|O_NOFOLLOW under a random name: nothing planted at a name we
+        # could guess is ever followed or written through.
+        fd, partial_name = tempfile.mkstemp(
+            dir=target.parent, prefix=f".{target.name}.", suffix=".partial"
+        )
     except OSError as exc:
-        raise ConfigError(f"--output {path}: {exc.strerror or exc}") from None
+        raise ConfigError(f"--output {visible(path)}: {exc.strerror or exc}") from None
+    partial = Path(partial_name)
+    try:
+        umask = os.umask(0)
+        os.umask(umask)
+        os.fchmod(fd, 0o666 & ~umask)  # the mode `open` would give, not mkstemp's 0600
+        with os.fdopen(fd, "w", encoding="utf-8", newline="") as handle:
+            yield handle
+            handle.flush()
+            os.fsync(handle.fileno())
+        _publish(partial, target, force=force)
+    except OSError as exc:
+        raise ConfigError(f"--output {visible(path)}: {exc.strerror or exc}") from None
     finally:
         partial.unlink(missing_ok=True)
+
+
+def _publish(partial: Path, target: Path, *, force: bool) -> None:
+    """Give the complete file its name. Without --force a hard link does it: atomic,
+    and it fails if FILE appeared while we wrote, so a file is never replaced."""
+    if not force:
+        try:
+            os.link(partial, target, follow_symlinks=False)
+            return
+        except OSError:  # it exists now (refused below, naming it), or no hard links here
+            pass
+    _refuse_to_replace(target, force=force)
+    os.replace(partial, target)
+
+
+def neutralised(value: object) -> str:
+    """A CSV cell's text: a leading `'` when a spreadsheet would read it as a formula."""
+    text = "" if value is None else str(value)
+    return "'" + text if text.startswith(FORMULA_STARTS) else text
 
 
 def write_rows(out: IO[str], rows: Iterable[ResultRow], fmt: str) -> int:
     written = 0
     if fmt == "csv":
-        writer = csv.writer(out)
+        writer = csv.writer(out, quoting=csv.QUOTE_ALL)
         writer.writerow(CSV_COLUMNS)
         for row in rows:
             record = asdict(row)
             body = record["body"]
             record["body"] = orjson.dumps(body).decode() if body is not None else ""
-            writer.writerow(["" if record[c] is None else record[c] for c in CSV_COLUMNS])
+            writer.writerow([neutralised(record[c]) for c in CSV_COLUMNS])
             written += 1
         return written
     for row in rows:

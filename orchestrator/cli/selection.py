@@ -9,13 +9,17 @@ from __future__ import annotations
 
 import argparse
 import re
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
 from orchestrator.core.status import UNOBSERVED, BatchStatus
 
 STATUS_CHOICES = (*(s.value for s in BatchStatus), UNOBSERVED)
 _DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)([smhdw])")
+_DURATION = re.compile(r"(?:\d+(?:\.\d+)?[smhdw])+")
 _UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+MAX_DURATION_DAYS = 36500  # a hundred years back is before any batch; further overflows
+MAX_COUNT = 1_000_000_000  # past this a count is a typo (and past 2**63 SQLite's integers)
 
 
 def parse_duration(text: str) -> timedelta:
@@ -26,7 +30,12 @@ def parse_duration(text: str) -> timedelta:
         raise argparse.ArgumentTypeError(
             f"{text!r} is not a duration: use a number and a unit, like 90s, 10m, 2h, 1d or 1h30m"
         )
-    return timedelta(seconds=sum(float(p.group(1)) * _UNIT_SECONDS[p.group(2)] for p in parts))
+    seconds = sum(float(p.group(1)) * _UNIT_SECONDS[p.group(2)] for p in parts)
+    if seconds > MAX_DURATION_DAYS * 86400:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is too long: at most {MAX_DURATION_DAYS} days ({MAX_DURATION_DAYS // 365}y)"
+        )
+    return timedelta(seconds=seconds)
 
 
 def parse_moment(text: str) -> datetime:
@@ -45,9 +54,24 @@ def positive_int(text: str) -> int:
         value = int(text)
     except ValueError:
         value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{text!r}: expected a whole number of at least 1")
+    if not 1 <= value <= MAX_COUNT:
+        raise argparse.ArgumentTypeError(
+            f"{text!r}: expected a whole number of at least 1 and at most {MAX_COUNT:,}"
+        )
     return value
+
+
+def text_of_at_most(limit: int) -> Callable[[str], str]:
+    """An argparse type: text of at most `limit` characters (what its column holds)."""
+
+    def parse(text: str) -> str:
+        if len(text) > limit:
+            raise argparse.ArgumentTypeError(
+                f"expected at most {limit} characters, got {len(text):,}"
+            )
+        return text
+
+    return parse
 
 
 def parse_since(text: str) -> timedelta | datetime:
@@ -55,6 +79,8 @@ def parse_since(text: str) -> timedelta | datetime:
     try:
         return parse_duration(text)
     except argparse.ArgumentTypeError:
+        if _DURATION.fullmatch(text.strip().lower().replace(" ", "")):
+            raise  # a duration, too long: say that, not "not an ISO time"
         return parse_moment(text)
 
 

@@ -28,6 +28,7 @@ from orchestrator.db.queries import (
     BatchSummary,
     OperatorQueries,
 )
+from orchestrator.db.server_clock import database_clock
 from orchestrator.errors import UnknownBatch
 
 ERROR = "last error"
@@ -94,7 +95,7 @@ def run_status(ctx: Context) -> Exit:
     where = status_filter(ctx.args)
     db = ctx.database()
     try:
-        now = utcnow()
+        now = database_clock(db).now()
         page = OperatorQueries(db).list_batches(where, limit=ctx.args.limit)
         pause = CancelStore(db).active_pause(now)
     finally:
@@ -129,7 +130,7 @@ def print_status(ctx: Context, page: BatchPage, now: datetime, pause: Pause | No
         # First, where it cannot be missed: no cancel is sent until someone acts.
         ctx.out.print(
             f"SENDING PAUSED until {moment(pause.until)}: fix the key, then "
-            f"`orchestrator resume`. Why: {pause.reason}",
+            f"`orchestrator resume`. Why: {plain(pause.reason)}",
             style="bold red",
             markup=False,
         )
@@ -143,7 +144,7 @@ def print_status(ctx: Context, page: BatchPage, now: datetime, pause: Pause | No
                 f"too narrow to show: {', '.join(left_out)} (widen the terminal or use --json)",
                 markup=False,
             )
-    ctx.out.print(summary_line(page))
+    ctx.out.print(summary_line(page), markup=False)
 
 
 def status_cells(row: BatchSummary, now: datetime) -> dict[str, str]:
@@ -202,7 +203,7 @@ def status_table(rows: list[dict[str, str]], room: int) -> tuple[Table, list[str
 def summary_line(page: BatchPage) -> str:
     if not page.matching:
         return "no batch matches"
-    per_status = ", ".join(f"{n} {status}" for status, n in sorted(page.by_status.items()))
+    per_status = ", ".join(f"{n} {plain(status)}" for status, n in sorted(page.by_status.items()))
     line = f"{page.matching} batch(es) match: {per_status}"
     more = page.matching - len(page.rows)
     if more:
@@ -216,7 +217,7 @@ def summary_line(page: BatchPage) -> str:
 def run_show(ctx: Context) -> Exit:
     db = ctx.database()
     try:
-        now = utcnow()
+        now = database_clock(db).now()
         queries = OperatorQueries(db)
         batch_id = resolve_batch_id(
             queries,
@@ -297,7 +298,7 @@ def print_show(ctx: Context, detail: BatchDetail, now: datetime) -> None:
         ctx.out.print(_fields("cancel request", detail.cancel_request))
         if detail.attempts:
             _print_rows(ctx.out, "cancel attempts", ATTEMPT_COLUMNS, detail.attempts)
-    kinds = ", ".join(f"{n} {kind}" for kind, n in sorted(detail.results_by_kind.items()))
+    kinds = ", ".join(f"{n} {cell(kind)}" for kind, n in sorted(detail.results_by_kind.items()))
     ctx.out.print(
         f"\nresults stored: {sum(detail.results_by_kind.values())}"
         + (f" ({kinds})" if kinds else "")

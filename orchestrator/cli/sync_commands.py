@@ -14,14 +14,17 @@ from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from orchestrator.api.client import BatchApiClient
 from orchestrator.cli.context import Context, Exit
 from orchestrator.cli.wiring import build_client
-from orchestrator.clock import utcnow
 from orchestrator.core.apply import Applied
+from orchestrator.core.ids import validate_batch_id
 from orchestrator.core.observation import USAGE_FIELDS, MalformedBatch, parse_batch
 from orchestrator.core.status import TIMESTAMP_FIELDS
+from orchestrator.core.visible import visible
 from orchestrator.db.batches import BatchStore
 from orchestrator.db.database import Database
 from orchestrator.db.models import Batch
 from orchestrator.db.queries import OperatorQueries
+from orchestrator.db.server_clock import database_clock
+from orchestrator.errors import InvalidBatchId
 
 log = logging.getLogger(__name__)
 SOURCE = "sync"
@@ -69,16 +72,18 @@ class BatchSync:
         self.store = BatchStore(db)
         self.queries = OperatorQueries(db)
         self.harvest_finished = harvest_finished
+        self.clock = database_clock(db)  # next_poll_at is compared across hosts
 
     def record_page(self, items: list[dict[str, Any]], now: datetime, report: SyncReport) -> None:
-        ids = [item["id"] for item in items if isinstance(item.get("id"), str)]
+        ids = [item["id"] for item in items if _valid_id(item.get("id"))]
         before = {row.id: _mirrored(row) for row in self.queries.batches(ids).values()}
         for item in items:
             report.seen += 1
             try:
                 observed = parse_batch(item)
-            except MalformedBatch as exc:
-                report.malformed.append(f"{item.get('id', '?')}: {exc}")
+            except (MalformedBatch, InvalidBatchId) as exc:
+                shown = item.get("id") if _valid_id(item.get("id")) else "(id refused)"
+                report.malformed.append(f"{shown}: {exc}")
                 continue
             was = before.get(observed.id)
             after: list[tuple[Any, ...]] = []
@@ -105,6 +110,14 @@ class BatchSync:
                 report.unchanged += 1
 
 
+def _valid_id(value: object) -> bool:
+    try:
+        validate_batch_id(value)
+    except InvalidBatchId:
+        return False
+    return True
+
+
 def pages(items: Iterable[dict[str, Any]], size: int) -> Iterator[list[dict[str, Any]]]:
     """Group the client's stream back into pages; a page is fetched only when asked for."""
     page: list[dict[str, Any]] = []
@@ -128,7 +141,7 @@ def sync_batches(
     report = SyncReport()
     task = progress.add_task("listing batches", total=None) if progress is not None else None
     for page in pages(client.iter_batches(limit=page_size), page_size):
-        syncer.record_page(page, utcnow(), report)
+        syncer.record_page(page, syncer.clock.now(), report)
         report.pages += 1
         if progress is not None and task is not None:
             progress.update(
@@ -188,4 +201,4 @@ def print_report(ctx: Context, report: SyncReport) -> None:
     if report.stopped_at_page_limit:
         ctx.out.print("stopped at --limit-pages: older batches were not listed")
     for problem in report.malformed:
-        ctx.err.print(f"[red]skipped a malformed batch:[/] {problem}", markup=True)
+        ctx.err.print(f"skipped a malformed batch: {visible(problem)}", markup=False)

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from orchestrator.cli.context import Context, Exit
 from orchestrator.cli.wiring import build_client, file_cleanup
+from orchestrator.core.visible import visible
 from orchestrator.db.file_deletions import FileDeletionStore
 from orchestrator.db.retention import RetentionStore
 from orchestrator.errors import ConfigError
@@ -32,7 +33,8 @@ def run_cleanup(ctx: Context) -> Exit:
                 ctx.emit_json({"would_delete": [dataclasses.asdict(d) for d in plan]})
             else:
                 for d in plan:  # tab-separated, for cut and awk
-                    sys.stdout.write(f"{d.file_id}\t{d.kind}\t{d.batch_id}\n")
+                    shown = (visible(d.file_id), d.kind, visible(d.batch_id))  # server's ids
+                    sys.stdout.write("\t".join(shown) + "\n")
                 ctx.err.print(f"{len(plan)} file(s) would be deleted (dry run)")
             return Exit.OK
         client = build_client(settings)
@@ -48,7 +50,7 @@ def run_cleanup(ctx: Context) -> Exit:
     else:
         ctx.summary(f"cleanup: {result.summary()}", report=dataclasses.asdict(result))
         for line in result.failed:
-            ctx.err.print(f"  refused: {line}", markup=False)
+            ctx.err.print(f"  refused: {visible(line)}", markup=False)
     return Exit.ATTENTION if result.failed or result.auth_error else Exit.OK
 
 

@@ -8,13 +8,16 @@ from datetime import timedelta
 import httpx
 
 from orchestrator.api.client import ApiSettings, BatchApiClient
+from orchestrator.clock import Clock
 from orchestrator.core.retry_policy import RetryPolicy
 from orchestrator.db.database import Database
 from orchestrator.db.file_deletions import FileDeletionStore
+from orchestrator.db.leases import ProcessRegistry
 from orchestrator.db.retention import RetentionStore
 from orchestrator.errors import ConfigError
 from orchestrator.probes import Heartbeat
 from orchestrator.processes.cleanup import FileCleanup
+from orchestrator.processes.presence import Presence
 from orchestrator.processes.retention import Pruner
 from orchestrator.processes.upkeep import Upkeep
 from orchestrator.settings import Settings
@@ -32,7 +35,10 @@ def retry_policy(settings: Settings) -> RetryPolicy:
 
 
 def build_client(
-    settings: Settings, *, transport: httpx.BaseTransport | None = None
+    settings: Settings,
+    *,
+    transport: httpx.BaseTransport | None = None,
+    clock: Clock | None = None,  # for Retry-After dates: the database's in the processes
 ) -> BatchApiClient:
     if not settings.api_key:
         raise ConfigError("OPENAI_API_KEY is not set: export the key the batches belong to")
@@ -49,7 +55,7 @@ def build_client(
         download_min_bytes_per_second=settings.download_min_bytes_per_second,
         download_throughput_window=settings.download_throughput_window,
     )
-    return BatchApiClient(api, policy=retry_policy(settings), transport=transport)
+    return BatchApiClient(api, policy=retry_policy(settings), transport=transport, clock=clock)
 
 
 def file_cleanup(
@@ -90,3 +96,10 @@ def build_upkeep(
         )
         enabled = True
     return upkeep if enabled else None
+
+
+def presence(settings: Settings, db: Database, owner: str, kind: str, clock: Clock) -> Presence:
+    """The heartbeat of a worker or reconciler process (``with presence(...):``)."""
+    return Presence(
+        ProcessRegistry(db), owner, kind, clock, every=settings.process_heartbeat_seconds
+    )

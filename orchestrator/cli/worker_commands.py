@@ -7,9 +7,10 @@ import logging
 import threading
 
 from orchestrator.cli.context import Context, Exit
-from orchestrator.cli.wiring import build_client, retry_policy
-from orchestrator.clock import SystemClock, utcnow
+from orchestrator.cli.wiring import build_client, presence, retry_policy
+from orchestrator.core.visible import visible
 from orchestrator.db.cancels import CancelStore
+from orchestrator.db.server_clock import database_clock
 from orchestrator.metrics import start_process_metrics
 from orchestrator.probes import Heartbeat
 from orchestrator.processes.identity import process_id
@@ -32,14 +33,14 @@ def worker_config(ctx: Context) -> WorkerConfig:
 
 def run_worker(ctx: Context) -> Exit:
     db = ctx.database()
-    clock = SystemClock()
+    clock = database_clock(db)  # the server's: leases and due times are compared across hosts
     heartbeat = Heartbeat(clock, stale_seconds=ctx.settings.health_stale_seconds)
     metrics, _ = start_process_metrics(ctx.settings, db, heartbeat=heartbeat, process="worker")
-    client = build_client(ctx.settings, transport=metrics.transport())
+    client = build_client(ctx.settings, transport=metrics.transport(), clock=clock)
     owner = process_id("worker")
     stop = stop_on_signals(client.abort) if not ctx.args.once else threading.Event()
     worker = CancelWorker(
-        CancelStore(db),
+        CancelStore(db, stale_seconds=ctx.settings.process_stale_seconds),
         client,
         config=worker_config(ctx),
         policy=retry_policy(ctx.settings),
@@ -49,7 +50,8 @@ def run_worker(ctx: Context) -> Exit:
     )
     log.info("worker %s started (concurrency %d)", owner, ctx.settings.worker_concurrency)
     try:
-        report = worker.run(stop, once=ctx.args.once)
+        with presence(ctx.settings, db, owner, "worker", clock):
+            report = worker.run(stop, once=ctx.args.once)
     finally:
         client.close()
         db.dispose()
@@ -67,7 +69,7 @@ def run_worker(ctx: Context) -> Exit:
 def run_resume(ctx: Context) -> Exit:
     db = ctx.database()
     try:
-        pause, due = CancelStore(db).resume(now=utcnow())
+        pause, due = CancelStore(db).resume(now=database_clock(db).now())
     finally:
         db.dispose()
     if ctx.json:
@@ -77,7 +79,7 @@ def run_resume(ctx: Context) -> Exit:
         ctx.err.print(f"sending was not paused; {due} cancel(s) held back by a 401/403 are due now")
     else:
         ctx.err.print(
-            f"sending resumed (it was paused: {pause.reason}); "
+            f"sending resumed (it was paused: {visible(pause.reason)}); "
             f"{due} cancel(s) held back by the pause are due now",
             markup=False,
         )

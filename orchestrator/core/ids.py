@@ -31,12 +31,12 @@ def _validate(value: object, what: str) -> str:
     return value
 
 
-def validate_batch_id(value: str) -> str:
+def validate_batch_id(value: object) -> str:
     """Return ``value`` if it can be a batch id, else raise ``InvalidBatchId``."""
     return _validate(value, "batch id")
 
 
-def validate_file_id(value: str) -> str:
+def validate_file_id(value: object) -> str:
     """Return ``value`` if it can be a file id, else raise ``InvalidBatchId``.
 
     An empty string is refused here; callers treat ``""`` as "no file".

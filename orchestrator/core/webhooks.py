@@ -161,7 +161,7 @@ def parse_event(body: bytes) -> BatchEvent:
     inner = data.get("data")
     batch_id = inner.get("id") if isinstance(inner, dict) else None
     try:
-        validate_batch_id(batch_id)  # type: ignore[arg-type]
+        validate_batch_id(batch_id)
     except InvalidBatchId as exc:
         raise WebhookRejected(f"{event_type} event: {exc}") from None
     return BatchEvent(event_id=event_id, type=event_type, batch_id=batch_id)

@@ -5,10 +5,10 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
-from sqlalchemy import or_, select, update
+from sqlalchemy import and_, select, update
 from sqlalchemy.orm import Session
 
 from orchestrator.core.cancel_policy import AttemptOutcome
@@ -17,13 +17,13 @@ from orchestrator.core.status import BatchStatus, parse_status
 from orchestrator.db.batches import (
     STATE_COLUMNS,
     BatchStore,
-    event_row,
     event_values,
     plan_batch_write,
     plan_cancel_close,
     unrepeated,
 )
 from orchestrator.db.database import Database, chunks
+from orchestrator.db.leases import PROCESS_STALE_SECONDS, Leases
 from orchestrator.db.models import (
     Batch,
     BatchEvent,
@@ -91,9 +91,12 @@ class Wish:
 
 
 class CancelStore:
-    def __init__(self, db: Database) -> None:
+    def __init__(self, db: Database, *, stale_seconds: float = PROCESS_STALE_SECONDS) -> None:
         self.db = db
         self.batches = BatchStore(db)
+        self.leases = Leases(
+            db, table_of(CancelRequest), "batch_id", source="worker", stale_seconds=stale_seconds
+        )
 
     # --- intent ---------------------------------------------------------------
 
@@ -141,71 +144,37 @@ class CancelStore:
     def claim_due(
         self, owner: str, *, now: datetime, limit: int, lease_seconds: float
     ) -> list[Claim]:
-        """Lease up to `limit` due requests. On PostgreSQL concurrent claimers skip
-        each other's rows; on SQLite the IMMEDIATE transaction serialises them."""
-        if limit <= 0:
-            return []
+        """Lease up to `limit` due requests, the longest due first (see db/leases.py)."""
         with self.db.transaction() as session:
-            rows = session.execute(
-                select(
-                    CancelRequest.batch_id,
-                    CancelRequest.attempts,
-                    CancelRequest.requested_at,
-                    CancelRequest.lease_owner,
-                )
-                .where(
-                    CancelRequest.state == "pending",
-                    CancelRequest.next_attempt_at <= now,
-                    or_(
-                        CancelRequest.lease_expires_at.is_(None),
-                        CancelRequest.lease_expires_at < now,
-                    ),
-                )
-                .order_by(CancelRequest.next_attempt_at)
-                .limit(limit)
-                .with_for_update(skip_locked=True)
-            ).all()
-            if not rows:
-                return []
-            session.execute(
-                update(CancelRequest)
-                .where(CancelRequest.batch_id.in_([r.batch_id for r in rows]))
-                .values(lease_owner=owner, lease_expires_at=now + timedelta(seconds=lease_seconds))
+            ids = self.leases.claim(
+                session,
+                owner,
+                now=now,
+                lease_seconds=lease_seconds,
+                due=and_(CancelRequest.state == "pending", CancelRequest.next_attempt_at <= now),
+                order_by=[CancelRequest.next_attempt_at],
+                limit=limit,
             )
-            for row in rows:
-                if row.lease_owner is not None and row.lease_owner != owner:
-                    detail = f"lease of {row.lease_owner} expired; taken over by {owner}"
-                    session.add(
-                        event_row(row.batch_id, "lease_recovered", now, "worker", detail=detail)
-                    )
-        return [Claim(r.batch_id, r.attempts, r.requested_at) for r in rows]
+            if not ids:
+                return []
+            rows = {
+                row.batch_id: row
+                for row in session.execute(
+                    select(
+                        CancelRequest.batch_id, CancelRequest.attempts, CancelRequest.requested_at
+                    ).where(CancelRequest.batch_id.in_(ids))
+                )
+            }
+        return [Claim(i, rows[i].attempts, rows[i].requested_at) for i in ids]
 
     def heartbeat(
         self, owner: str, batch_ids: Iterable[str], *, now: datetime, lease_seconds: float
     ) -> int:
-        ids = list(batch_ids)
-        if not ids:
-            return 0
-        with self.db.transaction() as session:
-            result = session.execute(
-                update(CancelRequest)
-                .where(CancelRequest.batch_id.in_(ids), CancelRequest.lease_owner == owner)
-                .values(lease_expires_at=now + timedelta(seconds=lease_seconds))
-            )
-            return int(result.rowcount)  # type: ignore[attr-defined]
+        return self.leases.heartbeat(owner, batch_ids, now=now, lease_seconds=lease_seconds)
 
     def release(self, owner: str, batch_ids: Iterable[str]) -> int:
         """Give leases back untouched (clean shutdown): due again at once elsewhere."""
-        ids = list(batch_ids)
-        if not ids:
-            return 0
-        with self.db.transaction() as session:
-            result = session.execute(
-                update(CancelRequest)
-                .where(CancelRequest.batch_id.in_(ids), CancelRequest.lease_owner == owner)
-                .values(lease_owner=None, lease_expires_at=None)
-            )
-            return int(result.rowcount)  # type: ignore[attr-defined]
+        return self.leases.release(owner, batch_ids)
 
     # --- outcomes -------------------------------------------------------------
 

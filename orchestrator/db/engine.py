@@ -2,17 +2,30 @@
 
 from __future__ import annotations
 
+import re
+import stat
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote
 
 import orjson
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.orm import Session, sessionmaker
 
-from orchestrator.errors import ConfigError, NotMigrated
+from orchestrator.errors import ConfigError, DatabaseError, NotMigrated
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000
+SQLITE_HEADER = b"SQLite format 3\x00"  # the first 16 bytes of every SQLite database file
+# `scheme://user:password@host`: the password is everything from the first `:` after
+# the `//` to the last `@` before the path (an unencoded `@` or `/` in a password
+# must not let its tail through).
+_PASSWORD = re.compile(r"(?P<head>^[^:/]*://[^:/@]*:)(?P<password>.*)(?P<tail>@[^@]*$)", re.S)
+
+
+def hide_password(url: str) -> str:
+    """`url` with any password shown as ***; works on text that does not parse as a URL."""
+    return _PASSWORD.sub(r"\g<head>***\g<tail>", url)
 
 
 def _json_dumps(value: Any) -> str:
@@ -23,11 +36,11 @@ def normalise_url(url: str) -> URL:
     """Parse a database URL; plain postgresql:// uses psycopg 3."""
     try:
         parsed = make_url(url)
-    except Exception as exc:  # sqlalchemy raises ArgumentError with the raw URL
+    except Exception:  # its message can quote the URL, password and all: not chained
         raise ConfigError(
-            "ORCHESTRATOR_DATABASE_URL is not a database URL (expected sqlite:///PATH "
-            "or postgresql://USER@HOST/DB)"
-        ) from exc
+            f"ORCHESTRATOR_DATABASE_URL is not a database URL: {hide_password(url)!r} "
+            "(expected sqlite:///PATH or postgresql://USER@HOST/DB)"
+        ) from None
     if parsed.drivername in ("postgresql", "postgres"):
         parsed = parsed.set(drivername="postgresql+psycopg")
     if not parsed.drivername.startswith(("sqlite", "postgresql")):
@@ -41,8 +54,8 @@ def normalise_url(url: str) -> URL:
         parsed = parsed.set(database=str(Path(database).expanduser()))
     if parsed.drivername.startswith("sqlite") and parsed.host:
         raise ConfigError(
-            f"ORCHESTRATOR_DATABASE_URL: {url!r} names a host; a SQLite URL has three "
-            "slashes before a relative path (sqlite:///orchestrator.sqlite3) and four "
+            f"ORCHESTRATOR_DATABASE_URL: {hide_password(url)!r} names a host; a SQLite URL "
+            "has three slashes before a relative path (sqlite:///orchestrator.sqlite3) and four "
             "before an absolute one (sqlite:////var/lib/orchestrator/orchestrator.sqlite3)"
         )
     return parsed
@@ -53,6 +66,9 @@ def sqlite_file(url: str) -> Path | None:
     parsed = normalise_url(url)
     if not parsed.drivername.startswith("sqlite") or parsed.database in (None, "", ":memory:"):
         return None
+    if parsed.database.startswith("file:"):  # a URI (`?mode=ro&uri=true`): its path part
+        path = unquote(parsed.database.removeprefix("file:").split("?", 1)[0])
+        return Path(path) if path and path != ":memory:" else None
     return Path(parsed.database)
 
 
@@ -87,9 +103,41 @@ def make_engine(url: str, *, pool_size: int = 10, read_only: bool = False) -> En
     )
 
 
+def check_sqlite_file(path: Path) -> None:
+    """Refuse, naming the path, what SQLite would fail on with an obscure error (or, for
+    a FIFO, hang on): a directory, a device, a file that is not a SQLite database, a
+    directory for a new file that cannot be made. A missing or empty file is a new
+    database."""
+    where = f"ORCHESTRATOR_DATABASE_URL names {path}"
+    try:
+        mode = path.stat().st_mode
+    except FileNotFoundError:
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise DatabaseError(
+                f"{where}: cannot create its directory {path.parent} ({exc.strerror or exc})"
+            ) from None
+        return
+    except OSError as exc:
+        raise DatabaseError(f"{where}: {exc.strerror or exc}") from None
+    if stat.S_ISDIR(mode):
+        raise DatabaseError(f"{where}, which is a directory, not a SQLite database file")
+    if not stat.S_ISREG(mode):
+        raise DatabaseError(f"{where}, which is not a regular file (a FIFO, socket or device)")
+    try:
+        with path.open("rb") as handle:
+            header = handle.read(len(SQLITE_HEADER))
+    except OSError as exc:
+        raise DatabaseError(f"{where}: cannot read it ({exc.strerror or exc})") from None
+    if header and header != SQLITE_HEADER:
+        raise DatabaseError(f"{where}, which is not a SQLite database (its first bytes say so)")
+
+
 def _sqlite_engine(url: URL, *, read_only: bool = False) -> Engine:
-    if url.database and url.database != ":memory:":
-        Path(url.database).parent.mkdir(parents=True, exist_ok=True)
+    path = sqlite_file(url.render_as_string(hide_password=False))
+    if path is not None:
+        check_sqlite_file(path)
     engine = create_engine(
         url,
         json_serializer=_json_dumps,

@@ -1,12 +1,10 @@
 """The reconciler's bookkeeping on ``batches``: leases, polls, poll failures, harvest ends.
 
-A lease (``lease_owner``, ``lease_expires_at``) says which process is working on
-a batch; a batch is claimable when it is due (``next_poll_at <= now``) and its
-lease is free or expired. On PostgreSQL the claim skips rows another claim holds
-(FOR UPDATE SKIP LOCKED); SQLite transactions begin IMMEDIATE, so one writer
-claims at a time. Every write that ends a piece of work checks the lease is still
-ours before it moves ``next_poll_at`` or the lease, so a process that lost its
-lease (paused past expiry) cannot undo what the new holder decided.
+A batch is claimable when it is due (``next_poll_at <= now``) and its lease is free
+by the one rule of ``orchestrator.db.leases``. Every write that ends a piece of work
+checks the lease is still ours before it moves ``next_poll_at`` or the lease, so a
+process that lost its lease (paused past expiry) cannot undo what the new holder
+decided.
 """
 
 from __future__ import annotations
@@ -15,7 +13,7 @@ import dataclasses
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import func, or_, select, update
+from sqlalchemy import func, or_, select
 from sqlalchemy.orm import Session
 
 from orchestrator.core.apply import Applied
@@ -25,6 +23,7 @@ from orchestrator.core.poll_policy import PolledBatch, PollPlan, PollPolicy, pla
 from orchestrator.core.status import TIMESTAMP_FIELDS, BatchStatus, parse_status
 from orchestrator.db.batches import BatchStore, event_row, event_values, unrepeated
 from orchestrator.db.database import Database
+from orchestrator.db.leases import PROCESS_STALE_SECONDS, Leases
 from orchestrator.db.models import Batch, BatchEvent, ResultFile, table_of
 from orchestrator.db.webhooks import arrived_since
 
@@ -91,37 +90,29 @@ class Attention:
 
 
 class PollStore:
-    def __init__(self, db: Database) -> None:
+    def __init__(self, db: Database, *, stale_seconds: float = PROCESS_STALE_SECONDS) -> None:
         self.db = db
         self.batches = BatchStore(db)
+        self.leases = Leases(db, table_of(Batch), "id", source=SOURCE, stale_seconds=stale_seconds)
 
     # --- leases -----------------------------------------------------------------
 
     def claim_due(
         self, *, now: datetime, owner: str, lease_seconds: float, limit: int
     ) -> list[Claim]:
-        """Lease up to ``limit`` due batches, earliest due first."""
+        """Lease up to ``limit`` due batches, earliest due first (see db/leases.py)."""
         with self.db.transaction() as session:
-            ids = list(
-                session.scalars(
-                    select(Batch.id)
-                    .where(
-                        Batch.next_poll_at <= now,
-                        or_(Batch.lease_expires_at.is_(None), Batch.lease_expires_at <= now),
-                    )
-                    .order_by(Batch.next_poll_at, Batch.id)
-                    .limit(limit)
-                    .with_for_update(skip_locked=True)
-                )
+            ids = self.leases.claim(
+                session,
+                owner,
+                now=now,
+                lease_seconds=lease_seconds,
+                due=Batch.next_poll_at <= now,
+                order_by=[Batch.next_poll_at, Batch.id],
+                limit=limit,
             )
             if not ids:
                 return []
-            session.execute(
-                update(Batch)
-                .where(Batch.id.in_(ids))
-                .values(lease_owner=owner, lease_expires_at=now + timedelta(seconds=lease_seconds))
-                .execution_options(synchronize_session=False)
-            )
             rows = session.scalars(select(Batch).where(Batch.id.in_(ids))).all()
             by_id = {row.id: row for row in rows}
             return [
@@ -138,27 +129,11 @@ class PollStore:
 
     def release(self, batch_ids: list[str], *, owner: str) -> int:
         """Give leases back untouched (the batches stay due): for work never started."""
-        if not batch_ids:
-            return 0
-        with self.db.transaction() as session:
-            result = session.execute(
-                update(Batch)
-                .where(Batch.id.in_(batch_ids), Batch.lease_owner == owner)
-                .values(lease_owner=None, lease_expires_at=None)
-                .execution_options(synchronize_session=False)
-            )
-            return int(result.rowcount)  # type: ignore[attr-defined]
+        return self.leases.release(owner, batch_ids)
 
     def release_owned(self, *, owner: str) -> int:
         """Give back every lease this owner holds (after an outage cut its work short)."""
-        with self.db.transaction() as session:
-            result = session.execute(
-                update(Batch)
-                .where(Batch.lease_owner == owner)
-                .values(lease_owner=None, lease_expires_at=None)
-                .execution_options(synchronize_session=False)
-            )
-            return int(result.rowcount)  # type: ignore[attr-defined]
+        return self.leases.release_all(owner)
 
     # --- polls ------------------------------------------------------------------
 

@@ -32,6 +32,7 @@ from orchestrator.core.harvest import FileState
 from orchestrator.core.result_lines import RESULT_COLUMNS, LineError, Row, printable
 from orchestrator.db.batches import event_row
 from orchestrator.db.database import Database
+from orchestrator.db.leases import Leases
 from orchestrator.db.models import Batch, BatchResult, ResultFile, ResultLineError, table_of
 from orchestrator.errors import DatabaseError
 
@@ -110,6 +111,7 @@ class ResultStore:
     def __init__(self, db: Database) -> None:
         self.db = db
         self._insert_errors: Insert = db.insert_ignoring_conflicts(table_of(ResultLineError))
+        self._leases = Leases(db, table_of(Batch), "id", source="reconciler")  # the batch's
         # psycopg refuses NUL in text, and the raw text of a line is kept verbatim otherwise
         self._nul_unsafe = db.is_postgres
 
@@ -322,12 +324,6 @@ class ResultStore:
                 .execution_options(synchronize_session=False)
             )
             # Last, so the batch row is locked only briefly: the fence and the heartbeat.
-            fenced = session.execute(
-                update(Batch)
-                .where(Batch.id == batch_id, Batch.lease_owner == owner)
-                .values(lease_expires_at=lease_until)
-                .execution_options(synchronize_session=False)
-            )
-            if fenced.rowcount != 1:  # type: ignore[attr-defined]
+            if not self._leases.fence(session, owner, batch_id, until=lease_until):
                 raise LeaseLost(f"batch {batch_id}: the lease is no longer held by {owner}")
             return ChunkCounts(inserted, total - inserted, len(errors))

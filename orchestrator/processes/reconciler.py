@@ -29,6 +29,7 @@ from orchestrator.core.poll_policy import PollPolicy
 from orchestrator.core.result_lines import MAX_LINE_BYTES
 from orchestrator.core.retry_policy import outage_backoff
 from orchestrator.db.database import Database
+from orchestrator.db.leases import PROCESS_STALE_SECONDS
 from orchestrator.db.polls import Claim, PollRecord, PollStore
 from orchestrator.db.results import LeaseLost, ResultStore
 from orchestrator.errors import ApiError, DatabaseUnavailable, InvalidBatchId, describe
@@ -74,6 +75,7 @@ class ReconcilerConfig:
     max_line_bytes: int = MAX_LINE_BYTES
     db_retry_initial_seconds: float = 0.5  # after a database outage, doubling up to 30 s
     webhook_silence_seconds: float = 900.0  # no webhook for this long: poll without them
+    process_stale_seconds: float = PROCESS_STALE_SECONDS  # see orchestrator.db.leases
 
     @staticmethod
     def from_settings(settings: Settings) -> ReconcilerConfig:
@@ -85,6 +87,7 @@ class ReconcilerConfig:
             download_attempts=settings.download_attempts,
             max_line_bytes=settings.ingest_max_line_bytes,
             webhook_silence_seconds=settings.webhook_silence_seconds,
+            process_stale_seconds=settings.process_stale_seconds,
         )
 
 
@@ -115,7 +118,7 @@ class Reconciler:
             self.config = settings
             self.policy = policy or PollPolicy()
         self.random_unit = random_unit
-        self.polls = PollStore(db)
+        self.polls = PollStore(db, stale_seconds=self.config.process_stale_seconds)
         self.webhooks = WebhookWatch(
             db, clock, self.config.webhook_silence_seconds, self.policy.max_seconds
         )

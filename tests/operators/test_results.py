@@ -5,11 +5,16 @@ from __future__ import annotations
 import csv
 import io
 import json
+import os
+from datetime import datetime
 from pathlib import Path
 
 import pytest
 
+from orchestrator.db.database import Database
+from orchestrator.db.models import BatchResult, ResultFile
 from orchestrator.db.queries import OperatorQueries
+from orchestrator.errors import ConfigError
 
 from . import fleet as f
 from .conftest import Fleet, Run
@@ -85,10 +90,127 @@ def test_an_unwritable_output_is_a_usage_error(ask: Run, tmp_path: Path) -> None
 @pytest.mark.parametrize("fmt", ["jsonl", "csv"])
 def test_an_empty_export_is_still_well_formed(ask: Run, fmt: str) -> None:
     _, out, _ = ask("results", f.FAILED, "--format", fmt)
-    assert out == ("" if fmt == "jsonl" else ",".join(_csv_header()) + "\r\n")
+    header = ",".join(f'"{name}"' for name in _csv_header())  # every cell quoted
+    assert out == ("" if fmt == "jsonl" else header + "\r\n")
 
 
 def _csv_header() -> list[str]:
     from orchestrator.cli.results_commands import CSV_COLUMNS
 
     return list(CSV_COLUMNS)
+
+
+# --- text from outside in the export (docs/bad-input.md) --------------------------------
+
+FORMULAS = ("=1+1", "+SUM(1,2)", "@A1", "-2+3", "\t=1", "\r=1", "\uff1d1+1")
+
+
+def _formula_results(db: Database, now: datetime) -> None:
+    """A harvested batch whose custom ids and error messages are spreadsheet formulas."""
+    f.observe(db, f.payload(FORMULA_BATCH, "completed", created=now), now)
+    with db.transaction() as session:
+        session.add(
+            ResultFile(file_id="file-formulas", batch_id=FORMULA_BATCH, kind="error", state="done")
+        )
+        for n, text in enumerate(FORMULAS, 1):
+            session.add(
+                BatchResult(
+                    batch_id=FORMULA_BATCH,
+                    custom_id=text,
+                    line_id=f"line_{n}",
+                    file_id="file-formulas",
+                    file_kind="error",
+                    line_number=n,
+                    error_code="bad",
+                    error_message=text,
+                )
+            )
+
+
+FORMULA_BATCH = "batch_formulas"
+
+
+def test_csv_cells_a_spreadsheet_would_run_are_quoted_text(
+    database: Database, fleet_now: datetime, run: Run
+) -> None:
+    _formula_results(database, fleet_now)
+    code, out, _ = run("results", FORMULA_BATCH, "--format", "csv")
+    assert code == 0
+    assert all(line.startswith('"') for line in out.split("\r\n")[:-1])  # every cell quoted
+    rows = list(csv.DictReader(io.StringIO(out, newline="")))
+    assert sorted(r["custom_id"] for r in rows) == sorted(f"'{t}" for t in FORMULAS)
+    assert sorted(r["error_message"] for r in rows) == sorted(f"'{t}" for t in FORMULAS)
+    code, out, _ = run("results", FORMULA_BATCH)  # JSON lines: exactly as stored
+    assert sorted(json.loads(line)["custom_id"] for line in out.splitlines()) == sorted(FORMULAS)
+
+
+def test_output_never_follows_a_planted_partial_link(ask: Run, tmp_path: Path) -> None:
+    victim = tmp_path / "victim.txt"
+    victim.write_text("precious")
+    target = tmp_path / "out.jsonl"
+    for planted in (f".{target.name}.partial", f"{target.name}.partial"):
+        (tmp_path / planted).symlink_to(victim)
+    code, _, err = ask("results", f.CANCELLED, "--output", str(target))
+    assert code == 0, err
+    assert victim.read_text() == "precious"
+    assert len(target.read_text().splitlines()) == 5
+    assert not target.is_symlink()
+
+
+def test_output_does_not_replace_a_file_without_force(ask: Run, tmp_path: Path) -> None:
+    target = tmp_path / "out.jsonl"
+    target.write_text("yesterday's export")
+    code, out, err = ask("results", f.CANCELLED, "--output", str(target))
+    assert (code, out) == (2, "")
+    assert str(target) in err and "--force" in err
+    assert target.read_text() == "yesterday's export"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out.jsonl"]  # nothing left over
+    code, _, err = ask("results", f.CANCELLED, "--output", str(target), "--force")
+    assert code == 0, err
+    assert len(target.read_text().splitlines()) == 5
+
+
+@pytest.mark.parametrize("kind", ["fifo", "symlink", "directory", "device"])
+def test_output_refuses_what_is_not_a_regular_file_even_with_force(
+    ask: Run, tmp_path: Path, kind: str
+) -> None:
+    target = tmp_path / "out"
+    if kind == "fifo":
+        os.mkfifo(target)
+    elif kind == "symlink":
+        (tmp_path / "real.txt").write_text("kept")
+        target.symlink_to(tmp_path / "real.txt")
+    elif kind == "directory":
+        target.mkdir()
+    else:
+        target = Path("/dev/null")
+    code, _, err = ask("results", f.CANCELLED, "--output", str(target), "--force")
+    assert code == 2
+    assert str(target) in err and "refusing" in err
+    assert not [p for p in tmp_path.iterdir() if p.name.endswith(".partial")]
+    still = {
+        "fifo": target.is_fifo,
+        "symlink": target.is_symlink,
+        "directory": target.is_dir,
+        "device": target.is_char_device,
+    }
+    assert still[kind]()
+    if kind == "symlink":
+        assert (tmp_path / "real.txt").read_text() == "kept"
+
+
+def test_output_dash_is_stdout(ask: Run, tmp_path: Path) -> None:
+    code, out, err = ask("results", f.CANCELLED, "--output", "-")
+    assert code == 0 and len(out.splitlines()) == 5
+    assert "to stdout" in err
+
+
+def test_a_file_that_appears_during_the_export_is_not_replaced(tmp_path: Path) -> None:
+    from orchestrator.cli.results_commands import _destination
+
+    target = tmp_path / "out.jsonl"
+    with pytest.raises(ConfigError, match="already exists"), _destination(str(target)) as out:
+        out.write("the export\n")
+        target.write_text("someone else's file")  # appears while we write
+    assert target.read_text() == "someone else's file"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out.jsonl"]

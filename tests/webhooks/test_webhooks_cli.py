@@ -129,8 +129,10 @@ def test_the_process_serves_logs_json_without_the_secret_and_stops_on_sigterm(
 def test_the_secret_is_scrubbed_from_any_log_line(caplog: pytest.LogCaptureFixture) -> None:
     from orchestrator import logs
     from orchestrator.secret import Secret
+    from orchestrator.settings import Settings
 
-    logs.configure("INFO", "text", Secret(""), Secret(f"{SECRET},{OTHER_SECRET}"))
+    settings = Settings(webhook_secret=Secret(f"{SECRET},{OTHER_SECRET}"))
+    logs.configure("INFO", "text", *settings.secrets())
     handler = logging.getLogger().handlers[0]
     record = logging.LogRecord(
         "t", logging.INFO, "", 0, f"oops {OTHER_SECRET} {SECRET}", None, None

@@ -1,0 +1,215 @@
+"""Leases: which process works on a row, and the one rule for when that stops.
+
+Cancel requests (the worker) and batches (the reconciler's polls and file
+ingestion) are leased the same way, by this module: ``lease_owner`` names the
+process, ``lease_expires_at`` says until when. A lease is free when
+
+- nobody holds it, or
+- it has expired (``lease_expires_at <= now``), or
+- the process holding it has stopped, or has not heartbeated its ``processes``
+  row for ``stale_seconds`` (20 s by default): it is dead, whatever its leases say.
+
+The last clause is what makes a crash cost seconds: a live process heartbeats its
+row every few seconds from a thread of its own (``orchestrator.processes.presence``),
+however slow its work, so its leases last as long as they always did; a killed one
+stops, and everything it held, running or queued, is free within ``stale_seconds``.
+
+Every ``now`` here is the database server's time (``orchestrator.db.server_clock``),
+so hosts whose clocks disagree judge leases alike. Claims skip rows other claims
+hold (FOR UPDATE SKIP LOCKED on PostgreSQL; SQLite has one writer). Taking over a
+lease someone else held records a ``lease_recovered`` event on the batch. Writes
+that finish a piece of work check the lease is still theirs (``fence``), so a
+process that lost its lease cannot undo what the new holder decided.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from collections.abc import Iterable, Sequence
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import ColumnElement, Table, delete, or_, select, update
+from sqlalchemy.orm import Session
+
+from orchestrator.db.batches import event_values
+from orchestrator.db.database import Database, chunks
+from orchestrator.db.models import BatchEvent, Process, table_of
+
+__all__ = ["PROCESS_STALE_SECONDS", "Leases", "ProcessRegistry"]
+
+PROCESS_STALE_SECONDS = 20.0  # no heartbeat for this long: the process is dead
+FORGET_PROCESSES_AFTER = timedelta(days=7)  # rows of processes gone this long are deleted
+
+
+class Leases:
+    """Claim, heartbeat, release and fence the leases of one table (keyed by batch id)."""
+
+    def __init__(
+        self,
+        db: Database,
+        table: Table,
+        key: str,
+        *,
+        source: str,
+        stale_seconds: float = PROCESS_STALE_SECONDS,
+    ) -> None:
+        self.db = db
+        self.table = table
+        self.key = table.c[key]
+        self.owner = table.c.lease_owner
+        self.expires = table.c.lease_expires_at
+        self.source = source
+        self.stale_seconds = stale_seconds
+
+    # --- the rule -------------------------------------------------------------------
+
+    def free(self, now: datetime) -> ColumnElement[bool]:
+        """The one expiry rule, as a SQL condition on the leased table at ``now``."""
+        return or_(
+            self.owner.is_(None),
+            self.expires <= now,
+            self.owner.in_(_dead_processes(now, self.stale_seconds)),
+        )
+
+    # --- claim and take over ------------------------------------------------------------
+
+    def claim(
+        self,
+        session: Session,
+        owner: str,
+        *,
+        now: datetime,
+        lease_seconds: float,
+        due: ColumnElement[bool],
+        order_by: Sequence[Any],
+        limit: int,
+    ) -> list[str]:
+        """Lease up to ``limit`` rows that are ``due`` and free, in ``order_by`` order;
+        returns their keys. Records a take-over for each row someone else held."""
+        if limit <= 0:
+            return []
+        rows = session.execute(
+            select(self.key, self.owner, self.expires)
+            .where(due, self.free(now))
+            .order_by(*order_by)
+            .limit(limit)
+            .with_for_update(skip_locked=True, of=self.table)
+        ).all()
+        if not rows:
+            return []
+        ids = [str(row[0]) for row in rows]
+        session.execute(
+            update(self.table)
+            .where(self.key.in_(ids))
+            .values(lease_owner=owner, lease_expires_at=now + timedelta(seconds=lease_seconds))
+        )
+        events = [
+            self._taken_over(str(key), str(held_by), expires, owner, now)
+            for key, held_by, expires in rows
+            if held_by not in (None, owner)
+        ]
+        self.db.insert_rows(session, table_of(BatchEvent), events)
+        return ids
+
+    def _taken_over(
+        self, batch_id: str, previous: str, expires: datetime | None, owner: str, now: datetime
+    ) -> dict[str, Any]:
+        why = (
+            f"its lease expired at {expires.isoformat()}"
+            if expires is not None and expires <= now
+            else f"its process stopped heartbeating for {self.stale_seconds:g}s or stopped"
+        )
+        detail = f"{previous}: {why}; taken over by {owner}"
+        return event_values(batch_id, "lease_recovered", now, self.source, detail=detail)
+
+    # --- keep, give back, check ---------------------------------------------------------
+
+    def heartbeat(
+        self, owner: str, keys: Iterable[str], *, now: datetime, lease_seconds: float
+    ) -> int:
+        """Extend ``owner``'s leases on ``keys``; returns how many it still held."""
+        held = 0
+        until = now + timedelta(seconds=lease_seconds)
+        with self.db.transaction() as session:
+            for chunk in chunks(sorted(set(keys))):
+                held += self._set(session, owner, chunk, lease_expires_at=until)
+        return held
+
+    def release(self, owner: str, keys: Iterable[str]) -> int:
+        """Give leases back untouched (clean stop, work never started): due again at once."""
+        released = 0
+        with self.db.transaction() as session:
+            for chunk in chunks(sorted(set(keys))):
+                released += self._set(
+                    session, owner, chunk, lease_owner=None, lease_expires_at=None
+                )
+        return released
+
+    def release_all(self, owner: str) -> int:
+        """Give back every lease ``owner`` holds (after an outage cut its work short)."""
+        with self.db.transaction() as session:
+            result = session.execute(
+                update(self.table)
+                .where(self.owner == owner)
+                .values(lease_owner=None, lease_expires_at=None)
+            )
+            return int(result.rowcount)  # type: ignore[attr-defined]
+
+    def fence(self, session: Session, owner: str, key: str, *, until: datetime) -> bool:
+        """In ``session``: extend the lease if ``owner`` still holds it; False if not."""
+        return self._set(session, owner, [key], lease_expires_at=until) == 1
+
+    def _set(self, session: Session, owner: str, keys: Sequence[str], **values: Any) -> int:
+        if not keys:
+            return 0
+        result = session.execute(
+            update(self.table).where(self.key.in_(keys), self.owner == owner).values(**values)
+        )
+        return int(result.rowcount)  # type: ignore[attr-defined]
+
+
+def _dead_processes(now: datetime, stale_seconds: float) -> Any:
+    """The ids of processes that stopped, or whose last heartbeat is too old."""
+    stale_before = now - timedelta(seconds=stale_seconds)
+    return select(Process.id).where(
+        or_(Process.stopped_at.is_not(None), Process.heartbeat_at <= stale_before)
+    )
+
+
+class ProcessRegistry:
+    """The ``processes`` table: one row per running worker or reconciler, heartbeated."""
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    def register(self, owner: str, kind: str, *, now: datetime) -> None:
+        """This process is alive from ``now``; forgets processes gone for a week."""
+        with self.db.transaction() as session:
+            session.execute(
+                delete(Process).where(Process.heartbeat_at < now - FORGET_PROCESSES_AFTER)
+            )
+            session.add(
+                Process(
+                    id=owner,
+                    kind=kind,
+                    host=socket.gethostname()[:256],
+                    pid=os.getpid(),
+                    started_at=now,
+                    heartbeat_at=now,
+                )
+            )
+
+    def beat(self, owner: str, *, now: datetime) -> bool:
+        """Still alive at ``now``; False if the row is gone (forgotten: register again)."""
+        with self.db.transaction() as session:
+            result = session.execute(
+                update(Process).where(Process.id == owner).values(heartbeat_at=now)
+            )
+            return int(result.rowcount) == 1  # type: ignore[attr-defined]
+
+    def stopped(self, owner: str, *, now: datetime) -> None:
+        """A clean stop: anything it still holds is free at once."""
+        with self.db.transaction() as session:
+            session.execute(update(Process).where(Process.id == owner).values(stopped_at=now))

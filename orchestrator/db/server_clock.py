@@ -1,0 +1,82 @@
+"""The database server's clock: the one time that every host agrees on.
+
+Leases and due times are compared by many hosts at once, so they are written and
+judged in the database server's time, never a host's. ``ServerClock`` reads the
+server's time (``server_now``) every couple of seconds and carries it forward in
+between with this host's monotonic clock, which a wrong or jumping wall clock
+does not move. So a host whose wall clock is minutes off still reads the server's
+time, to within a round trip, at the cost of one tiny query every two seconds.
+
+SQLite is one host's file: its clock is that host's (``SystemClock``). Tests
+inject a ``ManualClock`` instead of either.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from datetime import datetime, timedelta
+
+from sqlalchemy.exc import SQLAlchemyError
+
+from orchestrator.clock import Clock, SystemClock
+from orchestrator.db.database import Database
+from orchestrator.db.server_time import server_now
+from orchestrator.errors import DatabaseError
+
+__all__ = ["ServerClock", "database_clock"]
+
+log = logging.getLogger(__name__)
+
+RESYNC_SECONDS = 2.0
+
+
+class ServerClock:
+    """PostgreSQL's clock, read once every ``resync_seconds``; thread-safe.
+
+    Never goes backwards, and never raises once it has read the server once: when
+    the database cannot be reached it keeps counting from its last reading (the
+    monotonic clock drifts by milliseconds a day, not minutes).
+    """
+
+    def __init__(
+        self,
+        db: Database,
+        *,
+        resync_seconds: float = RESYNC_SECONDS,
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._db = db
+        self._resync = resync_seconds
+        self._monotonic = monotonic
+        self._lock = threading.Lock()
+        self._anchor, self._anchor_at = self._read()  # the first read must work
+        self._checked_at = self._anchor_at
+        self._last = self._anchor
+
+    def _read(self) -> tuple[datetime, float]:
+        """The server's time, and the monotonic moment it stands for (mid round trip)."""
+        before = self._monotonic()
+        with self._db.transaction() as session:
+            server = server_now(session)
+        after = self._monotonic()
+        return server, (before + after) / 2
+
+    def now(self) -> datetime:
+        with self._lock:
+            if self._monotonic() - self._checked_at >= self._resync:
+                self._checked_at = self._monotonic()
+                try:
+                    self._anchor, self._anchor_at = self._read()
+                except (DatabaseError, SQLAlchemyError) as exc:
+                    log.debug("server clock not re-read (%s); counting on from the last read", exc)
+            elapsed = self._monotonic() - self._anchor_at
+            self._last = max(self._last, self._anchor + timedelta(seconds=elapsed))
+            return self._last
+
+
+def database_clock(db: Database) -> Clock:
+    """The clock for every time that hosts compare: the server's on PostgreSQL."""
+    return ServerClock(db) if db.is_postgres else SystemClock()

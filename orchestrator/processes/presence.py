@@ -1,0 +1,72 @@
+"""This process's row in ``processes``, heartbeated from a thread of its own.
+
+While the row is fresh, the leases this process holds last as long as they say
+(``orchestrator.db.leases``); once it goes stale (a SIGKILL, a crash, a host gone)
+everything the process held is free for others within seconds. The heartbeat has
+its own thread so that no amount of slow work (a long harvest, a slow API) can
+make a live process look dead. Its interval is measured on the monotonic clock;
+what it writes is the database server's time.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from types import TracebackType
+
+from orchestrator.clock import Clock
+from orchestrator.db.leases import ProcessRegistry
+from orchestrator.errors import DatabaseError
+
+__all__ = ["Presence"]
+
+log = logging.getLogger(__name__)
+
+
+class Presence:
+    """``with Presence(...):`` registers the process, heartbeats it, marks it stopped."""
+
+    def __init__(
+        self, registry: ProcessRegistry, owner: str, kind: str, clock: Clock, *, every: float
+    ) -> None:
+        self.registry = registry
+        self.owner = owner
+        self.kind = kind
+        self.clock = clock
+        self.every = every
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._beat, name=f"{kind}-heartbeat", daemon=True)
+
+    def __enter__(self) -> Presence:
+        self.registry.register(self.owner, self.kind, now=self.clock.now())
+        self._thread.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self._done.set()
+        self._thread.join()
+        try:
+            self.registry.stopped(self.owner, now=self.clock.now())
+        except DatabaseError as error:
+            log.warning("could not mark %s stopped (%s): its row goes stale", self.owner, error)
+
+    def _beat(self) -> None:
+        while not self._done.wait(self.every):
+            try:
+                if not self.registry.beat(self.owner, now=self.clock.now()):
+                    log.error("process row of %s is gone; re-registering", self.owner)
+                    self.registry.register(self.owner, self.kind, now=self.clock.now())
+            except DatabaseError as error:
+                log.warning(
+                    "heartbeat of %s failed (%s); others take over its work if this lasts",
+                    self.owner,
+                    error,
+                    extra={"action": "heartbeat_failed"},
+                )
+            except Exception:  # never let the heartbeat thread die silently
+                log.exception("heartbeat of %s failed unexpectedly", self.owner)
