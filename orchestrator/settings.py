@@ -98,6 +98,12 @@ RELATIONS = (
         False,
         "a cancelling batch is polled at least as often as others",
     ),
+    (
+        "process_heartbeat_seconds",
+        "process_stale_seconds",
+        True,
+        "a live process would look dead (and at most half of it, checked below)",
+    ),
 )
 
 
