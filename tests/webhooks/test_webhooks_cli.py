@@ -50,7 +50,7 @@ def test_a_bad_secret_is_named_by_position_never_echoed(
     [
         ("ORCHESTRATOR_WEBHOOK_UNKNOWN_BATCHES", "maybe", "ignore or adopt"),
         ("ORCHESTRATOR_WEBHOOK_PORT", "70000", "TCP port"),
-        ("ORCHESTRATOR_WEBHOOK_MAX_BODY_BYTES", "0", "greater than 0"),
+        ("ORCHESTRATOR_WEBHOOK_MAX_BODY_BYTES", "0", "ORCHESTRATOR_WEBHOOK_MAX_BODY_BYTES must be"),
     ],
 )
 def test_bad_receiver_settings_are_usage_errors(
