@@ -7,8 +7,11 @@ the checkpoint at its last line). A harvest that is pending, retrying or
 ``missing`` (a file was gone) deletes nothing: what we hold is not the whole
 answer, and a person may still want the files that remain.
 
-An input file may be shared by several batches: it goes only when every
-tracked batch that names it may lose its files.
+A file may be named by several batches: one input file serves many batches,
+and a hostile or buggy server may give two batches the same output or error
+file. A file goes only when every tracked batch that names it (in any role)
+has a verified harvest, so the first harvest never takes lines the second has
+not read yet.
 
 Retention: a batch's result rows and events may be pruned once it has ended
 (terminal, harvest settled as ``done`` or ``missing``) and ended before the
@@ -73,6 +76,16 @@ class BatchFiles:
         pairs = ((FileKind.OUTPUT, self.output_file_id), (FileKind.ERROR, self.error_file_id))
         return [(kind, file_id) for kind, file_id in pairs if file_id]
 
+    def file_ids(self) -> set[str]:
+        """Every file this batch names: output, error and input."""
+        return {f for _, f in self.result_file_ids()} | (
+            {self.input_file_id} if self.input_file_id else set()
+        )
+
+
+# ``result_files`` rows keyed by (batch id, file id): two batches may name one file.
+Stored = Mapping[tuple[str, str], StoredFile]
+
 
 def _stored_in_full(stored: StoredFile | None) -> bool:
     return (
@@ -84,36 +97,42 @@ def _stored_in_full(stored: StoredFile | None) -> bool:
     )
 
 
-def harvest_verified(batch: BatchFiles, stored: Mapping[str, StoredFile]) -> bool:
+def harvest_verified(batch: BatchFiles, stored: Stored) -> bool:
     """Is every line of every result file of ``batch`` recorded, and checked?"""
     status = parse_status(batch.status) if batch.status else None
     if status is None or not status.is_terminal or batch.harvest_state != HarvestState.DONE:
         return False
-    return all(_stored_in_full(stored.get(file_id)) for _, file_id in batch.result_file_ids())
+    return all(
+        _stored_in_full(stored.get((batch.batch_id, file_id)))
+        for _, file_id in batch.result_file_ids()
+    )
 
 
 def deletable(
     batch: BatchFiles,
-    stored: Mapping[str, StoredFile],
+    stored: Stored,
     *,
     result_files: bool,
     input_file: bool,
-    input_users: Iterable[BatchFiles] = (),
-    input_users_stored: Mapping[str, StoredFile] | None = None,
+    sharers: Mapping[str, Iterable[BatchFiles]] | None = None,
 ) -> list[tuple[FileKind, str]]:
     """The files of ``batch`` that may be deleted now (empty unless its harvest is verified).
 
-    ``input_users`` are the other tracked batches naming the same input file; with
-    their ``result_files`` rows in ``input_users_stored``.
+    ``sharers`` maps a file id to every tracked batch naming that file (as input,
+    output or error file); ``stored`` holds their ``result_files`` rows too. A
+    file missing from ``sharers`` is taken to be named by ``batch`` alone.
     """
     if not harvest_verified(batch, stored):
         return []
-    found = batch.result_file_ids() if result_files else []
+    kinds = [*(batch.result_file_ids() if result_files else [])]
     if input_file and batch.input_file_id:
-        others = input_users_stored if input_users_stored is not None else stored
-        if all(harvest_verified(other, others) for other in input_users):
-            found.append((FileKind.INPUT, batch.input_file_id))
-    return found
+        kinds.append((FileKind.INPUT, batch.input_file_id))
+    users = sharers or {}
+    return [
+        (kind, file_id)
+        for kind, file_id in kinds
+        if all(harvest_verified(other, stored) for other in users.get(file_id, ()))
+    ]
 
 
 def may_prune(

@@ -1,7 +1,7 @@
 """The ``file_deletions`` table: which API files to delete, and how each deletion went.
 
-A file is queued only when ``core.cleanup.deletable`` says its batch's harvest
-is verified, and checked again by the same rule when it is claimed, in the
+A file is queued only when ``core.cleanup.deletable`` says the harvest of
+every batch naming it is verified, and checked again by the same rule when it is claimed, in the
 transaction that claims it: nothing between the two can make us delete a file
 whose lines we do not hold. Times are the database's (``server_now``): a due
 time set by one host is read by another. A claim moves ``next_attempt_at`` a
@@ -82,18 +82,23 @@ class FileDeletionStore:
             for ids in chunks(sorted(set(batch_ids)))
             for row in session.scalars(select(Batch).where(Batch.id.in_(ids)))
         }
-        users: dict[str, list[BatchFiles]] = {}
-        if self.input_files:
-            inputs = sorted({b.input_file_id for b in batches.values() if b.input_file_id})
-            for ids in chunks(inputs):
-                for row in session.scalars(select(Batch).where(Batch.input_file_id.in_(ids))):
-                    assert row.input_file_id is not None
-                    users.setdefault(row.input_file_id, []).append(_batch_files(row))
-        every = {b.batch_id for b in batches.values()}
-        every.update(u.batch_id for found in users.values() for u in found)
+        # Every tracked batch naming one of these files, in any role: a shared file
+        # waits for all of them.
+        sharers: dict[str, list[BatchFiles]] = {}
+        named = sorted({f for b in batches.values() for f in b.file_ids()})
+        seen: set[str] = set()
+        columns = (Batch.input_file_id, Batch.output_file_id, Batch.error_file_id)
+        for column, ids in ((c, ids) for c in columns for ids in chunks(named)):
+            for row in session.scalars(select(Batch).where(column.in_(ids))):
+                if row.id in seen:
+                    continue
+                seen.add(row.id)
+                user = _batch_files(row)
+                for file_id in user.file_ids():
+                    sharers.setdefault(file_id, []).append(user)
         stored = {
-            f.file_id: StoredFile(f.state, f.lines, f.sha256, f.lines_committed)
-            for ids in chunks(sorted(every))
+            (f.batch_id, f.file_id): StoredFile(f.state, f.lines, f.sha256, f.lines_committed)
+            for ids in chunks(sorted(seen | set(batches)))
             for f in session.scalars(select(ResultFile).where(ResultFile.batch_id.in_(ids)))
         }
         allowed: set[tuple[str, str]] = set()
@@ -103,7 +108,7 @@ class FileDeletionStore:
                 stored,
                 result_files=self.result_files,
                 input_file=self.input_files,
-                input_users=users.get(batch.input_file_id or "", []),
+                sharers=sharers,
             )
             allowed.update((batch.batch_id, file_id) for _, file_id in files)
         return allowed

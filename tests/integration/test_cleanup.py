@@ -90,6 +90,58 @@ def test_files_go_only_after_the_harvest_is_verified_and_each_deletion_is_record
     assert sim.simulator.served("delete_file") == 2
 
 
+def test_an_output_file_two_batches_name_goes_only_once_both_are_harvested(
+    database: Database,
+    sim: Sim,
+    clock: ManualClock,
+    reconciler: ReconcilerFactory,
+    make_cleanup: CleanupFactory,
+) -> None:
+    """A hostile or buggy server names one output file for two batches: the first
+    harvest must not delete lines the second has not read yet."""
+    first = sim.simulator.create_batch(300, age_s=100, cancel_after_s=30)
+    track(database, clock, first)
+    assert reconciler().run_once().harvested == 1
+    shared, first_errors, _ = batch_files(sim, first)
+    second = sim.simulator.create_batch(10, age_s=100)
+    track(database, clock, second)
+    with database.transaction() as session:  # what the server said of the second batch
+        session.execute(
+            update(Batch)
+            .where(Batch.id == second)
+            .values(
+                status="completed",
+                output_file_id=shared,
+                error_file_id=None,
+                harvest_state="pending",
+            )
+        )
+    cleanup = make_cleanup(input_files=False)
+    assert [d.file_id for d in cleanup.store.preview(limit=100)] == [first_errors]
+    report = cleanup.run_once()
+    assert (report.queued, report.deleted) == (1, 1)  # the first batch's own error file only
+    assert shared in set(sim.simulator.file_ids())
+
+    with database.transaction() as session:  # the second batch's harvest of it ends
+        row = session.get(ResultFile, {"batch_id": first, "file_id": shared})
+        assert row is not None
+        session.add(
+            ResultFile(
+                batch_id=second,
+                file_id=shared,
+                kind="output",
+                state="done",
+                lines_committed=row.lines,
+                lines=row.lines,
+                sha256=row.sha256,
+            )
+        )
+        session.execute(update(Batch).where(Batch.id == second).values(harvest_state="done"))
+    assert cleanup.run_once().deleted == 1
+    assert shared not in set(sim.simulator.file_ids())
+    assert sim.simulator.served("delete_file") == 2
+
+
 def test_a_crash_between_the_download_and_the_end_of_the_harvest_deletes_nothing(
     database: Database,
     sim: Sim,

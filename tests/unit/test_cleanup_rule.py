@@ -18,11 +18,12 @@ HARVESTED = BatchFiles(
     error_file_id="file-err",
     input_file_id="file-in",
 )
-STORED = {"file-out": DONE, "file-err": DONE}
+STORED = {("batch_a", "file-out"): DONE, ("batch_a", "file-err"): DONE}
+Stored = dict[tuple[str, str], StoredFile]
 
 
-def files(batch: BatchFiles = HARVESTED, stored: dict[str, StoredFile] = STORED) -> set[str]:
-    found = deletable(batch, stored, result_files=True, input_file=True, input_users=[batch])
+def files(batch: BatchFiles = HARVESTED, stored: Stored = STORED) -> set[str]:
+    found = deletable(batch, stored, result_files=True, input_file=True)
     return {file_id for _, file_id in found}
 
 
@@ -30,9 +31,7 @@ def test_a_verified_harvest_lets_every_file_go() -> None:
     assert files() == {"file-out", "file-err", "file-in"}
     only_results = deletable(HARVESTED, STORED, result_files=True, input_file=False)
     assert only_results == [(FileKind.OUTPUT, "file-out"), (FileKind.ERROR, "file-err")]
-    only_input = deletable(
-        HARVESTED, STORED, result_files=False, input_file=True, input_users=[HARVESTED]
-    )
+    only_input = deletable(HARVESTED, STORED, result_files=False, input_file=True)
     assert only_input == [(FileKind.INPUT, "file-in")]
 
 
@@ -49,16 +48,17 @@ def test_nothing_goes_before_the_batch_is_terminal(status: str | None) -> None:
 @pytest.mark.parametrize(
     "stored",
     [
-        {"file-out": DONE},  # no row for the error file
-        {"file-out": DONE, "file-err": replace(DONE, state="pending")},
-        {"file-out": DONE, "file-err": replace(DONE, state="missing")},
-        {"file-out": DONE, "file-err": replace(DONE, lines=None)},
-        {"file-out": DONE, "file-err": replace(DONE, sha256=None)},
-        {"file-out": DONE, "file-err": replace(DONE, lines_committed=9)},
+        {},  # no row for the error file
+        {("batch_a", "file-err"): replace(DONE, state="pending")},
+        {("batch_a", "file-err"): replace(DONE, state="missing")},
+        {("batch_a", "file-err"): replace(DONE, lines=None)},
+        {("batch_a", "file-err"): replace(DONE, sha256=None)},
+        {("batch_a", "file-err"): replace(DONE, lines_committed=9)},
+        {("batch_b", "file-err"): DONE},  # another batch's record of it is not ours
     ],
 )
-def test_one_file_not_stored_in_full_keeps_every_file(stored: dict[str, StoredFile]) -> None:
-    assert files(stored=stored) == set()
+def test_one_file_not_stored_in_full_keeps_every_file(stored: Stored) -> None:
+    assert files(stored={("batch_a", "file-out"): DONE, **stored}) == set()
 
 
 def test_a_batch_without_result_files_may_lose_only_its_input() -> None:
@@ -67,11 +67,36 @@ def test_a_batch_without_result_files_may_lose_only_its_input() -> None:
 
 
 def test_a_shared_input_file_waits_for_every_batch_that_uses_it() -> None:
-    other = replace(HARVESTED, batch_id="batch_b", harvest_state="pending")
-    found = deletable(
-        HARVESTED, STORED, result_files=True, input_file=True, input_users=[HARVESTED, other]
+    other = replace(
+        HARVESTED,
+        batch_id="batch_b",
+        output_file_id=None,
+        error_file_id=None,
+        harvest_state="pending",
     )
+    sharers = {"file-in": [HARVESTED, other]}
+    found = deletable(HARVESTED, STORED, result_files=True, input_file=True, sharers=sharers)
     assert {f for _, f in found} == {"file-out", "file-err"}
+
+
+def test_a_shared_output_file_waits_for_every_batch_that_names_it() -> None:
+    """A hostile server names one output file for two batches: it goes only when both
+    harvests are verified, each by its own record of the file."""
+    other = replace(HARVESTED, batch_id="batch_b", error_file_id=None, input_file_id=None)
+
+    def found(stored: Stored, second: BatchFiles = other) -> set[str]:
+        users = {"file-out": [HARVESTED, second]}
+        return {
+            f
+            for _, f in deletable(
+                HARVESTED, stored, result_files=True, input_file=False, sharers=users
+            )
+        }
+
+    assert found(STORED, replace(other, harvest_state="pending")) == {"file-err"}
+    assert found(STORED) == {"file-err"}  # batch_b's harvest says done, but its record is not
+    both = {**STORED, ("batch_b", "file-out"): DONE}
+    assert found(both) == {"file-out", "file-err"}
 
 
 NOW = datetime(2026, 12, 1, tzinfo=UTC)
