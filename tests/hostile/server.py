@@ -20,7 +20,9 @@ from __future__ import annotations
 
 import gzip
 import json
+import struct
 import threading
+import zlib
 from collections import Counter
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
@@ -29,7 +31,7 @@ from typing import Any
 
 import httpx
 
-__all__ = ["Answer", "HostileServer", "batch_object", "error_answer"]
+__all__ = ["Answer", "HostileServer", "batch_object", "error_answer", "gzip_bomb"]
 
 _FORWARDED = ("content-type", "x-request-id", "retry-after", "retry-after-ms", "x-should-retry")
 
@@ -73,6 +75,27 @@ def batch_object(batch_id: str, status: str = "in_progress", **fields: Any) -> d
 def error_answer(status: int, message: str, **headers: str) -> Answer:
     envelope = {"error": {"message": message, "type": "invalid_request_error", "code": None}}
     return Answer(status, envelope, headers)
+
+
+def gzip_bomb(head: bytes, mebibytes: int, tail: bytes = b"", fill: bytes = b" ") -> bytes:
+    """``head``, ``mebibytes`` MiB of ``fill``, ``tail``, gzipped: about 1 KB a MiB.
+
+    Built in a moment: each MiB is compressed once after a full flush (which makes
+    every MiB's compressed block the same), and the block is repeated.
+    """
+    mib = fill * (1 << 20)
+    deflate = zlib.compressobj(9, zlib.DEFLATED, -zlib.MAX_WBITS)
+    first = deflate.compress(head) + deflate.flush(zlib.Z_FULL_FLUSH)
+    block = deflate.compress(mib) + deflate.flush(zlib.Z_FULL_FLUSH)
+    last = deflate.compress(tail) + deflate.flush(zlib.Z_FINISH)
+    crc = zlib.crc32(head)
+    for _ in range(mebibytes):
+        crc = zlib.crc32(mib, crc)
+    crc = zlib.crc32(tail, crc)
+    size = (len(head) + mebibytes * len(mib) + len(tail)) & 0xFFFFFFFF
+    header = b"\x1f\x8b\x08\x00\x00\x00\x00\x00\x02\xff"
+    body = first + block * mebibytes + last
+    return header + body + struct.pack("<II", crc, size)
 
 
 class HostileServer:

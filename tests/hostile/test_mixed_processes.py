@@ -6,6 +6,11 @@ answer. The good batches must converge as in a clean run (cancelled, every
 result stored exactly once), each bad one must end with an anomaly a person can
 read in `orchestrator show`, neither process may exit before SIGTERM, and the
 peak RSS of each stays under 300 MB (docs/bad-input.md records the figure).
+
+Among the bad: gzip bombs (a Batch object and a result file, each about 1 MB
+that inflates to 1 GiB) and trickles (a Batch object a byte a second, a file
+download slower than the minimum throughput); the processes run with a 2 s API
+deadline and a 1 s throughput window so these end quickly.
 """
 
 from __future__ import annotations
@@ -29,7 +34,7 @@ from orchestrator.db.database import Database
 from orchestrator.db.models import Base, Batch, BatchEvent, CancelRequest
 from orchestrator.db.queries import OperatorQueries
 from orchestrator.simulator import Scenario, Simulator, SimulatorConfig, SimulatorServer
-from tests.hostile.server import Answer, HostileServer, batch_object, error_answer
+from tests.hostile.server import Answer, HostileServer, batch_object, error_answer, gzip_bomb
 from tests.integration.conftest import expected_outcomes, stored_outcomes
 
 pytestmark = [pytest.mark.postgres, pytest.mark.slow, pytest.mark.timeout(300)]
@@ -41,6 +46,14 @@ HUGE = 18446744073709551615
 LINES_BATCH = "batch_bad_lines"  # its bad lines are line errors, not anomalies
 NOT_OBJECT = "batch_bad_not_object"  # the client refuses it: a failed poll, with the reason
 LINE = b'{"custom_id": "%s", "response": {"status_code": %d, "body": {}}}\n'
+# Bad batches a person reads in their failed polls, their files or their unreadable
+# lines rather than in an anomaly, with the words that must be there.
+SLOW = {
+    "batch_bad_bomb_object": "api_max_answer_bytes",
+    "batch_bad_trickle_object": "api_deadline",
+    "batch_bad_bomb_file": "unreadable line",
+    "batch_bad_slow_file": "download_min_bytes_per_second",
+}
 
 
 def wait_for(condition: Callable[[], bool], timeout: float, what: Callable[[], str]) -> None:
@@ -68,6 +81,10 @@ def script_bad_batches(hostile: HostileServer, good: list[str]) -> dict[str, str
         "batch_bad_file_id": "a file id that is no file id",
         "batch_bad_not_object": "a JSON array instead of a Batch",
         "batch_bad_lines": "result lines with absurd numbers",
+        "batch_bad_bomb_object": "a Batch object that inflates to 1 GiB",
+        "batch_bad_trickle_object": "a Batch object sent a byte a second",
+        "batch_bad_bomb_file": "a result file that inflates to 1 GiB",
+        "batch_bad_slow_file": "a download slower than the minimum throughput",
     }
     for batch_id in bad:
         cancel, get = f"/v1/batches/{batch_id}/cancel", f"/v1/batches/{batch_id}"
@@ -102,7 +119,45 @@ def script_bad_batches(hostile: HostileServer, good: list[str]) -> dict[str, str
     hostile.script("GET", "/v1/batches/batch_bad_lines", Answer(body=absurd))
     odd = LINE % (b"x1", 2**64 - 1) + LINE % (b"x2", -5) + b'{"custom_id": 1e999}\n'
     hostile.script("GET", "/v1/files/file-bad-lines/content", Answer(body=odd))
+    script_bombs_and_trickles(hostile)
     return bad
+
+
+def script_bombs_and_trickles(hostile: HostileServer) -> None:
+    gzipped = {"content-encoding": "gzip"}
+    ended = batch_object("batch_bad_bomb_object", "cancelled")
+    head, tail = json.dumps(ended).encode()[:-1], b"}"
+    bomb = gzip_bomb(head + b', "pad": "', 1024, b'"' + tail, fill=b"a")
+    hostile.script("GET", "/v1/batches/batch_bad_bomb_object", Answer(body=bomb, headers=gzipped))
+    trickled = Answer(
+        body=batch_object("batch_bad_trickle_object", "cancelled"), trickle_bytes=1, trickle_s=1.0
+    )
+    hostile.script("GET", "/v1/batches/batch_bad_trickle_object", trickled)
+    for batch_id, file_id in (
+        ("batch_bad_bomb_file", "file-bad-bomb"),
+        ("batch_bad_slow_file", "file-bad-slow"),
+    ):
+        named = batch_object(batch_id, "cancelled", output_file_id=file_id)
+        hostile.script("GET", f"/v1/batches/{batch_id}", Answer(body=named))
+    file_bomb = gzip_bomb(LINE % (b"b1", 200), 1024, fill=b"x")  # then one line of 1 GiB
+    hostile.script(
+        "GET", "/v1/files/file-bad-bomb/content", Answer(body=file_bomb, headers=gzipped)
+    )
+    lines = b"".join(LINE % (b"slow%d" % n, 200) for n in range(200))
+    slow = Answer(body=lines, trickle_bytes=100, trickle_s=0.5)  # 200 B/s, 10 kB/s required
+    hostile.script("GET", "/v1/files/file-bad-slow/content", slow)
+
+
+def readable(db: Database, batch_id: str, words: str) -> bool:
+    """Does `show` say what went wrong with this batch, in these words?"""
+    detail = OperatorQueries(db).detail(batch_id)
+    if detail is None:
+        return False
+    if words == "unreadable line":
+        return detail.unreadable_lines > 0 and detail.batch["harvest_state"] == "done"
+    said = [e.get("detail") or "" for e in detail.events]
+    said += [f.get("last_error") or "" for f in detail.files]
+    return any(words in text for text in said)
 
 
 @pytest.fixture
@@ -130,6 +185,9 @@ def environment(pg_url: str, hostile: HostileServer) -> dict[str, str]:
         "ORCHESTRATOR_POLL_ERROR_MAX_SECONDS": "1",
         "ORCHESTRATOR_FILE_ID_REPOLLS": "1",
         "ORCHESTRATOR_LOG_LEVEL": "WARNING",
+        "ORCHESTRATOR_API_DEADLINE": "2",
+        "ORCHESTRATOR_DOWNLOAD_MIN_BYTES_PER_SECOND": "10000",
+        "ORCHESTRATOR_DOWNLOAD_THROUGHPUT_WINDOW": "1",
     }
 
 
@@ -186,8 +244,9 @@ def converged(db: Database, good: list[str], bad: dict[str, str]) -> bool:
         lines = session.execute(
             select(Batch.harvest_state, Batch.result_line_errors).where(Batch.id == LINES_BATCH)
         ).one()
-    expected = set(bad) - {LINES_BATCH, NOT_OBJECT}  # each shows its problem in its own way
-    return done == len(good) and flagged == expected and tuple(lines) == ("done", 1)
+    expected = set(bad) - {LINES_BATCH, NOT_OBJECT, *SLOW}  # each shows it in its own way
+    slow = all(readable(db, batch_id, words) for batch_id, words in SLOW.items())
+    return done == len(good) and flagged >= expected and tuple(lines) == ("done", 1) and slow
 
 
 def test_good_batches_converge_and_bad_ones_are_anomalies_under_real_processes(
@@ -258,6 +317,9 @@ def test_good_batches_converge_and_bad_ones_are_anomalies_under_real_processes(
         assert detail is not None
         if batch_id == LINES_BATCH:
             assert detail.unreadable_lines == 1, detail.batch
+            continue
+        if batch_id in SLOW:
+            assert readable(db, batch_id, SLOW[batch_id]), (kind, detail)
             continue
         shown = {"events": detail.events}
         kinds = ("anomaly", "poll_failed") if batch_id == NOT_OBJECT else ("anomaly",)
