@@ -192,6 +192,21 @@ def _short_text(value: object, limit: int) -> str | None:
     return value
 
 
+def _json_text(value: object, field: str) -> str:
+    """``value`` as JSON text (a string as itself); ValueError when it cannot be written.
+
+    orjson reads 1,024 levels of nesting but writes only 254, and Python's ``str``
+    of a deep list runs out of stack: a line nested deeper is a line error, not a
+    crash that fails its whole chunk at every download.
+    """
+    if type(value) is str:
+        return value
+    try:
+        return _dumps(value).decode()
+    except orjson.JSONEncodeError as exc:
+        raise ValueError(f"{field} cannot be stored: {exc}") from None
+
+
 def _row(obj: dict[str, Any], number: int, batch_id: str, file_id: str, kind: str) -> Row:
     """The row of one parsed line (ValueError: it cannot be one)."""
     custom_id = obj.get("custom_id")
@@ -215,16 +230,19 @@ def _row(obj: dict[str, Any], number: int, batch_id: str, file_id: str, kind: st
             raise ValueError(f"response.request_id {exc}") from None
         content = response.get("body")
         if content is not None:
-            body = _dumps(content).decode()
+            try:
+                body = _dumps(content).decode()
+            except orjson.JSONEncodeError as exc:
+                raise ValueError(f"response.body cannot be stored: {exc}") from None
     error = obj.get("error")
     if type(error) is dict:
         code = error.get("code")
         if code is not None:
-            error_code = str(code)
+            error_code = _json_text(code, "error.code")
             if len(error_code) > MAX_ID:
                 raise ValueError(f"error.code longer than {MAX_ID} characters")
         message = error.get("message")
-        error_message = None if message is None else str(message)
+        error_message = None if message is None else _json_text(message, "error.message")
     return (
         batch_id,
         custom_id,

@@ -191,3 +191,20 @@ def test_an_overlong_line_is_a_line_error_naming_the_cap_and_its_size() -> None:
     assert "20000000 bytes" in error.error
     assert "cap of 16777216 bytes" in error.error
     assert "ingest_max_line_bytes" in error.error
+
+
+def test_a_line_nested_deeper_than_can_be_written_is_a_line_error_not_a_crash() -> None:
+    # orjson reads 1,024 levels but writes 254; str() of a deep list overflows the stack
+    deep = b"[" * 1000 + b"]" * 1000
+    lines = [
+        b'{"custom_id":"body","response":{"status_code":200,"body":' + deep + b"}}",
+        b'{"custom_id":"code","error":{"code":' + deep + b',"message":"m"}}',
+        b'{"custom_id":"message","error":{"code":"c","message":' + deep + b"}}",
+        line("ok", response={"status_code": 200, "body": "a string"}),
+    ]
+    parsed = parse(lines, 1)
+    assert [row[1] for row in parsed.rows] == ["ok"]
+    assert [e.line_number for e in parsed.errors] == [1, 2, 3]
+    assert "response.body cannot be stored" in parsed.errors[0].error
+    assert "error.code cannot be stored" in parsed.errors[1].error
+    assert "error.message cannot be stored" in parsed.errors[2].error
