@@ -6,6 +6,7 @@ from alembic import context
 from sqlalchemy import Engine
 
 from orchestrator.db.engine import make_engine
+from orchestrator.db.migrate import lock_for_migrations
 from orchestrator.db.models import Base
 
 config = context.config
@@ -25,6 +26,7 @@ def _engine() -> Engine:
 def run_migrations_online() -> None:
     engine = _engine()
     with engine.connect() as connection:
+        lock_for_migrations(connection)  # before alembic looks at alembic_version
         context.configure(
             connection=connection,
             target_metadata=target_metadata,

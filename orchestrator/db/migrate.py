@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import Engine
+from sqlalchemy import Connection, Engine, text
 
 from orchestrator.db.revision import MIGRATIONS_DIR, current_revision, head_revision
 
@@ -16,6 +16,7 @@ __all__ = [
     "current_revision",
     "downgrade",
     "head_revision",
+    "lock_for_migrations",
     "upgrade",
 ]
 
@@ -31,6 +32,22 @@ def alembic_config_for_scripts() -> Config:
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS_DIR))
     return config
+
+
+# Any constant: the one PostgreSQL advisory lock every `db upgrade` takes.
+MIGRATION_LOCK_KEY = 0x6F726368  # "orch"
+
+
+def lock_for_migrations(connection: Connection) -> None:
+    """Wait for any other upgrade of this database to finish (PostgreSQL).
+
+    Without it two `db upgrade` at once both see no alembic_version table and the
+    loser dies creating it. The lock is the transaction's: the commit that writes
+    the new revision releases it, and the next upgrader then finds it up to date.
+    SQLite serialises writers by itself.
+    """
+    if connection.dialect.name == "postgresql":
+        connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK_KEY})
 
 
 def upgrade(engine: Engine, revision: str = "head") -> None:

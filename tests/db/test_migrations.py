@@ -1,12 +1,16 @@
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import inspect
+from sqlalchemy import Engine, inspect, text
 
 from orchestrator.db import migrate, revision
 from orchestrator.db.database import Database
@@ -47,6 +51,46 @@ def test_upgrade_downgrade_upgrade(empty_url: str) -> None:
     migrate.upgrade(engine)
     assert diff(empty_url) == []
     engine.dispose()
+
+
+def _wait_for_a_lock_wait(engine: Engine, within: float = 60.0) -> None:
+    """Until some session of this database waits on a lock (a condition, not a delay)."""
+    query = text(
+        "SELECT count(*) FROM pg_stat_activity"
+        " WHERE datname = current_database() AND wait_event_type = 'Lock'"
+    )
+    deadline = time.monotonic() + within
+    with engine.connect() as watcher:
+        while watcher.execute(query).scalar_one() == 0:
+            assert time.monotonic() < deadline, "the second upgrade never waited"
+            watcher.rollback()
+            time.sleep(0.05)
+
+
+@pytest.mark.postgres
+def test_an_upgrade_started_during_another_waits_for_it_and_succeeds(empty_pg_url: str) -> None:
+    # two `db upgrade` at once (two operators, two deploy hooks): the second used to
+    # see no alembic_version table, try to create it too, and die with a traceback
+    engine = make_engine(empty_pg_url)
+    env = {**os.environ, "ORCHESTRATOR_DATABASE_URL": empty_pg_url}
+    with engine.connect() as first:  # an upgrade in progress, not yet committed
+        migrate.lock_for_migrations(first)
+        first.execute(text("CREATE TABLE alembic_version (version_num VARCHAR(32) PRIMARY KEY)"))
+        second = subprocess.Popen(
+            [sys.executable, "-m", "orchestrator", "db", "upgrade"],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
+        try:
+            _wait_for_a_lock_wait(engine)
+        finally:
+            first.commit()
+    _, err = second.communicate(timeout=120)
+    engine.dispose()
+    assert second.returncode == 0, err.decode()
+    assert "upgraded from empty to" in err.decode()
+    assert diff(empty_pg_url) == []
 
 
 def test_processes_refuse_an_unmigrated_database(empty_url: str) -> None:
