@@ -213,6 +213,7 @@ class BatchApiClient:
     def iter_batches(self, limit: int = 100) -> Iterator[dict[str, Any]]:
         """Every batch, page by page, until ``has_more`` is false or a page is empty."""
         after: str | None = None
+        cursors: set[str] = set()  # a cursor that comes back (A, B, A, ...) loops forever
         while True:
             page = self.list_batches(after=after, limit=limit)
             data = page.data.get("data")
@@ -224,8 +225,9 @@ class BatchApiClient:
             if page.data.get("has_more") is not True:
                 return
             last = data[-1].get("id")
-            if not isinstance(last, str) or not last or last == after:
+            if not isinstance(last, str) or not last or last in cursors:
                 raise self._page_error(page, "the list cursor (last id) did not advance")
+            cursors.add(last)
             after = last
 
     @contextlib.contextmanager

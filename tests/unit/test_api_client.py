@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import itertools
 import logging
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -579,6 +580,16 @@ def test_iter_batches_refuses_a_stuck_cursor(sleeps: list[float]) -> None:
     script = Script(page(["b1"], True))
     with pytest.raises(ApiProtocolError, match="did not advance"):
         list(make(script, sleeps).iter_batches())
+
+
+def test_iter_batches_refuses_a_cursor_that_comes_back(sleeps: list[float]) -> None:
+    # a server whose pages alternate (after=b1 gives b2, after=b2 gives b1) looped forever
+    def alternate(request: httpx.Request) -> httpx.Response:
+        return page(["b2"] if request.url.params.get("after") == "b1" else ["b1"], True)
+
+    with pytest.raises(ApiProtocolError, match="did not advance"):
+        for _ in itertools.islice(make(Script(alternate), sleeps).iter_batches(), 1000):
+            pass
 
 
 def test_iter_batches_refuses_a_page_without_data(sleeps: list[float]) -> None:
