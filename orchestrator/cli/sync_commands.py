@@ -102,6 +102,8 @@ class BatchSync:
                 return {}
 
             self.store.record_observation(observed, now=now, source=SOURCE, follow_up=follow_up)
+            if after:  # a page listing a batch twice: the second is no longer new
+                before[observed.id] = after[0]
             if was is None:
                 report.new += 1
             elif after and after[0] != was:

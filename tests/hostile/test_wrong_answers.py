@@ -253,3 +253,21 @@ def test_sync_skips_a_listed_object_without_a_batch_id_and_refuses_poison_fields
         None,
     )
     assert len(events(database, ASKED, "anomaly")) == 2
+
+
+def test_sync_counts_a_batch_listed_twice_once_and_cuts_a_huge_malformed_id(
+    database: Database, clock: ManualClock
+) -> None:
+    from orchestrator.cli.sync_commands import BatchSync, SyncReport
+
+    listed = [
+        batch_object(ASKED, "in_progress"),
+        batch_object(ASKED, "completed", output_file_id="file-out"),
+        batch_object("x" * 1_000_000, "in_progress"),
+    ]
+    report = SyncReport()
+    BatchSync(database, harvest_finished=True).record_page(listed, clock.now(), report)
+
+    assert (report.seen, report.new, report.updated, report.unchanged) == (3, 1, 1, 0)
+    assert len(report.malformed) == 1 and len(report.malformed[0]) < 300
+    assert batch_row(database, ASKED).status == "completed"
