@@ -78,7 +78,8 @@ def _from_source(source: str, out: IdList) -> Iterator[tuple[str, str]]:
                 out.rejected.append(f"{where}longer than {MAX_LINE_BYTES} bytes")
                 continue
             try:
-                text = raw.decode("utf-8")
+                # a file saved as "UTF-8 with BOM" (Windows editors) starts with U+FEFF
+                text = raw.decode("utf-8-sig" if number == 1 else "utf-8")
             except UnicodeDecodeError as exc:
                 out.rejected.append(
                     f"{where}not UTF-8 (byte 0x{raw[exc.start]:02x} at column {exc.start + 1})"
