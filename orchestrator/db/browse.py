@@ -33,6 +33,7 @@ from orchestrator.db.models import (
 )
 from orchestrator.db.queries import (
     _SUMMARY_COLUMNS,
+    RESULT_COLUMNS,
     UNOBSERVED,
     BatchFilter,
     BatchSummary,
@@ -225,18 +226,7 @@ class BrowseQueries:
                 .order_by(ResultFile.kind.desc(), ResultFile.file_id)
             )
             preview = session.execute(
-                select(
-                    BatchResult.custom_id,
-                    BatchResult.file_kind,
-                    BatchResult.file_id,
-                    BatchResult.line_number,
-                    BatchResult.line_id,
-                    BatchResult.status_code,
-                    BatchResult.request_id,
-                    BatchResult.error_code,
-                    BatchResult.error_message,
-                    BatchResult.body,
-                )
+                select(*RESULT_COLUMNS)
                 .where(BatchResult.batch_id == batch_id)
                 .order_by(BatchResult.custom_id)
                 .limit(PREVIEW_ROWS)

@@ -223,6 +223,21 @@ def _summary(row: Row[*tuple[Any, ...]]) -> BatchSummary:
     return BatchSummary(**row._asdict())
 
 
+# What a result row shows, in `ResultRow`'s order: the export and the console's preview.
+RESULT_COLUMNS = (
+    BatchResult.custom_id,
+    BatchResult.file_kind,
+    BatchResult.file_id,
+    BatchResult.line_number,
+    BatchResult.line_id,
+    BatchResult.status_code,
+    BatchResult.request_id,
+    BatchResult.error_code,
+    BatchResult.error_message,
+    BatchResult.body,
+)
+
+
 class OperatorQueries:
     def __init__(self, db: Database) -> None:
         self.db = db
@@ -352,18 +367,7 @@ class OperatorQueries:
         added, so a page boundary can miss nothing that was stored before the
         export began.
         """
-        columns = (
-            BatchResult.custom_id,
-            BatchResult.file_kind,
-            BatchResult.file_id,
-            BatchResult.line_number,
-            BatchResult.line_id,
-            BatchResult.status_code,
-            BatchResult.request_id,
-            BatchResult.error_code,
-            BatchResult.error_message,
-            BatchResult.body,
-        )
+        columns = RESULT_COLUMNS
         after: str | None = None
         while True:
             statement = select(*columns).where(BatchResult.batch_id == batch_id)
