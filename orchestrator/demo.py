@@ -9,24 +9,23 @@ every result file is harvested.
 
 from __future__ import annotations
 
-import sqlite3
+import dataclasses
 import threading
 import time
 from collections.abc import Callable
-from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import func, select
-
 from orchestrator.cli.wiring import build_client
-from orchestrator.clock import SystemClock
+from orchestrator.clock import SystemClock, utcnow
+from orchestrator.core.harvest import HarvestState
 from orchestrator.db import migrate
+from orchestrator.db.cancel_outcomes import cancel_outcomes
 from orchestrator.db.cancels import CancelStore
 from orchestrator.db.database import Database
-from orchestrator.db.engine import make_engine
-from orchestrator.db.models import Batch, CancelRequest, ResultFile
+from orchestrator.db.queries import OperatorQueries
+from orchestrator.db.upkeep import upkeep_snapshot
 from orchestrator.errors import ConfigError
 from orchestrator.processes.reconciler import Reconciler
 from orchestrator.processes.worker import CancelWorker
@@ -148,15 +147,7 @@ def fresh_database(path: Path) -> str:
     for suffix in ("", *SIDE_FILES):
         Path(f"{path}{suffix}").unlink(missing_ok=True)
     path.parent.mkdir(parents=True, exist_ok=True)
-    # Stamp before WAL mode is switched on, so the mark is in the main file itself.
-    with closing(sqlite3.connect(path)) as connection:
-        connection.execute(f"PRAGMA application_id = {DEMO_APPLICATION_ID}")
-        connection.commit()
-    url = f"sqlite:///{path}"
-    engine = make_engine(url)
-    migrate.upgrade(engine)
-    engine.dispose()
-    return url
+    return migrate.create_stamped_sqlite(path, DEMO_APPLICATION_ID)
 
 
 def create_batches(simulator: Simulator) -> list[DemoBatch]:
@@ -176,63 +167,24 @@ def create_batches(simulator: Simulator) -> list[DemoBatch]:
 
 
 def progress(db: Database) -> Progress:
-    with db.transaction() as session:
-        by_status = {
-            str(status or "unknown"): int(n)
-            for status, n in session.execute(
-                select(Batch.status, func.count()).group_by(Batch.status)
-            ).tuples()
-        }
-        open_cancels = session.scalar(
-            select(func.count()).where(CancelRequest.state.in_(("pending", "accepted")))
-        )
-        closed = session.scalar(
-            select(func.count()).where(CancelRequest.state.in_(("closed", "failed")))
-        )
-        harvested = session.scalar(
-            select(func.count()).where(Batch.harvest_state.in_(("done", "missing")))
-        )
-        results = session.scalar(select(func.coalesce(func.sum(Batch.results_stored), 0)))
+    fleet = OperatorQueries(db).snapshot(utcnow())
+    harvests = upkeep_snapshot(db).harvests_by_state
+    cancels = fleet.cancels_by_state
     return Progress(
-        batches=sum(by_status.values()),
-        by_status=by_status,
-        cancels_open=int(open_cancels or 0),
-        cancels_closed=int(closed or 0),
-        harvested=int(harvested or 0),
-        results=int(results or 0),
+        batches=sum(fleet.batches_by_status.values()),
+        by_status=fleet.batches_by_status,
+        cancels_open=cancels.get("pending", 0) + cancels.get("accepted", 0),
+        cancels_closed=cancels.get("closed", 0) + cancels.get("failed", 0),
+        harvested=harvests.get(HarvestState.DONE, 0) + harvests.get(HarvestState.MISSING, 0),
+        results=fleet.results_stored,
     )
 
 
 def outcomes(db: Database, batches: list[DemoBatch]) -> list[Outcome]:
     labels = {b.batch_id: b.label for b in batches}
-    with db.transaction() as session:
-        outputs: dict[str, int] = dict(
-            session.execute(
-                select(ResultFile.batch_id, func.sum(ResultFile.results))
-                .where(ResultFile.kind == "output")
-                .group_by(ResultFile.batch_id)
-            )
-            .tuples()
-            .all()
-        )
-        rows = session.execute(
-            select(Batch, CancelRequest).join(CancelRequest, CancelRequest.batch_id == Batch.id)
-        ).all()
-        result = [
-            Outcome(
-                batch_id=batch.id,
-                label=labels.get(batch.id, ""),
-                status=batch.status,
-                cancel=request.outcome or request.state,
-                results=batch.results_stored,
-                outputs=int(outputs.get(batch.id) or 0),
-                requests=batch.request_counts_total,
-                seconds_to_terminal=request.seconds_to_terminal,
-            )
-            for batch, request in rows
-        ]
     order = {b.batch_id: n for n, b in enumerate(batches)}
-    return sorted(result, key=lambda o: order.get(o.batch_id, 0))
+    found = sorted(cancel_outcomes(db), key=lambda o: order.get(o.batch_id, 0))
+    return [Outcome(label=labels.get(o.batch_id, ""), **dataclasses.asdict(o)) for o in found]
 
 
 def run_demo(

@@ -26,9 +26,8 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from orchestrator.clock import Clock, SystemClock
 from orchestrator.db import migrate
-from orchestrator.db.cancels import PAUSE_SCOPE
 from orchestrator.db.database import Database
-from orchestrator.db.models import Pause
+from orchestrator.db.pauses import active_pause_in
 from orchestrator.db.server_time import server_now
 from orchestrator.errors import DatabaseError
 
@@ -95,8 +94,8 @@ class Readiness:
             if current != self.head:
                 return False, f"database at revision {current}, this version needs {self.head}"
             with self.db.transaction() as session:
-                pause = session.get(Pause, PAUSE_SCOPE)
-                if pause is not None and pause.until > server_now(session):
+                pause = active_pause_in(session, server_now(session))
+                if pause is not None:
                     return False, f"sending paused until {pause.until:%Y-%m-%d %H:%M:%S}Z"
         except (DatabaseError, SQLAlchemyError) as exc:
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__

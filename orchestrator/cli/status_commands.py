@@ -20,7 +20,7 @@ from orchestrator.cli.selection import (
 )
 from orchestrator.clock import utcnow
 from orchestrator.db.cancels import CancelStore
-from orchestrator.db.models import Pause
+from orchestrator.db.pauses import SendingPause
 from orchestrator.db.queries import (
     BatchDetail,
     BatchFilter,
@@ -107,7 +107,7 @@ def run_status(ctx: Context) -> Exit:
     return Exit.OK
 
 
-def status_json(page: BatchPage, now: datetime, pause: Pause | None) -> dict[str, Any]:
+def status_json(page: BatchPage, now: datetime, pause: SendingPause | None) -> dict[str, Any]:
     return {
         "batches": [
             {
@@ -125,7 +125,7 @@ def status_json(page: BatchPage, now: datetime, pause: Pause | None) -> dict[str
     }
 
 
-def print_status(ctx: Context, page: BatchPage, now: datetime, pause: Pause | None) -> None:
+def print_status(ctx: Context, page: BatchPage, now: datetime, pause: SendingPause | None) -> None:
     if pause is not None:
         # First, where it cannot be missed: no cancel is sent until someone acts.
         ctx.out.print(

@@ -43,13 +43,15 @@ class Moment:
 def timeline(view: BatchView) -> list[Moment]:
     found: list[tuple[datetime, str, str]] = []
     for column, what in SERVER_MOMENTS:
-        if (at := view.batch.get(column)) is not None:
+        if isinstance(at := view.batch.get(column), datetime):
             found.append((at, what, "server"))
     for column, what in OUR_BATCH_MOMENTS:
-        if (at := view.batch.get(column)) is not None:
+        if isinstance(at := view.batch.get(column), datetime):
             found.append((at, what, "ours"))
     for column, what in OUR_CANCEL_MOMENTS:
-        if view.cancel_request is not None and (at := view.cancel_request.get(column)):
+        if view.cancel_request is not None and isinstance(
+            at := view.cancel_request.get(column), datetime
+        ):
             found.append((at, what, "ours"))
     found.sort(key=lambda item: item[0])
     if not found:

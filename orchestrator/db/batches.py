@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
+import dataclasses
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -16,15 +17,15 @@ from orchestrator.core.status import TIMESTAMP_FIELDS, BatchStatus, parse_status
 from orchestrator.db.database import Database, chunks
 from orchestrator.db.models import Batch, BatchEvent, CancelRequest, outside_text, table_of
 
+
 # Extra column updates a caller wants in the same transaction, decided once the
 # outcome of the observation is known (e.g. the reconciler's next poll time).
-FollowUp = Callable[[Applied, Batch], Mapping[str, Any]]
-
-
 @dataclass(frozen=True)
 class Recorded:
     applied: Applied
     cancel_closed: str | None  # the outcome, when this observation closed a cancel request
+    changed: frozenset[str] = frozenset()  # the batch's columns this observation changed
+    polling_stopped: bool = False  # see record_observation's poll_if_ended
 
 
 def stored_view(row: Any) -> StoredBatch:
@@ -111,17 +112,21 @@ class BatchStore:
         *,
         now: datetime,
         source: str,
-        follow_up: FollowUp | None = None,
+        poll_if_ended: bool = True,
     ) -> Recorded:
-        """Apply one observation in one transaction, holding the row's lock."""
+        """Apply one observation in one transaction, holding the row's lock. With
+        ``poll_if_ended`` False, a batch seen ended is not polled (nor harvested) after."""
         with self.db.transaction() as session:
             self.ensure_rows(session, [observed.id], now=now, source=source)
             row = session.scalars(
                 select(Batch).where(Batch.id == observed.id).with_for_update()
             ).one()
-            return self.apply_locked(
-                session, row, observed, now=now, source=source, follow_up=follow_up
-            )
+            recorded = self.apply_locked(session, row, observed, now=now, source=source)
+            ended = recorded.applied.status is not None and recorded.applied.status.is_terminal
+            if ended and not poll_if_ended:
+                row.next_poll_at = None  # nothing for the reconciler to do
+                return dataclasses.replace(recorded, polling_stopped=True)
+            return recorded
 
     def apply_locked(
         self,
@@ -131,19 +136,16 @@ class BatchStore:
         *,
         now: datetime,
         source: str,
-        follow_up: FollowUp | None = None,
     ) -> Recorded:
         """Apply one observation to a row this transaction has locked (ORM objects)."""
         write = plan_batch_write(row, observed, now=now, source=source)
+        changed = frozenset(n for n, v in write.changes.items() if getattr(row, n) != v)
         for name, value in write.changes.items():
             setattr(row, name, value)
         if write.events:
             self.db.insert_rows(session, table_of(BatchEvent), unrepeated(session, write.events))
         closed = self.close_cancel_if_terminal(session, row, now, source)
-        if follow_up is not None:
-            for name, value in follow_up(write.applied, row).items():
-                setattr(row, name, value)
-        return Recorded(write.applied, closed)
+        return Recorded(write.applied, closed, changed)
 
     def close_cancel_if_terminal(
         self, session: Session, row: Batch, now: datetime, source: str

@@ -14,12 +14,10 @@ import base64
 import binascii
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
 
-from sqlalchemy import ColumnElement, func, literal, select, tuple_
+from sqlalchemy import ColumnElement, RowMapping, func, literal, select, tuple_
 from sqlalchemy.orm import Session
 
-from orchestrator.db.cancels import PAUSE_SCOPE
 from orchestrator.db.database import Database
 from orchestrator.db.models import (
     Batch,
@@ -27,10 +25,10 @@ from orchestrator.db.models import (
     BatchResult,
     CancelAttempt,
     CancelRequest,
-    Pause,
     ResultFile,
     UtcDateTime,
 )
+from orchestrator.db.pauses import SendingPause, active_pause_in
 from orchestrator.db.queries import (
     _SUMMARY_COLUMNS,
     RESULT_COLUMNS,
@@ -46,7 +44,7 @@ __all__ = ["SORTS", "BadCursor", "BatchView", "BrowseQueries", "ListPage", "Over
 
 # The sort keys a list can take: (expression, newest-first?). Each is indexed with the
 # id in migration 0006_console, and never NULL, so a keyset comparison is exact.
-SORTS: dict[str, tuple[ColumnElement[Any], bool]] = {
+SORTS: dict[str, tuple[ColumnElement[datetime] | ColumnElement[str], bool]] = {
     "newest": (func.coalesce(Batch.created_at, Batch.tracked_at), True),
     "oldest": (func.coalesce(Batch.created_at, Batch.tracked_at), False),
     "changed": (func.coalesce(Batch.status_changed_at, Batch.tracked_at), True),
@@ -81,18 +79,18 @@ class Overview:
     overdue: int
     results_stored: int
     result_line_errors: int
-    pause: Pause | None
-    latest_events: list[dict[str, Any]]
+    pause: SendingPause | None
+    latest_events: list[dict[str, object]]
 
 
 @dataclass(frozen=True)
 class BatchView:
     now: datetime  # the database's clock
-    batch: dict[str, Any]
-    cancel_request: dict[str, Any] | None
-    attempts: list[dict[str, Any]]
-    events: list[dict[str, Any]]
-    files: list[dict[str, Any]]
+    batch: dict[str, object]
+    cancel_request: dict[str, object] | None
+    attempts: list[dict[str, object]]
+    events: list[dict[str, object]]
+    files: list[dict[str, object]]
     preview: list[ResultRow]
 
 
@@ -150,7 +148,7 @@ class BrowseQueries:
         by_status = {status or UNOBSERVED: int(n) for status, n in counts}
         matching = sum(by_status.values())
         return ListPage(
-            rows=[_summary_of(row._asdict()) for row in shown],
+            rows=[_summary_of(row._mapping) for row in shown],
             next_cursor=encode_cursor(shown[-1].sort_key, shown[-1].id) if more else None,
             matching=min(matching, COUNT_CAP),
             more_than=matching > COUNT_CAP,
@@ -186,7 +184,7 @@ class BrowseQueries:
                 by_state[state] = by_state.get(state, 0) + int(n)
                 if outcome is not None:
                     by_outcome[outcome] = by_outcome.get(outcome, 0) + int(n)
-            pause = session.get(Pause, PAUSE_SCOPE)
+            pause = active_pause_in(session, now)
             events = [
                 as_record(event)
                 for event in session.scalars(
@@ -201,7 +199,7 @@ class BrowseQueries:
             overdue=int(overdue),
             results_stored=int(results),
             result_line_errors=int(line_errors),
-            pause=pause if pause is not None and pause.until > now else None,
+            pause=pause,
             latest_events=events,
         )
 
@@ -238,13 +236,12 @@ class BrowseQueries:
                 attempts=[as_record(a) for a in attempts],
                 events=[as_record(e) for e in events],
                 files=[as_record(f) for f in files],
-                preview=[ResultRow(*row) for row in preview],
+                preview=[ResultRow(**row._mapping) for row in preview],
             )
 
 
-def _summary_of(record: dict[str, Any]) -> BatchSummary:
-    record.pop("sort_key")
-    return BatchSummary(**record)
+def _summary_of(record: RowMapping) -> BatchSummary:
+    return BatchSummary(**{name: v for name, v in record.items() if name != "sort_key"})
 
 
 def _database_now(session: Session) -> datetime:

@@ -29,12 +29,16 @@ from orchestrator.db.models import (
     BatchEvent,
     CancelAttempt,
     CancelRequest,
-    Pause,
     table_of,
+)
+from orchestrator.db.pauses import (
+    SendingPause,
+    active_pause_in,
+    lift_pause_in,
+    set_pause,
 )
 
 log = logging.getLogger(__name__)
-PAUSE_SCOPE = "api"
 # A failed request asked for again starts clean: the old failure is history (in
 # cancel_attempts and batch_events), not the new request's state.
 REOPEN_RESET: dict[str, Any] = {
@@ -246,28 +250,18 @@ class CancelStore:
     # --- the shared stop on 401/403 --------------------------------------------
 
     def pause(self, reason: str, *, now: datetime, until: datetime) -> None:
-        values = {"reason": reason, "paused_at": now, "until": until}
-        with self.db.transaction() as session:
-            # Several workers can hit 401 at once: insert-or-ignore, then update.
-            session.execute(
-                self.db.insert_ignoring_conflicts(table_of(Pause)),
-                [{"scope": PAUSE_SCOPE, **values}],
-            )
-            session.execute(update(Pause).where(Pause.scope == PAUSE_SCOPE).values(**values))
+        set_pause(self.db, reason, now=now, until=until)
 
-    def active_pause(self, now: datetime) -> Pause | None:
+    def active_pause(self, now: datetime) -> SendingPause | None:
         with self.db.transaction() as session:
-            pause = session.get(Pause, PAUSE_SCOPE)
-            return pause if pause is not None and pause.until > now else None
+            return active_pause_in(session, now)
 
-    def resume(self, *, now: datetime) -> tuple[Pause | None, int]:
+    def resume(self, *, now: datetime) -> tuple[SendingPause | None, int]:
         """Lift the pause (an operator fixed the key). The cancels it held back, whose
         next attempt a 401/403 put off, are due at once. Returns the pause that was
         lifted (None if none was in force) and how many cancels became due."""
         with self.db.transaction() as session:
-            pause = session.get(Pause, PAUSE_SCOPE, with_for_update=True)
-            if pause is not None:
-                session.delete(pause)
+            pause = lift_pause_in(session)
             # Lock in id order, as every other writer does, before updating.
             held_back = list(
                 session.scalars(

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import re
+import sqlite3
 import stat
 from pathlib import Path
-from typing import Any
 from urllib.parse import unquote
 
 import orjson
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -28,7 +28,7 @@ def hide_password(url: str) -> str:
     return _PASSWORD.sub(r"\g<head>***\g<tail>", url)
 
 
-def _json_dumps(value: Any) -> str:
+def _json_dumps(value: object) -> str:
     return orjson.dumps(value).decode()
 
 
@@ -146,7 +146,7 @@ def _sqlite_engine(url: URL, *, read_only: bool = False) -> Engine:
     )
 
     @event.listens_for(engine, "connect")
-    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+    def _on_connect(dbapi_connection: sqlite3.Connection, _record: object) -> None:
         # Take transaction control from the driver so every transaction can
         # begin IMMEDIATE: SQLite has one writer, and a deferred transaction that
         # reads then writes fails with "database is locked" instead of waiting.
@@ -161,7 +161,7 @@ def _sqlite_engine(url: URL, *, read_only: bool = False) -> Engine:
         cursor.close()
 
     @event.listens_for(engine, "begin")
-    def _on_begin(connection: Any) -> None:
+    def _on_begin(connection: Connection) -> None:
         # A reader that never writes need not wait for, nor block, the one writer.
         connection.exec_driver_sql("BEGIN" if read_only else "BEGIN IMMEDIATE")
 

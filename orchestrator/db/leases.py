@@ -28,10 +28,9 @@ import os
 import socket
 from collections.abc import Iterable, Sequence
 from datetime import datetime, timedelta
-from typing import Any
 
-from sqlalchemy import ColumnElement, Table, delete, or_, select, update
-from sqlalchemy.orm import Session
+from sqlalchemy import ColumnElement, Select, Table, delete, or_, select, update
+from sqlalchemy.orm import QueryableAttribute, Session
 
 from orchestrator.db.batches import event_values
 from orchestrator.db.database import Database, chunks
@@ -83,7 +82,7 @@ class Leases:
         now: datetime,
         lease_seconds: float,
         due: ColumnElement[bool],
-        order_by: Sequence[Any],
+        order_by: Sequence[QueryableAttribute[object]],
         limit: int,
     ) -> list[str]:
         """Lease up to ``limit`` rows that are ``due`` and free, in ``order_by`` order;
@@ -115,7 +114,7 @@ class Leases:
 
     def _taken_over(
         self, batch_id: str, previous: str, expires: datetime | None, owner: str, now: datetime
-    ) -> dict[str, Any]:
+    ) -> dict[str, object]:
         why = (
             f"its lease expired at {expires.isoformat()}"
             if expires is not None and expires <= now
@@ -161,7 +160,7 @@ class Leases:
         """In ``session``: extend the lease if ``owner`` still holds it; False if not."""
         return self._set(session, owner, [key], lease_expires_at=until) == 1
 
-    def _set(self, session: Session, owner: str, keys: Sequence[str], **values: Any) -> int:
+    def _set(self, session: Session, owner: str, keys: Sequence[str], **values: object) -> int:
         if not keys:
             return 0
         result = session.execute(
@@ -170,7 +169,7 @@ class Leases:
         return int(result.rowcount)  # type: ignore[attr-defined]
 
 
-def _dead_processes(now: datetime, stale_seconds: float) -> Any:
+def _dead_processes(now: datetime, stale_seconds: float) -> Select[str]:
     """The ids of processes that stopped, or whose last heartbeat is too old."""
     stale_before = now - timedelta(seconds=stale_seconds)
     return select(Process.id).where(

@@ -3,16 +3,22 @@ needs no alembic, is `orchestrator.db.revision`)."""
 
 from __future__ import annotations
 
+import sqlite3
+from contextlib import closing
+from pathlib import Path
+
 from alembic import command
 from alembic.config import Config
 from sqlalchemy import Connection, Engine, text
 
+from orchestrator.db.engine import make_engine
 from orchestrator.db.revision import MIGRATIONS_DIR, current_revision, head_revision
 
 __all__ = [
     "MIGRATIONS_DIR",
     "alembic_config",
     "alembic_config_for_scripts",
+    "create_stamped_sqlite",
     "current_revision",
     "downgrade",
     "head_revision",
@@ -34,7 +40,7 @@ def alembic_config_for_scripts() -> Config:
     return config
 
 
-# Any constant: the one PostgreSQL advisory lock every `db upgrade` takes.
+# A constant of our choosing: the one PostgreSQL advisory lock every `db upgrade` takes.
 MIGRATION_LOCK_KEY = 0x6F726368  # "orch"
 
 
@@ -56,3 +62,17 @@ def upgrade(engine: Engine, revision: str = "head") -> None:
 
 def downgrade(engine: Engine, revision: str = "base") -> None:
     command.downgrade(alembic_config(engine), revision)
+
+
+def create_stamped_sqlite(path: Path, application_id: int) -> str:
+    """A new SQLite file at ``path`` whose header carries ``application_id`` (bytes 68-71),
+    migrated to the current schema; returns its URL. The stamp is written before WAL
+    mode is switched on, so the mark is in the main file itself."""
+    with closing(sqlite3.connect(path)) as connection:
+        connection.execute(f"PRAGMA application_id = {int(application_id)}")
+        connection.commit()
+    url = f"sqlite:///{path}"
+    engine = make_engine(url)
+    upgrade(engine)
+    engine.dispose()
+    return url

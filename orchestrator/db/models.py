@@ -6,7 +6,7 @@ Every timestamp is a timezone-aware UTC ``DateTime`` so it reads naturally in SQ
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Any, cast
+from typing import cast
 
 from sqlalchemy import (
     JSON,
@@ -27,6 +27,7 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.types import TypeEngine
 
 from orchestrator.secret import scrub
 
@@ -95,21 +96,21 @@ class OutsideString(_Outside):
     cache_ok = True
 
 
-class OutsideJson(TypeDecorator[Any]):
+class OutsideJson(TypeDecorator[object]):
     """JSON from the server (a batch's `errors`, its `metadata`): secrets scrubbed in
     every string inside, NUL (which JSONB cannot hold) made visible."""
 
     impl = JSON
     cache_ok = True
 
-    def load_dialect_impl(self, dialect: Dialect) -> Any:
+    def load_dialect_impl(self, dialect: Dialect) -> TypeEngine[object]:
         return dialect.type_descriptor(JSONB() if dialect.name == "postgresql" else JSON())
 
-    def process_bind_param(self, value: Any, dialect: Dialect) -> Any:
+    def process_bind_param(self, value: object | None, dialect: Dialect) -> object:
         return _scrubbed_json(value)
 
 
-def _scrubbed_json(value: Any) -> Any:
+def _scrubbed_json(value: object) -> object:
     if isinstance(value, str):
         return scrub(value).replace("\x00", "\\x00")
     if isinstance(value, dict):
@@ -121,7 +122,7 @@ def _scrubbed_json(value: Any) -> Any:
 
 class Base(DeclarativeBase):
     metadata = MetaData(naming_convention=NAMING)
-    type_annotation_map = {datetime: UtcDateTime(), dict[str, Any]: Json, list[Any]: Json}
+    type_annotation_map = {datetime: UtcDateTime(), dict[str, object]: Json, list[object]: Json}
 
 
 def table_of(model: type[Base]) -> Table:
@@ -165,8 +166,8 @@ class Batch(Base):
     usage_output_tokens: Mapped[int | None] = mapped_column(BigInteger)
     usage_reasoning_tokens: Mapped[int | None] = mapped_column(BigInteger)
     usage_total_tokens: Mapped[int | None] = mapped_column(BigInteger)
-    metadata_: Mapped[dict[str, Any] | None] = mapped_column("metadata", OutsideJson)
-    errors: Mapped[list[Any] | None] = mapped_column(OutsideJson)
+    metadata_: Mapped[dict[str, object] | None] = mapped_column("metadata", OutsideJson)
+    errors: Mapped[list[object] | None] = mapped_column(OutsideJson)
     # --- our bookkeeping ---
     tracked_at: Mapped[datetime]
     tracked_by: Mapped[str] = mapped_column(String(32))  # cancel | track | sync | demo
@@ -301,7 +302,7 @@ class BatchResult(Base):
     request_id: Mapped[str | None] = mapped_column(String(128))
     # Plain JSON, not JSONB: stored as sent, no binary conversion on the hot ingest path;
     # operators can still query it with ->, ->> and json_extract.
-    body: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    body: Mapped[dict[str, object] | None] = mapped_column(JSON)
     error_code: Mapped[str | None] = mapped_column(String(128))
     error_message: Mapped[str | None] = mapped_column(Text)
 

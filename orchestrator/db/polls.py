@@ -16,7 +16,6 @@ from datetime import datetime, timedelta
 from sqlalchemy import func, or_, select
 from sqlalchemy.orm import Session
 
-from orchestrator.core.apply import Applied
 from orchestrator.core.harvest import FileState, HarvestState, after_files
 from orchestrator.core.observation import BatchObservation
 from orchestrator.core.poll_policy import PolledBatch, PollPlan, PollPolicy, plan_poll
@@ -160,37 +159,32 @@ class PollStore:
             ).one()
             holds = row.lease_owner == owner
             overdue_before = row.overdue_since
-            plans: list[PollPlan] = []
-
-            def follow_up(applied: Applied, row: Batch) -> dict[str, object]:
-                status = _status(row)
-                terminal = status is not None and status.is_terminal
-                terminal_polls = row.terminal_polls + (1 if terminal else 0)
-                plan = plan_poll(
-                    policy,
-                    PolledBatch(
-                        status=status,
-                        timestamps={name: getattr(row, name) for name in TIMESTAMP_FIELDS},
-                        status_changed_at=row.status_changed_at,
-                        output_file_id=row.output_file_id,
-                        error_file_id=row.error_file_id,
-                        terminal_polls=terminal_polls,
-                        overdue_since=overdue_before,
-                    ),
-                    now=now,
-                    u=u,
-                    webhooks=webhooks,
-                )
-                due = plan.next_poll_at
-                if due is not None and due > now and arrived_since(session, row.id, now):
-                    plan = dataclasses.replace(plan, next_poll_at=now)
-                plans.append(plan)
-                return _poll_changes(row, plan, now, holds, terminal_polls, lease_seconds)
-
-            recorded = self.batches.apply_locked(
-                session, row, observed, now=now, source=SOURCE, follow_up=follow_up
+            recorded = self.batches.apply_locked(session, row, observed, now=now, source=SOURCE)
+            status = _status(row)
+            terminal = status is not None and status.is_terminal
+            terminal_polls = row.terminal_polls + (1 if terminal else 0)
+            plan = plan_poll(
+                policy,
+                PolledBatch(
+                    status=status,
+                    timestamps={name: getattr(row, name) for name in TIMESTAMP_FIELDS},
+                    status_changed_at=row.status_changed_at,
+                    output_file_id=row.output_file_id,
+                    error_file_id=row.error_file_id,
+                    terminal_polls=terminal_polls,
+                    overdue_since=overdue_before,
+                ),
+                now=now,
+                u=u,
+                webhooks=webhooks,
             )
-            plan = plans[0]
+            due = plan.next_poll_at
+            if due is not None and due > now and arrived_since(session, row.id, now):
+                plan = dataclasses.replace(plan, next_poll_at=now)
+            for name, value in _poll_changes(
+                row, plan, now, holds, terminal_polls, lease_seconds
+            ).items():
+                setattr(row, name, value)
             _poll_events(session, row, plan, now, policy)
             return PollRecord(
                 batch_id=row.id,

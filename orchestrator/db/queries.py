@@ -17,7 +17,6 @@ from sqlalchemy import ColumnElement, Row, Select, case, func, inspect, or_, sel
 from sqlalchemy.orm import Session
 
 from orchestrator.core.status import UNOBSERVED, parse_status
-from orchestrator.db.cancels import PAUSE_SCOPE
 from orchestrator.db.database import Database, chunks
 from orchestrator.db.models import (
     Base,
@@ -26,10 +25,10 @@ from orchestrator.db.models import (
     BatchResult,
     CancelAttempt,
     CancelRequest,
-    Pause,
     ResultFile,
     ResultLineError,
 )
+from orchestrator.db.pauses import SendingPause, active_pause_in
 
 __all__ = [
     "UNOBSERVED",
@@ -163,7 +162,7 @@ class ResultRow:
     request_id: str | None
     error_code: str | None
     error_message: str | None
-    body: dict[str, Any] | None
+    body: dict[str, object] | None
 
 
 @dataclass(frozen=True)
@@ -176,7 +175,7 @@ class FleetSnapshot:
     results_stored: int = 0
     result_line_errors: int = 0
     result_bytes: int = 0  # of files downloaded in full
-    pause: Pause | None = None
+    pause: SendingPause | None = None
 
 
 def as_record(row: Base) -> dict[str, Any]:
@@ -380,7 +379,7 @@ class OperatorQueries:
                     statement.order_by(BatchResult.custom_id).limit(page_rows)
                 ).all()
             for row in page:
-                yield ResultRow(*row)
+                yield ResultRow(**row._mapping)
             if len(page) < page_rows:
                 return
             after = page[-1].custom_id
@@ -413,7 +412,7 @@ class OperatorQueries:
                     ResultFile.state == "done"
                 )
             )
-            pause = session.get(Pause, PAUSE_SCOPE)
+            pause = active_pause_in(session, now)
         return FleetSnapshot(
             batches_by_status=by_status,
             overdue=int(overdue),
@@ -421,5 +420,5 @@ class OperatorQueries:
             results_stored=int(results),
             result_line_errors=int(line_errors),
             result_bytes=int(result_bytes or 0),
-            pause=pause if pause is not None and pause.until > now else None,
+            pause=pause,
         )

@@ -22,7 +22,6 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
 
 import psycopg
 from sqlalchemy import Insert, select, update
@@ -37,6 +36,7 @@ from orchestrator.db.models import Batch, BatchResult, ResultFile, ResultLineErr
 from orchestrator.errors import DatabaseError
 
 __all__ = [
+    "Chunk",
     "ChunkCounts",
     "FileProgress",
     "FileTotals",
@@ -82,6 +82,19 @@ class FileTotals:
     bytes: int
     lines: int
     sha256: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class Chunk:
+    """One transaction's worth of a file: its lines ``from_line + 1 .. to_line``."""
+
+    batch_id: str
+    file_id: str
+    from_line: int  # the checkpoint it starts from
+    to_line: int  # the checkpoint it moves to
+    rows: Iterable[Row]  # may be lazy, adding to errors as it is consumed
+    errors: list[LineError]
+    totals: FileTotals | None = None  # the last chunk: the file is done with it
 
 
 @dataclass(frozen=True)
@@ -250,80 +263,87 @@ class ResultStore:
     # --- chunks -----------------------------------------------------------------------
 
     def commit_chunk(
-        self,
-        *,
-        batch_id: str,
-        file_id: str,
-        from_line: int,
-        to_line: int,
-        rows: Iterable[Row],
-        errors: list[LineError],
-        owner: str,
-        lease_until: datetime,
-        totals: FileTotals | None = None,
-        now: datetime | None = None,
+        self, *, chunk: Chunk, owner: str, lease_until: datetime, now: datetime | None = None
     ) -> ChunkCounts:
-        """Store lines ``from_line + 1 .. to_line`` and move the checkpoint, atomically.
+        """Store the chunk's lines and move the file's checkpoint, atomically.
 
-        ``rows`` may be lazy and add to ``errors`` as it is consumed (it is, first).
-        With ``totals`` this is the last chunk: the file is marked done in the same
-        transaction. Raises ``LeaseLost`` (nothing stored) when the checkpoint moved
-        or the batch's lease is no longer ``owner``'s.
+        ``chunk.rows`` may be lazy and add to ``chunk.errors`` as it is consumed (it is,
+        first). With ``chunk.totals`` this is the last chunk: the file is marked done
+        (at ``now``) in the same transaction. Raises ``LeaseLost`` (nothing stored) when
+        the checkpoint moved or the batch's lease is no longer ``owner``'s; a chunk
+        that commits extends that lease to ``lease_until``.
         """
         with self.db.transaction() as session:
-            current = session.scalar(
-                select(ResultFile.lines_committed)
-                .where(
-                    ResultFile.batch_id == batch_id,
-                    ResultFile.file_id == file_id,
-                    ResultFile.state == FileState.PENDING.value,
-                )
-                .with_for_update()
-            )
-            if current != from_line:
-                raise LeaseLost(
-                    f"file {file_id}: checkpoint is {current}, not {from_line}: "
-                    "another process is storing it"
-                )
-            counted = _Counted(rows)
+            self._check_checkpoint(session, chunk)
+            counted = _Counted(chunk.rows)
             inserted = self._insert_rows(session, counted.rows())
-            total = counted.n
-            if errors:
-                session.execute(
-                    self._insert_errors,
-                    [
-                        {
-                            "file_id": file_id,
-                            "line_number": e.line_number,
-                            "batch_id": batch_id,
-                            "raw": printable(e.raw),
-                            "error": e.error,
-                        }
-                        for e in errors
-                    ],
-                )
-            values: dict[str, Any] = {
-                "lines_committed": to_line,
-                "results": ResultFile.results + inserted,
-                "malformed": ResultFile.malformed + len(errors),
-                "duplicates": ResultFile.duplicates + (total - inserted),
-            }
-            if totals is not None:
-                values.update(
-                    state=FileState.DONE.value,
-                    bytes=totals.bytes,
-                    lines=totals.lines,
-                    sha256=totals.sha256,
-                    done_at=now,
-                    last_error=None,
-                )
-            session.execute(
-                update(ResultFile)
-                .where(ResultFile.batch_id == batch_id, ResultFile.file_id == file_id)
-                .values(values)
-                .execution_options(synchronize_session=False)
-            )
+            counts = ChunkCounts(inserted, counted.n - inserted, len(chunk.errors))
+            self._insert_line_errors(session, chunk)
+            self._advance_file(session, chunk, counts, now)
             # Last, so the batch row is locked only briefly: the fence and the heartbeat.
-            if not self._leases.fence(session, owner, batch_id, until=lease_until):
-                raise LeaseLost(f"batch {batch_id}: the lease is no longer held by {owner}")
-            return ChunkCounts(inserted, total - inserted, len(errors))
+            if not self._leases.fence(session, owner, chunk.batch_id, until=lease_until):
+                raise LeaseLost(f"batch {chunk.batch_id}: the lease is no longer held by {owner}")
+            return counts
+
+    @staticmethod
+    def _check_checkpoint(session: Session, chunk: Chunk) -> None:
+        """Lock the file's row; refuse a chunk that does not start at its checkpoint."""
+        current = session.scalar(
+            select(ResultFile.lines_committed)
+            .where(
+                ResultFile.batch_id == chunk.batch_id,
+                ResultFile.file_id == chunk.file_id,
+                ResultFile.state == FileState.PENDING.value,
+            )
+            .with_for_update()
+        )
+        if current != chunk.from_line:
+            raise LeaseLost(
+                f"file {chunk.file_id}: checkpoint is {current}, not {chunk.from_line}: "
+                "another process is storing it"
+            )
+
+    def _insert_line_errors(self, session: Session, chunk: Chunk) -> None:
+        if not chunk.errors:
+            return
+        session.execute(
+            self._insert_errors,
+            [
+                {
+                    "file_id": chunk.file_id,
+                    "line_number": e.line_number,
+                    "batch_id": chunk.batch_id,
+                    "raw": printable(e.raw),
+                    "error": e.error,
+                }
+                for e in chunk.errors
+            ],
+        )
+
+    @staticmethod
+    def _advance_file(
+        session: Session, chunk: Chunk, counts: ChunkCounts, now: datetime | None
+    ) -> None:
+        """Move the checkpoint and the counts; with the totals, the file is done."""
+        values: dict[str, object] = {
+            "lines_committed": chunk.to_line,
+            "results": ResultFile.results + counts.inserted,
+            "malformed": ResultFile.malformed + counts.malformed,
+            "duplicates": ResultFile.duplicates + counts.duplicates,
+        }
+        totals = chunk.totals
+        if totals is not None:
+            values.update(
+                state=FileState.DONE.value,
+                bytes=totals.bytes,
+                lines=totals.lines,
+                sha256=totals.sha256,
+                done_at=now,
+                last_error=None,
+            )
+        session.execute(
+            update(ResultFile)
+            .where(ResultFile.batch_id == chunk.batch_id, ResultFile.file_id == chunk.file_id)
+            .values(values)
+            .execution_options(synchronize_session=False)
+        )

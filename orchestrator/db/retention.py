@@ -16,7 +16,6 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, fields
 from datetime import datetime, timedelta
-from typing import Any
 
 from sqlalchemy import Delete, delete, func, select, tuple_, update
 
@@ -94,7 +93,7 @@ class RetentionStore:
         found.batches = len(batch_ids)
         return found
 
-    def iter_archive(self, batch_id: str) -> Iterator[tuple[int, dict[str, Any]]]:
+    def iter_archive(self, batch_id: str) -> Iterator[tuple[int, dict[str, object]]]:
         """(result id or 0, record) for every result row and unreadable line of the batch,
         a page per short transaction."""
         after = 0

@@ -1,6 +1,6 @@
 """The database server's clock: the one time every host shares.
 
-Anything several hosts compare (a due time, an age cut-off) is measured against
+Whatever several hosts compare (a due time, an age cut-off) is measured against
 this, never against the clock of the host that happens to ask.
 """
 

@@ -17,7 +17,14 @@ from orchestrator.processes.ingest import READ_BYTES
 from orchestrator.processes.loop import LoopConfig
 from orchestrator.settings import Settings
 
-__all__ = ["ReconcilerConfig", "WorkerConfig", "poll_policy", "retry_policy"]
+__all__ = [
+    "ReconcilerConfig",
+    "WorkerConfig",
+    "poll_policy",
+    "reconciler_setup",
+    "retry_policy",
+    "worker_setup",
+]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -88,3 +95,21 @@ def poll_policy(settings: Settings) -> PollPolicy:
         file_id_repolls=settings.file_id_repolls,
         webhook_poll_seconds=settings.poll_interval_with_webhooks,
     )
+
+
+def worker_setup(
+    config: Settings | WorkerConfig, policy: RetryPolicy | None
+) -> tuple[WorkerConfig, RetryPolicy]:
+    """The worker's config and retry policy: from the settings, or as given."""
+    if isinstance(config, Settings):
+        return WorkerConfig.from_settings(config), policy or retry_policy(config)
+    return config, policy or RetryPolicy()
+
+
+def reconciler_setup(
+    config: Settings | ReconcilerConfig, policy: PollPolicy | None
+) -> tuple[ReconcilerConfig, PollPolicy]:
+    """The reconciler's config and poll policy: from the settings, or as given."""
+    if isinstance(config, Settings):
+        return ReconcilerConfig.from_settings(config), policy or poll_policy(config)
+    return config, policy or PollPolicy()

@@ -44,7 +44,7 @@ from orchestrator.core.result_lines import (
     OverlongLine,
     iter_rows,
 )
-from orchestrator.db.results import ChunkCounts, FileTotals, ResultStore
+from orchestrator.db.results import Chunk, ChunkCounts, FileTotals, ResultStore
 
 __all__ = ["FileIngest", "IngestResult", "IngestSettings"]
 
@@ -162,74 +162,103 @@ class FileIngest:
     def _download(
         self, batch_id: str, file_id: str, kind: str, skip: int, outcome: IngestResult
     ) -> None:
-        chunk_lines = self.settings.chunk_lines
+        """One download from byte 0: lines up to the checkpoint ``skip`` were stored by an
+        earlier one and are only counted; the rest are committed chunk by chunk."""
         splitter = LineSplitter(self.settings.max_line_bytes)
+        writer = _ChunkWriter(self, _File(batch_id, file_id, kind), skip, outcome)
         seen = 0  # physical lines read so far in this download
-        committed = skip  # the checkpoint
-        pending: list[Line] = []  # lines committed + 1 .. seen
-
-        def commit(lines: list[Line], totals: FileTotals | None = None) -> None:
-            nonlocal committed
-            errors: list[LineError] = []
-            rows = iter_rows(
-                lines,
-                committed + 1,
-                batch_id=batch_id,
-                file_id=file_id,
-                kind=kind,
-                errors=errors,
-                nul_unsafe=self.results.nul_unsafe,
-            )
-            now = self.clock.now()  # fresh: this heartbeat keeps the lease of a long harvest
-            counts = self.results.commit_chunk(
-                batch_id=batch_id,
-                file_id=file_id,
-                from_line=committed,
-                to_line=committed + len(lines),
-                rows=rows,
-                errors=errors,
-                owner=self.owner,
-                lease_until=now + timedelta(seconds=self.settings.lease_seconds),
-                totals=totals,
-                now=now,
-            )
-            committed += len(lines)
-            outcome.add(counts)
-            self.on_progress()
-
         with self.client.download(file_id) as download:
             for data in download.iter_bytes(self.settings.read_bytes):
                 outcome.bytes_read += len(data)
                 lines = splitter.feed(data)
-                if seen + len(lines) <= skip:  # stored by an earlier download
-                    seen += len(lines)
-                    continue
-                if seen < skip:
-                    lines = lines[skip - seen :]
-                    seen = skip
+                writer.add(lines[max(0, skip - seen) :])
                 seen += len(lines)
-                pending.extend(lines)
-                while len(pending) >= chunk_lines:
-                    commit(pending[:chunk_lines])
-                    del pending[:chunk_lines]
-                    if self.stop.is_set():
-                        raise _Stopped
-        tail = splitter.tail()
-        if tail:  # an over-long last line is a line error, not a sign of a cut
-            if not isinstance(tail, OverlongLine) and not tail.isspace():
-                try:
-                    orjson.loads(tail)
-                except orjson.JSONDecodeError:
-                    raise _Truncated(
-                        f"the last line ({len(tail)} bytes) has no newline and does not parse: "
-                        "the file looks cut short"
-                    ) from None
-            if seen >= skip:
-                pending.append(tail)
-            seen += 1
+        tail = _last_line(splitter)
+        if tail and seen >= skip:
+            writer.pending.append(tail)
         totals = FileTotals(
             bytes=splitter.bytes,
             lines=splitter.complete_lines + (1 if tail else 0),
             sha256=splitter.sha256,
         )
-        commit(pending, totals)
+        writer.commit(writer.pending, totals)
+
+
+@dataclass(frozen=True)
+class _File:
+    batch_id: str
+    file_id: str
+    kind: str
+
+
+class _ChunkWriter:
+    """One download's lines after the checkpoint, committed ``chunk_lines`` at a time,
+    each chunk with the checkpoint it moves (and, the last, the file's totals)."""
+
+    def __init__(
+        self, ingest: FileIngest, file: _File, checkpoint: int, outcome: IngestResult
+    ) -> None:
+        self.ingest = ingest
+        self.file = file
+        self.checkpoint = checkpoint  # lines stored so far
+        self.outcome = outcome
+        self.pending: list[Line] = []  # lines checkpoint + 1 .. read so far
+
+    def add(self, lines: list[Line]) -> None:
+        """Queue lines; commit every full chunk. Raises ``_Stopped`` after a commit
+        once the process is asked to stop."""
+        self.pending.extend(lines)
+        size = self.ingest.settings.chunk_lines
+        while len(self.pending) >= size:
+            self.commit(self.pending[:size])
+            del self.pending[:size]
+            if self.ingest.stop.is_set():
+                raise _Stopped
+
+    def commit(self, lines: list[Line], totals: FileTotals | None = None) -> None:
+        ingest, file = self.ingest, self.file
+        errors: list[LineError] = []
+        rows = iter_rows(
+            lines,
+            self.checkpoint + 1,
+            batch_id=file.batch_id,
+            file_id=file.file_id,
+            kind=file.kind,
+            errors=errors,
+            nul_unsafe=ingest.results.nul_unsafe,
+        )
+        now = ingest.clock.now()  # fresh: this heartbeat keeps the lease of a long harvest
+        chunk = Chunk(
+            batch_id=file.batch_id,
+            file_id=file.file_id,
+            from_line=self.checkpoint,
+            to_line=self.checkpoint + len(lines),
+            rows=rows,
+            errors=errors,
+            totals=totals,
+        )
+        counts = ingest.results.commit_chunk(
+            chunk=chunk,
+            owner=ingest.owner,
+            lease_until=now + timedelta(seconds=ingest.settings.lease_seconds),
+            now=now,
+        )
+        self.checkpoint += len(lines)
+        self.outcome.add(counts)
+        ingest.on_progress()
+
+
+def _last_line(splitter: LineSplitter) -> Line:
+    """What followed the last newline. A last line that has no newline and does not
+    parse is what a cut looks like when the server closed cleanly: ``_Truncated``.
+    An over-long one is a line error, not a sign of a cut."""
+    tail = splitter.tail()
+    if tail and not isinstance(tail, OverlongLine) and not tail.isspace():
+        try:
+            orjson.loads(tail)
+        except orjson.JSONDecodeError:
+            raise _Truncated(
+                f"the last line ({len(tail)} bytes) has no newline and does not parse: "
+                "the file looks cut short"
+            ) from None
+    return tail

@@ -25,11 +25,12 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from orchestrator.clock import Clock
 from orchestrator.core.retry_policy import outage_backoff
 from orchestrator.errors import DatabaseUnavailable
 from orchestrator.probes import Heartbeat
 
-__all__ = ["LoopConfig", "ProcessLoop", "Sleep", "wait_on_stop"]
+__all__ = ["LoopConfig", "LoopProcess", "ProcessLoop", "Sleep", "wait_on_stop"]
 
 log = logging.getLogger(__name__)
 
@@ -50,24 +51,15 @@ class LoopConfig:
     db_retry_max_seconds: float = 30.0  # ... up to this
 
 
+@dataclass(kw_only=True)
 class ProcessLoop:
-    def __init__(
-        self,
-        *,
-        name: str,
-        config: LoopConfig,
-        stop: threading.Event,
-        heartbeat: Heartbeat,
-        sleep: Sleep = wait_on_stop,
-        outage_note: str = "",
-    ) -> None:
-        self.name = name
-        self.config = config
-        self.stop = stop
-        self.heartbeat = heartbeat
-        self.sleep = sleep
-        self.outage_note = outage_note  # what the operator should know while it is down
-        self.outages = 0  # database failures ridden out, in all
+    name: str  # in the log lines
+    config: LoopConfig
+    stop: threading.Event
+    heartbeat: Heartbeat
+    sleep: Sleep = wait_on_stop
+    outage_note: str = ""  # what the operator should know while the database is down
+    outages: int = 0  # database failures ridden out, in all
 
     def run(
         self,
@@ -122,3 +114,43 @@ class ProcessLoop:
         """Wait on purpose (ended early by the stop event); not a stall for ``/healthz``."""
         self.heartbeat.beat(busy_for=seconds)
         self.sleep(self.stop, seconds)
+
+
+class LoopProcess:
+    """What every long-running process is given, and keeps, the same way: its clock,
+    its owner name (on the leases it takes), its random unit (for backoff jitter),
+    its stop event, its heartbeat and how it waits."""
+
+    name = "process"
+
+    def __init__(
+        self,
+        clock: Clock,
+        owner: str,
+        *,
+        random_unit: Callable[[], float],
+        stop: threading.Event | None,
+        heartbeat: Heartbeat | None,
+        sleep: Sleep,
+    ) -> None:
+        self.clock = clock
+        self.owner = owner
+        self.random_unit = random_unit
+        self.stop = stop or threading.Event()  # set it (SIGTERM does) to stop cleanly
+        self.heartbeat = heartbeat or Heartbeat(clock)  # /healthz: the loop still turns
+        self.sleep = sleep
+
+    def process_loop(
+        self, config: LoopConfig, stop: threading.Event | None, *, outage_note: str = ""
+    ) -> ProcessLoop:
+        """The loop for one run; a ``stop`` given here replaces the process's stop event."""
+        if stop is not None:
+            self.stop = stop
+        return ProcessLoop(
+            name=self.name,
+            config=config,
+            stop=self.stop,
+            heartbeat=self.heartbeat,
+            sleep=self.sleep,
+            outage_note=outage_note,
+        )

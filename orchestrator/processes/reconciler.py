@@ -31,9 +31,9 @@ from orchestrator.db.results import LeaseLost, ResultStore
 from orchestrator.errors import ApiError, DatabaseUnavailable, InvalidBatchId, describe
 from orchestrator.metrics import Metrics
 from orchestrator.probes import Heartbeat
-from orchestrator.processes.config import ReconcilerConfig, poll_policy
+from orchestrator.processes.config import ReconcilerConfig, poll_policy, reconciler_setup
 from orchestrator.processes.ingest import FileIngest, IngestResult, IngestSettings
-from orchestrator.processes.loop import ProcessLoop, Sleep, wait_on_stop
+from orchestrator.processes.loop import LoopProcess, Sleep, wait_on_stop
 from orchestrator.processes.pass_summary import PassSummary
 from orchestrator.processes.upkeep import Upkeep
 from orchestrator.processes.webhook_watch import WebhookWatch
@@ -46,7 +46,9 @@ log = logging.getLogger(__name__)
 NOT_FOUND = "no such batch for this key (check the id, organization and project)"
 
 
-class Reconciler:
+class Reconciler(LoopProcess):
+    name = "reconciler"
+
     def __init__(
         self,
         db: Database,
@@ -63,26 +65,18 @@ class Reconciler:
         metrics: Metrics | None = None,
         upkeep: Upkeep | None = None,
     ) -> None:
+        # Set stop: claimed work not yet started is released, harvests end at a checkpoint.
+        super().__init__(
+            clock, owner, random_unit=random_unit, stop=stop, heartbeat=heartbeat, sleep=sleep
+        )
         self.db = db
         self.client = client
-        self.clock = clock
-        self.owner = owner
-        if isinstance(config, Settings):
-            self.config = ReconcilerConfig.from_settings(config)
-            self.policy = policy or poll_policy(config)
-        else:
-            self.config = config
-            self.policy = policy or PollPolicy()
-        self.random_unit = random_unit
+        self.config, self.policy = reconciler_setup(config, policy)
         self.polls = PollStore(db, stale_seconds=self.config.process_stale_seconds)
         self.webhooks = WebhookWatch(
             db, clock, self.config.webhook_silence_seconds, self.policy.max_seconds
         )
         self.results = ResultStore(db)
-        # Set to stop: claimed work not yet started is released, harvests end at a checkpoint.
-        self.stop = stop or threading.Event()
-        self.heartbeat = heartbeat or Heartbeat(clock)  # /healthz: the loop still turns
-        self.sleep = sleep
         self.metrics = metrics
         self.upkeep = upkeep  # file clean-up and pruning, between passes
         self._pool = ThreadPoolExecutor(self.config.concurrency, thread_name_prefix="reconcile")
@@ -130,21 +124,13 @@ class Reconciler:
     def run(self, stop: threading.Event | None = None, *, once: bool = False) -> PassSummary:
         """Pass after pass until ``stop`` is set (with ``once``: one pass and the upkeep
         that is due); returns the totals."""
-        if stop is not None:
-            self.stop = stop
+        loop = self.process_loop(self.config, stop)
         if once:
             summary = self.run_once()
             if self.upkeep is not None:
                 self.upkeep.run_due()
             return summary
         total = PassSummary()
-        loop = ProcessLoop(
-            name="reconciler",
-            config=self.config,
-            stop=self.stop,
-            heartbeat=self.heartbeat,
-            sleep=self.sleep,
-        )
 
         def recovered(_failures: int) -> None:
             # Our earlier pass was cut short: free what it held, so nothing waits

@@ -29,11 +29,11 @@ from orchestrator.core.cancel_policy import AttemptOutcome, after_rejection
 from orchestrator.core.observation import BatchObservation, MalformedBatch, WrongBatch, parse_batch
 from orchestrator.core.retry_policy import RetryPolicy
 from orchestrator.db.cancels import Attempt, CancelStore, Claim
-from orchestrator.db.models import Pause
+from orchestrator.db.pauses import SendingPause
 from orchestrator.errors import ApiError, DatabaseUnavailable, InvalidBatchId, describe
 from orchestrator.probes import Heartbeat
-from orchestrator.processes.config import WorkerConfig, retry_policy
-from orchestrator.processes.loop import ProcessLoop, Sleep, wait_on_stop
+from orchestrator.processes.config import WorkerConfig, worker_setup
+from orchestrator.processes.loop import LoopProcess, Sleep, wait_on_stop
 from orchestrator.processes.worker_report import WorkerReport
 from orchestrator.settings import Settings
 
@@ -56,7 +56,9 @@ class _Flight:
     finished: list[tuple[Claim, Attempt]] = field(default_factory=list)
 
 
-class CancelWorker:
+class CancelWorker(LoopProcess):
+    name = "worker"
+
     def __init__(
         self,
         store: CancelStore,
@@ -73,20 +75,12 @@ class CancelWorker:
     ) -> None:
         self.store = store
         self.client = client
-        if isinstance(config, Settings):
-            self.config = WorkerConfig.from_settings(config)
-            self.policy = policy or retry_policy(config)
-        else:
-            self.config = config
-            self.policy = policy or RetryPolicy()
-        self.clock = clock
-        self.owner = owner
-        self.random_unit = random_unit
+        self.config, self.policy = worker_setup(config, policy)
+        super().__init__(
+            clock, owner, random_unit=random_unit, stop=stop, heartbeat=heartbeat, sleep=sleep
+        )
         self.report = WorkerReport()
-        self.stop = stop or threading.Event()  # set to stop: sends in flight are recorded
-        self.heartbeat = heartbeat or Heartbeat(clock)  # /healthz: the loop still turns
-        self.sleep = sleep
-        self._pause: Pause | None = None
+        self._pause: SendingPause | None = None
         self._pause_checked: datetime | None = None
 
     # --- the loop -------------------------------------------------------------
@@ -100,14 +94,9 @@ class CancelWorker:
 
     def run(self, stop: threading.Event | None = None, *, once: bool = False) -> WorkerReport:
         """Work until `stop` is set (or, with `once`, until nothing is due now)."""
-        if stop is not None:
-            self.stop = stop
-        loop = ProcessLoop(
-            name="worker",
-            config=self.config,
-            stop=self.stop,
-            heartbeat=self.heartbeat,
-            sleep=self.sleep,
+        loop = self.process_loop(
+            self.config,
+            stop,
             outage_note="nothing is lost: unrecorded cancels are re-sent after their lease expires",
         )
         with ThreadPoolExecutor(self.config.concurrency, thread_name_prefix="cancel") as pool:

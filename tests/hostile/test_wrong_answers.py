@@ -230,7 +230,7 @@ def test_the_parsers_limits_are_the_columns() -> None:
 def test_sync_skips_a_listed_object_without_a_batch_id_and_refuses_poison_fields(
     database: Database, clock: ManualClock
 ) -> None:
-    from orchestrator.cli.sync_commands import BatchSync, SyncReport
+    from orchestrator.processes.sync import BatchSync, SyncReport
 
     listed = [
         batch_object("../../etc/passwd", "in_progress"),
@@ -258,7 +258,7 @@ def test_sync_skips_a_listed_object_without_a_batch_id_and_refuses_poison_fields
 def test_sync_counts_a_batch_listed_twice_once_and_cuts_a_huge_malformed_id(
     database: Database, clock: ManualClock
 ) -> None:
-    from orchestrator.cli.sync_commands import BatchSync, SyncReport
+    from orchestrator.processes.sync import BatchSync, SyncReport
 
     listed = [
         batch_object(ASKED, "in_progress"),

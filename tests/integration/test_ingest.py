@@ -15,7 +15,7 @@ from orchestrator.core.harvest import FileState
 from orchestrator.db.database import Database
 from orchestrator.db.models import Batch, BatchResult, ResultFile, ResultLineError
 from orchestrator.db.polls import PollStore
-from orchestrator.db.results import LeaseLost, ResultStore
+from orchestrator.db.results import Chunk, LeaseLost, ResultStore
 from orchestrator.processes.ingest import FileIngest, IngestSettings
 
 from .conftest import make_client, track
@@ -185,12 +185,9 @@ def test_a_stale_checkpoint_is_refused(database: Database, clock: ManualClock) -
 
     def commit() -> None:
         results.commit_chunk(
-            batch_id=BATCH,
-            file_id="file-x",
-            from_line=0,
-            to_line=2,
-            rows=[],
-            errors=[],
+            chunk=Chunk(
+                batch_id=BATCH, file_id="file-x", from_line=0, to_line=2, rows=[], errors=[]
+            ),
             owner="ingest-test",
             lease_until=clock.now(),
         )

@@ -1,0 +1,59 @@
+"""The shared stop on all sending (the API refused our key: 401/403): one row, read here.
+
+Everything outside ``db/`` sees a ``SendingPause`` (plain values), never the ORM
+row. The functions that take a session run inside the caller's transaction, so
+a fleet snapshot or a resume reads the pause in the same view as the rest.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import update
+from sqlalchemy.orm import Session
+
+from orchestrator.db.database import Database
+from orchestrator.db.models import Pause, table_of
+
+__all__ = ["PAUSE_SCOPE", "SendingPause", "active_pause_in", "lift_pause_in", "set_pause"]
+
+PAUSE_SCOPE = "api"
+
+
+@dataclass(frozen=True)
+class SendingPause:
+    reason: str
+    paused_at: datetime
+    until: datetime
+
+
+def _view(row: Pause) -> SendingPause:
+    return SendingPause(reason=row.reason, paused_at=row.paused_at, until=row.until)
+
+
+def active_pause_in(session: Session, now: datetime) -> SendingPause | None:
+    """The pause in force at ``now`` (None once its ``until`` has passed)."""
+    row = session.get(Pause, PAUSE_SCOPE)
+    return _view(row) if row is not None and row.until > now else None
+
+
+def lift_pause_in(session: Session) -> SendingPause | None:
+    """Remove the pause (locked first); returns it, or None if there was none."""
+    row = session.get(Pause, PAUSE_SCOPE, with_for_update=True)
+    if row is None:
+        return None
+    lifted = _view(row)
+    session.delete(row)
+    return lifted
+
+
+def set_pause(db: Database, reason: str, *, now: datetime, until: datetime) -> None:
+    values = {"reason": reason, "paused_at": now, "until": until}
+    with db.transaction() as session:
+        # Several workers can hit 401 at once: insert-or-ignore, then update.
+        session.execute(
+            db.insert_ignoring_conflicts(table_of(Pause)),
+            [{"scope": PAUSE_SCOPE, **values}],
+        )
+        session.execute(update(Pause).where(Pause.scope == PAUSE_SCOPE).values(**values))

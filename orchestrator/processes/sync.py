@@ -1,0 +1,144 @@
+"""Batch sync: record every batch the API lists, so batches made elsewhere can be seen
+(``status``) and selected (``cancel --status ...``). Run by ``orchestrator sync``."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from rich.progress import Progress
+
+from orchestrator.api.client import BatchApiClient
+from orchestrator.core.ids import validate_batch_id
+from orchestrator.core.observation import USAGE_FIELDS, MalformedBatch, parse_batch
+from orchestrator.core.status import TIMESTAMP_FIELDS
+from orchestrator.db.batches import BatchStore
+from orchestrator.db.database import Database
+from orchestrator.db.queries import OperatorQueries
+from orchestrator.db.server_clock import database_clock
+from orchestrator.errors import InvalidBatchId
+
+__all__ = ["API_FIELDS", "BatchSync", "SyncReport", "pages", "sync_batches"]
+
+SOURCE = "sync"
+
+
+@dataclass
+class SyncReport:
+    seen: int = 0
+    new: int = 0
+    updated: int = 0
+    unchanged: int = 0
+    pages: int = 0
+    stopped_at_page_limit: bool = False
+    malformed: list[str] = field(default_factory=list)
+    new_finished_not_followed: int = 0
+
+
+# The columns that mirror the server's Batch object: a change in any is an update.
+API_FIELDS = (
+    "status",
+    *TIMESTAMP_FIELDS,
+    "output_file_id",
+    "error_file_id",
+    "request_counts_total",
+    "request_counts_completed",
+    "request_counts_failed",
+    *USAGE_FIELDS,
+    "metadata_",
+    "errors",
+    "endpoint",
+    "model",
+    "input_file_id",
+    "completion_window",
+)
+
+
+class BatchSync:
+    """Records listed batches one observation (one transaction) at a time."""
+
+    def __init__(self, db: Database, *, harvest_finished: bool) -> None:
+        # harvest_finished: follow (poll, then harvest) a new batch already ended too
+        self.store = BatchStore(db)
+        self.queries = OperatorQueries(db)
+        self.harvest_finished = harvest_finished
+        self.clock = database_clock(db)  # next_poll_at is compared across hosts
+
+    def record_page(
+        self, items: list[dict[str, object]], now: datetime, report: SyncReport
+    ) -> None:
+        ids = [item["id"] for item in items if _valid_id(item.get("id"))]
+        known = set(self.queries.batches(str(i) for i in ids))
+        for item in items:
+            report.seen += 1
+            try:
+                observed = parse_batch(item)
+            except (MalformedBatch, InvalidBatchId) as exc:
+                shown = item.get("id") if _valid_id(item.get("id")) else "(id refused)"
+                report.malformed.append(f"{shown}: {exc}")
+                continue
+            is_new = observed.id not in known
+            recorded = self.store.record_observation(
+                observed,
+                now=now,
+                source=SOURCE,
+                poll_if_ended=self.harvest_finished or not is_new,
+            )
+            known.add(observed.id)  # a page listing a batch twice: the second is not new
+            if recorded.polling_stopped:
+                report.new_finished_not_followed += 1
+            if is_new:
+                report.new += 1
+            elif not recorded.changed.isdisjoint(API_FIELDS):
+                report.updated += 1
+            else:
+                report.unchanged += 1
+
+
+def _valid_id(value: object) -> bool:
+    try:
+        validate_batch_id(value)
+    except InvalidBatchId:
+        return False
+    return True
+
+
+def pages(items: Iterable[dict[str, object]], size: int) -> Iterator[list[dict[str, object]]]:
+    """Group the client's stream back into pages; a page is fetched only when asked for."""
+    page: list[dict[str, object]] = []
+    for item in items:
+        page.append(item)
+        if len(page) == size:
+            yield page
+            page = []
+    if page:
+        yield page
+
+
+def sync_batches(
+    client: BatchApiClient,
+    syncer: BatchSync,
+    *,
+    page_size: int,
+    limit_pages: int | None,
+    progress: Progress | None = None,
+) -> SyncReport:
+    report = SyncReport()
+    task = progress.add_task("listing batches", total=None) if progress is not None else None
+    for page in pages(client.iter_batches(limit=page_size), page_size):
+        syncer.record_page(page, syncer.clock.now(), report)
+        report.pages += 1
+        if progress is not None and task is not None:
+            progress.update(
+                task,
+                description=(
+                    f"page {report.pages}: {report.seen} batch(es), {report.new} new, "
+                    f"{report.updated} updated"
+                ),
+            )
+        if limit_pages is not None and report.pages >= limit_pages:
+            # a full last page may mean more; the client fetches a page only on demand
+            report.stopped_at_page_limit = len(page) == page_size
+            break
+    return report
