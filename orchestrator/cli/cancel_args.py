@@ -6,10 +6,14 @@ from __future__ import annotations
 import argparse
 
 from orchestrator.cli.selection import add_selector_arguments, text_of_at_most
+from orchestrator.core.ids import BATCH_PREFIX
 
 MAX_BY = 128  # the width of cancel_requests.requested_by
 MAX_REASON = 4096  # a sentence or a ticket link, not a document
-IDS_HELP = "batch ids (`-` reads ids from stdin, one per line)"
+IDS_HELP = (
+    "batch ids (`-` reads ids from stdin, one per line). A beginning of a tracked id names "
+    f"that batch, as with `show`; an id not tracked yet must begin {BATCH_PREFIX} (see --any-id)"
+)
 
 
 def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -46,6 +50,12 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
 def _id_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("ids", nargs="*", metavar="BATCH_ID", help=IDS_HELP)
     parser.add_argument("--from-file", metavar="PATH", help="read ids from a file (`-`: stdin)")
+    parser.add_argument(
+        "--any-id",
+        action="store_true",
+        help=f"take an id not tracked yet even if it does not begin {BATCH_PREFIX} "
+        "(an id of another form, such as a gateway's)",
+    )
     parser.add_argument("--json", action="store_true", help="machine-readable output")
 
 

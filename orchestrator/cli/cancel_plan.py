@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import getpass
-import sys
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from typing import Any
@@ -19,8 +18,10 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
+from orchestrator.cli.batch_names import named_ids
+from orchestrator.cli.confirm import refusal
 from orchestrator.cli.context import Context, Exit
-from orchestrator.cli.ids_input import IdList, collect_ids, report_rejected
+from orchestrator.cli.ids_input import IdList, ids_and_selector
 from orchestrator.cli.render import age, cell, moment
 from orchestrator.cli.selection import selector_of
 from orchestrator.core.status import UNOBSERVED
@@ -137,14 +138,13 @@ def make_plan(
 
 def run(ctx: Context) -> Exit:
     args = ctx.args
-    ids = collect_ids(args.ids, args.from_file)
-    report_rejected(ctx, ids)
-    selector = selector_of(args)
-    if selector.is_empty and not ids.valid:
-        ctx.err.print("no valid batch id given, and no filter to choose batches with")
+    given = ids_and_selector(ctx)
+    if given is None:
         return Exit.USAGE
+    ids, selector = given
     db = ctx.database()
     try:
+        ids = named_ids(ctx, db, ids)
         now = database_clock(db).now()
         where = None if selector.is_empty else selector.batch_filter(now)
         plan = make_plan(OperatorQueries(db), ids.valid, where, now)
@@ -154,7 +154,7 @@ def run(ctx: Context) -> Exit:
         if where is not None and not args.yes:
             # stdout stays one JSON document with --json: the plan to confirm goes to stderr
             _show_plan(ctx, plan, ids, dry_run=False, console=ctx.err if ctx.json else ctx.out)
-            refused = _refusal(ctx, len(plan.to_cancel))
+            refused = refusal(ctx, "cancel", len(plan.to_cancel))
             if refused is not None:
                 return refused
         reason = args.reason
@@ -175,24 +175,6 @@ def run(ctx: Context) -> Exit:
 
 def _exit(ids: IdList) -> Exit:
     return Exit.ATTENTION if ids.rejected else Exit.OK
-
-
-def _refusal(ctx: Context, count: int) -> Exit | None:
-    """None when a person typed yes; else the exit code, nothing requested."""
-    if not sys.stdin.isatty():
-        ctx.err.print(
-            f"refusing to cancel {count} batch(es) chosen by filters without a confirmation: "
-            "stdin is not a terminal. Re-run with --yes to go ahead, or --dry-run to see "
-            "the plan only.",
-            markup=False,
-        )
-        return Exit.USAGE
-    ctx.err.print(f"cancel these {count} batch(es)? type yes to go on: ", end="")
-    answer = sys.stdin.readline().strip().lower()
-    if answer in ("y", "yes"):
-        return None
-    ctx.err.print("not confirmed: nothing was requested")
-    return Exit.ATTENTION
 
 
 PLAN_COLUMNS = ("batch", "status", "age", "in status", "model", "metadata", "chosen by", "note")

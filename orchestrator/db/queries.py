@@ -285,6 +285,15 @@ class OperatorQueries:
                 )
         return found
 
+    def known_ids(self, batch_ids: Iterable[str]) -> set[str]:
+        """Which of these ids are tracked."""
+        ids = list(dict.fromkeys(batch_ids))
+        found: set[str] = set()
+        with self.db.transaction() as session:
+            for chunk in chunks(ids):
+                found.update(session.scalars(select(Batch.id).where(Batch.id.in_(chunk))))
+        return found
+
     def last_synced(self) -> datetime | None:
         """When `orchestrator sync` last recorded a batch it had not seen (None: never):
         until then the table holds only the batches named to `cancel` or `track`."""

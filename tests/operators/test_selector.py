@@ -19,6 +19,7 @@ from orchestrator.db.database import Database
 from . import fleet as f
 from .conftest import Run, as_json
 
+WITH_RESULTS = {f.TOO_LATE, f.CANCELLED, f.EXPIRED}
 SELECTIONS = [
     (["--status", "failed,expired"], {f.FAILED, f.EXPIRED}),
     (["--newer-than", "1h"], {f.FAILED, f.VALIDATING, f.UNOBSERVED}),
@@ -44,6 +45,24 @@ def test_one_selector_means_the_same_batches_to_status_and_cancel(
     assert code == 0
     plan = as_json(out)
     assert {p["batch_id"] for p in plan["to_cancel"] + plan["skipped"]} == expected
+    code, out, _ = ask("forget", "--dry-run", "--json", *flags)
+    assert code == 0
+    assert {p["batch_id"] for p in as_json(out)["to_forget"]} == expected
+    code, out, _ = ask("results", *flags)
+    assert code == 0
+    exported = {as_json(line)["batch_id"] for line in out.splitlines()}
+    assert exported == expected & WITH_RESULTS
+
+
+def test_results_by_selection_exports_every_chosen_batch_led_by_its_id(ask: Run) -> None:
+    code, out, err = ask("results", "--status", "completed,cancelled", "--format", "csv")
+    assert code == 0
+    lines = out.splitlines()
+    assert lines[0].startswith('"batch_id","custom_id"')
+    assert len(lines) == 1 + 3 + 5
+    assert "exported 8 result(s) of 2 batch(es)" in err
+    code, _, err = ask("results", f.CANCELLED, "--status", "cancelled")
+    assert code == 2 and "not both" in err
 
 
 def test_a_bulk_cancel_on_a_never_synced_table_says_where_it_looked(
