@@ -13,7 +13,7 @@ from orchestrator.cli.confirm import refusal
 from orchestrator.cli.context import Context, Exit
 from orchestrator.cli.ids_input import IdList, ids_and_selector
 from orchestrator.cli.render import age, cell
-from orchestrator.cli.selection import Selector
+from orchestrator.cli.selection import NEVER_SYNCED, Selector
 from orchestrator.core.status import UNOBSERVED
 from orchestrator.db.corrections import CorrectionStore, ForgetSummary
 from orchestrator.db.database import Database
@@ -63,7 +63,10 @@ def _chosen(
     now = database_clock(db).now()
     picked = list(ids.valid)
     if not selector.is_empty:
-        picked += [r.id for r in queries.select_batches(selector.batch_filter(now))]
+        selected = queries.select_batches(selector.batch_filter(now))
+        if not selected and queries.last_synced() is None:
+            ctx.err.print(NEVER_SYNCED, markup=False)
+        picked += [r.id for r in selected]
     found = queries.summaries(picked)
     return [found[i] for i in dict.fromkeys(picked) if i in found], ids, now
 

@@ -29,7 +29,7 @@ import orjson
 
 from orchestrator.cli.batch_names import resolve_batch_id
 from orchestrator.cli.context import Context, Exit
-from orchestrator.cli.selection import Selector, selector_of
+from orchestrator.cli.selection import NEVER_SYNCED, Selector, selector_of
 from orchestrator.core.visible import visible
 from orchestrator.db.queries import BatchSummary, OperatorQueries, ResultRow
 from orchestrator.db.server_clock import database_clock
@@ -96,6 +96,8 @@ def _run_selected(ctx: Context, selector: Selector) -> Exit:
     try:
         queries = OperatorQueries(db)
         chosen = queries.select_batches(selector.batch_filter(database_clock(db).now()))
+        if not chosen and queries.last_synced() is None:
+            ctx.err.print(NEVER_SYNCED, markup=False)
         partial = [b for b in chosen if b.harvest_state != "done"]
         if ctx.args.complete_only and partial:
             for batch in partial:

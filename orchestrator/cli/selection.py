@@ -202,6 +202,11 @@ class Selector:
         )
 
 
+# Said when a selector matched nothing in a table `orchestrator sync` never filled.
+NEVER_SYNCED = (
+    "note: only batches named to `cancel` or `track` are in the table: it has never been "
+    "synced. `orchestrator sync` records every batch the API lists, then select again."
+)
 SELECTOR_HELP = (
     "Every flag given must hold; a list (comma-separated, or the flag repeated) matches "
     "any of its values. Times are the server's created_at (for a batch never seen by the "

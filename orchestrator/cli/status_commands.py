@@ -15,7 +15,7 @@ from orchestrator.cli.batch_names import resolve_batch_id
 from orchestrator.cli.context import Context, Exit
 from orchestrator.cli.output import row_limit
 from orchestrator.cli.render import COLUMN_GAP, age, cell, counts, moment, plain, spanned
-from orchestrator.cli.selection import selector_of
+from orchestrator.cli.selection import NEVER_SYNCED, selector_of
 from orchestrator.core.status import UNOBSERVED, BatchStatus
 from orchestrator.db.cancels import CancelStore
 from orchestrator.db.models import Pause
@@ -119,13 +119,6 @@ def run_status(ctx: Context) -> Exit:
         if not page.matching and not selector.is_empty and synced is None:
             ctx.err.print(NEVER_SYNCED, markup=False)
     return Exit.OK
-
-
-# Said when a selector matched nothing in a table `orchestrator sync` never filled.
-NEVER_SYNCED = (
-    "note: only batches named to `cancel` or `track` are in the table: it has never been "
-    "synced. `orchestrator sync` records every batch the API lists, then select again."
-)
 
 
 def batch_record(row: BatchSummary, now: datetime) -> dict[str, Any]:

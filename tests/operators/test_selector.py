@@ -74,6 +74,9 @@ def test_a_bulk_cancel_on_a_never_synced_table_says_where_it_looked(
     assert "never been synced" in out and "orchestrator sync" in out
     code, out, err = run("status", "--status", "in_progress")
     assert "no batch matches" in out and "orchestrator sync" in err
+    for command in (["forget", "--dry-run"], ["results"]):
+        code, _, err = run(*command, "--status", "in_progress")
+        assert code == 0 and "never been synced" in err, command
 
 
 def test_the_plan_shows_age_model_and_metadata(ask: Run) -> None:
