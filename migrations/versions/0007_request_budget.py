@@ -23,11 +23,12 @@ depends_on: str | None = None
 def upgrade() -> None:
     op.create_table(
         "request_budget",
-        sa.Column("scope", sa.String(length=32), nullable=False),
+        sa.PrimaryKeyConstraint("scope", name=op.f("pk_request_budget")),
+        sa.Column("scope", sa.String(length=32), nullable=False),  # one row: "api"
         sa.Column("tokens", sa.Float(), nullable=False),
         sa.Column("counted_at", sa.DateTime(timezone=True), nullable=False),
+        # a 429's Retry-After: no process sends before it
         sa.Column("held_until", sa.DateTime(timezone=True), nullable=True),
-        sa.PrimaryKeyConstraint("scope", name=op.f("pk_request_budget")),
     )
 
 

@@ -31,6 +31,7 @@ from orchestrator.simulator import FaultRule, Simulator, SimulatorConfig, Simula
 KEY = "sk-sim-budget-test"
 POLICY = RetryPolicy(initial_delay=0.01, max_delay=0.05, max_in_process_wait=5.0)
 PROCESSES = 3
+CONFIG = WorkerConfig(concurrency=8, idle_seconds=0.01)
 
 
 @pytest.fixture
@@ -55,13 +56,9 @@ def run_workers(db_url: str, server: SimulatorServer, rule: BudgetRule) -> list[
         client = BatchApiClient(
             ApiSettings(api_key=Secret(KEY), base_url=server.url), policy=POLICY, budget=budget
         )
+        store, owner = CancelStore(db), f"budget-worker-{n}"
         worker = CancelWorker(
-            CancelStore(db),
-            client,
-            config=WorkerConfig(concurrency=8, idle_seconds=0.01),
-            policy=POLICY,
-            clock=SystemClock(),
-            owner=f"budget-worker-{n}",
+            store, client, config=CONFIG, policy=POLICY, clock=SystemClock(), owner=owner
         )
         stop = threading.Event()
         threads.append(threading.Thread(target=worker.run, args=(stop,), kwargs={"once": True}))
