@@ -4,8 +4,8 @@ With ``api_max_requests_per_second`` set, every process takes its requests' toke
 from this row, on the database server's clock, and a 429 any of them gets holds
 them all back until its Retry-After has passed.
 
-Revision ID: 0007_request_budget
-Revises: 0006_console
+Revision ID: 0008_request_budget
+Revises: 0007_forgotten_batches
 Create Date: 2026-12-03 04:30:00.000000
 """
 
@@ -14,8 +14,8 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-revision: str = "0007_request_budget"
-down_revision: str | None = "0006_console"
+revision: str = "0008_request_budget"
+down_revision: str | None = "0007_forgotten_batches"
 branch_labels: str | None = None
 depends_on: str | None = None
 
