@@ -29,6 +29,7 @@ import orjson
 
 from orchestrator.cli.batch_names import resolve_batch_id
 from orchestrator.cli.context import Context, Exit
+from orchestrator.core.harvest import HarvestState
 from orchestrator.core.visible import visible
 from orchestrator.db.queries import BatchSummary, OperatorQueries, ResultRow
 from orchestrator.errors import ConfigError, UnknownBatch
@@ -59,7 +60,7 @@ def run_results(ctx: Context) -> Exit:
         batch = queries.summaries([batch_id]).get(batch_id)
         if batch is None:
             raise UnknownBatch(f"batch {batch_id} is not tracked here: nothing to export")
-        if ctx.args.complete_only and batch.harvest_state != "done":
+        if ctx.args.complete_only and batch.harvest_state != HarvestState.DONE:
             _warn_if_partial(ctx, batch)
             ctx.err.print("--complete-only: nothing exported", markup=False)
             return Exit.ATTENTION
@@ -82,7 +83,7 @@ def run_results(ctx: Context) -> Exit:
 
 
 def _warn_if_partial(ctx: Context, batch: BatchSummary) -> None:
-    if batch.harvest_state == "done":
+    if batch.harvest_state == HarvestState.DONE:
         return
     expected = batch.request_counts_total
     ctx.err.print(

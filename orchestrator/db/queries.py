@@ -16,6 +16,8 @@ from typing import Any, TypeVarTuple
 from sqlalchemy import ColumnElement, Row, Select, case, func, inspect, or_, select
 from sqlalchemy.orm import Session
 
+from orchestrator.core.cancel_request import CancelState
+from orchestrator.core.harvest import FileState
 from orchestrator.core.status import UNOBSERVED, parse_status
 from orchestrator.db.cancels import PAUSE_SCOPE
 from orchestrator.db.database import Database, chunks
@@ -53,7 +55,7 @@ class BatchFilter:
     statuses: tuple[str, ...] = ()  # API statuses, or UNOBSERVED
     overdue: bool = False
     cancel_requested: bool = False
-    cancel_states: tuple[str, ...] = ()  # pending | accepted | closed | failed
+    cancel_states: tuple[str, ...] = ()  # CancelState values
     cancel_outcomes: tuple[str, ...] = ()  # cancelled, too_late:completed, ...
     tracked_since: datetime | None = None
     created_before: datetime | None = None  # the server's created_at (else when we began tracking)
@@ -206,7 +208,10 @@ _SUMMARY_COLUMNS = (
     func.coalesce(
         Batch.last_error,
         case(
-            (CancelRequest.state.in_(("pending", "failed")), CancelRequest.last_error),
+            (
+                CancelRequest.state.in_((CancelState.PENDING.value, CancelState.FAILED.value)),
+                CancelRequest.last_error,
+            ),
             else_=None,
         ),
     ).label("last_error"),
@@ -410,7 +415,7 @@ class OperatorQueries:
             }
             result_bytes = session.scalar(
                 select(func.coalesce(func.sum(ResultFile.bytes), 0)).where(
-                    ResultFile.state == "done"
+                    ResultFile.state == FileState.DONE.value
                 )
             )
             pause = session.get(Pause, PAUSE_SCOPE)
