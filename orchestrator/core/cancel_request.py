@@ -31,6 +31,7 @@ from typing import TypedDict
 
 from orchestrator.core.apply import StoredBatch
 from orchestrator.core.cancel_policy import Attempt, AttemptOutcome
+from orchestrator.core.events import PlannedEvent
 from orchestrator.core.status import BatchStatus
 
 __all__ = [
@@ -138,14 +139,6 @@ class RequestSnapshot:
             attempts=changes.get("attempts", self.attempts),
             lease_owner=changes.get("lease_owner", self.lease_owner),
         )
-
-
-@dataclass(frozen=True)
-class PlannedEvent:
-    """A ``batch_events`` row to record; the store adds the batch, time and source."""
-
-    kind: str
-    detail: str | None = None
 
 
 @dataclass(frozen=True)

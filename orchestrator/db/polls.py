@@ -17,7 +17,16 @@ from sqlalchemy import func, or_, select
 from sqlalchemy.orm import Session
 
 from orchestrator.core.apply import Applied
-from orchestrator.core.harvest import FileState, HarvestState, after_files
+from orchestrator.core.harvest import (
+    FileFacts,
+    FileState,
+    HarvestColumns,
+    HarvestPlan,
+    HarvestSnapshot,
+    HarvestState,
+    observe,
+    settle,
+)
 from orchestrator.core.observation import BatchObservation
 from orchestrator.core.poll_policy import PolledBatch, PollPlan, PollPolicy, plan_poll
 from orchestrator.core.status import TIMESTAMP_FIELDS, BatchStatus, parse_status
@@ -161,6 +170,7 @@ class PollStore:
             holds = row.lease_owner == owner
             overdue_before = row.overdue_since
             plans: list[PollPlan] = []
+            harvests: list[HarvestPlan] = []
 
             def follow_up(applied: Applied, row: Batch) -> dict[str, object]:
                 status = _status(row)
@@ -185,13 +195,18 @@ class PollStore:
                 if due is not None and due > now and arrived_since(session, row.id, now):
                     plan = dataclasses.replace(plan, next_poll_at=now)
                 plans.append(plan)
-                return _poll_changes(row, plan, now, holds, terminal_polls, lease_seconds)
+                harvest = observe(_harvest_snapshot(row, terminal_polls), plan.harvest_state, now)
+                harvests.append(harvest)
+                changes = _poll_changes(row, plan, now, holds, terminal_polls, lease_seconds)
+                return {**changes, **_harvest_values(harvest.changes)}
 
             recorded = self.batches.apply_locked(
                 session, row, observed, now=now, source=SOURCE, follow_up=follow_up
             )
             plan = plans[0]
             _poll_events(session, row, plan, now, policy)
+            for event in harvests[0].events:
+                session.add(event_row(row.id, event.kind, now, SOURCE, detail=event.detail))
             return PollRecord(
                 batch_id=row.id,
                 status=_status(row),
@@ -276,17 +291,31 @@ class PollStore:
                 f.file_id: f
                 for f in session.scalars(select(ResultFile).where(ResultFile.batch_id == batch_id))
             }
-            known = [i for i in (row.output_file_id, row.error_file_id) if i]
-            states = [FileState(files[i].state) if i in files else FileState.PENDING for i in known]
-            state = after_files(states)
+            known = [
+                FileFacts(file_id, kind)
+                if file_id not in files
+                else FileFacts(
+                    file_id, kind, FileState(files[file_id].state), files[file_id].last_error
+                )
+                for kind, file_id in (("output", row.output_file_id), ("error", row.error_file_id))
+                if file_id
+            ]
             results, line_errors = _file_sums(session, batch_id)
             row.results_stored = results
             row.result_line_errors = line_errors
-            _apply_harvest_state(session, row, state, files, known, now, policy, u)
+            changed = row.status_changed_at or now
+            retry_in = policy.error_delay(
+                row.poll_failures + 1, seconds_in_status=(now - changed).total_seconds(), u=u
+            )
+            plan = settle(_harvest_snapshot(row, row.terminal_polls), known, now, retry_in)
+            for name, value in _harvest_values(plan.changes).items():
+                setattr(row, name, value)
+            for event in plan.events:
+                session.add(event_row(row.id, event.kind, now, SOURCE, detail=event.detail))
             row.lease_owner = None
             row.lease_expires_at = None
             row.updated_at = now
-            return HarvestRecord(batch_id, state, results, line_errors)
+            return HarvestRecord(batch_id, plan.state, results, line_errors)
 
     # --- what needs a person --------------------------------------------------------------
 
@@ -331,10 +360,6 @@ def _poll_changes(
         "terminal_polls": terminal_polls,
         "overdue_since": plan.overdue_since,
     }
-    if row.harvest_state in (HarvestState.WAITING, HarvestState.PENDING):
-        changes["harvest_state"] = plan.harvest_state.value
-        if plan.harvest_state is HarvestState.DONE:
-            changes["harvested_at"] = now
     if not holds:
         return changes  # the schedule and the lease belong to whoever holds it now
     changes["next_poll_at"] = plan.next_poll_at
@@ -362,9 +387,6 @@ def _poll_events(
         session.add(event_row(row.id, "overdue", now, SOURCE, detail=detail))
     elif plan.no_longer_overdue:
         session.add(event_row(row.id, "overdue_ended", now, SOURCE, detail=f"now {row.status}"))
-    if plan.harvest_state is HarvestState.DONE and row.harvested_at == now:
-        detail = f"{row.status} with no output or error file after {row.terminal_polls} poll(s)"
-        session.add(event_row(row.id, "harvested", now, SOURCE, detail=detail))
 
 
 def _file_sums(session: Session, batch_id: str) -> tuple[int, int]:
@@ -377,48 +399,21 @@ def _file_sums(session: Session, batch_id: str) -> tuple[int, int]:
     return int(results), int(malformed)
 
 
-def _apply_harvest_state(
-    session: Session,
-    row: Batch,
-    state: HarvestState,
-    files: dict[str, ResultFile],
-    known: list[str],
-    now: datetime,
-    policy: PollPolicy,
-    u: float,
-) -> None:
-    before = row.harvest_state
-    row.harvest_state = state.value
-    problems = [
-        f"{files[i].kind} file {i}: {files[i].last_error}"
-        for i in known
-        if i in files and files[i].state != FileState.DONE and files[i].last_error
-    ]
-    if state is HarvestState.RETRYING:
-        row.poll_failures += 1
-        row.last_error = ("; ".join(problems) or "download incomplete")[:_ERROR_CHARS]
-        changed = row.status_changed_at or now
-        delay = policy.error_delay(
-            row.poll_failures, seconds_in_status=(now - changed).total_seconds(), u=u
-        )
-        row.next_poll_at = now + timedelta(seconds=delay)
-        if before != state.value:
-            session.add(event_row(row.id, "harvest_retrying", now, SOURCE, detail=row.last_error))
-        return
-    row.next_poll_at = None
-    row.harvested_at = now
-    row.poll_failures = 0
-    summary = (
-        f"{row.results_stored} result(s), {row.result_line_errors} unreadable line(s) "
-        f"from {len(known)} file(s)"
+def _harvest_snapshot(row: Batch, terminal_polls: int) -> HarvestSnapshot:
+    return HarvestSnapshot(
+        state=HarvestState(row.harvest_state),
+        status=row.status,
+        terminal_polls=terminal_polls,
+        poll_failures=row.poll_failures,
+        status_changed_at=row.status_changed_at,
+        results_stored=row.results_stored,
+        result_line_errors=row.result_line_errors,
     )
-    if state is HarvestState.MISSING:
-        row.last_error = "; ".join(problems)[:_ERROR_CHARS] or "a result file is missing"
-        session.add(
-            event_row(
-                row.id, "harvest_incomplete", now, SOURCE, detail=f"{summary}; {row.last_error}"
-            )
-        )
-    else:
-        row.last_error = None
-        session.add(event_row(row.id, "harvested", now, SOURCE, detail=summary))
+
+
+def _harvest_values(columns: HarvestColumns) -> dict[str, object]:
+    """A harvest plan's columns as values to write (the state as its plain text)."""
+    values: dict[str, object] = dict(columns)
+    if "harvest_state" in columns:
+        values["harvest_state"] = columns["harvest_state"].value
+    return values
