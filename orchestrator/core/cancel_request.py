@@ -127,8 +127,8 @@ class RequestSnapshot:
     batch_id: str
     state: CancelState
     requested_at: datetime
-    attempts: int = 0
-    lease_owner: str | None = None
+    attempts: int  # made so far
+    lease_owner: str | None  # the worker holding it, if any
 
     def after(self, changes: RequestColumns) -> RequestSnapshot:
         """This request as it will be once ``changes`` are written."""
@@ -221,7 +221,7 @@ def open_request(
                 RequestColumns(state=CancelState.ACCEPTED, next_attempt_at=None),
             )
         )
-    opened = RequestSnapshot("", CancelState.PENDING, now).after(plan.changes)
+    opened = RequestSnapshot("", CancelState.PENDING, now, 0, None).after(plan.changes)
     return plan.then(close(opened, batch, now))
 
 

@@ -94,7 +94,7 @@ def step(
         plan = open_request(state, batch_of(event.status, now), WISH, now)
         if not plan.moves:
             return request, plan
-        base = request or RequestSnapshot("batch_1", CancelState.PENDING, now)
+        base = request or RequestSnapshot("batch_1", CancelState.PENDING, now, 0, None)
         return base.after(plan.changes), plan
     if request is None:
         return None, RequestPlan()
