@@ -239,6 +239,7 @@ def run_show(ctx: Context) -> Exit:
 
 def _seconds_in_status(detail: BatchDetail, now: datetime) -> float:
     since = detail.batch["status_changed_at"] or detail.batch["tracked_at"]
+    assert isinstance(since, datetime)  # tracked_at is never NULL
     return max(0.0, float((now - since).total_seconds()))
 
 
@@ -287,8 +288,8 @@ def print_show(ctx: Context, detail: BatchDetail, now: datetime) -> None:
     batch = detail.batch
     headline = f"[bold]{cell(batch['id'])}[/]: {cell(batch['status'] or 'unobserved')} for "
     headline += age(_seconds_in_status(detail, now))
-    if batch["overdue_since"] is not None:
-        headline += f", [bold red]OVERDUE[/] since {moment(batch['overdue_since'])}"
+    if isinstance(overdue := batch["overdue_since"], datetime):
+        headline += f", [bold red]OVERDUE[/] since {moment(overdue)}"
     ctx.out.print(headline)
     ctx.out.print(_fields("batch", batch))
     if detail.cancel_request is None:

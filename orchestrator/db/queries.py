@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, TypeVarTuple
+from typing import TypeVarTuple
 
 from sqlalchemy import ColumnElement, Row, Select, case, func, inspect, or_, select
 from sqlalchemy.orm import Session
@@ -145,11 +145,11 @@ class BatchPage:
 class BatchDetail:
     """Everything recorded about one batch, each record as {column: value}."""
 
-    batch: dict[str, Any]
-    cancel_request: dict[str, Any] | None
-    attempts: list[dict[str, Any]]
-    events: list[dict[str, Any]]
-    files: list[dict[str, Any]]
+    batch: dict[str, object]
+    cancel_request: dict[str, object] | None
+    attempts: list[dict[str, object]]
+    events: list[dict[str, object]]
+    files: list[dict[str, object]]
     results_by_kind: dict[str, int]
     unreadable_lines: int
 
@@ -165,7 +165,7 @@ class ResultRow:
     request_id: str | None
     error_code: str | None
     error_message: str | None
-    body: dict[str, Any] | None
+    body: dict[str, object] | None
 
 
 @dataclass(frozen=True)
@@ -181,7 +181,7 @@ class FleetSnapshot:
     pause: Pause | None = None
 
 
-def as_record(row: Base) -> dict[str, Any]:
+def as_record(row: Base) -> dict[str, object]:
     """Every column of an ORM row, by its SQL name (``metadata``, not ``metadata_``)."""
     mapper = inspect(type(row))
     return {attr.columns[0].name: getattr(row, attr.key) for attr in mapper.column_attrs}
@@ -224,7 +224,7 @@ def _with_cancels(statement: Select[*_Ts], where: Iterable[ColumnElement[bool]])
     return statement.select_from(Batch).outerjoin(CancelRequest).where(*where)
 
 
-def _summary(row: Row[*tuple[Any, ...]]) -> BatchSummary:
+def _summary(row: Row[*tuple[object, ...]]) -> BatchSummary:
     return BatchSummary(**row._asdict())
 
 
@@ -355,7 +355,7 @@ class OperatorQueries:
             )
 
     @staticmethod
-    def _records(session: Session, statement: Select[Any]) -> list[dict[str, Any]]:
+    def _records(session: Session, statement: Select[Base]) -> list[dict[str, object]]:
         return [as_record(row) for row in session.scalars(statement)]
 
     # --- results, streamed -----------------------------------------------------------
