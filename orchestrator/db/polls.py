@@ -10,36 +10,37 @@ decided.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import func, or_, select
+from sqlalchemy import or_, select
 from sqlalchemy.orm import Session
 
 from orchestrator.core.apply import Applied
 from orchestrator.core.harvest import (
-    FileFacts,
     FileState,
-    HarvestColumns,
     HarvestPlan,
-    HarvestSnapshot,
     HarvestState,
     observe,
-    settle,
 )
 from orchestrator.core.observation import BatchObservation
 from orchestrator.core.poll_policy import PolledBatch, PollPlan, PollPolicy, plan_poll
 from orchestrator.core.status import TIMESTAMP_FIELDS, BatchStatus, parse_status
 from orchestrator.db.batches import BatchStore, event_row, event_values, unrepeated
 from orchestrator.db.database import Database
+from orchestrator.db.harvest_end import (
+    ERROR_CHARS,
+    SOURCE,
+    harvest_snapshot,
+    harvest_values,
+    settle_harvest,
+)
 from orchestrator.db.leases import PROCESS_STALE_SECONDS, Leases
 from orchestrator.db.models import Batch, BatchEvent, ResultFile, table_of
 from orchestrator.db.webhooks import arrived_since
 
-__all__ = ["Attention", "Claim", "HarvestRecord", "PollRecord", "PollStore"]
-
-SOURCE = "reconciler"
-_ERROR_CHARS = 2000
+__all__ = ["Attention", "Claim", "HarvestRecord", "PollRecord", "PollStore", "PollTerms"]
 
 
 def _status(row: Batch) -> BatchStatus | None:
@@ -83,6 +84,18 @@ class PollRecord:
 
 
 @dataclass(frozen=True)
+class PollTerms:
+    """How an observation is recorded: ``now`` (when its GET began), by whom, and how
+    the next poll is planned (``webhooks``: they are flowing)."""
+
+    now: datetime
+    owner: str
+    policy: PollPolicy
+    lease_seconds: float
+    webhooks: bool = False
+
+
+@dataclass(frozen=True)
 class HarvestRecord:
     batch_id: str
     state: HarvestState
@@ -107,16 +120,23 @@ class PollStore:
     # --- leases -----------------------------------------------------------------
 
     def claim_due(
-        self, *, now: datetime, owner: str, lease_seconds: float, limit: int
+        self,
+        *,
+        now: datetime,
+        owner: str,
+        lease_seconds: float,
+        limit: int,
+        due_by: datetime | None = None,
     ) -> list[Claim]:
-        """Lease up to ``limit`` due batches, earliest due first (see db/leases.py)."""
+        """Lease up to ``limit`` batches due (by ``due_by``, else ``now``), earliest due
+        first (see db/leases.py)."""
         with self.db.transaction() as session:
             ids = self.leases.claim(
                 session,
                 owner,
                 now=now,
                 lease_seconds=lease_seconds,
-                due=Batch.next_poll_at <= now,
+                due=Batch.next_poll_at <= (due_by or now),
                 order_by=[Batch.next_poll_at, Batch.id],
                 limit=limit,
             )
@@ -167,57 +187,78 @@ class PollStore:
             row = session.scalars(
                 select(Batch).where(Batch.id == observed.id).with_for_update()
             ).one()
-            holds = row.lease_owner == owner
-            overdue_before = row.overdue_since
-            plans: list[PollPlan] = []
-            harvests: list[HarvestPlan] = []
+            terms = PollTerms(now, owner, policy, lease_seconds, webhooks)
+            return self.record_locked(session, row, observed, terms, u)
 
-            def follow_up(applied: Applied, row: Batch) -> dict[str, object]:
-                status = _status(row)
-                terminal = status is not None and status.is_terminal
-                terminal_polls = row.terminal_polls + (1 if terminal else 0)
-                plan = plan_poll(
-                    policy,
-                    PolledBatch(
-                        status=status,
-                        timestamps={name: getattr(row, name) for name in TIMESTAMP_FIELDS},
-                        status_changed_at=row.status_changed_at,
-                        output_file_id=row.output_file_id,
-                        error_file_id=row.error_file_id,
-                        terminal_polls=terminal_polls,
-                        overdue_since=overdue_before,
-                    ),
-                    now=now,
-                    u=u,
-                    webhooks=webhooks,
-                )
-                due = plan.next_poll_at
-                if due is not None and due > now and arrived_since(session, row.id, now):
-                    plan = dataclasses.replace(plan, next_poll_at=now)
-                plans.append(plan)
-                harvest = observe(_harvest_snapshot(row, terminal_polls), plan.harvest_state, now)
-                harvests.append(harvest)
-                changes = _poll_changes(row, plan, now, holds, terminal_polls, lease_seconds)
-                return {**changes, **_harvest_values(harvest.changes)}
+    def record_locked(
+        self,
+        session: Session,
+        row: Batch,
+        observed: BatchObservation,
+        terms: PollTerms,
+        u: float,
+        arrivals: Collection[str] | None = None,
+    ) -> PollRecord:
+        """``record_poll`` on a row the caller locked; a list page reads ``arrivals`` once."""
+        now, owner, policy, webhooks = terms.now, terms.owner, terms.policy, terms.webhooks
+        lease_seconds = terms.lease_seconds
 
-            recorded = self.batches.apply_locked(
-                session, row, observed, now=now, source=SOURCE, follow_up=follow_up
+        def arrived(batch_id: str) -> bool:  # a webhook since `now`: see record_poll
+            return (
+                arrived_since(session, batch_id, now) if arrivals is None else batch_id in arrivals
             )
-            plan = plans[0]
-            _poll_events(session, row, plan, now, policy)
-            for event in harvests[0].events:
-                session.add(event_row(row.id, event.kind, now, SOURCE, detail=event.detail))
-            return PollRecord(
-                batch_id=row.id,
-                status=_status(row),
-                became_terminal=recorded.applied.became_terminal,
-                harvest=plan.harvest and holds,
-                newly_overdue=plan.newly_overdue,
-                cancel_closed=recorded.cancel_closed,
-                output_file_id=row.output_file_id,
-                error_file_id=row.error_file_id,
-                anomalies=tuple(a.detail for a in recorded.applied.anomalies),
+
+        holds = row.lease_owner == owner
+        overdue_before = row.overdue_since
+        plans: list[PollPlan] = []
+        harvests: list[HarvestPlan] = []
+
+        def follow_up(applied: Applied, row: Batch) -> dict[str, object]:
+            status = _status(row)
+            terminal = status is not None and status.is_terminal
+            terminal_polls = row.terminal_polls + (1 if terminal else 0)
+            plan = plan_poll(
+                policy,
+                PolledBatch(
+                    status=status,
+                    timestamps={name: getattr(row, name) for name in TIMESTAMP_FIELDS},
+                    status_changed_at=row.status_changed_at,
+                    output_file_id=row.output_file_id,
+                    error_file_id=row.error_file_id,
+                    terminal_polls=terminal_polls,
+                    overdue_since=overdue_before,
+                ),
+                now=now,
+                u=u,
+                webhooks=webhooks,
             )
+            due = plan.next_poll_at
+            if due is not None and due > now and arrived(row.id):
+                plan = dataclasses.replace(plan, next_poll_at=now)
+            plans.append(plan)
+            harvest = observe(harvest_snapshot(row, terminal_polls), plan.harvest_state, now)
+            harvests.append(harvest)
+            changes = _poll_changes(row, plan, now, holds, terminal_polls, lease_seconds)
+            return {**changes, **harvest_values(harvest.changes)}
+
+        recorded = self.batches.apply_locked(
+            session, row, observed, now=now, source=SOURCE, follow_up=follow_up
+        )
+        plan = plans[0]
+        _poll_events(session, row, plan, now, policy)
+        for event in harvests[0].events:
+            session.add(event_row(row.id, event.kind, now, SOURCE, detail=event.detail))
+        return PollRecord(
+            batch_id=row.id,
+            status=_status(row),
+            became_terminal=recorded.applied.became_terminal,
+            harvest=plan.harvest and holds,
+            newly_overdue=plan.newly_overdue,
+            cancel_closed=recorded.cancel_closed,
+            output_file_id=row.output_file_id,
+            error_file_id=row.error_file_id,
+            anomalies=tuple(a.detail for a in recorded.applied.anomalies),
+        )
 
     def record_failure(
         self,
@@ -242,7 +283,7 @@ class PollStore:
                 return False
             failures = row.poll_failures + 1
             row.poll_failures = failures
-            row.last_error = error[:_ERROR_CHARS]
+            row.last_error = error[:ERROR_CHARS]
             row.last_polled_at = now
             if event is not None:  # something a person should see (an anomaly), once
                 events = [event_values(row.id, event, now, SOURCE, detail=row.last_error)]
@@ -287,35 +328,11 @@ class PollStore:
             row = session.get(Batch, batch_id, with_for_update=True)
             if row is None or row.lease_owner != owner:
                 return None
-            files = {
-                f.file_id: f
-                for f in session.scalars(select(ResultFile).where(ResultFile.batch_id == batch_id))
-            }
-            known = [
-                FileFacts(file_id, kind)
-                if file_id not in files
-                else FileFacts(
-                    file_id, kind, FileState(files[file_id].state), files[file_id].last_error
-                )
-                for kind, file_id in (("output", row.output_file_id), ("error", row.error_file_id))
-                if file_id
-            ]
-            results, line_errors = _file_sums(session, batch_id)
-            row.results_stored = results
-            row.result_line_errors = line_errors
-            changed = row.status_changed_at or now
-            retry_in = policy.error_delay(
-                row.poll_failures + 1, seconds_in_status=(now - changed).total_seconds(), u=u
-            )
-            plan = settle(_harvest_snapshot(row, row.terminal_polls), known, now, retry_in)
-            for name, value in _harvest_values(plan.changes).items():
-                setattr(row, name, value)
-            for event in plan.events:
-                session.add(event_row(row.id, event.kind, now, SOURCE, detail=event.detail))
+            state = settle_harvest(session, row, now, policy, u)
             row.lease_owner = None
             row.lease_expires_at = None
             row.updated_at = now
-            return HarvestRecord(batch_id, plan.state, results, line_errors)
+            return HarvestRecord(batch_id, state, row.results_stored, row.result_line_errors)
 
     # --- what needs a person --------------------------------------------------------------
 
@@ -387,33 +404,3 @@ def _poll_events(
         session.add(event_row(row.id, "overdue", now, SOURCE, detail=detail))
     elif plan.no_longer_overdue:
         session.add(event_row(row.id, "overdue_ended", now, SOURCE, detail=f"now {row.status}"))
-
-
-def _file_sums(session: Session, batch_id: str) -> tuple[int, int]:
-    results, malformed = session.execute(
-        select(
-            func.coalesce(func.sum(ResultFile.results), 0),
-            func.coalesce(func.sum(ResultFile.malformed), 0),
-        ).where(ResultFile.batch_id == batch_id)
-    ).one()
-    return int(results), int(malformed)
-
-
-def _harvest_snapshot(row: Batch, terminal_polls: int) -> HarvestSnapshot:
-    return HarvestSnapshot(
-        state=HarvestState(row.harvest_state),
-        status=row.status,
-        terminal_polls=terminal_polls,
-        poll_failures=row.poll_failures,
-        status_changed_at=row.status_changed_at,
-        results_stored=row.results_stored,
-        result_line_errors=row.result_line_errors,
-    )
-
-
-def _harvest_values(columns: HarvestColumns) -> dict[str, object]:
-    """A harvest plan's columns as values to write (the state as its plain text)."""
-    values: dict[str, object] = dict(columns)
-    if "harvest_state" in columns:
-        values["harvest_state"] = columns["harvest_state"].value
-    return values
