@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
+from enum import StrEnum
 from typing import TypedDict
 
 from sqlalchemy import Row, select, update
@@ -14,7 +15,6 @@ from orchestrator.core.apply import Applied, StoredBatch, apply_observation
 from orchestrator.core.cancel_request import (
     CancelState,
     PlannedEvent,
-    RequestColumns,
     RequestSnapshot,
     close,
 )
@@ -177,7 +177,7 @@ class BatchStore:
         plan = close(request_snapshot(request), batch, now)
         if not plan.moves:
             return None
-        for name, value in request_values(plan.changes).items():
+        for name, value in plan_values(plan.changes).items():
             setattr(request, name, value)
         self.db.insert_rows(
             session, table_of(BatchEvent), planned_events(row.id, plan.events, now, source)
@@ -353,12 +353,9 @@ def request_snapshot(row: CancelRequest) -> RequestSnapshot:
     )
 
 
-def request_values(columns: RequestColumns) -> dict[str, object]:
-    """A plan's columns as values to write (a state as its plain text)."""
-    values: dict[str, object] = dict(columns)
-    if "state" in columns:
-        values["state"] = columns["state"].value
-    return values
+def plan_values(columns: Mapping[str, object]) -> dict[str, object]:
+    """A plan's columns as values to write (a state, an enum, as its plain text)."""
+    return {k: v.value if isinstance(v, StrEnum) else v for k, v in columns.items()}
 
 
 def planned_events(

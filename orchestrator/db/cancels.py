@@ -33,8 +33,8 @@ from orchestrator.db.batches import (
     EventRow,
     event_values,
     plan_batch_write,
+    plan_values,
     planned_events,
-    request_values,
     snapshot_of_row,
     unrepeated,
 )
@@ -115,7 +115,7 @@ class CancelStore:
                     summary.already.append(batch_id)
                     continue
                 (new_rows if Move.OPEN in plan.moves else reopened_rows).append(
-                    {"batch_id": batch_id, **request_values(plan.changes)}
+                    {"batch_id": batch_id, **plan_values(plan.changes)}
                 )
                 (summary.new if Move.OPEN in plan.moves else summary.reopened).append(batch_id)
                 if plan.outcome is not None:
@@ -141,7 +141,7 @@ class CancelStore:
                     summary.refused[batch_id] = plan.reason
                     continue
                 summary.withdrawn.append(batch_id)
-                rows.append({"batch_id": batch_id, **request_values(plan.changes)})
+                rows.append({"batch_id": batch_id, **plan_values(plan.changes)})
                 events += planned_events(batch_id, plan.events, now, "operator")
             self.db.bulk_update(session, table_of(CancelRequest), "batch_id", rows)
             self.db.insert_rows(session, table_of(BatchEvent), events)
@@ -349,7 +349,7 @@ class _Recording:
             observed = write.after
         plan = after_attempt(request, attempt, observed, self.owner)
         self.requests[batch_id] = request.after(plan.changes)
-        self.request_changes[batch_id].update(request_values(plan.changes))
+        self.request_changes[batch_id].update(plan_values(plan.changes))
         self.events += planned_events(batch_id, plan.events, now, "worker")
         self.attempts.append(_attempt_row(batch_id, request.attempts + 1, self.owner, attempt))
 

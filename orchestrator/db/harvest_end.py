@@ -15,13 +15,12 @@ from sqlalchemy.orm import Session
 from orchestrator.core.harvest import (
     FileFacts,
     FileState,
-    HarvestColumns,
     HarvestSnapshot,
     HarvestState,
     settle,
 )
 from orchestrator.core.poll_policy import PollPolicy
-from orchestrator.db.batches import event_row
+from orchestrator.db.batches import event_row, plan_values
 from orchestrator.db.models import Batch, ResultFile
 
 SOURCE = "reconciler"
@@ -50,14 +49,6 @@ def harvest_snapshot(row: Batch, terminal_polls: int) -> HarvestSnapshot:
     )
 
 
-def harvest_values(columns: HarvestColumns) -> dict[str, object]:
-    """A harvest plan's columns as values to write (the state as its plain text)."""
-    values: dict[str, object] = dict(columns)
-    if "harvest_state" in columns:
-        values["harvest_state"] = columns["harvest_state"].value
-    return values
-
-
 def settle_harvest(
     session: Session, row: Batch, now: datetime, policy: PollPolicy, u: float
 ) -> HarvestState:
@@ -79,7 +70,7 @@ def settle_harvest(
         row.poll_failures + 1, seconds_in_status=(now - changed).total_seconds(), u=u
     )
     plan = settle(harvest_snapshot(row, row.terminal_polls), known, now, retry_in)
-    for name, value in harvest_values(plan.changes).items():
+    for name, value in plan_values(plan.changes).items():
         setattr(row, name, value)
     for event in plan.events:
         session.add(event_row(row.id, event.kind, now, SOURCE, detail=event.detail))

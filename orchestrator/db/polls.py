@@ -27,13 +27,12 @@ from orchestrator.core.harvest import (
 from orchestrator.core.observation import BatchObservation
 from orchestrator.core.poll_policy import PolledBatch, PollPlan, PollPolicy, plan_poll
 from orchestrator.core.status import TIMESTAMP_FIELDS, BatchStatus, parse_status
-from orchestrator.db.batches import BatchStore, event_row, event_values, unrepeated
+from orchestrator.db.batches import BatchStore, event_row, event_values, plan_values, unrepeated
 from orchestrator.db.database import Database
 from orchestrator.db.harvest_end import (
     ERROR_CHARS,
     SOURCE,
     harvest_snapshot,
-    harvest_values,
     settle_harvest,
 )
 from orchestrator.db.leases import PROCESS_STALE_SECONDS, Leases
@@ -239,7 +238,7 @@ class PollStore:
             harvest = observe(harvest_snapshot(row, terminal_polls), plan.harvest_state, now)
             harvests.append(harvest)
             changes = _poll_changes(row, plan, now, holds, terminal_polls, lease_seconds)
-            return {**changes, **harvest_values(harvest.changes)}
+            return {**changes, **plan_values(harvest.changes)}
 
         recorded = self.batches.apply_locked(
             session, row, observed, now=now, source=SOURCE, follow_up=follow_up
