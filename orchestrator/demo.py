@@ -19,6 +19,7 @@ from typing import Any
 
 from orchestrator.cli.wiring import build_client
 from orchestrator.clock import SystemClock, utcnow
+from orchestrator.core.cancel_request import FINAL_STATES, OPEN_STATES
 from orchestrator.core.harvest import HarvestState
 from orchestrator.db import migrate
 from orchestrator.db.cancel_outcomes import cancel_outcomes
@@ -173,8 +174,8 @@ def progress(db: Database) -> Progress:
     return Progress(
         batches=sum(fleet.batches_by_status.values()),
         by_status=fleet.batches_by_status,
-        cancels_open=cancels.get("pending", 0) + cancels.get("accepted", 0),
-        cancels_closed=cancels.get("closed", 0) + cancels.get("failed", 0),
+        cancels_open=sum(cancels.get(state.value, 0) for state in OPEN_STATES),
+        cancels_closed=sum(cancels.get(state.value, 0) for state in FINAL_STATES),
         harvested=harvests.get(HarvestState.DONE, 0) + harvests.get(HarvestState.MISSING, 0),
         results=fleet.results_stored,
     )

@@ -89,9 +89,9 @@ class Database:
         lose the extra values without a word. Grouping by key set makes that
         impossible.
         """
-        groups: dict[tuple[str, ...], list[Mapping[str, object]]] = {}
+        groups: dict[tuple[str, ...], list[dict[str, object]]] = {}
         for row in rows:
-            groups.setdefault(tuple(sorted(row)), []).append(row)
+            groups.setdefault(tuple(sorted(row)), []).append(dict(row))
         for group in groups.values():
             session.execute(insert(table), group)
 

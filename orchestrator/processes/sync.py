@@ -3,13 +3,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 
 from rich.progress import Progress
 
 from orchestrator.api.client import BatchApiClient
+from orchestrator.api.pages import pages
 from orchestrator.core.ids import validate_batch_id
 from orchestrator.core.observation import USAGE_FIELDS, MalformedBatch, parse_batch
 from orchestrator.core.status import TIMESTAMP_FIELDS
@@ -19,7 +19,7 @@ from orchestrator.db.queries import OperatorQueries
 from orchestrator.db.server_clock import database_clock
 from orchestrator.errors import InvalidBatchId
 
-__all__ = ["API_FIELDS", "BatchSync", "SyncReport", "pages", "sync_batches"]
+__all__ = ["API_FIELDS", "BatchSync", "SyncReport", "sync_batches"]
 
 SOURCE = "sync"
 
@@ -102,18 +102,6 @@ def _valid_id(value: object) -> bool:
     except InvalidBatchId:
         return False
     return True
-
-
-def pages(items: Iterable[dict[str, object]], size: int) -> Iterator[list[dict[str, object]]]:
-    """Group the client's stream back into pages; a page is fetched only when asked for."""
-    page: list[dict[str, object]] = []
-    for item in items:
-        page.append(item)
-        if len(page) == size:
-            yield page
-            page = []
-    if page:
-        yield page
 
 
 def sync_batches(
