@@ -253,7 +253,11 @@ def plan_cancel_close(
 ) -> CancelClose | None:
     """Close an open cancel request once its batch (`row`, as updated) is terminal."""
     status = parse_status(row.status) if row.status else None
-    if status is None or not status.is_terminal or request_state in ("closed", "failed"):
+    if (
+        status is None
+        or not status.is_terminal
+        or request_state in ("closed", "failed", "withdrawn")
+    ):
         return None
     terminal_at = getattr(row, status.timestamp_field) or now
     outcome = "cancelled" if status is BatchStatus.CANCELLED else f"too_late:{status.value}"

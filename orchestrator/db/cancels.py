@@ -124,7 +124,7 @@ class CancelStore:
             events: list[dict[str, Any]] = []
             for batch_id in ids:
                 state = states.get(batch_id)
-                if state is not None and state != "failed":
+                if state is not None and state not in ("failed", "withdrawn"):
                     summary.already.append(batch_id)
                     continue
                 values = _opened(batch_id, batches[batch_id], now, wish, events, summary)
