@@ -16,6 +16,7 @@ from orchestrator.cli.context import Context, Exit
 from orchestrator.cli.output import row_limit
 from orchestrator.cli.render import COLUMN_GAP, age, cell, counts, moment, plain, spanned
 from orchestrator.cli.selection import NEVER_SYNCED, selector_of
+from orchestrator.core.cancel_request import CancelState
 from orchestrator.core.status import UNOBSERVED, BatchStatus
 from orchestrator.db.cancels import CancelStore
 from orchestrator.db.models import Pause
@@ -203,7 +204,7 @@ def cell_style(title: str, text: str) -> str:
         return NEEDS_A_PERSON
     if title == "status" and text == BatchStatus.FAILED:
         return "red"
-    if title == "cancel" and text.startswith("failed"):
+    if title == "cancel" and text.startswith(CancelState.FAILED):
         return "red"
     return ""
 
@@ -281,6 +282,7 @@ def run_show(ctx: Context) -> Exit:
 
 def _seconds_in_status(detail: BatchDetail, now: datetime) -> float:
     since = detail.batch["status_changed_at"] or detail.batch["tracked_at"]
+    assert isinstance(since, datetime)  # tracked_at is never NULL
     return max(0.0, float((now - since).total_seconds()))
 
 
@@ -329,8 +331,8 @@ def print_show(ctx: Context, detail: BatchDetail, now: datetime) -> None:
     batch = detail.batch
     headline = f"[bold]{cell(batch['id'])}[/]: {cell(batch['status'] or 'unobserved')} for "
     headline += age(_seconds_in_status(detail, now))
-    if batch["overdue_since"] is not None:
-        headline += f", [bold red]OVERDUE[/] since {moment(batch['overdue_since'])}"
+    if isinstance(overdue := batch["overdue_since"], datetime):
+        headline += f", [bold red]OVERDUE[/] since {moment(overdue)}"
     ctx.out.print(headline)
     ctx.out.print(_fields("batch", batch))
     if detail.cancel_request is None:

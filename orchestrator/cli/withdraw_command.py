@@ -2,7 +2,7 @@
 
 A request can be taken back only while nothing has gone to the API: pending, no
 attempt made, no worker holding it. Any other is kept, and the reason is said
-(`db/corrections.withdraw_refusal` decides). Ids are read as `show` reads them; the
+(`core/cancel_request.withdraw` decides). Ids are read as `show` reads them; the
 selector flags choose from the table as they do for a bulk cancel (`--cancel pending`
 and the rest), and a withdrawal needs no confirmation: `cancel` asks again.
 """
@@ -13,7 +13,7 @@ from orchestrator.cli.batch_names import named_ids
 from orchestrator.cli.context import Context, Exit
 from orchestrator.cli.ids_input import ids_and_selector
 from orchestrator.core.visible import visible
-from orchestrator.db.corrections import CorrectionStore
+from orchestrator.db.cancels import CancelStore
 from orchestrator.db.queries import OperatorQueries
 from orchestrator.db.server_clock import database_clock
 
@@ -33,7 +33,7 @@ def run_withdraw(ctx: Context) -> Exit:
         if ctx.args.dry_run:
             ctx.err.print(f"dry run: would try to withdraw {len(set(chosen))} request(s)")
             return Exit.OK
-        summary = CorrectionStore(db).withdraw(chosen, now=now)
+        summary = CancelStore(db).withdraw(chosen, now=now)
     finally:
         db.dispose()
     if ctx.json:

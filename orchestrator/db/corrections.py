@@ -19,7 +19,7 @@ from sqlalchemy import delete, func, select, update
 from sqlalchemy.orm import Session
 
 from orchestrator.core.harvest import HarvestState
-from orchestrator.core.status import TERMINAL, WITHDRAWN
+from orchestrator.core.status import TERMINAL
 from orchestrator.db.batches import event_values
 from orchestrator.db.database import Database, chunks
 from orchestrator.db.models import (
@@ -40,7 +40,6 @@ from orchestrator.db.queries import as_record
 DEPENDENTS = (CancelAttempt, CancelRequest, BatchEvent, ResultLineError, BatchResult)
 DEPENDENTS_TOO = (ResultFile, FileDeletion)
 NOT_HARVESTED = (HarvestState.WAITING.value, HarvestState.PENDING.value)
-PENDING = "pending"
 
 
 @dataclass
@@ -54,26 +53,6 @@ def _jsonable(record: dict[str, Any]) -> dict[str, Any]:
     """A row as JSON: times as ISO text; plain str keys (column names are str subclasses,
     which orjson refuses as keys)."""
     return {str(k): v.isoformat() if isinstance(v, datetime) else v for k, v in record.items()}
-
-
-@dataclass
-class WithdrawSummary:
-    withdrawn: list[str] = field(default_factory=list)
-    refused: dict[str, str] = field(default_factory=dict)  # id -> why it was kept
-
-
-def withdraw_refusal(request: CancelRequest | None) -> str | None:
-    """Why a cancel request cannot be taken back, or None when it can: only one never
-    sent (pending, no attempt) that no worker holds (a leased one may be on the wire)."""
-    if request is None:
-        return "no cancel was requested"
-    if request.state != PENDING:
-        return f"the request is {request.state}, not pending"
-    if request.attempts > 0:
-        return f"already sent ({request.attempts} attempt(s))"
-    if request.lease_owner is not None:
-        return f"a worker ({request.lease_owner}) may be sending it now"
-    return None
 
 
 def _locked_requests(session: Session, ids: Sequence[str]) -> dict[str, CancelRequest]:
@@ -167,33 +146,6 @@ class CorrectionStore:
         )
         self.db.insert_rows(session, table_of(ForgottenBatch), records)
         summary.forgotten.extend(gone)
-
-    def withdraw(self, batch_ids: Iterable[str], *, now: datetime) -> WithdrawSummary:
-        """Take back the cancel requests not sent yet; the others are kept, with why."""
-        summary = WithdrawSummary()
-        ids = sorted(set(batch_ids))
-        with self.db.transaction() as session:
-            for chunk in chunks(ids):
-                requests = _locked_requests(session, chunk)
-                for batch_id in chunk:
-                    request = requests.get(batch_id)
-                    why = withdraw_refusal(request)
-                    if why is not None or request is None:
-                        summary.refused[batch_id] = why or ""
-                        continue
-                    request.state = WITHDRAWN
-                    request.outcome = WITHDRAWN
-                    request.closed_at = now
-                    request.next_attempt_at = None
-                    summary.withdrawn.append(batch_id)
-            events = [
-                event_values(
-                    b, "cancel_withdrawn", now, "operator", detail="taken back before sending"
-                )
-                for b in summary.withdrawn
-            ]
-            self.db.insert_rows(session, table_of(BatchEvent), events)
-        return summary
 
     def harvest_unharvested(
         self, batch_ids: Iterable[str], *, now: datetime, source: str
