@@ -28,6 +28,7 @@ def worker_config(ctx: Context) -> WorkerConfig:
         heartbeat_seconds=s.worker_heartbeat_seconds,
         idle_seconds=s.worker_idle_seconds,
         auth_pause_seconds=s.worker_auth_pause_seconds,
+        summary_seconds=s.log_summary_seconds,
     )
 
 

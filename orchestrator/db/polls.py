@@ -288,6 +288,18 @@ class PollStore:
             row.updated_at = now
             return HarvestRecord(batch_id, state, results, line_errors)
 
+    def backlog(self, now: datetime) -> tuple[int, int]:
+        """(due now, still followed): batches whose poll or harvest is due, and every
+        batch with a next poll at all (not yet terminal and harvested)."""
+        with self.db.transaction() as session:
+            due, followed = session.execute(
+                select(
+                    func.count().filter(Batch.next_poll_at <= now),
+                    func.count(Batch.next_poll_at),
+                ).where(Batch.next_poll_at.is_not(None))
+            ).one()
+            return int(due), int(followed)
+
     # --- what needs a person --------------------------------------------------------------
 
     def attention(self) -> Attention:

@@ -37,6 +37,7 @@ from orchestrator.metrics import Metrics
 from orchestrator.probes import Heartbeat
 from orchestrator.processes.ingest import READ_BYTES, FileIngest, IngestResult, IngestSettings
 from orchestrator.processes.pass_summary import PassSummary
+from orchestrator.processes.story import PeriodicSummary
 from orchestrator.processes.upkeep import Upkeep
 from orchestrator.processes.webhook_watch import WebhookWatch
 from orchestrator.settings import Settings
@@ -76,6 +77,7 @@ class ReconcilerConfig:
     db_retry_initial_seconds: float = 0.5  # after a database outage, doubling up to 30 s
     webhook_silence_seconds: float = 900.0  # no webhook for this long: poll without them
     process_stale_seconds: float = PROCESS_STALE_SECONDS  # see orchestrator.db.leases
+    summary_seconds: float = 60.0  # a one-line summary at INFO this often (0: never)
 
     @staticmethod
     def from_settings(settings: Settings) -> ReconcilerConfig:
@@ -88,6 +90,7 @@ class ReconcilerConfig:
             max_line_bytes=settings.ingest_max_line_bytes,
             webhook_silence_seconds=settings.webhook_silence_seconds,
             process_stale_seconds=settings.process_stale_seconds,
+            summary_seconds=settings.log_summary_seconds,
         )
 
 
@@ -129,6 +132,16 @@ class Reconciler:
         self.metrics = metrics
         self.upkeep = upkeep  # file clean-up and pruning, between passes
         self._pool = ThreadPoolExecutor(self.config.concurrency, thread_name_prefix="reconcile")
+        self.story = PeriodicSummary(
+            "reconciler",
+            self.config.summary_seconds,
+            clock.now(),
+            backlog=self.polls.backlog,
+            line=lambda c: (
+                f"{c['done']} done ({c['lines']} result line(s)), {c['polled']} polled, "
+                f"{c['errors']} error(s)"
+            ),
+        )
 
     def close(self) -> None:
         self._pool.shutdown(wait=True)
@@ -168,6 +181,7 @@ class Reconciler:
             seen.update(c.batch_id for c in fresh)
             summary.claimed += len(fresh)
             self._process_page(fresh, summary)
+        self.story.tell_if_due(self.clock.now())
         return summary
 
     def run_forever(self, stop: threading.Event) -> PassSummary:
@@ -280,7 +294,7 @@ class Reconciler:
             summary.merge(PassSummary(poll_failures=1))
             retry_after = exc.delay_s if isinstance(exc, RetryLater) else None
             not_found = isinstance(exc, ApiNotFoundError)
-            text = f"{NOT_FOUND}: {exc}" if not_found else str(exc)
+            text = f"{exc}; {NOT_FOUND}" if not_found else str(exc)
             event = "anomaly" if isinstance(exc, MalformedBatch) else None
             if self._failed(batch_id, text, retry_after, not_found=not_found, event=event):
                 summary.merge(PassSummary(unknown=[batch_id]))
@@ -302,6 +316,10 @@ class Reconciler:
             anomalies=[f"{batch_id}: {a}" for a in record.anomalies],
         )
         summary.merge(found)
+        self.story.add(polled=1)
+        if record.cancel_closed:
+            extra = {"batch_id": batch_id, "action": "cancel_settled"}
+            log.info("cancel settled: %s", record.cancel_closed, extra=extra)
         if record.newly_overdue:
             log.warning("batch is overdue in %s", record.status, extra={"batch_id": batch_id})
         return record
@@ -318,6 +336,7 @@ class Reconciler:
         """Record a failed poll; True when the batch is let go (see PollPolicy.gives_up).
         With `event`, the failure is also an event of that kind, every time."""
         log.warning("poll failed: %s", error, extra={"batch_id": batch_id})
+        self.story.add(errors=1)
         stopped = self.polls.record_failure(
             batch_id,
             now=self.clock.now(),
@@ -354,6 +373,7 @@ class Reconciler:
             on_progress=self.heartbeat.beat,
         )
         found = PassSummary()
+        started = self.clock.now()
         try:
             for kind, file_id in files:
                 outcome = ingest.run(batch_id=batch_id, file_id=file_id, kind=kind)
@@ -387,6 +407,16 @@ class Reconciler:
             found.lost_leases += 1
         elif record.state in (HarvestState.DONE, HarvestState.MISSING):
             found.harvested += 1
+            seconds = (self.clock.now() - started).total_seconds()
+            self.story.add(done=1, lines=record.results_stored)
+            log.info(
+                "harvest done: %d result line(s), %d unreadable, from %d file(s) in %.1fs",
+                record.results_stored,
+                record.line_errors,
+                len(files),
+                seconds,
+                extra={"batch_id": batch_id, "action": "harvested", "seconds": seconds},
+            )
         summary.merge(found)
 
 

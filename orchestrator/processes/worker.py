@@ -32,7 +32,8 @@ from orchestrator.db.cancels import Attempt, CancelStore, Claim
 from orchestrator.db.models import Pause
 from orchestrator.errors import ApiError, DatabaseUnavailable, InvalidBatchId, describe
 from orchestrator.probes import Heartbeat
-from orchestrator.processes.worker_report import WorkerReport
+from orchestrator.processes.story import PeriodicSummary
+from orchestrator.processes.worker_report import WorkerReport, tell
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +50,7 @@ class WorkerConfig:
     idle_seconds: float = 1.0
     auth_pause_seconds: float = 300.0
     db_retry_max_seconds: float = 30.0
+    summary_seconds: float = 60.0  # a one-line summary at INFO this often (0: never)
 
 
 class CancelWorker:
@@ -75,6 +77,14 @@ class CancelWorker:
         self.heartbeat = heartbeat or Heartbeat(clock)  # /healthz: the loop still turns
         self._pause: Pause | None = None
         self._pause_checked: datetime | None = None
+        self._sending = 0  # claims handed to the pool and not yet recorded
+        self.story = PeriodicSummary(
+            "worker",
+            config.summary_seconds,
+            clock.now(),
+            backlog=lambda now: (self.store.due_count(now), self._sending),
+            line=lambda c: f"{c['settled']} settled, {c['errors']} error(s)",
+        )
 
     # --- the loop -------------------------------------------------------------
     #
@@ -113,6 +123,8 @@ class CancelWorker:
                     if now - last_heartbeat >= timedelta(seconds=self.config.heartbeat_seconds):
                         self._heartbeat(in_flight, now)
                         last_heartbeat = now
+                    self._sending = len(in_flight)
+                    self.story.tell_if_due(now)
                     db_failures = 0
                 except DatabaseUnavailable as exc:
                     db_failures += 1
@@ -143,17 +155,7 @@ class CancelWorker:
             states = {c.batch_id: self._record_alone(c, a) for c, a in finished}
         for claim, attempt in finished:
             self.report.count(claim.batch_id, attempt.outcome)
-            log.info(
-                "cancel %s: %s -> request %s",
-                claim.batch_id,
-                attempt.outcome.value,
-                states.get(claim.batch_id),
-                extra={
-                    "batch_id": claim.batch_id,
-                    "request_id": attempt.request_id,
-                    "action": "cancel_attempt",
-                },
-            )
+            tell(self.story, claim.batch_id, attempt, states.get(claim.batch_id))
         auth = [a for _, a in finished if a.outcome is AttemptOutcome.AUTH]
         finished.clear()
         if auth:
@@ -342,7 +344,7 @@ class CancelWorker:
                 self.clock.now(),
                 http_status=exc.status,
                 request_id=exc.request_id,
-                error=f"{NOT_FOUND_MESSAGE}: {exc}",
+                error=f"{exc}; {NOT_FOUND_MESSAGE}",
             )
         except ApiAuthError as exc:
             return self._attempt(AttemptOutcome.AUTH, started, exc, retry_in=self._auth_pause())
