@@ -13,6 +13,30 @@ from orchestrator.cli.selection import (
 )
 
 DEFAULT_LIMIT = 50
+DEFAULT_INTERVAL = 2.0  # seconds between two reads of a live view
+MIN_INTERVAL, MAX_INTERVAL = 0.1, 3600.0
+
+
+def interval_seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not MIN_INTERVAL <= value <= MAX_INTERVAL:
+        raise argparse.ArgumentTypeError(
+            f"{text!r}: expected seconds, at least {MIN_INTERVAL:g} and at most {MAX_INTERVAL:g}"
+        )
+    return value
+
+
+def add_interval_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--interval",
+        type=interval_seconds,
+        default=DEFAULT_INTERVAL,
+        metavar="SECONDS",
+        help=f"with --watch/--follow: read the database this often (default {DEFAULT_INTERVAL:g})",
+    )
 
 
 def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -46,15 +70,23 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         help=f"show at most N batches (default {DEFAULT_LIMIT}); the rest are counted",
     )
     status.add_argument("--json", action="store_true", help="machine-readable output")
+    status.add_argument(
+        "--watch",
+        action="store_true",
+        help="redraw the table as batches change, until Ctrl-C (which exits 0)",
+    )
+    add_interval_argument(status)
     status.set_defaults(handler="status_commands.run_status")
 
     show = commands.add_parser(
         "show",
-        help="everything recorded about one batch",
+        help="one batch: status, age, cancel, results kept, what happens next, history",
         description=(
-            "Every field and timestamp of one batch, its cancel request and every attempt, "
-            "its history, and its results per file (state, lines, bytes, checksum, "
-            "unreadable lines). Exit 4 if the batch is not tracked."
+            "One batch, what a person asks first at the top: its status and age (by the "
+            "server's created_at), what became of the cancel, the answers and errors kept, "
+            "and what happens next (the next poll, the next cancel attempt). Then the cancel's "
+            "attempts, the result files and the history. --verbose adds every recorded field "
+            "(lease_owner, version, checksums...). Exit 4 if the batch is not tracked."
         ),
     )
     show.add_argument(
@@ -62,5 +94,16 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         metavar="BATCH_ID",
         help="the batch id, or enough of its beginning to name one tracked batch",
     )
-    show.add_argument("--json", action="store_true", help="machine-readable output")
-    show.set_defaults(handler="status_commands.run_show")
+    show.add_argument(
+        "--json", action="store_true", help="machine-readable output (every field, always)"
+    )
+    show.add_argument(
+        "-v", "--verbose", action="store_true", help="every recorded field, internals included"
+    )
+    show.add_argument(
+        "--follow",
+        action="store_true",
+        help="redraw as the batch changes; ends when nothing more can happen, or on Ctrl-C",
+    )
+    add_interval_argument(show)
+    show.set_defaults(handler="show_commands.run_show")

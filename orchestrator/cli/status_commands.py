@@ -8,13 +8,12 @@ from datetime import datetime
 from typing import Any
 
 from rich.cells import cell_len
-from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from orchestrator.cli.batch_names import resolve_batch_id
 from orchestrator.cli.context import Context, Exit
-from orchestrator.cli.render import COLUMN_GAP, age, cell, counts, moment, plain, spanned
+from orchestrator.cli.live import follow
+from orchestrator.cli.render import COLUMN_GAP, age, counts, moment, plain, spanned
 from orchestrator.cli.selection import (
     since_moment,
 )
@@ -22,14 +21,13 @@ from orchestrator.clock import utcnow
 from orchestrator.db.cancels import CancelStore
 from orchestrator.db.models import Pause
 from orchestrator.db.queries import (
-    BatchDetail,
     BatchFilter,
     BatchPage,
     BatchSummary,
     OperatorQueries,
 )
 from orchestrator.db.server_clock import database_clock
-from orchestrator.errors import UnknownBatch
+from orchestrator.errors import ConfigError
 
 ERROR = "last error"
 STATUS_COLUMNS = (
@@ -93,6 +91,8 @@ def status_filter(args: argparse.Namespace) -> BatchFilter:
 
 def run_status(ctx: Context) -> Exit:
     where = status_filter(ctx.args)
+    if ctx.args.watch:
+        return watch_status(ctx, where)
     db = ctx.database()
     try:
         now = database_clock(db).now()
@@ -105,6 +105,24 @@ def run_status(ctx: Context) -> Exit:
     else:
         print_status(ctx, page, now, pause)
     return Exit.OK
+
+
+def watch_status(ctx: Context, where: BatchFilter) -> Exit:
+    """`status --watch`: the table, redrawn as batches change, until Ctrl-C (exit 0)."""
+    if ctx.json:
+        raise ConfigError("--watch draws a table for a person; scripts poll `status --json`")
+    db = ctx.database()
+
+    def frame() -> bool:
+        now = database_clock(db).now()
+        page = OperatorQueries(db).list_batches(where, limit=ctx.args.limit)
+        print_status(ctx, page, now, CancelStore(db).active_pause(now))
+        return False
+
+    try:
+        return follow(ctx, frame, ctx.args.interval, until_settled=False)
+    finally:
+        db.dispose()
 
 
 def status_json(page: BatchPage, now: datetime, pause: Pause | None) -> dict[str, Any]:
@@ -209,102 +227,3 @@ def summary_line(page: BatchPage) -> str:
     if more:
         line += f"; showing {len(page.rows)}, {more} more (raise --limit or narrow the filters)"
     return line
-
-
-# --- show -------------------------------------------------------------------------------
-
-
-def run_show(ctx: Context) -> Exit:
-    db = ctx.database()
-    try:
-        now = database_clock(db).now()
-        queries = OperatorQueries(db)
-        batch_id = resolve_batch_id(
-            queries,
-            ctx.args.batch_id,
-            if_unknown=f"`orchestrator track {ctx.args.batch_id}` to follow it, or "
-            "`orchestrator sync` to record every batch the API lists",
-        )
-        detail = queries.detail(batch_id)
-    finally:
-        db.dispose()
-    if detail is None:  # gone between the two reads (deleted by hand)
-        raise UnknownBatch(f"batch {batch_id} is not tracked here")
-    if ctx.json:
-        ctx.emit_json(show_json(detail, now))
-    else:
-        print_show(ctx, detail, now)
-    return Exit.OK
-
-
-def _seconds_in_status(detail: BatchDetail, now: datetime) -> float:
-    since = detail.batch["status_changed_at"] or detail.batch["tracked_at"]
-    return max(0.0, float((now - since).total_seconds()))
-
-
-def show_json(detail: BatchDetail, now: datetime) -> dict[str, Any]:
-    return {
-        **asdict(detail),
-        "seconds_in_status": round(_seconds_in_status(detail, now), 3),
-        "overdue": detail.batch["overdue_since"] is not None,
-    }
-
-
-def _fields(title: str, record: dict[str, Any]) -> Table:
-    table = Table(title=title, title_justify="left", box=None, show_header=False, pad_edge=False)
-    table.add_column("field", style="bold", no_wrap=True)
-    table.add_column("value", overflow="fold")
-    for name, value in record.items():
-        table.add_row(name, cell(value))
-    return table
-
-
-def _print_rows(
-    out: Console, title: str, columns: tuple[str, ...], records: list[dict[str, Any]]
-) -> None:
-    """A table, a record a row. Every cell but the last column's (free text, which
-    wraps) stays on one line, so ids and checksums can be copied whole. When that is
-    too wide for the terminal, each record is printed as a list of its fields instead."""
-    *whole, free = columns
-    widths = [max([cell_len(c), *(cell_len(plain(r[c])) for r in records)]) for c in whole]
-    if spanned([*widths, MIN_FREE_TEXT_WIDTH]) > out.width:
-        for number, record in enumerate(records, 1):
-            if number > 1:
-                out.print()
-            fields = {column: record[column] for column in columns}
-            out.print(_fields(f"{title} ({number} of {len(records)})", fields))
-        return
-    table = Table(title=title, title_justify="left", box=None, pad_edge=False)
-    for column in whole:
-        table.add_column(column, no_wrap=True)
-    table.add_column(free, overflow="fold", min_width=MIN_FREE_TEXT_WIDTH)
-    for record in records:
-        table.add_row(*(cell(record[c]) for c in columns))
-    out.print(table)
-
-
-def print_show(ctx: Context, detail: BatchDetail, now: datetime) -> None:
-    batch = detail.batch
-    headline = f"[bold]{cell(batch['id'])}[/]: {cell(batch['status'] or 'unobserved')} for "
-    headline += age(_seconds_in_status(detail, now))
-    if batch["overdue_since"] is not None:
-        headline += f", [bold red]OVERDUE[/] since {moment(batch['overdue_since'])}"
-    ctx.out.print(headline)
-    ctx.out.print(_fields("batch", batch))
-    if detail.cancel_request is None:
-        ctx.out.print("\nno cancel requested")
-    else:
-        ctx.out.print()
-        ctx.out.print(_fields("cancel request", detail.cancel_request))
-        if detail.attempts:
-            _print_rows(ctx.out, "cancel attempts", ATTEMPT_COLUMNS, detail.attempts)
-    kinds = ", ".join(f"{n} {cell(kind)}" for kind, n in sorted(detail.results_by_kind.items()))
-    ctx.out.print(
-        f"\nresults stored: {sum(detail.results_by_kind.values())}"
-        + (f" ({kinds})" if kinds else "")
-        + f"; unreadable lines: {detail.unreadable_lines}"
-    )
-    if detail.files:
-        _print_rows(ctx.out, "result files", FILE_COLUMNS, detail.files)
-    ctx.out.print()
-    _print_rows(ctx.out, "history", EVENT_COLUMNS, detail.events)
