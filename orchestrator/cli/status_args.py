@@ -29,13 +29,15 @@ def interval_seconds(text: str) -> float:
     return value
 
 
-def add_interval_argument(parser: argparse.ArgumentParser) -> None:
+def add_live_arguments(parser: argparse.ArgumentParser, flag: str, what: str) -> None:
+    """`--watch`/`--follow` and the `--interval` it reads the database at."""
+    parser.add_argument(flag, action="store_true", help=what)
     parser.add_argument(
         "--interval",
         type=interval_seconds,
         default=DEFAULT_INTERVAL,
         metavar="SECONDS",
-        help=f"with --watch/--follow: read the database this often (default {DEFAULT_INTERVAL:g})",
+        help=f"with {flag}: read the database this often (default {DEFAULT_INTERVAL:g})",
     )
 
 
@@ -70,12 +72,9 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         help=f"show at most N batches (default {DEFAULT_LIMIT}); the rest are counted",
     )
     status.add_argument("--json", action="store_true", help="machine-readable output")
-    status.add_argument(
-        "--watch",
-        action="store_true",
-        help="redraw the table as batches change, until Ctrl-C (which exits 0)",
+    add_live_arguments(
+        status, "--watch", "redraw the table as batches change, until Ctrl-C (which exits 0)"
     )
-    add_interval_argument(status)
     status.set_defaults(handler="status_commands.run_status")
 
     show = commands.add_parser(
@@ -100,10 +99,9 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     show.add_argument(
         "-v", "--verbose", action="store_true", help="every recorded field, internals included"
     )
-    show.add_argument(
+    add_live_arguments(
+        show,
         "--follow",
-        action="store_true",
-        help="redraw as the batch changes; ends when nothing more can happen, or on Ctrl-C",
+        "redraw as the batch changes; ends when nothing more can happen, or on Ctrl-C",
     )
-    add_interval_argument(show)
     show.set_defaults(handler="show_commands.run_show")

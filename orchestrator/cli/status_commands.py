@@ -47,32 +47,6 @@ LEAVE_OUT = ("requests", "results", ERROR, "in status", "overdue")
 # The last error takes what room is left, on one line; narrower than this it says too
 # little, so the column is left out instead.
 MIN_ERROR_WIDTH = 20
-# Free text in `show` tables wraps, but no narrower than this (else a letter a line).
-MIN_FREE_TEXT_WIDTH = 20
-ATTEMPT_COLUMNS = (
-    "attempt",
-    "worker",
-    "started_at",
-    "finished_at",
-    "http_status",
-    "request_id",
-    "outcome",
-    "error",
-)
-FILE_COLUMNS = (
-    "kind",
-    "file_id",
-    "state",
-    "lines",
-    "results",
-    "malformed",
-    "duplicates",
-    "bytes",
-    "sha256",
-    "attempts",
-    "last_error",
-)
-EVENT_COLUMNS = ("recorded_at", "kind", "from_status", "to_status", "server_at", "source", "detail")
 
 
 # --- status -----------------------------------------------------------------------------

@@ -135,7 +135,7 @@ class Reconciler:
         self.story = PeriodicSummary(
             "reconciler",
             self.config.summary_seconds,
-            clock.now(),
+            since=clock.now(),
             backlog=self.polls.backlog,
             line=lambda c: (
                 f"{c['done']} done ({c['lines']} result line(s)), {c['polled']} polled, "

@@ -14,31 +14,24 @@ import logging
 import threading
 from collections import Counter
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from datetime import datetime
 
 log = logging.getLogger("orchestrator.processes")
 
 
+@dataclass
 class PeriodicSummary:
     """`line(counts)` words what happened since the last line; `backlog(now)` gives
     (due, in flight). Nothing is logged when `every_seconds` is 0."""
 
-    def __init__(
-        self,
-        name: str,
-        every_seconds: float,
-        now: datetime,
-        *,
-        backlog: Callable[[datetime], tuple[int, int]],
-        line: Callable[[Counter[str]], str],
-    ) -> None:
-        self.name = name
-        self.every_seconds = every_seconds
-        self._backlog = backlog
-        self._line = line
-        self._since = now
-        self._counts: Counter[str] = Counter()
-        self._lock = threading.Lock()
+    name: str
+    every_seconds: float
+    since: datetime  # when the last line was logged (or the process began)
+    backlog: Callable[[datetime], tuple[int, int]]
+    line: Callable[[Counter[str]], str]
+    _counts: Counter[str] = field(default_factory=Counter)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
 
     def add(self, **counts: int) -> None:
         with self._lock:
@@ -46,20 +39,20 @@ class PeriodicSummary:
 
     def tell_if_due(self, now: datetime) -> bool:
         """Log the line if `every_seconds` have passed since the last one."""
-        elapsed = (now - self._since).total_seconds()
+        elapsed = (now - self.since).total_seconds()
         if self.every_seconds <= 0 or elapsed < self.every_seconds:
             return False
-        due, in_flight = self._backlog(now)
+        due, in_flight = self.backlog(now)
         with self._lock:
             counts, self._counts = self._counts, Counter()
-            self._since = now
+            self.since = now
         log.info(
             "%s: %d due, %d in flight; last %.0fs: %s",
             self.name,
             due,
             in_flight,
             elapsed,
-            self._line(counts),
+            self.line(counts),
             extra={"action": "summary", "due": due, "in_flight": in_flight, **counts},
         )
         return True

@@ -81,7 +81,7 @@ class CancelWorker:
         self.story = PeriodicSummary(
             "worker",
             config.summary_seconds,
-            clock.now(),
+            since=clock.now(),
             backlog=lambda now: (self.store.due_count(now), self._sending),
             line=lambda c: f"{c['settled']} settled, {c['errors']} error(s)",
         )

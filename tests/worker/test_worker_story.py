@@ -5,72 +5,33 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Iterator
 
 import pytest
 
-from orchestrator.api.client import ApiSettings, BatchApiClient
+from orchestrator.api.client import BatchApiClient
 from orchestrator.clock import ManualClock
 from orchestrator.db.cancels import CancelStore
 from orchestrator.db.database import Database
-from orchestrator.processes.worker import CancelWorker, WorkerConfig
-from orchestrator.secret import Secret
-from tests.worker.fake_api import SECRET, FakeApi, fail
-from tests.worker.test_cancel_worker import POLICY, T0
+from orchestrator.processes.worker import CancelWorker
+from tests.worker.fake_api import FakeApi, fail
+
+from .conftest import T0
+from .test_cancel_worker import make_worker
 
 
 @pytest.fixture
-def clock() -> ManualClock:
-    return ManualClock(T0)
-
-
-@pytest.fixture
-def api() -> FakeApi:
-    return FakeApi()
-
-
-@pytest.fixture
-def client(api: FakeApi, clock: ManualClock) -> Iterator[BatchApiClient]:
-    settings = ApiSettings(api_key=Secret(SECRET), base_url="https://api.test/v1")
-    with BatchApiClient(
-        settings,
-        policy=POLICY,
-        transport=api.transport(),
-        sleep=lambda _s: None,
-        clock=clock,
-        random=lambda: 0.0,
-    ) as c:
-        yield c
-
-
 def worker(database: Database, client: BatchApiClient, clock: ManualClock) -> CancelWorker:
-    return CancelWorker(
-        CancelStore(database),
-        client,
-        config=WorkerConfig(concurrency=4, idle_seconds=0.01, summary_seconds=60.0),
-        policy=POLICY,
-        clock=clock,
-        owner="w1",
-        random_unit=lambda: 0.0,
-    )
-
-
-def records(caplog: pytest.LogCaptureFixture, text: str) -> list[logging.LogRecord]:
-    return [r for r in caplog.records if text in r.getMessage()]
+    return make_worker(database, client, clock, summary_seconds=60.0)
 
 
 def test_a_cancel_that_failed_for_good_is_an_error_and_each_404_is_logged_once(
-    database: Database,
-    api: FakeApi,
-    client: BatchApiClient,
-    clock: ManualClock,
-    caplog: pytest.LogCaptureFixture,
+    database: Database, api: FakeApi, worker: CancelWorker, caplog: pytest.LogCaptureFixture
 ) -> None:
     api.on_cancel("batch_ghost", fail(404, "No batch found"))
     api.on_retrieve("batch_ghost", fail(404, "No batch found"))
     CancelStore(database).request(["batch_ghost"], now=T0, requested_by="test", reason="r")
     with caplog.at_level(logging.INFO):
-        worker(database, client, clock).run(threading.Event(), once=True)
+        worker.run(threading.Event(), once=True)
     failed = [r for r in caplog.records if getattr(r, "batch_id", None) == "batch_ghost"]
     final = [r for r in failed if r.levelno >= logging.ERROR]
     assert len(final) == 1, [r.getMessage() for r in failed]
@@ -84,14 +45,10 @@ def test_a_cancel_that_failed_for_good_is_an_error_and_each_404_is_logged_once(
 
 
 def test_the_worker_logs_a_summary_line_at_each_interval(
-    database: Database,
-    api: FakeApi,
-    client: BatchApiClient,
-    clock: ManualClock,
-    caplog: pytest.LogCaptureFixture,
+    database: Database, worker: CancelWorker, clock: ManualClock, caplog: pytest.LogCaptureFixture
 ) -> None:
     CancelStore(database).request(["batch_a", "batch_b"], now=T0, requested_by="test", reason="r")
-    w = worker(database, client, clock)
+    w = worker
     with caplog.at_level(logging.INFO):
         w.run(threading.Event(), once=True)
         assert not [r for r in caplog.records if getattr(r, "action", None) == "summary"]
