@@ -20,7 +20,7 @@ from typing import Any
 
 from sqlalchemy import func, select
 
-from orchestrator.cli.wiring import build_client, retry_policy
+from orchestrator.cli.wiring import build_client
 from orchestrator.clock import SystemClock
 from orchestrator.db import migrate
 from orchestrator.db.cancels import CancelStore
@@ -29,7 +29,7 @@ from orchestrator.db.engine import make_engine
 from orchestrator.db.models import Batch, CancelRequest, ResultFile
 from orchestrator.errors import ConfigError
 from orchestrator.processes.reconciler import Reconciler
-from orchestrator.processes.worker import CancelWorker, WorkerConfig
+from orchestrator.processes.worker import CancelWorker
 from orchestrator.secret import Secret
 from orchestrator.settings import Settings
 from orchestrator.simulator import Scenario, Simulator, SimulatorConfig, SimulatorServer
@@ -279,27 +279,18 @@ def _start_processes(
     clock = SystemClock()
     worker_client = build_client(settings)
     reconcile_client = build_client(settings)
-    worker = CancelWorker(
-        CancelStore(db),
-        worker_client,
-        config=WorkerConfig(
-            concurrency=settings.worker_concurrency, idle_seconds=settings.worker_idle_seconds
-        ),
-        policy=retry_policy(settings),
-        clock=clock,
-        owner="demo-worker",
-    )
+    worker = CancelWorker(CancelStore(db), worker_client, settings, clock, "demo-worker", stop=stop)
     reconciler = Reconciler(db, reconcile_client, settings, clock, "demo-reconciler", stop=stop)
 
     def run_worker() -> None:
         try:
-            worker.run(stop)
+            worker.run()
         finally:
             worker_client.close()
 
     def run_reconciler() -> None:
         try:
-            reconciler.run_forever(stop)
+            reconciler.run()
         finally:
             reconciler.close()
             reconcile_client.close()

@@ -51,12 +51,7 @@ def run_reconcile(ctx: Context) -> Exit:
                 reconciler.config.concurrency,
                 extra={"action": "reconciler_started"},
             )
-            if ctx.args.once:
-                summary = reconciler.run_once()
-                if upkeep is not None:
-                    upkeep.run_due()
-            else:
-                summary = reconciler.run_forever(stop)
+            summary = reconciler.run(once=ctx.args.once)
             summary.stopped = stop.is_set()
             reconciler.check_attention(summary)
     finally:

@@ -9,7 +9,6 @@ import httpx
 
 from orchestrator.api.client import ApiSettings, BatchApiClient
 from orchestrator.clock import Clock
-from orchestrator.core.retry_policy import RetryPolicy
 from orchestrator.db.database import Database
 from orchestrator.db.file_deletions import FileDeletionStore
 from orchestrator.db.leases import ProcessRegistry
@@ -17,21 +16,11 @@ from orchestrator.db.retention import RetentionStore
 from orchestrator.errors import ConfigError
 from orchestrator.probes import Heartbeat
 from orchestrator.processes.cleanup import FileCleanup
+from orchestrator.processes.config import retry_policy
 from orchestrator.processes.presence import Presence
 from orchestrator.processes.retention import Pruner
 from orchestrator.processes.upkeep import Upkeep
 from orchestrator.settings import Settings
-
-
-def retry_policy(settings: Settings) -> RetryPolicy:
-    return RetryPolicy(
-        initial_delay=settings.retry_initial_delay,
-        max_delay=settings.retry_max_delay,
-        max_in_process_attempts=settings.retry_in_process_attempts,
-        max_in_process_wait=settings.retry_max_in_process_wait,
-        durable_initial=settings.retry_durable_initial,
-        durable_max=settings.retry_durable_max,
-    )
 
 
 def build_client(

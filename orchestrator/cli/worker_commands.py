@@ -7,7 +7,7 @@ import logging
 import threading
 
 from orchestrator.cli.context import Context, Exit
-from orchestrator.cli.wiring import build_client, presence, retry_policy
+from orchestrator.cli.wiring import build_client, presence
 from orchestrator.core.visible import visible
 from orchestrator.db.cancels import CancelStore
 from orchestrator.db.server_clock import database_clock
@@ -15,21 +15,9 @@ from orchestrator.metrics import start_process_metrics
 from orchestrator.probes import Heartbeat
 from orchestrator.processes.identity import process_id
 from orchestrator.processes.stopping import stop_on_signals
-from orchestrator.processes.worker import CancelWorker, WorkerConfig
+from orchestrator.processes.worker import CancelWorker
 
 log = logging.getLogger(__name__)
-
-
-def worker_config(ctx: Context) -> WorkerConfig:
-    s = ctx.settings
-    return WorkerConfig(
-        concurrency=s.worker_concurrency,
-        lease_seconds=s.worker_lease_seconds,
-        heartbeat_seconds=s.worker_heartbeat_seconds,
-        idle_seconds=s.worker_idle_seconds,
-        auth_pause_seconds=s.worker_auth_pause_seconds,
-        summary_seconds=s.log_summary_seconds,
-    )
 
 
 def run_worker(ctx: Context) -> Exit:
@@ -43,16 +31,16 @@ def run_worker(ctx: Context) -> Exit:
     worker = CancelWorker(
         CancelStore(db, stale_seconds=ctx.settings.process_stale_seconds),
         client,
-        config=worker_config(ctx),
-        policy=retry_policy(ctx.settings),
-        clock=clock,
-        owner=owner,
+        ctx.settings,
+        clock,
+        owner,
+        stop=stop,
         heartbeat=heartbeat,
     )
     log.info("worker %s started (concurrency %d)", owner, ctx.settings.worker_concurrency)
     try:
         with presence(ctx.settings, db, owner, "worker", clock):
-            report = worker.run(stop, once=ctx.args.once)
+            report = worker.run(once=ctx.args.once)
     finally:
         client.close()
         db.dispose()

@@ -18,7 +18,6 @@ import random
 import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 
 from orchestrator.api.client import BatchApiClient
 from orchestrator.api.errors import ApiAborted, ApiAuthError, ApiNotFoundError, RetryLater
@@ -26,16 +25,15 @@ from orchestrator.clock import Clock
 from orchestrator.core.harvest import FileState, HarvestState
 from orchestrator.core.observation import MalformedBatch, parse_batch
 from orchestrator.core.poll_policy import PollPolicy
-from orchestrator.core.result_lines import MAX_LINE_BYTES
-from orchestrator.core.retry_policy import outage_backoff
 from orchestrator.db.database import Database
-from orchestrator.db.leases import PROCESS_STALE_SECONDS
 from orchestrator.db.polls import Claim, PollRecord, PollStore
 from orchestrator.db.results import LeaseLost, ResultStore
 from orchestrator.errors import ApiError, DatabaseUnavailable, InvalidBatchId, describe
 from orchestrator.metrics import Metrics
 from orchestrator.probes import Heartbeat
-from orchestrator.processes.ingest import READ_BYTES, FileIngest, IngestResult, IngestSettings
+from orchestrator.processes.config import ReconcilerConfig, poll_policy
+from orchestrator.processes.ingest import FileIngest, IngestResult, IngestSettings
+from orchestrator.processes.loop import ProcessLoop, Sleep, wait_on_stop
 from orchestrator.processes.pass_summary import PassSummary
 from orchestrator.processes.story import PeriodicSummary
 from orchestrator.processes.upkeep import Upkeep
@@ -46,52 +44,7 @@ __all__ = ["PassSummary", "Reconciler", "ReconcilerConfig", "poll_policy"]
 
 log = logging.getLogger(__name__)
 
-DB_RETRY_MAX_SECONDS = 30.0
 NOT_FOUND = "no such batch for this key (check the id, organization and project)"
-
-
-def poll_policy(settings: Settings) -> PollPolicy:
-    return PollPolicy(
-        initial_seconds=settings.poll_initial_seconds,
-        backoff_factor=settings.poll_backoff_factor,
-        max_seconds=settings.poll_max_seconds,
-        cancelling_max_seconds=settings.poll_cancelling_max_seconds,
-        error_max_seconds=settings.poll_error_max_seconds,
-        overdue_cancelling_seconds=settings.overdue_cancelling_seconds,
-        overdue_finalizing_seconds=settings.overdue_finalizing_seconds,
-        file_id_repolls=settings.file_id_repolls,
-        webhook_poll_seconds=settings.poll_interval_with_webhooks,
-    )
-
-
-@dataclass(frozen=True, kw_only=True)
-class ReconcilerConfig:
-    concurrency: int = 8
-    lease_seconds: float = 300.0
-    idle_seconds: float = 1.0
-    chunk_lines: int = 2000
-    download_attempts: int = 5
-    page_size: int = 0  # 0: four claims per worker thread
-    read_bytes: int = READ_BYTES
-    max_line_bytes: int = MAX_LINE_BYTES
-    db_retry_initial_seconds: float = 0.5  # after a database outage, doubling up to 30 s
-    webhook_silence_seconds: float = 900.0  # no webhook for this long: poll without them
-    process_stale_seconds: float = PROCESS_STALE_SECONDS  # see orchestrator.db.leases
-    summary_seconds: float = 60.0  # a one-line summary at INFO this often (0: never)
-
-    @staticmethod
-    def from_settings(settings: Settings) -> ReconcilerConfig:
-        return ReconcilerConfig(
-            concurrency=settings.reconcile_concurrency,
-            lease_seconds=settings.reconcile_lease_seconds,
-            idle_seconds=settings.reconcile_idle_seconds,
-            chunk_lines=settings.ingest_chunk_lines,
-            download_attempts=settings.download_attempts,
-            max_line_bytes=settings.ingest_max_line_bytes,
-            webhook_silence_seconds=settings.webhook_silence_seconds,
-            process_stale_seconds=settings.process_stale_seconds,
-            summary_seconds=settings.log_summary_seconds,
-        )
 
 
 class Reconciler:
@@ -99,7 +52,7 @@ class Reconciler:
         self,
         db: Database,
         client: BatchApiClient,
-        settings: Settings | ReconcilerConfig,
+        config: Settings | ReconcilerConfig,
         clock: Clock,
         owner: str,
         *,
@@ -107,6 +60,7 @@ class Reconciler:
         random_unit: Callable[[], float] = random.random,
         stop: threading.Event | None = None,
         heartbeat: Heartbeat | None = None,
+        sleep: Sleep = wait_on_stop,
         metrics: Metrics | None = None,
         upkeep: Upkeep | None = None,
     ) -> None:
@@ -114,11 +68,11 @@ class Reconciler:
         self.client = client
         self.clock = clock
         self.owner = owner
-        if isinstance(settings, Settings):
-            self.config = ReconcilerConfig.from_settings(settings)
-            self.policy = policy or poll_policy(settings)
+        if isinstance(config, Settings):
+            self.config = ReconcilerConfig.from_settings(config)
+            self.policy = policy or poll_policy(config)
         else:
-            self.config = settings
+            self.config = config
             self.policy = policy or PollPolicy()
         self.random_unit = random_unit
         self.polls = PollStore(db, stale_seconds=self.config.process_stale_seconds)
@@ -129,6 +83,7 @@ class Reconciler:
         # Set to stop: claimed work not yet started is released, harvests end at a checkpoint.
         self.stop = stop or threading.Event()
         self.heartbeat = heartbeat or Heartbeat(clock)  # /healthz: the loop still turns
+        self.sleep = sleep
         self.metrics = metrics
         self.upkeep = upkeep  # file clean-up and pruning, between passes
         self._pool = ThreadPoolExecutor(self.config.concurrency, thread_name_prefix="reconcile")
@@ -184,42 +139,49 @@ class Reconciler:
         self.story.tell_if_due(self.clock.now())
         return summary
 
-    def run_forever(self, stop: threading.Event) -> PassSummary:
-        """Pass after pass until ``stop`` is set; returns the totals."""
+    def run(self, stop: threading.Event | None = None, *, once: bool = False) -> PassSummary:
+        """Pass after pass until ``stop`` is set (with ``once``: one pass and the upkeep
+        that is due); returns the totals."""
+        if stop is not None:
+            self.stop = stop
+        if once:
+            summary = self.run_once()
+            if self.upkeep is not None:
+                self.upkeep.run_due()
+            return summary
         total = PassSummary()
-        outage = 0
-        self.stop = stop
-        while not stop.is_set():
-            try:
-                if outage:
-                    # Our earlier pass was cut short: free what it held, so nothing waits
-                    # out a lease that nobody is working under.
-                    total.released += self.polls.release_owned(owner=self.owner)
-                    log.info("database is back after %d failed attempt(s)", outage)
-                    outage = 0
-                summary = self.run_once()
-                if self.upkeep is not None:
-                    self.upkeep.run_due()
-            except DatabaseUnavailable as exc:
-                outage += 1
-                total.db_outages += 1
-                wait = outage_backoff(
-                    outage, initial=self.config.db_retry_initial_seconds, cap=DB_RETRY_MAX_SECONDS
-                )
-                log.warning("%s; retrying in %.1fs", exc, wait, extra={"action": "db_outage"})
-                self._wait(stop, wait)
-                continue
+        loop = ProcessLoop(
+            name="reconciler",
+            config=self.config,
+            stop=self.stop,
+            heartbeat=self.heartbeat,
+            sleep=self.sleep,
+        )
+
+        def recovered(_failures: int) -> None:
+            # Our earlier pass was cut short: free what it held, so nothing waits
+            # out a lease that nobody is working under.
+            total.released += self.polls.release_owned(owner=self.owner)
+
+        def turn() -> float:
+            summary = self.run_once()
+            if self.upkeep is not None:
+                self.upkeep.run_due()
             total.merge(summary)
             if summary.auth_error is not None:
-                self._wait(stop, self.policy.error_max_seconds)
-            elif summary.claimed == 0:
-                self._wait(stop, self.config.idle_seconds)
+                return self.policy.error_max_seconds
+            return 0.0 if summary.claimed else self.config.idle_seconds
+
+        try:
+            loop.run(turn, on_recovered=recovered)
+        finally:
+            total.db_outages += loop.outages
         total.stopped = True
         return total
 
-    def _wait(self, stop: threading.Event, seconds: float) -> None:
-        self.heartbeat.beat(busy_for=seconds)  # a deliberate wait is not a stall
-        stop.wait(seconds)
+    def run_forever(self, stop: threading.Event | None = None) -> PassSummary:
+        """Pass after pass until ``stop`` is set; returns the totals."""
+        return self.run(stop)
 
     def check_attention(self, summary: PassSummary) -> PassSummary:
         summary.attention = self.polls.attention()

@@ -13,7 +13,7 @@ import random
 import threading
 from collections.abc import Callable
 from concurrent.futures import ALL_COMPLETED, Future, ThreadPoolExecutor, wait
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from orchestrator.api.client import BatchApiClient
@@ -27,13 +27,18 @@ from orchestrator.api.errors import (
 from orchestrator.clock import Clock
 from orchestrator.core.cancel_policy import AttemptOutcome, after_rejection
 from orchestrator.core.observation import BatchObservation, MalformedBatch, WrongBatch, parse_batch
-from orchestrator.core.retry_policy import RetryPolicy, outage_backoff
+from orchestrator.core.retry_policy import RetryPolicy
 from orchestrator.db.cancels import Attempt, CancelStore, Claim
 from orchestrator.db.models import Pause
 from orchestrator.errors import ApiError, DatabaseUnavailable, InvalidBatchId, describe
 from orchestrator.probes import Heartbeat
+from orchestrator.processes.config import WorkerConfig, retry_policy
+from orchestrator.processes.loop import ProcessLoop, Sleep, wait_on_stop
 from orchestrator.processes.story import PeriodicSummary
 from orchestrator.processes.worker_report import WorkerReport, tell
+from orchestrator.settings import Settings
+
+__all__ = ["CancelWorker", "WorkerConfig"]
 
 log = logging.getLogger(__name__)
 
@@ -42,15 +47,14 @@ TICK_SECONDS = 0.02
 NOT_FOUND_MESSAGE = "no such batch, or not visible to this key (check the id, org and project)"
 
 
-@dataclass(frozen=True, kw_only=True)
-class WorkerConfig:
-    concurrency: int = 16
-    lease_seconds: float = 120.0
-    heartbeat_seconds: float = 20.0
-    idle_seconds: float = 1.0
-    auth_pause_seconds: float = 300.0
-    db_retry_max_seconds: float = 30.0
-    summary_seconds: float = 60.0  # a one-line summary at INFO this often (0: never)
+@dataclass
+class _Flight:
+    """The loop's sends: running or queued (``in_flight``), and answered but not yet
+    recorded (``finished``, kept across a database outage)."""
+
+    last_heartbeat: datetime
+    in_flight: dict[Future[Attempt], Claim] = field(default_factory=dict)
+    finished: list[tuple[Claim, Attempt]] = field(default_factory=list)
 
 
 class CancelWorker:
@@ -58,29 +62,37 @@ class CancelWorker:
         self,
         store: CancelStore,
         client: BatchApiClient,
-        *,
-        config: WorkerConfig,
-        policy: RetryPolicy,
+        config: Settings | WorkerConfig,
         clock: Clock,
         owner: str,
+        *,
+        policy: RetryPolicy | None = None,
         random_unit: Callable[[], float] = random.random,
+        stop: threading.Event | None = None,
         heartbeat: Heartbeat | None = None,
+        sleep: Sleep = wait_on_stop,
     ) -> None:
         self.store = store
         self.client = client
-        self.config = config
-        self.policy = policy
+        if isinstance(config, Settings):
+            self.config = WorkerConfig.from_settings(config)
+            self.policy = policy or retry_policy(config)
+        else:
+            self.config = config
+            self.policy = policy or RetryPolicy()
         self.clock = clock
         self.owner = owner
         self.random_unit = random_unit
         self.report = WorkerReport()
+        self.stop = stop or threading.Event()  # set to stop: sends in flight are recorded
         self.heartbeat = heartbeat or Heartbeat(clock)  # /healthz: the loop still turns
+        self.sleep = sleep
         self._pause: Pause | None = None
         self._pause_checked: datetime | None = None
         self._sending = 0  # claims handed to the pool and not yet recorded
         self.story = PeriodicSummary(
             "worker",
-            config.summary_seconds,
+            self.config.summary_seconds,
             since=clock.now(),
             backlog=lambda now: (self.store.due_count(now), self._sending),
             line=lambda c: f"{c['settled']} settled, {c['errors']} error(s)",
@@ -95,48 +107,59 @@ class CancelWorker:
     # Claims are leased up to twice the concurrency: the extra ones queue in the
     # pool and are heartbeated like the running ones.
 
-    def run(self, stop: threading.Event, *, once: bool = False) -> WorkerReport:
+    def run(self, stop: threading.Event | None = None, *, once: bool = False) -> WorkerReport:
         """Work until `stop` is set (or, with `once`, until nothing is due now)."""
-        in_flight: dict[Future[Attempt], Claim] = {}
-        finished: list[tuple[Claim, Attempt]] = []
-        last_heartbeat = self.clock.now()
-        db_failures = 0
+        if stop is not None:
+            self.stop = stop
+        loop = ProcessLoop(
+            name="worker",
+            config=self.config,
+            stop=self.stop,
+            heartbeat=self.heartbeat,
+            sleep=self.sleep,
+            outage_note="nothing is lost: unrecorded cancels are re-sent after their lease expires",
+        )
         with ThreadPoolExecutor(self.config.concurrency, thread_name_prefix="cancel") as pool:
-            while True:
-                self.heartbeat.beat()
-                finished.extend(self._collect(in_flight))
-                claims: list[Claim] = []
-                try:
-                    now = self.clock.now()
-                    self._record(finished)
-                    if stop.is_set():
-                        break
-                    if not self._paused(now):
-                        claims = self.store.claim_due(
-                            self.owner,
-                            now=now,
-                            limit=2 * self.config.concurrency - len(in_flight),
-                            lease_seconds=self.config.lease_seconds,
-                        )
-                    for claim in claims:
-                        in_flight[pool.submit(self._send, claim)] = claim
-                    if now - last_heartbeat >= timedelta(seconds=self.config.heartbeat_seconds):
-                        self._heartbeat(in_flight, now)
-                        last_heartbeat = now
-                    self._sending = len(in_flight)
-                    self.story.tell_if_due(now)
-                    db_failures = 0
-                except DatabaseUnavailable as exc:
-                    db_failures += 1
-                    self._database_down(exc, db_failures, stop)
-                    if stop.is_set():
-                        break
-                    continue
-                if once and not in_flight and not claims:
-                    break
-                self._wait(in_flight, stop, busy=bool(claims))
-            self._shut_down(in_flight, finished)
+            flight = _Flight(last_heartbeat=self.clock.now())
+            try:
+                loop.run(lambda: self._turn(pool, flight, once=once))
+            finally:
+                self.report.db_outages += loop.outages
+                self._shut_down(flight.in_flight, flight.finished)
         return self.report
+
+    def _turn(self, pool: ThreadPoolExecutor, flight: _Flight, *, once: bool) -> float | None:
+        """Record what finished, claim what is due, heartbeat the leases held; then let
+        the sends run for one tick (or say how long to idle when there is nothing to do)."""
+        in_flight = flight.in_flight
+        flight.finished.extend(self._collect(in_flight))
+        now = self.clock.now()
+        self._record(flight.finished)
+        claims: list[Claim] = []
+        if not self._paused(now):
+            claims = self.store.claim_due(
+                self.owner,
+                now=now,
+                limit=2 * self.config.concurrency - len(in_flight),
+                lease_seconds=self.config.lease_seconds,
+            )
+        for claim in claims:
+            in_flight[pool.submit(self._send, claim)] = claim
+        if now - flight.last_heartbeat >= timedelta(seconds=self.config.heartbeat_seconds):
+            self._heartbeat(in_flight, now)
+            flight.last_heartbeat = now
+        self._sending = len(in_flight)
+        self.story.tell_if_due(now)
+        if once and not in_flight and not claims:
+            return None
+        # Up to `concurrency` claims wait queued behind the running sends, so a pool
+        # thread that finishes starts the next cancel at once; the loop only has to
+        # come round once a tick to record answers and top the queue up, which lets
+        # one transaction record many answers.
+        if in_flight:
+            wait(list(in_flight), timeout=TICK_SECONDS, return_when=ALL_COMPLETED)
+            return 0.0
+        return 0.0 if claims else self.config.idle_seconds
 
     def _collect(self, in_flight: dict[Future[Attempt], Claim]) -> list[tuple[Claim, Attempt]]:
         done = [f for f in in_flight if f.done()]
@@ -174,10 +197,9 @@ class CancelWorker:
         fallback = self._retry(
             claim,
             attempt.started_at,
-            attempt.http_status,
-            attempt.request_id,
             error,
-            None,
+            status=attempt.http_status,
+            request_id=attempt.request_id,
             events=(("unexpected_error", error),),
         )
         try:
@@ -192,35 +214,6 @@ class CancelWorker:
         ids = [c.batch_id for c in in_flight.values()]
         self.store.heartbeat(self.owner, ids, now=now, lease_seconds=self.config.lease_seconds)
 
-    def _database_down(self, exc: Exception, failures: int, stop: threading.Event) -> None:
-        self.report.db_outages += 1
-        pause = outage_backoff(failures, initial=1.0, cap=self.config.db_retry_max_seconds)
-        log.warning(
-            "%s; retrying in %.1fs; nothing is lost: unrecorded cancels are re-sent "
-            "after their lease expires",
-            exc,
-            pause,
-            extra={"action": "db_unavailable"},
-        )
-        self.heartbeat.beat(busy_for=pause)
-        stop.wait(pause)
-
-    def _wait(
-        self, in_flight: dict[Future[Attempt], Claim], stop: threading.Event, *, busy: bool
-    ) -> None:
-        """Let the sends run for one tick (or idle when there is nothing to do).
-
-        Up to `concurrency` claims wait queued behind the running sends, so a pool
-        thread that finishes starts the next cancel at once; the loop only has to
-        come round once a tick to record answers and top the queue up, which lets
-        one transaction record many answers.
-        """
-        if in_flight:
-            wait(list(in_flight), timeout=TICK_SECONDS, return_when=ALL_COMPLETED)
-        elif not busy:
-            self.heartbeat.beat(busy_for=self.config.idle_seconds)
-            stop.wait(self.config.idle_seconds)
-
     def _shut_down(
         self, in_flight: dict[Future[Attempt], Claim], finished: list[tuple[Claim, Attempt]]
     ) -> None:
@@ -229,7 +222,7 @@ class CancelWorker:
         wait([f for f in in_flight if not f.cancelled()])
         finished.extend((claim, f.result()) for f, claim in in_flight.items() if not f.cancelled())
         for delay in (0.0, 0.5, 1.0, 2.0, 4.0):
-            threading.Event().wait(delay)
+            self.sleep(threading.Event(), delay)  # self.stop is set: a fresh event waits
             try:
                 self._record(finished)
                 self.report.released += self.store.release(
@@ -272,33 +265,41 @@ class CancelWorker:
         except Exception as exc:  # a bug or an answer nobody foresaw: this cancel only
             log.exception("sending the cancel failed", extra={"batch_id": claim.batch_id})
             error = f"unexpected error while sending the cancel: {describe(exc)}"
-            return self._retry(
-                claim, started, None, None, error, None, events=(("unexpected_error", error),)
-            )
+            return self._retry(claim, started, error, events=(("unexpected_error", error),))
 
     def _send_once(self, claim: Claim, started: datetime) -> Attempt:
         try:
             result = self.client.cancel(claim.batch_id)
         except RetryLater as exc:
             if exc.status == 409:  # refused after retries: ask the server what is true
-                return self._after_refusal(claim, started, exc.status, exc.request_id, str(exc))
-            return self._retry(claim, started, exc.status, exc.request_id, str(exc), exc.delay_s)
+                return self._refused(claim, started, exc)
+            return self._retry(
+                claim,
+                started,
+                str(exc),
+                status=exc.status,
+                request_id=exc.request_id,
+                delay=exc.delay_s,
+            )
         except ApiAuthError as exc:
             return self._attempt(AttemptOutcome.AUTH, started, exc, retry_in=self._auth_pause())
-        except ApiNotFoundError as exc:
-            return self._after_refusal(claim, started, exc.status, exc.request_id, str(exc))
-        except ApiRejectedError as exc:
-            return self._after_refusal(claim, started, exc.status, exc.request_id, str(exc))
+        except (ApiNotFoundError, ApiRejectedError) as exc:
+            return self._refused(claim, started, exc)
         except InvalidBatchId as exc:
             return Attempt(AttemptOutcome.INVALID, started, self.clock.now(), error=str(exc))
         except ApiError as exc:  # protocol or transport error that escaped the client
-            return self._retry(claim, started, None, None, str(exc), None)
+            return self._retry(claim, started, str(exc))
         try:
             observed = parse_batch(result.data, expected_id=claim.batch_id)
         except WrongBatch as exc:  # believe neither the 200 nor the object: ask
             error = f"the cancel's answer (HTTP {result.status}) was wrong: {exc}"
             return self._after_refusal(
-                claim, started, result.status, result.request_id, error, (("anomaly", error),)
+                claim,
+                started,
+                error,
+                status=result.status,
+                request_id=result.request_id,
+                events=(("anomaly", error),),
             )
         except MalformedBatch as exc:
             observed = None
@@ -312,13 +313,21 @@ class CancelWorker:
             observed=observed,
         )
 
+    def _refused(
+        self, claim: Claim, started: datetime, exc: ApiStatusError | RetryLater
+    ) -> Attempt:
+        return self._after_refusal(
+            claim, started, str(exc), status=exc.status, request_id=exc.request_id
+        )
+
     def _after_refusal(
         self,
         claim: Claim,
         started: datetime,
+        error: str,
+        *,
         status: int | None,
         request_id: str | None,
-        error: str,
         events: tuple[tuple[str, str], ...] = (),
     ) -> Attempt:
         """The cancel was refused (or its answer was wrong): GET the batch and record
@@ -331,10 +340,9 @@ class CancelWorker:
             return self._retry(
                 claim,
                 started,
-                status,
-                request_id,
                 f"{error}; {text}",
-                None,
+                status=status,
+                request_id=request_id,
                 events=(*events, ("anomaly", text)),
             )
         except ApiNotFoundError as exc:
@@ -352,10 +360,9 @@ class CancelWorker:
             return self._retry(
                 claim,
                 started,
-                status,
-                request_id,
                 f"{error}; then the GET failed: {exc}",
-                None,
+                status=status,
+                request_id=request_id,
                 events=events,
             )
         outcome = after_rejection(observed.status)
@@ -363,10 +370,9 @@ class CancelWorker:
             return self._retry(
                 claim,
                 started,
-                status,
-                request_id,
                 f"{error}; the batch is {observed.status_text}",
-                None,
+                status=status,
+                request_id=request_id,
                 observed=observed,
                 events=events,
             )
@@ -385,13 +391,15 @@ class CancelWorker:
         self,
         claim: Claim,
         started: datetime,
-        status: int | None,
-        request_id: str | None,
         error: str,
-        delay: float | None,
+        *,
+        status: int | None = None,
+        request_id: str | None = None,
+        delay: float | None = None,
         observed: BatchObservation | None = None,
         events: tuple[tuple[str, str], ...] = (),
     ) -> Attempt:
+        """Try again later: after ``delay`` (the server's Retry-After) or our backoff."""
         if delay is None:
             delay = self.policy.durable_backoff(claim.attempts + 1, self.random_unit())
         now = self.clock.now()
