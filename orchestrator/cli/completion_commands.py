@@ -46,7 +46,10 @@ def describe(parser: argparse.ArgumentParser) -> Command:
             action.option_strings
         ):
             continue
-        choices = tuple(str(c) for c in action.choices) if action.choices else None
+        # A comma-list type (`--status in_progress,cancelling`) names its values on
+        # itself: argparse's `choices` would refuse the list as one value.
+        offered = action.choices or getattr(action.type, "choices", None)
+        choices = tuple(str(c) for c in offered) if offered else None
         for flag in action.option_strings:
             command.flags[flag] = choices
             command.helps[flag] = (action.help or "").replace("%%", "%")
