@@ -34,7 +34,7 @@ from orchestrator.errors import ConfigError, UnknownBatch
 
 # Free text in tables wraps, but no narrower than this (else a letter a line).
 MIN_FREE_TEXT_WIDTH = 20
-ATTEMPT_COLUMNS = ("attempt", "started_at", "http_status", "outcome", "error")
+ATTEMPT_COLUMNS = ("attempt", "started_at", "http_status", "request_id", "outcome", "error")
 FILE_COLUMNS = ("kind", "file_id", "state", "lines", "results", "malformed", "last_error")
 EVENT_COLUMNS = ("recorded_at", "kind", "from_status", "to_status", "source", "detail")
 VERBOSE_ATTEMPT_COLUMNS = (
