@@ -5,16 +5,15 @@ from __future__ import annotations
 
 import argparse
 
-from orchestrator.cli.selection import (
-    add_metadata_argument,
-    add_status_argument,
-    parse_duration,
-    text_of_at_most,
-)
+from orchestrator.cli.selection import add_selector_arguments, text_of_at_most
+from orchestrator.core.ids import BATCH_PREFIX
 
 MAX_BY = 128  # the width of cancel_requests.requested_by
 MAX_REASON = 4096  # a sentence or a ticket link, not a document
-IDS_HELP = "batch ids (`-` reads ids from stdin, one per line)"
+IDS_HELP = (
+    "batch ids (`-` reads ids from stdin, one per line). A beginning of a tracked id names "
+    f"that batch, as with `show`; an id not tracked yet must begin {BATCH_PREFIX} (see --any-id)"
+)
 
 
 def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -51,26 +50,22 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
 def _id_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("ids", nargs="*", metavar="BATCH_ID", help=IDS_HELP)
     parser.add_argument("--from-file", metavar="PATH", help="read ids from a file (`-`: stdin)")
+    parser.add_argument(
+        "--any-id",
+        action="store_true",
+        help=f"take an id not tracked yet even if it does not begin {BATCH_PREFIX} "
+        "(an id of another form, such as a gateway's)",
+    )
     parser.add_argument("--json", action="store_true", help="machine-readable output")
 
 
 def add_selection_arguments(parser: argparse.ArgumentParser) -> None:
-    group = parser.add_argument_group(
-        "choosing batches from the table",
-        "Filters combine (all must hold) and add to any ids given. Batches they choose "
-        "that have already ended, or whose cancel is already requested, are skipped.",
+    add_selector_arguments(
+        parser,
+        "choosing batches from the table (they add to any ids given; batches that have "
+        "already ended, or whose cancel is already requested, are skipped)",
     )
-    add_status_argument(group, "batches in this status")
-    group.add_argument(
-        "--older-than",
-        type=parse_duration,
-        metavar="DURATION",
-        help="created more than this long ago (10m, 2h, 1d)",
-    )
-    add_metadata_argument(group)
-    group.add_argument("--endpoint", help="made for this endpoint (/v1/chat/completions)")
-    group.add_argument("--model", help="using this model")
-    group.add_argument("--dry-run", action="store_true", help="print the plan, request nothing")
-    group.add_argument(
+    parser.add_argument("--dry-run", action="store_true", help="print the plan, request nothing")
+    parser.add_argument(
         "--yes", "-y", action="store_true", help="do not ask for confirmation (scripts)"
     )

@@ -5,11 +5,13 @@ from __future__ import annotations
 import getpass
 
 from orchestrator.cli import cancel_plan
+from orchestrator.cli.batch_names import named_ids
 from orchestrator.cli.context import Context, Exit
 from orchestrator.cli.ids_input import IdList, collect_ids, report_rejected
 from orchestrator.cli.render import cell
 from orchestrator.db.batches import BatchStore
 from orchestrator.db.cancels import CancelStore
+from orchestrator.db.corrections import CorrectionStore
 from orchestrator.db.server_clock import database_clock
 
 
@@ -22,13 +24,16 @@ def _exit(ids: IdList) -> Exit:
 def run_cancel(ctx: Context) -> Exit:
     if cancel_plan.wanted(ctx.args):  # filters or --dry-run: plan, confirm, then request
         return cancel_plan.run(ctx)
-    ids = collect_ids(ctx.args.ids, ctx.args.from_file)
-    report_rejected(ctx, ids)
-    if not ids.valid:
+    given = collect_ids(ctx.args.ids, ctx.args.from_file)
+    report_rejected(ctx, given)
+    if not given.valid:
         ctx.err.print("no valid batch id given")
         return Exit.USAGE
     db = ctx.database()
     try:
+        ids = named_ids(ctx, db, given)
+        if not ids.valid:
+            return Exit.USAGE
         summary = CancelStore(db).request(
             ids.valid,
             now=database_clock(db).now(),
@@ -62,14 +67,21 @@ def run_cancel(ctx: Context) -> Exit:
 
 
 def run_track(ctx: Context) -> Exit:
-    ids = collect_ids(ctx.args.ids, ctx.args.from_file)
-    report_rejected(ctx, ids)
-    if not ids.valid:
+    given = collect_ids(ctx.args.ids, ctx.args.from_file)
+    report_rejected(ctx, given)
+    if not given.valid:
         ctx.err.print("no valid batch id given")
         return Exit.USAGE
     db = ctx.database()
     try:
-        new = BatchStore(db).track(ids.valid, now=database_clock(db).now(), source="track")
+        ids = named_ids(ctx, db, given)
+        if not ids.valid:
+            return Exit.USAGE
+        now = database_clock(db).now()
+        new = BatchStore(db).track(ids.valid, now=now, source="track")
+        # A batch that ended before anyone followed it (`sync` records those without
+        # harvesting them): tracking it is asking for its results.
+        harvest = CorrectionStore(db).harvest_unharvested(ids.valid, now=now, source="track")
     finally:
         db.dispose()
     if ctx.json:
@@ -77,6 +89,7 @@ def run_track(ctx: Context) -> Exit:
             {
                 "tracked": new,
                 "already_tracked": [i for i in ids.valid if i not in new],
+                "to_harvest": harvest,
                 "rejected": ids.rejected,
             }
         )
@@ -84,4 +97,9 @@ def run_track(ctx: Context) -> Exit:
         ctx.out.print(
             f"tracking {len(new)} new batch(es), {len(ids.valid) - len(new)} already known"
         )
+        if harvest:
+            ctx.out.print(
+                f"{len(harvest)} of them ended and were never harvested: "
+                "`orchestrator reconcile` harvests them now"
+            )
     return _exit(ids)

@@ -11,17 +11,20 @@ from __future__ import annotations
 
 import argparse
 import getpass
-import sys
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
+from typing import Any
 
 from rich.console import Console
 from rich.table import Table
 
+from orchestrator.cli.batch_names import named_ids
+from orchestrator.cli.confirm import refusal
 from orchestrator.cli.context import Context, Exit
-from orchestrator.cli.ids_input import IdList, collect_ids, report_rejected
-from orchestrator.cli.render import age, cell
-from orchestrator.clock import utcnow
+from orchestrator.cli.ids_input import IdList, ids_and_selector
+from orchestrator.cli.render import age, cell, moment
+from orchestrator.cli.selection import selector_of
+from orchestrator.core.status import UNOBSERVED
 from orchestrator.db.cancels import CancelStore, RequestSummary
 from orchestrator.db.queries import BatchFilter, BatchSummary, OperatorQueries
 from orchestrator.db.server_clock import database_clock
@@ -30,32 +33,8 @@ SHOWN_ROWS = 100  # of each list, in the human plan; --json has them all
 OPEN_REQUEST = ("pending", "accepted", "closed")  # a `failed` request is reopened
 
 
-def selection(args: argparse.Namespace, now: datetime) -> BatchFilter | None:
-    """The filter the flags describe; None when no selection flag was given."""
-    where = BatchFilter(
-        statuses=tuple(args.status),
-        created_before=now - args.older_than if args.older_than is not None else None,
-        metadata=tuple(args.metadata),
-        endpoint=args.endpoint,
-        model=args.model,
-    )
-    return None if where.is_empty else where
-
-
 def wanted(args: argparse.Namespace) -> bool:
-    return args.dry_run or selection(args, utcnow()) is not None
-
-
-def describe(args: argparse.Namespace) -> str:
-    parts = [f"--status {s}" for s in args.status]
-    if args.older_than is not None:
-        parts.append(f"--older-than {age(args.older_than.total_seconds())}")
-    parts += [f"--metadata {k}={v}" for k, v in args.metadata]
-    if args.endpoint:
-        parts.append(f"--endpoint {args.endpoint}")
-    if args.model:
-        parts.append(f"--model {args.model}")
-    return " ".join(parts)
+    return bool(args.dry_run or not selector_of(args).is_empty)
 
 
 @dataclass(frozen=True)
@@ -65,44 +44,77 @@ class Planned:
     chosen_by: str  # "id" (named) or "filter"
     note: str
     seconds_in_status: float | None = None
+    age_seconds: float | None = None  # since the server created it, by the server's clock
+    model: str | None = None
+    metadata: dict[str, Any] | None = None
+
+
+def _planned(row: BatchSummary, chosen_by: str, note: str, now: datetime) -> Planned:
+    return Planned(
+        row.id,
+        row.status,
+        chosen_by,
+        note,
+        row.seconds_in_status(now),
+        row.seconds_since_created(now),
+        row.model,
+        row.metadata,
+    )
 
 
 @dataclass
 class CancelPlan:
     to_cancel: list[Planned] = field(default_factory=list)
     skipped: list[Planned] = field(default_factory=list)
+    # Filters choose from the local table only: how it was filled, to say so.
+    chose_from_table: bool = False
+    last_synced: datetime | None = None
 
     def to_dict(self) -> dict[str, object]:
         return {
             "to_cancel": [asdict(p) for p in self.to_cancel],
             "skipped": [asdict(p) for p in self.skipped],
+            **({"last_synced": self.last_synced} if self.chose_from_table else {}),
         }
+
+    def table_note(self) -> str | None:
+        """What a person must know about where filters looked, or None."""
+        if not self.chose_from_table:
+            return None
+        if self.last_synced is None:
+            return (
+                "chosen from the local table, which has never been synced: it holds only "
+                "batches named to `cancel` or `track`. Run `orchestrator sync` to record "
+                "every batch the API lists, then select again."
+            )
+        return (
+            f"chosen from the local table (last synced {moment(self.last_synced)}; "
+            "`orchestrator sync` records batches made since)"
+        )
 
 
 def _named(batch_id: str, row: BatchSummary | None, now: datetime) -> tuple[bool, Planned]:
     """(requested?, how) for an id given by name: what a plain `cancel ID` does."""
     if row is None:
         return True, Planned(batch_id, None, "id", "not tracked yet")
-    seconds = row.seconds_in_status(now)
     if row.cancel_state in OPEN_REQUEST:
         note = f"cancel already requested ({row.cancel_state})"
-        return False, Planned(batch_id, row.status, "id", note, seconds)
+        return False, _planned(row, "id", note, now)
     if row.is_terminal:
         note = f"already {row.status}: the request closes at once as too late"
-        return True, Planned(batch_id, row.status, "id", note, seconds)
+        return True, _planned(row, "id", note, now)
     note = "reopens a failed request" if row.cancel_state == "failed" else ""
-    return True, Planned(batch_id, row.status, "id", note, seconds)
+    return True, _planned(row, "id", note, now)
 
 
 def _selected(row: BatchSummary, now: datetime) -> tuple[bool, Planned]:
-    seconds = row.seconds_in_status(now)
     if row.is_terminal:
-        return False, Planned(row.id, row.status, "filter", f"already {row.status}", seconds)
+        return False, _planned(row, "filter", f"already {row.status}", now)
     if row.cancel_state in OPEN_REQUEST:
         note = f"cancel already requested ({row.cancel_state})"
-        return False, Planned(row.id, row.status, "filter", note, seconds)
+        return False, _planned(row, "filter", note, now)
     note = "reopens a failed request" if row.cancel_state == "failed" else ""
-    return True, Planned(row.id, row.status, "filter", note, seconds)
+    return True, _planned(row, "filter", note, now)
 
 
 def make_plan(
@@ -112,6 +124,8 @@ def make_plan(
     known = queries.summaries(named)
     decisions = [_named(batch_id, known.get(batch_id), now) for batch_id in named]
     if where is not None:
+        plan.chose_from_table = True
+        plan.last_synced = queries.last_synced()
         given = set(named)
         decisions += [_selected(r, now) for r in queries.select_batches(where) if r.id not in given]
     for go, planned in decisions:
@@ -124,15 +138,15 @@ def make_plan(
 
 def run(ctx: Context) -> Exit:
     args = ctx.args
-    ids = collect_ids(args.ids, args.from_file)
-    report_rejected(ctx, ids)
-    now = utcnow()
-    where = selection(args, now)
-    if where is None and not ids.valid:
-        ctx.err.print("no valid batch id given, and no filter to choose batches with")
+    given = ids_and_selector(ctx)
+    if given is None:
         return Exit.USAGE
+    ids, selector = given
     db = ctx.database()
     try:
+        ids = named_ids(ctx, db, ids)
+        now = database_clock(db).now()
+        where = None if selector.is_empty else selector.batch_filter(now)
         plan = make_plan(OperatorQueries(db), ids.valid, where, now)
         if args.dry_run or not plan.to_cancel:
             _show_plan(ctx, plan, ids, dry_run=args.dry_run)
@@ -140,16 +154,16 @@ def run(ctx: Context) -> Exit:
         if where is not None and not args.yes:
             # stdout stays one JSON document with --json: the plan to confirm goes to stderr
             _show_plan(ctx, plan, ids, dry_run=False, console=ctx.err if ctx.json else ctx.out)
-            refused = _refusal(ctx, len(plan.to_cancel))
+            refused = refusal(ctx, "cancel", len(plan.to_cancel))
             if refused is not None:
                 return refused
         reason = args.reason
         if where is not None:
-            chosen = f"chosen by {describe(args)}"
+            chosen = f"chosen by {selector.describe()}"
             reason = f"{reason} ({chosen})" if reason else chosen
         summary = CancelStore(db).request(
             [p.batch_id for p in plan.to_cancel],
-            now=database_clock(db).now(),
+            now=now,
             requested_by=args.by or getpass.getuser(),
             reason=reason,
         )
@@ -163,38 +177,27 @@ def _exit(ids: IdList) -> Exit:
     return Exit.ATTENTION if ids.rejected else Exit.OK
 
 
-def _refusal(ctx: Context, count: int) -> Exit | None:
-    """None when a person typed yes; else the exit code, nothing requested."""
-    if not sys.stdin.isatty():
-        ctx.err.print(
-            f"refusing to cancel {count} batch(es) chosen by filters without a confirmation: "
-            "stdin is not a terminal. Re-run with --yes to go ahead, or --dry-run to see "
-            "the plan only.",
-            markup=False,
-        )
-        return Exit.USAGE
-    ctx.err.print(f"cancel these {count} batch(es)? type yes to go on: ", end="")
-    answer = sys.stdin.readline().strip().lower()
-    if answer in ("y", "yes"):
-        return None
-    ctx.err.print("not confirmed: nothing was requested")
-    return Exit.ATTENTION
+PLAN_COLUMNS = ("batch", "status", "age", "in status", "model", "metadata", "chosen by", "note")
 
 
 def _table(title: str, rows: list[Planned]) -> Table:
     table = Table(title=title, title_justify="left", box=None, pad_edge=False)
-    for column in ("batch", "status", "in status", "chosen by", "note"):
+    for column in PLAN_COLUMNS:
         table.add_column(column, overflow="fold")
     for p in rows[:SHOWN_ROWS]:
         table.add_row(
             cell(p.batch_id),
-            cell(p.status or "unknown"),
+            cell(p.status or ("unknown" if p.age_seconds is None else UNOBSERVED)),
+            age(p.age_seconds) if p.age_seconds is not None else "-",
             age(p.seconds_in_status) if p.seconds_in_status is not None else "-",
+            cell(p.model),
+            cell(p.metadata),
             p.chosen_by,
             cell(p.note),
         )
     if len(rows) > SHOWN_ROWS:
-        table.add_row(f"... {len(rows) - SHOWN_ROWS} more (--json lists all)", "", "", "", "")
+        more = f"... {len(rows) - SHOWN_ROWS} more (--json lists all)"
+        table.add_row(more, *([""] * (len(PLAN_COLUMNS) - 1)))
     return table
 
 
@@ -211,6 +214,9 @@ def _show_plan(
         console.print(_table(f"to cancel ({len(plan.to_cancel)})", plan.to_cancel))
     if plan.skipped:
         console.print(_table(f"skipped ({len(plan.skipped)})", plan.skipped))
+    note = plan.table_note()
+    if note is not None:
+        console.print(f"note: {note}", markup=False)
     line = f"plan: cancel {len(plan.to_cancel)} batch(es), skip {len(plan.skipped)}"
     if not plan.to_cancel:
         line += "; nothing to cancel"

@@ -10,6 +10,7 @@ import json
 import logging
 import os
 import sys
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 from enum import IntEnum
@@ -52,6 +53,10 @@ def _console(stream: TextIO, *, stderr: bool) -> Console:
             raise BrokenPipeError
 
     width = None if stream.isatty() or os.environ.get("COLUMNS") else PIPED_WIDTH
+    if os.environ.get("NO_COLOR"):
+        # https://no-color.org asks for no colour; rich drops only the colour and keeps
+        # bold and reverse. No styles at all: a person who asked for none gets none.
+        return PipeConsole(stderr=stderr, highlight=False, width=width, color_system=None)
     return PipeConsole(stderr=stderr, highlight=False, width=width)
 
 
@@ -79,8 +84,16 @@ class Context:
         return _console(sys.stderr, stderr=True)
 
     @property
+    def output_format(self) -> str:
+        """`-o FORMAT` (cli/output.py); "json" for a command with only `--json`."""
+        given = getattr(self.args, "output_format", None)
+        if given is not None:
+            return str(given)
+        return "json" if getattr(self.args, "json", False) else "table"
+
+    @property
     def json(self) -> bool:
-        return bool(getattr(self.args, "json", False))
+        return self.output_format == "json"
 
     def database(self, *, check_schema: bool = True) -> Database:
         from orchestrator.db.database import Database
@@ -102,3 +115,12 @@ class Context:
 
     def emit_json(self, value: Any) -> None:
         sys.stdout.write(json.dumps(to_jsonable(value), indent=2, sort_keys=False) + "\n")
+
+    def emit_json_line(self, value: Any) -> None:
+        """One record of `-o jsonl`: compact, on one line."""
+        sys.stdout.write(json.dumps(to_jsonable(value), separators=(",", ":")) + "\n")
+
+    def emit_lines(self, lines: Iterable[str]) -> None:
+        """`-o ids`: one a line, nothing else (they pipe into `orchestrator cancel -`)."""
+        for line in lines:
+            sys.stdout.write(line + "\n")

@@ -15,10 +15,12 @@ from dataclasses import dataclass, field
 from typing import BinaryIO
 
 from orchestrator.cli.context import Context
+from orchestrator.cli.selection import Selector, selector_of
 from orchestrator.core.ids import validate_batch_id
 from orchestrator.core.visible import visible
 from orchestrator.errors import ConfigError, InvalidBatchId
 
+ELLIPSIS = "…"  # what tables put at the end of a shortened id
 MAX_LINE_BYTES = 4096  # an id is at most 128 characters; room for a comment after it
 MAX_LINES = 1_000_000
 MAX_BYTES = 128 << 20  # a million ids with comments fit several times over
@@ -104,8 +106,21 @@ def collect_ids(arguments: list[str], from_file: str | None) -> IdList:
         found.extend(_from_source(from_file, out))
     for where, text in found:
         try:
-            out.valid.append(validate_batch_id(text))
+            # a beginning copied from a table keeps its ellipsis (`batch_1b855b2e…`)
+            out.valid.append(validate_batch_id(text.removesuffix(ELLIPSIS)))
         except InvalidBatchId as exc:
             out.rejected.append(f"{where}{exc}")
     out.valid = list(dict.fromkeys(out.valid))
     return out
+
+
+def ids_and_selector(ctx: Context) -> tuple[IdList, Selector] | None:
+    """The ids named (bad ones reported) and the selector of a command that takes both
+    (`cancel`, `forget`); None, said on stderr, when it was given neither."""
+    ids = collect_ids(ctx.args.ids, ctx.args.from_file)
+    report_rejected(ctx, ids)
+    selector = selector_of(ctx.args)
+    if selector.is_empty and not ids.valid:
+        ctx.err.print("no valid batch id given, and no selector to choose batches with")
+        return None
+    return ids, selector

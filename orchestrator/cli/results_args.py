@@ -4,16 +4,20 @@ from __future__ import annotations
 
 import argparse
 
+from orchestrator.cli.selection import add_selector_arguments
+
 
 def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     results = commands.add_parser(
         "results",
-        help="export a batch's stored results (JSON lines or CSV)",
+        help="export stored results of a batch, or of the batches a selector chooses",
         description=(
             "Write every stored result of one batch, one per request, in custom_id order: "
-            "the output file's responses and the error file's failures. Streams from the "
-            "database a page at a time, so any size fits. With --output the file appears "
-            "only once complete. Exit 4 if the batch is not tracked."
+            "the output file's responses and the error file's failures. Or, with selector "
+            "flags instead of BATCH_ID, of every batch they choose (oldest first), each row "
+            "led by its batch_id. Streams from the database a page at a time, so any size "
+            "fits. With --output the file appears only once complete. Exit 4 if the batch "
+            "is not tracked."
         ),
         epilog=(
             "CSV is for spreadsheets: every cell is quoted, and a cell that begins with "
@@ -24,8 +28,10 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     )
     results.add_argument(
         "batch_id",
+        nargs="?",
         metavar="BATCH_ID",
-        help="the batch id, or enough of its beginning to name one tracked batch",
+        help="the batch id, or enough of its beginning to name one tracked batch "
+        "(or leave it out and select batches)",
     )
     results.add_argument(
         "--format", choices=("jsonl", "csv"), default="jsonl", help="(default jsonl)"
@@ -52,4 +58,5 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         action="store_true",
         help="replace an existing --output file (never a link, directory or device)",
     )
+    add_selector_arguments(results, "choosing batches instead of naming one")
     results.set_defaults(handler="results_commands.run_results")

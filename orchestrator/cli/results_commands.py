@@ -23,14 +23,16 @@ import tempfile
 from collections.abc import Iterable, Iterator
 from dataclasses import asdict
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 import orjson
 
 from orchestrator.cli.batch_names import resolve_batch_id
 from orchestrator.cli.context import Context, Exit
+from orchestrator.cli.selection import NEVER_SYNCED, Selector, selector_of
 from orchestrator.core.visible import visible
 from orchestrator.db.queries import BatchSummary, OperatorQueries, ResultRow
+from orchestrator.db.server_clock import database_clock
 from orchestrator.errors import ConfigError, UnknownBatch
 
 CSV_COLUMNS = (
@@ -52,6 +54,13 @@ FORMULA_STARTS += ("\uff1d", "\uff0b", "\uff0d", "\uff20")  # full-width = + - @
 
 
 def run_results(ctx: Context) -> Exit:
+    selector = selector_of(ctx.args)
+    if ctx.args.batch_id is not None and not selector.is_empty:
+        raise ConfigError("name one batch, or select batches with flags: not both")
+    if ctx.args.batch_id is None:
+        if selector.is_empty:
+            raise ConfigError("name a batch (BATCH_ID), or select batches (--status, ...)")
+        return _run_selected(ctx, selector)
     db = ctx.database()
     try:
         queries = OperatorQueries(db)
@@ -78,6 +87,40 @@ def run_results(ctx: Context) -> Exit:
             markup=False,
         )
     _warn_if_partial(ctx, batch)
+    return Exit.OK
+
+
+def _run_selected(ctx: Context, selector: Selector) -> Exit:
+    """Every result of every batch the selector chooses, oldest batch first."""
+    db = ctx.database()
+    try:
+        queries = OperatorQueries(db)
+        chosen = queries.select_batches(selector.batch_filter(database_clock(db).now()))
+        if not chosen and queries.last_synced() is None:
+            ctx.err.print(NEVER_SYNCED, markup=False)
+        partial = [b for b in chosen if b.harvest_state != "done"]
+        if ctx.args.complete_only and partial:
+            for batch in partial:
+                _warn_if_partial(ctx, batch)
+            ctx.err.print("--complete-only: nothing exported", markup=False)
+            return Exit.ATTENTION
+        records = (
+            {"batch_id": batch.id, **asdict(row)}
+            for batch in chosen
+            for row in queries.iter_results(batch.id, kind=ctx.args.kind)
+        )
+        with _destination(ctx.args.output, force=ctx.args.force) as out:
+            written = write_records(out, records, ctx.args.format, ("batch_id", *CSV_COLUMNS))
+    finally:
+        db.dispose()
+    where = "stdout" if ctx.args.output in (None, "-") else visible(ctx.args.output)
+    ctx.err.print(
+        f"exported {written} result(s) of {len(chosen)} batch(es) to {where}", markup=False
+    )
+    for batch in partial:
+        _warn_if_partial(ctx, batch)
+    if not chosen:
+        ctx.err.print(f"no batch matches {selector.describe()}", markup=False)
     return Exit.OK
 
 
@@ -169,19 +212,25 @@ def neutralised(value: object) -> str:
 
 
 def write_rows(out: IO[str], rows: Iterable[ResultRow], fmt: str) -> int:
+    return write_records(out, (asdict(row) for row in rows), fmt, CSV_COLUMNS)
+
+
+def write_records(
+    out: IO[str], records: Iterable[dict[str, Any]], fmt: str, columns: tuple[str, ...]
+) -> int:
+    """Result records as JSON lines (verbatim) or CSV (`columns`, made safe)."""
     written = 0
     if fmt == "csv":
         writer = csv.writer(out, quoting=csv.QUOTE_ALL)
-        writer.writerow(CSV_COLUMNS)
-        for row in rows:
-            record = asdict(row)
+        writer.writerow(columns)
+        for record in records:
             body = record["body"]
             record["body"] = orjson.dumps(body).decode() if body is not None else ""
-            writer.writerow([neutralised(record[c]) for c in CSV_COLUMNS])
+            writer.writerow([neutralised(record[c]) for c in columns])
             written += 1
         return written
-    for row in rows:
-        out.write(orjson.dumps(asdict(row)).decode())
+    for record in records:
+        out.write(orjson.dumps(record).decode())
         out.write("\n")
         written += 1
     return written

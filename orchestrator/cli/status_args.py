@@ -4,15 +4,11 @@ status_commands)."""
 from __future__ import annotations
 
 import argparse
+from argparse import SUPPRESS
 
-from orchestrator.cli.selection import (
-    add_metadata_argument,
-    add_status_argument,
-    parse_since,
-    positive_int,
-)
+from orchestrator.cli.output import add_output_arguments
+from orchestrator.cli.selection import add_selector_arguments, parse_since
 
-DEFAULT_LIMIT = 50
 DEFAULT_INTERVAL = 2.0  # seconds between two reads of a live view
 MIN_INTERVAL, MAX_INTERVAL = 0.1, 3600.0
 
@@ -44,34 +40,23 @@ def add_live_arguments(parser: argparse.ArgumentParser, flag: str, what: str) ->
 def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     status = commands.add_parser(
         "status",
-        help="a table of tracked batches: status, cancel, age, results, last error",
+        help="a table of tracked batches: status, age, cancel, answers and errors",
         description=(
-            "List tracked batches, newest first: status, cancel state and outcome, time in "
-            "the current status, overdue flag, results stored against the server's request "
-            "counts, and the last error. Filters combine (all must hold). Ends with the "
-            "count of matching batches per status."
+            "List tracked batches, newest first: status, cancel state and outcome, age "
+            "(since the server created the batch) and time in the current status (since the "
+            "server's timestamp for it), by the database server's clock; the overdue flag; "
+            "answers (output-file results) and errors (error-file results) recorded against "
+            "the server's request counts; and the last error. Ends with the count of "
+            "matching batches per status. A batch the API has not been asked about yet "
+            "shows as `unobserved` (NULL in the batches table's status column), in the "
+            "table and in JSON alike."
         ),
     )
-    add_status_argument(status, "only batches in this status")
-    status.add_argument("--overdue", action="store_true", help="only overdue batches")
+    add_selector_arguments(status, "choosing batches")
     status.add_argument(
-        "--cancel-requested", action="store_true", help="only batches asked to be cancelled"
+        "--since", dest="created_after", action="append", type=parse_since, help=SUPPRESS
     )
-    status.add_argument(
-        "--since",
-        type=parse_since,
-        metavar="DURATION|ISO",
-        help="only batches tracked since then (10m, 2h, 1d, or 2026-11-24T03:00Z)",
-    )
-    add_metadata_argument(status)
-    status.add_argument(
-        "--limit",
-        type=positive_int,
-        default=DEFAULT_LIMIT,
-        metavar="N",
-        help=f"show at most N batches (default {DEFAULT_LIMIT}); the rest are counted",
-    )
-    status.add_argument("--json", action="store_true", help="machine-readable output")
+    add_output_arguments(status)
     add_live_arguments(
         status, "--watch", "redraw the table as batches change, until Ctrl-C (which exits 0)"
     )

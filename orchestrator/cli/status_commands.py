@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 from dataclasses import asdict
 from datetime import datetime
 from typing import Any
@@ -13,15 +12,13 @@ from rich.text import Text
 
 from orchestrator.cli.context import Context, Exit
 from orchestrator.cli.live import follow
+from orchestrator.cli.output import row_limit
 from orchestrator.cli.render import COLUMN_GAP, age, counts, moment, plain, spanned
-from orchestrator.cli.selection import (
-    since_moment,
-)
-from orchestrator.clock import utcnow
+from orchestrator.cli.selection import NEVER_SYNCED, Selector, selector_of
+from orchestrator.core.status import UNOBSERVED, BatchStatus
 from orchestrator.db.cancels import CancelStore
 from orchestrator.db.models import Pause
 from orchestrator.db.queries import (
-    BatchFilter,
     BatchPage,
     BatchSummary,
     OperatorQueries,
@@ -34,63 +31,82 @@ STATUS_COLUMNS = (
     "batch",
     "status",
     "cancel",
+    "age",
     "in status",
     "overdue",
-    "results",
+    "answers",
+    "errors",
     "requests",
     ERROR,
 )
+# `-o wide` adds these, after the status.
+WIDE_COLUMNS = ("created", "endpoint", "model", "metadata")
 # When a terminal is too narrow for every column, these are left out, first to last,
 # until the rest fit. The batch id, status and cancel state are never left out or cut:
 # `cancelling` and `cancelled` must not both read `can…`.
-LEAVE_OUT = ("requests", "results", ERROR, "in status", "overdue")
+LEAVE_OUT = (
+    "metadata",
+    "endpoint",
+    "model",
+    "created",
+    "requests",
+    "errors",
+    "answers",
+    ERROR,
+    "age",
+    "in status",
+    "overdue",
+)
 # The last error takes what room is left, on one line; narrower than this it says too
 # little, so the column is left out instead.
 MIN_ERROR_WIDTH = 20
+# Cells that need a person, in colour (none under NO_COLOR or when not a terminal).
+NEEDS_A_PERSON = "bold red"
 
 
 # --- status -----------------------------------------------------------------------------
 
 
-def status_filter(args: argparse.Namespace) -> BatchFilter:
-    now = utcnow()
-    return BatchFilter(
-        statuses=tuple(args.status),
-        overdue=args.overdue,
-        cancel_requested=args.cancel_requested,
-        tracked_since=since_moment(args.since, now) if args.since is not None else None,
-        metadata=tuple(args.metadata),
-    )
-
-
 def run_status(ctx: Context) -> Exit:
-    where = status_filter(ctx.args)
+    selector = selector_of(ctx.args)
     if ctx.args.watch:
-        return watch_status(ctx, where)
+        return watch_status(ctx, selector)
     db = ctx.database()
     try:
         now = database_clock(db).now()
-        page = OperatorQueries(db).list_batches(where, limit=ctx.args.limit)
+        queries = OperatorQueries(db)
+        page = queries.list_batches(selector.batch_filter(now), limit=row_limit(ctx.args))
         pause = CancelStore(db).active_pause(now)
+        synced = queries.last_synced() if not page.matching else None
     finally:
         db.dispose()
-    if ctx.json:
+    fmt = ctx.output_format
+    if fmt == "json":
         ctx.emit_json(status_json(page, now, pause))
+    elif fmt == "jsonl":
+        for row in page.rows:
+            ctx.emit_json_line(batch_record(row, now))
+    elif fmt == "ids":
+        ctx.emit_lines(row.id for row in page.rows)
     else:
-        print_status(ctx, page, now, pause)
+        print_status(ctx, page, now, pause, wide=fmt == "wide")
+        if not page.matching and not selector.is_empty and synced is None:
+            ctx.err.print(NEVER_SYNCED, markup=False)
     return Exit.OK
 
 
-def watch_status(ctx: Context, where: BatchFilter) -> Exit:
+def watch_status(ctx: Context, selector: Selector) -> Exit:
     """`status --watch`: the table, redrawn as batches change, until Ctrl-C (exit 0)."""
-    if ctx.json:
-        raise ConfigError("--watch draws a table for a person; scripts poll `status --json`")
+    if ctx.output_format not in ("table", "wide"):
+        raise ConfigError("--watch draws a table for a person; scripts poll `status -o json`")
     db = ctx.database()
 
     def frame() -> bool:
         now = database_clock(db).now()
-        page = OperatorQueries(db).list_batches(where, limit=ctx.args.limit)
-        print_status(ctx, page, now, CancelStore(db).active_pause(now))
+        where = selector.batch_filter(now)  # ages move on: counted from each frame's now
+        page = OperatorQueries(db).list_batches(where, limit=row_limit(ctx.args))
+        pause = CancelStore(db).active_pause(now)
+        print_status(ctx, page, now, pause, wide=ctx.output_format == "wide")
         return False
 
     try:
@@ -99,16 +115,21 @@ def watch_status(ctx: Context, where: BatchFilter) -> Exit:
         db.dispose()
 
 
+def batch_record(row: BatchSummary, now: datetime) -> dict[str, Any]:
+    """One batch as JSON: the batches table's column names, `unobserved` as the table
+    shows it, and what the table computes (ages by the database server's clock)."""
+    return {
+        **asdict(row),
+        "status": row.status or UNOBSERVED,
+        "overdue": row.overdue,
+        "age_seconds": round(row.seconds_since_created(now), 3),
+        "seconds_in_status": round(row.seconds_in_status(now), 3),
+    }
+
+
 def status_json(page: BatchPage, now: datetime, pause: Pause | None) -> dict[str, Any]:
     return {
-        "batches": [
-            {
-                **asdict(row),
-                "overdue": row.overdue,
-                "seconds_in_status": round(row.seconds_in_status(now), 3),
-            }
-            for row in page.rows
-        ],
+        "batches": [batch_record(row, now) for row in page.rows],
         "shown": len(page.rows),
         "matching": page.matching,
         "more": page.matching - len(page.rows),
@@ -117,23 +138,26 @@ def status_json(page: BatchPage, now: datetime, pause: Pause | None) -> dict[str
     }
 
 
-def print_status(ctx: Context, page: BatchPage, now: datetime, pause: Pause | None) -> None:
+def print_status(
+    ctx: Context, page: BatchPage, now: datetime, pause: Pause | None, *, wide: bool = False
+) -> None:
     if pause is not None:
         # First, where it cannot be missed: no cancel is sent until someone acts.
         ctx.out.print(
             f"SENDING PAUSED until {moment(pause.until)}: fix the key, then "
             f"`orchestrator resume`. Why: {plain(pause.reason)}",
-            style="bold red",
+            style=NEEDS_A_PERSON,
             markup=False,
         )
     if page.rows:
-        table, left_out = status_table([status_cells(row, now) for row in page.rows], ctx.out.width)
+        cells = [status_cells(row, now) for row in page.rows]
+        table, left_out = status_table(cells, ctx.out.width, wide=wide)
         # crop=False: when even the never-cut columns are wider than the terminal, their
         # lines run past its edge (it wraps them) rather than lose the end of an id.
         ctx.out.print(table, crop=False)
         if left_out:
             ctx.out.print(
-                f"too narrow to show: {', '.join(left_out)} (widen the terminal or use --json)",
+                f"too narrow to show: {', '.join(left_out)} (widen the terminal or use -o json)",
                 markup=False,
             )
     ctx.out.print(summary_line(page), markup=False)
@@ -144,34 +168,54 @@ def status_cells(row: BatchSummary, now: datetime) -> dict[str, str]:
     cancel = row.cancel_state or ""
     if row.cancel_outcome:
         cancel = f"{cancel}: {row.cancel_outcome}"
-    results = f"{row.results_stored}"
+    errors = f"{row.errors}"
     if row.result_line_errors:
-        results += f" (+{row.result_line_errors} unreadable)"
+        errors += f" (+{row.result_line_errors} unreadable)"
     return {
         "batch": plain(row.id),
-        "status": plain(row.status or "unobserved"),
+        "status": plain(row.status or UNOBSERVED),
         "cancel": plain(cancel),
+        "age": age(row.seconds_since_created(now)),
         "in status": age(row.seconds_in_status(now)),
         "overdue": "OVERDUE" if row.overdue else "",
-        "results": results,
+        "answers": f"{row.answers}",
+        "errors": errors,
         "requests": counts(
             row.request_counts_total, row.request_counts_completed, row.request_counts_failed
         ),
         ERROR: plain(row.last_error),
+        "created": moment(row.created_at),
+        "endpoint": plain(row.endpoint),
+        "model": plain(row.model),
+        "metadata": plain(row.metadata),
     }
 
 
-def status_table(rows: list[dict[str, str]], room: int) -> tuple[Table, list[str]]:
+def cell_style(title: str, text: str) -> str:
+    """The colour of a cell that needs a person: OVERDUE, a failed batch or cancel."""
+    if title == "overdue" and text:
+        return NEEDS_A_PERSON
+    if title == "status" and text == BatchStatus.FAILED:
+        return "red"
+    if title == "cancel" and text.startswith("failed"):
+        return "red"
+    return ""
+
+
+def status_table(
+    rows: list[dict[str, str]], room: int, *, wide: bool = False
+) -> tuple[Table, list[str]]:
     """The status table for `room` columns, every cell on one line; and the columns
     left out to fit (see LEAVE_OUT)."""
+    columns = (*STATUS_COLUMNS[:3], *WIDE_COLUMNS, *STATUS_COLUMNS[3:]) if wide else STATUS_COLUMNS
     natural = {
         title: max(cell_len(text) for text in [title, *(row[title] for row in rows)])
-        for title in STATUS_COLUMNS
+        for title in columns
     }
     needs = {**natural, ERROR: min(natural[ERROR], MIN_ERROR_WIDTH)}
-    shown = list(STATUS_COLUMNS)
+    shown = list(columns)
     left_out: list[str] = []
-    for title in LEAVE_OUT:
+    for title in (t for t in LEAVE_OUT if t in columns):
         if spanned(needs[t] for t in shown) <= room:
             break
         shown.remove(title)
@@ -188,7 +232,7 @@ def status_table(rows: list[dict[str, str]], room: int) -> tuple[Table, list[str
             table.add_column(title, no_wrap=True)
     for row in rows:
         # Text, not markup: ids and error texts can hold square brackets.
-        table.add_row(*(Text(row[title]) for title in shown))
+        table.add_row(*(Text(row[title], style=cell_style(title, row[title])) for title in shown))
     return table, left_out
 
 
@@ -199,5 +243,5 @@ def summary_line(page: BatchPage) -> str:
     line = f"{page.matching} batch(es) match: {per_status}"
     more = page.matching - len(page.rows)
     if more:
-        line += f"; showing {len(page.rows)}, {more} more (raise --limit or narrow the filters)"
+        line += f"; showing {len(page.rows)}, {more} more (--limit 0 shows all, or narrow it)"
     return line

@@ -127,7 +127,7 @@ def parse_selection(params: Mapping[str, Sequence[str]], now: datetime) -> Selec
         cancel_requested=_flag(params, "cancel_requested"),
         cancel_states=cancel_states,
         cancel_outcomes=outcomes,
-        tracked_since=(since_moment(_parsed("since", since, parse_since), now) if since else None),
+        created_after=(since_moment(_parsed("since", since, parse_since), now) if since else None),
         created_before=(
             now - _parsed("older_than", older_than, parse_duration) if older_than else None
         ),

@@ -11,8 +11,11 @@ import re
 
 from orchestrator.errors import InvalidBatchId
 
-__all__ = ["ID_PATTERN", "validate_batch_id", "validate_file_id"]
+__all__ = ["BATCH_PREFIX", "ID_PATTERN", "validate_batch_id", "validate_file_id"]
 
+# What every batch id the OpenAI API makes begins with (`cancel` and `track` take an id of
+# another form, such as a gateway's, only when told: --any-id).
+BATCH_PREFIX = "batch_"
 ID_PATTERN = re.compile(r"[A-Za-z0-9_-]{1,128}")
 _SHOWN = 40
 

@@ -6,6 +6,10 @@ from enum import StrEnum
 
 # How a batch we track but have never seen the server answer for is shown and selected.
 UNOBSERVED = "unobserved"
+# How a selector names "no cancel was ever requested" (`--cancel none`).
+NO_CANCEL = "none"
+# The states of a cancel request, in the order a request goes through them.
+CANCEL_STATES = ("pending", "accepted", "closed", "failed")
 
 
 class BatchStatus(StrEnum):

@@ -387,3 +387,24 @@ class WebhookEvent(Base):
     outcome: Mapped[str] = mapped_column(String(16))
 
     __table_args__ = (Index(None, "received_at"), Index(None, "batch_id"))
+
+
+class ForgottenBatch(Base):
+    """A batch `orchestrator forget` dropped, kept as it was: who, when, why, and its row.
+
+    Its history and cancel rows go with it (they reference the batch), so this row is
+    the record that it was ever tracked.
+    """
+
+    __tablename__ = "forgotten_batches"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    batch_id: Mapped[str] = mapped_column(String(128))
+    forgotten_at: Mapped[datetime]
+    forgotten_by: Mapped[str] = mapped_column(String(128))
+    reason: Mapped[str | None] = mapped_column(OutsideText)
+    batch: Mapped[dict[str, Any]]  # the batches row, every column, as it was
+    cancel_request: Mapped[dict[str, Any] | None]  # its cancel_requests row, if any
+    results_dropped: Mapped[int] = mapped_column(default=0)
+
+    __table_args__ = (Index(None, "batch_id"),)

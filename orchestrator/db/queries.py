@@ -13,10 +13,20 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, TypeVarTuple
 
-from sqlalchemy import ColumnElement, Row, Select, case, func, inspect, or_, select
+from sqlalchemy import (
+    ColumnElement,
+    Row,
+    ScalarSelect,
+    Select,
+    case,
+    func,
+    inspect,
+    select,
+)
 from sqlalchemy.orm import Session
 
-from orchestrator.core.status import UNOBSERVED, parse_status
+from orchestrator.core.status import UNOBSERVED, BatchStatus, parse_status
+from orchestrator.db.batch_filter import NO_CANCEL, BatchFilter
 from orchestrator.db.cancels import PAUSE_SCOPE
 from orchestrator.db.database import Database, chunks
 from orchestrator.db.models import (
@@ -32,6 +42,7 @@ from orchestrator.db.models import (
 )
 
 __all__ = [
+    "NO_CANCEL",
     "UNOBSERVED",
     "BatchDetail",
     "BatchFilter",
@@ -44,55 +55,6 @@ __all__ = [
 
 _Ts = TypeVarTuple("_Ts")
 RESULT_PAGE_ROWS = 1000
-
-
-@dataclass(frozen=True, kw_only=True)
-class BatchFilter:
-    """Which batches to show or select; every condition given must hold."""
-
-    statuses: tuple[str, ...] = ()  # API statuses, or UNOBSERVED
-    overdue: bool = False
-    cancel_requested: bool = False
-    cancel_states: tuple[str, ...] = ()  # pending | accepted | closed | failed
-    cancel_outcomes: tuple[str, ...] = ()  # cancelled, too_late:completed, ...
-    tracked_since: datetime | None = None
-    created_before: datetime | None = None  # the server's created_at (else when we began tracking)
-    metadata: tuple[tuple[str, str], ...] = ()  # key == value, all of them
-    endpoint: str | None = None
-    model: str | None = None
-
-    @property
-    def is_empty(self) -> bool:
-        return self == BatchFilter()
-
-    def conditions(self) -> list[ColumnElement[bool]]:
-        found: list[ColumnElement[bool]] = []
-        if self.statuses:
-            named = [s for s in self.statuses if s != UNOBSERVED]
-            either = [Batch.status.in_(named)] if named else []
-            if UNOBSERVED in self.statuses:
-                either.append(Batch.status.is_(None))
-            found.append(or_(*either))
-        if self.overdue:
-            found.append(Batch.overdue_since.is_not(None))
-        if self.cancel_requested:
-            found.append(CancelRequest.batch_id.is_not(None))
-        if self.cancel_states:
-            found.append(CancelRequest.state.in_(self.cancel_states))
-        if self.cancel_outcomes:
-            found.append(CancelRequest.outcome.in_(self.cancel_outcomes))
-        if self.tracked_since is not None:
-            found.append(Batch.tracked_at >= self.tracked_since)
-        if self.created_before is not None:
-            found.append(func.coalesce(Batch.created_at, Batch.tracked_at) < self.created_before)
-        for key, value in self.metadata:
-            # JSON_EXTRACT(metadata, '$."key"') on SQLite, metadata ->> 'key' on PostgreSQL
-            found.append(Batch.metadata_[key].as_string() == value)
-        if self.endpoint is not None:
-            found.append(Batch.endpoint == self.endpoint)
-        if self.model is not None:
-            found.append(Batch.model == self.model)
-        return found
 
 
 @dataclass(frozen=True)
@@ -116,6 +78,12 @@ class BatchSummary:
     last_error: str | None
     cancel_state: str | None
     cancel_outcome: str | None
+    metadata: dict[str, Any] | None
+    # When the current status began: the server's timestamp for it (in_progress_at, ...),
+    # else when we recorded it, else when we began tracking.
+    status_since: datetime
+    answers: int  # results recorded from the output file: the paid-for answers
+    errors: int  # results recorded from the error file
 
     @property
     def overdue(self) -> bool:
@@ -127,9 +95,13 @@ class BatchSummary:
         return status is not None and status.is_terminal
 
     def seconds_in_status(self, now: datetime) -> float:
-        """Since the current status was recorded (since tracking began, if never observed)."""
-        since = self.status_changed_at or self.tracked_at
-        return max(0.0, (now - since).total_seconds())
+        """Since the current status began, by the server's timestamp when it sent one."""
+        return max(0.0, (now - self.status_since).total_seconds())
+
+    def seconds_since_created(self, now: datetime) -> float:
+        """The batch's age: since the server created it (since we began tracking it, if
+        never observed)."""
+        return max(0.0, (now - (self.created_at or self.tracked_at)).total_seconds())
 
 
 @dataclass(frozen=True)
@@ -185,6 +157,15 @@ def as_record(row: Base) -> dict[str, Any]:
     return {attr.columns[0].name: getattr(row, attr.key) for attr in mapper.column_attrs}
 
 
+def _results_of_kind(kind: str) -> ScalarSelect[Any]:
+    """How many results of a batch were recorded from its output (or error) files."""
+    return (
+        select(func.coalesce(func.sum(ResultFile.results), 0))
+        .where(ResultFile.batch_id == Batch.id, ResultFile.kind == kind)
+        .scalar_subquery()
+    )
+
+
 _SUMMARY_COLUMNS = (
     Batch.id,
     Batch.status,
@@ -212,6 +193,17 @@ _SUMMARY_COLUMNS = (
     ).label("last_error"),
     CancelRequest.state.label("cancel_state"),
     CancelRequest.outcome.label("cancel_outcome"),
+    Batch.metadata_.label("metadata"),
+    func.coalesce(
+        case(
+            *((Batch.status == s.value, getattr(Batch, s.timestamp_field)) for s in BatchStatus),
+            else_=None,
+        ),
+        Batch.status_changed_at,
+        Batch.tracked_at,
+    ).label("status_since"),
+    _results_of_kind("output").label("answers"),
+    _results_of_kind("error").label("errors"),
 )
 
 
@@ -244,8 +236,9 @@ class OperatorQueries:
 
     # --- the status table ------------------------------------------------------------
 
-    def list_batches(self, where: BatchFilter, *, limit: int) -> BatchPage:
-        """The newest matching batches first, with how many match in all, per status."""
+    def list_batches(self, where: BatchFilter, *, limit: int | None) -> BatchPage:
+        """The newest matching batches first (all of them when `limit` is None), with
+        how many match in all, per status."""
         conditions = where.conditions()
         newest = func.coalesce(Batch.created_at, Batch.tracked_at)
         with self.db.transaction() as session:
@@ -290,6 +283,24 @@ class OperatorQueries:
                 found.update(
                     {b.id: b for b in session.scalars(select(Batch).where(Batch.id.in_(chunk)))}
                 )
+        return found
+
+    def known_ids(self, batch_ids: Iterable[str]) -> set[str]:
+        """Which of these ids are tracked."""
+        ids = list(dict.fromkeys(batch_ids))
+        found: set[str] = set()
+        with self.db.transaction() as session:
+            for chunk in chunks(ids):
+                found.update(session.scalars(select(Batch.id).where(Batch.id.in_(chunk))))
+        return found
+
+    def last_synced(self) -> datetime | None:
+        """When `orchestrator sync` last recorded a batch it had not seen (None: never):
+        until then the table holds only the batches named to `cancel` or `track`."""
+        with self.db.transaction() as session:
+            found: datetime | None = session.scalar(
+                select(func.max(Batch.tracked_at)).where(Batch.tracked_by == "sync")
+            )
         return found
 
     def ids_named_by(self, text: str, *, limit: int) -> list[str]:

@@ -173,4 +173,4 @@ def test_plain_named_cancel_is_unchanged_and_needs_no_confirmation(
 def test_a_dry_run_needs_ids_or_filters(ask: Run) -> None:
     code, out, err = ask("cancel", "--dry-run")
     assert (code, out) == (2, "")
-    assert "no valid batch id given, and no filter" in err
+    assert "no valid batch id given, and no selector" in err

@@ -130,3 +130,21 @@ def test_a_missing_key_is_a_usage_error(
     monkeypatch.delenv("OPENAI_API_KEY", raising=False)
     code, _, err = run("sync")
     assert code == 2 and "OPENAI_API_KEY is not set" in err
+
+
+def test_track_of_a_finished_batch_sync_found_harvests_it(
+    database: Database, run: Run, sim: Simulator
+) -> None:
+    """Issue #14: `track` said "already known" and did nothing; `results` said "waiting"."""
+    made = make_fleet(sim, 3)
+    (finished,) = made["completed"]
+    run("sync")
+    assert rows(database)[finished].harvest_state == "waiting"
+    code, out, _ = run("track", finished[:12], "--json")
+    assert code == 0
+    assert as_json(out)["to_harvest"] == [finished]
+    assert run("reconcile", "--once")[0] in (0, 1)
+    batch = rows(database)[finished]
+    assert batch.harvest_state == "done" and batch.results_stored == 3
+    _, out, _ = run("track", finished, "--json")  # harvested: nothing more to ask
+    assert as_json(out)["to_harvest"] == []
