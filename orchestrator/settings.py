@@ -124,6 +124,9 @@ class Settings:
     api_deadline: float = _within(60.0, 0.1, HOUR)
     # a JSON answer, decompressed; the ranges of the byte limits catch a unit slip (KB for B)
     api_max_answer_bytes: int = _within(8 << 20, 64 << 10, 1 << 30)
+    # set: every worker and reconciler sharing the database sends at most this many
+    # requests a second together, and a 429 any of them gets holds them all back
+    api_max_requests_per_second: float | None = _within(None, 0.0, 100_000.0, above=True)
     # retries, in process and durable
     retry_initial_delay: float = _seconds(0.5, HOUR)
     retry_max_delay: float = _seconds(8.0, HOUR)

@@ -8,6 +8,9 @@
   attempts, never sleeping through a long wait. When it stops on a retryable
   failure it raises ``RetryLater`` so the durable layer can persist the next
   attempt time.
+- With a ``SendBudget`` (processes/request_budget.py), every request sent, retries
+  included, first takes a token from the budget all processes share, and a 429 holds
+  them all back; a wait too long to sleep through here becomes ``RetryLater``.
 - Redirects are not followed: the ``api-key`` header would go wherever they point.
 - Nothing from the server is trusted to be small or quick: a JSON answer is read up
   to ``max_answer_bytes`` (decoded, see bodies.py) within ``deadline`` seconds; a
@@ -39,6 +42,7 @@ from orchestrator.api.bodies import (
     UnsupportedEncoding,
     read_capped,
 )
+from orchestrator.api.budget import BudgetGate, SendBudget
 from orchestrator.api.download import Download
 from orchestrator.api.errors import (
     ApiAborted,
@@ -113,13 +117,18 @@ class BatchApiClient:
         clock: Clock | None = None,
         random: Callable[[], float] = _random.random,
         monotonic: Callable[[], float] = time.monotonic,
+        budget: SendBudget | None = None,
     ) -> None:
         self._settings = settings
         self._interrupter = Interrupter()
+        # by default a wait (between attempts, for the budget) ends at once on abort()
+        wait = sleep if sleep is not None else self._interrupter.wait
+        self._gate = (
+            BudgetGate(budget, policy, wait, self._interrupter) if budget is not None else None
+        )
         self._retrier = Retrier(
             policy,
-            # by default the wait between attempts ends at once on abort()
-            sleep=sleep if sleep is not None else self._interrupter.wait,
+            sleep=wait,
             random=random,
             interrupter=self._interrupter,
         )
@@ -134,29 +143,12 @@ class BatchApiClient:
         self._failures = Failures(settings.api_key, self._timeout)
         self._http = httpx.Client(
             base_url=settings.base_url,
-            headers=self._default_headers(),
+            headers=settings.headers(USER_AGENT, ACCEPT_ENCODING),
             params={"api-version": settings.azure_api_version} if settings.is_azure else None,
             timeout=self._timeout,
             transport=transport if transport is not None else ThreadLocalTransport(),
             follow_redirects=False,
         )
-
-    def _default_headers(self) -> dict[str, str]:
-        settings = self._settings
-        headers = {
-            "User-Agent": USER_AGENT,
-            "Accept": "application/json",
-            "Accept-Encoding": ACCEPT_ENCODING,
-        }
-        if settings.is_azure:
-            headers["api-key"] = settings.api_key.reveal()
-        else:
-            headers["Authorization"] = f"Bearer {settings.api_key.reveal()}"
-        if settings.organization:
-            headers["OpenAI-Organization"] = settings.organization
-        if settings.project:
-            headers["OpenAI-Project"] = settings.project
-        return headers
 
     def __repr__(self) -> str:
         return f"BatchApiClient(base_url={self._settings.base_url!r})"
@@ -302,6 +294,9 @@ class BatchApiClient:
         params: dict[str, str | int] | None,
         scope: CallScope,
     ) -> Outcome[ApiResult]:
+        held = self._gate.admit(call, number) if self._gate else None
+        if held is not None:  # not sent: the shared budget holds every process back
+            return held
         scope.limit = self._deadline()  # each attempt has the whole deadline
         request = self._http.build_request(call.method, call.path, params=params)
         started = time.perf_counter()
@@ -330,6 +325,8 @@ class BatchApiClient:
         verdict = classify(
             response.status_code, response.headers, self._clock.now(), body_is_json=data is not None
         )
+        if self._gate is not None:
+            self._gate.answered(response.status_code, verdict)
         if verdict.kind is VerdictKind.OK and data is not None:
             result = ApiResult(data, response.status_code, request_id, number)
             return Outcome(verdict, number, payload=result)
@@ -352,6 +349,9 @@ class BatchApiClient:
     def _download_attempt(
         self, call: ApiCall, number: int, extra: dict[str, str | None], scope: CallScope
     ) -> Outcome[tuple[httpx.Response, Decoder]]:
+        held = self._gate.admit(call, number) if self._gate else None
+        if held is not None:  # not sent: the shared budget holds every process back
+            return held
         scope.limit = self._throughput()
         request = self._http.build_request(
             call.method, call.path, headers={"Accept": "application/binary"}
@@ -364,6 +364,8 @@ class BatchApiClient:
             return self._transport_outcome(call, number, exc, started, extra)
         request_id = self._log_response(call, response, started, extra)
         verdict = classify(response.status_code, response.headers, self._clock.now())
+        if self._gate is not None:
+            self._gate.answered(response.status_code, verdict)
         problem: str | None = None
         if verdict.kind is VerdictKind.OK:
             try:

@@ -6,7 +6,8 @@
     │   ├── ApiNotFoundError   404
     │   └── ApiRejectedError   any other status that is not retried
     ├── ApiTransportError      timeout, connect error, dropped connection, cut-off body
-    │   └── ApiAborted         the process is stopping: the call was ended unanswered
+    │   ├── ApiAborted         the process is stopping: the call was ended unanswered
+    │   └── ApiHeldBack        not sent: the shared request budget holds every process back
     ├── ApiProtocolError       a 2xx whose body cannot be understood
     │   └── ApiAnswerTooLarge  an answer bigger than the cap: not retried in-process
     └── RetryLater             retryable, but not now: persist a next-attempt time
@@ -30,6 +31,7 @@ __all__ = [
     "ApiAnswerTooLarge",
     "ApiAuthError",
     "ApiCall",
+    "ApiHeldBack",
     "ApiNotFoundError",
     "ApiProtocolError",
     "ApiRejectedError",
@@ -187,6 +189,22 @@ class ApiAborted(ApiTransportError):
             call, kind=TransportFailure.READ, detail="the process is stopping", file_id=file_id
         )
         self.args = (f"{call} abandoned: the process is stopping",)
+
+
+class ApiHeldBack(ApiTransportError):
+    """Not sent: the shared request budget (``api_max_requests_per_second``, or a 429
+    that some process got) holds every process back for longer than is worth waiting
+    in-process. Nothing reached the server; the durable layer tries again later."""
+
+    def __init__(self, call: ApiCall, *, wait: float) -> None:
+        super().__init__(
+            call, kind=TransportFailure.CONNECT, detail="held back by the shared request budget"
+        )
+        self.wait = wait
+        self.args = (
+            f"{call} not sent: the shared request budget holds every process back for "
+            f"{_seconds(round(wait, 3))} (api_max_requests_per_second, or a 429's Retry-After)",
+        )
 
 
 class ApiProtocolError(ApiError):

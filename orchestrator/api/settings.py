@@ -62,6 +62,23 @@ class ApiSettings:
             if not (math.isfinite(value) and value > 0):
                 raise ConfigError(f"{name}: must be > 0, got {value!r}")
 
+    def headers(self, user_agent: str, accept_encoding: str) -> dict[str, str]:
+        """Every request's headers, the key among them (never logged)."""
+        headers = {
+            "User-Agent": user_agent,
+            "Accept": "application/json",
+            "Accept-Encoding": accept_encoding,
+        }
+        if self.is_azure:
+            headers["api-key"] = self.api_key.reveal()
+        else:
+            headers["Authorization"] = f"Bearer {self.api_key.reveal()}"
+        if self.organization:
+            headers["OpenAI-Organization"] = self.organization
+        if self.project:
+            headers["OpenAI-Project"] = self.project
+        return headers
+
     @property
     def is_azure(self) -> bool:
         return self.azure_api_version is not None

@@ -9,7 +9,7 @@ from rich.table import Table
 
 from orchestrator.cli.context import Context, Exit
 from orchestrator.cli.render import cell
-from orchestrator.cli.wiring import build_client, build_upkeep, presence
+from orchestrator.cli.wiring import build_client, build_upkeep, presence, shared_budget
 from orchestrator.db.server_clock import database_clock
 from orchestrator.metrics import start_process_metrics
 from orchestrator.probes import Heartbeat
@@ -25,7 +25,8 @@ def run_reconcile(ctx: Context) -> Exit:
     clock = database_clock(db)  # the server's: leases and due times are compared across hosts
     heartbeat = Heartbeat(clock, stale_seconds=ctx.settings.health_stale_seconds)
     metrics, _ = start_process_metrics(ctx.settings, db, heartbeat=heartbeat, process="reconciler")
-    client = build_client(ctx.settings, transport=metrics.transport(), clock=clock)
+    budget = shared_budget(ctx.settings, db)  # one for every process on this database
+    client = build_client(ctx.settings, transport=metrics.transport(), clock=clock, budget=budget)
     upkeep = build_upkeep(ctx.settings, db, client, heartbeat)
     owner = process_id("reconciler")
     previous = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT)}

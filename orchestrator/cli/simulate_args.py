@@ -39,6 +39,7 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     sim.add_argument("--seed", type=int, help="seed ids and probabilistic faults")
     sim.add_argument("--verbose", action="store_true", help="log every request")
     add_webhook_argument(sim)
+    add_rate_limit_argument(sim)
     sim.set_defaults(handler="simulate_command.run", needs_schema=False)
 
 
@@ -51,4 +52,15 @@ def add_webhook_argument(parser: argparse.ArgumentParser) -> None:
         metavar="URL",
         help="POST signed batch.* events here when a batch ends (repeatable); signed with "
         "the first secret in OPENAI_WEBHOOK_SECRET",
+    )
+
+
+def add_rate_limit_argument(parser: argparse.ArgumentParser) -> None:
+    """--rate-limit, here and for `python -m orchestrator.simulator`."""
+    parser.add_argument(
+        "--rate-limit",
+        type=float,
+        default=None,
+        metavar="RPS",
+        help="rate-limit mode: answer 429 with Retry-After past RPS requests a second per key",
     )

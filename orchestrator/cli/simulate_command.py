@@ -18,6 +18,7 @@ def run(ctx: Context) -> Exit:
             a.seed,
             verbose=a.verbose,
             webhook_urls=tuple(a.webhook_url),
+            rate_limit=a.rate_limit,
         )
     except (ValueError, OSError) as exc:
         ctx.err.print(f"orchestrator simulate: {exc}")

@@ -7,17 +7,21 @@ from datetime import timedelta
 
 import httpx
 
+from orchestrator.api.budget import SendBudget
 from orchestrator.api.client import ApiSettings, BatchApiClient
 from orchestrator.clock import Clock
+from orchestrator.core.request_budget import BudgetRule
 from orchestrator.db.database import Database
 from orchestrator.db.file_deletions import FileDeletionStore
 from orchestrator.db.leases import ProcessRegistry
+from orchestrator.db.request_budget import BudgetStore
 from orchestrator.db.retention import RetentionStore
 from orchestrator.errors import ConfigError
 from orchestrator.probes import Heartbeat
 from orchestrator.processes.cleanup import FileCleanup
 from orchestrator.processes.config import retry_policy
 from orchestrator.processes.presence import Presence
+from orchestrator.processes.request_budget import SharedBudget
 from orchestrator.processes.retention import Pruner
 from orchestrator.processes.upkeep import Upkeep
 from orchestrator.settings import Settings
@@ -28,6 +32,7 @@ def build_client(
     *,
     transport: httpx.BaseTransport | None = None,
     clock: Clock | None = None,  # for Retry-After dates: the database's in the processes
+    budget: SendBudget | None = None,  # the processes': see shared_budget
 ) -> BatchApiClient:
     if not settings.api_key:
         raise ConfigError("OPENAI_API_KEY is not set: export the key the batches belong to")
@@ -44,7 +49,15 @@ def build_client(
         download_min_bytes_per_second=settings.download_min_bytes_per_second,
         download_throughput_window=settings.download_throughput_window,
     )
-    return BatchApiClient(api, policy=retry_policy(settings), transport=transport, clock=clock)
+    return BatchApiClient(
+        api, policy=retry_policy(settings), transport=transport, clock=clock, budget=budget
+    )
+
+
+def shared_budget(settings: Settings, db: Database) -> SharedBudget | None:
+    """The request budget every worker and reconciler on ``db`` shares, if one is set."""
+    rate = settings.api_max_requests_per_second
+    return None if rate is None else SharedBudget(BudgetStore(db), BudgetRule(rate))
 
 
 def file_cleanup(

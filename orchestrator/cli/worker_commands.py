@@ -7,7 +7,7 @@ import logging
 import threading
 
 from orchestrator.cli.context import Context, Exit
-from orchestrator.cli.wiring import build_client, presence
+from orchestrator.cli.wiring import build_client, presence, shared_budget
 from orchestrator.core.visible import visible
 from orchestrator.db.cancels import CancelStore
 from orchestrator.db.server_clock import database_clock
@@ -25,7 +25,8 @@ def run_worker(ctx: Context) -> Exit:
     clock = database_clock(db)  # the server's: leases and due times are compared across hosts
     heartbeat = Heartbeat(clock, stale_seconds=ctx.settings.health_stale_seconds)
     metrics, _ = start_process_metrics(ctx.settings, db, heartbeat=heartbeat, process="worker")
-    client = build_client(ctx.settings, transport=metrics.transport(), clock=clock)
+    budget = shared_budget(ctx.settings, db)  # one for every process on this database
+    client = build_client(ctx.settings, transport=metrics.transport(), clock=clock, budget=budget)
     owner = process_id("worker")
     stop = stop_on_signals(client.abort) if not ctx.args.once else threading.Event()
     worker = CancelWorker(

@@ -353,6 +353,18 @@ class Pause(Base):
     until: Mapped[datetime]
 
 
+class RequestBudgetRow(Base):
+    """The token bucket every worker and reconciler shares (api_max_requests_per_second;
+    see orchestrator/core/request_budget.py). Times are the database server's."""
+
+    __tablename__ = "request_budget"
+
+    scope: Mapped[str] = mapped_column(String(32), primary_key=True)
+    tokens: Mapped[float] = mapped_column(Float)
+    counted_at: Mapped[datetime]
+    held_until: Mapped[datetime | None]  # a 429's Retry-After: nobody sends until then
+
+
 class Process(Base):
     """A running (or last seen) worker or reconciler, for operators and lease recovery."""
 

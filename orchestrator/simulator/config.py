@@ -52,6 +52,11 @@ class SimulatorConfig:
     """Deliveries of one event to one URL until a 2xx, the first included."""
     webhook_retry_s: float = 1.0
     """Real seconds before the first redelivery, doubling after each."""
+    rate_limit_per_second: float | None = None
+    """Rate-limit mode: each key may send this many API requests a second (a token
+    bucket); past it, 429 with ``retry-after``/``retry-after-ms``. None: no limit."""
+    rate_limit_burst: float | None = None
+    """The bucket's size (default: one second's worth, at least 1)."""
     webhook_thread: bool = True
     """Send from a thread while the server runs; False: the caller calls ``webhooks.pump()``."""
 

@@ -12,7 +12,7 @@ from pathlib import Path
 from types import FrameType
 from typing import TextIO
 
-from orchestrator.cli.simulate_args import add_webhook_argument
+from orchestrator.cli.simulate_args import add_rate_limit_argument, add_webhook_argument
 from orchestrator.clock import Clock, SystemClock
 
 from .config import DEFAULT_API_KEY, SimulatorConfig
@@ -35,6 +35,7 @@ def run_simulator(
     scenario: Scenario | None = None,
     verbose: bool = False,
     webhook_urls: tuple[str, ...] = (),
+    rate_limit: float | None = None,
     clock: Clock | None = None,
     stop: threading.Event | None = None,
     out: TextIO | None = None,
@@ -51,6 +52,7 @@ def run_simulator(
         verbose=verbose,
         scenario=scenario or Scenario(),
         webhook_urls=webhook_urls,
+        rate_limit_per_second=rate_limit,
         # the receiver's secret list; the first one signs (a rotation adds the new one first)
         webhook_secret=os.environ.get(WEBHOOK_SECRET_ENV, "").split(",")[0].strip(),
     )
@@ -66,6 +68,8 @@ def run_simulator(
         print(f"  time scale: {time_scale:g}   faults loaded: {len(rules)}", file=out)
         for url in webhook_urls:
             print(f"  webhooks to: {url}", file=out)
+        if rate_limit is not None:
+            print(f"  rate limit: {rate_limit:g} requests/s per key (429 past it)", file=out)
         print("Press Ctrl+C to stop.", file=out, flush=True)
         _wait(stop)
     print("Simulator stopped.", file=out, flush=True)
@@ -103,6 +107,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--verbose", action="store_true", help="log every request")
     add_webhook_argument(parser)
+    add_rate_limit_argument(parser)
     return parser
 
 
@@ -118,6 +123,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             args.seed,
             verbose=args.verbose,
             webhook_urls=tuple(args.webhook_url),
+            rate_limit=args.rate_limit,
         )
     except (ValueError, OSError) as exc:
         print(f"simulator: {exc}", file=sys.stderr)

@@ -112,7 +112,11 @@ class _Handler(BaseHTTPRequestHandler):
     ) -> None:
         simulator = self.server.simulator
         fault = simulator.on_request(
-            route.endpoint, route.batch_id, route.file_id, authorized=auth_error is None
+            route.endpoint,
+            route.batch_id,
+            route.file_id,
+            authorized=auth_error is None,
+            key=simulator.config.api_key,  # the one key it accepts: one bucket
         )
         if auth_error is not None:
             self._send(Reply.error(auth_error), request_id)

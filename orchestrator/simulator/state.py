@@ -24,6 +24,7 @@ from .errors import HttpError, bad_request, batch_not_found, file_not_found
 from .faults import FaultBook, FaultRule
 from .files import BatchSnapshot, FileContent, FileKind, batch_file_lines, input_lines
 from .inputs import parse_create, parse_input_file, validate_metadata
+from .rate_limit import RateLimiter
 from .records import BatchRecord, FileRecord, batch_json
 from .scenario import (
     CANCELLABLE,
@@ -53,6 +54,7 @@ class Simulator:
         self._files: dict[str, FileRecord] = {}
         self._faults = FaultBook(self.config.seed)
         self._counters = Counters()
+        self.rate_limiter = RateLimiter.of(self.config)  # rate-limit mode, when configured
         self.webhooks: WebhookSender | None = None
         if self.config.webhook_urls:
             self.webhooks = WebhookSender(
@@ -177,8 +179,9 @@ class Simulator:
         file_id: str | None,
         *,
         authorized: bool = True,
+        key: str = "",
     ) -> FaultRule | None:
-        """Count a request and pick the fault to inject into it, if any.
+        """Count a request and pick the fault to inject into it (rate-limit mode first).
 
         For an authorized cancel the caller must call ``cancel_finished`` when done.
         """
@@ -188,7 +191,8 @@ class Simulator:
                 return None
             if endpoint == "cancel" and batch_id is not None:
                 self._counters.cancel_started(batch_id)
-            rule = self._faults.pick(endpoint, batch_id, file_id)
+            limited = self.rate_limiter and self.rate_limiter.check(key, endpoint, self._now())
+            rule = limited or self._faults.pick(endpoint, batch_id, file_id)
             if rule is not None:
                 self._counters.faults[rule.kind] += 1
             return rule

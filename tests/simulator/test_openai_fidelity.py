@@ -12,7 +12,7 @@ import pytest
 from openai.types import Batch, FileDeleted, FileObject
 
 from orchestrator.clock import ManualClock
-from orchestrator.simulator import FaultRule, Simulator, SimulatorServer
+from orchestrator.simulator import FaultRule, Simulator, SimulatorConfig, SimulatorServer
 
 from .conftest import KEY
 
@@ -176,3 +176,31 @@ def test_azure_client_can_retrieve_and_cancel(
         assert azure.batches.cancel(batch_id).status == "cancelling"
     assert sim.served("cancel", batch_id) == 1
     assert sim.counters()["cancels_applied"] == 1
+
+
+def test_rate_limit_mode_gives_the_official_client_a_429_with_retry_after(
+    clock: ManualClock,
+) -> None:
+    limited = Simulator(SimulatorConfig(api_key=KEY, seed=7, rate_limit_per_second=2), clock)
+    batch_id = limited.create_batch(2)
+    with (
+        SimulatorServer(limited) as server,
+        openai.OpenAI(base_url=server.url, api_key=KEY, max_retries=0) as official,
+    ):
+        assert [official.batches.retrieve(batch_id).id for _ in range(2)] == [batch_id] * 2
+        with pytest.raises(openai.RateLimitError) as refused:
+            official.batches.list(limit=1)  # the third request within the second
+        headers = refused.value.response.headers
+        assert headers["retry-after"] == "1" and headers["retry-after-ms"] == "500"
+        assert refused.value.code == "rate_limit_exceeded"
+        assert refused.value.body is not None and "Limit 2" in str(refused.value.body)
+        clock.advance(0.5)  # a token again: the list pages on, auto-paging included
+        assert [b.id for b in official.batches.list(limit=1)] == [batch_id]
+        with pytest.raises(openai.RateLimitError):
+            official.batches.cancel(batch_id)
+    assert limited.rate_limiter is not None and limited.rate_limiter.refused == 2
+    assert [endpoint for _, endpoint in limited.rate_limiter.arrivals()] == [
+        "retrieve",
+        "retrieve",
+        "list",
+    ]

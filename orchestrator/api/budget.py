@@ -1,0 +1,70 @@
+"""What the client asks before every request it sends, and tells after a 429.
+
+The client knows nothing of where the budget lives: the processes pass in one
+shared through the database (processes/request_budget.py); without one, every
+request goes at once, as before.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, Protocol
+
+from orchestrator.api.errors import ApiCall, ApiHeldBack
+from orchestrator.api.limits import Interrupter
+from orchestrator.api.retrying import Outcome
+from orchestrator.core.retry_policy import RetryPolicy, Verdict, VerdictKind
+
+__all__ = ["BudgetGate", "SendBudget"]
+
+
+class SendBudget(Protocol):
+    def take(self) -> float:
+        """Take one request's token: 0 when it may be sent now, else the seconds to
+        wait before asking again (nothing was taken). Thread-safe."""
+        ...
+
+    def rate_limited(self, retry_after: float | None) -> None:
+        """The server answered 429 (asking for ``retry_after`` seconds, if it said):
+        hold back every process that shares the budget."""
+        ...
+
+
+class BudgetGate:
+    """The client's side of a ``SendBudget``: before each attempt, take a token,
+    waiting here only while the wait is short (the policy's ``max_in_process_wait``,
+    as for retries); a longer one is a retryable outcome, persisted by the caller."""
+
+    def __init__(
+        self,
+        budget: SendBudget,
+        policy: RetryPolicy,
+        sleep: Callable[[float], None],
+        interrupter: Interrupter,
+    ) -> None:
+        self._budget = budget
+        self._policy = policy
+        self._sleep = sleep  # the client's: abort() ends it
+        self._interrupter = interrupter
+
+    def admit(self, call: ApiCall, number: int) -> Outcome[Any] | None:
+        """None: send attempt ``number`` now (or stop: the caller's next check sees the
+        abort); else the outcome of not sending it."""
+        waited = 0.0
+        while (wait := self._budget.take()) > 0:
+            if waited + wait > self._policy.max_in_process_wait:
+                reason = "held back by the shared request budget"
+                verdict = Verdict(VerdictKind.RETRY, reason, retry_after=wait)
+                return Outcome(verdict, number, error=ApiHeldBack(call, wait=wait))
+            self._sleep(wait)
+            waited += wait
+            if self._interrupter.aborted:
+                return None
+        return None
+
+    def answered(self, status: int, verdict: Verdict) -> None:
+        if status == 429:
+            after = verdict.retry_after
+            self._budget.rate_limited(
+                None if after is None else self._policy.cap_retry_after(after)
+            )

@@ -1,0 +1,141 @@
+"""The client takes a token before every request it sends and reports every 429;
+one process's share of the shared budget (processes/request_budget.py)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import httpx
+import pytest
+
+from orchestrator.api import ApiSettings, BatchApiClient, RetryLater
+from orchestrator.api.errors import ApiHeldBack
+from orchestrator.core.request_budget import Bucket, BudgetRule, Grant
+from orchestrator.core.retry_policy import RetryPolicy
+from orchestrator.errors import DatabaseUnavailable
+from orchestrator.processes.request_budget import SharedBudget
+from orchestrator.secret import Secret
+
+BATCH = {"id": "batch_abc", "object": "batch", "status": "in_progress"}
+POLICY = RetryPolicy(initial_delay=0.01, max_in_process_attempts=3, max_in_process_wait=5.0)
+
+
+class FakeBudget:
+    def __init__(self, *waits: float) -> None:
+        self.waits = list(waits)
+        self.taken = 0
+        self.limited: list[float | None] = []
+
+    def take(self) -> float:
+        self.taken += 1
+        return self.waits.pop(0) if self.waits else 0.0
+
+    def rate_limited(self, retry_after: float | None) -> None:
+        self.limited.append(retry_after)
+
+
+def client(budget: FakeBudget, *answers: httpx.Response) -> tuple[BatchApiClient, list[float]]:
+    steps = list(answers)
+    slept: list[float] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        return steps.pop(0) if len(steps) > 1 else steps[0]
+
+    api = BatchApiClient(
+        ApiSettings(api_key=Secret("sk-test-budget"), base_url="https://api.test/v1"),
+        policy=POLICY,
+        transport=httpx.MockTransport(handler),
+        sleep=slept.append,
+        budget=budget,
+    )
+    return api, slept
+
+
+def test_every_attempt_takes_a_token_and_a_429_is_reported_with_its_retry_after() -> None:
+    budget = FakeBudget()
+    api, slept = client(
+        budget,
+        httpx.Response(429, json={"error": {}}, headers={"retry-after-ms": "1500"}),
+        httpx.Response(200, json=BATCH),
+    )
+    assert api.retrieve("batch_abc").data == BATCH
+    assert budget.taken == 2  # the retry too
+    assert budget.limited == [1.5]
+    assert slept == [1.5]
+
+
+def test_a_short_wait_is_slept_here_a_long_one_is_retry_later_and_nothing_is_sent() -> None:
+    budget = FakeBudget(0.2, 0.3)
+    api, slept = client(budget, httpx.Response(200, json=BATCH))
+    api.retrieve("batch_abc")
+    assert slept == [0.2, 0.3] and budget.taken == 3
+
+    held = FakeBudget(30.0)
+    sent: list[httpx.Request] = []
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        sent.append(request)
+        return httpx.Response(200, json=BATCH)
+
+    api = BatchApiClient(
+        ApiSettings(api_key=Secret("sk-test-budget"), base_url="https://api.test/v1"),
+        policy=POLICY,
+        transport=httpx.MockTransport(answer),
+        sleep=lambda _: None,
+        budget=held,
+    )
+    with pytest.raises(RetryLater) as later:
+        api.cancel("batch_abc")
+    assert later.value.delay_s == 30.0 and isinstance(later.value.cause, ApiHeldBack)
+    assert "not sent" in str(later.value) and sent == []
+
+
+class FakeStore:
+    def __init__(self, *grants: Grant | Exception) -> None:
+        self.grants = list(grants)
+        self.wants: list[int] = []
+        self.holds: list[float] = []
+
+    def take(self, rule: BudgetRule, want: int) -> Grant:
+        self.wants.append(want)
+        grant = self.grants.pop(0)
+        if isinstance(grant, Exception):
+            raise grant
+        return grant
+
+    def hold(self, rule: BudgetRule, seconds: float) -> datetime:
+        self.holds.append(seconds)
+        return datetime(2026, 1, 1, tzinfo=UTC)
+
+
+BUCKET = Bucket(0.0, datetime(2026, 1, 1, tzinfo=UTC))
+
+
+def test_a_process_fetches_a_batch_at_a_time_and_drops_tokens_it_kept_too_long() -> None:
+    now = [0.0]
+    store = FakeStore(Grant(BUCKET, 10, 0.0), Grant(BUCKET, 0, 0.25), Grant(BUCKET, 1, 0.0))
+    budget = SharedBudget(store, BudgetRule(200), monotonic=lambda: now[0])  # type: ignore[arg-type]
+    assert [budget.take() for _ in range(10)] == [0.0] * 10
+    assert store.wants == [10]  # one statement for ten requests
+    assert budget.take() == 0.25  # the bucket is empty: wait, and say so to every thread
+    assert budget.take() == 0.25 and len(store.wants) == 2
+    now[0] = 0.25
+    assert budget.take() == 0.0 and len(store.wants) == 3
+
+
+def test_a_429_drops_the_tokens_held_and_is_written_for_everyone() -> None:
+    now = [0.0]
+    store = FakeStore(Grant(BUCKET, 5, 0.0))
+    budget = SharedBudget(store, BudgetRule(100), monotonic=lambda: now[0])  # type: ignore[arg-type]
+    assert budget.take() == 0.0
+    budget.rate_limited(2.0)
+    assert store.holds == [2.0]
+    assert budget.take() == pytest.approx(2.0)  # its four other tokens are gone
+    budget.rate_limited(None)
+    assert store.holds == [2.0, 1.0]  # no Retry-After: a second
+
+
+def test_an_unreadable_budget_means_waiting_not_sending_unbudgeted() -> None:
+    store = FakeStore(DatabaseUnavailable("database unavailable: gone"))
+    budget = SharedBudget(store, BudgetRule(100), monotonic=lambda: 0.0)  # type: ignore[arg-type]
+    assert budget.take() == 1.0
