@@ -148,6 +148,9 @@ class Settings:
     reconcile_concurrency: int = _within(8, 1, 1024)
     reconcile_lease_seconds: float = _seconds(300.0, DAY)
     reconcile_idle_seconds: float = _seconds(1.0, HOUR)
+    # with this many in-flight batches tracked, observe them through list pages (100 a
+    # request) before single GETs; 0: single GETs only
+    reconcile_list_min_tracked: int = _within(50, 0, 1_000_000)
     poll_initial_seconds: float = _seconds(5.0, DAY)
     poll_max_seconds: float = _seconds(300.0, 7 * DAY)
     poll_cancelling_max_seconds: float = _seconds(30.0, DAY)

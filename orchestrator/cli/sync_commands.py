@@ -4,7 +4,6 @@ seen (`status`) and selected (`cancel --status ...`)."""
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -12,6 +11,7 @@ from typing import Any
 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
 from orchestrator.api.client import BatchApiClient
+from orchestrator.api.pages import pages
 from orchestrator.cli.context import Context, Exit
 from orchestrator.cli.wiring import build_client
 from orchestrator.core.apply import Applied
@@ -118,18 +118,6 @@ def _valid_id(value: object) -> bool:
     except InvalidBatchId:
         return False
     return True
-
-
-def pages(items: Iterable[dict[str, Any]], size: int) -> Iterator[list[dict[str, Any]]]:
-    """Group the client's stream back into pages; a page is fetched only when asked for."""
-    page: list[dict[str, Any]] = []
-    for item in items:
-        page.append(item)
-        if len(page) == size:
-            yield page
-            page = []
-    if page:
-        yield page
 
 
 def sync_batches(

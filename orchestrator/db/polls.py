@@ -10,6 +10,7 @@ decided.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -23,14 +24,12 @@ from orchestrator.core.poll_policy import PolledBatch, PollPlan, PollPolicy, pla
 from orchestrator.core.status import TIMESTAMP_FIELDS, BatchStatus, parse_status
 from orchestrator.db.batches import BatchStore, event_row, event_values, unrepeated
 from orchestrator.db.database import Database
+from orchestrator.db.harvest_end import ERROR_CHARS, SOURCE, apply_harvest_state, file_sums
 from orchestrator.db.leases import PROCESS_STALE_SECONDS, Leases
 from orchestrator.db.models import Batch, BatchEvent, ResultFile, table_of
 from orchestrator.db.webhooks import arrived_since
 
-__all__ = ["Attention", "Claim", "HarvestRecord", "PollRecord", "PollStore"]
-
-SOURCE = "reconciler"
-_ERROR_CHARS = 2000
+__all__ = ["Attention", "Claim", "HarvestRecord", "PollRecord", "PollStore", "PollTerms"]
 
 
 def _status(row: Batch) -> BatchStatus | None:
@@ -74,6 +73,18 @@ class PollRecord:
 
 
 @dataclass(frozen=True)
+class PollTerms:
+    """How an observation is recorded: ``now`` (when its GET began), by whom, and how
+    the next poll is planned (``webhooks``: they are flowing)."""
+
+    now: datetime
+    owner: str
+    policy: PollPolicy
+    lease_seconds: float
+    webhooks: bool = False
+
+
+@dataclass(frozen=True)
 class HarvestRecord:
     batch_id: str
     state: HarvestState
@@ -98,16 +109,23 @@ class PollStore:
     # --- leases -----------------------------------------------------------------
 
     def claim_due(
-        self, *, now: datetime, owner: str, lease_seconds: float, limit: int
+        self,
+        *,
+        now: datetime,
+        owner: str,
+        lease_seconds: float,
+        limit: int,
+        due_by: datetime | None = None,
     ) -> list[Claim]:
-        """Lease up to ``limit`` due batches, earliest due first (see db/leases.py)."""
+        """Lease up to ``limit`` batches due (by ``due_by``, else ``now``), earliest due
+        first (see db/leases.py)."""
         with self.db.transaction() as session:
             ids = self.leases.claim(
                 session,
                 owner,
                 now=now,
                 lease_seconds=lease_seconds,
-                due=Batch.next_poll_at <= now,
+                due=Batch.next_poll_at <= (due_by or now),
                 order_by=[Batch.next_poll_at, Batch.id],
                 limit=limit,
             )
@@ -158,51 +176,72 @@ class PollStore:
             row = session.scalars(
                 select(Batch).where(Batch.id == observed.id).with_for_update()
             ).one()
-            holds = row.lease_owner == owner
-            overdue_before = row.overdue_since
-            plans: list[PollPlan] = []
+            terms = PollTerms(now, owner, policy, lease_seconds, webhooks)
+            return self.record_locked(session, row, observed, terms, u)
 
-            def follow_up(applied: Applied, row: Batch) -> dict[str, object]:
-                status = _status(row)
-                terminal = status is not None and status.is_terminal
-                terminal_polls = row.terminal_polls + (1 if terminal else 0)
-                plan = plan_poll(
-                    policy,
-                    PolledBatch(
-                        status=status,
-                        timestamps={name: getattr(row, name) for name in TIMESTAMP_FIELDS},
-                        status_changed_at=row.status_changed_at,
-                        output_file_id=row.output_file_id,
-                        error_file_id=row.error_file_id,
-                        terminal_polls=terminal_polls,
-                        overdue_since=overdue_before,
-                    ),
-                    now=now,
-                    u=u,
-                    webhooks=webhooks,
-                )
-                due = plan.next_poll_at
-                if due is not None and due > now and arrived_since(session, row.id, now):
-                    plan = dataclasses.replace(plan, next_poll_at=now)
-                plans.append(plan)
-                return _poll_changes(row, plan, now, holds, terminal_polls, lease_seconds)
+    def record_locked(
+        self,
+        session: Session,
+        row: Batch,
+        observed: BatchObservation,
+        terms: PollTerms,
+        u: float,
+        arrivals: Collection[str] | None = None,
+    ) -> PollRecord:
+        """``record_poll`` on a row the caller locked; a list page reads ``arrivals`` once."""
+        now, owner, policy, webhooks = terms.now, terms.owner, terms.policy, terms.webhooks
+        lease_seconds = terms.lease_seconds
 
-            recorded = self.batches.apply_locked(
-                session, row, observed, now=now, source=SOURCE, follow_up=follow_up
+        def arrived(batch_id: str) -> bool:  # a webhook since `now`: see record_poll
+            return (
+                arrived_since(session, batch_id, now) if arrivals is None else batch_id in arrivals
             )
-            plan = plans[0]
-            _poll_events(session, row, plan, now, policy)
-            return PollRecord(
-                batch_id=row.id,
-                status=_status(row),
-                became_terminal=recorded.applied.became_terminal,
-                harvest=plan.harvest and holds,
-                newly_overdue=plan.newly_overdue,
-                cancel_closed=recorded.cancel_closed,
-                output_file_id=row.output_file_id,
-                error_file_id=row.error_file_id,
-                anomalies=tuple(a.detail for a in recorded.applied.anomalies),
+
+        holds = row.lease_owner == owner
+        overdue_before = row.overdue_since
+        plans: list[PollPlan] = []
+
+        def follow_up(applied: Applied, row: Batch) -> dict[str, object]:
+            status = _status(row)
+            terminal = status is not None and status.is_terminal
+            terminal_polls = row.terminal_polls + (1 if terminal else 0)
+            plan = plan_poll(
+                policy,
+                PolledBatch(
+                    status=status,
+                    timestamps={name: getattr(row, name) for name in TIMESTAMP_FIELDS},
+                    status_changed_at=row.status_changed_at,
+                    output_file_id=row.output_file_id,
+                    error_file_id=row.error_file_id,
+                    terminal_polls=terminal_polls,
+                    overdue_since=overdue_before,
+                ),
+                now=now,
+                u=u,
+                webhooks=webhooks,
             )
+            due = plan.next_poll_at
+            if due is not None and due > now and arrived(row.id):
+                plan = dataclasses.replace(plan, next_poll_at=now)
+            plans.append(plan)
+            return _poll_changes(row, plan, now, holds, terminal_polls, lease_seconds)
+
+        recorded = self.batches.apply_locked(
+            session, row, observed, now=now, source=SOURCE, follow_up=follow_up
+        )
+        plan = plans[0]
+        _poll_events(session, row, plan, now, policy)
+        return PollRecord(
+            batch_id=row.id,
+            status=_status(row),
+            became_terminal=recorded.applied.became_terminal,
+            harvest=plan.harvest and holds,
+            newly_overdue=plan.newly_overdue,
+            cancel_closed=recorded.cancel_closed,
+            output_file_id=row.output_file_id,
+            error_file_id=row.error_file_id,
+            anomalies=tuple(a.detail for a in recorded.applied.anomalies),
+        )
 
     def record_failure(
         self,
@@ -227,7 +266,7 @@ class PollStore:
                 return False
             failures = row.poll_failures + 1
             row.poll_failures = failures
-            row.last_error = error[:_ERROR_CHARS]
+            row.last_error = error[:ERROR_CHARS]
             row.last_polled_at = now
             if event is not None:  # something a person should see (an anomaly), once
                 events = [event_values(row.id, event, now, SOURCE, detail=row.last_error)]
@@ -279,10 +318,10 @@ class PollStore:
             known = [i for i in (row.output_file_id, row.error_file_id) if i]
             states = [FileState(files[i].state) if i in files else FileState.PENDING for i in known]
             state = after_files(states)
-            results, line_errors = _file_sums(session, batch_id)
+            results, line_errors = file_sums(session, batch_id)
             row.results_stored = results
             row.result_line_errors = line_errors
-            _apply_harvest_state(session, row, state, files, known, now, policy, u)
+            apply_harvest_state(session, row, state, files, known, now, policy, u)
             row.lease_owner = None
             row.lease_expires_at = None
             row.updated_at = now
@@ -377,60 +416,3 @@ def _poll_events(
     if plan.harvest_state is HarvestState.DONE and row.harvested_at == now:
         detail = f"{row.status} with no output or error file after {row.terminal_polls} poll(s)"
         session.add(event_row(row.id, "harvested", now, SOURCE, detail=detail))
-
-
-def _file_sums(session: Session, batch_id: str) -> tuple[int, int]:
-    results, malformed = session.execute(
-        select(
-            func.coalesce(func.sum(ResultFile.results), 0),
-            func.coalesce(func.sum(ResultFile.malformed), 0),
-        ).where(ResultFile.batch_id == batch_id)
-    ).one()
-    return int(results), int(malformed)
-
-
-def _apply_harvest_state(
-    session: Session,
-    row: Batch,
-    state: HarvestState,
-    files: dict[str, ResultFile],
-    known: list[str],
-    now: datetime,
-    policy: PollPolicy,
-    u: float,
-) -> None:
-    before = row.harvest_state
-    row.harvest_state = state.value
-    problems = [
-        f"{files[i].kind} file {i}: {files[i].last_error}"
-        for i in known
-        if i in files and files[i].state != FileState.DONE and files[i].last_error
-    ]
-    if state is HarvestState.RETRYING:
-        row.poll_failures += 1
-        row.last_error = ("; ".join(problems) or "download incomplete")[:_ERROR_CHARS]
-        changed = row.status_changed_at or now
-        delay = policy.error_delay(
-            row.poll_failures, seconds_in_status=(now - changed).total_seconds(), u=u
-        )
-        row.next_poll_at = now + timedelta(seconds=delay)
-        if before != state.value:
-            session.add(event_row(row.id, "harvest_retrying", now, SOURCE, detail=row.last_error))
-        return
-    row.next_poll_at = None
-    row.harvested_at = now
-    row.poll_failures = 0
-    summary = (
-        f"{row.results_stored} result(s), {row.result_line_errors} unreadable line(s) "
-        f"from {len(known)} file(s)"
-    )
-    if state is HarvestState.MISSING:
-        row.last_error = "; ".join(problems)[:_ERROR_CHARS] or "a result file is missing"
-        session.add(
-            event_row(
-                row.id, "harvest_incomplete", now, SOURCE, detail=f"{summary}; {row.last_error}"
-            )
-        )
-    else:
-        row.last_error = None
-        session.add(event_row(row.id, "harvested", now, SOURCE, detail=summary))

@@ -51,6 +51,7 @@ class ReconcilerConfig(LoopConfig):
     max_line_bytes: int = MAX_LINE_BYTES
     webhook_silence_seconds: float = 900.0  # no webhook for this long: poll without them
     process_stale_seconds: float = PROCESS_STALE_SECONDS  # see orchestrator.db.leases
+    list_min_tracked: int = 0  # this many in flight: observe by list pages too; 0: never
 
     @staticmethod
     def from_settings(settings: Settings) -> ReconcilerConfig:
@@ -64,6 +65,7 @@ class ReconcilerConfig(LoopConfig):
             webhook_silence_seconds=settings.webhook_silence_seconds,
             process_stale_seconds=settings.process_stale_seconds,
             summary_seconds=settings.log_summary_seconds,
+            list_min_tracked=settings.reconcile_list_min_tracked,
         )
 
 

@@ -15,6 +15,7 @@ class PassSummary:
     passes: int = 0
     claimed: int = 0
     polled: int = 0
+    list_pages: int = 0  # GET /v1/batches pages that observed batches (list_observation.py)
     poll_failures: int = 0
     became_terminal: int = 0
     harvested: int = 0  # batches whose harvest settled (done or missing)
@@ -51,6 +52,7 @@ class PassSummary:
                 "passes",
                 "claimed",
                 "polled",
+                "list_pages",
                 "poll_failures",
                 "became_terminal",
                 "harvested",

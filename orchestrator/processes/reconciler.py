@@ -18,6 +18,7 @@ import random
 import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime
 
 from orchestrator.api.client import BatchApiClient
 from orchestrator.api.errors import ApiAborted, ApiAuthError, ApiNotFoundError, RetryLater
@@ -26,6 +27,7 @@ from orchestrator.core.harvest import FileState, HarvestState
 from orchestrator.core.observation import MalformedBatch, parse_batch
 from orchestrator.core.poll_policy import PollPolicy
 from orchestrator.db.database import Database
+from orchestrator.db.list_polls import ListPollStore
 from orchestrator.db.polls import Claim, PollRecord, PollStore
 from orchestrator.db.results import LeaseLost, ResultStore
 from orchestrator.errors import ApiError, DatabaseUnavailable, InvalidBatchId, describe
@@ -33,6 +35,7 @@ from orchestrator.metrics import Metrics
 from orchestrator.probes import Heartbeat
 from orchestrator.processes.config import ReconcilerConfig, poll_policy
 from orchestrator.processes.ingest import FileIngest, IngestResult, IngestSettings
+from orchestrator.processes.list_observation import ListObserver
 from orchestrator.processes.loop import ProcessLoop, Sleep, wait_on_stop
 from orchestrator.processes.pass_summary import PassSummary
 from orchestrator.processes.story import PeriodicSummary
@@ -97,6 +100,18 @@ class Reconciler:
                 f"{c['errors']} error(s)"
             ),
         )
+        self.lister = ListObserver(
+            client,
+            ListPollStore(self.polls),
+            clock=clock,
+            owner=owner,
+            policy=self.policy,
+            lease_seconds=self.config.lease_seconds,
+            min_tracked=self.config.list_min_tracked,
+            random_unit=random_unit,
+            webhooks=lambda: self.webhooks.flowing,
+            on_page=self._between_pages,
+        )
 
     def close(self) -> None:
         self._pool.shutdown(wait=True)
@@ -118,6 +133,9 @@ class Reconciler:
         summary = PassSummary(passes=1)
         seen: set[str] = set()
         self.webhooks.check()
+        # After a list walk, GET only what was due before it and it did not reach; what
+        # fell due during it waits for the next walk.
+        due_by = self._observe_by_list(summary) if self.config.list_min_tracked > 0 else None
         while not self.stop.is_set() and summary.auth_error is None:
             self.heartbeat.beat()
             now = self.clock.now()  # once per page: leases are measured from here
@@ -126,6 +144,7 @@ class Reconciler:
                 owner=self.owner,
                 lease_seconds=self.config.lease_seconds,
                 limit=self.page_size,
+                due_by=due_by,
             )
             fresh = [c for c in claims if c.batch_id not in seen]
             if len(fresh) < len(claims):  # due again within the pass: leave it to the next one
@@ -186,6 +205,26 @@ class Reconciler:
     def check_attention(self, summary: PassSummary) -> PassSummary:
         summary.attention = self.polls.attention()
         return summary
+
+    def _between_pages(self) -> bool:
+        self.heartbeat.beat()  # a long walk is not a stalled loop
+        return not self.stop.is_set()
+
+    def _observe_by_list(self, summary: PassSummary) -> datetime | None:
+        """Observe in-flight batches a list page at a time (list_observation.py) and
+        harvest what it found ended; when it walked, the moment it began."""
+        walk = self.lister.walk()
+        log.debug(
+            "list walk: %d page(s), %d observed; %s", walk.pages, len(walk.records), walk.stopped
+        )
+        summary.list_pages += walk.pages
+        for record in walk.records:
+            summary.merge(_found(record))
+        ended = [r for r in walk.records if r.harvest]
+        futures = [self._pool.submit(self._harvest, r.batch_id, r.file_ids, summary) for r in ended]
+        for future in futures:
+            future.result()
+        return walk.started
 
     # --- one page --------------------------------------------------------------------
 
@@ -270,20 +309,8 @@ class Reconciler:
             u=self.random_unit(),
             webhooks=self.webhooks.flowing,
         )
-        found = PassSummary(
-            polled=1,
-            became_terminal=int(record.became_terminal),
-            newly_overdue=[batch_id] if record.newly_overdue else [],
-            cancels_closed={batch_id: record.cancel_closed} if record.cancel_closed else {},
-            anomalies=[f"{batch_id}: {a}" for a in record.anomalies],
-        )
-        summary.merge(found)
+        summary.merge(_found(record))
         self.story.add(polled=1)
-        if record.cancel_closed:
-            extra = {"batch_id": batch_id, "action": "cancel_settled"}
-            log.info("cancel settled: %s", record.cancel_closed, extra=extra)
-        if record.newly_overdue:
-            log.warning("batch is overdue in %s", record.status, extra={"batch_id": batch_id})
         return record
 
     def _failed(
@@ -380,6 +407,23 @@ class Reconciler:
                 extra={"batch_id": batch_id, "action": "harvested", "seconds": seconds},
             )
         summary.merge(found)
+
+
+def _found(record: PollRecord) -> PassSummary:
+    """What one observation, a GET's or a list page's, adds to the pass."""
+    batch_id = record.batch_id
+    if record.cancel_closed:
+        extra = {"batch_id": batch_id, "action": "cancel_settled"}
+        log.info("cancel settled: %s", record.cancel_closed, extra=extra)
+    if record.newly_overdue:
+        log.warning("batch is overdue in %s", record.status, extra={"batch_id": batch_id})
+    return PassSummary(
+        polled=1,
+        became_terminal=int(record.became_terminal),
+        newly_overdue=[batch_id] if record.newly_overdue else [],
+        cancels_closed={batch_id: record.cancel_closed} if record.cancel_closed else {},
+        anomalies=[f"{batch_id}: {a}" for a in record.anomalies],
+    )
 
 
 def _count_file(found: PassSummary, batch_id: str, outcome: IngestResult) -> None:

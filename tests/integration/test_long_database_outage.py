@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import threading
 from datetime import datetime
+from typing import Any
 
 import pytest
 
@@ -95,11 +96,9 @@ def test_the_reconciler_rides_out_thousands_of_failures_then_harvests(
     stop = threading.Event()
     real_claim = PollStore.claim_due
 
-    def flaky_claim(
-        self: PollStore, *, now: datetime, owner: str, lease_seconds: float, limit: int
-    ) -> list[PollClaim]:
+    def flaky_claim(self: PollStore, **kwargs: Any) -> list[PollClaim]:
         down.check()
-        claims = real_claim(self, now=now, owner=owner, lease_seconds=lease_seconds, limit=limit)
+        claims = real_claim(self, **kwargs)
         if not claims:
             stop.set()  # everything done: ask the loop to end, as SIGTERM would
         return claims

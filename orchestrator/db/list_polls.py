@@ -1,0 +1,104 @@
+"""Observing batches a list page at a time: what is due, and one page in one transaction.
+
+``GET /v1/batches`` returns full Batch objects, so each one on a page is the same
+observation a single GET would have brought. The page's in-flight batches that we
+track and nobody else holds are leased (the one rule of db/leases.py), then each goes
+through ``PollStore.record_locked``: the state machine, the events, the next poll,
+exactly as a GET's answer would, all in one transaction.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from sqlalchemy import ColumnElement, func, or_, select
+
+from orchestrator.core.observation import BatchObservation
+from orchestrator.core.poll_policy import PollPolicy
+from orchestrator.core.status import TERMINAL, BatchStatus
+from orchestrator.db.models import Batch, WebhookEvent
+from orchestrator.db.polls import PollRecord, PollStore, PollTerms
+
+__all__ = ["Due", "ListPollStore"]
+
+IN_FLIGHT = [s.value for s in BatchStatus if s not in TERMINAL]
+
+
+def in_flight() -> ColumnElement[bool]:
+    """Tracked, still polled, and not ended (or not seen yet)."""
+    return Batch.next_poll_at.is_not(None) & or_(
+        Batch.status.is_(None), Batch.status.in_(IN_FLIGHT)
+    )
+
+
+@dataclass(frozen=True)
+class Due:
+    """What a list walk is for, among in-flight batches no other process holds."""
+
+    tracked: int  # all of them
+    now: int  # due now
+    soon: int  # due within the horizon: worth observing early while the walk passes by
+    oldest: datetime | None  # the oldest creation time among those due soon, if known:
+    # the list is newest first, so a walk past it cannot meet them any more
+
+
+class ListPollStore:
+    def __init__(self, polls: PollStore) -> None:
+        self.polls = polls
+        self.db = polls.db
+
+    def due(self, now: datetime, horizon: timedelta) -> Due:
+        free = self.polls.leases.free(now)
+        with self.db.transaction() as session:
+            tracked, due_now, soon, oldest = session.execute(
+                select(
+                    func.count(),
+                    func.count().filter(Batch.next_poll_at <= now),
+                    func.count().filter(Batch.next_poll_at <= now + horizon),
+                    func.min(Batch.created_at).filter(Batch.next_poll_at <= now + horizon),
+                ).where(in_flight(), free)
+            ).one()
+            return Due(int(tracked), int(due_now), int(soon), oldest)
+
+    def record_page(
+        self,
+        observed: Sequence[BatchObservation],
+        *,
+        now: datetime,
+        owner: str,
+        policy: PollPolicy,
+        lease_seconds: float,
+        u: Callable[[], float],
+        webhooks: bool = False,
+    ) -> list[PollRecord]:
+        """Record every in-flight batch of ours on the page that no one else holds, in
+        one transaction; batches we do not track, or that have ended, are left alone."""
+        by_id = {o.id: o for o in observed}  # a batch listed twice: the later one wins
+        if not by_id:
+            return []
+        with self.db.transaction() as session:
+            ids = self.polls.leases.claim(
+                session,
+                owner,
+                now=now,
+                lease_seconds=lease_seconds,
+                due=Batch.id.in_(list(by_id)) & in_flight(),
+                order_by=[Batch.id],  # lock in id order, as every other writer does
+                limit=len(by_id),
+            )
+            if not ids:
+                return []
+            rows = session.scalars(
+                select(Batch).where(Batch.id.in_(ids)).order_by(Batch.id).with_for_update()
+            ).all()
+            since = select(WebhookEvent.batch_id).where(
+                WebhookEvent.batch_id.in_(ids), WebhookEvent.received_at >= now
+            )
+            arrivals = {i for i in session.scalars(since) if i is not None}
+            # The rows' updates go to the database together at commit, not one by one.
+            terms = PollTerms(now, owner, policy, lease_seconds, webhooks)
+            record = self.polls.record_locked
+            with session.no_autoflush:
+                return [record(session, row, by_id[row.id], terms, u(), arrivals) for row in rows]
