@@ -22,6 +22,8 @@ from sqlalchemy import func, select
 
 from orchestrator.cli.wiring import build_client
 from orchestrator.clock import SystemClock
+from orchestrator.core.cancel_request import FINAL_STATES, OPEN_STATES
+from orchestrator.core.harvest import HarvestState
 from orchestrator.db import migrate
 from orchestrator.db.cancels import CancelStore
 from orchestrator.db.database import Database
@@ -184,13 +186,15 @@ def progress(db: Database) -> Progress:
             ).tuples()
         }
         open_cancels = session.scalar(
-            select(func.count()).where(CancelRequest.state.in_(("pending", "accepted")))
+            select(func.count()).where(CancelRequest.state.in_([s.value for s in OPEN_STATES]))
         )
         closed = session.scalar(
-            select(func.count()).where(CancelRequest.state.in_(("closed", "failed")))
+            select(func.count()).where(CancelRequest.state.in_([s.value for s in FINAL_STATES]))
         )
         harvested = session.scalar(
-            select(func.count()).where(Batch.harvest_state.in_(("done", "missing")))
+            select(func.count()).where(
+                Batch.harvest_state.in_((HarvestState.DONE.value, HarvestState.MISSING.value))
+            )
         )
         results = session.scalar(select(func.coalesce(func.sum(Batch.results_stored), 0)))
     return Progress(

@@ -121,7 +121,8 @@ class Orchestrator:
         detail = OperatorQueries(self._db).detail(validate_batch_id(batch_id))
         if detail is None:
             raise UnknownBatch(f"batch {batch_id} is not tracked here")
-        row, request = detail.batch, detail.cancel_request or {}
+        row: dict[str, Any] = detail.batch
+        request: dict[str, Any] = detail.cancel_request or {}
         status = parse_status(row["status"]) if row["status"] else None
         total = row["request_counts_total"]
         counts = (

@@ -35,6 +35,12 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     cancel.add_argument(
         "--by", type=text_of_at_most(MAX_BY), help="who asks (default: the OS user)"
     )
+    cancel.add_argument(
+        "--withdraw",
+        action="store_true",
+        help="take back the cancel requests of these batches instead, if not sent yet "
+        "(pending, no attempt made, no worker on it); the others are kept, with why",
+    )
     add_selection_arguments(cancel)
     cancel.set_defaults(handler="cancel_commands.run_cancel")
 

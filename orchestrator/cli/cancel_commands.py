@@ -9,6 +9,7 @@ from orchestrator.cli.batch_names import named_ids
 from orchestrator.cli.context import Context, Exit
 from orchestrator.cli.ids_input import IdList, collect_ids, report_rejected
 from orchestrator.cli.render import cell
+from orchestrator.cli.withdraw_command import run_withdraw
 from orchestrator.db.batches import BatchStore
 from orchestrator.db.cancels import CancelStore
 from orchestrator.db.corrections import CorrectionStore
@@ -22,6 +23,8 @@ def _exit(ids: IdList) -> Exit:
 
 
 def run_cancel(ctx: Context) -> Exit:
+    if ctx.args.withdraw:
+        return run_withdraw(ctx)
     if cancel_plan.wanted(ctx.args):  # filters or --dry-run: plan, confirm, then request
         return cancel_plan.run(ctx)
     given = collect_ids(ctx.args.ids, ctx.args.from_file)

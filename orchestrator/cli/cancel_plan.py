@@ -24,13 +24,14 @@ from orchestrator.cli.context import Context, Exit
 from orchestrator.cli.ids_input import IdList, ids_and_selector
 from orchestrator.cli.render import age, cell, moment
 from orchestrator.cli.selection import selector_of
-from orchestrator.core.status import UNOBSERVED
+from orchestrator.core.apply import StoredBatch
+from orchestrator.core.cancel_request import CancelState, Move, RequestPlan, Wish, open_request
+from orchestrator.core.status import UNOBSERVED, parse_status
 from orchestrator.db.cancels import CancelStore, RequestSummary
 from orchestrator.db.queries import BatchFilter, BatchSummary, OperatorQueries
 from orchestrator.db.server_clock import database_clock
 
 SHOWN_ROWS = 100  # of each list, in the human plan; --json has them all
-OPEN_REQUEST = ("pending", "accepted", "closed")  # a `failed` request is reopened
 
 
 def wanted(args: argparse.Namespace) -> bool:
@@ -93,28 +94,34 @@ class CancelPlan:
         )
 
 
+def _request(row: BatchSummary, now: datetime) -> RequestPlan:
+    """What `CancelStore.request` would do to this batch's request now: the same rule."""
+    state = CancelState(row.cancel_state) if row.cancel_state else None
+    batch = StoredBatch(status=parse_status(row.status) if row.status else None)
+    return open_request(state, batch, Wish("dry run", None), now)
+
+
+def _note(row: BatchSummary, plan: RequestPlan) -> str:
+    if not plan.moves:
+        return f"cancel already requested ({row.cancel_state})"
+    if Move.CLOSE in plan.moves:
+        return f"already {row.status}: the request closes at once as too late"
+    return f"reopens a {row.cancel_state} request" if Move.REOPEN in plan.moves else ""
+
+
 def _named(batch_id: str, row: BatchSummary | None, now: datetime) -> tuple[bool, Planned]:
     """(requested?, how) for an id given by name: what a plain `cancel ID` does."""
     if row is None:
         return True, Planned(batch_id, None, "id", "not tracked yet")
-    if row.cancel_state in OPEN_REQUEST:
-        note = f"cancel already requested ({row.cancel_state})"
-        return False, _planned(row, "id", note, now)
-    if row.is_terminal:
-        note = f"already {row.status}: the request closes at once as too late"
-        return True, _planned(row, "id", note, now)
-    note = "reopens a failed request" if row.cancel_state == "failed" else ""
-    return True, _planned(row, "id", note, now)
+    plan = _request(row, now)
+    return bool(plan.moves), _planned(row, "id", _note(row, plan), now)
 
 
 def _selected(row: BatchSummary, now: datetime) -> tuple[bool, Planned]:
-    if row.is_terminal:
+    if row.is_terminal:  # filters never choose a batch that has ended
         return False, _planned(row, "filter", f"already {row.status}", now)
-    if row.cancel_state in OPEN_REQUEST:
-        note = f"cancel already requested ({row.cancel_state})"
-        return False, _planned(row, "filter", note, now)
-    note = "reopens a failed request" if row.cancel_state == "failed" else ""
-    return True, _planned(row, "filter", note, now)
+    plan = _request(row, now)
+    return bool(plan.moves), _planned(row, "filter", _note(row, plan), now)
 
 
 def make_plan(

@@ -36,7 +36,7 @@ def _plan_record(row: BatchSummary, now: datetime) -> dict[str, Any]:
 
 
 def _plan_table(rows: list[BatchSummary], now: datetime) -> Table:
-    table = Table(title=f"to forget ({len(rows)})", title_justify="left", box=None)
+    table = Table(title=f"to forget ({len(rows)})", title_justify="left", box=None, pad_edge=False)
     for column in PLAN_COLUMNS[:-1]:
         table.add_column(column, overflow="fold")
     for row in rows:

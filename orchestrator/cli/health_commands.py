@@ -8,6 +8,7 @@ from typing import Any
 
 from orchestrator.cli.context import Context, Exit
 from orchestrator.cli.wiring import build_client
+from orchestrator.core.cancel_request import CancelState
 from orchestrator.core.visible import visible
 from orchestrator.db import revision
 from orchestrator.db.database import Database
@@ -82,7 +83,7 @@ def _check_database(health: Health, db: Database) -> None:
 
 def _note_fleet(health: Health, snapshot: FleetSnapshot) -> None:
     health.overdue = snapshot.overdue
-    health.cancels_pending = snapshot.cancels_by_state.get("pending", 0)
+    health.cancels_pending = snapshot.cancels_by_state.get(CancelState.PENDING.value, 0)
     if snapshot.pause is not None:
         health.paused = snapshot.pause.reason
         health.paused_until = snapshot.pause.until.isoformat()

@@ -10,6 +10,7 @@ from rich.table import Table
 from orchestrator.cli.context import Context, Exit
 from orchestrator.cli.render import cell
 from orchestrator.cli.wiring import build_client, build_upkeep, presence, shared_budget
+from orchestrator.core.harvest import FileState
 from orchestrator.db.server_clock import database_clock
 from orchestrator.metrics import start_process_metrics
 from orchestrator.probes import Heartbeat
@@ -114,6 +115,6 @@ def report(ctx: Context, owner: str, summary: PassSummary, *, once: bool) -> Non
     for batch_id, status, since in attention.overdue:
         table.add_row(cell(batch_id), f"overdue in {cell(status)}", cell(since), "still polling")
     for batch_id, file_id, state, error in attention.files:
-        what = "file missing" if state == "missing" else "file not harvested yet"
+        what = "file missing" if state == FileState.MISSING else "file not harvested yet"
         table.add_row(cell(batch_id), what, cell(file_id), cell(error))
     ctx.err.print(table)

@@ -30,6 +30,7 @@ import orjson
 from orchestrator.cli.batch_names import resolve_batch_id
 from orchestrator.cli.context import Context, Exit
 from orchestrator.cli.selection import NEVER_SYNCED, Selector, selector_of
+from orchestrator.core.harvest import HarvestState
 from orchestrator.core.visible import visible
 from orchestrator.db.queries import BatchSummary, OperatorQueries, ResultRow
 from orchestrator.db.server_clock import database_clock
@@ -68,7 +69,7 @@ def run_results(ctx: Context) -> Exit:
         batch = queries.summaries([batch_id]).get(batch_id)
         if batch is None:
             raise UnknownBatch(f"batch {batch_id} is not tracked here: nothing to export")
-        if ctx.args.complete_only and batch.harvest_state != "done":
+        if ctx.args.complete_only and batch.harvest_state != HarvestState.DONE:
             _warn_if_partial(ctx, batch)
             ctx.err.print("--complete-only: nothing exported", markup=False)
             return Exit.ATTENTION
@@ -98,7 +99,7 @@ def _run_selected(ctx: Context, selector: Selector) -> Exit:
         chosen = queries.select_batches(selector.batch_filter(database_clock(db).now()))
         if not chosen and queries.last_synced() is None:
             ctx.err.print(NEVER_SYNCED, markup=False)
-        partial = [b for b in chosen if b.harvest_state != "done"]
+        partial = [b for b in chosen if b.harvest_state != HarvestState.DONE]
         if ctx.args.complete_only and partial:
             for batch in partial:
                 _warn_if_partial(ctx, batch)
@@ -125,7 +126,7 @@ def _run_selected(ctx: Context, selector: Selector) -> Exit:
 
 
 def _warn_if_partial(ctx: Context, batch: BatchSummary) -> None:
-    if batch.harvest_state == "done":
+    if batch.harvest_state == HarvestState.DONE:
         return
     expected = batch.request_counts_total
     ctx.err.print(

@@ -113,13 +113,13 @@ def _view(ctx: Context, db: Database, batch_id: str) -> bool:
 
 def _settled(detail: BatchDetail) -> bool:
     """Nothing more will happen: not polled any more, no cancel waiting to be sent."""
-    request = detail.cancel_request
+    request = request_of(detail)
     pending = request is not None and request["state"] == "pending"
-    return detail.batch["next_poll_at"] is None and not pending
+    return batch_of(detail)["next_poll_at"] is None and not pending
 
 
 def seconds_in_status(detail: BatchDetail, now: datetime) -> float:
-    since = detail.batch["status_changed_at"] or detail.batch["tracked_at"]
+    since = batch_of(detail)["status_changed_at"] or batch_of(detail)["tracked_at"]
     return max(0.0, float((now - since).total_seconds()))
 
 
@@ -127,8 +127,16 @@ def show_json(detail: BatchDetail, now: datetime) -> dict[str, Any]:
     return {
         **asdict(detail),
         "seconds_in_status": round(seconds_in_status(detail, now), 3),
-        "overdue": detail.batch["overdue_since"] is not None,
+        "overdue": batch_of(detail)["overdue_since"] is not None,
     }
+
+
+def batch_of(detail: BatchDetail) -> dict[str, Any]:
+    return detail.batch  # columns by name; what each holds is the model's type
+
+
+def request_of(detail: BatchDetail) -> dict[str, Any] | None:
+    return detail.cancel_request
 
 
 # --- the view ---------------------------------------------------------------------
@@ -140,8 +148,8 @@ def show_view(
     parts: list[RenderableType] = [Text(headline(detail, now)), _summary(detail, now, pause)]
     if verbose:
         parts += [Text(), _fields("batch", detail.batch)]
-        if detail.cancel_request is not None:
-            parts += [Text(), _fields("cancel request", detail.cancel_request)]
+        if (request := request_of(detail)) is not None:
+            parts += [Text(), _fields("cancel request", request)]
     attempts, files, events = (
         (VERBOSE_ATTEMPT_COLUMNS, VERBOSE_FILE_COLUMNS, VERBOSE_EVENT_COLUMNS)
         if verbose
@@ -156,7 +164,7 @@ def show_view(
 
 
 def headline(detail: BatchDetail, now: datetime) -> str:
-    batch = detail.batch
+    batch = batch_of(detail)
     line = f"{plain(batch['id'])}: {plain(batch['status'] or UNOBSERVED)}"
     if batch["created_at"] is not None:
         line += f", created {age((now - batch['created_at']).total_seconds())} ago"
@@ -166,7 +174,7 @@ def headline(detail: BatchDetail, now: datetime) -> str:
 
 
 def _summary(detail: BatchDetail, now: datetime, pause: Pause | None) -> Table:
-    batch = detail.batch
+    batch = batch_of(detail)
     rows = {
         "status": _status_words(detail, now),
         "requests": counts_in_words(
@@ -191,14 +199,14 @@ def _summary(detail: BatchDetail, now: datetime, pause: Pause | None) -> Table:
 
 
 def _status_words(detail: BatchDetail, now: datetime) -> str:
-    batch = detail.batch
+    batch = batch_of(detail)
     said = f"{plain(batch['status'] or UNOBSERVED)} for {age(seconds_in_status(detail, now))}"
     said += f" (tracked {moment(batch['tracked_at'])} by {plain(batch['tracked_by'])})"
     return said
 
 
 def _cancel_words(detail: BatchDetail, now: datetime) -> str:
-    request = detail.cancel_request
+    request = request_of(detail)
     if request is None:
         return "not requested"
     said = plain(request["state"])
@@ -220,7 +228,7 @@ def _cancel_words(detail: BatchDetail, now: datetime) -> str:
 def _results_words(detail: BatchDetail) -> str:
     answers = detail.results_by_kind.get("output", 0)
     errors = detail.results_by_kind.get("error", 0)
-    harvest = detail.batch["harvest_state"]
+    harvest = batch_of(detail)["harvest_state"]
     if not answers and not errors and harvest in (HarvestState.WAITING, None):
         return "none kept yet"
     said = f"{answers} answer{'' if answers == 1 else 's'}, "
@@ -232,7 +240,7 @@ def _results_words(detail: BatchDetail) -> str:
 
 
 def _next_words(detail: BatchDetail, now: datetime, pause: Pause | None) -> str:
-    batch, request = detail.batch, detail.cancel_request
+    batch, request = batch_of(detail), request_of(detail)
     steps: list[str] = []
     if request is not None and request["state"] == "pending":
         steps.append(

@@ -15,6 +15,7 @@ from orchestrator.cli.live import follow
 from orchestrator.cli.output import row_limit
 from orchestrator.cli.render import COLUMN_GAP, age, counts, moment, plain, spanned
 from orchestrator.cli.selection import NEVER_SYNCED, Selector, selector_of
+from orchestrator.core.cancel_request import CancelState
 from orchestrator.core.status import UNOBSERVED, BatchStatus
 from orchestrator.db.cancels import CancelStore
 from orchestrator.db.models import Pause
@@ -197,7 +198,7 @@ def cell_style(title: str, text: str) -> str:
         return NEEDS_A_PERSON
     if title == "status" and text == BatchStatus.FAILED:
         return "red"
-    if title == "cancel" and text.startswith("failed"):
+    if title == "cancel" and text.startswith(CancelState.FAILED):
         return "red"
     return ""
 

@@ -16,6 +16,7 @@ import orjson
 from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
 
 from orchestrator.cli.render import age, counts, moment
+from orchestrator.core.cancel_request import CancelState
 
 TEMPLATES = Path(__file__).parent / "templates"
 STATIC = Path(__file__).parent / "static"
@@ -42,6 +43,7 @@ def environment() -> Environment:
         trim_blocks=True,
         lstrip_blocks=True,
     )
+    env.globals["CancelState"] = CancelState
     env.filters.update(
         age=age,
         moment=moment,

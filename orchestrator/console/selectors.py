@@ -22,10 +22,11 @@ from orchestrator.cli.selection import (
     parse_since,
     since_moment,
 )
+from orchestrator.core.cancel_request import CancelState
 from orchestrator.db.browse import SORTS
 from orchestrator.db.queries import BatchFilter
 
-CANCEL_STATES = ("pending", "accepted", "closed", "failed")
+CANCEL_STATES = tuple(state.value for state in CancelState)
 DEFAULT_SORT = "newest"
 DEFAULT_LIMIT = 50
 MAX_LIMIT = 500

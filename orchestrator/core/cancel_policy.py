@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from datetime import datetime
 from enum import StrEnum
 
+from orchestrator.core.observation import BatchObservation
 from orchestrator.core.status import BatchStatus
 
 
@@ -14,6 +17,22 @@ class AttemptOutcome(StrEnum):
     NOT_FOUND = "not_found"  # no such batch, or not visible to this key
     AUTH = "auth"  # 401/403: every worker stops sending for a while
     INVALID = "invalid"  # the id can never be sent
+
+
+@dataclass(frozen=True)
+class Attempt:
+    """One cancel attempt as the worker saw it: the HTTP outcome, classified."""
+
+    outcome: AttemptOutcome
+    started_at: datetime
+    finished_at: datetime
+    http_status: int | None = None
+    request_id: str | None = None
+    error: str | None = None
+    observed: BatchObservation | None = None  # the 200 body, or the GET after a refusal
+    retry_at: datetime | None = None  # for RETRY and AUTH
+    # (kind, detail) to record on the batch: a wrong batch in the answer, an unexpected error
+    events: tuple[tuple[str, str], ...] = ()
 
 
 def after_rejection(observed: BatchStatus | None) -> AttemptOutcome:

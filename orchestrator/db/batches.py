@@ -2,23 +2,31 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, replace
 from datetime import datetime
-from typing import Any
+from enum import StrEnum
+from typing import TypedDict
 
-from sqlalchemy import select, update
+from sqlalchemy import Row, select, update
 from sqlalchemy.orm import Session
 
 from orchestrator.core.apply import Applied, StoredBatch, apply_observation
+from orchestrator.core.cancel_request import (
+    CancelState,
+    PlannedEvent,
+    RequestSnapshot,
+    close,
+)
+from orchestrator.core.harvest import HarvestState
 from orchestrator.core.observation import BatchObservation
-from orchestrator.core.status import TIMESTAMP_FIELDS, BatchStatus, parse_status
+from orchestrator.core.status import TIMESTAMP_FIELDS, parse_status
 from orchestrator.db.database import Database, chunks
 from orchestrator.db.models import Batch, BatchEvent, CancelRequest, outside_text, table_of
 
 # Extra column updates a caller wants in the same transaction, decided once the
 # outcome of the observation is known (e.g. the reconciler's next poll time).
-FollowUp = Callable[[Applied, Batch], Mapping[str, Any]]
+FollowUp = Callable[[Applied, Batch], Mapping[str, object]]
 
 
 @dataclass(frozen=True)
@@ -27,25 +35,37 @@ class Recorded:
     cancel_closed: str | None  # the outcome, when this observation closed a cancel request
 
 
-def stored_view(row: Any) -> StoredBatch:
-    """The rules' view of a stored batch: an ORM `Batch` or a Row of STATE_COLUMNS."""
-    counts = None
-    if row.request_counts_total is not None:
-        counts = (
-            row.request_counts_total,
-            row.request_counts_completed or 0,
-            row.request_counts_failed or 0,
-        )
+class EventRow(TypedDict):
+    """One ``batch_events`` row as values, for ``Database.insert_rows``."""
+
+    batch_id: str
+    kind: str
+    from_status: str | None
+    to_status: str | None
+    server_at: datetime | None
+    recorded_at: datetime
+    source: str
+    detail: str | None
+
+
+def _stored(
+    status: str | None,
+    timestamps: Mapping[str, datetime | None],
+    output_file_id: str | None,
+    error_file_id: str | None,
+    counts: tuple[int | None, int | None, int | None],
+) -> StoredBatch:
+    total, completed, failed = counts
     return StoredBatch(
-        status=parse_status(row.status) if row.status else None,
-        timestamps={name: getattr(row, name) for name in TIMESTAMP_FIELDS},
-        output_file_id=row.output_file_id,
-        error_file_id=row.error_file_id,
-        request_counts=counts,
+        status=parse_status(status) if status else None,
+        timestamps=timestamps,
+        output_file_id=output_file_id,
+        error_file_id=error_file_id,
+        request_counts=None if total is None else (total, completed or 0, failed or 0),
     )
 
 
-def new_batch_row(batch_id: str, now: datetime, source: str) -> dict[str, Any]:
+def new_batch_row(batch_id: str, now: datetime, source: str) -> dict[str, object]:
     return {
         "id": batch_id,
         "tracked_at": now,
@@ -55,7 +75,7 @@ def new_batch_row(batch_id: str, now: datetime, source: str) -> dict[str, Any]:
         "polls": 0,
         "poll_failures": 0,
         "terminal_polls": 0,
-        "harvest_state": "waiting",
+        "harvest_state": HarvestState.WAITING.value,
         "results_stored": 0,
         "result_line_errors": 0,
         "version": 0,
@@ -134,7 +154,7 @@ class BatchStore:
         follow_up: FollowUp | None = None,
     ) -> Recorded:
         """Apply one observation to a row this transaction has locked (ORM objects)."""
-        write = plan_batch_write(row, observed, now=now, source=source)
+        write = plan_batch_write(snapshot_of(row), observed, now=now, source=source)
         for name, value in write.changes.items():
             setattr(row, name, value)
         if write.events:
@@ -148,19 +168,21 @@ class BatchStore:
     def close_cancel_if_terminal(
         self, session: Session, row: Batch, now: datetime, source: str
     ) -> str | None:
-        status = parse_status(row.status) if row.status else None
-        if status is None or not status.is_terminal:
+        batch = snapshot_of(row).stored
+        if batch.status is None or not batch.status.is_terminal:
             return None
         request = session.get(CancelRequest, row.id, with_for_update=True)
         if request is None:
             return None
-        close = plan_cancel_close(row, request.state, request.requested_at, now=now, source=source)
-        if close is None:
+        plan = close(request_snapshot(request), batch, now)
+        if not plan.moves:
             return None
-        for name, value in close.changes.items():
+        for name, value in plan_values(plan.changes).items():
             setattr(request, name, value)
-        self.db.insert_rows(session, table_of(BatchEvent), [close.event])
-        return close.outcome
+        self.db.insert_rows(
+            session, table_of(BatchEvent), planned_events(row.id, plan.events, now, source)
+        )
+        return plan.outcome
 
 
 # --- what to write, decided without touching the database --------------------------------
@@ -195,36 +217,89 @@ STATE_COLUMNS = (
 
 
 @dataclass(frozen=True)
-class BatchWrite:
-    applied: Applied
-    changes: dict[str, Any]  # mapped attribute name -> new value; only what differs
-    events: list[dict[str, Any]]
+class BatchSnapshot:
+    """A locked batch as the rules read it (from an ORM ``Batch`` or a Row of STATE_COLUMNS)."""
+
+    id: str
+    status_text: str | None  # as stored, even a status we do not know
+    version: int
+    stored: StoredBatch
+    values: Mapping[str, object]  # every STATE_COLUMNS attribute, to leave unchanged ones out
+
+    def after(self, write: BatchWrite) -> BatchSnapshot:
+        """This batch as it will be once ``write`` is written."""
+        status = write.applied.status
+        return replace(
+            self,
+            status_text=status.value if status is not None else self.status_text,
+            version=write.version,
+            stored=write.after,
+            values={**self.values, **write.changes},
+        )
+
+
+STATE_NAMES = tuple(column.key for column in STATE_COLUMNS)
+
+
+def snapshot_of(row: Batch) -> BatchSnapshot:
+    timestamps = {name: getattr(row, name) for name in TIMESTAMP_FIELDS}
+    counts = (row.request_counts_total, row.request_counts_completed, row.request_counts_failed)
+    return BatchSnapshot(
+        row.id,
+        row.status,
+        row.version,
+        _stored(row.status, timestamps, row.output_file_id, row.error_file_id, counts),
+        {name: getattr(row, name) for name in STATE_NAMES},
+    )
+
+
+def snapshot_of_row(row: Row[*tuple[object, ...]]) -> BatchSnapshot:
+    """The snapshot of a Row of STATE_COLUMNS (a plain SELECT: no ORM objects to build)."""
+    values = row._asdict()
+    timestamps = {name: values[name] for name in TIMESTAMP_FIELDS}
+    counts = (
+        row.request_counts_total,
+        row.request_counts_completed,
+        row.request_counts_failed,
+    )
+    return BatchSnapshot(
+        row.id,
+        row.status,
+        row.version,
+        _stored(row.status, timestamps, row.output_file_id, row.error_file_id, counts),
+        values,
+    )
 
 
 @dataclass(frozen=True)
-class CancelClose:
-    outcome: str
-    changes: dict[str, Any]
-    event: dict[str, Any]
+class BatchWrite:
+    applied: Applied
+    changes: dict[str, object]  # mapped attribute name -> new value; only what differs
+    events: list[EventRow]
+    version: int
+    after: StoredBatch  # the batch as the rules will see it once written
 
 
 def plan_batch_write(
-    row: Any, observed: BatchObservation, *, now: datetime, source: str
+    row: BatchSnapshot, observed: BatchObservation, *, now: datetime, source: str
 ) -> BatchWrite:
-    """The column changes and events that apply `observed` to `row` (ORM object or Row)."""
-    applied = apply_observation(stored_view(row), observed)
+    """The column changes and events that apply `observed` to the batch `row`."""
+    applied = apply_observation(row.stored, observed)
     wanted = dict(applied.changes)
     if "metadata" in wanted:
         wanted["metadata_"] = wanted.pop("metadata")
     if applied.status_changes:
         wanted["status_changed_at"] = now
     # Unchanged columns stay out of the UPDATE.
-    changes = {k: v for k, v in wanted.items() if k == "status_changed_at" or getattr(row, k) != v}
-    if row.status is None and "status" in changes:
+    changes: dict[str, object] = {
+        k: v for k, v in wanted.items() if k == "status_changed_at" or row.values.get(k) != v
+    }
+    if row.status_text is None and "status" in changes:
         # The first sight of this batch: follow it, even if its polls had been
         # stopped after 404s (a key that could not see it, since fixed).
         changes["next_poll_at"] = now
-    changes["version"] = row.version + 1
+    version = row.version + 1
+    changes["version"] = version
     changes["updated_at"] = now
     events = [
         event_values(
@@ -238,45 +313,61 @@ def plan_batch_write(
             "anomaly",
             now,
             source,
-            row.status,
+            row.status_text,
             None,
             None,
             f"{anomaly.kind}: {anomaly.detail}",
         )
         for anomaly in applied.anomalies
     ]
-    return BatchWrite(applied, changes, events)
+    return BatchWrite(applied, changes, events, version, _after(row.stored, applied))
 
 
-def plan_cancel_close(
-    row: Any, request_state: str, requested_at: datetime, *, now: datetime, source: str
-) -> CancelClose | None:
-    """Close an open cancel request once its batch (`row`, as updated) is terminal."""
-    status = parse_status(row.status) if row.status else None
-    if status is None or not status.is_terminal or request_state in ("closed", "failed"):
-        return None
-    terminal_at = getattr(row, status.timestamp_field) or now
-    outcome = "cancelled" if status is BatchStatus.CANCELLED else f"too_late:{status.value}"
-    waited = (terminal_at - requested_at).total_seconds()
-    changes: dict[str, Any] = {
-        "state": "closed",
-        "outcome": outcome,
-        "closed_at": now,
-        "terminal_status": status.value,
-        "next_attempt_at": None,
-        "lease_owner": None,
-        "lease_expires_at": None,
-        # Ended before anyone asked: there is no "time to terminal" to speak of.
-        "seconds_to_terminal": waited if waited >= 0 else None,
-    }
-    event = event_values(row.id, "cancel_closed", now, source, detail=f"outcome {outcome}")
-    return CancelClose(outcome, changes, event)
+def _after(stored: StoredBatch, applied: Applied) -> StoredBatch:
+    """What the rules see of the batch once `applied` is written."""
+    counts = stored.request_counts
+    if "request_counts_total" in applied.changes:
+        counts = (
+            applied.changes["request_counts_total"],
+            applied.changes["request_counts_completed"],
+            applied.changes["request_counts_failed"],
+        )
+    return StoredBatch(
+        status=applied.status,
+        timestamps={
+            name: applied.changes.get(name, stored.timestamps.get(name))
+            for name in TIMESTAMP_FIELDS
+        },
+        output_file_id=applied.changes.get("output_file_id", stored.output_file_id),
+        error_file_id=applied.changes.get("error_file_id", stored.error_file_id),
+        request_counts=counts,
+    )
+
+
+# --- cancel requests: the rows the rules of core/cancel_request.py read and write ---------
+
+
+def request_snapshot(row: CancelRequest) -> RequestSnapshot:
+    return RequestSnapshot(
+        row.batch_id, CancelState(row.state), row.requested_at, row.attempts, row.lease_owner
+    )
+
+
+def plan_values(columns: Mapping[str, object]) -> dict[str, object]:
+    """A plan's columns as values to write (a state, an enum, as its plain text)."""
+    return {k: v.value if isinstance(v, StrEnum) else v for k, v in columns.items()}
+
+
+def planned_events(
+    batch_id: str, events: Sequence[PlannedEvent], now: datetime, source: str
+) -> list[EventRow]:
+    return [event_values(batch_id, e.kind, now, source, detail=e.detail) for e in events]
 
 
 REPEATABLE_ONCE = ("anomaly", "unexpected_error")
 
 
-def unrepeated(session: Session, events: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def unrepeated(session: Session, events: list[EventRow]) -> list[EventRow]:
     """`events` less the anomalies and unexpected errors their batch already has, word
     for word: a server that sends the same wrong answer at every poll would otherwise
     fill the history with it (the batch's `last_error` and counts show it persisting)."""
@@ -312,7 +403,7 @@ def event_values(
     to_status: str | None = None,
     server_at: datetime | None = None,
     detail: str | None = None,
-) -> dict[str, Any]:
+) -> EventRow:
     """One `batch_events` row as values, for `Database.insert_rows`."""
     return {
         "batch_id": batch_id,

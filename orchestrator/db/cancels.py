@@ -1,4 +1,8 @@
-"""Durable cancel requests: record the intent, lease due ones, record every attempt."""
+"""Durable cancel requests: record the intent, lease due ones, record every attempt.
+
+What each of these does to a request is decided by the rules of
+``core/cancel_request.py``; here rows are locked, snapshots built, plans written.
+"""
 
 from __future__ import annotations
 
@@ -6,20 +10,32 @@ import logging
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
 
 from sqlalchemy import and_, func, select, update
 from sqlalchemy.orm import Session
 
-from orchestrator.core.cancel_policy import AttemptOutcome
-from orchestrator.core.observation import BatchObservation
-from orchestrator.core.status import BatchStatus, parse_status
+from orchestrator.core.apply import StoredBatch
+from orchestrator.core.cancel_policy import Attempt
+from orchestrator.core.cancel_request import (
+    CancelState,
+    Move,
+    Refusal,
+    RequestSnapshot,
+    Wish,
+    after_attempt,
+    open_request,
+    withdraw,
+)
 from orchestrator.db.batches import (
     STATE_COLUMNS,
+    BatchSnapshot,
     BatchStore,
+    EventRow,
     event_values,
     plan_batch_write,
-    plan_cancel_close,
+    plan_values,
+    planned_events,
+    snapshot_of_row,
     unrepeated,
 )
 from orchestrator.db.database import Database, chunks
@@ -33,18 +49,10 @@ from orchestrator.db.models import (
     table_of,
 )
 
+__all__ = ["CancelStore", "Claim", "RequestSummary", "WithdrawSummary"]
+
 log = logging.getLogger(__name__)
 PAUSE_SCOPE = "api"
-# A failed request asked for again starts clean: the old failure is history (in
-# cancel_attempts and batch_events), not the new request's state.
-REOPEN_RESET: dict[str, Any] = {
-    "closed_at": None,
-    "terminal_status": None,
-    "seconds_to_terminal": None,
-    "last_error": None,
-    "last_http_status": None,
-    "last_request_id": None,
-}
 
 
 @dataclass(frozen=True)
@@ -52,22 +60,6 @@ class Claim:
     batch_id: str
     attempts: int  # attempts made before this claim
     requested_at: datetime
-
-
-@dataclass(frozen=True)
-class Attempt:
-    """One cancel attempt as the worker saw it."""
-
-    outcome: AttemptOutcome
-    started_at: datetime
-    finished_at: datetime
-    http_status: int | None = None
-    request_id: str | None = None
-    error: str | None = None
-    observed: BatchObservation | None = None  # the 200 body, or the GET after a refusal
-    retry_at: datetime | None = None  # for RETRY and AUTH
-    # (kind, detail) to record on the batch: a wrong batch in the answer, an unexpected error
-    events: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass
@@ -78,16 +70,10 @@ class RequestSummary:
     closed_at_once: dict[str, str] = field(default_factory=dict)  # id -> outcome
 
 
-@dataclass(frozen=True)
-class Wish:
-    """Who asked to cancel, and why."""
-
-    requested_by: str
-    reason: str | None
-
-    @property
-    def detail(self) -> str:
-        return f"by {self.requested_by}" + (f": {self.reason}" if self.reason else "")
+@dataclass
+class WithdrawSummary:
+    withdrawn: list[str] = field(default_factory=list)
+    refused: dict[str, str] = field(default_factory=dict)  # id -> why it was kept
 
 
 class CancelStore:
@@ -118,24 +104,46 @@ class CancelStore:
         wish = Wish(requested_by, reason)
         with self.db.transaction() as session:
             self.batches.ensure_rows(session, ids, now=now, source="cancel")
-            batches, states = _lock_for_request(session, ids)
-            new_rows: list[dict[str, Any]] = []
-            reopened_rows: list[dict[str, Any]] = []
-            events: list[dict[str, Any]] = []
+            batches = _lock_batches(session, ids)
+            states = {i: r.state for i, r in _lock_requests(session, ids).items()}
+            new_rows: list[dict[str, object]] = []
+            reopened_rows: list[dict[str, object]] = []
+            events: list[EventRow] = []
             for batch_id in ids:
-                state = states.get(batch_id)
-                if state is not None and state != "failed":
+                plan = open_request(states.get(batch_id), batches[batch_id].stored, wish, now)
+                if not plan.moves:
                     summary.already.append(batch_id)
                     continue
-                values = _opened(batch_id, batches[batch_id], now, wish, events, summary)
-                if state is None:
-                    summary.new.append(batch_id)
-                    new_rows.append({**values, "attempts": 0})
-                else:
-                    summary.reopened.append(batch_id)
-                    reopened_rows.append({**REOPEN_RESET, **values})
+                (new_rows if Move.OPEN in plan.moves else reopened_rows).append(
+                    {"batch_id": batch_id, **plan_values(plan.changes)}
+                )
+                (summary.new if Move.OPEN in plan.moves else summary.reopened).append(batch_id)
+                if plan.outcome is not None:
+                    summary.closed_at_once[batch_id] = plan.outcome
+                events += planned_events(batch_id, plan.events, now, "operator")
             self.db.insert_rows(session, table_of(CancelRequest), new_rows)
             self.db.bulk_update(session, table_of(CancelRequest), "batch_id", reopened_rows)
+            self.db.insert_rows(session, table_of(BatchEvent), events)
+        return summary
+
+    def withdraw(self, batch_ids: Iterable[str], *, now: datetime) -> WithdrawSummary:
+        """Take back requests not sent yet (see ``core.cancel_request.withdraw``);
+        the others are kept, each with the reason."""
+        summary = WithdrawSummary()
+        ids = sorted(set(batch_ids))
+        with self.db.transaction() as session:
+            requests = _lock_requests(session, ids)
+            rows: list[dict[str, object]] = []
+            events: list[EventRow] = []
+            for batch_id in ids:
+                plan = withdraw(requests.get(batch_id), now)
+                if isinstance(plan, Refusal):
+                    summary.refused[batch_id] = plan.reason
+                    continue
+                summary.withdrawn.append(batch_id)
+                rows.append({"batch_id": batch_id, **plan_values(plan.changes)})
+                events += planned_events(batch_id, plan.events, now, "operator")
+            self.db.bulk_update(session, table_of(CancelRequest), "batch_id", rows)
             self.db.insert_rows(session, table_of(BatchEvent), events)
         return summary
 
@@ -151,7 +159,10 @@ class CancelStore:
                 owner,
                 now=now,
                 lease_seconds=lease_seconds,
-                due=and_(CancelRequest.state == "pending", CancelRequest.next_attempt_at <= now),
+                due=and_(
+                    CancelRequest.state == CancelState.PENDING.value,
+                    CancelRequest.next_attempt_at <= now,
+                ),
                 order_by=[CancelRequest.next_attempt_at],
                 limit=limit,
             )
@@ -209,51 +220,14 @@ class CancelStore:
             return {}
         ids = sorted({claim.batch_id for claim, _ in finished})
         observed_ids = sorted({c.batch_id for c, a in finished if a.observed is not None})
-        attempt_rows: list[dict[str, Any]] = []
-        event_rows: list[dict[str, Any]] = []
         with self.db.transaction() as session:
-            batches = (
-                {
-                    row.id: _Pending(row)
-                    for row in session.execute(
-                        select(*STATE_COLUMNS)
-                        .where(Batch.id.in_(observed_ids))
-                        .order_by(Batch.id)
-                        .with_for_update()
-                    )
-                }
-                if observed_ids
-                else {}
+            record = _Recording(
+                owner, _lock_batches(session, observed_ids), _lock_requests(session, ids)
             )
-            requests = {
-                row.batch_id: _Pending(row)
-                for row in session.execute(
-                    select(*REQUEST_COLUMNS)
-                    .where(CancelRequest.batch_id.in_(ids))
-                    .order_by(CancelRequest.batch_id)
-                    .with_for_update()
-                )
-            }
             for claim, attempt in finished:
-                request = requests[claim.batch_id]
-                batch = batches.get(claim.batch_id)
-                attempt_rows.append(_record_one(owner, request, attempt, batch, event_rows))
-            # Plain bulk statements (no unit of work): this runs for every cancel sent.
-            self.db.insert_rows(session, table_of(CancelAttempt), attempt_rows)
-            self.db.insert_rows(session, table_of(BatchEvent), unrepeated(session, event_rows))
-            self.db.bulk_update(
-                session,
-                table_of(Batch),
-                "id",
-                [b.update_row("id") for b in batches.values() if b.changes],
-            )
-            self.db.bulk_update(
-                session,
-                table_of(CancelRequest),
-                "batch_id",
-                [r.update_row("batch_id") for r in requests.values()],
-            )
-            return {batch_id: str(request.state) for batch_id, request in requests.items()}
+                record.attempt(claim.batch_id, attempt)
+            record.write(self.db, session)
+            return {batch_id: r.state.value for batch_id, r in record.requests.items()}
 
     # --- the shared stop on 401/403 --------------------------------------------
 
@@ -285,7 +259,7 @@ class CancelStore:
                 session.scalars(
                     select(CancelRequest.batch_id)
                     .where(
-                        CancelRequest.state == "pending",
+                        CancelRequest.state == CancelState.PENDING.value,
                         CancelRequest.last_http_status.in_((401, 403)),
                         CancelRequest.next_attempt_at > now,
                     )
@@ -303,45 +277,13 @@ class CancelStore:
             return active, len(held_back)
 
 
-REQUEST_COLUMNS = (
-    CancelRequest.batch_id,
-    CancelRequest.state,
-    CancelRequest.attempts,
-    CancelRequest.lease_owner,
-    CancelRequest.requested_at,
-)
-
-
-class _Pending:
-    """A locked row plus the changes decided for it; reads see the changes."""
-
-    def __init__(self, row: Any) -> None:
-        self._row = row
-        self.changes: dict[str, Any] = {}
-
-    def __getattr__(self, name: str) -> Any:
-        if name in self.changes:
-            return self.changes[name]
-        return getattr(self._row, name)
-
-    def set(self, **values: Any) -> None:
-        self.changes.update(values)
-
-    def update_row(self, key: str) -> dict[str, Any]:
-        """The key and the changes, by column name (`metadata_` is the `metadata` column)."""
-        columns = {("metadata" if k == "metadata_" else k): v for k, v in self.changes.items()}
-        return {key: getattr(self._row, key), **columns}
-
-
-def _lock_for_request(session: Session, ids: list[str]) -> tuple[dict[str, Any], dict[str, str]]:
-    """Lock every batch, then every request, each in id order: the order every writer
-    locks in (the worker locks some batches, then requests), so no two wait on each
-    other. Returns the batches' state columns and the requests' states, by id."""
-    batches: dict[str, Any] = {}
-    states: dict[str, str] = {}
-    for chunk in chunks(ids):
+def _lock_batches(session: Session, ids: Sequence[str]) -> dict[str, BatchSnapshot]:
+    """Lock batches in id order, the order every writer locks in (batches first, then
+    requests), so no two wait on each other. Their STATE_COLUMNS, by id."""
+    batches: dict[str, BatchSnapshot] = {}
+    for chunk in chunks(list(ids)):
         batches.update(
-            (row.id, row)
+            (row.id, snapshot_of_row(row))
             for row in session.execute(
                 select(*STATE_COLUMNS)
                 .where(Batch.id.in_(chunk))
@@ -349,120 +291,112 @@ def _lock_for_request(session: Session, ids: list[str]) -> tuple[dict[str, Any],
                 .with_for_update()
             )
         )
-    for chunk in chunks(ids):
-        states.update(
-            (row.batch_id, row.state)
+    return batches
+
+
+def _lock_requests(session: Session, ids: Sequence[str]) -> dict[str, RequestSnapshot]:
+    """Lock requests in id order (after their batches): what the rules read of each."""
+    requests: dict[str, RequestSnapshot] = {}
+    for chunk in chunks(list(ids)):
+        requests.update(
+            (
+                row.batch_id,
+                RequestSnapshot(
+                    row.batch_id,
+                    CancelState(row.state),
+                    row.requested_at,
+                    row.attempts,
+                    row.lease_owner,
+                ),
+            )
             for row in session.execute(
-                select(CancelRequest.batch_id, CancelRequest.state)
+                select(
+                    CancelRequest.batch_id,
+                    CancelRequest.state,
+                    CancelRequest.requested_at,
+                    CancelRequest.attempts,
+                    CancelRequest.lease_owner,
+                )
                 .where(CancelRequest.batch_id.in_(chunk))
                 .order_by(CancelRequest.batch_id)
                 .with_for_update()
             )
         )
-    return batches, states
+    return requests
 
 
-def _opened(
-    batch_id: str,
-    batch: Any,
-    now: datetime,
-    wish: Wish,
-    events: list[dict[str, Any]],
-    summary: RequestSummary,
-) -> dict[str, Any]:
-    """A request opened (or reopened after a failure) now: its columns, and its events."""
-    values: dict[str, Any] = {
-        "batch_id": batch_id,
-        "requested_at": now,
-        "requested_by": wish.requested_by,
-        "reason": wish.reason,
-        "state": "pending",
-        "outcome": None,
-        "next_attempt_at": now,
-    }
-    events.append(event_values(batch_id, "cancel_requested", now, "operator", detail=wish.detail))
-    status = parse_status(batch.status) if batch.status else None
-    # What we already know can spare the API a pointless call.
-    if status in (BatchStatus.CANCELLING, BatchStatus.CANCELLED):
-        values.update(state="accepted", next_attempt_at=None)
-    close = plan_cancel_close(batch, values["state"], now, now=now, source="operator")
-    if close is not None:
-        values.update(close.changes)
-        events.append(close.event)
-        summary.closed_at_once[batch_id] = close.outcome
-    return values
+class _Recording:
+    """The attempts of one transaction: the locked rows as the rules left them, and
+    what to write. Plain bulk statements (no unit of work): this runs for every cancel."""
 
+    def __init__(
+        self,
+        owner: str,
+        batches: dict[str, BatchSnapshot],
+        requests: dict[str, RequestSnapshot],
+    ) -> None:
+        self.owner = owner
+        self.batches = batches
+        self.requests = requests
+        self.batch_changes: dict[str, dict[str, object]] = {}
+        self.request_changes: dict[str, dict[str, object]] = {b: {} for b in requests}
+        self.attempts: list[dict[str, object]] = []
+        self.events: list[EventRow] = []
 
-def _record_one(
-    owner: str,
-    request: _Pending,
-    attempt: Attempt,
-    batch: _Pending | None,
-    events: list[dict[str, Any]],
-) -> dict[str, Any]:
-    """Decide what one attempt changes; returns its `cancel_attempts` row."""
-    now = attempt.finished_at
-    number = request.attempts + 1
-    request.set(
-        attempts=number,
-        last_attempt_at=now,
-        last_http_status=attempt.http_status,
-        last_error=attempt.error,
-        last_request_id=attempt.request_id,
-    )
-    owned = request.lease_owner == owner
-    events += [
-        event_values(request.batch_id, kind, now, "worker", detail=detail)
-        for kind, detail in attempt.events
-    ]
-    if attempt.observed is not None and batch is not None:
-        write = plan_batch_write(batch, attempt.observed, now=now, source="worker")
-        batch.set(**write.changes)
-        events += write.events
-        close = plan_cancel_close(
-            batch, request.state, request.requested_at, now=now, source="worker"
+    def attempt(self, batch_id: str, attempt: Attempt) -> None:
+        """Decide what one attempt changes, on its batch and on its request."""
+        now = attempt.finished_at
+        request = self.requests[batch_id]
+        self.events += [
+            event_values(batch_id, kind, now, "worker", detail=detail)
+            for kind, detail in attempt.events
+        ]
+        batch = self.batches.get(batch_id)
+        observed: StoredBatch | None = None  # the batch once the server's answer is applied
+        if attempt.observed is not None and batch is not None:
+            write = plan_batch_write(batch, attempt.observed, now=now, source="worker")
+            self.batches[batch_id] = batch.after(write)
+            self.batch_changes.setdefault(batch_id, {}).update(write.changes)
+            self.events += write.events
+            observed = write.after
+        plan = after_attempt(request, attempt, observed, self.owner)
+        self.requests[batch_id] = request.after(plan.changes)
+        self.request_changes[batch_id].update(plan_values(plan.changes))
+        self.events += planned_events(batch_id, plan.events, now, "worker")
+        self.attempts.append(_attempt_row(batch_id, request.attempts + 1, self.owner, attempt))
+
+    def write(self, db: Database, session: Session) -> None:
+        db.insert_rows(session, table_of(CancelAttempt), self.attempts)
+        db.insert_rows(session, table_of(BatchEvent), unrepeated(session, self.events))
+        db.bulk_update(
+            session,
+            table_of(Batch),
+            "id",
+            [{"id": i, **_column_names(c)} for i, c in self.batch_changes.items()],
         )
-        if close is not None:
-            request.set(**close.changes)
-            events.append(close.event)
-    if owned and request.state == "pending":
-        _settle(request, attempt, events)
-    if owned:
-        request.set(lease_owner=None, lease_expires_at=None)
+        db.bulk_update(
+            session,
+            table_of(CancelRequest),
+            "batch_id",
+            [{"batch_id": i, **c} for i, c in self.request_changes.items()],
+        )
+
+
+def _column_names(changes: dict[str, object]) -> dict[str, object]:
+    """Attribute names as column names (`metadata_` is the `metadata` column)."""
+    return {("metadata" if k == "metadata_" else k): v for k, v in changes.items()}
+
+
+def _attempt_row(batch_id: str, number: int, owner: str, attempt: Attempt) -> dict[str, object]:
+    """The attempt's ``cancel_attempts`` row."""
     return {
-        "batch_id": request.batch_id,
+        "batch_id": batch_id,
         "attempt": number,
         "worker": owner,
         "started_at": attempt.started_at,
-        "finished_at": now,
+        "finished_at": attempt.finished_at,
         "http_status": attempt.http_status,
         "request_id": attempt.request_id,
         "outcome": attempt.outcome.value,
         "error": attempt.error,
     }
-
-
-def _settle(request: _Pending, attempt: Attempt, events: list[dict[str, Any]]) -> None:
-    now = attempt.finished_at
-    outcome = attempt.outcome
-    if outcome is AttemptOutcome.ACCEPTED:
-        request.set(state="accepted", accepted_at=now, next_attempt_at=None)
-        detail = f"cancel accepted (HTTP {attempt.http_status}, {attempt.request_id or '-'})"
-        events.append(
-            event_values(request.batch_id, "cancel_accepted", now, "worker", detail=detail)
-        )
-    elif outcome in (AttemptOutcome.NOT_FOUND, AttemptOutcome.INVALID, AttemptOutcome.TOO_LATE):
-        # TOO_LATE normally closes through the observation; this is the fallback.
-        request.set(
-            state="failed" if outcome is not AttemptOutcome.TOO_LATE else "closed",
-            outcome=outcome.value,
-            closed_at=now,
-            next_attempt_at=None,
-        )
-        events.append(
-            event_values(
-                request.batch_id, f"cancel_{outcome.value}", now, "worker", detail=attempt.error
-            )
-        )
-    else:
-        request.set(next_attempt_at=attempt.retry_at or now)

@@ -55,6 +55,19 @@ def _jsonable(record: dict[str, Any]) -> dict[str, Any]:
     return {str(k): v.isoformat() if isinstance(v, datetime) else v for k, v in record.items()}
 
 
+def _locked_requests(session: Session, ids: Sequence[str]) -> dict[str, CancelRequest]:
+    """These batches' cancel requests, locked in id order (the order every writer uses)."""
+    return {
+        r.batch_id: r
+        for r in session.scalars(
+            select(CancelRequest)
+            .where(CancelRequest.batch_id.in_(ids))
+            .order_by(CancelRequest.batch_id)
+            .with_for_update()
+        )
+    }
+
+
 class CorrectionStore:
     def __init__(self, db: Database) -> None:
         self.db = db
@@ -85,15 +98,7 @@ class CorrectionStore:
                 select(Batch).where(Batch.id.in_(ids)).order_by(Batch.id).with_for_update()
             )
         }
-        requests = {
-            r.batch_id: r
-            for r in session.scalars(
-                select(CancelRequest)
-                .where(CancelRequest.batch_id.in_(ids))
-                .order_by(CancelRequest.batch_id)
-                .with_for_update()
-            )
-        }
+        requests = _locked_requests(session, ids)
         gone: list[str] = []
         records: list[dict[str, Any]] = []
         for batch_id in ids:

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any
 
 from sqlalchemy import Engine, Insert, Table, bindparam, func, insert, select, update
 from sqlalchemy.dialects import postgresql, sqlite
@@ -83,28 +82,30 @@ class Database:
         return sqlite.insert(table).on_conflict_do_nothing()
 
     @staticmethod
-    def insert_rows(session: Session, table: Table, rows: list[dict[str, Any]]) -> None:
+    def insert_rows(session: Session, table: Table, rows: Sequence[Mapping[str, object]]) -> None:
         """INSERT many rows, one executemany per distinct set of keys.
 
         Core takes the columns from the first row: a later row with more keys would
         lose the extra values without a word. Grouping by key set makes that
         impossible.
         """
-        groups: dict[tuple[str, ...], list[dict[str, Any]]] = {}
+        groups: dict[tuple[str, ...], list[dict[str, object]]] = {}
         for row in rows:
-            groups.setdefault(tuple(sorted(row)), []).append(row)
+            groups.setdefault(tuple(sorted(row)), []).append(dict(row))
         for group in groups.values():
             session.execute(insert(table), group)
 
     @staticmethod
-    def bulk_update(session: Session, table: Table, key: str, rows: list[dict[str, Any]]) -> None:
+    def bulk_update(
+        session: Session, table: Table, key: str, rows: Sequence[Mapping[str, object]]
+    ) -> None:
         """UPDATE many rows by `key`, one executemany per distinct set of columns.
 
         Plain Core on purpose: the ORM's bulk update by primary key falls back to
         one statement per row on drivers that do not report executemany rowcounts.
         Keys are column names (the `metadata` column, not the `metadata_` attribute).
         """
-        groups: dict[tuple[str, ...], list[dict[str, Any]]] = {}
+        groups: dict[tuple[str, ...], list[dict[str, object]]] = {}
         for row in rows:
             columns = tuple(sorted(k for k in row if k != key))
             if columns:

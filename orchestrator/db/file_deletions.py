@@ -25,6 +25,7 @@ from orchestrator.core.cleanup import (
     StoredFile,
     deletable,
 )
+from orchestrator.core.harvest import HarvestState
 from orchestrator.db.database import Database, chunks
 from orchestrator.db.models import Batch, FileDeletion, ResultFile, table_of
 from orchestrator.db.server_time import server_now
@@ -129,7 +130,7 @@ class FileDeletionStore:
             rows = session.execute(
                 select(Batch.id, column)
                 .where(
-                    Batch.harvest_state == "done",
+                    Batch.harvest_state == HarvestState.DONE.value,
                     column.is_not(None),
                     column != "",
                     ~queued.exists(),

@@ -1,18 +1,26 @@
-"""The end of a harvest: a batch's result sums and its harvest state, from its files.
+"""The harvest's rows: a batch's result sums, and the harvest rules' plans written.
 
-Split from polls.py (``PollStore.finish_harvest``), which owns the transaction.
+What a harvest moves to is decided by ``core/harvest.py`` (``observe``, ``settle``);
+here the snapshots are built and the plans written. Split from polls.py
+(``PollStore.finish_harvest``, ``record_poll``), which owns the transactions.
 """
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import datetime
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from orchestrator.core.harvest import FileState, HarvestState
+from orchestrator.core.harvest import (
+    FileFacts,
+    FileState,
+    HarvestSnapshot,
+    HarvestState,
+    settle,
+)
 from orchestrator.core.poll_policy import PollPolicy
-from orchestrator.db.batches import event_row
+from orchestrator.db.batches import event_row, plan_values
 from orchestrator.db.models import Batch, ResultFile
 
 SOURCE = "reconciler"
@@ -29,48 +37,41 @@ def file_sums(session: Session, batch_id: str) -> tuple[int, int]:
     return int(results), int(malformed)
 
 
-def apply_harvest_state(
-    session: Session,
-    row: Batch,
-    state: HarvestState,
-    files: dict[str, ResultFile],
-    known: list[str],
-    now: datetime,
-    policy: PollPolicy,
-    u: float,
-) -> None:
-    before = row.harvest_state
-    row.harvest_state = state.value
-    problems = [
-        f"{files[i].kind} file {i}: {files[i].last_error}"
-        for i in known
-        if i in files and files[i].state != FileState.DONE and files[i].last_error
-    ]
-    if state is HarvestState.RETRYING:
-        row.poll_failures += 1
-        row.last_error = ("; ".join(problems) or "download incomplete")[:ERROR_CHARS]
-        changed = row.status_changed_at or now
-        delay = policy.error_delay(
-            row.poll_failures, seconds_in_status=(now - changed).total_seconds(), u=u
-        )
-        row.next_poll_at = now + timedelta(seconds=delay)
-        if before != state.value:
-            session.add(event_row(row.id, "harvest_retrying", now, SOURCE, detail=row.last_error))
-        return
-    row.next_poll_at = None
-    row.harvested_at = now
-    row.poll_failures = 0
-    summary = (
-        f"{row.results_stored} result(s), {row.result_line_errors} unreadable line(s) "
-        f"from {len(known)} file(s)"
+def harvest_snapshot(row: Batch, terminal_polls: int) -> HarvestSnapshot:
+    return HarvestSnapshot(
+        state=HarvestState(row.harvest_state),
+        status=row.status,
+        terminal_polls=terminal_polls,
+        poll_failures=row.poll_failures,
+        status_changed_at=row.status_changed_at,
+        results_stored=row.results_stored,
+        result_line_errors=row.result_line_errors,
     )
-    if state is HarvestState.MISSING:
-        row.last_error = "; ".join(problems)[:ERROR_CHARS] or "a result file is missing"
-        session.add(
-            event_row(
-                row.id, "harvest_incomplete", now, SOURCE, detail=f"{summary}; {row.last_error}"
-            )
-        )
-    else:
-        row.last_error = None
-        session.add(event_row(row.id, "harvested", now, SOURCE, detail=summary))
+
+
+def settle_harvest(
+    session: Session, row: Batch, now: datetime, policy: PollPolicy, u: float
+) -> HarvestState:
+    """Settle a locked batch's harvest from its files (``core.harvest.settle``)."""
+    files = {
+        f.file_id: f
+        for f in session.scalars(select(ResultFile).where(ResultFile.batch_id == row.id))
+    }
+    known = [
+        FileFacts(file_id, kind)
+        if file_id not in files
+        else FileFacts(file_id, kind, FileState(files[file_id].state), files[file_id].last_error)
+        for kind, file_id in (("output", row.output_file_id), ("error", row.error_file_id))
+        if file_id
+    ]
+    row.results_stored, row.result_line_errors = file_sums(session, row.id)
+    changed = row.status_changed_at or now
+    retry_in = policy.error_delay(
+        row.poll_failures + 1, seconds_in_status=(now - changed).total_seconds(), u=u
+    )
+    plan = settle(harvest_snapshot(row, row.terminal_polls), known, now, retry_in)
+    for name, value in plan_values(plan.changes).items():
+        setattr(row, name, value)
+    for event in plan.events:
+        session.add(event_row(row.id, event.kind, now, SOURCE, detail=event.detail))
+    return plan.state

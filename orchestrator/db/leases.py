@@ -33,7 +33,7 @@ from typing import Any
 from sqlalchemy import ColumnElement, Table, delete, or_, select, update
 from sqlalchemy.orm import Session
 
-from orchestrator.db.batches import event_values
+from orchestrator.db.batches import EventRow, event_values
 from orchestrator.db.database import Database, chunks
 from orchestrator.db.models import BatchEvent, Process, table_of
 
@@ -115,7 +115,7 @@ class Leases:
 
     def _taken_over(
         self, batch_id: str, previous: str, expires: datetime | None, owner: str, now: datetime
-    ) -> dict[str, Any]:
+    ) -> EventRow:
         why = (
             f"its lease expired at {expires.isoformat()}"
             if expires is not None and expires <= now

@@ -28,6 +28,7 @@ from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
+from orchestrator.core.harvest import HarvestState
 from orchestrator.secret import scrub
 
 NAMING = {
@@ -177,7 +178,7 @@ class Batch(Base):
     poll_failures: Mapped[int] = mapped_column(default=0)  # consecutive
     last_error: Mapped[str | None] = mapped_column(OutsideText)
     terminal_polls: Mapped[int] = mapped_column(default=0)  # polls since terminal, files missing
-    harvest_state: Mapped[str] = mapped_column(String(16), default="waiting")
+    harvest_state: Mapped[str] = mapped_column(String(16), default=HarvestState.WAITING.value)
     harvested_at: Mapped[datetime | None]
     results_stored: Mapped[int] = mapped_column(default=0)
     result_line_errors: Mapped[int] = mapped_column(default=0)
@@ -225,7 +226,7 @@ class CancelRequest(Base):
     requested_at: Mapped[datetime]
     requested_by: Mapped[str | None] = mapped_column(String(128))
     reason: Mapped[str | None] = mapped_column(OutsideText)
-    state: Mapped[str] = mapped_column(String(16))  # pending | accepted | closed | failed
+    state: Mapped[str] = mapped_column(String(16))  # a CancelState (core/cancel_request.py)
     outcome: Mapped[str | None] = mapped_column(String(32))
     attempts: Mapped[int] = mapped_column(default=0)
     next_attempt_at: Mapped[datetime | None]

@@ -18,13 +18,23 @@ from sqlalchemy import func, or_, select
 from sqlalchemy.orm import Session
 
 from orchestrator.core.apply import Applied
-from orchestrator.core.harvest import FileState, HarvestState, after_files
+from orchestrator.core.harvest import (
+    FileState,
+    HarvestPlan,
+    HarvestState,
+    observe,
+)
 from orchestrator.core.observation import BatchObservation
 from orchestrator.core.poll_policy import PolledBatch, PollPlan, PollPolicy, plan_poll
 from orchestrator.core.status import TIMESTAMP_FIELDS, BatchStatus, parse_status
-from orchestrator.db.batches import BatchStore, event_row, event_values, unrepeated
+from orchestrator.db.batches import BatchStore, event_row, event_values, plan_values, unrepeated
 from orchestrator.db.database import Database
-from orchestrator.db.harvest_end import ERROR_CHARS, SOURCE, apply_harvest_state, file_sums
+from orchestrator.db.harvest_end import (
+    ERROR_CHARS,
+    SOURCE,
+    harvest_snapshot,
+    settle_harvest,
+)
 from orchestrator.db.leases import PROCESS_STALE_SECONDS, Leases
 from orchestrator.db.models import Batch, BatchEvent, ResultFile, table_of
 from orchestrator.db.webhooks import arrived_since
@@ -200,6 +210,7 @@ class PollStore:
         holds = row.lease_owner == owner
         overdue_before = row.overdue_since
         plans: list[PollPlan] = []
+        harvests: list[HarvestPlan] = []
 
         def follow_up(applied: Applied, row: Batch) -> dict[str, object]:
             status = _status(row)
@@ -224,13 +235,18 @@ class PollStore:
             if due is not None and due > now and arrived(row.id):
                 plan = dataclasses.replace(plan, next_poll_at=now)
             plans.append(plan)
-            return _poll_changes(row, plan, now, holds, terminal_polls, lease_seconds)
+            harvest = observe(harvest_snapshot(row, terminal_polls), plan.harvest_state, now)
+            harvests.append(harvest)
+            changes = _poll_changes(row, plan, now, holds, terminal_polls, lease_seconds)
+            return {**changes, **plan_values(harvest.changes)}
 
         recorded = self.batches.apply_locked(
             session, row, observed, now=now, source=SOURCE, follow_up=follow_up
         )
         plan = plans[0]
         _poll_events(session, row, plan, now, policy)
+        for event in harvests[0].events:
+            session.add(event_row(row.id, event.kind, now, SOURCE, detail=event.detail))
         return PollRecord(
             batch_id=row.id,
             status=_status(row),
@@ -311,21 +327,11 @@ class PollStore:
             row = session.get(Batch, batch_id, with_for_update=True)
             if row is None or row.lease_owner != owner:
                 return None
-            files = {
-                f.file_id: f
-                for f in session.scalars(select(ResultFile).where(ResultFile.batch_id == batch_id))
-            }
-            known = [i for i in (row.output_file_id, row.error_file_id) if i]
-            states = [FileState(files[i].state) if i in files else FileState.PENDING for i in known]
-            state = after_files(states)
-            results, line_errors = file_sums(session, batch_id)
-            row.results_stored = results
-            row.result_line_errors = line_errors
-            apply_harvest_state(session, row, state, files, known, now, policy, u)
+            state = settle_harvest(session, row, now, policy, u)
             row.lease_owner = None
             row.lease_expires_at = None
             row.updated_at = now
-            return HarvestRecord(batch_id, state, results, line_errors)
+            return HarvestRecord(batch_id, state, row.results_stored, row.result_line_errors)
 
     def backlog(self, now: datetime) -> tuple[int, int]:
         """(due now, still followed): batches whose poll or harvest is due, and every
@@ -382,10 +388,6 @@ def _poll_changes(
         "terminal_polls": terminal_polls,
         "overdue_since": plan.overdue_since,
     }
-    if row.harvest_state in (HarvestState.WAITING, HarvestState.PENDING):
-        changes["harvest_state"] = plan.harvest_state.value
-        if plan.harvest_state is HarvestState.DONE:
-            changes["harvested_at"] = now
     if not holds:
         return changes  # the schedule and the lease belong to whoever holds it now
     changes["next_poll_at"] = plan.next_poll_at
@@ -413,6 +415,3 @@ def _poll_events(
         session.add(event_row(row.id, "overdue", now, SOURCE, detail=detail))
     elif plan.no_longer_overdue:
         session.add(event_row(row.id, "overdue_ended", now, SOURCE, detail=f"now {row.status}"))
-    if plan.harvest_state is HarvestState.DONE and row.harvested_at == now:
-        detail = f"{row.status} with no output or error file after {row.terminal_polls} poll(s)"
-        session.add(event_row(row.id, "harvested", now, SOURCE, detail=detail))

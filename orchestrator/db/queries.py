@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, TypeVarTuple
+from typing import TypeVarTuple
 
 from sqlalchemy import (
     ColumnElement,
@@ -25,6 +25,8 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Session
 
+from orchestrator.core.cancel_request import CancelState
+from orchestrator.core.harvest import FileState
 from orchestrator.core.status import UNOBSERVED, BatchStatus, parse_status
 from orchestrator.db.batch_filter import NO_CANCEL, BatchFilter
 from orchestrator.db.cancels import PAUSE_SCOPE
@@ -78,7 +80,7 @@ class BatchSummary:
     last_error: str | None
     cancel_state: str | None
     cancel_outcome: str | None
-    metadata: dict[str, Any] | None
+    metadata: dict[str, object] | None
     # When the current status began: the server's timestamp for it (in_progress_at, ...),
     # else when we recorded it, else when we began tracking.
     status_since: datetime
@@ -115,11 +117,11 @@ class BatchPage:
 class BatchDetail:
     """Everything recorded about one batch, each record as {column: value}."""
 
-    batch: dict[str, Any]
-    cancel_request: dict[str, Any] | None
-    attempts: list[dict[str, Any]]
-    events: list[dict[str, Any]]
-    files: list[dict[str, Any]]
+    batch: dict[str, object]
+    cancel_request: dict[str, object] | None
+    attempts: list[dict[str, object]]
+    events: list[dict[str, object]]
+    files: list[dict[str, object]]
     results_by_kind: dict[str, int]
     unreadable_lines: int
 
@@ -135,7 +137,7 @@ class ResultRow:
     request_id: str | None
     error_code: str | None
     error_message: str | None
-    body: dict[str, Any] | None
+    body: dict[str, object] | None
 
 
 @dataclass(frozen=True)
@@ -151,13 +153,13 @@ class FleetSnapshot:
     pause: Pause | None = None
 
 
-def as_record(row: Base) -> dict[str, Any]:
+def as_record(row: Base) -> dict[str, object]:
     """Every column of an ORM row, by its SQL name (``metadata``, not ``metadata_``)."""
     mapper = inspect(type(row))
     return {attr.columns[0].name: getattr(row, attr.key) for attr in mapper.column_attrs}
 
 
-def _results_of_kind(kind: str) -> ScalarSelect[Any]:
+def _results_of_kind(kind: str) -> ScalarSelect[int]:
     """How many results of a batch were recorded from its output (or error) files."""
     return (
         select(func.coalesce(func.sum(ResultFile.results), 0))
@@ -187,7 +189,10 @@ _SUMMARY_COLUMNS = (
     func.coalesce(
         Batch.last_error,
         case(
-            (CancelRequest.state.in_(("pending", "failed")), CancelRequest.last_error),
+            (
+                CancelRequest.state.in_((CancelState.PENDING.value, CancelState.FAILED.value)),
+                CancelRequest.last_error,
+            ),
             else_=None,
         ),
     ).label("last_error"),
@@ -211,7 +216,7 @@ def _with_cancels(statement: Select[*_Ts], where: Iterable[ColumnElement[bool]])
     return statement.select_from(Batch).outerjoin(CancelRequest).where(*where)
 
 
-def _summary(row: Row[*tuple[Any, ...]]) -> BatchSummary:
+def _summary(row: Row[*tuple[object, ...]]) -> BatchSummary:
     return BatchSummary(**row._asdict())
 
 
@@ -361,7 +366,7 @@ class OperatorQueries:
             )
 
     @staticmethod
-    def _records(session: Session, statement: Select[Any]) -> list[dict[str, Any]]:
+    def _records(session: Session, statement: Select[Base]) -> list[dict[str, object]]:
         return [as_record(row) for row in session.scalars(statement)]
 
     # --- results, streamed -----------------------------------------------------------
@@ -421,7 +426,7 @@ class OperatorQueries:
             }
             result_bytes = session.scalar(
                 select(func.coalesce(func.sum(ResultFile.bytes), 0)).where(
-                    ResultFile.state == "done"
+                    ResultFile.state == FileState.DONE.value
                 )
             )
             pause = session.get(Pause, PAUSE_SCOPE)

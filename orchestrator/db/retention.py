@@ -21,6 +21,7 @@ from typing import Any
 from sqlalchemy import Delete, delete, func, select, tuple_, update
 
 from orchestrator.core.cleanup import may_prune
+from orchestrator.core.harvest import HarvestState
 from orchestrator.db.database import Database, chunks
 from orchestrator.db.models import Batch, BatchEvent, BatchResult, ResultLineError
 from orchestrator.db.server_time import server_now
@@ -58,7 +59,7 @@ class RetentionStore:
         statement = (
             select(Batch.id, Batch.status, Batch.harvest_state, Batch.harvested_at)
             .where(
-                Batch.harvest_state.in_(("done", "missing")),
+                Batch.harvest_state.in_((HarvestState.DONE.value, HarvestState.MISSING.value)),
                 Batch.harvested_at < cutoff,
             )
             .order_by(Batch.id)

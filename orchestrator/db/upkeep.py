@@ -11,6 +11,7 @@ from datetime import UTC, datetime
 
 from sqlalchemy import func, select
 
+from orchestrator.core.harvest import HarvestState
 from orchestrator.db.database import Database
 from orchestrator.db.models import Batch, FileDeletion
 
@@ -42,7 +43,9 @@ def upkeep_snapshot(db: Database) -> UpkeepSnapshot:
             )
         }
         oldest = session.scalar(
-            select(func.min(ended)).where(Batch.harvest_state.in_(("pending", "retrying")))
+            select(func.min(ended)).where(
+                Batch.harvest_state.in_((HarvestState.PENDING.value, HarvestState.RETRYING.value))
+            )
         )
         deletions = {
             state: int(n)

@@ -25,10 +25,10 @@ from orchestrator.api.errors import (
     RetryLater,
 )
 from orchestrator.clock import Clock
-from orchestrator.core.cancel_policy import AttemptOutcome, after_rejection
+from orchestrator.core.cancel_policy import Attempt, AttemptOutcome, after_rejection
 from orchestrator.core.observation import BatchObservation, MalformedBatch, WrongBatch, parse_batch
 from orchestrator.core.retry_policy import RetryPolicy
-from orchestrator.db.cancels import Attempt, CancelStore, Claim
+from orchestrator.db.cancels import CancelStore, Claim
 from orchestrator.db.models import Pause
 from orchestrator.errors import ApiError, DatabaseUnavailable, InvalidBatchId, describe
 from orchestrator.probes import Heartbeat

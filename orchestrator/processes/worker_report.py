@@ -5,8 +5,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 
-from orchestrator.core.cancel_policy import AttemptOutcome
-from orchestrator.db.cancels import Attempt
+from orchestrator.core.cancel_policy import Attempt, AttemptOutcome
 from orchestrator.processes.story import PeriodicSummary
 
 log = logging.getLogger("orchestrator.processes.worker")

@@ -155,8 +155,8 @@ def readable(db: Database, batch_id: str, words: str) -> bool:
         return False
     if words == "unreadable line":
         return detail.unreadable_lines > 0 and detail.batch["harvest_state"] == "done"
-    said = [e.get("detail") or "" for e in detail.events]
-    said += [f.get("last_error") or "" for f in detail.files]
+    said = [str(e.get("detail") or "") for e in detail.events]
+    said += [str(f.get("last_error") or "") for f in detail.files]
     return any(words in text for text in said)
 
 
@@ -324,7 +324,7 @@ def test_good_batches_converge_and_bad_ones_are_anomalies_under_real_processes(
         shown = {"events": detail.events}
         kinds = ("anomaly", "poll_failed") if batch_id == NOT_OBJECT else ("anomaly",)
         anomalies = [e for e in shown["events"] if e["kind"] in kinds]
-        assert anomalies and all(KEY not in (e["detail"] or "") for e in anomalies), kind
+        assert anomalies and all(KEY not in str(e["detail"] or "") for e in anomalies), kind
     db.dispose()
 
 

@@ -13,10 +13,10 @@ from typing import Any
 from sqlalchemy import update
 
 from orchestrator.clock import to_unix
-from orchestrator.core.cancel_policy import AttemptOutcome
+from orchestrator.core.cancel_policy import Attempt, AttemptOutcome
 from orchestrator.core.observation import parse_batch
 from orchestrator.db.batches import BatchStore
-from orchestrator.db.cancels import Attempt, CancelStore
+from orchestrator.db.cancels import CancelStore
 from orchestrator.db.database import Database
 from orchestrator.db.models import (
     Batch,

@@ -104,3 +104,27 @@ def test_forget_leaves_a_batch_being_worked_on_and_refuses_unknown_ids(
     assert as_json(out)["in_use"] == [f.FAILED] and as_json(out)["forgotten"] == []
     assert "batch_nosuchthing: no tracked batch has this id" in err
     assert f.FAILED in tracked(fleet)
+
+
+def test_cancel_withdraw_takes_back_a_request_not_yet_sent(fleet: Database, run: Run) -> None:
+    code, _, _ = run("cancel", f.VALIDATING)
+    assert code == 0
+    code, out, _ = run("cancel", "--withdraw", "batch_validat", f.IN_PROGRESS, "--json")
+    assert code == 1  # one was kept
+    answer = as_json(out)
+    assert answer["withdrawn"] == [f.VALIDATING]
+    assert "already sent" in answer["kept"][f.IN_PROGRESS]  # rate limited once: it went out
+    with fleet.transaction() as session:
+        request = session.get(CancelRequest, f.VALIDATING)
+        assert request is not None and request.state == "withdrawn"
+    _, out, _ = run("status", "-o", "ids", "--cancel", "withdrawn")
+    assert out.split() == [f.VALIDATING]
+    code, _, _ = run("cancel", f.VALIDATING)  # asked again: pending again
+    _, out, _ = run("status", "-o", "ids", "--cancel", "pending")
+    assert f.VALIDATING in out.split()
+    run("cancel", "--withdraw", f.VALIDATING)
+    ended = f.payload(f.VALIDATING, "failed", created=utcnow(), failed_at=utcnow())
+    f.observe(fleet, ended, utcnow())  # the batch ends: nothing to close, nothing was sent
+    with fleet.transaction() as session:
+        request = session.get(CancelRequest, f.VALIDATING)
+        assert request is not None and request.state == "withdrawn"

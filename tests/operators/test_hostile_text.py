@@ -22,8 +22,8 @@ from sqlalchemy import select
 
 from orchestrator import logs
 from orchestrator.cli.main import main
-from orchestrator.core.cancel_policy import AttemptOutcome
-from orchestrator.db.cancels import Attempt, CancelStore
+from orchestrator.core.cancel_policy import Attempt, AttemptOutcome
+from orchestrator.db.cancels import CancelStore
 from orchestrator.db.database import Database
 from orchestrator.db.models import Batch
 from orchestrator.secret import Secret

@@ -9,9 +9,9 @@ import pytest
 from sqlalchemy import update
 
 from orchestrator.clock import utcnow
-from orchestrator.core.cancel_policy import AttemptOutcome
+from orchestrator.core.cancel_policy import Attempt, AttemptOutcome
 from orchestrator.core.observation import parse_batch
-from orchestrator.db.cancels import Attempt, CancelStore
+from orchestrator.db.cancels import CancelStore
 from orchestrator.db.database import Database
 from orchestrator.db.models import Batch, CancelRequest
 

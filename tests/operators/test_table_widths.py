@@ -10,9 +10,9 @@ from datetime import timedelta
 import pytest
 
 from orchestrator.clock import utcnow
-from orchestrator.core.cancel_policy import AttemptOutcome
+from orchestrator.core.cancel_policy import Attempt, AttemptOutcome
 from orchestrator.db.batches import BatchStore
-from orchestrator.db.cancels import Attempt, CancelStore
+from orchestrator.db.cancels import CancelStore
 from orchestrator.db.database import Database
 
 from . import fleet as f

@@ -142,3 +142,46 @@ def wait_until_a_session_waits_for_a_lock(connection: Connection) -> None:
     ):
         assert time.monotonic() < deadline, "the cancel never waited for the batch lock"
         time.sleep(0.01)
+
+
+def test_withdraw_takes_back_only_requests_never_sent_and_a_new_ask_reopens(
+    database: Database,
+) -> None:
+    store = CancelStore(database)
+    store.request(["batch_unsent", "batch_sent", "batch_leased"], now=T0, requested_by="ops")
+    with database.transaction() as session:
+        session.execute(
+            update(CancelRequest).where(CancelRequest.batch_id == "batch_sent").values(attempts=1)
+        )
+        session.execute(
+            update(CancelRequest)
+            .where(CancelRequest.batch_id == "batch_leased")
+            .values(lease_owner="w1", lease_expires_at=LATER)
+        )
+
+    summary = store.withdraw(
+        ["batch_unsent", "batch_sent", "batch_leased", "batch_never"], now=LATER
+    )
+
+    assert summary.withdrawn == ["batch_unsent"]
+    assert summary.refused == {
+        "batch_leased": "a worker (w1) may be sending it now",
+        "batch_never": "no cancel was requested",
+        "batch_sent": "already sent (1 attempt(s))",
+    }
+    with database.transaction() as session:
+        states = dict(session.execute(select(CancelRequest.batch_id, CancelRequest.state)).all())
+        kinds = session.scalars(
+            select(BatchEvent.kind).where(BatchEvent.batch_id == "batch_unsent")
+        ).all()
+    assert states == {
+        "batch_unsent": "withdrawn",
+        "batch_sent": "pending",
+        "batch_leased": "pending",
+    }
+    assert kinds == ["cancel_requested", "cancel_withdrawn"]
+    claims = store.claim_due("w2", now=LATER, limit=10, lease_seconds=60)
+    assert [c.batch_id for c in claims] == ["batch_leased", "batch_sent"]  # not the withdrawn
+
+    again = store.request(["batch_unsent"], now=LATER, requested_by="ops")
+    assert again.reopened == ["batch_unsent"]

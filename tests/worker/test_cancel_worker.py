@@ -228,8 +228,7 @@ def test_leases_keep_a_request_to_one_worker_and_expire_for_recovery(
 def test_a_dead_workers_late_answer_does_not_overwrite_the_live_one(
     database: Database, clock: ManualClock
 ) -> None:
-    from orchestrator.core.cancel_policy import AttemptOutcome
-    from orchestrator.db.cancels import Attempt
+    from orchestrator.core.cancel_policy import Attempt, AttemptOutcome
 
     store = CancelStore(database)
     request(database, "batch_z")

@@ -12,9 +12,9 @@ from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import event, func, select
 
-from orchestrator.core.cancel_policy import AttemptOutcome
+from orchestrator.core.cancel_policy import Attempt, AttemptOutcome
 from orchestrator.core.observation import parse_batch
-from orchestrator.db.cancels import Attempt, CancelStore, Claim
+from orchestrator.db.cancels import CancelStore, Claim
 from orchestrator.db.database import Database
 from orchestrator.db.models import BatchEvent, CancelAttempt
 from tests.worker.fake_api import batch_body
