@@ -141,6 +141,7 @@ class Settings:
     worker_idle_seconds: float = _seconds(1.0, HOUR)
     worker_auth_pause_seconds: float = _seconds(300.0, 7 * DAY)
     # every long-running process: its row in `processes`, and when it counts as dead
+    log_summary_seconds: float = _seconds(60.0, DAY, above=False)  # 0: no summary lines
     process_heartbeat_seconds: float = _seconds(5.0, HOUR)
     process_stale_seconds: float = _seconds(20.0, 2 * HOUR)
     # the reconciler

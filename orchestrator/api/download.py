@@ -72,7 +72,7 @@ class Download:
             received=self.raw_bytes_received,
             expected=self.content_length,
         )
-        logger.warning("%s", error, extra=self._extra)
+        logger.debug("%s", error, extra=self._extra)  # the caller says it once, with context
         return error
 
     def _decoded(self) -> Iterator[bytes]:

@@ -90,14 +90,19 @@ class ApiStatusError(ApiError):
         self.request_id = request_id
         self.retry_after = retry_after
         self.body_excerpt = body_excerpt
-        parts = [f"{call} failed with HTTP {status} ({verdict.reason})"]
+        # The status code first, then what the server said, then where: tables cut
+        # long texts at the end, and the code is what a person reads first.
+        lead = verdict.reason
+        if not lead.startswith(f"HTTP {status}"):
+            lead = f"HTTP {status} ({lead})"
         if error_type or error_code or error_message:
-            parts.append(
-                f"API error type={error_type or '-'} code={error_code or '-'}: "
-                f"{error_message or '(no message)'}"
+            lead += (
+                f": {error_message or '(no message)'} "
+                f"(type={error_type or '-'} code={error_code or '-'})"
             )
         elif body_excerpt:
-            parts.append(f"body: {body_excerpt!r}")
+            lead += f": body {body_excerpt!r}"
+        parts = [lead, str(call)]
         if retry_after is not None:
             parts.append(f"retry-after {_seconds(retry_after)}")
         parts.append(_rid(request_id))
@@ -163,14 +168,14 @@ class ApiTransportError(ApiError):
             TransportFailure.READ: "connection dropped",
             TransportFailure.PROTOCOL: "unreadable response",
         }[kind]
-        parts = [f"{call} {what}"]
+        parts = [what]  # what happened first, where after (as for a status error)
         if timeout is not None:
             parts.append(f"after {_seconds(timeout)}")
         message = " ".join(parts) + f": {detail}"
         if received is not None:
             expected_text = "unknown" if expected is None else f"{expected}"
             message += f" (file {file_id}: received {received} bytes, expected {expected_text})"
-        super().__init__(message)
+        super().__init__(f"{message}; {call}")
 
 
 class ApiAborted(ApiTransportError):
@@ -224,7 +229,7 @@ class ApiProtocolError(ApiError):
         self.detail = detail
         self.request_id = request_id
         self.body_excerpt = body_excerpt
-        message = f"{call} got HTTP {status} but {detail}"
+        message = f"HTTP {status} but {detail}; {call}"
         if body_excerpt:
             message += f"; body: {body_excerpt!r}"
         super().__init__(f"{message}; {_rid(request_id)}")
@@ -270,10 +275,7 @@ class RetryLater(ApiError):
         self.status: int | None = getattr(cause, "status", None)
         self.request_id: str | None = getattr(cause, "request_id", None)
         when = f"retry in {_seconds(delay_s)}" if delay_s is not None else "retry with backoff"
-        super().__init__(
-            f"{self.call}: giving up in-process after {attempts} attempt(s), {when}; "
-            f"last error: {cause}"
-        )
+        super().__init__(f"{cause}; gave up in-process after {attempts} attempt(s), {when}")
         self.__cause__ = cause
 
     def delay_or(self, fallback: float) -> float:

@@ -125,9 +125,11 @@ class Retrier:
         assert outcome.error is not None
         if outcome.verdict.kind is VerdictKind.RETRY:
             raise self._retry_later(outcome, outcome.error, extra)
-        level = logging.WARNING if outcome.verdict.kind is VerdictKind.AUTH else logging.INFO
+        # What is raised is not logged above DEBUG here: the caller records it and says it
+        # once, in its own line (a 404 logged by the client and again by the poll was two
+        # lines for one answer).
         error = outcome.error
-        logger.log(level, "%s", error, extra={**extra, "request_id": _rid_of(error)})
+        logger.debug("%s", error, extra={**extra, "request_id": _rid_of(error)})
         raise error
 
     def _retry_later(
@@ -142,7 +144,7 @@ class Retrier:
         else:
             delay = capped
         later = RetryLater(delay, error, attempts=outcome.attempt, retry_after=capped)
-        logger.warning("%s", later, extra={**extra, "request_id": _rid_of(error)})
+        logger.debug("%s", later, extra={**extra, "request_id": _rid_of(error)})  # see run()
         return later
 
 

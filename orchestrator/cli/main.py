@@ -24,6 +24,7 @@ from collections.abc import Callable, Sequence
 from orchestrator import __version__, logs
 from orchestrator.cli import (
     cancel_args,
+    completion_args,
     config_args,
     console_args,
     db_args,
@@ -70,6 +71,7 @@ COMMANDS: list[Callable[[argparse._SubParsersAction[argparse.ArgumentParser]], N
     upkeep_args.register,
     webhooks_args.register,
     console_args.register,
+    completion_args.register,
 ]
 
 EPILOG = """\

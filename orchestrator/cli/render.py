@@ -66,3 +66,10 @@ def counts(total: int | None, completed: int | None, failed: int | None) -> str:
     if total is None:
         return NONE
     return f"{completed or 0}+{failed or 0}/{total}"
+
+
+def counts_in_words(total: int | None, completed: int | None, failed: int | None) -> str:
+    """The server's request counts for a person: `50 done + 2 failed of 200`."""
+    if total is None:
+        return "not known yet"
+    return f"{completed or 0} done + {failed or 0} failed of {total}"

@@ -112,10 +112,15 @@ MAX_LIST = 100  # values in one list: a filter, not a bulk lookup (ids go to `ca
 MAX_VALUE = 256  # characters of one value (a model name, an endpoint, an outcome)
 
 
-def comma_list(choices: tuple[str, ...] | None = None) -> Callable[[str], list[str]]:
-    """An argparse type: `a,b,c` as a list, each value one of `choices` when given."""
+class comma_list:  # lower case: an argparse type, like `int`
+    """An argparse type: `a,b,c` as a list, each value one of `choices` when given.
+    `choices` stays on it for shell completion (cli/completion_commands.py)."""
 
-    def parse(text: str) -> list[str]:
+    def __init__(self, choices: tuple[str, ...] | None = None) -> None:
+        self.choices = choices
+
+    def __call__(self, text: str) -> list[str]:
+        choices = self.choices
         values = [v.strip() for v in text.split(",") if v.strip()]
         if not values:
             raise argparse.ArgumentTypeError(f"{text!r}: expected one value or a comma list")
@@ -127,8 +132,6 @@ def comma_list(choices: tuple[str, ...] | None = None) -> Callable[[str], list[s
             if len(value) > MAX_VALUE:
                 raise argparse.ArgumentTypeError(f"a value longer than {MAX_VALUE} characters")
         return values
-
-    return parse
 
 
 def add_status_argument(parser: argparse._ActionsContainer, help_text: str) -> None:

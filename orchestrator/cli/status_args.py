@@ -9,6 +9,33 @@ from argparse import SUPPRESS
 from orchestrator.cli.output import add_output_arguments
 from orchestrator.cli.selection import add_selector_arguments, parse_since
 
+DEFAULT_INTERVAL = 2.0  # seconds between two reads of a live view
+MIN_INTERVAL, MAX_INTERVAL = 0.1, 3600.0
+
+
+def interval_seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not MIN_INTERVAL <= value <= MAX_INTERVAL:
+        raise argparse.ArgumentTypeError(
+            f"{text!r}: expected seconds, at least {MIN_INTERVAL:g} and at most {MAX_INTERVAL:g}"
+        )
+    return value
+
+
+def add_live_arguments(parser: argparse.ArgumentParser, flag: str, what: str) -> None:
+    """`--watch`/`--follow` and the `--interval` it reads the database at."""
+    parser.add_argument(flag, action="store_true", help=what)
+    parser.add_argument(
+        "--interval",
+        type=interval_seconds,
+        default=DEFAULT_INTERVAL,
+        metavar="SECONDS",
+        help=f"with {flag}: read the database this often (default {DEFAULT_INTERVAL:g})",
+    )
+
 
 def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     status = commands.add_parser(
@@ -30,15 +57,20 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         "--since", dest="created_after", action="append", type=parse_since, help=SUPPRESS
     )
     add_output_arguments(status)
+    add_live_arguments(
+        status, "--watch", "redraw the table as batches change, until Ctrl-C (which exits 0)"
+    )
     status.set_defaults(handler="status_commands.run_status")
 
     show = commands.add_parser(
         "show",
-        help="everything recorded about one batch",
+        help="one batch: status, age, cancel, results kept, what happens next, history",
         description=(
-            "Every field and timestamp of one batch, its cancel request and every attempt, "
-            "its history, and its results per file (state, lines, bytes, checksum, "
-            "unreadable lines). Exit 4 if the batch is not tracked."
+            "One batch, what a person asks first at the top: its status and age (by the "
+            "server's created_at), what became of the cancel, the answers and errors kept, "
+            "and what happens next (the next poll, the next cancel attempt). Then the cancel's "
+            "attempts, the result files and the history. --verbose adds every recorded field "
+            "(lease_owner, version, checksums...). Exit 4 if the batch is not tracked."
         ),
     )
     show.add_argument(
@@ -46,5 +78,15 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         metavar="BATCH_ID",
         help="the batch id, or enough of its beginning to name one tracked batch",
     )
-    show.add_argument("--json", action="store_true", help="machine-readable output")
-    show.set_defaults(handler="status_commands.run_show")
+    show.add_argument(
+        "--json", action="store_true", help="machine-readable output (every field, always)"
+    )
+    show.add_argument(
+        "-v", "--verbose", action="store_true", help="every recorded field, internals included"
+    )
+    add_live_arguments(
+        show,
+        "--follow",
+        "redraw as the batch changes; ends when nothing more can happen, or on Ctrl-C",
+    )
+    show.set_defaults(handler="show_commands.run_show")

@@ -7,27 +7,25 @@ from datetime import datetime
 from typing import Any
 
 from rich.cells import cell_len
-from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from orchestrator.cli.batch_names import resolve_batch_id
 from orchestrator.cli.context import Context, Exit
+from orchestrator.cli.live import follow
 from orchestrator.cli.output import row_limit
-from orchestrator.cli.render import COLUMN_GAP, age, cell, counts, moment, plain, spanned
-from orchestrator.cli.selection import NEVER_SYNCED, selector_of
+from orchestrator.cli.render import COLUMN_GAP, age, counts, moment, plain, spanned
+from orchestrator.cli.selection import NEVER_SYNCED, Selector, selector_of
 from orchestrator.core.cancel_request import CancelState
 from orchestrator.core.status import UNOBSERVED, BatchStatus
 from orchestrator.db.cancels import CancelStore
 from orchestrator.db.pauses import SendingPause
 from orchestrator.db.queries import (
-    BatchDetail,
     BatchPage,
     BatchSummary,
     OperatorQueries,
 )
 from orchestrator.db.server_clock import database_clock
-from orchestrator.errors import UnknownBatch
+from orchestrator.errors import ConfigError
 
 ERROR = "last error"
 STATUS_COLUMNS = (
@@ -65,32 +63,6 @@ LEAVE_OUT = (
 MIN_ERROR_WIDTH = 20
 # Cells that need a person, in colour (none under NO_COLOR or when not a terminal).
 NEEDS_A_PERSON = "bold red"
-# Free text in `show` tables wraps, but no narrower than this (else a letter a line).
-MIN_FREE_TEXT_WIDTH = 20
-ATTEMPT_COLUMNS = (
-    "attempt",
-    "worker",
-    "started_at",
-    "finished_at",
-    "http_status",
-    "request_id",
-    "outcome",
-    "error",
-)
-FILE_COLUMNS = (
-    "kind",
-    "file_id",
-    "state",
-    "lines",
-    "results",
-    "malformed",
-    "duplicates",
-    "bytes",
-    "sha256",
-    "attempts",
-    "last_error",
-)
-EVENT_COLUMNS = ("recorded_at", "kind", "from_status", "to_status", "server_at", "source", "detail")
 
 
 # --- status -----------------------------------------------------------------------------
@@ -98,6 +70,8 @@ EVENT_COLUMNS = ("recorded_at", "kind", "from_status", "to_status", "server_at",
 
 def run_status(ctx: Context) -> Exit:
     selector = selector_of(ctx.args)
+    if ctx.args.watch:
+        return watch_status(ctx, selector)
     db = ctx.database()
     try:
         now = database_clock(db).now()
@@ -120,6 +94,26 @@ def run_status(ctx: Context) -> Exit:
         if not page.matching and not selector.is_empty and synced is None:
             ctx.err.print(NEVER_SYNCED, markup=False)
     return Exit.OK
+
+
+def watch_status(ctx: Context, selector: Selector) -> Exit:
+    """`status --watch`: the table, redrawn as batches change, until Ctrl-C (exit 0)."""
+    if ctx.output_format not in ("table", "wide"):
+        raise ConfigError("--watch draws a table for a person; scripts poll `status -o json`")
+    db = ctx.database()
+
+    def frame() -> bool:
+        now = database_clock(db).now()
+        where = selector.batch_filter(now)  # ages move on: counted from each frame's now
+        page = OperatorQueries(db).list_batches(where, limit=row_limit(ctx.args))
+        pause = CancelStore(db).active_pause(now)
+        print_status(ctx, page, now, pause, wide=ctx.output_format == "wide")
+        return False
+
+    try:
+        return follow(ctx, frame, ctx.args.interval, until_settled=False)
+    finally:
+        db.dispose()
 
 
 def batch_record(row: BatchSummary, now: datetime) -> dict[str, Any]:
@@ -252,103 +246,3 @@ def summary_line(page: BatchPage) -> str:
     if more:
         line += f"; showing {len(page.rows)}, {more} more (--limit 0 shows all, or narrow it)"
     return line
-
-
-# --- show -------------------------------------------------------------------------------
-
-
-def run_show(ctx: Context) -> Exit:
-    db = ctx.database()
-    try:
-        now = database_clock(db).now()
-        queries = OperatorQueries(db)
-        batch_id = resolve_batch_id(
-            queries,
-            ctx.args.batch_id,
-            if_unknown=f"`orchestrator track {ctx.args.batch_id}` to follow it, or "
-            "`orchestrator sync` to record every batch the API lists",
-        )
-        detail = queries.detail(batch_id)
-    finally:
-        db.dispose()
-    if detail is None:  # gone between the two reads (deleted by hand)
-        raise UnknownBatch(f"batch {batch_id} is not tracked here")
-    if ctx.json:
-        ctx.emit_json(show_json(detail, now))
-    else:
-        print_show(ctx, detail, now)
-    return Exit.OK
-
-
-def _seconds_in_status(detail: BatchDetail, now: datetime) -> float:
-    since = detail.batch["status_changed_at"] or detail.batch["tracked_at"]
-    assert isinstance(since, datetime)  # tracked_at is never NULL
-    return max(0.0, float((now - since).total_seconds()))
-
-
-def show_json(detail: BatchDetail, now: datetime) -> dict[str, Any]:
-    return {
-        **asdict(detail),
-        "seconds_in_status": round(_seconds_in_status(detail, now), 3),
-        "overdue": detail.batch["overdue_since"] is not None,
-    }
-
-
-def _fields(title: str, record: dict[str, Any]) -> Table:
-    table = Table(title=title, title_justify="left", box=None, show_header=False, pad_edge=False)
-    table.add_column("field", style="bold", no_wrap=True)
-    table.add_column("value", overflow="fold")
-    for name, value in record.items():
-        table.add_row(name, cell(value))
-    return table
-
-
-def _print_rows(
-    out: Console, title: str, columns: tuple[str, ...], records: list[dict[str, Any]]
-) -> None:
-    """A table, a record a row. Every cell but the last column's (free text, which
-    wraps) stays on one line, so ids and checksums can be copied whole. When that is
-    too wide for the terminal, each record is printed as a list of its fields instead."""
-    *whole, free = columns
-    widths = [max([cell_len(c), *(cell_len(plain(r[c])) for r in records)]) for c in whole]
-    if spanned([*widths, MIN_FREE_TEXT_WIDTH]) > out.width:
-        for number, record in enumerate(records, 1):
-            if number > 1:
-                out.print()
-            fields = {column: record[column] for column in columns}
-            out.print(_fields(f"{title} ({number} of {len(records)})", fields))
-        return
-    table = Table(title=title, title_justify="left", box=None, pad_edge=False)
-    for column in whole:
-        table.add_column(column, no_wrap=True)
-    table.add_column(free, overflow="fold", min_width=MIN_FREE_TEXT_WIDTH)
-    for record in records:
-        table.add_row(*(cell(record[c]) for c in columns))
-    out.print(table)
-
-
-def print_show(ctx: Context, detail: BatchDetail, now: datetime) -> None:
-    batch = detail.batch
-    headline = f"[bold]{cell(batch['id'])}[/]: {cell(batch['status'] or 'unobserved')} for "
-    headline += age(_seconds_in_status(detail, now))
-    if isinstance(overdue := batch["overdue_since"], datetime):
-        headline += f", [bold red]OVERDUE[/] since {moment(overdue)}"
-    ctx.out.print(headline)
-    ctx.out.print(_fields("batch", batch))
-    if detail.cancel_request is None:
-        ctx.out.print("\nno cancel requested")
-    else:
-        ctx.out.print()
-        ctx.out.print(_fields("cancel request", detail.cancel_request))
-        if detail.attempts:
-            _print_rows(ctx.out, "cancel attempts", ATTEMPT_COLUMNS, detail.attempts)
-    kinds = ", ".join(f"{n} {cell(kind)}" for kind, n in sorted(detail.results_by_kind.items()))
-    ctx.out.print(
-        f"\nresults stored: {sum(detail.results_by_kind.values())}"
-        + (f" ({kinds})" if kinds else "")
-        + f"; unreadable lines: {detail.unreadable_lines}"
-    )
-    if detail.files:
-        _print_rows(ctx.out, "result files", FILE_COLUMNS, detail.files)
-    ctx.out.print()
-    _print_rows(ctx.out, "history", EVENT_COLUMNS, detail.events)

@@ -11,7 +11,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from sqlalchemy import and_, select, update
+from sqlalchemy import and_, func, select, update
 from sqlalchemy.orm import Session
 
 from orchestrator.core.apply import StoredBatch
@@ -181,6 +181,18 @@ class CancelStore:
                 )
             }
         return [Claim(i, rows[i].attempts, rows[i].requested_at) for i in ids]
+
+    def due_count(self, now: datetime) -> int:
+        """Pending requests whose next attempt is due (leased ones included)."""
+        with self.db.transaction() as session:
+            return int(
+                session.scalar(
+                    select(func.count()).where(
+                        CancelRequest.state == "pending", CancelRequest.next_attempt_at <= now
+                    )
+                )
+                or 0
+            )
 
     def heartbeat(
         self, owner: str, batch_ids: Iterable[str], *, now: datetime, lease_seconds: float

@@ -14,7 +14,7 @@ from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import or_, select
+from sqlalchemy import func, or_, select
 from sqlalchemy.orm import Session
 
 from orchestrator.core.apply import Applied
@@ -332,6 +332,18 @@ class PollStore:
             row.lease_expires_at = None
             row.updated_at = now
             return HarvestRecord(batch_id, state, row.results_stored, row.result_line_errors)
+
+    def backlog(self, now: datetime) -> tuple[int, int]:
+        """(due now, still followed): batches whose poll or harvest is due, and every
+        batch with a next poll at all (not yet terminal and harvested)."""
+        with self.db.transaction() as session:
+            due, followed = session.execute(
+                select(
+                    func.count().filter(Batch.next_poll_at <= now),
+                    func.count(Batch.next_poll_at),
+                ).where(Batch.next_poll_at.is_not(None))
+            ).one()
+            return int(due), int(followed)
 
     # --- what needs a person --------------------------------------------------------------
 

@@ -100,6 +100,7 @@ class FileCleanup:
                 request_id=exc.request_id,
             )
         except RetryLater as exc:
+            log.warning("deleting the %s file: %s", claim.kind, exc, extra=extra)
             backoff = self.policy.durable_backoff(claim.attempts, self.random_unit())
             return DeletionResult(
                 state=DeletionState.PENDING,
@@ -109,6 +110,7 @@ class FileCleanup:
                 retry_in=exc.delay_or(backoff),
             )
         except ApiAuthError as exc:
+            log.error("deleting the %s file: %s", claim.kind, exc, extra=extra)
             return DeletionResult(
                 state=DeletionState.PENDING,
                 outcome="auth",
@@ -129,6 +131,7 @@ class FileCleanup:
         except InvalidBatchId as exc:
             return DeletionResult(state=DeletionState.FAILED, outcome="refused", error=str(exc))
         except ApiError as exc:  # transport or protocol trouble the client did not retry
+            log.warning("deleting the %s file: %s", claim.kind, exc, extra=extra)
             backoff = self.policy.durable_backoff(claim.attempts, self.random_unit())
             return DeletionResult(state=DeletionState.PENDING, error=str(exc), retry_in=backoff)
         log.info("%s file deleted", claim.kind, extra=extra)

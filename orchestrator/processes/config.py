@@ -43,6 +43,7 @@ class WorkerConfig(LoopConfig):
             heartbeat_seconds=settings.worker_heartbeat_seconds,
             idle_seconds=settings.worker_idle_seconds,
             auth_pause_seconds=settings.worker_auth_pause_seconds,
+            summary_seconds=settings.log_summary_seconds,
         )
 
 
@@ -70,6 +71,7 @@ class ReconcilerConfig(LoopConfig):
             max_line_bytes=settings.ingest_max_line_bytes,
             webhook_silence_seconds=settings.webhook_silence_seconds,
             process_stale_seconds=settings.process_stale_seconds,
+            summary_seconds=settings.log_summary_seconds,
             list_min_tracked=settings.reconcile_list_min_tracked,
         )
 

@@ -49,6 +49,7 @@ class LoopConfig:
     idle_seconds: float = 1.0  # nothing to do: wait this long before looking again
     db_retry_initial_seconds: float = 0.5  # after a database failure, doubling ...
     db_retry_max_seconds: float = 30.0  # ... up to this
+    summary_seconds: float = 60.0  # a one-line summary at INFO this often (0: never)
 
 
 @dataclass(kw_only=True)

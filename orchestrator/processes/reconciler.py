@@ -38,6 +38,7 @@ from orchestrator.processes.ingest import FileIngest, IngestResult, IngestSettin
 from orchestrator.processes.list_observation import ListObserver
 from orchestrator.processes.loop import LoopProcess, Sleep, wait_on_stop
 from orchestrator.processes.pass_summary import PassSummary
+from orchestrator.processes.story import PeriodicSummary
 from orchestrator.processes.upkeep import Upkeep
 from orchestrator.processes.webhook_watch import WebhookWatch
 from orchestrator.settings import Settings
@@ -83,6 +84,16 @@ class Reconciler(LoopProcess):
         self.metrics = metrics
         self.upkeep = upkeep  # file clean-up and pruning, between passes
         self._pool = ThreadPoolExecutor(self.config.concurrency, thread_name_prefix="reconcile")
+        self.story = PeriodicSummary(
+            "reconciler",
+            self.config.summary_seconds,
+            since=clock.now(),
+            backlog=self.polls.backlog,
+            line=lambda c: (
+                f"{c['done']} done ({c['lines']} result line(s)), {c['polled']} polled, "
+                f"{c['errors']} error(s)"
+            ),
+        )
         self.lister = ListObserver(
             client,
             ListPollStore(self.polls),
@@ -138,6 +149,7 @@ class Reconciler(LoopProcess):
             seen.update(c.batch_id for c in fresh)
             summary.claimed += len(fresh)
             self._process_page(fresh, summary)
+        self.story.tell_if_due(self.clock.now())
         return summary
 
     def run(self, stop: threading.Event | None = None, *, once: bool = False) -> PassSummary:
@@ -269,7 +281,7 @@ class Reconciler(LoopProcess):
             summary.merge(PassSummary(poll_failures=1))
             retry_after = exc.delay_s if isinstance(exc, RetryLater) else None
             not_found = isinstance(exc, ApiNotFoundError)
-            text = f"{NOT_FOUND}: {exc}" if not_found else str(exc)
+            text = f"{exc}; {NOT_FOUND}" if not_found else str(exc)
             event = "anomaly" if isinstance(exc, MalformedBatch) else None
             if self._failed(batch_id, text, retry_after, not_found=not_found, event=event):
                 summary.merge(PassSummary(unknown=[batch_id]))
@@ -284,6 +296,7 @@ class Reconciler(LoopProcess):
             webhooks=self.webhooks.flowing,
         )
         summary.merge(_found(record))
+        self.story.add(polled=1)
         return record
 
     def _failed(
@@ -298,6 +311,7 @@ class Reconciler(LoopProcess):
         """Record a failed poll; True when the batch is let go (see PollPolicy.gives_up).
         With `event`, the failure is also an event of that kind, every time."""
         log.warning("poll failed: %s", error, extra={"batch_id": batch_id})
+        self.story.add(errors=1)
         stopped = self.polls.record_failure(
             batch_id,
             now=self.clock.now(),
@@ -334,6 +348,7 @@ class Reconciler(LoopProcess):
             on_progress=self.heartbeat.beat,
         )
         found = PassSummary()
+        started = self.clock.now()
         try:
             for kind, file_id in files:
                 outcome = ingest.run(batch_id=batch_id, file_id=file_id, kind=kind)
@@ -367,12 +382,25 @@ class Reconciler(LoopProcess):
             found.lost_leases += 1
         elif record.state in (HarvestState.DONE, HarvestState.MISSING):
             found.harvested += 1
+            seconds = (self.clock.now() - started).total_seconds()
+            self.story.add(done=1, lines=record.results_stored)
+            log.info(
+                "harvest done: %d result line(s), %d unreadable, from %d file(s) in %.1fs",
+                record.results_stored,
+                record.line_errors,
+                len(files),
+                seconds,
+                extra={"batch_id": batch_id, "action": "harvested", "seconds": seconds},
+            )
         summary.merge(found)
 
 
 def _found(record: PollRecord) -> PassSummary:
     """What one observation, a GET's or a list page's, adds to the pass."""
     batch_id = record.batch_id
+    if record.cancel_closed:
+        extra = {"batch_id": batch_id, "action": "cancel_settled"}
+        log.info("cancel settled: %s", record.cancel_closed, extra=extra)
     if record.newly_overdue:
         log.warning("batch is overdue in %s", record.status, extra={"batch_id": batch_id})
     return PassSummary(

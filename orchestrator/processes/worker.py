@@ -34,7 +34,8 @@ from orchestrator.errors import ApiError, DatabaseUnavailable, InvalidBatchId, d
 from orchestrator.probes import Heartbeat
 from orchestrator.processes.config import WorkerConfig, worker_setup
 from orchestrator.processes.loop import LoopProcess, Sleep, wait_on_stop
-from orchestrator.processes.worker_report import WorkerReport
+from orchestrator.processes.story import PeriodicSummary
+from orchestrator.processes.worker_report import WorkerReport, tell
 from orchestrator.settings import Settings
 
 __all__ = ["CancelWorker", "WorkerConfig"]
@@ -82,6 +83,14 @@ class CancelWorker(LoopProcess):
         self.report = WorkerReport()
         self._pause: SendingPause | None = None
         self._pause_checked: datetime | None = None
+        self._sending = 0  # claims handed to the pool and not yet recorded
+        self.story = PeriodicSummary(
+            "worker",
+            self.config.summary_seconds,
+            since=clock.now(),
+            backlog=lambda now: (self.store.due_count(now), self._sending),
+            line=lambda c: f"{c['settled']} settled, {c['errors']} error(s)",
+        )
 
     # --- the loop -------------------------------------------------------------
     #
@@ -128,6 +137,8 @@ class CancelWorker(LoopProcess):
         if now - flight.last_heartbeat >= timedelta(seconds=self.config.heartbeat_seconds):
             self._heartbeat(in_flight, now)
             flight.last_heartbeat = now
+        self._sending = len(in_flight)
+        self.story.tell_if_due(now)
         if once and not in_flight and not claims:
             return None
         # Up to `concurrency` claims wait queued behind the running sends, so a pool
@@ -156,17 +167,7 @@ class CancelWorker(LoopProcess):
             states = {c.batch_id: self._record_alone(c, a) for c, a in finished}
         for claim, attempt in finished:
             self.report.count(claim.batch_id, attempt.outcome)
-            log.info(
-                "cancel %s: %s -> request %s",
-                claim.batch_id,
-                attempt.outcome.value,
-                states.get(claim.batch_id),
-                extra={
-                    "batch_id": claim.batch_id,
-                    "request_id": attempt.request_id,
-                    "action": "cancel_attempt",
-                },
-            )
+            tell(self.story, claim.batch_id, attempt, states.get(claim.batch_id))
         auth = [a for _, a in finished if a.outcome is AttemptOutcome.AUTH]
         finished.clear()
         if auth:
@@ -340,7 +341,7 @@ class CancelWorker(LoopProcess):
                 self.clock.now(),
                 http_status=exc.status,
                 request_id=exc.request_id,
-                error=f"{NOT_FOUND_MESSAGE}: {exc}",
+                error=f"{exc}; {NOT_FOUND_MESSAGE}",
             )
         except ApiAuthError as exc:
             return self._attempt(AttemptOutcome.AUTH, started, exc, retry_in=self._auth_pause())

@@ -1,10 +1,34 @@
-"""What a cancel worker did, counted as it goes, for its closing summary."""
+"""What a cancel worker did: a line per answer as it goes, counted for its summaries."""
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 
-from orchestrator.core.cancel_policy import AttemptOutcome
+from orchestrator.core.cancel_policy import Attempt, AttemptOutcome
+from orchestrator.processes.story import PeriodicSummary
+
+log = logging.getLogger("orchestrator.processes.worker")
+
+FAILED = "failed"  # a cancel request's state once it will never be sent again
+
+
+def tell(story: PeriodicSummary, batch_id: str, attempt: Attempt, state: str | None) -> None:
+    """One line per answer, the only one for its API error (the client does not log
+    what it hands back); a request that will never be sent again is an ERROR."""
+    extra = {"batch_id": batch_id, "request_id": attempt.request_id, "action": "cancel_attempt"}
+    said = f"cancel {batch_id}: {attempt.outcome.value} -> request {state}"
+    if attempt.error:
+        said += f": {attempt.error}"
+    if state == FAILED:
+        story.add(errors=1)
+        log.error("%s (failed for good: a person must look)", said, extra=extra)
+        return
+    if attempt.outcome in (AttemptOutcome.RETRY, AttemptOutcome.AUTH):
+        story.add(errors=1)
+    else:
+        story.add(settled=1)
+    log.info("%s", said, extra=extra)
 
 
 @dataclass

@@ -41,18 +41,21 @@ def test_the_human_view_has_headline_sections_and_history(ask: Run) -> None:
     code, out, _ = ask("show", f.SLOW_CANCEL)
     assert code == 0
     headline = out.splitlines()[0]
-    assert headline.startswith(f"{f.SLOW_CANCEL}: cancelling for 20m")
+    assert headline.startswith(f"{f.SLOW_CANCEL}: cancelling, created 1h30m ago")
     assert "OVERDUE since" in headline
-    for section in ("cancel request", "cancel attempts", "results stored: 0", "history"):
+    assert "cancelling for 20m" in out
+    for section in ("cancel ", "cancel attempts", "results     none kept yet", "history"):
         assert section in out
-    assert "req_ok1" in out and "by bob: budget" in out
+    assert "by bob (budget)" in out and "by bob: budget" in out
     assert '{"team":"search"}' in out  # JSON columns read as JSON
+    _, verbose, _ = ask("show", f.SLOW_CANCEL, "--verbose")
+    assert "cancel request" in verbose and "req_ok1" in verbose
 
 
 def test_a_batch_without_cancel_or_results_says_so(ask: Run) -> None:
     code, out, _ = ask("show", f.UNOBSERVED)
     assert code == 0
-    assert "unobserved for 3m" in out and "no cancel requested" in out
+    assert "unobserved for 3m" in out and "cancel      not requested" in out
 
 
 def test_an_unknown_batch_exits_4_with_what_to_do(ask: Run) -> None:

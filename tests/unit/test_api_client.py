@@ -807,14 +807,18 @@ def test_logs_response_and_retry_with_extra(
     assert retry.__dict__["request_id"] == "req_a"
 
 
-def test_give_up_is_logged_as_warning(
+def test_give_up_is_left_to_the_caller_to_log(
     sleeps: list[float], caplog: pytest.LogCaptureFixture
 ) -> None:
-    with pytest.raises(RetryLater):
+    """The caller records the error and says it once, in its own line (issue #14: a 404
+    was logged by the client and again by the poll); the client keeps it at DEBUG."""
+    with caplog.at_level(logging.DEBUG), pytest.raises(RetryLater) as raised:
         make(Script(err(429, headers={"retry-after": "60"})), sleeps).retrieve("batch_abc")
-    warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
-    assert len(warnings) == 1
-    assert "retry in 60s" in warnings[0].getMessage()
+    assert str(raised.value).startswith("HTTP 429")  # the status first
+    assert "retry in 60s" in str(raised.value)
+    ours = [r for r in caplog.records if r.name.startswith("orchestrator")]
+    assert not [r for r in ours if r.levelno >= logging.INFO]
+    assert any("retry in 60s" in r.getMessage() for r in ours)
 
 
 # -- threads ---------------------------------------------------------------------

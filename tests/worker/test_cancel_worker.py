@@ -2,8 +2,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 
 import httpx
 import pytest
@@ -11,7 +10,6 @@ from sqlalchemy import select, text
 
 from orchestrator.api.client import ApiSettings, BatchApiClient
 from orchestrator.clock import ManualClock
-from orchestrator.core.retry_policy import RetryPolicy
 from orchestrator.db.cancels import CancelStore
 from orchestrator.db.database import Database
 from orchestrator.db.models import Batch, CancelAttempt, CancelRequest
@@ -19,37 +17,7 @@ from orchestrator.processes.worker import CancelWorker, WorkerConfig
 from orchestrator.secret import Secret
 from tests.worker.fake_api import SECRET, FakeApi, fail, ok
 
-T0 = datetime(2026, 5, 1, 9, 0, tzinfo=UTC)
-POLICY = RetryPolicy(max_in_process_attempts=2, max_in_process_wait=5.0)
-
-
-@pytest.fixture
-def clock() -> ManualClock:
-    return ManualClock(T0)
-
-
-@pytest.fixture
-def api() -> FakeApi:
-    return FakeApi()
-
-
-@pytest.fixture
-def sleeps() -> list[float]:
-    return []
-
-
-@pytest.fixture
-def client(api: FakeApi, clock: ManualClock, sleeps: list[float]) -> Iterator[BatchApiClient]:
-    settings = ApiSettings(api_key=Secret(SECRET), base_url="https://api.test/v1")
-    with BatchApiClient(
-        settings,
-        policy=POLICY,
-        transport=api.transport(),
-        sleep=sleeps.append,
-        clock=clock,
-        random=lambda: 0.0,
-    ) as c:
-        yield c
+from .conftest import POLICY, T0
 
 
 def make_worker(
