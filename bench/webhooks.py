@@ -185,6 +185,13 @@ def event_lag(db: Database) -> tuple[list[float], list[float]]:
     return sorted(to_event), sorted(to_row)
 
 
+def polls_histogram(db: Database) -> dict[int, int]:
+    """How many batches were polled how many times (our own count, failures included)."""
+    with db.transaction() as session:
+        rows = session.execute(select(Batch.polls, func.count()).group_by(Batch.polls)).all()
+    return {int(polls): int(count) for polls, count in sorted(rows)}
+
+
 def pct(values: list[float], q: float) -> float:
     return values[min(len(values) - 1, int(q * len(values)))] if values else float("nan")
 
@@ -248,6 +255,7 @@ def run(
                 "gets_per_batch": totals.get("retrieve", 0) / batches,
                 "requests_per_batch": sum(totals.values()) / batches,
                 "webhooks": counters.get("webhooks", {}),
+                "polls_histogram": polls_histogram(arm.db),
             }
         to_event, to_row = event_lag(arms[1].db)  # type: ignore[arg-type]
         results["split"] = {
@@ -280,6 +288,7 @@ def report(results: dict[str, Any], batches: int, scale: float) -> str:
         "p99 {event_to_row_p99:.2f} s".format(**split)
     )
     lines.append(f"webhook deliveries: {hook['webhooks']}")
+    lines.append(f"batches by polls made, webhooks arm: {hook['polls_histogram']}")
     if results["unfinished"]:
         lines.append(f"NOT FINISHED before the deadline: {results['unfinished']}")
     return "\n".join(lines)
