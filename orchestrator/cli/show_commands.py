@@ -23,6 +23,7 @@ from orchestrator.cli.batch_names import resolve_batch_id
 from orchestrator.cli.context import Context, Exit
 from orchestrator.cli.live import follow
 from orchestrator.cli.render import age, cell, counts_in_words, moment, plain, spanned
+from orchestrator.core.cancel_request import CancelState
 from orchestrator.core.harvest import HarvestState
 from orchestrator.core.status import UNOBSERVED, parse_status
 from orchestrator.db.cancels import CancelStore
@@ -114,7 +115,7 @@ def _view(ctx: Context, db: Database, batch_id: str) -> bool:
 def _settled(detail: BatchDetail) -> bool:
     """Nothing more will happen: not polled any more, no cancel waiting to be sent."""
     request = request_of(detail)
-    pending = request is not None and request["state"] == "pending"
+    pending = request is not None and request["state"] == CancelState.PENDING
     return batch_of(detail)["next_poll_at"] is None and not pending
 
 
@@ -218,7 +219,7 @@ def _cancel_words(detail: BatchDetail, now: datetime) -> str:
         said += f" ({plain(request['reason'])})"
     attempts = int(request["attempts"] or 0)
     said += f"; {attempts} attempt" + ("" if attempts == 1 else "s")
-    if request["state"] in ("pending", "failed") and request["last_error"]:
+    if request["state"] in (CancelState.PENDING, CancelState.FAILED) and request["last_error"]:
         said += f", last: {plain(request['last_error'])}"
     if request["seconds_to_terminal"] is not None:
         said += f"; ended {request['seconds_to_terminal']:.0f}s after the request"
@@ -242,7 +243,7 @@ def _results_words(detail: BatchDetail) -> str:
 def _next_words(detail: BatchDetail, now: datetime, pause: SendingPause | None) -> str:
     batch, request = batch_of(detail), request_of(detail)
     steps: list[str] = []
-    if request is not None and request["state"] == "pending":
+    if request is not None and request["state"] == CancelState.PENDING:
         steps.append(
             f"sending paused until {moment(pause.until)}"
             if pause is not None

@@ -9,7 +9,6 @@ writes the row back. Every process therefore judges the bucket by one clock.
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
 
 from sqlalchemy import Select, literal_column, select, update
 from sqlalchemy.orm import Session
@@ -47,7 +46,7 @@ class BudgetStore:
 
     def _locked(self, session: Session, rule: BudgetRule) -> tuple[Bucket, datetime]:
         """The row, locked, and the server's time; a full bucket on first use."""
-        query: Select[float, datetime, datetime | None, Any] = (
+        query: Select[float, datetime, datetime | None, object] = (
             select(
                 RequestBudgetRow.tokens,
                 RequestBudgetRow.counted_at,

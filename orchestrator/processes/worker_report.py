@@ -6,11 +6,12 @@ import logging
 from dataclasses import dataclass, field
 
 from orchestrator.core.cancel_policy import Attempt, AttemptOutcome
+from orchestrator.core.cancel_request import CancelState
 from orchestrator.processes.story import PeriodicSummary
 
 log = logging.getLogger("orchestrator.processes.worker")
 
-FAILED = "failed"  # a cancel request's state once it will never be sent again
+FAILED = CancelState.FAILED  # a cancel request's state once it will never be sent again
 
 
 def tell(story: PeriodicSummary, batch_id: str, attempt: Attempt, state: str | None) -> None:
