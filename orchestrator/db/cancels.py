@@ -188,7 +188,8 @@ class CancelStore:
             return int(
                 session.scalar(
                     select(func.count()).where(
-                        CancelRequest.state == "pending", CancelRequest.next_attempt_at <= now
+                        CancelRequest.state == CancelState.PENDING.value,
+                        CancelRequest.next_attempt_at <= now,
                     )
                 )
                 or 0
