@@ -1,4 +1,4 @@
-"""Ingestion benchmark: lines/s and peak RSS of storing one large result file.
+"""Ingestion benchmark: the project's end to end beside the raw serial limit, in one run.
 
     .venv/bin/python bench/ingest.py                      # SQLite and PostgreSQL, 1x and 4x
     .venv/bin/python bench/ingest.py --db sqlite --scales 1 --profile
@@ -6,8 +6,19 @@
 A generated JSONL file (chat-completion lines of about --line-bytes each) is
 served by a tiny local HTTP server in its own process, with Content-Length, the
 way /v1/files/{id}/content is. Each run is a fresh subprocess (so peak RSS,
-from resource.getrusage, is that run's own) against a freshly migrated database,
-and ingests the file through the real client and ``FileIngest``.
+from resource.getrusage, is that run's own) against a freshly migrated database.
+
+- project: the file downloaded through the real ``BatchApiClient`` and stored by
+  ``FileIngest`` (checkpoints, leases, validation, everything);
+- raw: the serial limit for the same rows, one thread, no HTTP: the file read
+  from the local disk, each line ``orjson.loads``-ed into the same row tuple
+  (its body written back with ``orjson.dumps``), then on SQLite plain
+  ``sqlite3`` ``executemany`` (the engine's pragmas: WAL, synchronous NORMAL,
+  a transaction per ``--chunk-lines``), on PostgreSQL a plain psycopg
+  ``COPY`` of all rows in one transaction.
+
+The two alternate (project first, then raw) so the host's load hits them alike;
+the ratio is raw time / project time (1.00x: as fast as the limit).
 PostgreSQL comes from ORCHESTRATOR_TEST_POSTGRES_URL (default: the local server).
 """
 
@@ -21,6 +32,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -191,6 +203,7 @@ def child(args: argparse.Namespace) -> None:
     db.dispose()
     if cleanup is not None:
         cleanup()
+    _remove_sqlite(args.db, url)
     print(
         json.dumps(
             {
@@ -205,13 +218,159 @@ def child(args: argparse.Namespace) -> None:
     )
 
 
+def _remove_sqlite(kind: str, url: str) -> None:
+    if kind == "sqlite":
+        database = url.removeprefix("sqlite:///")
+        for suffix in ("", "-wal", "-shm"):
+            Path(database + suffix).unlink(missing_ok=True)
+
+
+def _raw_rows(path: Path, chunk_lines: int) -> Iterator[list[tuple[Any, ...]]]:
+    """The file's rows, ``chunk_lines`` lines at a time: parse, pick, write the body back."""
+    loads, dumps = orjson.loads, orjson.dumps
+    rows: list[tuple[Any, ...]] = []
+    with path.open("rb") as source:
+        for number, line in enumerate(source, 1):
+            record = loads(line)
+            response = record.get("response") or {}
+            error = record.get("error") or {}
+            body = response.get("body")
+            rows.append(
+                (
+                    "batch_bench",
+                    record["custom_id"],
+                    record.get("id"),
+                    FILE_ID,
+                    "output",
+                    number,
+                    response.get("status_code"),
+                    response.get("request_id"),
+                    None if body is None else dumps(body).decode(),
+                    error.get("code"),
+                    error.get("message"),
+                )
+            )
+            if len(rows) == chunk_lines:
+                yield rows
+                rows = []
+    if rows:
+        yield rows
+
+
+def _raw_sqlite(url: str, path: Path, chunk_lines: int, columns: str) -> int:
+    import sqlite3
+
+    database = url.removeprefix("sqlite:///")
+    conn = sqlite3.connect(database, isolation_level=None)
+    conn.execute("PRAGMA journal_mode=WAL")  # as orchestrator.db.engine opens it
+    conn.execute("PRAGMA synchronous=NORMAL")
+    insert = (
+        f"INSERT INTO batch_results ({columns}) VALUES "
+        f"({', '.join('?' for _ in columns.split(','))}) ON CONFLICT DO NOTHING"
+    )
+    stored = 0
+    for rows in _raw_rows(path, chunk_lines):
+        conn.execute("BEGIN IMMEDIATE")
+        stored += conn.executemany(insert, rows).rowcount
+        conn.execute("COMMIT")
+    conn.close()
+    return stored
+
+
+def _raw_postgres(url: str, path: Path, chunk_lines: int, columns: str) -> int:
+    import psycopg
+
+    stored = 0
+    with psycopg.connect(url) as conn:
+        with (
+            conn.cursor() as cursor,
+            cursor.copy(f"COPY batch_results ({columns}) FROM STDIN") as copy,
+        ):
+            for rows in _raw_rows(path, chunk_lines):
+                for row in rows:
+                    copy.write_row(row)
+                stored += len(rows)
+        conn.commit()
+    return stored
+
+
+def raw_child(args: argparse.Namespace) -> None:
+    """The serial limit: the same rows, one thread, the driver alone."""
+    from orchestrator.core.result_lines import RESULT_COLUMNS
+
+    url, cleanup = fresh_database(args.db, Path(args.workdir))
+    columns = ", ".join(RESULT_COLUMNS)
+    store = _raw_sqlite if args.db == "sqlite" else _raw_postgres
+    started = time.perf_counter()
+    cpu_before = time.process_time()
+    stored = store(url, Path(args.file), args.chunk_lines, columns)
+    elapsed = time.perf_counter() - started
+    cpu = time.process_time() - cpu_before
+    peak_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    if cleanup is not None:
+        cleanup()
+    _remove_sqlite(args.db, url)
+    print(
+        json.dumps(
+            {
+                "state": "done",
+                "lines": stored,
+                "inserted": stored,
+                "seconds": elapsed,
+                "cpu_seconds": cpu,
+                "peak_rss_mb": peak_kb / 1024,
+            }
+        )
+    )
+
+
 # --- the driver ---------------------------------------------------------------------------
+
+
+def _child(args: argparse.Namespace, mode: str, db: str, port: int, path: Path) -> dict[str, Any]:
+    command = [
+        sys.executable,
+        __file__,
+        "--child",
+        mode,
+        "--db",
+        db,
+        "--port",
+        str(port),
+        "--file",
+        str(path),
+        "--workdir",
+        str(args.workdir),
+        "--chunk-lines",
+        str(args.chunk_lines),
+    ]
+    if args.profile and mode == "project":
+        command.append("--profile")
+    done = subprocess.run(command, capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        sys.stderr.write(done.stderr)
+        raise SystemExit(1)
+    if args.profile:
+        sys.stderr.write(done.stderr)
+    result: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
+    return result
+
+
+def _load() -> str:
+    return " ".join(f"{x:.1f}" for x in os.getloadavg())
 
 
 def run(args: argparse.Namespace) -> int:
     workdir = Path(args.workdir or tempfile.gettempdir()) / "orchestrator-bench"
     workdir.mkdir(parents=True, exist_ok=True)
-    rows = []
+    args.workdir = str(workdir)
+    print(f"load average at the start: {_load()}", flush=True)
+    print(
+        f"{'database':10} {'lines':>8} {'MB':>6} | {'project s':>9} {'lines/s':>8} "
+        f"{'CPU s':>6} {'RSS MB':>7} | {'raw s':>6} {'lines/s':>8} {'CPU s':>6} "
+        f"{'RSS MB':>7} | {'ratio':>6}",
+        flush=True,
+    )
     for scale in [int(s) for s in args.scales.split(",")]:
         lines = args.lines * scale
         path = workdir / f"output-{lines}x{args.line_bytes}.jsonl"
@@ -224,43 +383,28 @@ def run(args: argparse.Namespace) -> int:
             assert server.stdout is not None
             port = int(server.stdout.readline())
             for db in args.db.split(","):
-                command = [
-                    sys.executable,
-                    __file__,
-                    "--child",
-                    "--db",
-                    db,
-                    "--port",
-                    str(port),
-                    "--workdir",
-                    str(workdir),
-                    "--chunk-lines",
-                    str(args.chunk_lines),
-                ]
-                if args.profile:
-                    command.append("--profile")
-                done = subprocess.run(command, capture_output=True, text=True, check=False)
-                if done.returncode != 0:
-                    sys.stderr.write(done.stderr)
-                    return 1
-                if args.profile:
-                    sys.stderr.write(done.stderr)
-                result = json.loads(done.stdout.strip().splitlines()[-1])
-                assert result["state"] == "done" and result["inserted"] == lines, result
-                rows.append((db, lines, size_mb, result["seconds"], result["peak_rss_mb"]))
-                print(
-                    f"{db:8} {lines:>8} lines {size_mb:7.1f} MB  {result['seconds']:6.2f} s  "
-                    f"{lines / result['seconds']:>8,.0f} lines/s  "
-                    f"{size_mb / result['seconds']:6.1f} MB/s  "
-                    f"peak RSS {result['peak_rss_mb']:6.1f} MB  "
-                    f"(ingest CPU {result['cpu_seconds']:.2f} s)",
-                    flush=True,
-                )
+                for _ in range(args.repeat):
+                    ours = _child(args, "project", db, port, path)
+                    assert ours["state"] == "done" and ours["inserted"] == lines, ours
+                    raw = _child(args, "raw", db, port, path)
+                    assert raw["inserted"] == lines, raw
+                    print(
+                        f"{db:10} {lines:>8} {size_mb:>6.1f} | {ours['seconds']:>9.2f} "
+                        f"{lines / ours['seconds']:>8,.0f} {ours['cpu_seconds']:>6.2f} "
+                        f"{ours['peak_rss_mb']:>7.1f} | {raw['seconds']:>6.2f} "
+                        f"{lines / raw['seconds']:>8,.0f} {raw['cpu_seconds']:>6.2f} "
+                        f"{raw['peak_rss_mb']:>7.1f} | "
+                        f"{raw['seconds'] / ours['seconds']:>5.2f}x  (load {_load()})",
+                        flush=True,
+                    )
         finally:
             server.kill()
             server.wait()
-    stamp = datetime.now(UTC).strftime("%Y-%m-%d")
-    print(f"({stamp}, chunk {args.chunk_lines} lines, {os.cpu_count()} CPUs)")
+    stamp = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
+    print(
+        f"({stamp}, chunk {args.chunk_lines} lines, {os.cpu_count()} CPUs; "
+        f"ratio = raw time / project time; load average at the end: {_load()})"
+    )
     return 0
 
 
@@ -274,14 +418,19 @@ def main() -> int:
     parser.add_argument("--workdir", default="")
     parser.add_argument("--profile", action="store_true", help="pyinstrument report on stderr")
     parser.add_argument("--serve", type=Path, help=argparse.SUPPRESS)
-    parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--repeat", type=int, default=1, help="runs of each pair per size")
+    parser.add_argument("--child", choices=("project", "raw"), help=argparse.SUPPRESS)
     parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--file", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve is not None:
         serve(args.serve)
         return 0
-    if args.child:
+    if args.child == "project":
         child(args)
+        return 0
+    if args.child == "raw":
+        raw_child(args)
         return 0
     return run(args)
 

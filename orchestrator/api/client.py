@@ -43,7 +43,7 @@ from orchestrator.api.bodies import (
     read_capped,
 )
 from orchestrator.api.budget import BudgetGate, SendBudget
-from orchestrator.api.download import Download
+from orchestrator.api.download import DOWNLOAD_READ_BYTES, Download
 from orchestrator.api.errors import (
     ApiAborted,
     ApiAnswerTooLarge,
@@ -237,7 +237,7 @@ class BatchApiClient:
             "file_id": file_id,
             "request_id": None,
         }
-        scope = CallScope(self._throughput(), self._interrupter)
+        scope = CallScope(self._throughput(), self._interrupter, read_bytes=DOWNLOAD_READ_BYTES)
         with scope.active():
             (response, decoder), attempts = self._retrier.run(
                 call, extra, lambda n: self._download_attempt(call, n, extra, scope)

@@ -18,11 +18,12 @@ from orchestrator.api.errors import ApiAborted, ApiCall, ApiTransportError
 from orchestrator.api.limits import Aborted, CallScope, LimitReached
 from orchestrator.core.retry_policy import TransportFailure
 
-__all__ = ["DEFAULT_CHUNK_SIZE", "Download"]
+__all__ = ["DEFAULT_CHUNK_SIZE", "DOWNLOAD_READ_BYTES", "Download"]
 
 logger = logging.getLogger(__name__)
 
 DEFAULT_CHUNK_SIZE = 64 * 1024
+DOWNLOAD_READ_BYTES = 1 << 20  # per socket read (CallScope.read_bytes)
 _TEXT_CHARS = 500
 
 
@@ -89,15 +90,29 @@ class Download:
         slow (restart the whole download then: there is no resume), ``ApiAborted``
         when the process is stopping."""
         buffer = bytearray()
+        for piece in self.iter_pieces(max(chunk_size, 1)):
+            buffer += piece
+            while len(buffer) >= chunk_size:
+                with memoryview(buffer) as view:
+                    chunk = bytes(view[:chunk_size])
+                del buffer[:chunk_size]
+                yield chunk
+        if buffer:
+            yield bytes(buffer)
+
+    def iter_pieces(self, max_size: int) -> Iterator[bytes]:
+        """The body as it arrives, decoded: pieces of at most ``max_size`` bytes, not
+        joined (no copy for a reader that needs no fixed size). Raises as
+        ``iter_bytes`` does."""
         try:
             for piece in self._decoded():
-                buffer += piece
-                while len(buffer) >= chunk_size:
-                    with memoryview(buffer) as view:
-                        chunk = bytes(view[:chunk_size])
-                    del buffer[:chunk_size]
-                    self.bytes_received += len(chunk)
-                    yield chunk
+                self.bytes_received += len(piece)
+                if len(piece) <= max_size:
+                    yield piece
+                    continue
+                with memoryview(piece) as view:
+                    for start in range(0, len(piece), max_size):
+                        yield bytes(view[start : start + max_size])
         except Aborted as exc:
             raise ApiAborted(self._call, file_id=self.file_id) from exc
         except LimitReached as exc:
@@ -110,9 +125,6 @@ class Download:
             raise self._cut_short(
                 TransportFailure.READ, f"{type(exc).__name__}: {exc}"[:_TEXT_CHARS]
             ) from exc
-        if buffer:
-            self.bytes_received += len(buffer)
-            yield bytes(buffer)
         if self.content_length is not None and self.raw_bytes_received != self.content_length:
             raise self._cut_short(TransportFailure.READ, "body length differs from Content-Length")
         logger.debug(

@@ -60,7 +60,8 @@ class _GuardedStream(httpcore.NetworkStream):
         scope = current_scope()
         if scope is None:
             return self._inner.read(max_bytes, timeout)
-        return _guarded(scope, self._socket, timeout, lambda t: self._inner.read(max_bytes, t))
+        size = max(max_bytes, scope.read_bytes)
+        return _guarded(scope, self._socket, timeout, lambda t: self._inner.read(size, t))
 
     def write(self, buffer: bytes, timeout: float | None = None) -> None:
         scope = current_scope()

@@ -13,6 +13,7 @@ from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.orm import Session, sessionmaker
 
+from orchestrator.db.wal import restore_autocheckpoint
 from orchestrator.errors import ConfigError, DatabaseError, NotMigrated
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000
@@ -159,6 +160,9 @@ def _sqlite_engine(url: URL, *, read_only: bool = False) -> Engine:
         if read_only:
             cursor.execute("PRAGMA query_only=ON")
         cursor.close()
+
+    # A bulk writer may commit without the autocheckpoint (orchestrator.db.wal).
+    event.listen(engine, "checkin", restore_autocheckpoint)
 
     @event.listens_for(engine, "begin")
     def _on_begin(connection: Connection) -> None:

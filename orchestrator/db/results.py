@@ -14,7 +14,12 @@ cannot skip conflicts, but the checkpoint makes a duplicate rare (a file that
 repeats a custom_id, or one id in both files), so only then is the chunk rolled
 back to the savepoint and inserted again with ON CONFLICT DO NOTHING. COPY
 streams: the server stores rows while later lines are still being parsed. The
-body arrives as JSON text; PostgreSQL parses it into JSONB.
+body arrives as JSON text (the column is ``json``: stored as sent).
+
+On SQLite nothing streams, so a chunk's lines are parsed before its transaction
+takes the one write lock (other writers wait less), and its COMMIT leaves the
+WAL checkpoint to a thread that runs while the next chunk is read and parsed
+(``orchestrator.db.wal``).
 """
 
 from __future__ import annotations
@@ -33,6 +38,7 @@ from orchestrator.db.batches import event_row
 from orchestrator.db.database import Database
 from orchestrator.db.leases import Leases
 from orchestrator.db.models import Batch, BatchResult, ResultFile, ResultLineError, table_of
+from orchestrator.db.wal import BackgroundCheckpoint, without_autocheckpoint
 from orchestrator.errors import DatabaseError
 
 __all__ = [
@@ -127,22 +133,27 @@ class ResultStore:
         self._leases = Leases(db, table_of(Batch), "id", source="reconciler")  # the batch's
         # psycopg refuses NUL in text, and the raw text of a line is kept verbatim otherwise
         self._nul_unsafe = db.is_postgres
+        # a SQLite file: chunks commit without the autocheckpoint, checkpointed in a thread
+        database = db.engine.url.database or ""
+        file_backed = not db.is_postgres and database not in ("", ":memory:")
+        self._checkpoints = BackgroundCheckpoint(db.engine) if file_backed else None
 
     @property
     def nul_unsafe(self) -> bool:
         return self._nul_unsafe
 
-    def _insert_rows(self, session: Session, rows: Iterator[Row]) -> int:
+    def _insert_rows(self, session: Session, rows: Iterable[Row]) -> int:
         connection = session.connection()
-        if not self.db.is_postgres:
-            batch = list(rows)
-            return int(connection.exec_driver_sql(_SQLITE_INSERT, batch).rowcount) if batch else 0
-        driver = connection.connection.driver_connection  # psycopg.Connection, in our transaction
+        driver = connection.connection.driver_connection  # the DBAPI connection, in our transaction
+        assert driver is not None
+        if not self.db.is_postgres:  # sqlite3, straight: nothing for SQLAlchemy to add per row
+            return int(driver.executemany(_SQLITE_INSERT, rows).rowcount)
         assert driver is not None
         # Safe to let go of: the chunk and its checkpoint commit together, so a chunk
         # lost in a server crash is simply stored again; and any later synchronous
         # commit (the harvest's end) flushes the WAL of this one first.
         driver.execute("SET LOCAL synchronous_commit TO OFF")
+        rows = iter(rows)
         kept: list[Row] = []
         # A savepoint of our own, in SQL: the error comes from below SQLAlchemy.
         driver.execute("SAVEPOINT results_copy")
@@ -273,17 +284,31 @@ class ResultStore:
         the checkpoint moved or the batch's lease is no longer ``owner``'s; a chunk
         that commits extends that lease to ``lease_until``.
         """
+        checkpoints = self._checkpoints
+        rows: Iterable[Row] = chunk.rows
+        if checkpoints is not None:
+            rows = list(rows)  # parsed before the write lock is taken
+            checkpoints.wait()  # the last chunk's: the WAL restarts from its beginning
         with self.db.transaction() as session:
             self._check_checkpoint(session, chunk)
-            counted = _Counted(chunk.rows)
-            inserted = self._insert_rows(session, counted.rows())
-            counts = ChunkCounts(inserted, counted.n - inserted, len(chunk.errors))
+            if isinstance(rows, list):
+                inserted, offered = self._insert_rows(session, rows), len(rows)
+            else:
+                counted = _Counted(rows)
+                inserted, offered = self._insert_rows(session, counted.rows()), counted.n
+            counts = ChunkCounts(inserted, offered - inserted, len(chunk.errors))
             self._insert_line_errors(session, chunk)
             self._advance_file(session, chunk, counts, now)
             # Last, so the batch row is locked only briefly: the fence and the heartbeat.
             if not self._leases.fence(session, owner, chunk.batch_id, until=lease_until):
                 raise LeaseLost(f"batch {chunk.batch_id}: the lease is no longer held by {owner}")
-            return counts
+            if checkpoints is not None:
+                without_autocheckpoint(session.connection())
+        if checkpoints is not None:
+            checkpoints.start()
+            if chunk.totals is not None:  # the file is done: leave no thread behind
+                checkpoints.wait()
+        return counts
 
     @staticmethod
     def _check_checkpoint(session: Session, chunk: Chunk) -> None:

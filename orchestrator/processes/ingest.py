@@ -50,7 +50,7 @@ __all__ = ["FileIngest", "IngestResult", "IngestSettings"]
 
 log = logging.getLogger(__name__)
 
-READ_BYTES = 1 << 20  # per read from the socket: large enough that Python's per-chunk work is noise
+READ_BYTES = 1 << 20  # at most, per piece of the body: large enough that per-piece work is noise
 
 
 class _Truncated(Exception):
@@ -168,7 +168,7 @@ class FileIngest:
         writer = _ChunkWriter(self, _File(batch_id, file_id, kind), skip, outcome)
         seen = 0  # physical lines read so far in this download
         with self.client.download(file_id) as download:
-            for data in download.iter_bytes(self.settings.read_bytes):
+            for data in download.iter_pieces(self.settings.read_bytes):
                 outcome.bytes_read += len(data)
                 lines = splitter.feed(data)
                 writer.add(lines[max(0, skip - seen) :])

@@ -9,6 +9,7 @@ import httpx
 import orjson
 import pytest
 from sqlalchemy import select
+from sqlalchemy.pool import QueuePool
 
 from orchestrator.clock import ManualClock
 from orchestrator.core.harvest import FileState
@@ -219,3 +220,66 @@ def test_an_overlong_line_is_kept_as_its_size_and_prefix_and_the_rest_stored(
     record = the_file(database)
     assert (record.lines, record.results, record.malformed) == (4, 2, 2)
     assert record.bytes == len(body) and record.sha256 == hashlib.sha256(body).hexdigest()
+
+
+def test_u0000_in_a_body_is_stored_and_in_a_text_field_kept_raw_where_it_cannot_be(
+    database: Database, clock: ManualClock
+) -> None:
+    # PostgreSQL's json keeps the escape \u0000 as sent; its text columns refuse U+0000
+    in_body = orjson.dumps(
+        {"custom_id": "body", "response": {"status_code": 200, "body": {"text": "a\u0000b"}}}
+    )
+    in_id = orjson.dumps({"custom_id": "id\u0000", "response": {"status_code": 200}})
+    in_error = orjson.dumps({"custom_id": "error", "error": {"code": "c", "message": "m\u0000"}})
+    body = b"\n".join([in_body, in_id, in_error, result_line(4)]) + b"\n"
+    outcome = ingest_with(database, clock, serving(body)).run(
+        batch_id=BATCH, file_id="file-x", kind="output"
+    )
+    assert outcome.state is FileState.DONE
+    with database.transaction() as session:
+        kept = session.scalar(select(BatchResult.body).where(BatchResult.custom_id == "body"))
+    assert kept == {"text": "a\u0000b"}
+    custom_ids = [c for c, _, _ in stored(database)]
+    if database.is_postgres:
+        assert custom_ids == ["body", "c4"]
+        assert [(n, e.split(",")[0]) for n, _, e in line_errors(database)] == [
+            (2, "has U+0000 in a text field"),
+            (3, "has U+0000 in a text field"),
+        ]
+    else:
+        assert custom_ids == ["body", "id\u0000", "error", "c4"]
+        assert line_errors(database) == []
+
+
+def test_sqlite_chunks_leave_the_wal_checkpointed_and_the_pool_as_it_was(
+    sqlite_url: str, clock: ManualClock
+) -> None:
+    """Chunks commit without the autocheckpoint; a thread checkpoints after each, and
+    the pool gives the connection back with SQLite's default."""
+    database = Database.connect(sqlite_url)
+    try:
+        lines = [
+            orjson.dumps({"custom_id": f"c{i}", "response": {"body": "x" * 4000}})
+            for i in range(600)
+        ]
+        body = b"\n".join(lines) + b"\n"
+        outcome = ingest_with(database, clock, serving(body), chunk_lines=200).run(
+            batch_id=BATCH, file_id="file-x", kind="output"
+        )
+        assert (outcome.state, outcome.inserted) == (FileState.DONE, 600)
+        pool = database.engine.pool
+        assert isinstance(pool, QueuePool)
+        pooled = [database.engine.raw_connection() for _ in range(pool.checkedin())]
+        try:
+            for connection in pooled:  # every connection the ingest used, back to the default
+                cursor = connection.cursor()
+                assert cursor.execute("PRAGMA wal_autocheckpoint").fetchone() == (1000,)
+            # busy, frames in the WAL, frames checkpointed: nothing left to copy
+            busy, frames, copied = cursor.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+        finally:
+            for connection in pooled:
+                connection.close()
+        assert busy == 0 and frames == copied
+        assert the_file(database).results == 600
+    finally:
+        database.dispose()

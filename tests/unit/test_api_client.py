@@ -647,6 +647,18 @@ def test_download_streams_in_chunks(sleeps: list[float]) -> None:
     assert request.url.path == "/v1/files/file-abc/content"
 
 
+def test_download_pieces_come_as_they_arrive_and_never_longer_than_asked(
+    sleeps: list[float],
+) -> None:
+    pieces = [b"a" * 10, b"b" * 3, b"c" * 25]
+    blob = b"".join(pieces)
+    script = Script(body_response(Chunks(pieces), len(blob)))
+    with make(script, sleeps).download("file-abc") as download:
+        got = list(download.iter_pieces(10))
+        assert download.bytes_received == len(blob)
+    assert got == [b"a" * 10, b"b" * 3, b"c" * 10, b"c" * 10, b"c" * 5]
+
+
 def test_download_without_content_length(sleeps: list[float]) -> None:
     script = Script(body_response(Chunks([b"a\n", b"b\n"]), None))
     with make(script, sleeps).download("file-abc") as download:

@@ -386,3 +386,28 @@ def test_a_retry_after_date_in_the_past_is_no_wait() -> None:
     with pytest.raises(RetryLater) as info:
         client(handler).retrieve("batch_abc")
     assert info.value.delay_s is None
+
+
+def test_a_download_reads_the_socket_a_mebibyte_at_a_time_other_calls_as_httpcore_asks() -> None:
+    import httpcore
+
+    from orchestrator.api.download import DOWNLOAD_READ_BYTES
+    from orchestrator.api.limits import CallScope, Deadline, Interrupter
+    from orchestrator.api.transport import _GuardedStream
+
+    asked: list[int] = []
+
+    class Inner(httpcore.NetworkStream):
+        def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
+            asked.append(max_bytes)
+            return b"x"
+
+        def get_extra_info(self, info: str) -> Any:
+            return None
+
+    stream = _GuardedStream(Inner())
+    limit = Deadline(60, lambda: 0.0)
+    for read_bytes in (0, DOWNLOAD_READ_BYTES):
+        with CallScope(limit, Interrupter(), read_bytes=read_bytes).active():
+            stream.read(65536)
+    assert asked == [65536, DOWNLOAD_READ_BYTES]

@@ -125,11 +125,22 @@ def test_unexpected_types_are_dropped_not_fatal() -> None:
     assert row[8] == "[1,2]" and row[9] == "42"
 
 
-def test_nul_is_kept_raw_where_the_database_cannot_store_it() -> None:
-    nul = line("n", response={"status_code": 200, "body": {"text": "a\u0000b"}})
-    assert parse([nul], 1).rows
-    parsed = parse([nul], 1, nul_unsafe=True)
-    assert not parsed.rows and "\\u0000" in parsed.errors[0].error
+def test_nul_in_a_text_field_is_kept_raw_where_the_database_cannot_store_it() -> None:
+    in_body = line("b", response={"status_code": 200, "body": {"text": "a\u0000b"}})
+    in_text = [
+        line("n\u0000"),
+        line("i", id="x\u0000"),
+        line("r", response={"status_code": 200, "request_id": "q\u0000"}),
+        line("c", error={"code": "c\u0000", "message": "m"}),
+        line("m", error={"code": "c", "message": "m\u0000"}),
+    ]
+    assert len(parse([in_body, *in_text], 1).rows) == 6
+    parsed = parse([in_body, *in_text], 1, nul_unsafe=True)
+    # the body is JSON text: U+0000 is the escape \u0000 there, which json keeps
+    assert [row[1] for row in parsed.rows] == ["b"]
+    assert parsed.rows[0][8] == '{"text":"a\\u0000b"}'
+    assert [e.line_number for e in parsed.errors] == [2, 3, 4, 5, 6]
+    assert all("U+0000" in e.error for e in parsed.errors)
 
 
 def test_printable_keeps_every_byte_visible() -> None:
