@@ -7,7 +7,6 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 
 from sqlalchemy import Engine, Insert, Table, bindparam, func, insert, select, update
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -77,8 +76,13 @@ class Database:
 
     def insert_ignoring_conflicts(self, table: Table) -> Insert:
         """INSERT ... ON CONFLICT DO NOTHING in this dialect; execute it with a list of rows."""
+        # the dialect's module only when used: SQLite commands skip PostgreSQL's (~30 ms)
         if self.is_postgres:
+            from sqlalchemy.dialects import postgresql
+
             return postgresql.insert(table).on_conflict_do_nothing()
+        from sqlalchemy.dialects import sqlite
+
         return sqlite.insert(table).on_conflict_do_nothing()
 
     @staticmethod

