@@ -26,7 +26,7 @@ from orchestrator.console.guard import Guard
 from orchestrator.console.render import STATIC, environment, render
 from orchestrator.console.selectors import BadSelector, parse_selection
 from orchestrator.console.timeline import timeline
-from orchestrator.core.status import CANCEL_STATES
+from orchestrator.core.cancel_state import CANCEL_STATES
 from orchestrator.db.browse import SORTS, BadCursor, BrowseQueries
 from orchestrator.db.database import Database
 from orchestrator.db.queries import OperatorQueries

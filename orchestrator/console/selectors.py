@@ -22,11 +22,10 @@ from orchestrator.cli.selection import (
     parse_since,
     since_moment,
 )
-from orchestrator.core.cancel_request import CancelState
+from orchestrator.core.cancel_state import CANCEL_STATES
 from orchestrator.db.browse import SORTS
 from orchestrator.db.queries import BatchFilter
 
-CANCEL_STATES = tuple(state.value for state in CancelState)
 DEFAULT_SORT = "newest"
 DEFAULT_LIMIT = 50
 MAX_LIMIT = 500
