@@ -6,7 +6,6 @@ from collections.abc import Iterable
 from datetime import datetime
 
 import orjson
-from rich.markup import escape
 
 from orchestrator.core.visible import visible
 
@@ -53,6 +52,8 @@ def cell(value: object, *, width: int | None = None) -> str:
     text = plain(value)
     if width is not None and len(text) > width:
         text = text[: width - 1] + "…"
+    from rich.markup import escape  # here: a command that prints no table needs no rich
+
     return escape(text)
 
 

@@ -4,21 +4,16 @@ from __future__ import annotations
 
 from dataclasses import asdict
 from datetime import datetime
-from typing import Any
-
-from rich.cells import cell_len
-from rich.table import Table
-from rich.text import Text
+from typing import TYPE_CHECKING, Any
 
 from orchestrator.cli.context import Context, Exit
 from orchestrator.cli.live import follow
 from orchestrator.cli.output import row_limit
 from orchestrator.cli.render import COLUMN_GAP, age, counts, moment, plain, spanned
 from orchestrator.cli.selection import NEVER_SYNCED, Selector, selector_of
-from orchestrator.core.cancel_request import CancelState
+from orchestrator.core.cancel_state import CancelState
 from orchestrator.core.status import UNOBSERVED, BatchStatus
-from orchestrator.db.cancels import CancelStore
-from orchestrator.db.pauses import SendingPause
+from orchestrator.db.pauses import SendingPause, active_pause
 from orchestrator.db.queries import (
     BatchPage,
     BatchSummary,
@@ -26,6 +21,9 @@ from orchestrator.db.queries import (
 )
 from orchestrator.db.server_clock import database_clock
 from orchestrator.errors import ConfigError
+
+if TYPE_CHECKING:
+    from rich.table import Table
 
 ERROR = "last error"
 STATUS_COLUMNS = (
@@ -77,7 +75,7 @@ def run_status(ctx: Context) -> Exit:
         now = database_clock(db).now()
         queries = OperatorQueries(db)
         page = queries.list_batches(selector.batch_filter(now), limit=row_limit(ctx.args))
-        pause = CancelStore(db).active_pause(now)
+        pause = active_pause(db, now)
         synced = queries.last_synced() if not page.matching else None
     finally:
         db.dispose()
@@ -89,6 +87,10 @@ def run_status(ctx: Context) -> Exit:
             ctx.emit_json_line(batch_record(row, now))
     elif fmt == "ids":
         ctx.emit_lines(row.id for row in page.rows)
+    elif not page.rows and pause is None:  # nothing to draw: one line, rich not imported
+        ctx.emit_lines([summary_line(page)])
+        if not page.matching and not selector.is_empty and synced is None:
+            ctx.err.print(NEVER_SYNCED, markup=False)
     else:
         print_status(ctx, page, now, pause, wide=fmt == "wide")
         if not page.matching and not selector.is_empty and synced is None:
@@ -106,7 +108,7 @@ def watch_status(ctx: Context, selector: Selector) -> Exit:
         now = database_clock(db).now()
         where = selector.batch_filter(now)  # ages move on: counted from each frame's now
         page = OperatorQueries(db).list_batches(where, limit=row_limit(ctx.args))
-        pause = CancelStore(db).active_pause(now)
+        pause = active_pause(db, now)
         print_status(ctx, page, now, pause, wide=ctx.output_format == "wide")
         return False
 
@@ -208,6 +210,10 @@ def status_table(
 ) -> tuple[Table, list[str]]:
     """The status table for `room` columns, every cell on one line; and the columns
     left out to fit (see LEAVE_OUT)."""
+    from rich.cells import cell_len
+    from rich.table import Table
+    from rich.text import Text
+
     columns = (*STATUS_COLUMNS[:3], *WIDE_COLUMNS, *STATUS_COLUMNS[3:]) if wide else STATUS_COLUMNS
     natural = {
         title: max(cell_len(text) for text in [title, *(row[title] for row in rows)])

@@ -49,7 +49,7 @@ from orchestrator.db.models import (
 )
 from orchestrator.db.pauses import (
     SendingPause,
-    active_pause_in,
+    active_pause,
     lift_pause_in,
     set_pause,
 )
@@ -240,8 +240,7 @@ class CancelStore:
         set_pause(self.db, reason, now=now, until=until)
 
     def active_pause(self, now: datetime) -> SendingPause | None:
-        with self.db.transaction() as session:
-            return active_pause_in(session, now)
+        return active_pause(self.db, now)
 
     def resume(self, *, now: datetime) -> tuple[SendingPause | None, int]:
         """Lift the pause (an operator fixed the key). The cancels it held back, whose

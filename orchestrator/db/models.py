@@ -40,7 +40,6 @@ NAMING = {
 }
 
 
-
 def _json_of(dialect: Dialect) -> TypeEngine[object]:
     """JSONB on PostgreSQL, JSON elsewhere. The PostgreSQL dialect is imported only
     there: a command on SQLite starts ~30 ms sooner without it."""

@@ -38,6 +38,13 @@ def active_pause_in(session: Session, now: datetime) -> SendingPause | None:
     return _view(row) if row is not None and row.until > now else None
 
 
+def active_pause(db: Database, now: datetime) -> SendingPause | None:
+    """``active_pause_in`` in a transaction of its own (for readers such as `status`,
+    which need not import the cancel store and the rules behind it)."""
+    with db.transaction() as session:
+        return active_pause_in(session, now)
+
+
 def lift_pause_in(session: Session) -> SendingPause | None:
     """Remove the pause (locked first); returns it, or None if there was none."""
     row = session.get(Pause, PAUSE_SCOPE, with_for_update=True)

@@ -25,7 +25,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Session
 
-from orchestrator.core.cancel_request import CancelState
+from orchestrator.core.cancel_state import CancelState
 from orchestrator.core.harvest import FileState
 from orchestrator.core.status import UNOBSERVED, BatchStatus, parse_status
 from orchestrator.db.batch_filter import NO_CANCEL, BatchFilter

@@ -38,6 +38,13 @@ NOT_FOR_STATUS = (
     "psycopg",
     "tenacity",
     "prometheus_client",
+    # nor, on SQLite, SQLAlchemy's PostgreSQL dialect, nor the cancel store and the
+    # lifecycle rules behind it (status reads; it applies no rule)
+    "sqlalchemy.dialects.postgresql",
+    "orchestrator.db.cancels",
+    "orchestrator.db.batches",
+    "orchestrator.core.cancel_request",
+    "orchestrator.core.apply",
 )
 
 
@@ -70,6 +77,15 @@ def test_status_on_sqlite_imports_only_what_it_needs(sqlite_url: str) -> None:
     )
     assert "orchestrator.cli.status_commands" in modules
     assert imported(modules, NOT_FOR_STATUS) == []
+
+
+def test_status_with_nothing_to_show_prints_its_line_without_rich(sqlite_url: str) -> None:
+    modules = modules_after(
+        "from orchestrator.cli.main import main\n"
+        f"assert main(['--database-url', {sqlite_url!r}, 'status']) == 0"
+    )
+    assert "orchestrator.cli.status_commands" in modules
+    assert imported(modules, (*NOT_FOR_STATUS, "rich")) == []
 
 
 def test_every_command_names_a_handler_that_exists() -> None:
