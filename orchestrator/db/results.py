@@ -148,7 +148,6 @@ class ResultStore:
         assert driver is not None
         if not self.db.is_postgres:  # sqlite3, straight: nothing for SQLAlchemy to add per row
             return int(driver.executemany(_SQLITE_INSERT, rows).rowcount)
-        assert driver is not None
         # Safe to let go of: the chunk and its checkpoint commit together, so a chunk
         # lost in a server crash is simply stored again; and any later synchronous
         # commit (the harvest's end) flushes the WAL of this one first.

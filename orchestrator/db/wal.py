@@ -22,6 +22,7 @@ import logging
 import threading
 
 from sqlalchemy import Connection, Engine
+from sqlalchemy.engine.interfaces import DBAPIConnection
 from sqlalchemy.pool import ConnectionPoolEntry
 
 __all__ = [
@@ -44,10 +45,14 @@ def without_autocheckpoint(connection: Connection) -> None:
     connection.connection.info[_OFF] = True
 
 
-def restore_autocheckpoint(dbapi_connection: object, entry: ConnectionPoolEntry) -> None:
+def restore_autocheckpoint(
+    dbapi_connection: DBAPIConnection | None, entry: ConnectionPoolEntry
+) -> None:
     """The pool's check-in hook: a connection goes back with SQLite's default."""
     if entry.info.pop(_OFF, False) and dbapi_connection is not None:
-        dbapi_connection.execute(f"PRAGMA wal_autocheckpoint={DEFAULT_AUTOCHECKPOINT}")  # type: ignore[attr-defined]
+        cursor = dbapi_connection.cursor()
+        cursor.execute(f"PRAGMA wal_autocheckpoint={DEFAULT_AUTOCHECKPOINT}")
+        cursor.close()
 
 
 class BackgroundCheckpoint:
