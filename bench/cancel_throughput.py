@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from sqlalchemy import func, select
 
 from bench.harness import SIM_KEY, CpuSample, RunningSimulator, scratch_database, simulator
+from orchestrator.api.async_client import AsyncBatchApiClient
 from orchestrator.api.client import ApiSettings, BatchApiClient
 from orchestrator.clock import SystemClock
 from orchestrator.core.retry_policy import RetryPolicy
@@ -51,7 +52,9 @@ def run_worker(url: str, sim: RunningSimulator, ids: list[str], concurrency: int
     db = Database.connect(url, pool_size=concurrency + 4)
     store = CancelStore(db)
     store.request(ids, now=SystemClock().now(), requested_by="bench")
-    with client_for(sim) as client:
+    settings = ApiSettings(api_key=Secret(SIM_KEY), base_url=sim.url)
+    client = AsyncBatchApiClient(settings, policy=RetryPolicy(), max_connections=concurrency)
+    if True:
         worker = CancelWorker(
             store,
             client,

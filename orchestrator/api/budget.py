@@ -7,7 +7,8 @@ request goes at once, as before.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import asyncio
+from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
 from orchestrator.api.errors import ApiCall, ApiHeldBack
@@ -57,6 +58,24 @@ class BudgetGate:
                 verdict = Verdict(VerdictKind.RETRY, reason, retry_after=wait)
                 return Outcome(verdict, number, error=ApiHeldBack(call, wait=wait))
             self._sleep(wait)
+            waited += wait
+            if self._interrupter.aborted:
+                return None
+        return None
+
+    async def admit_async(
+        self, call: ApiCall, number: int, sleep: Callable[[float], Awaitable[None]]
+    ) -> Outcome[Any] | None:
+        """``admit`` for the async client. The budget may ask the database for tokens,
+        so ``take`` runs in a thread: the event loop, with every send on it, never
+        waits on a database round trip (or a database outage)."""
+        waited = 0.0
+        while (wait := await asyncio.to_thread(self._budget.take)) > 0:
+            if waited + wait > self._policy.max_in_process_wait:
+                reason = "held back by the shared request budget"
+                verdict = Verdict(VerdictKind.RETRY, reason, retry_after=wait)
+                return Outcome(verdict, number, error=ApiHeldBack(call, wait=wait))
+            await sleep(wait)
             waited += wait
             if self._interrupter.aborted:
                 return None
