@@ -106,7 +106,16 @@ class AsyncBatchApiClient:
             max_connections=max_connections, max_keepalive_connections=max_connections
         )
         self._tls: ssl.SSLContext | None = None  # for every pool (building one: ~60 ms)
-        self._pools: dict[asyncio.AbstractEventLoop, httpx.AsyncClient] = {}
+        self._pools: dict[asyncio.AbstractEventLoop, httpx.AsyncBaseTransport] = {}
+        self._base_url = settings.base_url.rstrip("/")
+        self._params = {"api-version": settings.azure_api_version} if settings.is_azure else None
+        self._headers = httpx.Headers(
+            {
+                **settings.headers(USER_AGENT, ACCEPT_ENCODING),
+                "Connection": "keep-alive",
+            }
+        )
+        self._extensions = {"timeout": self._timeout.as_dict()}
         self._loop: asyncio.AbstractEventLoop | None = None
         self._calls: set[asyncio.Task[Any]] = set()
 
@@ -139,29 +148,32 @@ class AsyncBatchApiClient:
         for task in list(self._calls):
             task.cancel()
 
-    def _http(self) -> httpx.AsyncClient:
+    def _http(self) -> httpx.AsyncBaseTransport:
+        """This event loop's connections (made on its first call)."""
         loop = asyncio.get_running_loop()
         self._loop = loop
         pool = self._pools.get(loop)
         if pool is None:
-            transport = self._transport
-            if transport is None:
+            pool = self._transport
+            if pool is None:
                 if self._tls is None:
                     self._tls = httpx.create_ssl_context()
-                transport = asyncio_transport(self._tls, self._limits)
+                pool = asyncio_transport(self._tls, self._limits)
                 if self._wrap is not None:
-                    transport = self._wrap(transport)
-            settings = self._settings
-            pool = httpx.AsyncClient(
-                base_url=settings.base_url,
-                headers=settings.headers(USER_AGENT, ACCEPT_ENCODING),
-                params={"api-version": settings.azure_api_version} if settings.is_azure else None,
-                timeout=self._timeout,
-                transport=transport,
-                follow_redirects=False,
-            )
+                    pool = self._wrap(pool)
             self._pools[loop] = pool
         return pool
+
+    def _request(self, call: ApiCall) -> httpx.Request:
+        """The request as httpx.AsyncClient would build it, less what we never use
+        (cookies, auth flows, redirects: an answer is taken as it comes)."""
+        return httpx.Request(
+            call.method,
+            self._base_url + call.path,
+            params=self._params,
+            headers=self._headers,
+            extensions=self._extensions,
+        )
 
     # -- public calls ---------------------------------------------------------
 
@@ -203,7 +215,11 @@ class AsyncBatchApiClient:
             self._calls.discard(task)
 
     async def _attempt(
-        self, http: httpx.AsyncClient, call: ApiCall, number: int, extra: dict[str, str | None]
+        self,
+        http: httpx.AsyncBaseTransport,
+        call: ApiCall,
+        number: int,
+        extra: dict[str, str | None],
     ) -> Outcome[ApiResult]:
         if self._gate is not None:
             held = await self._gate.admit_async(call, number, self._sleep)
@@ -212,11 +228,11 @@ class AsyncBatchApiClient:
         if self._interrupter.aborted:
             raise Aborted(_STOPPING)
         started = time.perf_counter()
-        request = http.build_request(call.method, call.path)
+        request = self._request(call)
         response: httpx.Response | None = None
         try:
             async with asyncio.timeout(self._settings.deadline):  # each attempt, all of it
-                response = await http.send(request, stream=True)
+                response = await http.handle_async_request(request)
                 try:
                     request_id = log_response(call, response, started, extra, self._failures)
                     answer = await self._read_answer(response)

@@ -25,6 +25,11 @@ class SendBudget(Protocol):
         wait before asking again (nothing was taken). Thread-safe."""
         ...
 
+    def take_nowait(self) -> float | None:
+        """``take`` if it can answer without waiting on anything (a lock another
+        thread holds, the database); None if it cannot."""
+        ...
+
     def rate_limited(self, retry_after: float | None) -> None:
         """The server answered 429 (asking for ``retry_after`` seconds, if it said):
         hold back every process that shares the budget."""
@@ -54,9 +59,7 @@ class BudgetGate:
         waited = 0.0
         while (wait := self._budget.take()) > 0:
             if waited + wait > self._policy.max_in_process_wait:
-                reason = "held back by the shared request budget"
-                verdict = Verdict(VerdictKind.RETRY, reason, retry_after=wait)
-                return Outcome(verdict, number, error=ApiHeldBack(call, wait=wait))
+                return self._held(call, number, wait)
             self._sleep(wait)
             waited += wait
             if self._interrupter.aborted:
@@ -66,20 +69,27 @@ class BudgetGate:
     async def admit_async(
         self, call: ApiCall, number: int, sleep: Callable[[float], Awaitable[None]]
     ) -> Outcome[Any] | None:
-        """``admit`` for the async client. The budget may ask the database for tokens,
-        so ``take`` runs in a thread: the event loop, with every send on it, never
-        waits on a database round trip (or a database outage)."""
+        """``admit`` for the async client. A token this process holds is taken on the
+        loop; one that must come from the database is asked for in a thread: the event
+        loop, with every send on it, never waits on a database round trip (or outage)."""
         waited = 0.0
-        while (wait := await asyncio.to_thread(self._budget.take)) > 0:
+        while (wait := await self._take_async()) > 0:
             if waited + wait > self._policy.max_in_process_wait:
-                reason = "held back by the shared request budget"
-                verdict = Verdict(VerdictKind.RETRY, reason, retry_after=wait)
-                return Outcome(verdict, number, error=ApiHeldBack(call, wait=wait))
+                return self._held(call, number, wait)
             await sleep(wait)
             waited += wait
             if self._interrupter.aborted:
                 return None
         return None
+
+    async def _take_async(self) -> float:
+        wait = self._budget.take_nowait()
+        return wait if wait is not None else await asyncio.to_thread(self._budget.take)
+
+    def _held(self, call: ApiCall, number: int, wait: float) -> Outcome[Any]:
+        reason = "held back by the shared request budget"
+        verdict = Verdict(VerdictKind.RETRY, reason, retry_after=wait)
+        return Outcome(verdict, number, error=ApiHeldBack(call, wait=wait))
 
     def answered(self, status: int, verdict: Verdict) -> None:
         if status == 429:

@@ -40,6 +40,9 @@ class AsyncSender:
         self._tasks: set[asyncio.Task[None]] = set()
         self.running = 0  # sends started and not finished (read by the tests)
         self.most_running = 0
+        self._finished = 0  # sends finished since the last wait_finished returned
+        self._wanted = 1
+        self._finishing = threading.Condition()
 
     def __enter__(self) -> AsyncSender:
         self._thread.start()
@@ -54,6 +57,20 @@ class AsyncSender:
         if sends:
             self._loop.call_soon_threadsafe(self._start, list(zip(sends, futures, strict=True)))
         return futures
+
+    def wait_finished(self, count: int, timeout: float) -> None:
+        """Wait until ``count`` sends have finished since the last call returned, or for
+        ``timeout`` seconds: the worker records answers a batch at a time."""
+        with self._finishing:
+            self._wanted = count
+            self._finishing.wait_for(lambda: self._finished >= count, timeout)
+            self._finished = 0
+
+    def _one_finished(self) -> None:
+        with self._finishing:
+            self._finished += 1
+            if self._finished >= self._wanted:
+                self._finishing.notify()
 
     def close(self) -> None:
         """Stop the loop: what still runs is cancelled (the worker waited for its sends
@@ -97,3 +114,4 @@ class AsyncSender:
                 future.set_result(result)
             finally:
                 self.running -= 1
+                self._one_finished()

@@ -15,7 +15,7 @@ import logging
 import random
 import threading
 from collections.abc import Callable
-from concurrent.futures import ALL_COMPLETED, Future, wait
+from concurrent.futures import Future, wait
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
@@ -47,7 +47,7 @@ __all__ = ["CancelWorker", "WorkerConfig"]
 log = logging.getLogger(__name__)
 
 PAUSE_CHECK_INTERVAL = timedelta(seconds=1)
-TICK_SECONDS = 0.02
+TICK_SECONDS = 0.1  # the longest an answer waits to be recorded
 NOT_FOUND_MESSAGE = "no such batch, or not visible to this key (check the id, org and project)"
 
 
@@ -129,12 +129,10 @@ class CancelWorker(LoopProcess):
         now = self.clock.now()
         self._record(flight.finished)
         claims: list[Claim] = []
-        if not self._paused(now):
+        room = 2 * self.config.concurrency - len(in_flight)
+        if room >= self._batch() and not self._paused(now):
             claims = self.store.claim_due(
-                self.owner,
-                now=now,
-                limit=2 * self.config.concurrency - len(in_flight),
-                lease_seconds=self.config.lease_seconds,
+                self.owner, now=now, limit=room, lease_seconds=self.config.lease_seconds
             )
         sends = sender.submit_all([functools.partial(self._send, claim) for claim in claims])
         in_flight.update(zip(sends, claims, strict=True))
@@ -146,13 +144,19 @@ class CancelWorker(LoopProcess):
         if once and not in_flight and not claims:
             return None
         # Up to `concurrency` claims wait queued behind the running sends, so a send
-        # that finishes starts the next cancel at once; the loop only has to
-        # come round once a tick to record answers and top the queue up, which lets
-        # one transaction record many answers.
+        # that finishes starts the next cancel at once; the loop only has to come
+        # round when half the concurrency has answered (or a tick has passed) to
+        # record the answers and top the queue up: one transaction records many
+        # answers, and one claims many requests.
         if in_flight:
-            wait(list(in_flight), timeout=TICK_SECONDS, return_when=ALL_COMPLETED)
+            batch = min(len(in_flight), self._batch())
+            sender.wait_finished(batch, timeout=TICK_SECONDS)
             return 0.0
         return 0.0 if claims else self.config.idle_seconds
+
+    def _batch(self) -> int:
+        """Answers to record (and requests to claim) at once: half the concurrency."""
+        return max(1, self.config.concurrency // 2)
 
     def _collect(self, in_flight: dict[Future[Attempt], Claim]) -> list[tuple[Claim, Attempt]]:
         done = [f for f in in_flight if f.done()]
