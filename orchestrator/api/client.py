@@ -4,7 +4,7 @@
   ``delete_file``.
 - One ``httpx.Client``, safe to share between threads, with a connection pool per thread
   (see transport.py).
-- Retries in-process with tenacity, following ``RetryPolicy``: a few quick
+- Retries in-process (retrying.py), following ``RetryPolicy``: a few quick
   attempts, never sleeping through a long wait. When it stops on a retryable
   failure it raises ``RetryLater`` so the durable layer can persist the next
   attempt time.
