@@ -10,7 +10,9 @@ from __future__ import annotations
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, TypeVar, cast
+
+import tenacity
 
 from orchestrator.api.errors import ApiCall, RetryLater
 from orchestrator.api.failures import Failure
@@ -26,7 +28,7 @@ _T = TypeVar("_T")
 
 @dataclass
 class Outcome(Generic[_T]):
-    """What one attempt produced; retried on ``verdict``."""
+    """What one attempt produced; tenacity retries on ``verdict``."""
 
     verdict: Verdict
     attempt: int
@@ -35,10 +37,40 @@ class Outcome(Generic[_T]):
     planned_wait: float | None = field(default=None, repr=False)
 
 
+def _is_retry(outcome: Outcome[Any]) -> bool:
+    return outcome.verdict.kind is VerdictKind.RETRY
+
+
+def _outcome_of(state: tenacity.RetryCallState) -> Outcome[Any]:
+    assert state.outcome is not None
+    return cast("Outcome[Any]", state.outcome.result())
+
+
+class _StopWhenAborted(tenacity.stop.stop_base):
+    def __init__(self, interrupter: Interrupter) -> None:
+        self._interrupter = interrupter
+
+    def __call__(self, retry_state: tenacity.RetryCallState) -> bool:
+        return self._interrupter.aborted
+
+
+class _StopWhenWaitTooLong(tenacity.stop.stop_base):
+    """Stop instead of sleeping through a wait longer than the in-process limit (the
+    durable layer persists it instead)."""
+
+    def __init__(self, planned_wait: Callable[[tenacity.RetryCallState], float], limit: float):
+        self._planned_wait = planned_wait
+        self._limit = limit
+
+    def __call__(self, retry_state: tenacity.RetryCallState) -> bool:
+        return self._planned_wait(retry_state) > self._limit
+
+
 class Retrier:
-    """The retry loop, sync (``run``) and async (``run_async``): both ask ``_next_wait``
-    after each attempt, so they stop and wait alike. (A plain loop: tenacity's machinery
-    cost more CPU per call than the rest of a cancel's client side.)"""
+    """The retry loop on tenacity, sync (``run``) and async (``run_async``): both are
+    built by ``_options``, so they stop, wait and log alike. Stops on an answer not to
+    retry, after ``max_in_process_attempts``, before a wait longer than
+    ``max_in_process_wait``, and once aborted."""
 
     def __init__(
         self,
@@ -53,40 +85,38 @@ class Retrier:
         self._random = random
         self._interrupter = interrupter
 
-    def _planned_wait(self, outcome: Outcome[Any]) -> float:
+    def _planned_wait(self, state: tenacity.RetryCallState) -> float:
+        outcome = _outcome_of(state)
         if outcome.planned_wait is None:
             outcome.planned_wait = self._policy.next_wait(
-                outcome.verdict, outcome.attempt - 1, self._random()
+                outcome.verdict, state.attempt_number - 1, self._random()
             )
         return outcome.planned_wait
 
-    def _next_wait(
-        self, call: ApiCall, extra: dict[str, str | None], outcome: Outcome[Any]
-    ) -> float | None:
-        """Seconds to wait before the next attempt; None: stop with this outcome.
-
-        Stops on an answer not to retry, after ``max_in_process_attempts``, before a
-        wait longer than ``max_in_process_wait`` (it is persisted instead), and once
-        aborted; checked in that order (the planned wait draws a random number only
-        when the attempts are not used up)."""
+    def _options(self, call: ApiCall, extra: dict[str, str | None]) -> dict[str, Any]:
         policy = self._policy
-        if outcome.verdict.kind is not VerdictKind.RETRY:
-            return None
-        if outcome.attempt >= policy.max_in_process_attempts:
-            return None
-        wait = self._planned_wait(outcome)
-        if wait > policy.max_in_process_wait or self._interrupter.aborted:
-            return None
-        logger.info(
-            "%s: %s; retry %d/%d in %.3gs",
-            call,
-            outcome.verdict.reason,
-            outcome.attempt,
-            policy.max_in_process_attempts - 1,
-            wait,
-            extra={**extra, "request_id": getattr(outcome.error, "request_id", None)},
-        )
-        return wait
+
+        def before_sleep(state: tenacity.RetryCallState) -> None:
+            outcome = _outcome_of(state)
+            logger.info(
+                "%s: %s; retry %d/%d in %.3gs",
+                call,
+                outcome.verdict.reason,
+                state.attempt_number,
+                policy.max_in_process_attempts - 1,
+                self._planned_wait(state),
+                extra={**extra, "request_id": getattr(outcome.error, "request_id", None)},
+            )
+
+        return {
+            "retry": tenacity.retry_if_result(_is_retry),
+            "wait": self._planned_wait,
+            "stop": tenacity.stop_after_attempt(policy.max_in_process_attempts)
+            | _StopWhenWaitTooLong(self._planned_wait, policy.max_in_process_wait)
+            | _StopWhenAborted(self._interrupter),
+            "before_sleep": before_sleep,
+            "retry_error_callback": _outcome_of,
+        }
 
     def run(
         self,
@@ -94,14 +124,10 @@ class Retrier:
         extra: dict[str, str | None],
         attempt: Callable[[int], Outcome[_T]],
     ) -> tuple[_T, int]:
-        number = 1
-        while True:
-            outcome = attempt(number)
-            wait = self._next_wait(call, extra, outcome)
-            if wait is None:
-                return self._result(outcome, extra)
-            self._sleep(wait)
-            number += 1
+        retrying = tenacity.Retrying(sleep=self._sleep, **self._options(call, extra))
+        number = iter(range(1, 1 << 30))
+        outcome: Outcome[_T] = retrying(lambda: attempt(next(number)))
+        return self._result(outcome, extra)
 
     async def run_async(
         self,
@@ -110,14 +136,14 @@ class Retrier:
         attempt: Callable[[int], Awaitable[Outcome[_T]]],
         sleep: Callable[[float], Awaitable[None]],
     ) -> tuple[_T, int]:
-        number = 1
-        while True:
-            outcome = await attempt(number)
-            wait = self._next_wait(call, extra, outcome)
-            if wait is None:
-                return self._result(outcome, extra)
-            await sleep(wait)
-            number += 1
+        retrying = tenacity.AsyncRetrying(sleep=sleep, **self._options(call, extra))
+        number = iter(range(1, 1 << 30))
+
+        async def next_attempt() -> Outcome[_T]:  # a coroutine function: tenacity awaits it
+            return await attempt(next(number))
+
+        outcome: Outcome[_T] = await retrying(next_attempt)
+        return self._result(outcome, extra)
 
     def _result(self, outcome: Outcome[_T], extra: dict[str, str | None]) -> tuple[_T, int]:
         if outcome.verdict.kind is VerdictKind.OK and outcome.payload is not None:
