@@ -115,9 +115,11 @@ def simulator(
     webhook_urls: tuple[str, ...] = (),
     webhook_secret: str = "",
     seed: int | None = None,
+    rate_limit: float | None = None,
 ) -> Iterator[RunningSimulator]:
     """The simulator in a separate process, so it does not share our GIL; with
-    ``webhook_urls`` it sends signed events there (signed with ``webhook_secret``)."""
+    ``webhook_urls`` it sends signed events there (signed with ``webhook_secret``);
+    with ``rate_limit``, in rate-limit mode (requests a second per key)."""
     command = [
         sys.executable,
         "-m",
@@ -133,6 +135,8 @@ def simulator(
         command += ["--webhook-url", url]
     if seed is not None:
         command += ["--seed", str(seed)]
+    if rate_limit is not None:
+        command += ["--rate-limit", str(rate_limit)]
     env = {**os.environ, "OPENAI_WEBHOOK_SECRET": webhook_secret}
     process = subprocess.Popen(command, stdout=subprocess.PIPE, text=True, env=env)
     try:
