@@ -2,9 +2,10 @@
 
 ``GET /v1/batches`` returns full Batch objects, so each one on a page is the same
 observation a single GET would have brought. The page's in-flight batches that we
-track and nobody else holds are leased (the one rule of db/leases.py), then each goes
-through ``PollStore.record_locked``: the state machine, the events, the next poll,
-exactly as a GET's answer would, all in one transaction.
+track and nobody else holds are leased (the one rule of db/leases.py), then recorded
+by ``poll_writes.record_polled``, the code that records a GET's answer: the state
+machine, the events, the next poll, exactly as GETs would, in one transaction of a
+few statements.
 """
 
 from __future__ import annotations
@@ -18,8 +19,9 @@ from sqlalchemy import ColumnElement, func, or_, select
 from orchestrator.core.observation import BatchObservation
 from orchestrator.core.poll_policy import PollPolicy
 from orchestrator.core.status import TERMINAL, BatchStatus
-from orchestrator.db.models import Batch, WebhookEvent
-from orchestrator.db.polls import PollRecord, PollStore, PollTerms
+from orchestrator.db.models import Batch
+from orchestrator.db.poll_writes import PollRecord, PollTerms, record_polled
+from orchestrator.db.polls import PollStore
 
 __all__ = ["Due", "ListPollStore"]
 
@@ -90,15 +92,5 @@ class ListPollStore:
             )
             if not ids:
                 return []
-            rows = session.scalars(
-                select(Batch).where(Batch.id.in_(ids)).order_by(Batch.id).with_for_update()
-            ).all()
-            since = select(WebhookEvent.batch_id).where(
-                WebhookEvent.batch_id.in_(ids), WebhookEvent.received_at >= now
-            )
-            arrivals = {i for i in session.scalars(since) if i is not None}
-            # The rows' updates go to the database together at commit, not one by one.
             terms = PollTerms(now, owner, policy, lease_seconds, webhooks)
-            record = self.polls.record_locked
-            with session.no_autoflush:
-                return [record(session, row, by_id[row.id], terms, u(), arrivals) for row in rows]
+            return record_polled(self.db, session, {i: by_id[i] for i in ids}, terms, u)
