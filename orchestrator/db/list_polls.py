@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from sqlalchemy import ColumnElement, func, or_, select
+from sqlalchemy.orm import Session
 
 from orchestrator.core.observation import BatchObservation
 from orchestrator.core.poll_policy import PollPolicy
@@ -41,7 +42,8 @@ class Due:
 
     tracked: int  # all of them
     now: int  # due now
-    soon: int  # due within the horizon: worth observing early while the walk passes by
+    soon: int  # due within the horizon and not observed by the walk in progress: worth
+    # observing early while the walk passes by
     oldest: datetime | None  # the oldest creation time among those due soon, if known:
     # the list is newest first, so a walk past it cannot meet them any more
 
@@ -51,18 +53,28 @@ class ListPollStore:
         self.polls = polls
         self.db = polls.db
 
-    def due(self, now: datetime, horizon: timedelta) -> Due:
-        free = self.polls.leases.free(now)
+    def due(self, now: datetime, horizon: timedelta, since: datetime | None = None) -> Due:
         with self.db.transaction() as session:
-            tracked, due_now, soon, oldest = session.execute(
-                select(
-                    func.count(),
-                    func.count().filter(Batch.next_poll_at <= now),
-                    func.count().filter(Batch.next_poll_at <= now + horizon),
-                    func.min(Batch.created_at).filter(Batch.next_poll_at <= now + horizon),
-                ).where(in_flight(), free)
-            ).one()
-            return Due(int(tracked), int(due_now), int(soon), oldest)
+            return self.due_in(session, now, horizon, since)
+
+    def due_in(
+        self, session: Session, now: datetime, horizon: timedelta, since: datetime | None = None
+    ) -> Due:
+        """``due`` in the caller's transaction (the shared walk decides under its lock).
+        ``since``: the walk in progress began then; what it observed already is not
+        "left" for it, even if its next poll is soon."""
+        soon = Batch.next_poll_at <= now + horizon
+        if since is not None:
+            soon &= or_(Batch.last_polled_at.is_(None), Batch.last_polled_at < since)
+        tracked, due_now, due_soon, oldest = session.execute(
+            select(
+                func.count(),
+                func.count().filter(Batch.next_poll_at <= now),
+                func.count().filter(soon),
+                func.min(Batch.created_at).filter(soon),
+            ).where(in_flight(), self.polls.leases.free(now))
+        ).one()
+        return Due(int(tracked), int(due_now), int(due_soon), oldest)
 
     def record_page(
         self,
