@@ -50,6 +50,7 @@ FIELDS = (
     "passes",
     "late",
     "late_peak",
+    "due_end",
     "cpu",
 )
 Run = dict[str, float]
@@ -147,6 +148,7 @@ def run(
         result["asked"] += result["observations"] - result["walked"]  # each single GET
         result["requests"] = requests_sent(sim) - before
         result["late"] = late(db, 10)
+        result["due_end"] = late(db, 0)
         spread = lateness(db)
         for r, c in zip(running, clients, strict=True):
             r.close()
@@ -196,12 +198,15 @@ def main() -> None:
         for name, spread in spreads.items():
             print(f"lateness at the end, {name}: {percentiles(spread)}")
         lists, gets = runs["list pages"], runs["single GETs"]
+        # What the policy asked of the GET-only run: the polls it made, and at least one
+        # more for each batch still due at the end (it fell behind if there are any).
+        demand = gets["observations"] + gets["due_end"]
         print(
             f"list pages: {lists['requests'] / max(1, gets['requests']):.4f}x the requests of "
-            f"single GETs in the same time (target <= 0.1), "
-            f"{lists['requests'] / max(1, lists['asked']):.3f} per policy poll; "
-            f"{lists['cpu'] / max(1, lists['observations']) * 1000:.2f} ms CPU per observation "
-            "(target <= 1 ms)"
+            f"single GETs in the same time; {lists['requests'] / max(1, demand):.4f} per poll "
+            f"the policy asked of the GET-only run ({int(demand)}: made + still due at the end; "
+            f"target <= 0.1); {lists['cpu'] / max(1, lists['observations']) * 1000:.2f} ms CPU "
+            "per observation (target <= 1 ms)"
         )
 
 
