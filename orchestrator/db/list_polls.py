@@ -21,7 +21,13 @@ from orchestrator.core.observation import BatchObservation
 from orchestrator.core.poll_policy import PollPolicy
 from orchestrator.core.status import TERMINAL, BatchStatus
 from orchestrator.db.models import Batch
-from orchestrator.db.poll_writes import PollRecord, PollTerms, record_polled
+from orchestrator.db.poll_writes import (
+    POLL_COLUMNS,
+    PolledRow,
+    PollRecord,
+    PollTerms,
+    record_polled,
+)
 from orchestrator.db.polls import PollStore
 
 __all__ = ["Due", "ListPollStore"]
@@ -86,23 +92,30 @@ class ListPollStore:
         lease_seconds: float,
         u: Callable[[], float],
         webhooks: bool = False,
+        then: Callable[[Session, list[PollRecord]], None] | None = None,
     ) -> list[PollRecord]:
         """Record every in-flight batch of ours on the page that no one else holds, in
-        one transaction; batches we do not track, or that have ended, are left alone."""
+        one transaction; batches we do not track, or that have ended, are left alone.
+        ``then``: more to write in the same transaction, given what was recorded."""
         by_id = {o.id: o for o in observed}  # a batch listed twice: the later one wins
         if not by_id:
             return []
         with self.db.transaction() as session:
-            ids = self.polls.leases.claim(
+            # Lock and read the page's batches that are ours, in flight and free, in one
+            # statement; their leases are written with what the observations decide.
+            locked = self.polls.leases.lock(
                 session,
                 owner,
                 now=now,
-                lease_seconds=lease_seconds,
                 due=Batch.id.in_(list(by_id)) & in_flight(),
                 order_by=[Batch.id],  # lock in id order, as every other writer does
-                limit=len(by_id),
+                columns=POLL_COLUMNS,
             )
-            if not ids:
-                return []
+            rows = [PolledRow.of(row, holder=owner) for row in locked]
             terms = PollTerms(now, owner, policy, lease_seconds, webhooks)
-            return record_polled(self.db, session, {i: by_id[i] for i in ids}, terms, u)
+            records = record_polled(
+                self.db, session, {r.batch.id: by_id[r.batch.id] for r in rows}, terms, u, rows
+            )
+            if then is not None:
+                then(session, records)
+            return records

@@ -25,10 +25,12 @@ from sqlalchemy.orm import Session
 from orchestrator.db.leases import PROCESS_STALE_SECONDS, Leases
 from orchestrator.db.list_polls import Due, ListPollStore
 from orchestrator.db.models import ListWalk, table_of
+from orchestrator.db.poll_writes import PollRecord
 
 __all__ = ["Busy", "ListWalkStore", "Next", "Turn", "WalkState"]
 
 WALK = "batches"
+MIN_YIELD = 10  # a page observing fewer of ours costs more than a tenth of a GET each
 
 
 @dataclass(frozen=True)
@@ -96,10 +98,7 @@ class ListWalkStore:
         the same transaction, under the walk's lock: two processes cannot both see the
         walk over and what it left due, and begin a walk each."""
         with self.db.transaction() as session:
-            row = self._locked(session)
-            free = session.scalar(
-                select(self.leases.free(now)).select_from(ListWalk).where(ListWalk.name == WALK)
-            )
+            row, free = self._locked(session, now)
             if not free:
                 return Busy(row.started_at)
             state = WalkState(
@@ -161,14 +160,19 @@ class ListWalkStore:
             )
             return int(result.rowcount) == 1  # type: ignore[attr-defined]
 
-    def count_yield(self, turn: Turn, *, lean: bool) -> None:
-        """A page of the walk recorded: ``lean``, it observed few batches of ours."""
-        with self.db.transaction() as session:
+    def counting(self, turn: Turn) -> Callable[[Session, list[PollRecord]], None]:
+        """What to write with the turn's page, in its transaction: whether it was lean
+        (observed fewer than ``MIN_YIELD`` batches of ours)."""
+
+        def count(session: Session, records: list[PollRecord]) -> None:
+            lean = len(records) < MIN_YIELD
             session.execute(
                 update(ListWalk)
                 .where(ListWalk.name == WALK, ListWalk.started_at == turn.started_at)
                 .values(lean=ListWalk.lean + 1 if lean else 0)
             )
+
+        return count
 
     def state(self) -> WalkState | None:
         with self.db.transaction() as session:
@@ -179,14 +183,19 @@ class ListWalkStore:
                 row.started_at, row.pages, row.lean, row.reached_at, row.last_started_at
             )
 
-    def _locked(self, session: Session) -> ListWalk:
-        """The row, locked; made on first use (several processes may start at once)."""
-        query = select(ListWalk).where(ListWalk.name == WALK).with_for_update()
-        row = session.execute(query).scalar_one_or_none()
-        if row is None:
+    def _locked(self, session: Session, now: datetime) -> tuple[ListWalk, bool]:
+        """The row, locked, and whether its turn is free at ``now``; the row is made on
+        first use (several processes may start at once)."""
+        query = (
+            select(ListWalk, self.leases.free(now).label("free"))
+            .where(ListWalk.name == WALK)
+            .with_for_update(of=ListWalk)
+        )
+        found = session.execute(query).one_or_none()
+        if found is None:
             session.execute(
                 self.db.insert_ignoring_conflicts(table_of(ListWalk)),
                 [{"name": WALK, "pages": 0, "lean": 0}],
             )
-            row = session.execute(query).scalar_one()
-        return row
+            found = session.execute(query).one()
+        return found[0], bool(found[1])

@@ -40,7 +40,14 @@ from orchestrator.db.batches import (
 from orchestrator.db.database import Database, chunks
 from orchestrator.db.models import Batch, BatchEvent, CancelRequest, WebhookEvent, table_of
 
-__all__ = ["PollRecord", "PollTerms", "PolledRow", "plan_recording", "record_polled"]
+__all__ = [
+    "POLL_COLUMNS",
+    "PollRecord",
+    "PollTerms",
+    "PolledRow",
+    "plan_recording",
+    "record_polled",
+]
 
 SOURCE = "reconciler"
 
@@ -105,12 +112,13 @@ class PolledRow:
     result_line_errors: int
 
     @staticmethod
-    def of(row: Row[tuple[object, ...]]) -> PolledRow:
-        """From a Row of ``POLL_COLUMNS``."""
+    def of(row: Row[tuple[object, ...]], holder: str | None = None) -> PolledRow:
+        """From a Row of ``POLL_COLUMNS``; ``holder``: whose lease it is now, if the row
+        says otherwise (a page's batches are leased in the write that records them)."""
         return PolledRow(
             snapshot_of_row(row),
             row.status_changed_at,
-            row.lease_owner,
+            holder or row.lease_owner,
             row.overdue_since,
             row.terminal_polls,
             row.polls,
@@ -225,12 +233,13 @@ def record_polled(
     observed: Mapping[str, BatchObservation],
     terms: PollTerms,
     u: Callable[[], float],
+    locked: Sequence[PolledRow] | None = None,
 ) -> list[PollRecord]:
     """Lock the batches of ``observed`` (id order, as every writer locks), record each
     observation, and write them all: a few statements for the whole page. ``u`` draws
-    each batch's random unit, in id order."""
-    ids = sorted(observed)
-    rows = _lock(session, ids)
+    each batch's random unit, in id order. ``locked``: the rows, locked and read by
+    the caller already (in id order)."""
+    rows = list(locked) if locked is not None else _lock(session, sorted(observed))
     arrivals = _arrivals(session, [r.batch.id for r in rows], terms.now)
     ended = [r.batch.id for r in rows if _ends(r, observed[r.batch.id])]
     requests = _lock_requests(session, ended)
@@ -340,7 +349,8 @@ def _poll_changes(
     if not holds:
         return changes  # the schedule and the lease belong to whoever holds it now
     changes["next_poll_at"] = plan.next_poll_at
-    if plan.harvest:
+    if plan.harvest:  # the lease is kept for the download (it may be this write's own)
+        changes["lease_owner"] = row.lease_owner
         changes["lease_expires_at"] = now + timedelta(seconds=lease_seconds)
     else:
         changes["lease_owner"] = None

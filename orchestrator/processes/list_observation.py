@@ -19,7 +19,7 @@ The walk stops where GETs cost less:
   does not begin);
 - nothing due within the horizon is left unobserved;
 - the page reached is older than the oldest of those (newest first: it cannot come);
-- two pages in a row observed fewer than ``MIN_YIELD`` of ours (other systems'
+- two pages in a row observed fewer than ``list_walks.MIN_YIELD`` of ours (other systems'
   batches fill the list);
 - the end of the list.
 The order is not documented (reference section 6.2); if it is not newest first, only
@@ -50,7 +50,6 @@ log = logging.getLogger(__name__)
 
 LIST_PAGE = 100  # the API's largest page
 HORIZON = timedelta(seconds=60)  # a walk also observes what falls due this soon
-MIN_YIELD = 10  # a page observing fewer of ours costs more than a tenth of a GET each
 TURN_WAIT = 0.02  # seconds between looks at a turn another process holds (one GET long)
 
 
@@ -152,9 +151,9 @@ class ListObserver:
             lease_seconds=self.lease_seconds,
             u=self.random_unit,
             webhooks=self.webhooks(),
+            then=self.walks.counting(turn),  # lean or not, with the page
         )
         walk.records.extend(records)
-        self.walks.count_yield(turn, lean=len(records) < MIN_YIELD)
         if ended:
             walk.stopped = ended
             return False
