@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 
+from orchestrator.cli.output import BATCH_LISTS, add_output_arguments
 from orchestrator.cli.selection import add_selector_arguments, text_of_at_most
 from orchestrator.core.ids import BATCH_PREFIX
 
@@ -62,7 +63,7 @@ def _id_arguments(parser: argparse.ArgumentParser) -> None:
         help=f"take an id not tracked yet even if it does not begin {BATCH_PREFIX} "
         "(an id of another form, such as a gateway's)",
     )
-    parser.add_argument("--json", action="store_true", help="machine-readable output")
+    add_output_arguments(parser, BATCH_LISTS, limit=False)
 
 
 def add_selection_arguments(parser: argparse.ArgumentParser) -> None:

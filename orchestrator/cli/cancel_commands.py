@@ -8,6 +8,7 @@ from orchestrator.cli import cancel_plan
 from orchestrator.cli.batch_names import named_ids
 from orchestrator.cli.context import Context, Exit
 from orchestrator.cli.ids_input import IdList, collect_ids, report_rejected
+from orchestrator.cli.output import emit, record
 from orchestrator.cli.render import cell
 from orchestrator.cli.withdraw_command import run_withdraw
 from orchestrator.db.batches import BatchStore
@@ -45,17 +46,14 @@ def run_cancel(ctx: Context) -> Exit:
         )
     finally:
         db.dispose()
-    if ctx.json:
-        ctx.emit_json(
-            {
-                "requested": summary.new,
-                "already_requested": summary.already,
-                "reopened": summary.reopened,
-                "closed_at_once": summary.closed_at_once,
-                "rejected": ids.rejected,
-            }
-        )
-    else:
+    document = {
+        "requested": summary.new,
+        "already_requested": summary.already,
+        "reopened": summary.reopened,
+        "closed_at_once": summary.closed_at_once,
+        "rejected": ids.rejected,
+    }
+    if not emit(ctx, document, cancel_plan.request_records(summary)):
         ctx.out.print(
             f"cancel requested for {len(summary.new)} batch(es)"
             + (f", {len(summary.reopened)} reopened" if summary.reopened else "")
@@ -87,16 +85,17 @@ def run_track(ctx: Context) -> Exit:
         harvest = CorrectionStore(db).harvest_unharvested(ids.valid, now=now, source="track")
     finally:
         db.dispose()
-    if ctx.json:
-        ctx.emit_json(
-            {
-                "tracked": new,
-                "already_tracked": [i for i in ids.valid if i not in new],
-                "to_harvest": harvest,
-                "rejected": ids.rejected,
-            }
-        )
-    else:
+    document = {
+        "tracked": new,
+        "already_tracked": [i for i in ids.valid if i not in new],
+        "to_harvest": harvest,
+        "rejected": ids.rejected,
+    }
+    records = [
+        record(i, "tracked" if i in new else "already_tracked", to_harvest=i in harvest)
+        for i in ids.valid
+    ]
+    if not emit(ctx, document, records):
         ctx.out.print(
             f"tracking {len(new)} new batch(es), {len(ids.valid) - len(new)} already known"
         )

@@ -22,6 +22,7 @@ from orchestrator.cli.batch_names import named_ids
 from orchestrator.cli.confirm import refusal
 from orchestrator.cli.context import Context, Exit
 from orchestrator.cli.ids_input import IdList, ids_and_selector
+from orchestrator.cli.output import emit, for_a_person, record
 from orchestrator.cli.render import age, cell, moment
 from orchestrator.cli.selection import selector_of
 from orchestrator.core.apply import StoredBatch
@@ -31,7 +32,7 @@ from orchestrator.db.cancels import CancelStore, RequestSummary
 from orchestrator.db.queries import BatchFilter, BatchSummary, OperatorQueries
 from orchestrator.db.server_clock import database_clock
 
-SHOWN_ROWS = 100  # of each list, in the human plan; --json has them all
+SHOWN_ROWS = 100  # of each list, in the human plan; -o json and -o jsonl have them all
 
 
 def wanted(args: argparse.Namespace) -> bool:
@@ -78,6 +79,13 @@ class CancelPlan:
             **({"last_synced": self.last_synced} if self.chose_from_table else {}),
         }
 
+    def records(self) -> list[dict[str, Any]]:
+        """One a batch, for -o jsonl; -o ids lists those to cancel."""
+        chosen = [record(p.batch_id, "to_cancel", **_fields(p)) for p in self.to_cancel]
+        return chosen + [
+            record(p.batch_id, "skipped", listed=False, **_fields(p)) for p in self.skipped
+        ]
+
     def table_note(self) -> str | None:
         """What a person must know about where filters looked, or None."""
         if not self.chose_from_table:
@@ -92,6 +100,21 @@ class CancelPlan:
             f"chosen from the local table (last synced {moment(self.last_synced)}; "
             "`orchestrator sync` records batches made since)"
         )
+
+
+def _fields(planned: Planned) -> dict[str, Any]:
+    return {k: v for k, v in asdict(planned).items() if k != "batch_id"}
+
+
+def request_records(summary: RequestSummary) -> list[dict[str, Any]]:
+    """What a cancel request did, one record a batch (-o jsonl; -o ids lists them all:
+    each has a cancel request now)."""
+    done = [
+        *((i, "requested") for i in summary.new),
+        *((i, "reopened") for i in summary.reopened),
+        *((i, "already_requested") for i in summary.already),
+    ]
+    return [record(i, result, closed_at_once=summary.closed_at_once.get(i)) for i, result in done]
 
 
 def _request(row: BatchSummary, now: datetime) -> RequestPlan:
@@ -159,8 +182,10 @@ def run(ctx: Context) -> Exit:
             _show_plan(ctx, plan, ids, dry_run=args.dry_run)
             return _exit(ids)
         if where is not None and not args.yes:
-            # stdout stays one JSON document with --json: the plan to confirm goes to stderr
-            _show_plan(ctx, plan, ids, dry_run=False, console=ctx.err if ctx.json else ctx.out)
+            # stdout stays what a program reads (-o json|jsonl|ids): the plan to confirm
+            # goes to stderr then
+            console = ctx.out if for_a_person(ctx) else ctx.err
+            _show_plan(ctx, plan, ids, dry_run=False, console=console)
             refused = refusal(ctx, "cancel", len(plan.to_cancel))
             if refused is not None:
                 return refused
@@ -203,7 +228,7 @@ def _table(title: str, rows: list[Planned]) -> Table:
             cell(p.note),
         )
     if len(rows) > SHOWN_ROWS:
-        more = f"... {len(rows) - SHOWN_ROWS} more (--json lists all)"
+        more = f"... {len(rows) - SHOWN_ROWS} more (-o json or -o jsonl lists all)"
         table.add_row(more, *([""] * (len(PLAN_COLUMNS) - 1)))
     return table
 
@@ -211,10 +236,11 @@ def _table(title: str, rows: list[Planned]) -> Table:
 def _show_plan(
     ctx: Context, plan: CancelPlan, ids: IdList, *, dry_run: bool, console: Console | None = None
 ) -> None:
-    """The plan as JSON (on stdout, with --json and no console named), else as tables."""
+    """The plan in a machine format (on stdout, with -o json|jsonl|ids and no console
+    named), else as tables."""
     if console is None:
-        if ctx.json:
-            ctx.emit_json({"dry_run": dry_run, **plan.to_dict(), "rejected": ids.rejected})
+        document = {"dry_run": dry_run, **plan.to_dict(), "rejected": ids.rejected}
+        if emit(ctx, document, plan.records()):
             return
         console = ctx.out
     if plan.to_cancel:
@@ -233,18 +259,17 @@ def _show_plan(
 
 
 def _show_outcome(ctx: Context, plan: CancelPlan, summary: RequestSummary, ids: IdList) -> None:
-    if ctx.json:
-        ctx.emit_json(
-            {
-                "dry_run": False,
-                **plan.to_dict(),
-                "requested": summary.new,
-                "already_requested": summary.already,
-                "reopened": summary.reopened,
-                "closed_at_once": summary.closed_at_once,
-                "rejected": ids.rejected,
-            }
-        )
+    document = {
+        "dry_run": False,
+        **plan.to_dict(),
+        "requested": summary.new,
+        "already_requested": summary.already,
+        "reopened": summary.reopened,
+        "closed_at_once": summary.closed_at_once,
+        "rejected": ids.rejected,
+    }
+    skipped = [r for r in plan.records() if r["result"] == "skipped"]
+    if emit(ctx, document, [*request_records(summary), *skipped]):
         return
     if plan.skipped:
         ctx.out.print(_table(f"skipped ({len(plan.skipped)})", plan.skipped))

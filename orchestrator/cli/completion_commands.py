@@ -46,6 +46,8 @@ def describe(parser: argparse.ArgumentParser) -> Command:
             action.option_strings
         ):
             continue
+        if action.help == argparse.SUPPRESS:  # a retired spelling (cli/output.retire)
+            continue
         # A comma-list type (`--status in_progress,cancelling`) names its values on
         # itself: argparse's `choices` would refuse the list as one value.
         offered = action.choices or getattr(action.type, "choices", None)

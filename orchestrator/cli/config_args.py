@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from orchestrator.cli.output import REPORTS, add_output_arguments
+
 
 def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     config = commands.add_parser("config", help="show the effective settings")
@@ -13,5 +15,5 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         help="print every setting in effect (the API key only as set / not set)",
         description="Print the effective settings after the config file, environment and flags.",
     )
-    show.add_argument("--json", action="store_true", help="machine-readable output")
+    add_output_arguments(show, REPORTS, limit=False)
     show.set_defaults(handler="config_commands.show_settings", needs_schema=False)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from orchestrator.cli.output import REPORTS, add_output_arguments
+
 
 def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     db = commands.add_parser(
@@ -25,5 +27,5 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         description="Show the schema revision. Exit 0 when it is current, 3 when the "
         "database is behind, empty or absent (run `orchestrator db upgrade`).",
     )
-    current.add_argument("--json", action="store_true", help="machine-readable output")
+    add_output_arguments(current, REPORTS, limit=False)
     current.set_defaults(handler="db_commands.show_current", needs_schema=False)

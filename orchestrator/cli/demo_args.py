@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from orchestrator.cli.output import REPORTS, add_output_arguments
+
 DEFAULT_DATABASE = Path("orchestrator-demo.sqlite3")
 
 
@@ -31,5 +33,5 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
             "or be one an earlier demo made"
         ),
     )
-    demo.add_argument("--json", action="store_true", help="print the outcome as JSON, no live view")
+    add_output_arguments(demo, REPORTS, limit=False)
     demo.set_defaults(handler="demo_command.run", needs_schema=False)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 from orchestrator.cli.cancel_args import MAX_BY, MAX_REASON
-from orchestrator.cli.output import add_output_arguments
+from orchestrator.cli.output import BATCH_LISTS, add_output_arguments
 from orchestrator.cli.selection import add_selector_arguments, text_of_at_most
 
 
@@ -41,5 +41,5 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     forget.add_argument(
         "--yes", "-y", action="store_true", help="do not ask for confirmation (scripts)"
     )
-    add_output_arguments(forget, ("table", "json"), limit=False)
+    add_output_arguments(forget, BATCH_LISTS, limit=False)
     forget.set_defaults(handler="forget_commands.run_forget")

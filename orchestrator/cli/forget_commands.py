@@ -12,6 +12,7 @@ from orchestrator.cli.batch_names import named_ids
 from orchestrator.cli.confirm import refusal
 from orchestrator.cli.context import Context, Exit
 from orchestrator.cli.ids_input import IdList, ids_and_selector
+from orchestrator.cli.output import emit, for_a_person, record
 from orchestrator.cli.render import age, cell
 from orchestrator.cli.selection import NEVER_SYNCED, Selector
 from orchestrator.core.status import UNOBSERVED
@@ -83,7 +84,7 @@ def run_forget(ctx: Context) -> Exit:
             _show_plan(ctx, rows, now, dry_run=args.dry_run)
             return Exit.ATTENTION if ids.rejected else Exit.OK
         if not args.yes:
-            _show_plan(ctx, rows, now, dry_run=False, to_stderr=ctx.json)
+            _show_plan(ctx, rows, now, dry_run=False, to_stderr=not for_a_person(ctx))
             refused = refusal(ctx, "forget", len(rows))
             if refused is not None:
                 return refused
@@ -99,9 +100,11 @@ def run_forget(ctx: Context) -> Exit:
 def _show_plan(
     ctx: Context, rows: list[BatchSummary], now: datetime, *, dry_run: bool, to_stderr: bool = False
 ) -> None:
-    if ctx.json and not to_stderr:
-        ctx.emit_json({"dry_run": dry_run, "to_forget": [_plan_record(r, now) for r in rows]})
-        return
+    if not to_stderr:
+        planned = [_plan_record(r, now) for r in rows]
+        records = [{**p, "result": "to_forget"} for p in planned]
+        if emit(ctx, {"dry_run": dry_run, "to_forget": planned}, records):
+            return
     console = ctx.err if to_stderr else ctx.out
     if rows:
         console.print(_plan_table(rows, now))
@@ -119,15 +122,16 @@ def _show_plan(
 
 
 def _show_outcome(ctx: Context, summary: ForgetSummary, rejected: list[str]) -> None:
-    if ctx.json:
-        ctx.emit_json(
-            {
-                "forgotten": summary.forgotten,
-                "in_use": summary.in_use,
-                "gone_already": summary.unknown,
-                "rejected": rejected,
-            }
-        )
+    document = {
+        "forgotten": summary.forgotten,
+        "in_use": summary.in_use,
+        "gone_already": summary.unknown,
+        "rejected": rejected,
+    }
+    records = [record(i, "forgotten") for i in summary.forgotten]
+    records += [record(i, "in_use", listed=False) for i in summary.in_use]
+    records += [record(i, "gone_already", listed=False) for i in summary.unknown]
+    if emit(ctx, document, records):
         return
     ctx.out.print(
         f"forgot {len(summary.forgotten)} batch(es) (recorded in forgotten_batches)",

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from orchestrator.cli.output import REPORTS, add_output_arguments
+
 EXIT_CODES = """\
 exit codes:
   0  healthy (overdue batches are reported, not failed on)
@@ -26,5 +28,5 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     health.add_argument("--api", action="store_true", help="also call the API (one cheap GET)")
-    health.add_argument("--json", action="store_true", help="machine-readable output")
+    add_output_arguments(health, REPORTS, limit=False)
     health.set_defaults(handler="health_commands.run_healthcheck")

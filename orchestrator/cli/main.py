@@ -146,7 +146,7 @@ def load_handler(name: str) -> Handler:
 
 # Arguments that may hold any bytes: file names (the OS allows them) and batch ids
 # (each is checked and reported on its own, so the good ones still go through).
-ANY_BYTES = frozenset({"output", "from_file", "ids", "batch_id"})
+ANY_BYTES = frozenset({"to", "from_file", "ids", "batch_id"})
 
 
 def _not_utf8(args: argparse.Namespace) -> str | None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from orchestrator.cli.output import REPORTS, add_output_arguments
 from orchestrator.cli.worker_args import add_metrics_port_argument
 
 
@@ -31,5 +32,5 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         help="batches worked on at once (env ORCHESTRATOR_RECONCILE_CONCURRENCY, default 8)",
     )
     add_metrics_port_argument(reconcile)
-    reconcile.add_argument("--json", action="store_true", help="print the summary as JSON")
+    add_output_arguments(reconcile, REPORTS, limit=False)
     reconcile.set_defaults(handler="reconcile_commands.run_reconcile")

@@ -1,21 +1,15 @@
-"""`orchestrator results BATCH_ID`: export the stored results as JSON lines or CSV, streaming.
+"""`orchestrator results BATCH_ID`: export the stored results, streaming.
 
-Results hold text from outside (custom ids, model output, server error messages),
-so both the CSV cells and the output file are made safe:
-
-- CSV: every cell is quoted, and a cell that begins with a character a spreadsheet
-  reads as the start of a formula gets a leading `'` (OWASP's advice on CSV
-  injection), so `=HYPERLINK(...)` stays text. JSON lines are written verbatim.
-- `--output FILE`: written to a new file of a random name in FILE's directory
-  (created exclusively, links not followed), renamed over FILE only once complete.
-  An existing FILE is replaced only with --force; a FILE that is not a regular file
-  (a link, a directory, a device, a FIFO) never is.
+`-o jsonl` (the default), `json`, `csv` (made safe for spreadsheets) or `table` (for a
+person): cli/result_writers.py. `--to FILE` is made safe too: written to a new file of
+a random name in FILE's directory (created exclusively, links not followed), renamed
+over FILE only once complete. An existing FILE is replaced only with --force; a FILE
+that is not a regular file (a link, a directory, a device, a FIFO) never is.
 """
 
 from __future__ import annotations
 
 import contextlib
-import csv
 import os
 import stat
 import sys
@@ -25,33 +19,23 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import IO, Any
 
-import orjson
+from rich.console import Console
 
 from orchestrator.cli.batch_names import resolve_batch_id
-from orchestrator.cli.context import Context, Exit
+from orchestrator.cli.context import PIPED_WIDTH, Context, Exit
+from orchestrator.cli.output import row_limit
+from orchestrator.cli.result_writers import (
+    CSV_COLUMNS,
+    TABLE_COLUMNS,
+    write_records,
+    write_table,
+)
 from orchestrator.cli.selection import NEVER_SYNCED, Selector, selector_of
 from orchestrator.core.harvest import HarvestState
 from orchestrator.core.visible import visible
-from orchestrator.db.queries import BatchSummary, OperatorQueries, ResultRow
+from orchestrator.db.queries import BatchSummary, OperatorQueries
 from orchestrator.db.server_clock import database_clock
 from orchestrator.errors import ConfigError, UnknownBatch
-
-CSV_COLUMNS = (
-    "custom_id",
-    "file_kind",
-    "file_id",
-    "line_number",
-    "line_id",
-    "status_code",
-    "request_id",
-    "error_code",
-    "error_message",
-    "body",
-)
-# What spreadsheets (Excel, LibreOffice, Google Sheets) take as the start of a formula
-# when a cell begins with it; the full-width forms too, as some convert them.
-FORMULA_STARTS: tuple[str, ...] = ("=", "+", "-", "@", "\t", "\r", "\n", "\0")
-FORMULA_STARTS += ("\uff1d", "\uff0b", "\uff0d", "\uff20")  # full-width = + - @
 
 
 def run_results(ctx: Context) -> Exit:
@@ -74,13 +58,11 @@ def run_results(ctx: Context) -> Exit:
             ctx.err.print("--complete-only: nothing exported", markup=False)
             return Exit.ATTENTION
         rows = queries.iter_results(batch_id, kind=ctx.args.kind)
-        with _destination(ctx.args.output, force=ctx.args.force) as out:
-            written = write_rows(out, rows, ctx.args.format)
+        written = _export(ctx, (asdict(row) for row in rows), ())
         pruned = queries.batches([batch_id])[batch_id].results_pruned_at
     finally:
         db.dispose()
-    where = "stdout" if ctx.args.output in (None, "-") else visible(ctx.args.output)
-    ctx.err.print(f"exported {written} result(s) of {batch_id} to {where}", markup=False)
+    ctx.err.print(f"{written} of {batch_id} {_where(ctx)}", markup=False)
     if pruned is not None:
         ctx.err.print(
             f"note: `orchestrator prune` removed the results of {batch_id} on "
@@ -110,19 +92,48 @@ def _run_selected(ctx: Context, selector: Selector) -> Exit:
             for batch in chosen
             for row in queries.iter_results(batch.id, kind=ctx.args.kind)
         )
-        with _destination(ctx.args.output, force=ctx.args.force) as out:
-            written = write_records(out, records, ctx.args.format, ("batch_id", *CSV_COLUMNS))
+        written = _export(ctx, records, ("batch_id",))
     finally:
         db.dispose()
-    where = "stdout" if ctx.args.output in (None, "-") else visible(ctx.args.output)
-    ctx.err.print(
-        f"exported {written} result(s) of {len(chosen)} batch(es) to {where}", markup=False
-    )
+    ctx.err.print(f"{written} of {len(chosen)} batch(es) {_where(ctx)}", markup=False)
     for batch in partial:
         _warn_if_partial(ctx, batch)
     if not chosen:
         ctx.err.print(f"no batch matches {selector.describe()}", markup=False)
     return Exit.OK
+
+
+def _export(ctx: Context, records: Iterable[dict[str, Any]], lead: tuple[str, ...]) -> str:
+    """Write `records` in the format asked for, to stdout or --to; what was written,
+    in words (`exported 5 result(s)`, `showed 50 result(s)`)."""
+    fmt = ctx.output_format
+    limit = row_limit(ctx.args)  # None in the machine formats unless --limit is given
+    with _destination(ctx.args.to, force=ctx.args.force) as out:
+        if fmt == "table":
+            console = ctx.out if out is sys.stdout else _file_console(out)
+            shown, more = write_table(console, records, (*lead, *TABLE_COLUMNS), limit)
+            if more:
+                ctx.err.print("there are more: --limit 0 shows all, -o jsonl exports all")
+            return f"showed {shown} result(s)"
+        if limit is not None:
+            records = _first(records, limit)
+        written = write_records(out, records, fmt, (*lead, *CSV_COLUMNS))
+    return f"exported {written} result(s)"
+
+
+def _first(records: Iterable[dict[str, Any]], count: int) -> Iterator[dict[str, Any]]:
+    for n, record in enumerate(records):
+        if n >= count:
+            return
+        yield record
+
+
+def _file_console(out: IO[str]) -> Console:
+    return Console(file=out, width=PIPED_WIDTH, color_system=None, highlight=False)
+
+
+def _where(ctx: Context) -> str:
+    return "to stdout" if ctx.args.to in (None, "-") else f"to {visible(ctx.args.to)}"
 
 
 def _warn_if_partial(ctx: Context, batch: BatchSummary) -> None:
@@ -145,19 +156,17 @@ def _refuse_to_replace(target: Path, *, force: bool) -> None:
     except FileNotFoundError:
         return
     except OSError as exc:
-        raise ConfigError(f"--output {visible(str(target))}: {exc.strerror or exc}") from None
+        raise ConfigError(f"--to {visible(str(target))}: {exc.strerror or exc}") from None
     if not stat.S_ISREG(mode):
         kind = "a symbolic link" if stat.S_ISLNK(mode) else "not a regular file"
         if stat.S_ISDIR(mode):
             kind = "a directory"
         raise ConfigError(
-            f"--output {visible(str(target))} is {kind}: refusing to replace it "
+            f"--to {visible(str(target))} is {kind}: refusing to replace it "
             "(even with --force); name a regular file"
         )
     if not force:
-        raise ConfigError(
-            f"--output {visible(str(target))} already exists: use --force to replace it"
-        )
+        raise ConfigError(f"--to {visible(str(target))} already exists: use --force to replace it")
 
 
 @contextlib.contextmanager
@@ -176,7 +185,7 @@ def _destination(path: str | None, *, force: bool = False) -> Iterator[IO[str]]:
             dir=target.parent, prefix=f".{target.name}.", suffix=".partial"
         )
     except OSError as exc:
-        raise ConfigError(f"--output {visible(path)}: {exc.strerror or exc}") from None
+        raise ConfigError(f"--to {visible(path)}: {exc.strerror or exc}") from None
     partial = Path(partial_name)
     try:
         umask = os.umask(0)
@@ -188,7 +197,7 @@ def _destination(path: str | None, *, force: bool = False) -> Iterator[IO[str]]:
             os.fsync(handle.fileno())
         _publish(partial, target, force=force)
     except OSError as exc:
-        raise ConfigError(f"--output {visible(path)}: {exc.strerror or exc}") from None
+        raise ConfigError(f"--to {visible(path)}: {exc.strerror or exc}") from None
     finally:
         partial.unlink(missing_ok=True)
 
@@ -204,34 +213,3 @@ def _publish(partial: Path, target: Path, *, force: bool) -> None:
             pass
     _refuse_to_replace(target, force=force)
     os.replace(partial, target)
-
-
-def neutralised(value: object) -> str:
-    """A CSV cell's text: a leading `'` when a spreadsheet would read it as a formula."""
-    text = "" if value is None else str(value)
-    return "'" + text if text.startswith(FORMULA_STARTS) else text
-
-
-def write_rows(out: IO[str], rows: Iterable[ResultRow], fmt: str) -> int:
-    return write_records(out, (asdict(row) for row in rows), fmt, CSV_COLUMNS)
-
-
-def write_records(
-    out: IO[str], records: Iterable[dict[str, Any]], fmt: str, columns: tuple[str, ...]
-) -> int:
-    """Result records as JSON lines (verbatim) or CSV (`columns`, made safe)."""
-    written = 0
-    if fmt == "csv":
-        writer = csv.writer(out, quoting=csv.QUOTE_ALL)
-        writer.writerow(columns)
-        for record in records:
-            body = record["body"]
-            record["body"] = orjson.dumps(body).decode() if body is not None else ""
-            writer.writerow([neutralised(record[c]) for c in columns])
-            written += 1
-        return written
-    for record in records:
-        out.write(orjson.dumps(record).decode())
-        out.write("\n")
-        written += 1
-    return written

@@ -20,7 +20,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
 
-from orchestrator.core.status import CANCEL_STATES, NO_CANCEL, UNOBSERVED, BatchStatus
+from orchestrator.core.cancel_state import CANCEL_STATES
+from orchestrator.core.status import NO_CANCEL, UNOBSERVED, BatchStatus
 
 if TYPE_CHECKING:
     from orchestrator.db.batch_filter import BatchFilter

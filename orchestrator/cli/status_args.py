@@ -4,13 +4,18 @@ status_commands)."""
 from __future__ import annotations
 
 import argparse
-from argparse import SUPPRESS
 
-from orchestrator.cli.output import add_output_arguments
-from orchestrator.cli.selection import add_selector_arguments, parse_since
+from orchestrator.cli.output import REPORTS, add_output_arguments, retire
+from orchestrator.cli.selection import add_selector_arguments
 
 DEFAULT_INTERVAL = 2.0  # seconds between two reads of a live view
 MIN_INTERVAL, MAX_INTERVAL = 0.1, 3600.0
+
+
+SINCE_IS_GONE = (
+    "it counted from when we began tracking a batch; select by the server's created_at "
+    "with --created-after WHEN (an ISO time or an age, like 2h) or --newer-than AGE"
+)
 
 
 def interval_seconds(text: str) -> float:
@@ -53,9 +58,9 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         ),
     )
     add_selector_arguments(status, "choosing batches")
-    status.add_argument(
-        "--since", dest="created_after", action="append", type=parse_since, help=SUPPRESS
-    )
+    # Before the selector language, --since counted from when we began tracking a batch;
+    # every time flag now reads the server's created_at. Refused, not read anew.
+    retire(status, "--since", SINCE_IS_GONE)
     add_output_arguments(status)
     add_live_arguments(
         status, "--watch", "redraw the table as batches change, until Ctrl-C (which exits 0)"
@@ -78,9 +83,7 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         metavar="BATCH_ID",
         help="the batch id, or enough of its beginning to name one tracked batch",
     )
-    show.add_argument(
-        "--json", action="store_true", help="machine-readable output (every field, always)"
-    )
+    add_output_arguments(show, REPORTS, limit=False)
     show.add_argument(
         "-v", "--verbose", action="store_true", help="every recorded field, internals included"
     )

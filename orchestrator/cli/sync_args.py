@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from orchestrator.cli.output import REPORTS, add_output_arguments
 from orchestrator.cli.selection import positive_int
 
 PAGE_SIZE = 100  # the API's largest page
@@ -47,5 +48,5 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         action="store_true",
         help="also download the results of batches that had ended before we first saw them",
     )
-    sync.add_argument("--json", action="store_true", help="machine-readable output")
+    add_output_arguments(sync, REPORTS, limit=False)
     sync.set_defaults(handler="sync_commands.run_sync")

@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from orchestrator.cli.output import REPORTS, add_output_arguments
 from orchestrator.cli.selection import parse_duration
 
 
@@ -28,7 +29,7 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     cleanup.add_argument(
         "--input-files", action="store_true", help="delete input files too (once unused)"
     )
-    cleanup.add_argument("--json", action="store_true", help="machine-readable output")
+    add_output_arguments(cleanup, REPORTS, limit=False)
     cleanup.set_defaults(handler="upkeep_commands.run_cleanup")
 
     prune = commands.add_parser(
@@ -55,5 +56,5 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         metavar="FILE.jsonl.gz",
         help="write the results to this new file first (never overwritten)",
     )
-    prune.add_argument("--json", action="store_true", help="machine-readable output")
+    add_output_arguments(prune, REPORTS, limit=False)
     prune.set_defaults(handler="upkeep_commands.run_prune")

@@ -12,6 +12,7 @@ from __future__ import annotations
 from orchestrator.cli.batch_names import named_ids
 from orchestrator.cli.context import Context, Exit
 from orchestrator.cli.ids_input import ids_and_selector
+from orchestrator.cli.output import emit, record
 from orchestrator.core.visible import visible
 from orchestrator.db.cancels import CancelStore
 from orchestrator.db.queries import OperatorQueries
@@ -31,16 +32,17 @@ def run_withdraw(ctx: Context) -> Exit:
             where = given[1].batch_filter(now)
             chosen += [r.id for r in OperatorQueries(db).select_batches(where)]
         if ctx.args.dry_run:
-            ctx.err.print(f"dry run: would try to withdraw {len(set(chosen))} request(s)")
+            to_try = list(dict.fromkeys(chosen))
+            emit(ctx, {"dry_run": True, "to_try": to_try}, [record(i, "to_try") for i in to_try])
+            ctx.err.print(f"dry run: would try to withdraw {len(to_try)} request(s)")
             return Exit.OK
         summary = CancelStore(db).withdraw(chosen, now=now)
     finally:
         db.dispose()
-    if ctx.json:
-        ctx.emit_json(
-            {"withdrawn": summary.withdrawn, "kept": summary.refused, "rejected": ids.rejected}
-        )
-    else:
+    document = {"withdrawn": summary.withdrawn, "kept": summary.refused, "rejected": ids.rejected}
+    records = [record(i, "withdrawn") for i in summary.withdrawn]
+    records += [record(i, "kept", why=why, listed=False) for i, why in summary.refused.items()]
+    if not emit(ctx, document, records):
         ctx.out.print(f"withdrew {len(summary.withdrawn)} cancel request(s)", markup=False)
         for batch_id, why in summary.refused.items():
             ctx.out.print(f"  {batch_id}: kept, {visible(why)}", markup=False)

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import argparse
 
+from orchestrator.cli.output import REPORTS, add_output_arguments
+
 
 def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     worker = commands.add_parser(
@@ -32,7 +34,7 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         help="cancels in flight at once (env ORCHESTRATOR_WORKER_CONCURRENCY, default 16)",
     )
     add_metrics_port_argument(worker)
-    worker.add_argument("--json", action="store_true", help="print the final report as JSON")
+    add_output_arguments(worker, REPORTS, limit=False)
     worker.set_defaults(handler="worker_commands.run_worker")
 
     resume = commands.add_parser(
@@ -45,7 +47,7 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
             "it held back are due at once, and running workers carry on within a second."
         ),
     )
-    resume.add_argument("--json", action="store_true", help="machine-readable output")
+    add_output_arguments(resume, REPORTS, limit=False)
     resume.set_defaults(handler="worker_commands.run_resume")
 
 

@@ -20,13 +20,13 @@ from starlette.responses import HTMLResponse, Response, StreamingResponse
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from orchestrator.cli.results_commands import write_rows
+from orchestrator.cli.result_writers import write_rows
 from orchestrator.cli.selection import STATUS_CHOICES
 from orchestrator.console.guard import Guard
 from orchestrator.console.render import STATIC, environment, render
 from orchestrator.console.selectors import BadSelector, parse_selection
 from orchestrator.console.timeline import timeline
-from orchestrator.core.status import CANCEL_STATES
+from orchestrator.core.cancel_state import CANCEL_STATES
 from orchestrator.db.browse import SORTS, BadCursor, BrowseQueries
 from orchestrator.db.database import Database
 from orchestrator.db.queries import OperatorQueries
@@ -102,7 +102,7 @@ class Console:
         )
 
     def results(self, request: Request) -> Response:
-        """Every stored result of one batch, as `orchestrator results --format F` writes it."""
+        """Every stored result of one batch, as `orchestrator results -o F` writes it."""
         batch_id, fmt = request.path_params["batch_id"], request.path_params["fmt"]
         if fmt not in FORMATS:
             return self.problem(request, 404, f"No download as {fmt}: use jsonl or csv.")

@@ -1,9 +1,11 @@
 """The batch list's filter, read from and written back to the URL.
 
-The names and spellings are the command line's (``status --since``, ``cancel
---older-than``, ``--metadata KEY=VALUE`` ...) parsed by the same functions into the
-same ``BatchFilter``, so a view and a command that say the same select the same
-batches. A shared link carries the whole filter in its query string.
+The meanings are the command line's, parsed by the same functions into the same
+``BatchFilter``: ``since=2h`` is ``--created-after 2h``, ``older_than=6h`` is
+``--older-than 6h`` (both the server's ``created_at``, by the database's clock),
+``metadata=KEY=VALUE`` is ``--metadata KEY=VALUE`` ..., so a view and a command that
+say the same select the same batches. A shared link carries the whole filter in its
+query string.
 """
 
 from __future__ import annotations
@@ -22,11 +24,10 @@ from orchestrator.cli.selection import (
     parse_since,
     since_moment,
 )
-from orchestrator.core.cancel_request import CancelState
+from orchestrator.core.cancel_state import CANCEL_STATES
 from orchestrator.db.browse import SORTS
 from orchestrator.db.queries import BatchFilter
 
-CANCEL_STATES = tuple(state.value for state in CancelState)
 DEFAULT_SORT = "newest"
 DEFAULT_LIMIT = 50
 MAX_LIMIT = 500

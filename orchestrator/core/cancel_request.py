@@ -31,10 +31,18 @@ from typing import TypedDict
 
 from orchestrator.core.apply import StoredBatch
 from orchestrator.core.cancel_policy import Attempt, AttemptOutcome
+from orchestrator.core.cancel_state import (
+    CANCEL_STATES,
+    FINAL_STATES,
+    OPEN_STATES,
+    REOPENABLE_STATES,
+    CancelState,
+)
 from orchestrator.core.events import PlannedEvent
 from orchestrator.core.status import BatchStatus
 
 __all__ = [
+    "CANCEL_STATES",
     "FINAL_STATES",
     "OPEN_STATES",
     "REOPENABLE_STATES",
@@ -52,39 +60,6 @@ __all__ = [
     "settle",
     "withdraw",
 ]
-
-
-class CancelState(StrEnum):
-    PENDING = "pending"  # to be sent (again, after a retryable answer)
-    ACCEPTED = "accepted"  # the server is cancelling the batch; waiting for it to end
-    CLOSED = "closed"  # the batch ended; ``outcome`` says how (cancelled, too_late:...)
-    FAILED = "failed"  # can never be sent: no such batch for this key, an invalid id
-    WITHDRAWN = "withdrawn"  # taken back by a person before it was ever sent
-
-    @property
-    def rank(self) -> int:
-        """How far along: a move never lowers it, except ``reopen``."""
-        return _RANK[self]
-
-    @property
-    def is_final(self) -> bool:
-        return self in FINAL_STATES
-
-
-_RANK = {
-    CancelState.PENDING: 0,
-    CancelState.ACCEPTED: 1,
-    CancelState.CLOSED: 2,
-    CancelState.FAILED: 2,
-    CancelState.WITHDRAWN: 2,
-}
-OPEN_STATES: frozenset[CancelState] = frozenset({CancelState.PENDING, CancelState.ACCEPTED})
-FINAL_STATES: frozenset[CancelState] = frozenset(
-    {CancelState.CLOSED, CancelState.FAILED, CancelState.WITHDRAWN}
-)
-# Asking again for one of these starts a fresh request (the old one is history, in
-# cancel_attempts and batch_events); asking again for any other changes nothing.
-REOPENABLE_STATES: frozenset[CancelState] = frozenset({CancelState.FAILED, CancelState.WITHDRAWN})
 
 
 class Move(StrEnum):

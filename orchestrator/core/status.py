@@ -8,10 +8,7 @@ from enum import StrEnum
 UNOBSERVED = "unobserved"
 # How a selector names "no cancel was ever requested" (`--cancel none`).
 NO_CANCEL = "none"
-# A cancel request taken back by a person before it was ever sent (`cancel --withdraw`).
-WITHDRAWN = "withdrawn"
-# The states of a cancel request, in the order a request goes through them.
-CANCEL_STATES = ("pending", "accepted", "closed", "failed", WITHDRAWN)
+# The states of a cancel request: core/cancel_state.CancelState (CANCEL_STATES there).
 
 
 class BatchStatus(StrEnum):

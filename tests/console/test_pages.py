@@ -48,7 +48,10 @@ def test_overview_counts_banners_results_and_latest_events(web: TestClient) -> N
         ("overdue=1", ["--overdue"]),
         ("cancel_requested=1", ["--cancel-requested"]),
         ("metadata=team%3Dads", ["--metadata", "team=ads"]),
-        ("since=100m", ["--since", "100m"]),  # no batch near the edge (SQLite: whole seconds)
+        (
+            "since=100m",
+            ["--created-after", "100m"],
+        ),  # no batch near the edge (SQLite: whole seconds)
         ("status=failed&metadata=team%3Dads", ["--status", "failed", "--metadata", "team=ads"]),
     ],
 )
@@ -147,7 +150,7 @@ def test_unknown_batch_is_404(web: TestClient) -> None:
 
 @pytest.mark.parametrize("fmt", ["jsonl", "csv"])
 def test_download_is_what_the_results_command_writes(web: TestClient, ask: Run, fmt: str) -> None:
-    code, out, _ = ask("results", f.CANCELLED, "--format", fmt)
+    code, out, _ = ask("results", f.CANCELLED, "-o", fmt)
     assert code == 0
     download = web.get(f"/batches/{f.CANCELLED}/results.{fmt}")
     assert download.status_code == 200

@@ -8,9 +8,11 @@ import re
 from dataclasses import dataclass
 
 import pytest
+from sqlalchemy import select
 
 from orchestrator.clock import ManualClock
 from orchestrator.db.database import Database
+from orchestrator.db.models import Batch
 
 from .conftest import ReconcilerFactory, Sim, track
 from .test_reconciler import request_cancel
@@ -94,3 +96,14 @@ def test_the_reconciler_logs_a_summary_line_at_each_interval(world: World) -> No
         r"\d+ polled, 3 error\(s\)",
         lines[0],
     ), lines
+
+
+def test_a_stored_error_leads_with_its_status_code(world: World) -> None:
+    """Found: error strings led with the URL, so the status table's cut cell lost the
+    status code. What the poll stores (the table's last error) begins with it."""
+    track(world.db, world.clock, "batch_mistyped")
+    world.reconciler().run_once()
+    with world.db.transaction() as session:
+        error = session.scalar(select(Batch.last_error).where(Batch.id == "batch_mistyped"))
+    assert error is not None and error.startswith("HTTP 404"), error
+    assert "/batches/" in error  # the call is still said, after the code

@@ -209,7 +209,7 @@ CASES: dict[str, tuple[Setup, int, str]] = {
         2,
         "too long",
     ),
-    "since huge": (_argv("status", "--since", "99999999999d"), 2, "too long"),
+    "created-after huge": (_argv("status", "--created-after", "99999999999d"), 2, "too long"),
     "unknown revision": (_argv("db", "upgrade", "--revision", "nonsense"), 2, "nonsense"),
     "empty revision": (_argv("db", "upgrade", "--revision", ""), 2, "--revision"),
 }

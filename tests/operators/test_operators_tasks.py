@@ -12,6 +12,7 @@ import pytest
 
 from orchestrator.cli.main import main
 from orchestrator.clock import utcnow
+from orchestrator.db.cancels import CancelStore
 from orchestrator.db.database import Database
 
 from . import fleet as f
@@ -56,6 +57,8 @@ def test_every_task_command_runs_as_written(
 ) -> None:
     db = Database.connect(sqlite_url)
     f.populate(db, utcnow())
+    # The mistake "We tracked the wrong id" corrects: a cancel asked for the wrong id.
+    CancelStore(db).request([f.UNOBSERVED], now=utcnow(), requested_by="oncall", reason="oops")
     db.dispose()
     monkeypatch.chdir(tmp_path)
     for name in ("ORCHESTRATOR_CONFIG", "OPENAI_API_KEY"):
@@ -78,6 +81,9 @@ def test_every_task_command_runs_as_written(
     assert "OVERDUE since" in said[f"show {f.SLOW_CANCEL}"]
     (plan,) = [out for args, out in said.items() if args.endswith("--dry-run") and "team" in args]
     assert f.IN_PROGRESS in plan  # the plan names the team's batch
+    table = said[f"results {f.CANCELLED} --kind output -o table"]
+    assert "req-001" in table and "answer 1" in table and "req-003" not in table
     assert len((tmp_path / "answers.jsonl").read_text().splitlines()) == 2
     assert (tmp_path / "errors.csv").exists()
+    assert said[f"cancel --withdraw {f.UNOBSERVED}"].startswith("withdrew 1 cancel request")
     assert main(["--database-url", sqlite_url, "show", f.UNOBSERVED]) == 4  # forgotten

@@ -43,7 +43,7 @@ def test_csv_to_a_file_appears_only_when_complete(ask: Run, tmp_path: Path) -> N
     exports = tmp_path / "exports"
     exports.mkdir()
     target = exports / "out.csv"
-    code, out, err = ask("results", f.CANCELLED, "--format", "csv", "--output", str(target))
+    code, out, err = ask("results", f.CANCELLED, "-o", "csv", "--to", str(target))
     assert (code, out) == (0, "")
     assert str(target) in err
     rows = list(csv.DictReader(io.StringIO(target.read_text())))
@@ -82,20 +82,20 @@ def test_pages_walk_the_whole_batch(shared_fleet: Fleet) -> None:
 
 
 def test_an_unwritable_output_is_a_usage_error(ask: Run, tmp_path: Path) -> None:
-    code, _, err = ask("results", f.CANCELLED, "--output", str(tmp_path / "no" / "such.jsonl"))
+    code, _, err = ask("results", f.CANCELLED, "--to", str(tmp_path / "no" / "such.jsonl"))
     assert code == 2
-    assert "--output" in err
+    assert "--to" in err
 
 
 @pytest.mark.parametrize("fmt", ["jsonl", "csv"])
 def test_an_empty_export_is_still_well_formed(ask: Run, fmt: str) -> None:
-    _, out, _ = ask("results", f.FAILED, "--format", fmt)
+    _, out, _ = ask("results", f.FAILED, "-o", fmt)
     header = ",".join(f'"{name}"' for name in _csv_header())  # every cell quoted
     assert out == ("" if fmt == "jsonl" else header + "\r\n")
 
 
 def _csv_header() -> list[str]:
-    from orchestrator.cli.results_commands import CSV_COLUMNS
+    from orchestrator.cli.result_writers import CSV_COLUMNS
 
     return list(CSV_COLUMNS)
 
@@ -134,7 +134,7 @@ def test_csv_cells_a_spreadsheet_would_run_are_quoted_text(
     database: Database, fleet_now: datetime, run: Run
 ) -> None:
     _formula_results(database, fleet_now)
-    code, out, _ = run("results", FORMULA_BATCH, "--format", "csv")
+    code, out, _ = run("results", FORMULA_BATCH, "-o", "csv")
     assert code == 0
     assert all(line.startswith('"') for line in out.split("\r\n")[:-1])  # every cell quoted
     rows = list(csv.DictReader(io.StringIO(out, newline="")))
@@ -150,7 +150,7 @@ def test_output_never_follows_a_planted_partial_link(ask: Run, tmp_path: Path) -
     target = tmp_path / "out.jsonl"
     for planted in (f".{target.name}.partial", f"{target.name}.partial"):
         (tmp_path / planted).symlink_to(victim)
-    code, _, err = ask("results", f.CANCELLED, "--output", str(target))
+    code, _, err = ask("results", f.CANCELLED, "--to", str(target))
     assert code == 0, err
     assert victim.read_text() == "precious"
     assert len(target.read_text().splitlines()) == 5
@@ -160,12 +160,12 @@ def test_output_never_follows_a_planted_partial_link(ask: Run, tmp_path: Path) -
 def test_output_does_not_replace_a_file_without_force(ask: Run, tmp_path: Path) -> None:
     target = tmp_path / "out.jsonl"
     target.write_text("yesterday's export")
-    code, out, err = ask("results", f.CANCELLED, "--output", str(target))
+    code, out, err = ask("results", f.CANCELLED, "--to", str(target))
     assert (code, out) == (2, "")
     assert str(target) in err and "--force" in err
     assert target.read_text() == "yesterday's export"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out.jsonl"]  # nothing left over
-    code, _, err = ask("results", f.CANCELLED, "--output", str(target), "--force")
+    code, _, err = ask("results", f.CANCELLED, "--to", str(target), "--force")
     assert code == 0, err
     assert len(target.read_text().splitlines()) == 5
 
@@ -184,7 +184,7 @@ def test_output_refuses_what_is_not_a_regular_file_even_with_force(
         target.mkdir()
     else:
         target = Path("/dev/null")
-    code, _, err = ask("results", f.CANCELLED, "--output", str(target), "--force")
+    code, _, err = ask("results", f.CANCELLED, "--to", str(target), "--force")
     assert code == 2
     assert str(target) in err and "refusing" in err
     assert not [p for p in tmp_path.iterdir() if p.name.endswith(".partial")]
@@ -200,7 +200,7 @@ def test_output_refuses_what_is_not_a_regular_file_even_with_force(
 
 
 def test_output_dash_is_stdout(ask: Run, tmp_path: Path) -> None:
-    code, out, err = ask("results", f.CANCELLED, "--output", "-")
+    code, out, err = ask("results", f.CANCELLED, "--to", "-")
     assert code == 0 and len(out.splitlines()) == 5
     assert "to stdout" in err
 

@@ -55,7 +55,7 @@ def test_one_selector_means_the_same_batches_to_status_and_cancel(
 
 
 def test_results_by_selection_exports_every_chosen_batch_led_by_its_id(ask: Run) -> None:
-    code, out, err = ask("results", "--status", "completed,cancelled", "--format", "csv")
+    code, out, err = ask("results", "--status", "completed,cancelled", "-o", "csv")
     assert code == 0
     lines = out.splitlines()
     assert lines[0].startswith('"batch_id","custom_id"')

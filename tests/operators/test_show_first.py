@@ -5,6 +5,14 @@ next; internals only with --verbose; the history after."""
 from __future__ import annotations
 
 import re
+from datetime import timedelta
+
+from sqlalchemy import update
+
+from orchestrator.clock import utcnow
+from orchestrator.db.cancels import CancelStore
+from orchestrator.db.database import Database
+from orchestrator.db.models import CancelRequest
 
 from . import fleet as f
 from .conftest import Run
@@ -56,3 +64,18 @@ def test_an_overdue_batch_says_so_first(ask: Run) -> None:
     _, out, _ = ask("show", f.SLOW_CANCEL)
     first = out.splitlines()[0]
     assert first.startswith(f"{f.SLOW_CANCEL}: cancelling, created 1h30m ago, OVERDUE since ")
+
+
+def test_the_next_cancel_attempt_is_shown_with_its_time(fleet: Database, run: Run) -> None:
+    """Found: `next_attempt_at` was shown nowhere; a pending cancel says when it goes next."""
+    now = utcnow()
+    CancelStore(fleet).resume(now=now)  # the fleet's sending pause would come first
+    with fleet.transaction() as session:
+        session.execute(
+            update(CancelRequest)
+            .where(CancelRequest.batch_id == f.IN_PROGRESS)
+            .values(next_attempt_at=now + timedelta(minutes=5))
+        )
+    _, out, _ = run("show", f.IN_PROGRESS)
+    said = "\n".join(lines_before_history(out))
+    assert re.search(r"next        cancel attempt in 4m[0-5]\ds \([-\d :]+Z\); poll ", said), said

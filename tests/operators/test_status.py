@@ -89,13 +89,26 @@ def test_filters_combine(ask: Run, flags: list[str], expected: set[str]) -> None
     assert as_json(out)["matching"] == len(expected)
 
 
-def test_since_takes_a_duration_or_an_iso_time(ask: Run, shared_fleet: Fleet) -> None:
-    # tracked in the last 10 minutes: the one tracked 3 minutes ago and the validating one
-    _, out, _ = ask("status", "--json", "--since", "10m")
-    assert set(ids(out)) == {f.UNOBSERVED, f.VALIDATING}
+def test_created_after_takes_an_age_or_an_iso_time(ask: Run, shared_fleet: Fleet) -> None:
+    # created (for one never observed: tracked) in the last 10 minutes
+    for flags in (["--created-after", "10m"], ["--newer-than", "10m"]):
+        _, out, _ = ask("status", "--json", *flags)
+        assert set(ids(out)) == {f.UNOBSERVED, f.VALIDATING}, flags
     moment = (shared_fleet.now - timedelta(minutes=10)).replace(tzinfo=None).isoformat()
-    _, out, _ = ask("status", "--json", "--since", moment)
+    _, out, _ = ask("status", "--json", "--created-after", moment)
     assert set(ids(out)) == {f.UNOBSERVED, f.VALIDATING}
+
+
+def test_since_is_refused_naming_what_replaced_it(
+    ask: Run, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`status --since` counted from when we began tracking; every time flag now reads
+    the server's created_at, so the old spelling is an error, not a new meaning."""
+    with pytest.raises(SystemExit) as exit_info:
+        ask("status", "--since", "10m")
+    out, err = capsys.readouterr()
+    assert (exit_info.value.code, out) == (2, "")
+    assert "--since is gone" in err and "--created-after" in err and "--newer-than" in err
 
 
 def test_the_limit_says_how_many_more_there_are(ask: Run) -> None:
@@ -115,7 +128,7 @@ def test_nothing_matching_says_so(database: Database, run: Run) -> None:
 @pytest.mark.parametrize(
     ("flags", "message"),
     [
-        (["--since", "yesterday"], "neither a duration"),
+        (["--created-after", "yesterday"], "neither a duration"),
         (["--metadata", "team"], "expected KEY=VALUE"),
         (["--status", "running"], "'running' is not one of validating"),
         (["--limit", "-1"], "from 0 (no limit)"),

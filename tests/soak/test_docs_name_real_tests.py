@@ -1,4 +1,5 @@
-"""Every test docs/bad-input.md and docs/soak.md name exists, so the tables cannot rot."""
+"""Every test docs/bad-input.md, docs/soak.md and docs/operators.md name exists, so the
+tables cannot rot."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-DOCS = ("docs/bad-input.md", "docs/soak.md")
+DOCS = ("docs/bad-input.md", "docs/soak.md", "docs/operators.md")
 # `tests/unit/test_x.py::test_name`, optionally with a parametrization `[...]` after it
 REFERENCE = re.compile(r"(tests/[\w/]+\.py)::(\w+)")
 

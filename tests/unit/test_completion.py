@@ -58,10 +58,23 @@ def test_bash_completes_a_command_an_option_and_a_status(
         "failed,in_progress"
     ]
     assert bash_completes(path, "orchestrator", "--log-level", "INFO", "db", "up") == ["upgrade"]
-    assert bash_completes(path, "orchestrator", "results", "batch_x", "--format", "") == [
+    assert bash_completes(path, "orchestrator", "results", "batch_x", "-o", "") == [
         "jsonl",
+        "json",
         "csv",
+        "table",
     ]
+    # One output scheme: -o names a format on every command that prints a report.
+    assert bash_completes(path, "orchestrator", "cancel", "-o", "") == [
+        "table",
+        "json",
+        "jsonl",
+        "ids",
+    ]
+    assert bash_completes(path, "orchestrator", "sync", "--output", "") == ["table", "json"]
+    # A retired spelling is offered nowhere.
+    assert "--format" not in bash_completes(path, "orchestrator", "results", "--f")
+    assert bash_completes(path, "orchestrator", "status", "--sinc") == []
 
 
 def run_in(shell: list[str], program: str, tmp_path: Path) -> str:
