@@ -21,7 +21,8 @@ from datetime import datetime, timedelta
 from sqlalchemy import Row, select
 from sqlalchemy.orm import Session
 
-from orchestrator.core.cancel_request import CancelState, RequestSnapshot, close
+from orchestrator.core.cancel_request import RequestSnapshot, close
+from orchestrator.core.cancel_state import CancelState
 from orchestrator.core.harvest import HarvestSnapshot, HarvestState, observe
 from orchestrator.core.observation import BatchObservation
 from orchestrator.core.poll_policy import PolledBatch, PollPlan, PollPolicy, plan_poll

@@ -118,7 +118,7 @@ def schedule(db: Database, ids: list[str]) -> dict[str, tuple[Any, ...]]:
     """What the poll rules wrote beside the server's facts: the next poll, overdue,
     counts of polls, the lease kept for a harvest, and each cancel request."""
     with db.transaction() as session:
-        rows = {
+        rows: dict[str, tuple[Any, ...]] = {
             row.id: (
                 row.next_poll_at,
                 row.overdue_since,

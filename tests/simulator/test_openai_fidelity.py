@@ -254,8 +254,8 @@ def test_pages_of_a_hundred_read_alike_by_the_official_client_and_ours_through_t
             pages = []
             for _ in range(3):
                 clock.advance(0.5)
-                page = fetch_page(ours, cursor, 100)
-                pages.append([b["id"] for b in page.items])
-                cursor = page.next_after
+                listed = fetch_page(ours, cursor, 100)
+                pages.append([b["id"] for b in listed.items])
+                cursor = listed.next_after
         assert pages == [newest_first[:100], newest_first[100:200], newest_first[200:]]
         assert cursor is None  # has_more false: the walk ends there
