@@ -91,7 +91,7 @@ def run(
     min_tracked: int,
     seconds: float,
     reconcilers: int,
-) -> tuple[Run, list[float]]:
+) -> tuple[Run, list[float], list[str]]:
     result: Run = dict.fromkeys(FIELDS, 0.0)
     with scratch_database(backend, tag=f"_{min_tracked}") as url:
         db = Database.connect(url, pool_size=12 * reconcilers)
@@ -139,9 +139,13 @@ def run(
         threads = [threading.Thread(target=passes, args=(r, end)) for r in running]
         for thread in threads:
             thread.start()
+        series = []
         while time.monotonic() < end:  # the most overdue at any moment
             stop.wait(min(SAMPLE_EVERY_S, max(0.0, end - time.monotonic())))
-            result["late_peak"] = max(result["late_peak"], late(db, 10))
+            now_late = late(db, 10)
+            series.append(f"{seconds - (end - time.monotonic()):.0f}s:{now_late}")
+            result["late_peak"] = max(result["late_peak"], now_late)
+
         for thread in threads:
             thread.join()
         result["cpu"] = time.process_time() - cpu
@@ -154,7 +158,7 @@ def run(
             r.close()
             c.close()
         db.dispose()
-    return result, spread
+    return result, spread, series
 
 
 def main() -> None:
@@ -181,9 +185,11 @@ def main() -> None:
             "| overdue > 10 s at the end | most overdue > 10 s in the run |"
         )
         print("|---|---|---|---|---|---|---|---|---|---|---|")
-        runs, spreads = {}, {}
+        runs, spreads, series = {}, {}, {}
         for name, min_tracked in (("list pages", 50), ("single GETs", 0)):
-            got, spreads[name] = run(sim, ids, args.db, min_tracked, args.seconds, args.reconcilers)
+            got, spreads[name], series[name] = run(
+                sim, ids, args.db, min_tracked, args.seconds, args.reconcilers
+            )
             runs[name] = got
             g = {k: int(v) for k, v in got.items()}
             print(
@@ -197,6 +203,7 @@ def main() -> None:
             )
         for name, spread in spreads.items():
             print(f"lateness at the end, {name}: {percentiles(spread)}")
+            print(f"  overdue > 10 s, every {SAMPLE_EVERY_S:g} s: {' '.join(series[name])}")
         lists, gets = runs["list pages"], runs["single GETs"]
         # What the policy asked of the GET-only run: the polls it made, and at least one
         # more for each batch still due at the end (it fell behind if there are any).
