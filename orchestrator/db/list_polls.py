@@ -52,6 +52,8 @@ class Due:
     # observing early while the walk passes by
     oldest: datetime | None  # the oldest creation time among those due soon, if known:
     # the list is newest first, so a walk past it cannot meet them any more
+    fresh: int = 0  # due now, and fell due after the latest walk began: what a new walk
+    # is for (those due before it, it could not reach: single GETs poll them)
 
 
 class ListPollStore:
@@ -59,28 +61,38 @@ class ListPollStore:
         self.polls = polls
         self.db = polls.db
 
-    def due(self, now: datetime, horizon: timedelta, since: datetime | None = None) -> Due:
+    def due(self, now: datetime, horizon: timedelta) -> Due:
         with self.db.transaction() as session:
-            return self.due_in(session, now, horizon, since)
+            return self.due_in(session, now, horizon)
 
     def due_in(
-        self, session: Session, now: datetime, horizon: timedelta, since: datetime | None = None
+        self,
+        session: Session,
+        now: datetime,
+        horizon: timedelta,
+        *,
+        walk_began: datetime | None = None,
+        last_began: datetime | None = None,
     ) -> Due:
         """``due`` in the caller's transaction (the shared walk decides under its lock).
-        ``since``: the walk in progress began then; what it observed already is not
-        "left" for it, even if its next poll is soon."""
+        ``walk_began``: the walk in progress began then; what it observed already is not
+        "left" for it, even if its next poll is soon. ``last_began``: the latest walk
+        began then (``fresh`` counts what fell due after it)."""
+        due_now = Batch.next_poll_at <= now
         soon = Batch.next_poll_at <= now + horizon
-        if since is not None:
-            soon &= or_(Batch.last_polled_at.is_(None), Batch.last_polled_at < since)
-        tracked, due_now, due_soon, oldest = session.execute(
+        if walk_began is not None:
+            soon &= or_(Batch.last_polled_at.is_(None), Batch.last_polled_at < walk_began)
+        fresh = due_now if last_began is None else due_now & (Batch.next_poll_at > last_began)
+        tracked, due, due_soon, oldest, new = session.execute(
             select(
                 func.count(),
-                func.count().filter(Batch.next_poll_at <= now),
+                func.count().filter(due_now),
                 func.count().filter(soon),
                 func.min(Batch.created_at).filter(soon),
+                func.count().filter(fresh),
             ).where(in_flight(), self.polls.leases.free(now))
         ).one()
-        return Due(int(tracked), int(due_now), int(due_soon), oldest)
+        return Due(int(tracked), int(due), int(due_soon), oldest, int(new))
 
     def record_page(
         self,

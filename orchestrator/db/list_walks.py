@@ -104,7 +104,9 @@ class ListWalkStore:
             state = WalkState(
                 row.started_at, row.pages, row.lean, row.reached_at, row.last_started_at
             )
-            due = self.polls.due_in(session, now, horizon, since=row.started_at)
+            due = self.polls.due_in(
+                session, now, horizon, walk_began=row.started_at, last_began=row.last_started_at
+            )
             decision, why = decide(state, due)
             if decision is Next.NONE:
                 return state, due, why

@@ -50,7 +50,8 @@ log = logging.getLogger(__name__)
 
 LIST_PAGE = 100  # the API's largest page
 HORIZON = timedelta(seconds=60)  # a walk also observes what falls due this soon
-TURN_WAIT = 0.02  # seconds between looks at a turn another process holds (one GET long)
+TURN_WAIT = 0.02  # seconds between looks at a turn another process holds (one GET long),
+TURN_WAIT_MAX = 1.0  # doubling up to this while the holder's GET takes longer
 
 
 @dataclass
@@ -89,7 +90,7 @@ class ListObserver:
 
     def walk(self) -> Walk:
         """Take turns on the shared walk until it ends (or needs no walk)."""
-        walk = Walk()
+        walk, busy = Walk(), 0  # busy: turns found taken in a row
         while self.on_page():
             got = self.walks.take_turn(
                 self.owner,
@@ -100,13 +101,17 @@ class ListObserver:
             )
             if isinstance(got, Busy):  # another reconciler is fetching the next page
                 walk.waits += 1
-                if not self.pause(TURN_WAIT):
+                busy += 1
+                if not self.pause(min(TURN_WAIT_MAX, TURN_WAIT * 2 ** min(busy - 1, 10))):
                     break
                 continue
+            busy = 0
             if isinstance(got, tuple):  # the walk is over, or none is needed
-                state, _, walk.stopped = got
+                state, due, walk.stopped = got
                 if state.started_at is not None:  # it ended now: claims GET what it left
                     walk.started = state.started_at
+                elif due.now and due.tracked >= max(1, self.min_tracked):
+                    walk.started = state.last_started_at  # GET only what the latest left
                 return walk
             if got.page == 0:  # this process began it
                 walk.due = got.due
@@ -119,8 +124,11 @@ class ListObserver:
     def _decide(self, state: WalkState, due: Due) -> tuple[Next, str]:
         """Begin a walk, go on with the one in progress, or end it (see the rules above)."""
         if state.started_at is None:
-            if due.tracked < max(1, self.min_tracked) or due.now == 0:
-                return Next.NONE, f"{due.now} due of {due.tracked} in flight: no walk"
+            if due.tracked < max(1, self.min_tracked) or due.fresh == 0:
+                return Next.NONE, (
+                    f"{due.now} due of {due.tracked} in flight, {due.fresh} since the latest "
+                    "walk began: no walk"
+                )
             return Next.START, ""
         stop = _stop(due.soon, due.oldest, state.reached_at, state.lean)
         return (Next.END, stop) if stop else (Next.GO_ON, "")

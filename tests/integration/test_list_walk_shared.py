@@ -192,3 +192,24 @@ def test_two_reconcilers_running_at_once_send_one_walks_requests(
         r.close()
         api.close()
     db.dispose()
+
+
+def test_what_a_walk_could_not_reach_is_left_to_gets_not_to_another_walk(
+    database: Database, clock: ManualClock, account: tuple[Simulator, list[str]], server: Any
+) -> None:
+    sim, ours = account
+    unlisted = "batch_" + "f" * 32  # tracked, but the list never returns it
+    BatchStore(database).track([*ours, unlisted], now=clock.now(), source="track")
+    api = client(server, clock)
+    first = observer(database, api, clock, "reconciler-a").walk()
+    # it looked for the unlisted batch to the end of the list
+    assert first.pages == 11 and first.stopped == "the end of the list"
+    listed = requests(sim)["list"]
+    clock.advance(1)
+    second = observer(database, api, clock, "reconciler-b").walk()
+    # the other reconciler does not walk again for it: its GETs poll what was due
+    # before the walk began (due_by), and only that
+    assert second.pages == 0 and "no walk" in second.stopped
+    assert second.started == first.started
+    assert requests(sim)["list"] == listed
+    api.close()
