@@ -110,7 +110,7 @@ class ListPollStore:
         one transaction; batches we do not track, or that have ended, are left alone.
         ``then``: more to write in the same transaction, given what was recorded."""
         by_id = {o.id: o for o in observed}  # a batch listed twice: the later one wins
-        if not by_id:
+        if not by_id and then is None:
             return []
         with self.db.transaction() as session:
             # Lock and read the page's batches that are ours, in flight and free, in one
