@@ -162,7 +162,9 @@ def scratch_database(backend: str, tag: str = "") -> Iterator[str]:
             yield url
         return
     admin = make_url(PG_URL).set(drivername="postgresql").render_as_string(hide_password=False)
-    name = f"orch_bench_{os.getpid()}{tag}"
+    # ORCHESTRATOR_BENCH_DB_PREFIX: a name of one's own on a server others clean up too
+    prefix = os.environ.get("ORCHESTRATOR_BENCH_DB_PREFIX", "orch_bench")
+    name = f"{prefix}_{os.getpid()}{tag}"
     with psycopg.connect(admin, autocommit=True) as conn:
         conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         conn.execute(f'CREATE DATABASE "{name}"')
