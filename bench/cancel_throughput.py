@@ -3,7 +3,8 @@
     python -m bench.cancel_throughput --n 2000 --latency 0.1 --concurrency 1,8,32,64
 
 For each backend and concurrency, N cancel requests are recorded, then one
-worker drains them (`--once`), every attempt persisted. The bound is
+worker drains them (`--once`, its sends on the async client), every attempt
+persisted. The bound is
 N x latency / concurrency; a sequential loop of plain client calls over a sample
 of the same batches (no database) is timed in the same run for comparison.
 """
@@ -19,6 +20,7 @@ from dataclasses import dataclass
 from sqlalchemy import func, select
 
 from bench.harness import SIM_KEY, CpuSample, RunningSimulator, scratch_database, simulator
+from orchestrator.api.async_client import AsyncBatchApiClient
 from orchestrator.api.client import ApiSettings, BatchApiClient
 from orchestrator.clock import SystemClock
 from orchestrator.core.retry_policy import RetryPolicy
@@ -51,20 +53,21 @@ def run_worker(url: str, sim: RunningSimulator, ids: list[str], concurrency: int
     db = Database.connect(url, pool_size=concurrency + 4)
     store = CancelStore(db)
     store.request(ids, now=SystemClock().now(), requested_by="bench")
-    with client_for(sim) as client:
-        worker = CancelWorker(
-            store,
-            client,
-            config=WorkerConfig(concurrency=concurrency, idle_seconds=0.01),
-            policy=RetryPolicy(),
-            clock=SystemClock(),
-            owner=f"bench-{concurrency}",
-        )
-        sim_before, ours_before = CpuSample.take(sim.process.pid), CpuSample.take(os.getpid())
-        start = time.perf_counter()
-        report = worker.run(threading.Event(), once=True)
-        elapsed = time.perf_counter() - start
-        sim_after, ours_after = CpuSample.take(sim.process.pid), CpuSample.take(os.getpid())
+    settings = ApiSettings(api_key=Secret(SIM_KEY), base_url=sim.url)
+    client = AsyncBatchApiClient(settings, policy=RetryPolicy(), max_connections=concurrency)
+    worker = CancelWorker(
+        store,
+        client,
+        config=WorkerConfig(concurrency=concurrency, idle_seconds=0.01),
+        policy=RetryPolicy(),
+        clock=SystemClock(),
+        owner=f"bench-{concurrency}",
+    )
+    sim_before, ours_before = CpuSample.take(sim.process.pid), CpuSample.take(os.getpid())
+    start = time.perf_counter()
+    report = worker.run(threading.Event(), once=True)
+    elapsed = time.perf_counter() - start
+    sim_after, ours_after = CpuSample.take(sim.process.pid), CpuSample.take(os.getpid())
     ours = ours_after.process - ours_before.process
     server = sim_after.process - sim_before.process
     rest = sim_after.machine - sim_before.machine - ours - server

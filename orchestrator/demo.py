@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from orchestrator.cli.wiring import build_client
+from orchestrator.cli.wiring import build_async_client, build_client
 from orchestrator.clock import SystemClock, utcnow
 from orchestrator.core.cancel_request import FINAL_STATES, OPEN_STATES
 from orchestrator.core.harvest import HarvestState
@@ -230,16 +230,13 @@ def _start_processes(
     settings: Settings, db: Database, stop: threading.Event
 ) -> list[threading.Thread]:
     clock = SystemClock()
-    worker_client = build_client(settings)
+    worker_client = build_async_client(settings)
     reconcile_client = build_client(settings)
     worker = CancelWorker(CancelStore(db), worker_client, settings, clock, "demo-worker", stop=stop)
     reconciler = Reconciler(db, reconcile_client, settings, clock, "demo-reconciler", stop=stop)
 
     def run_worker() -> None:
-        try:
-            worker.run()
-        finally:
-            worker_client.close()
+        worker.run()  # closes the client's connections
 
     def run_reconciler() -> None:
         try:

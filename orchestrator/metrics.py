@@ -25,6 +25,7 @@ import socket
 import threading
 import time
 from collections.abc import Iterator
+from contextvars import ContextVar
 from dataclasses import dataclass
 from socketserver import ThreadingMixIn
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
@@ -46,6 +47,7 @@ from orchestrator.probes import Heartbeat, HeartbeatCollector, Probes, Readiness
 from orchestrator.settings import Settings
 
 __all__ = [
+    "AsyncMeteredTransport",
     "DatabaseCollector",
     "MeteredTransport",
     "Metrics",
@@ -141,6 +143,10 @@ class Metrics:
         self.ingested_results.labels(kind=kind).inc(results)
         self.ingested_bytes.labels(kind=kind).inc(bytes_read)
 
+    def metered(self, inner: httpx.AsyncBaseTransport) -> AsyncMeteredTransport:
+        """``inner`` (the async client's pool), counting every request."""
+        return AsyncMeteredTransport(inner, self)
+
     def transport(self) -> MeteredTransport:
         """The client's own kind of transport (a pool per thread), counting every request."""
         return MeteredTransport(ThreadLocalTransport(), self)
@@ -181,6 +187,41 @@ class MeteredTransport(httpx.BaseTransport):
 
     def close(self) -> None:
         self._inner.close()
+
+
+class AsyncMeteredTransport(httpx.AsyncBaseTransport):
+    """``MeteredTransport`` for the async client (the worker's sender). Each call runs in
+    a task of its own and retries in it, so "the previous request" is the task's
+    (a context variable), as it is the thread's for the sync client."""
+
+    def __init__(self, inner: httpx.AsyncBaseTransport, metrics: Metrics) -> None:
+        self._inner = inner
+        self._metrics = metrics
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        endpoint = endpoint_of(request)
+        key = (request.method, request.url.path)
+        if _last_failed.get() == key:
+            self._metrics.observe_retry(endpoint)
+        started = time.perf_counter()
+        try:
+            response = await self._inner.handle_async_request(request)
+        except httpx.TransportError:
+            _last_failed.set(key)
+            self._metrics.observe_response(endpoint, "transport_error")
+            raise
+        verdict = classify(response.status_code, response.headers, utcnow())
+        _last_failed.set(key if verdict.kind is VerdictKind.RETRY else None)
+        self._metrics.observe_response(
+            endpoint, response.status_code, time.perf_counter() - started
+        )
+        return response
+
+    async def aclose(self) -> None:
+        await self._inner.aclose()
+
+
+_last_failed: ContextVar[tuple[str, str] | None] = ContextVar("metrics_last_failed", default=None)
 
 
 class DatabaseCollector(Collector):

@@ -13,7 +13,7 @@ anything else is refused rather than passed on undecoded.
 from __future__ import annotations
 
 import zlib
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 
 import httpx
 
@@ -29,6 +29,7 @@ __all__ = [
     "content_length",
     "raw_chunks",
     "read_capped",
+    "read_capped_async",
 ]
 
 ACCEPT_ENCODING = "gzip"
@@ -138,3 +139,32 @@ def read_capped(response: httpx.Response, scope: CallScope, cap: int, *, truncat
                     return bytes(buffer[:cap])
                 raise BodyTooLarge(cap, len(buffer), declared=False)
     return bytes(buffer)
+
+
+async def read_capped_async(response: httpx.Response, cap: int, *, truncate: bool) -> bytes:
+    """``read_capped`` for the async client: the same cap, decoded a ``PIECE`` at a
+    time. Its limit and its abort are the caller's (the attempt's timeout, and
+    cancelling its task), so no check between reads."""
+    decoder = Decoder.of(response)
+    declared = content_length(response)
+    if not truncate and decoder.encoding in ("", "identity") and (declared or 0) > cap:
+        raise BodyTooLarge(cap, declared or 0, declared=True)
+    buffer = bytearray()
+    raws = [response.content] if response.is_stream_consumed else response.aiter_raw()
+    async for raw in _aiter(raws):
+        for piece in decoder.feed(raw):
+            buffer += piece
+            if len(buffer) > cap:
+                if truncate:
+                    return bytes(buffer[:cap])
+                raise BodyTooLarge(cap, len(buffer), declared=False)
+    return bytes(buffer)
+
+
+async def _aiter(chunks: list[bytes] | AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+    if isinstance(chunks, list):
+        for chunk in chunks:
+            yield chunk
+    else:
+        async for chunk in chunks:
+            yield chunk

@@ -7,7 +7,8 @@ request goes at once, as before.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import asyncio
+from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
 from orchestrator.api.errors import ApiCall, ApiHeldBack
@@ -22,6 +23,11 @@ class SendBudget(Protocol):
     def take(self) -> float:
         """Take one request's token: 0 when it may be sent now, else the seconds to
         wait before asking again (nothing was taken). Thread-safe."""
+        ...
+
+    def take_nowait(self) -> float | None:
+        """``take`` if it can answer without waiting on anything (a lock another
+        thread holds, the database); None if it cannot."""
         ...
 
     def rate_limited(self, retry_after: float | None) -> None:
@@ -53,14 +59,37 @@ class BudgetGate:
         waited = 0.0
         while (wait := self._budget.take()) > 0:
             if waited + wait > self._policy.max_in_process_wait:
-                reason = "held back by the shared request budget"
-                verdict = Verdict(VerdictKind.RETRY, reason, retry_after=wait)
-                return Outcome(verdict, number, error=ApiHeldBack(call, wait=wait))
+                return self._held(call, number, wait)
             self._sleep(wait)
             waited += wait
             if self._interrupter.aborted:
                 return None
         return None
+
+    async def admit_async(
+        self, call: ApiCall, number: int, sleep: Callable[[float], Awaitable[None]]
+    ) -> Outcome[Any] | None:
+        """``admit`` for the async client. A token this process holds is taken on the
+        loop; one that must come from the database is asked for in a thread: the event
+        loop, with every send on it, never waits on a database round trip (or outage)."""
+        waited = 0.0
+        while (wait := await self._take_async()) > 0:
+            if waited + wait > self._policy.max_in_process_wait:
+                return self._held(call, number, wait)
+            await sleep(wait)
+            waited += wait
+            if self._interrupter.aborted:
+                return None
+        return None
+
+    async def _take_async(self) -> float:
+        wait = self._budget.take_nowait()
+        return wait if wait is not None else await asyncio.to_thread(self._budget.take)
+
+    def _held(self, call: ApiCall, number: int, wait: float) -> Outcome[Any]:
+        reason = "held back by the shared request budget"
+        verdict = Verdict(VerdictKind.RETRY, reason, retry_after=wait)
+        return Outcome(verdict, number, error=ApiHeldBack(call, wait=wait))
 
     def answered(self, status: int, verdict: Verdict) -> None:
         if status == 429:

@@ -4,7 +4,7 @@
   ``delete_file``.
 - One ``httpx.Client``, safe to share between threads, with a connection pool per thread
   (see transport.py).
-- Retries in-process with tenacity, following ``RetryPolicy``: a few quick
+- Retries in-process (retrying.py), following ``RetryPolicy``: a few quick
   attempts, never sleeping through a long wait. When it stops on a retryable
   failure it raises ``RetryLater`` so the durable layer can persist the next
   attempt time.
@@ -27,13 +27,20 @@ import logging
 import random as _random
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import httpx
-import orjson
 
 from orchestrator import __version__
+from orchestrator.api.answers import (
+    ApiResult,
+    answer_cap,
+    decode_object,
+    json_outcome,
+    log_response,
+    too_large,
+    transport_outcome,
+)
 from orchestrator.api.bodies import (
     ACCEPT_ENCODING,
     BodyTooLarge,
@@ -44,13 +51,8 @@ from orchestrator.api.bodies import (
 )
 from orchestrator.api.budget import BudgetGate, SendBudget
 from orchestrator.api.download import Download
-from orchestrator.api.errors import (
-    ApiAborted,
-    ApiAnswerTooLarge,
-    ApiCall,
-    ApiProtocolError,
-)
-from orchestrator.api.failures import ERROR_BODY_BYTES, Failures
+from orchestrator.api.errors import ApiCall, ApiProtocolError
+from orchestrator.api.failures import Failures
 from orchestrator.api.limits import (
     Aborted,
     CallScope,
@@ -78,25 +80,6 @@ logger = logging.getLogger(__name__)
 USER_AGENT = f"orchestrator/{__version__}"
 _T = TypeVar("_T")
 _NO_ANSWER = (httpx.TransportError, httpx.DecodingError)
-_NOT_RETRIED = VerdictKind.REJECTED  # the verdict of an answer asking again now cannot change
-
-
-@dataclass(frozen=True)
-class ApiResult:
-    """A decoded JSON object from a 2xx response."""
-
-    data: dict[str, Any]
-    status: int
-    request_id: str | None
-    attempts: int
-
-
-def _decode_object(content: bytes) -> dict[str, Any] | None:
-    try:
-        value = orjson.loads(content)
-    except orjson.JSONDecodeError:
-        return None
-    return value if isinstance(value, dict) else None
 
 
 def _is_html(response: httpx.Response) -> bool:
@@ -306,43 +289,32 @@ class BatchApiClient:
         except (*_NO_ANSWER, LimitReached, Aborted) as exc:
             return self._transport_outcome(call, number, exc, started, extra)
         try:
-            request_id = self._log_response(call, response, started, extra)
-            content, problem = self._read_answer(response, scope)
+            request_id = log_response(call, response, started, extra, self._failures)
+            answer = self._read_answer(response, scope)
         except BodyTooLarge as exc:
-            too_large = ApiAnswerTooLarge(
-                call,
-                status=response.status_code,
-                detail=str(exc),
-                cap=exc.cap,
-                request_id=self._failures.request_id(response),
-            )
-            return Outcome(Verdict(_NOT_RETRIED, "answer too large"), number, error=too_large)
+            return too_large(call, number, response, exc, self._failures)
         except (*_NO_ANSWER, LimitReached, Aborted) as exc:
             return self._transport_outcome(call, number, exc, started, extra)
         finally:
             response.close()
-        data = _decode_object(content) if problem is None else None
-        verdict = classify(
-            response.status_code, response.headers, self._clock.now(), body_is_json=data is not None
+        return json_outcome(
+            call,
+            number,
+            response,
+            answer,
+            request_id,
+            failures=self._failures,
+            now=self._clock.now(),
+            gate=self._gate,
         )
-        if self._gate is not None:
-            self._gate.answered(response.status_code, verdict)
-        if verdict.kind is VerdictKind.OK and data is not None:
-            result = ApiResult(data, response.status_code, request_id, number)
-            return Outcome(verdict, number, payload=result)
-        error = self._failures.response_error(
-            call, response, verdict, content, data, request_id, problem=problem
-        )
-        return Outcome(verdict, number, error=error)
 
     def _read_answer(self, response: httpx.Response, scope: CallScope) -> tuple[bytes, str | None]:
         """A 2xx's body up to the cap (``BodyTooLarge`` past it); the start of an error's.
 
         The second value says why the body could not be decoded, if it could not."""
-        ok = 200 <= response.status_code < 300
-        cap = self._settings.max_answer_bytes if ok else ERROR_BODY_BYTES
+        cap, truncate = answer_cap(response, self._settings.max_answer_bytes)
         try:
-            return read_capped(response, scope, cap, truncate=not ok), None
+            return read_capped(response, scope, cap, truncate=truncate), None
         except (UnsupportedEncoding, CorruptBody) as exc:
             return b"", str(exc)
 
@@ -362,7 +334,7 @@ class BatchApiClient:
             response = self._http.send(request, stream=True)
         except (*_NO_ANSWER, LimitReached, Aborted) as exc:
             return self._transport_outcome(call, number, exc, started, extra)
-        request_id = self._log_response(call, response, started, extra)
+        request_id = log_response(call, response, started, extra, self._failures)
         verdict = classify(response.status_code, response.headers, self._clock.now())
         if self._gate is not None:
             self._gate.answered(response.status_code, verdict)
@@ -389,31 +361,11 @@ class BatchApiClient:
             response,
             verdict,
             body,
-            _decode_object(body),
+            decode_object(body),
             request_id,
             problem=problem or undecodable,
         )
         return Outcome(verdict, number, error=error)
-
-    # -- logging ------------------------------------------------------------------------
-
-    def _log_response(
-        self,
-        call: ApiCall,
-        response: httpx.Response,
-        started: float,
-        extra: dict[str, str | None],
-    ) -> str | None:
-        request_id = self._failures.request_id(response)
-        logger.debug(
-            "%s -> HTTP %d, x-request-id=%s, %.3fs",
-            call,
-            response.status_code,
-            request_id,
-            time.perf_counter() - started,
-            extra={**extra, "request_id": request_id},
-        )
-        return request_id
 
     def _transport_outcome(
         self,
@@ -423,17 +375,7 @@ class BatchApiClient:
         started: float,
         extra: dict[str, str | None],
     ) -> Outcome[Any]:
-        error = self._failures.transport_error(call, exc)
-        if isinstance(error, ApiAborted):
-            return Outcome(Verdict(_NOT_RETRIED, "the process is stopping"), number, error=error)
-        logger.debug(
-            "%s -> no response after %.3fs: %s",
-            call,
-            time.perf_counter() - started,
-            error.detail,
-            extra=extra,
-        )
-        return Outcome(classify(error.kind), number, error=error)
+        return transport_outcome(call, number, exc, started, extra, self._failures)
 
     def _page_error(self, page: ApiResult, detail: str) -> ApiProtocolError:
         return ApiProtocolError(

@@ -7,9 +7,8 @@ Follows ``RetryPolicy``; when it stops on a retryable failure it raises
 
 from __future__ import annotations
 
-import itertools
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar, cast
 
@@ -56,7 +55,8 @@ class _StopWhenAborted(tenacity.stop.stop_base):
 
 
 class _StopWhenWaitTooLong(tenacity.stop.stop_base):
-    """Stop instead of sleeping through a wait longer than the in-process limit."""
+    """Stop instead of sleeping through a wait longer than the in-process limit (the
+    durable layer persists it instead)."""
 
     def __init__(self, planned_wait: Callable[[tenacity.RetryCallState], float], limit: float):
         self._planned_wait = planned_wait
@@ -67,6 +67,11 @@ class _StopWhenWaitTooLong(tenacity.stop.stop_base):
 
 
 class Retrier:
+    """The retry loop on tenacity, sync (``run``) and async (``run_async``): both are
+    built by ``_options``, so they stop, wait and log alike. Stops on an answer not to
+    retry, after ``max_in_process_attempts``, before a wait longer than
+    ``max_in_process_wait``, and once aborted."""
+
     def __init__(
         self,
         policy: RetryPolicy,
@@ -88,13 +93,7 @@ class Retrier:
             )
         return outcome.planned_wait
 
-    def run(
-        self,
-        call: ApiCall,
-        extra: dict[str, str | None],
-        attempt: Callable[[int], Outcome[_T]],
-    ) -> tuple[_T, int]:
-        counter = itertools.count(1)
+    def _options(self, call: ApiCall, extra: dict[str, str | None]) -> dict[str, Any]:
         policy = self._policy
 
         def before_sleep(state: tenacity.RetryCallState) -> None:
@@ -109,17 +108,44 @@ class Retrier:
                 extra={**extra, "request_id": getattr(outcome.error, "request_id", None)},
             )
 
-        retrying = tenacity.Retrying(
-            sleep=self._sleep,
-            retry=tenacity.retry_if_result(_is_retry),
-            wait=self._planned_wait,
-            stop=tenacity.stop_after_attempt(policy.max_in_process_attempts)
+        return {
+            "retry": tenacity.retry_if_result(_is_retry),
+            "wait": self._planned_wait,
+            "stop": tenacity.stop_after_attempt(policy.max_in_process_attempts)
             | _StopWhenWaitTooLong(self._planned_wait, policy.max_in_process_wait)
             | _StopWhenAborted(self._interrupter),
-            before_sleep=before_sleep,
-            retry_error_callback=_outcome_of,
-        )
-        outcome = retrying(lambda: attempt(next(counter)))
+            "before_sleep": before_sleep,
+            "retry_error_callback": _outcome_of,
+        }
+
+    def run(
+        self,
+        call: ApiCall,
+        extra: dict[str, str | None],
+        attempt: Callable[[int], Outcome[_T]],
+    ) -> tuple[_T, int]:
+        retrying = tenacity.Retrying(sleep=self._sleep, **self._options(call, extra))
+        number = iter(range(1, 1 << 30))
+        outcome: Outcome[_T] = retrying(lambda: attempt(next(number)))
+        return self._result(outcome, extra)
+
+    async def run_async(
+        self,
+        call: ApiCall,
+        extra: dict[str, str | None],
+        attempt: Callable[[int], Awaitable[Outcome[_T]]],
+        sleep: Callable[[float], Awaitable[None]],
+    ) -> tuple[_T, int]:
+        retrying = tenacity.AsyncRetrying(sleep=sleep, **self._options(call, extra))
+        number = iter(range(1, 1 << 30))
+
+        async def next_attempt() -> Outcome[_T]:  # a coroutine function: tenacity awaits it
+            return await attempt(next(number))
+
+        outcome: Outcome[_T] = await retrying(next_attempt)
+        return self._result(outcome, extra)
+
+    def _result(self, outcome: Outcome[_T], extra: dict[str, str | None]) -> tuple[_T, int]:
         if outcome.verdict.kind is VerdictKind.OK and outcome.payload is not None:
             return outcome.payload, outcome.attempt
         assert outcome.error is not None

@@ -7,6 +7,7 @@ from datetime import timedelta
 
 import httpx
 
+from orchestrator.api.async_client import AsyncBatchApiClient
 from orchestrator.api.budget import SendBudget
 from orchestrator.api.client import ApiSettings, BatchApiClient
 from orchestrator.clock import Clock
@@ -27,16 +28,10 @@ from orchestrator.processes.upkeep import Upkeep
 from orchestrator.settings import Settings
 
 
-def build_client(
-    settings: Settings,
-    *,
-    transport: httpx.BaseTransport | None = None,
-    clock: Clock | None = None,  # for Retry-After dates: the database's in the processes
-    budget: SendBudget | None = None,  # the processes': see shared_budget
-) -> BatchApiClient:
+def api_settings(settings: Settings) -> ApiSettings:
     if not settings.api_key:
         raise ConfigError("OPENAI_API_KEY is not set: export the key the batches belong to")
-    api = ApiSettings(
+    return ApiSettings(
         api_key=settings.api_key,
         base_url=settings.base_url,
         organization=settings.organization,
@@ -49,6 +44,34 @@ def build_client(
         download_min_bytes_per_second=settings.download_min_bytes_per_second,
         download_throughput_window=settings.download_throughput_window,
     )
+
+
+def build_async_client(
+    settings: Settings,
+    *,
+    wrap: Callable[[httpx.AsyncBaseTransport], httpx.AsyncBaseTransport] | None = None,
+    clock: Clock | None = None,
+    budget: SendBudget | None = None,
+) -> AsyncBatchApiClient:
+    """The worker's client: one connection per send in flight."""
+    return AsyncBatchApiClient(
+        api_settings(settings),
+        policy=retry_policy(settings),
+        max_connections=settings.worker_concurrency,
+        wrap=wrap,
+        clock=clock,
+        budget=budget,
+    )
+
+
+def build_client(
+    settings: Settings,
+    *,
+    transport: httpx.BaseTransport | None = None,
+    clock: Clock | None = None,  # for Retry-After dates: the database's in the processes
+    budget: SendBudget | None = None,  # the processes': see shared_budget
+) -> BatchApiClient:
+    api = api_settings(settings)
     return BatchApiClient(
         api, policy=retry_policy(settings), transport=transport, clock=clock, budget=budget
     )

@@ -7,7 +7,7 @@ import logging
 import threading
 
 from orchestrator.cli.context import Context, Exit
-from orchestrator.cli.wiring import build_client, presence, shared_budget
+from orchestrator.cli.wiring import build_async_client, presence, shared_budget
 from orchestrator.core.visible import visible
 from orchestrator.db.cancels import CancelStore
 from orchestrator.db.server_clock import database_clock
@@ -26,7 +26,7 @@ def run_worker(ctx: Context) -> Exit:
     heartbeat = Heartbeat(clock, stale_seconds=ctx.settings.health_stale_seconds)
     metrics, _ = start_process_metrics(ctx.settings, db, heartbeat=heartbeat, process="worker")
     budget = shared_budget(ctx.settings, db)  # one for every process on this database
-    client = build_client(ctx.settings, transport=metrics.transport(), clock=clock, budget=budget)
+    client = build_async_client(ctx.settings, wrap=metrics.metered, clock=clock, budget=budget)
     owner = process_id("worker")
     stop = stop_on_signals(client.abort) if not ctx.args.once else threading.Event()
     worker = CancelWorker(
@@ -41,9 +41,8 @@ def run_worker(ctx: Context) -> Exit:
     log.info("worker %s started (concurrency %d)", owner, ctx.settings.worker_concurrency)
     try:
         with presence(ctx.settings, db, owner, "worker", clock):
-            report = worker.run(once=ctx.args.once)
+            report = worker.run(once=ctx.args.once)  # closes the client's connections
     finally:
-        client.close()
         db.dispose()
     if ctx.json:
         ctx.emit_json(dataclasses.asdict(report))

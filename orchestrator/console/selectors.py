@@ -1,11 +1,13 @@
 """The batch list's filter, read from and written back to the URL.
 
-The meanings are the command line's, parsed by the same functions into the same
-``BatchFilter``: ``since=2h`` is ``--created-after 2h``, ``older_than=6h`` is
-``--older-than 6h`` (both the server's ``created_at``, by the database's clock),
-``metadata=KEY=VALUE`` is ``--metadata KEY=VALUE`` ..., so a view and a command that
-say the same select the same batches. A shared link carries the whole filter in its
-query string.
+The names are the command line's selector flags with ``_`` for ``-``, and mean the
+same, parsed by the same functions into the same ``BatchFilter``: ``created_after=2h``
+is ``--created-after 2h``, ``newer_than``/``older_than``/``created_before`` likewise
+(the server's ``created_at``, by the database's clock), ``metadata=KEY=VALUE`` is
+``--metadata KEY=VALUE`` ..., so a view and a command that say the same select the
+same batches. ``since=`` (which counted from when we began tracking a batch, as
+``status --since`` did) is refused naming its replacements, as on the command line.
+A shared link carries the whole filter in its query string.
 """
 
 from __future__ import annotations
@@ -34,6 +36,12 @@ MAX_LIMIT = 500
 MAX_VALUES = 20  # of one repeatable parameter: a filter, not a bulk lookup
 MAX_TEXT = 256
 _T = TypeVar("_T")
+
+
+SINCE_IS_GONE = (
+    "since: gone; it counted from when we began tracking a batch. Select by the server's "
+    "created_at with created_after=WHEN (an ISO time or an age, like 2h) or newer_than=AGE"
+)
 
 
 class BadSelector(ValueError):
@@ -101,6 +109,25 @@ def _flag(params: Mapping[str, Sequence[str]], name: str) -> bool:
     return value is not None
 
 
+def _created_range(
+    params: Mapping[str, Sequence[str]], now: datetime
+) -> tuple[datetime | None, datetime | None]:
+    """(created at or after, created before) from created_after, newer_than,
+    created_before and older_than, as the command line's selector combines them."""
+    after: list[datetime] = []
+    before: list[datetime] = []
+    for name, parse, into in (
+        ("created_after", parse_since, after),
+        ("newer_than", parse_duration, after),
+        ("created_before", parse_since, before),
+        ("older_than", parse_duration, before),
+    ):
+        text = _one(params, name)
+        if text is not None:
+            into.append(since_moment(_parsed(name, text, parse), now))
+    return (max(after) if after else None), (min(before) if before else None)
+
+
 def parse_selection(params: Mapping[str, Sequence[str]], now: datetime) -> Selection:
     """The list's selection from its query parameters; ``now`` is the database's clock.
 
@@ -112,8 +139,9 @@ def parse_selection(params: Mapping[str, Sequence[str]], now: datetime) -> Selec
     metadata = tuple(
         _parsed("metadata", m, parse_metadata) for m in params.get("metadata", ()) if m.strip()
     )
-    since = _one(params, "since")
-    older_than = _one(params, "older_than")
+    if _one(params, "since") is not None:
+        raise BadSelector(SINCE_IS_GONE)
+    after, before = _created_range(params, now)
     sort = _one(params, "sort") or DEFAULT_SORT
     if sort not in SORTS:
         raise BadSelector(f"sort: {sort!r} is not one of {', '.join(SORTS)}")
@@ -129,10 +157,8 @@ def parse_selection(params: Mapping[str, Sequence[str]], now: datetime) -> Selec
         cancel_requested=_flag(params, "cancel_requested"),
         cancel_states=cancel_states,
         cancel_outcomes=outcomes,
-        created_after=(since_moment(_parsed("since", since, parse_since), now) if since else None),
-        created_before=(
-            now - _parsed("older_than", older_than, parse_duration) if older_than else None
-        ),
+        created_after=after,
+        created_before=before,
         metadata=metadata,
         endpoint=_one(params, "endpoint"),
         model=_one(params, "model"),
@@ -145,7 +171,9 @@ def parse_selection(params: Mapping[str, Sequence[str]], now: datetime) -> Selec
             "cancel_requested",
             "cancel_state",
             "cancel_outcome",
-            "since",
+            "created_after",
+            "created_before",
+            "newer_than",
             "older_than",
             "metadata",
             "endpoint",

@@ -28,7 +28,6 @@ class BatchFilter:
     cancel_states: tuple[str, ...] = ()
     # cancelled, too_late:completed, ...; a value without ":" also matches "value:*"
     cancel_outcomes: tuple[str, ...] = ()
-    tracked_since: datetime | None = None
     # The server's created_at (when never observed: when we began tracking), by the
     # database server's clock: after is inclusive, before exclusive.
     created_after: datetime | None = None
@@ -47,8 +46,6 @@ class BatchFilter:
         found = [*self._status_conditions(), *self._cancel_conditions()]
         if self.overdue:
             found.append(Batch.overdue_since.is_not(None))
-        if self.tracked_since is not None:
-            found.append(Batch.tracked_at >= self.tracked_since)
         created = func.coalesce(Batch.created_at, Batch.tracked_at)
         if self.created_after is not None:
             found.append(created >= self.created_after)

@@ -75,6 +75,22 @@ class SharedBudget:
             self._tokens_until = now + HOLD_SECONDS
             return 0.0
 
+    def take_nowait(self) -> float | None:
+        """A token held here, or the wait already known; None when only the database
+        can say (or another thread is asking it): then call ``take``."""
+        if not self._lock.acquire(blocking=False):
+            return None
+        try:
+            now = self._monotonic()
+            if now < self._wait_until:
+                return self._wait_until - now
+            if self._tokens > 0 and now < self._tokens_until:
+                self._tokens -= 1
+                return 0.0
+            return None
+        finally:
+            self._lock.release()
+
     def rate_limited(self, retry_after: float | None) -> None:
         seconds = retry_after if retry_after is not None else DEFAULT_HOLD_SECONDS
         # Not under the lock: a thread fetching tokens holds it through a database round

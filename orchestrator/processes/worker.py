@@ -1,22 +1,25 @@
 """The cancel worker: lease due cancel requests, send them, record every answer.
 
-One loop thread claims work and hands each claim to a thread pool; each task
-sends one cancel (the client retries briefly in-process) and records the
-attempt. Long waits are never slept through: they become the request's
-persisted next attempt time, so a restart or another worker honours them too.
+One loop thread claims work, hands each claim to the sender (an event loop in
+a thread of its own, ``concurrency`` sends at once: processes/sender.py), and
+records what came back; each send is one cancel (the client retries briefly
+in-process), and, if it was refused, a GET of the batch. Long waits are never
+slept through: they become the request's persisted next attempt time, so a
+restart or another worker honours them too.
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 import random
 import threading
 from collections.abc import Callable
-from concurrent.futures import ALL_COMPLETED, Future, ThreadPoolExecutor, wait
+from concurrent.futures import Future, wait
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from orchestrator.api.client import BatchApiClient
+from orchestrator.api.async_client import AsyncBatchApiClient
 from orchestrator.api.errors import (
     ApiAuthError,
     ApiNotFoundError,
@@ -34,6 +37,7 @@ from orchestrator.errors import ApiError, DatabaseUnavailable, InvalidBatchId, d
 from orchestrator.probes import Heartbeat
 from orchestrator.processes.config import WorkerConfig, worker_setup
 from orchestrator.processes.loop import LoopProcess, Sleep, wait_on_stop
+from orchestrator.processes.sender import AsyncSender
 from orchestrator.processes.story import PeriodicSummary
 from orchestrator.processes.worker_report import WorkerReport, tell
 from orchestrator.settings import Settings
@@ -43,7 +47,7 @@ __all__ = ["CancelWorker", "WorkerConfig"]
 log = logging.getLogger(__name__)
 
 PAUSE_CHECK_INTERVAL = timedelta(seconds=1)
-TICK_SECONDS = 0.02
+TICK_SECONDS = 0.1  # the longest an answer waits to be recorded
 NOT_FOUND_MESSAGE = "no such batch, or not visible to this key (check the id, org and project)"
 
 
@@ -63,7 +67,7 @@ class CancelWorker(LoopProcess):
     def __init__(
         self,
         store: CancelStore,
-        client: BatchApiClient,
+        client: AsyncBatchApiClient,
         config: Settings | WorkerConfig,
         clock: Clock,
         owner: str,
@@ -95,11 +99,11 @@ class CancelWorker(LoopProcess):
     # --- the loop -------------------------------------------------------------
     #
     # The loop thread owns the database: it claims, heartbeats and records.
-    # Pool threads only talk HTTP and hand back an Attempt. Recording all the
+    # The sender's event loop only talks HTTP and hands back an Attempt. Recording all the
     # attempts that finished since the last turn in one transaction keeps the
     # per-cancel database cost (and SQLite's single writer) out of the way.
     # Claims are leased up to twice the concurrency: the extra ones queue in the
-    # pool and are heartbeated like the running ones.
+    # sender and are heartbeated like the running ones.
 
     def run(self, stop: threading.Event | None = None, *, once: bool = False) -> WorkerReport:
         """Work until `stop` is set (or, with `once`, until nothing is due now)."""
@@ -108,16 +112,16 @@ class CancelWorker(LoopProcess):
             stop,
             outage_note="nothing is lost: unrecorded cancels are re-sent after their lease expires",
         )
-        with ThreadPoolExecutor(self.config.concurrency, thread_name_prefix="cancel") as pool:
+        with AsyncSender(self.config.concurrency, close_with=self.client.aclose) as sender:
             flight = _Flight(last_heartbeat=self.clock.now())
             try:
-                loop.run(lambda: self._turn(pool, flight, once=once))
+                loop.run(lambda: self._turn(sender, flight, once=once))
             finally:
                 self.report.db_outages += loop.outages
                 self._shut_down(flight.in_flight, flight.finished)
         return self.report
 
-    def _turn(self, pool: ThreadPoolExecutor, flight: _Flight, *, once: bool) -> float | None:
+    def _turn(self, sender: AsyncSender, flight: _Flight, *, once: bool) -> float | None:
         """Record what finished, claim what is due, heartbeat the leases held; then let
         the sends run for one tick (or say how long to idle when there is nothing to do)."""
         in_flight = flight.in_flight
@@ -125,15 +129,13 @@ class CancelWorker(LoopProcess):
         now = self.clock.now()
         self._record(flight.finished)
         claims: list[Claim] = []
-        if not self._paused(now):
+        room = 2 * self.config.concurrency - len(in_flight)
+        if room >= self._batch() and not self._paused(now):
             claims = self.store.claim_due(
-                self.owner,
-                now=now,
-                limit=2 * self.config.concurrency - len(in_flight),
-                lease_seconds=self.config.lease_seconds,
+                self.owner, now=now, limit=room, lease_seconds=self.config.lease_seconds
             )
-        for claim in claims:
-            in_flight[pool.submit(self._send, claim)] = claim
+        sends = sender.submit_all([functools.partial(self._send, claim) for claim in claims])
+        in_flight.update(zip(sends, claims, strict=True))
         if now - flight.last_heartbeat >= timedelta(seconds=self.config.heartbeat_seconds):
             self._heartbeat(in_flight, now)
             flight.last_heartbeat = now
@@ -141,14 +143,20 @@ class CancelWorker(LoopProcess):
         self.story.tell_if_due(now)
         if once and not in_flight and not claims:
             return None
-        # Up to `concurrency` claims wait queued behind the running sends, so a pool
-        # thread that finishes starts the next cancel at once; the loop only has to
-        # come round once a tick to record answers and top the queue up, which lets
-        # one transaction record many answers.
+        # Up to `concurrency` claims wait queued behind the running sends, so a send
+        # that finishes starts the next cancel at once; the loop only has to come
+        # round when half the concurrency has answered (or a tick has passed) to
+        # record the answers and top the queue up: one transaction records many
+        # answers, and one claims many requests.
         if in_flight:
-            wait(list(in_flight), timeout=TICK_SECONDS, return_when=ALL_COMPLETED)
+            batch = min(len(in_flight), self._batch())
+            sender.wait_finished(batch, timeout=TICK_SECONDS)
             return 0.0
         return 0.0 if claims else self.config.idle_seconds
+
+    def _batch(self) -> int:
+        """Answers to record (and requests to claim) at once: half the concurrency."""
+        return max(1, self.config.concurrency // 2)
 
     def _collect(self, in_flight: dict[Future[Attempt], Claim]) -> list[tuple[Claim, Attempt]]:
         done = [f for f in in_flight if f.done()]
@@ -245,23 +253,23 @@ class CancelWorker(LoopProcess):
         self.report.paused = pause.reason
         return True
 
-    # --- one send (in a pool thread) --------------------------------------------
+    # --- one send (on the sender's event loop) -----------------------------------
 
-    def _send(self, claim: Claim) -> Attempt:
+    async def _send(self, claim: Claim) -> Attempt:
         started = self.clock.now()
         try:
-            return self._send_once(claim, started)
+            return await self._send_once(claim, started)
         except Exception as exc:  # a bug or an answer nobody foresaw: this cancel only
             log.exception("sending the cancel failed", extra={"batch_id": claim.batch_id})
             error = f"unexpected error while sending the cancel: {describe(exc)}"
             return self._retry(claim, started, error, events=(("unexpected_error", error),))
 
-    def _send_once(self, claim: Claim, started: datetime) -> Attempt:
+    async def _send_once(self, claim: Claim, started: datetime) -> Attempt:
         try:
-            result = self.client.cancel(claim.batch_id)
+            result = await self.client.cancel(claim.batch_id)
         except RetryLater as exc:
             if exc.status == 409:  # refused after retries: ask the server what is true
-                return self._refused(claim, started, exc)
+                return await self._refused(claim, started, exc)
             return self._retry(
                 claim,
                 started,
@@ -273,7 +281,7 @@ class CancelWorker(LoopProcess):
         except ApiAuthError as exc:
             return self._attempt(AttemptOutcome.AUTH, started, exc, retry_in=self._auth_pause())
         except (ApiNotFoundError, ApiRejectedError) as exc:
-            return self._refused(claim, started, exc)
+            return await self._refused(claim, started, exc)
         except InvalidBatchId as exc:
             return Attempt(AttemptOutcome.INVALID, started, self.clock.now(), error=str(exc))
         except ApiError as exc:  # protocol or transport error that escaped the client
@@ -282,7 +290,7 @@ class CancelWorker(LoopProcess):
             observed = parse_batch(result.data, expected_id=claim.batch_id)
         except WrongBatch as exc:  # believe neither the 200 nor the object: ask
             error = f"the cancel's answer (HTTP {result.status}) was wrong: {exc}"
-            return self._after_refusal(
+            return await self._after_refusal(
                 claim,
                 started,
                 error,
@@ -302,14 +310,14 @@ class CancelWorker(LoopProcess):
             observed=observed,
         )
 
-    def _refused(
+    async def _refused(
         self, claim: Claim, started: datetime, exc: ApiStatusError | RetryLater
     ) -> Attempt:
-        return self._after_refusal(
+        return await self._after_refusal(
             claim, started, str(exc), status=exc.status, request_id=exc.request_id
         )
 
-    def _after_refusal(
+    async def _after_refusal(
         self,
         claim: Claim,
         started: datetime,
@@ -322,7 +330,7 @@ class CancelWorker(LoopProcess):
         """The cancel was refused (or its answer was wrong): GET the batch and record
         the truth. An answer about another batch is an anomaly, never applied."""
         try:
-            result = self.client.retrieve(claim.batch_id)
+            result = await self.client.retrieve(claim.batch_id)
             observed = parse_batch(result.data, expected_id=claim.batch_id)
         except WrongBatch as exc:
             text = f"the GET after the cancel was wrong: {exc}"

@@ -111,15 +111,14 @@ def test_watch_a_cancel_land_download_and_stay_safe(
     CancelStore(database).request(
         [target], now=clock.now(), requested_by="operator", reason="browser test"
     )
-    with sim.client(clock) as client:  # the real worker sends it: accepted, cancelling
-        CancelWorker(
-            CancelStore(database),
-            client,
-            config=WorkerConfig(concurrency=2, idle_seconds=0.01),
-            policy=RetryPolicy(max_in_process_attempts=2, max_in_process_wait=1.0),
-            clock=clock,
-            owner="browser-test-worker",
-        ).run(threading.Event(), once=True)
+    CancelWorker(  # the real worker sends it: accepted, cancelling
+        CancelStore(database),
+        sim.async_client(clock),
+        config=WorkerConfig(concurrency=2, idle_seconds=0.01),
+        policy=RetryPolicy(max_in_process_attempts=2, max_in_process_wait=1.0),
+        clock=clock,
+        owner="browser-test-worker",
+    ).run(threading.Event(), once=True)
     r = reconciler()
     r.run_once()  # the reconciler sees the target cancelling
     # The operators' varied fleet beside them, for a fuller picture. Added after the

@@ -48,10 +48,11 @@ def test_overview_counts_banners_results_and_latest_events(web: TestClient) -> N
         ("overdue=1", ["--overdue"]),
         ("cancel_requested=1", ["--cancel-requested"]),
         ("metadata=team%3Dads", ["--metadata", "team=ads"]),
-        (
-            "since=100m",
-            ["--created-after", "100m"],
-        ),  # no batch near the edge (SQLite: whole seconds)
+        # no batch near the edge of 100 minutes (SQLite keeps whole seconds)
+        ("created_after=100m", ["--created-after", "100m"]),
+        ("newer_than=100m", ["--newer-than", "100m"]),
+        ("created_before=100m", ["--created-before", "100m"]),
+        ("newer_than=3h&older_than=100m", ["--newer-than", "3h", "--older-than", "100m"]),
         ("status=failed&metadata=team%3Dads", ["--status", "failed", "--metadata", "team=ads"]),
     ],
 )
@@ -107,7 +108,8 @@ def test_a_shared_link_carries_the_whole_filter(web: TestClient) -> None:
     [
         ("status=running", "status: 'running' is not one of"),
         ("sort=random", "sort: 'random' is not one of"),
-        ("since=yesterday", "since: 'yesterday' is neither a duration"),
+        ("created_after=yesterday", "created_after: 'yesterday' is neither a duration"),
+        ("since=2h", "since: gone; it counted from when we began tracking"),
         ("older_than=-5", "older_than: '-5' is not a duration"),
         ("metadata=team", "metadata: 'team': expected KEY=VALUE"),
         ("limit=0", "limit: expected a whole number from 1 to 500"),

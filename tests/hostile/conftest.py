@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 import pytest
 from sqlalchemy import select
 
+from orchestrator.api.async_client import AsyncBatchApiClient
 from orchestrator.api.client import BatchApiClient
 from orchestrator.clock import ManualClock
 from orchestrator.core.retry_policy import RetryPolicy
@@ -17,7 +18,7 @@ from orchestrator.db.models import BatchEvent
 from orchestrator.processes.reconciler import Reconciler, ReconcilerConfig
 from orchestrator.processes.worker import CancelWorker, WorkerConfig
 from tests.hostile.server import HostileServer
-from tests.integration.conftest import make_client
+from tests.integration.conftest import make_async_client, make_client
 
 KEY = "sk-hostile-0123456789abcdef"
 T0 = datetime(2026, 5, 1, 9, 0, tzinfo=UTC)
@@ -40,7 +41,14 @@ def client(hostile: HostileServer, clock: ManualClock) -> Iterator[BatchApiClien
         yield made
 
 
-def make_worker(database: Database, client: BatchApiClient, clock: ManualClock) -> CancelWorker:
+@pytest.fixture
+def worker_client(hostile: HostileServer, clock: ManualClock) -> AsyncBatchApiClient:
+    return make_async_client(hostile.url, clock, key=KEY, attempts=1)
+
+
+def make_worker(
+    database: Database, client: AsyncBatchApiClient, clock: ManualClock
+) -> CancelWorker:
     return CancelWorker(
         CancelStore(database),
         client,

@@ -7,6 +7,7 @@ import threading
 
 from sqlalchemy import select, text
 
+from orchestrator.api.async_client import AsyncBatchApiClient
 from orchestrator.api.client import BatchApiClient
 from orchestrator.clock import ManualClock
 from orchestrator.db.batches import BatchStore, event_row
@@ -31,7 +32,11 @@ def everything_stored(database: Database) -> str:
 
 
 def test_the_key_reflected_by_the_server_is_stored_nowhere(
-    database: Database, hostile: HostileServer, client: BatchApiClient, clock: ManualClock
+    database: Database,
+    hostile: HostileServer,
+    client: BatchApiClient,
+    worker_client: AsyncBatchApiClient,
+    clock: ManualClock,
 ) -> None:
     reflected = batch_object(
         REFLECTS,
@@ -44,7 +49,7 @@ def test_the_key_reflected_by_the_server_is_stored_nowhere(
     hostile.script("POST", f"/v1/batches/{REFLECTS}/cancel", error_answer(400, f"no, {KEY}"))
     CancelStore(database).request([REFLECTS], now=clock.now(), requested_by="test")
 
-    make_worker(database, client, clock).run(threading.Event(), once=True)
+    make_worker(database, worker_client, clock).run(threading.Event(), once=True)
     with make_reconciler(database, client, clock) as reconciler:
         reconciler.run_once()
 
@@ -104,14 +109,17 @@ def test_metrics_bind_loopback_unless_told_otherwise() -> None:
 
 
 def test_an_overlong_request_id_is_cut_to_its_column_not_a_failed_transaction(
-    database: Database, hostile: HostileServer, client: BatchApiClient, clock: ManualClock
+    database: Database,
+    hostile: HostileServer,
+    worker_client: AsyncBatchApiClient,
+    clock: ManualClock,
 ) -> None:
     headers = {"x-request-id": "req_" + "r" * 190}  # the column holds 128
     answer = Answer(body=batch_object(REFLECTS, "cancelling"), headers=headers)
     hostile.script("POST", f"/v1/batches/{REFLECTS}/cancel", answer)
     CancelStore(database).request([REFLECTS], now=clock.now(), requested_by="test")
 
-    make_worker(database, client, clock).run(threading.Event(), once=True)
+    make_worker(database, worker_client, clock).run(threading.Event(), once=True)
 
     with database.transaction() as session:
         request = session.get(CancelRequest, REFLECTS)

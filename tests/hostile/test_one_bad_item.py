@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from orchestrator.api.async_client import AsyncBatchApiClient
 from orchestrator.api.client import ApiResult, BatchApiClient
 from orchestrator.clock import ManualClock
 from orchestrator.core.harvest import FileState
@@ -59,21 +60,24 @@ def test_an_unexpected_error_on_one_batch_is_recorded_and_the_pass_goes_on(
 
 
 def test_an_unexpected_error_sending_one_cancel_is_recorded_and_the_worker_goes_on(
-    database: Database, hostile: HostileServer, client: BatchApiClient, clock: ManualClock
+    database: Database,
+    hostile: HostileServer,
+    worker_client: AsyncBatchApiClient,
+    clock: ManualClock,
 ) -> None:
     hostile.script(
         "POST", f"/v1/batches/{GOOD}/cancel", Answer(body=batch_object(GOOD, "cancelling"))
     )
     CancelStore(database).request([BAD, GOOD], now=clock.now(), requested_by="test")
-    real = client.cancel
+    real = worker_client.cancel
 
-    def cancel(batch_id: str) -> ApiResult:
+    async def cancel(batch_id: str) -> ApiResult:
         if batch_id == BAD:
             raise KeyError("surprise")
-        return real(batch_id)
+        return await real(batch_id)
 
-    client.cancel = cancel  # type: ignore[method-assign]
-    make_worker(database, client, clock).run(threading.Event(), once=True)
+    worker_client.cancel = cancel  # type: ignore[method-assign]
+    make_worker(database, worker_client, clock).run(threading.Event(), once=True)
 
     assert row(database, CancelRequest, GOOD).state == "accepted"
     bad = row(database, CancelRequest, BAD)
@@ -85,7 +89,7 @@ def test_an_unexpected_error_sending_one_cancel_is_recorded_and_the_worker_goes_
 def test_a_cancel_whose_recording_crashes_is_not_sent_again_hot(
     database: Database,
     hostile: HostileServer,
-    client: BatchApiClient,
+    worker_client: AsyncBatchApiClient,
     clock: ManualClock,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
@@ -101,7 +105,7 @@ def test_a_cancel_whose_recording_crashes_is_not_sent_again_hot(
         return real(row, observed, **kwargs)
 
     monkeypatch.setattr("orchestrator.db.cancels.plan_batch_write", plan)
-    worker = make_worker(database, client, clock)
+    worker = make_worker(database, worker_client, clock)
     worker.run(threading.Event(), once=True)
     worker.run(threading.Event(), once=True)  # nothing is due again yet
 
@@ -134,9 +138,9 @@ class _DownStore(CancelStore):
 
 
 def test_a_long_database_outage_never_overflows_the_worker_backoff(
-    database: Database, client: BatchApiClient, clock: ManualClock
+    database: Database, worker_client: AsyncBatchApiClient, clock: ManualClock
 ) -> None:
-    worker = make_worker(database, client, clock)
+    worker = make_worker(database, worker_client, clock)
     worker.store = _DownStore(database)
     stop = _CountingStop(limit=1500)  # past 1,024 failures, where 2**n overflowed a float
     worker.run(stop)

@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 
+from orchestrator.api.async_client import AsyncBatchApiClient
 from orchestrator.api.client import BatchApiClient
 from orchestrator.clock import ManualClock
 from orchestrator.core.observation import parse_batch
@@ -49,7 +50,7 @@ def batch_row(database: Database, batch_id: str) -> Batch:
 def test_a_cancel_answered_with_another_batch_is_never_applied(
     database: Database,
     hostile: HostileServer,
-    client: BatchApiClient,
+    worker_client: AsyncBatchApiClient,
     clock: ManualClock,
     get_is: str,
 ) -> None:
@@ -59,7 +60,7 @@ def test_a_cancel_answered_with_another_batch_is_never_applied(
     hostile.script("GET", f"/v1/batches/{ASKED}", Answer(body=truth))
     request(database, clock, ASKED)
 
-    make_worker(database, client, clock).run(threading.Event(), once=True)
+    make_worker(database, worker_client, clock).run(threading.Event(), once=True)
 
     cancel, batch = cancel_row(database, ASKED), batch_row(database, ASKED)
     assert batch.output_file_id is None  # the other batch's file is never ours
@@ -75,14 +76,17 @@ def test_a_cancel_answered_with_another_batch_is_never_applied(
 
 
 def test_the_get_after_a_refused_cancel_naming_another_batch_is_never_applied(
-    database: Database, hostile: HostileServer, client: BatchApiClient, clock: ManualClock
+    database: Database,
+    hostile: HostileServer,
+    worker_client: AsyncBatchApiClient,
+    clock: ManualClock,
 ) -> None:
     hostile.script("POST", f"/v1/batches/{ASKED}/cancel", error_answer(400, "cannot cancel"))
     other = batch_object(OTHER, "completed", output_file_id="file-of-other")
     hostile.script("GET", f"/v1/batches/{ASKED}", Answer(body=other))
     request(database, clock, ASKED)
 
-    make_worker(database, client, clock).run(threading.Event(), once=True)
+    make_worker(database, worker_client, clock).run(threading.Event(), once=True)
 
     cancel, batch = cancel_row(database, ASKED), batch_row(database, ASKED)
     assert (batch.status, batch.output_file_id) == (None, None)
@@ -162,14 +166,17 @@ def test_a_poison_number_is_an_anomaly_on_its_field_and_the_rest_applies(
 
 
 def test_a_poison_number_in_a_cancel_answer_is_refused_and_the_cancel_accepted(
-    database: Database, hostile: HostileServer, client: BatchApiClient, clock: ManualClock
+    database: Database,
+    hostile: HostileServer,
+    worker_client: AsyncBatchApiClient,
+    clock: ManualClock,
 ) -> None:
     counts = {"total": HUGE, "completed": 0, "failed": 0}
     answer = batch_object(ASKED, "cancelling", request_counts=counts, usage={"total_tokens": -1})
     hostile.script("POST", f"/v1/batches/{ASKED}/cancel", Answer(body=answer))
     request(database, clock, ASKED)
 
-    make_worker(database, client, clock).run(threading.Event(), once=True)
+    make_worker(database, worker_client, clock).run(threading.Event(), once=True)
 
     assert cancel_row(database, ASKED).state == "accepted"
     batch = batch_row(database, ASKED)

@@ -11,6 +11,7 @@ import httpx
 import pytest
 from sqlalchemy import select
 
+from orchestrator.api.async_client import AsyncBatchApiClient
 from orchestrator.api.client import ApiSettings, BatchApiClient
 from orchestrator.clock import ManualClock
 from orchestrator.core.retry_policy import RetryPolicy
@@ -31,6 +32,33 @@ class Sim:
         self, clock: ManualClock, *, key: str = DEFAULT_API_KEY, attempts: int = 2
     ) -> BatchApiClient:
         return make_client(self.server.url, clock, key=key, attempts=attempts)
+
+    def async_client(
+        self, clock: ManualClock, *, key: str = DEFAULT_API_KEY, attempts: int = 2
+    ) -> AsyncBatchApiClient:
+        return make_async_client(self.server.url, clock, key=key, attempts=attempts)
+
+
+def make_async_client(
+    base_url: str,
+    clock: ManualClock,
+    *,
+    key: str = DEFAULT_API_KEY,
+    attempts: int = 2,
+    transport: httpx.AsyncBaseTransport | None = None,
+) -> AsyncBatchApiClient:
+    """The worker's client, as ``make_client``: waits between attempts are not slept."""
+
+    async def no_sleep(_seconds: float) -> None:
+        pass
+
+    return AsyncBatchApiClient(
+        ApiSettings(api_key=Secret(key), base_url=base_url),
+        policy=RetryPolicy(max_in_process_attempts=attempts, max_in_process_wait=60.0),
+        transport=transport,
+        sleep=no_sleep,
+        clock=clock,
+    )
 
 
 def make_client(

@@ -65,18 +65,17 @@ def test_the_worker_rides_out_thousands_of_failures_then_sends_the_cancel(
     monkeypatch.setattr(CancelStore, "claim_due", flaky_claim)
     sleeps = _Sleeps()
     config = WorkerConfig(concurrency=2, db_retry_initial_seconds=0.5, db_retry_max_seconds=30)
-    with sim.client(clock) as client:
-        worker = CancelWorker(
-            CancelStore(database),
-            client,
-            config,
-            clock,
-            "outage-worker",
-            policy=RetryPolicy(max_in_process_attempts=1),
-            random_unit=lambda: 0.0,
-            sleep=sleeps,
-        )
-        report = worker.run(once=True)
+    worker = CancelWorker(
+        CancelStore(database),
+        sim.async_client(clock),
+        config,
+        clock,
+        "outage-worker",
+        policy=RetryPolicy(max_in_process_attempts=1),
+        random_unit=lambda: 0.0,
+        sleep=sleeps,
+    )
+    report = worker.run(once=True)
 
     assert report.db_outages == FAILURES
     assert len(sleeps.waits) >= FAILURES and max(sleeps.waits) == 30.0

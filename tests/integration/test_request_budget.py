@@ -15,7 +15,8 @@ from collections.abc import Iterator
 import pytest
 from sqlalchemy import func, select
 
-from orchestrator.api.client import ApiSettings, BatchApiClient
+from orchestrator.api.async_client import AsyncBatchApiClient
+from orchestrator.api.client import ApiSettings
 from orchestrator.clock import SystemClock
 from orchestrator.core.request_budget import BudgetRule
 from orchestrator.core.retry_policy import RetryPolicy
@@ -53,7 +54,7 @@ def run_workers(db_url: str, server: SimulatorServer, rule: BudgetRule) -> list[
     for n in range(PROCESSES):
         db = Database.connect(db_url)
         budget = SharedBudget(BudgetStore(db), rule)
-        client = BatchApiClient(
+        client = AsyncBatchApiClient(
             ApiSettings(api_key=Secret(KEY), base_url=server.url), policy=POLICY, budget=budget
         )
         store, owner = CancelStore(db), f"budget-worker-{n}"
@@ -63,13 +64,12 @@ def run_workers(db_url: str, server: SimulatorServer, rule: BudgetRule) -> list[
         stop = threading.Event()
         threads.append(threading.Thread(target=worker.run, args=(stop,), kwargs={"once": True}))
         budgets.append(budget)
-        stops.append((db, client))
+        stops.append(db)
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join(timeout=60)
-    for db, client in stops:
-        client.close()
+    for db in stops:
         db.dispose()
     return budgets
 

@@ -9,7 +9,8 @@ from datetime import timedelta
 import pytest
 from sqlalchemy import select
 
-from orchestrator.api.client import ApiSettings, BatchApiClient
+from orchestrator.api.async_client import AsyncBatchApiClient
+from orchestrator.api.client import ApiSettings
 from orchestrator.clock import SystemClock
 from orchestrator.core.retry_policy import RetryPolicy
 from orchestrator.db.cancels import CancelStore
@@ -38,13 +39,12 @@ def server(sim: Simulator) -> Iterator[SimulatorServer]:
 
 
 @pytest.fixture
-def client(server: SimulatorServer) -> Iterator[BatchApiClient]:
+def client(server: SimulatorServer) -> AsyncBatchApiClient:
     settings = ApiSettings(api_key=Secret(KEY), base_url=server.url, read_timeout=0.5)
-    with BatchApiClient(settings, policy=POLICY) as c:
-        yield c
+    return AsyncBatchApiClient(settings, policy=POLICY)
 
 
-def run_once(database: Database, client: BatchApiClient) -> None:
+def run_once(database: Database, client: AsyncBatchApiClient) -> None:
     worker = CancelWorker(
         CancelStore(database),
         client,
@@ -82,7 +82,7 @@ def attempts(database: Database, batch_id: str) -> list[tuple[str, int | None]]:
 
 
 def test_a_plain_cancel_is_sent_once_and_recorded(
-    database: Database, sim: Simulator, client: BatchApiClient
+    database: Database, sim: Simulator, client: AsyncBatchApiClient
 ) -> None:
     batch_id = running_batch(sim)
     ask(database, batch_id)
@@ -110,7 +110,7 @@ def test_a_plain_cancel_is_sent_once_and_recorded(
     ids=lambda f: f"{f.kind}-{f.status or f.delay_s or ''}",
 )
 def test_a_transient_fault_is_retried_and_the_cancel_lands(
-    database: Database, sim: Simulator, client: BatchApiClient, fault: FaultRule
+    database: Database, sim: Simulator, client: AsyncBatchApiClient, fault: FaultRule
 ) -> None:
     batch_id = running_batch(sim)
     sim.add_fault(FaultRule(**{**fault.to_dict(), "batch_id": batch_id}))
@@ -124,7 +124,7 @@ def test_a_transient_fault_is_retried_and_the_cancel_lands(
 
 
 def test_a_long_retry_after_becomes_a_persisted_next_attempt(
-    database: Database, sim: Simulator, client: BatchApiClient
+    database: Database, sim: Simulator, client: AsyncBatchApiClient
 ) -> None:
     batch_id = running_batch(sim)
     sim.add_fault(
@@ -145,7 +145,7 @@ def test_a_long_retry_after_becomes_a_persisted_next_attempt(
 
 
 def test_an_html_page_names_itself_in_the_error(
-    database: Database, sim: Simulator, client: BatchApiClient
+    database: Database, sim: Simulator, client: AsyncBatchApiClient
 ) -> None:
     batch_id = running_batch(sim)
     sim.add_fault(
@@ -159,7 +159,7 @@ def test_an_html_page_names_itself_in_the_error(
 
 
 def test_cancel_of_a_completed_batch_is_too_late_and_harvest_goes_on(
-    database: Database, sim: Simulator, client: BatchApiClient
+    database: Database, sim: Simulator, client: AsyncBatchApiClient
 ) -> None:
     batch_id = sim.create_batch(5, Scenario(), age_s=10_000)  # long since completed
     ask(database, batch_id)
@@ -174,7 +174,7 @@ def test_cancel_of_a_completed_batch_is_too_late_and_harvest_goes_on(
 
 
 def test_an_unknown_batch_fails_clearly(
-    database: Database, sim: Simulator, client: BatchApiClient
+    database: Database, sim: Simulator, client: AsyncBatchApiClient
 ) -> None:
     ask(database, "batch_doesnotexist")
     run_once(database, client)
@@ -189,9 +189,9 @@ def test_a_wrong_key_pauses_sending(
     batch_id = running_batch(sim)
     ask(database, batch_id)
     settings = ApiSettings(api_key=Secret("sk-wrong-key-1234"), base_url=server.url)
-    with BatchApiClient(settings, policy=POLICY) as wrong:
-        run_once(database, wrong)
-        run_once(database, wrong)
+    wrong = AsyncBatchApiClient(settings, policy=POLICY)
+    run_once(database, wrong)
+    run_once(database, wrong)
     assert sim.served("cancel", batch_id) == 1
     assert CancelStore(database).active_pause(SystemClock().now()) is not None
     assert request_row(database, batch_id).state == "pending"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -10,7 +11,7 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from orchestrator.cli.wiring import build_client
+from orchestrator.cli.wiring import build_async_client, build_client
 from orchestrator.cli.worker_args import add_metrics_port_argument
 from orchestrator.db.database import Database
 from orchestrator.errors import ConfigError
@@ -120,6 +121,37 @@ def test_api_requests_and_retries_are_counted_below_the_client(serve: Serve) -> 
     assert (
         samples[("orchestrator_api_request_duration_seconds_count", (("endpoint", "cancel"),))] == 1
     )
+
+
+def test_the_workers_async_requests_and_retries_are_counted_too(serve: Serve) -> None:
+    sim = Simulator(SimulatorConfig(seed=5))
+    batch_id = sim.create_batch(3, age_s=30)
+    sim.add_fault(FaultRule(kind="status", endpoint="cancel", status=500, times=1))
+    metrics = Metrics()
+    with SimulatorServer(sim) as api:
+        settings = Settings(
+            database_url=ANY_DATABASE,
+            api_key=Secret(DEFAULT_API_KEY),
+            base_url=api.url,
+            retry_initial_delay=0.001,
+            retry_max_delay=0.002,
+        )
+        client = build_async_client(settings, wrap=metrics.metered)
+
+        async def calls() -> None:
+            await client.cancel(batch_id)  # a 500, then the retry
+            await client.retrieve(batch_id)
+            await client.aclose()
+
+        asyncio.run(calls())
+    samples = scrape(serve(metrics))
+    requests = {
+        dict(labels)["endpoint"] + " " + dict(labels)["code"]: value
+        for (name, labels), value in samples.items()
+        if name == "orchestrator_api_requests_total"
+    }
+    assert requests == {"cancel 500": 1, "cancel 200": 1, "retrieve 200": 1}
+    assert samples[("orchestrator_api_retries_total", (("endpoint", "cancel"),))] == 1
 
 
 @pytest.mark.parametrize(

@@ -22,6 +22,7 @@ from orchestrator.db.database import Database
 
 from . import fleet as f
 from .conftest import Run
+from .test_bulk_cancel import Terminal
 
 
 def _leaves() -> list[argparse.ArgumentParser]:
@@ -156,3 +157,17 @@ def test_reports_take_o_json_as_they_take_json(ask: Run) -> None:
         assert code == 0, argv
         assert ask(*argv, "--json")[1] == by_o
         json.loads(by_o)
+
+
+def test_a_plan_to_confirm_goes_to_stderr_in_the_machine_formats(
+    fleet: Database, run: Run, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """stdout holds only what a program reads, even when a person is asked first."""
+    monkeypatch.setattr(sys, "stdin", Terminal("yes\n"))
+    code, out, err = run("cancel", "--status", "unobserved", "-o", "ids")
+    assert (code, out) == (0, f"{f.UNOBSERVED}\n")
+    assert "to cancel (1)" in err and "type yes" in err
+    monkeypatch.setattr(sys, "stdin", Terminal("yes\n"))
+    code, out, err = run("forget", "--status", "unobserved", "-o", "jsonl")
+    assert (code, _lines(out)) == (0, [{"batch_id": f.UNOBSERVED, "result": "forgotten"}])
+    assert "to forget (1)" in err

@@ -40,7 +40,7 @@ from orchestrator.simulator import (
     SimulatorConfig,
     SimulatorServer,
 )
-from tests.integration.conftest import make_client
+from tests.integration.conftest import make_async_client, make_client
 
 GOOD_ID = "batch_0123456789abcdef"
 
@@ -296,7 +296,7 @@ def test_the_worker_rides_out_a_database_outage(
 
     monkeypatch.setattr(CancelStore, "claim_due", flaky_claim)
     with SimulatorServer(sim) as server:
-        client = make_client(server.url, ManualClock())
+        client = make_async_client(server.url, ManualClock())
         worker = CancelWorker(
             CancelStore(database),
             client,
@@ -306,7 +306,6 @@ def test_the_worker_rides_out_a_database_outage(
             owner="outage-test",
         )
         report = worker.run(threading.Event(), once=True)
-        client.close()
     assert report.db_outages == 2 and report.accepted == 1
     assert sim.served("cancel", batch_id) == 1
 

@@ -30,6 +30,9 @@ class FakeBudget:
         self.taken += 1
         return self.waits.pop(0) if self.waits else 0.0
 
+    def take_nowait(self) -> float | None:
+        return None  # always ask ``take`` (the async client does so in a thread)
+
     def rate_limited(self, retry_after: float | None) -> None:
         self.limited.append(retry_after)
 
@@ -139,3 +142,33 @@ def test_an_unreadable_budget_means_waiting_not_sending_unbudgeted() -> None:
     store = FakeStore(DatabaseUnavailable("database unavailable: gone"))
     budget = SharedBudget(store, BudgetRule(100), monotonic=lambda: 0.0)  # type: ignore[arg-type]
     assert budget.take() == 1.0
+
+
+def test_the_async_client_takes_a_token_per_attempt_and_tells_a_429() -> None:
+    import asyncio
+
+    from orchestrator.api.async_client import AsyncBatchApiClient
+
+    budget = FakeBudget(0.5)  # the first take says wait half a second
+    steps = [
+        httpx.Response(429, json={"error": {"message": "slow down"}}, headers={"Retry-After": "1"}),
+        httpx.Response(200, json={"id": "batch_abc", "object": "batch", "status": "cancelling"}),
+    ]
+    slept: list[float] = []
+
+    async def sleep(seconds: float) -> None:
+        slept.append(seconds)
+
+    api = AsyncBatchApiClient(
+        ApiSettings(api_key=Secret("sk-test-budget"), base_url="https://api.test/v1"),
+        policy=POLICY,
+        transport=httpx.MockTransport(lambda _r: steps.pop(0)),
+        sleep=sleep,
+        random=lambda: 0.0,
+        budget=budget,
+    )
+    result = asyncio.run(api.cancel("batch_abc"))
+    assert result.status == 200 and result.attempts == 2
+    assert budget.taken == 3  # a wait, then one token for each of the two attempts
+    assert budget.limited == [1.0]
+    assert slept[0] == 0.5

@@ -7,7 +7,8 @@ from datetime import UTC, datetime
 
 import pytest
 
-from orchestrator.api.client import ApiSettings, BatchApiClient
+from orchestrator.api.async_client import AsyncBatchApiClient
+from orchestrator.api.client import ApiSettings
 from orchestrator.clock import ManualClock
 from orchestrator.core.retry_policy import RetryPolicy
 from orchestrator.secret import Secret
@@ -33,14 +34,17 @@ def sleeps() -> list[float]:
 
 
 @pytest.fixture
-def client(api: FakeApi, clock: ManualClock, sleeps: list[float]) -> Iterator[BatchApiClient]:
+def client(api: FakeApi, clock: ManualClock, sleeps: list[float]) -> Iterator[AsyncBatchApiClient]:
     settings = ApiSettings(api_key=Secret(SECRET), base_url="https://api.test/v1")
-    with BatchApiClient(
+
+    async def sleep(seconds: float) -> None:  # recorded, not slept
+        sleeps.append(seconds)
+
+    yield AsyncBatchApiClient(
         settings,
         policy=POLICY,
         transport=api.transport(),
-        sleep=sleeps.append,
+        sleep=sleep,
         clock=clock,
         random=lambda: 0.0,
-    ) as c:
-        yield c
+    )

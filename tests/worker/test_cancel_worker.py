@@ -8,7 +8,8 @@ import httpx
 import pytest
 from sqlalchemy import select, text
 
-from orchestrator.api.client import ApiSettings, BatchApiClient
+from orchestrator.api.async_client import AsyncBatchApiClient
+from orchestrator.api.client import ApiSettings
 from orchestrator.clock import ManualClock
 from orchestrator.db.cancels import CancelStore
 from orchestrator.db.database import Database
@@ -22,7 +23,7 @@ from .conftest import POLICY, T0
 
 def make_worker(
     database: Database,
-    client: BatchApiClient,
+    client: AsyncBatchApiClient,
     clock: ManualClock,
     owner: str = "w1",
     **config: float,
@@ -50,7 +51,7 @@ def cancel_row(database: Database, batch_id: str) -> CancelRequest:
 
 
 def test_an_accepted_cancel_records_the_cancelling_batch(
-    database: Database, api: FakeApi, client: BatchApiClient, clock: ManualClock
+    database: Database, api: FakeApi, client: AsyncBatchApiClient, clock: ManualClock
 ) -> None:
     request(database, "batch_a", "batch_b")
     report = make_worker(database, client, clock).run(threading.Event(), once=True)
@@ -68,7 +69,7 @@ def test_an_accepted_cancel_records_the_cancelling_batch(
 
 
 def test_asking_twice_sends_once(
-    database: Database, api: FakeApi, client: BatchApiClient, clock: ManualClock
+    database: Database, api: FakeApi, client: AsyncBatchApiClient, clock: ManualClock
 ) -> None:
     request(database, "batch_a")
     request(database, "batch_a")
@@ -79,7 +80,7 @@ def test_asking_twice_sends_once(
 
 
 def test_a_refused_cancel_of_a_completed_batch_ends_too_late(
-    database: Database, api: FakeApi, client: BatchApiClient, clock: ManualClock
+    database: Database, api: FakeApi, client: AsyncBatchApiClient, clock: ManualClock
 ) -> None:
     api.on_cancel("batch_done", fail(400, "Cannot cancel a batch with status 'completed'."))
     api.on_retrieve(
@@ -100,7 +101,11 @@ def test_a_refused_cancel_of_a_completed_batch_ends_too_late(
 
 @pytest.mark.parametrize("status_then", ["cancelling", "cancelled"])
 def test_a_refusal_of_a_batch_already_cancelling_counts_as_done(
-    database: Database, api: FakeApi, client: BatchApiClient, clock: ManualClock, status_then: str
+    database: Database,
+    api: FakeApi,
+    client: AsyncBatchApiClient,
+    clock: ManualClock,
+    status_then: str,
 ) -> None:
     api.on_cancel("batch_c", fail(409, "conflict"))
     api.on_retrieve(
@@ -116,7 +121,7 @@ def test_a_refusal_of_a_batch_already_cancelling_counts_as_done(
 
 
 def test_a_404_fails_the_request_with_a_clear_error(
-    database: Database, api: FakeApi, client: BatchApiClient, clock: ManualClock
+    database: Database, api: FakeApi, client: AsyncBatchApiClient, clock: ManualClock
 ) -> None:
     api.on_cancel("batch_ghost", fail(404, "No batch found"))
     api.on_retrieve("batch_ghost", fail(404, "No batch found"))
@@ -131,7 +136,7 @@ def test_a_404_fails_the_request_with_a_clear_error(
 def test_a_long_retry_after_is_persisted_not_slept(
     database: Database,
     api: FakeApi,
-    client: BatchApiClient,
+    client: AsyncBatchApiClient,
     clock: ManualClock,
     sleeps: list[float],
 ) -> None:
@@ -156,7 +161,7 @@ def test_a_long_retry_after_is_persisted_not_slept(
 def test_5xx_is_retried_in_process_then_durably(
     database: Database,
     api: FakeApi,
-    client: BatchApiClient,
+    client: AsyncBatchApiClient,
     clock: ManualClock,
     sleeps: list[float],
 ) -> None:
@@ -173,7 +178,7 @@ def test_5xx_is_retried_in_process_then_durably(
 def test_401_pauses_every_worker_without_a_hot_loop(
     database: Database,
     api: FakeApi,
-    client: BatchApiClient,
+    client: AsyncBatchApiClient,
     clock: ManualClock,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
@@ -192,7 +197,7 @@ def test_401_pauses_every_worker_without_a_hot_loop(
 
 
 def test_resume_lifts_the_pause_and_the_held_back_cancels_go_out_at_once(
-    database: Database, api: FakeApi, client: BatchApiClient, clock: ManualClock
+    database: Database, api: FakeApi, client: AsyncBatchApiClient, clock: ManualClock
 ) -> None:
     api.on_cancel("batch_k", fail(401, "Incorrect API key provided"), ok("batch_k", "cancelling"))
     request(database, "batch_k")
@@ -244,7 +249,7 @@ def test_a_dead_workers_late_answer_does_not_overwrite_the_live_one(
 
 
 def test_a_terminal_batch_we_know_of_is_closed_without_sending(
-    database: Database, api: FakeApi, client: BatchApiClient, clock: ManualClock
+    database: Database, api: FakeApi, client: AsyncBatchApiClient, clock: ManualClock
 ) -> None:
     from orchestrator.core.observation import parse_batch
     from orchestrator.db.batches import BatchStore
@@ -262,7 +267,7 @@ def test_a_terminal_batch_we_know_of_is_closed_without_sending(
 
 
 def test_the_key_is_in_no_database_row(
-    database: Database, api: FakeApi, client: BatchApiClient, clock: ManualClock
+    database: Database, api: FakeApi, client: AsyncBatchApiClient, clock: ManualClock
 ) -> None:
     api.on_cancel("batch_k", fail(401, f"bad key {SECRET}"))
     api.on_cancel("batch_j", fail(400, f"echo {SECRET}"))
@@ -282,17 +287,20 @@ def test_a_transport_error_escaping_is_retried_durably(
     def explode(request: httpx.Request) -> httpx.Response:
         raise httpx.ConnectError("connection refused", request=request)
 
+    async def sleep(seconds: float) -> None:
+        sleeps.append(seconds)
+
     settings = ApiSettings(api_key=Secret(SECRET), base_url="https://api.test/v1")
-    with BatchApiClient(
+    broken = AsyncBatchApiClient(
         settings,
         policy=POLICY,
         transport=httpx.MockTransport(explode),
-        sleep=sleeps.append,
+        sleep=sleep,
         clock=clock,
         random=lambda: 0.0,
-    ) as broken:
-        request(database, "batch_t")
-        make_worker(database, broken, clock).run(threading.Event(), once=True)
+    )
+    request(database, "batch_t")
+    make_worker(database, broken, clock).run(threading.Event(), once=True)
     row = cancel_row(database, "batch_t")
     assert row.state == "pending" and row.attempts == 1
     assert row.last_error is not None and "could not connect" in row.last_error

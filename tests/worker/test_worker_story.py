@@ -8,7 +8,7 @@ import threading
 
 import pytest
 
-from orchestrator.api.client import BatchApiClient
+from orchestrator.api.async_client import AsyncBatchApiClient
 from orchestrator.clock import ManualClock
 from orchestrator.db.cancels import CancelStore
 from orchestrator.db.database import Database
@@ -20,7 +20,7 @@ from .test_cancel_worker import make_worker
 
 
 @pytest.fixture
-def worker(database: Database, client: BatchApiClient, clock: ManualClock) -> CancelWorker:
+def worker(database: Database, client: AsyncBatchApiClient, clock: ManualClock) -> CancelWorker:
     return make_worker(database, client, clock, summary_seconds=60.0)
 
 

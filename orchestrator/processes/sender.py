@@ -1,0 +1,117 @@
+"""An event loop in a thread of its own that runs the worker's sends, ``width`` at once.
+
+The worker's loop thread (it owns the database) hands sends over with ``submit``
+and gets back ``concurrent.futures.Future`` objects, as a thread pool would give:
+a future can be cancelled until its send starts, never after. So a stopping
+worker gives back the leases of the sends that never started, and waits for the
+ones on the wire, as before: no cancel is ever in flight twice for one batch.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
+from concurrent.futures import Future
+from typing import Any, TypeVar
+
+__all__ = ["AsyncSender"]
+
+_T = TypeVar("_T")
+
+Send = Callable[[], Coroutine[Any, Any, _T]]
+
+
+class AsyncSender:
+    """``with AsyncSender(width) as sender:`` starts the loop; leaving it stops it
+    (after ``close_with``, if given, runs on the loop: the client's connections live
+    there)."""
+
+    def __init__(
+        self, width: int, *, close_with: Callable[[], Awaitable[None]] | None = None
+    ) -> None:
+        if width < 1:
+            raise ValueError(f"width must be >= 1, got {width!r}")
+        self.width = width
+        self._close_with = close_with
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, name="sender", daemon=True)
+        self._slots: asyncio.Semaphore | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+        self.running = 0  # sends started and not finished (read by the tests)
+        self.most_running = 0
+        self._finished = 0  # sends finished since the last wait_finished returned
+        self._wanted = 1
+        self._finishing = threading.Condition()
+
+    def __enter__(self) -> AsyncSender:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def submit_all(self, sends: Sequence[Send[_T]]) -> list[Future[_T]]:
+        """Queue sends; each starts when one of the ``width`` slots is free."""
+        futures: list[Future[_T]] = [Future() for _ in sends]
+        if sends:
+            self._loop.call_soon_threadsafe(self._start, list(zip(sends, futures, strict=True)))
+        return futures
+
+    def wait_finished(self, count: int, timeout: float) -> None:
+        """Wait until ``count`` sends have finished since the last call returned, or for
+        ``timeout`` seconds: the worker records answers a batch at a time."""
+        with self._finishing:
+            self._wanted = count
+            self._finishing.wait_for(lambda: self._finished >= count, timeout)
+            self._finished = 0
+
+    def _one_finished(self) -> None:
+        with self._finishing:
+            self._finished += 1
+            if self._finished >= self._wanted:
+                self._finishing.notify()
+
+    def close(self) -> None:
+        """Stop the loop: what still runs is cancelled (the worker waited for its sends
+        first, so normally nothing does); then ``close_with``."""
+        if not self._thread.is_alive():
+            return
+        asyncio.run_coroutine_threadsafe(self._finish(), self._loop).result()
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join()
+        self._loop.close()
+
+    async def _finish(self) -> None:
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self._close_with is not None:
+            await self._close_with()
+
+    def _start(self, pairs: list[tuple[Send[Any], Future[Any]]]) -> None:
+        if self._slots is None:
+            self._slots = asyncio.Semaphore(self.width)
+        for send, future in pairs:
+            task = self._loop.create_task(self._run(self._slots, send, future))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    async def _run(self, slots: asyncio.Semaphore, send: Send[Any], future: Future[Any]) -> None:
+        async with slots:
+            if not future.set_running_or_notify_cancel():
+                return  # cancelled while it waited for a slot: never sent
+            self.running += 1
+            self.most_running = max(self.most_running, self.running)
+            try:
+                result = await send()
+            except asyncio.CancelledError:
+                future.set_exception(RuntimeError("the sender stopped during the send"))
+                raise
+            except BaseException as exc:  # the caller's future carries it
+                future.set_exception(exc)
+            else:
+                future.set_result(result)
+            finally:
+                self.running -= 1
+                self._one_finished()
