@@ -115,9 +115,11 @@ def simulator(
     webhook_urls: tuple[str, ...] = (),
     webhook_secret: str = "",
     seed: int | None = None,
+    rate_limit: float | None = None,
 ) -> Iterator[RunningSimulator]:
     """The simulator in a separate process, so it does not share our GIL; with
-    ``webhook_urls`` it sends signed events there (signed with ``webhook_secret``)."""
+    ``webhook_urls`` it sends signed events there (signed with ``webhook_secret``);
+    with ``rate_limit``, in rate-limit mode (requests a second per key)."""
     command = [
         sys.executable,
         "-m",
@@ -133,6 +135,8 @@ def simulator(
         command += ["--webhook-url", url]
     if seed is not None:
         command += ["--seed", str(seed)]
+    if rate_limit is not None:
+        command += ["--rate-limit", str(rate_limit)]
     env = {**os.environ, "OPENAI_WEBHOOK_SECRET": webhook_secret}
     process = subprocess.Popen(command, stdout=subprocess.PIPE, text=True, env=env)
     try:
@@ -158,7 +162,9 @@ def scratch_database(backend: str, tag: str = "") -> Iterator[str]:
             yield url
         return
     admin = make_url(PG_URL).set(drivername="postgresql").render_as_string(hide_password=False)
-    name = f"orch_bench_{os.getpid()}{tag}"
+    # ORCHESTRATOR_BENCH_DB_PREFIX: a name of one's own on a server others clean up too
+    prefix = os.environ.get("ORCHESTRATOR_BENCH_DB_PREFIX", "orch_bench")
+    name = f"{prefix}_{os.getpid()}{tag}"
     with psycopg.connect(admin, autocommit=True) as conn:
         conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         conn.execute(f'CREATE DATABASE "{name}"')

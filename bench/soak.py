@@ -51,6 +51,7 @@ from bench.harness import (
 from bench.soak_check import (
     Figures,
     Problems,
+    check_budget,
     check_cancel_traffic,
     check_cancels,
     check_files_bytes,
@@ -174,11 +175,17 @@ def process_env(
 
 
 @contextmanager
-def _simulator(time_scale: float, hook_port: int = 0) -> Iterator[RunningSimulator]:
+def _simulator(
+    time_scale: float, hook_port: int = 0, budget: float | None = None
+) -> Iterator[RunningSimulator]:
     sim: RunningSimulator | None = None
     hooks = (f"http://127.0.0.1:{hook_port}{HOOK_PATH}",) if hook_port else ()
+    # With a budget, the account's limit is twice it: a 429 from it means the budget broke.
+    limit = 2 * budget if budget is not None else None
     try:
-        with simulator(time_scale, webhook_urls=hooks, webhook_secret=HOOK_SECRET) as sim:
+        with simulator(
+            time_scale, webhook_urls=hooks, webhook_secret=HOOK_SECRET, rate_limit=limit
+        ) as sim:
             yield sim
     finally:
         # harness.simulator leaves open the pipe it read the URL from
@@ -212,7 +219,8 @@ class Soak:
         started = time.monotonic()
         config = self.config
         hook_port = free_port() if config.webhooks else 0
-        with _simulator(config.time_scale, hook_port) as sim, sim.control() as control:
+        budget = config.settings.budget
+        with _simulator(config.time_scale, hook_port, budget) as sim, sim.control() as control:
             rules = fault_rules(config.fault_rate)
             if config.webhooks:
                 rules += webhook_fault_rules(config.fault_rate)
@@ -246,6 +254,7 @@ class Soak:
             control.delete("/_sim/faults").raise_for_status()  # the checks download files again
             with _timer(self.figures, "check time"):
                 self._check(control, batches, counters)
+            check_budget(self.problems, self.figures, counters, budget)
             _traffic_figures(self.figures, counters, supervisor, config)
         self.figures.line("wall time", f"{time.monotonic() - started:.1f}s")
         return SoakResult(self.problems, self.figures, counters, supervisor.kills)
@@ -428,6 +437,19 @@ def build_parser() -> argparse.ArgumentParser:
         help="the product's default lease settings instead of the soak's tight ones",
     )
     parser.add_argument(
+        "--budget",
+        type=float,
+        default=None,
+        metavar="RPS",
+        help="api_max_requests_per_second for every process; the simulator limits at twice it",
+    )
+    parser.add_argument(
+        "--list-min-tracked",
+        type=int,
+        default=None,
+        help="reconcile_list_min_tracked (default: the product's, 50; 0: single GETs only)",
+    )
+    parser.add_argument(
         "--work-dir", type=Path, default=None, help="logs and id files (default: a new temp dir)"
     )
     return parser
@@ -452,7 +474,11 @@ def main(argv: list[str] | None = None) -> int:
         bytes_sample=args.bytes_sample,
         webhooks=args.webhooks,
         skew_minutes=args.skew_minutes,
-        settings=ProcessSettings(default_leases=args.default_leases),
+        settings=ProcessSettings(
+            default_leases=args.default_leases,
+            budget=args.budget,
+            list_min_tracked=args.list_min_tracked,
+        ),
     )
     work_dir = args.work_dir or Path(tempfile.mkdtemp(prefix="soak-"))
     work_dir.mkdir(parents=True, exist_ok=True)

@@ -9,6 +9,7 @@ Each check adds what it finds to ``Problems`` under the invariant's name.
 from __future__ import annotations
 
 import hashlib
+import time
 from collections import Counter, defaultdict
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -19,6 +20,7 @@ import httpx
 from sqlalchemy import func, select
 
 from orchestrator.core.lifecycle import lifecycle
+from orchestrator.core.request_budget import BudgetRule
 from orchestrator.core.status import TIMESTAMP_FIELDS, BatchStatus, parse_status
 from orchestrator.db.database import Database
 from orchestrator.db.models import (
@@ -277,7 +279,7 @@ def check_files_bytes(
         row = by_id.get(file_id)
         if row is None:
             continue  # already reported by the files check
-        body = control.get(f"/v1/files/{file_id}/content").raise_for_status().content
+        body = _download(control, file_id)
         digest = hashlib.sha256(body).hexdigest()
         lines = body.count(b"\n") + (0 if body.endswith(b"\n") or not body else 1)
         if (row.bytes, row.lines, row.sha256) != (len(body), lines, digest):
@@ -288,6 +290,37 @@ def check_files_bytes(
             )
         checked += 1
     return checked
+
+
+def _download(control: httpx.Client, file_id: str) -> bytes:
+    """A file's bytes; a 429 of the simulator's rate-limit mode (``--budget``) waits it out."""
+    for _ in range(20):
+        answer = control.get(f"/v1/files/{file_id}/content")
+        if answer.status_code != 429:
+            return answer.raise_for_status().content
+        time.sleep(float(answer.headers.get("retry-after", "1")))  # as the server asks
+    return answer.raise_for_status().content
+
+
+def check_budget(
+    problems: Problems, figures: Figures, counters: dict[str, Any], budget: float | None
+) -> None:
+    """With a request budget: the simulator never served more in one second than the
+    budget and one burst of it, and its rate limit (twice the budget) refused nothing."""
+    limit = counters.get("rate_limit")
+    if budget is None or limit is None:
+        return
+    allowed = budget + BudgetRule(budget).burst
+    peak, refused = limit["peak_one_second"], limit["refused"]
+    figures.line(
+        "request budget",
+        f"{budget:g}/s: peak {peak} served in one second (allowed {allowed:g}), "
+        f"{refused} refused by the simulator's limit of {limit['per_second']:g}/s",
+    )
+    if peak > allowed:
+        problems.add("budget", f"{peak} requests served in one second, budget {budget:g}/s")
+    if refused:
+        problems.add("budget", f"{refused} requests refused by a limit twice the budget")
 
 
 def check_transitions(problems: Problems, stored: StoredSide) -> None:

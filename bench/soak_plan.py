@@ -139,6 +139,8 @@ class ProcessSettings:
     poll_max_seconds: float = 6.0
     chunk_lines: int = 50  # several chunks per file: kills land between checkpoints
     default_leases: bool = False  # True: the product's lease settings, not the tight ones
+    budget: float | None = None  # api_max_requests_per_second, shared by every process
+    list_min_tracked: int | None = None  # reconcile_list_min_tracked (None: the default, 50)
 
     def env(self, role: str) -> dict[str, str]:
         """ORCHESTRATOR_* variables for a ``worker`` or ``reconcile`` process."""
@@ -153,6 +155,8 @@ class ProcessSettings:
             "ORCHESTRATOR_RETRY_DURABLE_INITIAL": "0.5",
             "ORCHESTRATOR_RETRY_DURABLE_MAX": "5",
         }
+        if self.budget is not None:
+            common["ORCHESTRATOR_API_MAX_REQUESTS_PER_SECOND"] = str(self.budget)
         if role == "worker":
             return {
                 **common,
@@ -173,7 +177,13 @@ class ProcessSettings:
             "ORCHESTRATOR_POLL_CANCELLING_MAX_SECONDS": str(self.poll_initial_seconds),
             "ORCHESTRATOR_POLL_ERROR_MAX_SECONDS": str(self.poll_max_seconds),
             "ORCHESTRATOR_INGEST_CHUNK_LINES": str(self.chunk_lines),
+            **self._lists(),
         }
+
+    def _lists(self) -> dict[str, str]:
+        if self.list_min_tracked is None:
+            return {}
+        return {"ORCHESTRATOR_RECONCILE_LIST_MIN_TRACKED": str(self.list_min_tracked)}
 
     def _leases(self, role: str) -> dict[str, str]:
         if self.default_leases:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
 from enum import StrEnum
@@ -24,10 +24,6 @@ from orchestrator.core.observation import BatchObservation
 from orchestrator.core.status import TIMESTAMP_FIELDS, parse_status
 from orchestrator.db.database import Database, chunks
 from orchestrator.db.models import Batch, BatchEvent, CancelRequest, outside_text, table_of
-
-# Extra column updates a caller wants in the same transaction, decided once the
-# outcome of the observation is known (e.g. the reconciler's next poll time).
-FollowUp = Callable[[Applied, Batch], Mapping[str, object]]
 
 
 @dataclass(frozen=True)
@@ -158,7 +154,6 @@ class BatchStore:
         *,
         now: datetime,
         source: str,
-        follow_up: FollowUp | None = None,
     ) -> Recorded:
         """Apply one observation to a row this transaction has locked (ORM objects)."""
         write = plan_batch_write(snapshot_of(row), observed, now=now, source=source)
@@ -168,9 +163,6 @@ class BatchStore:
         if write.events:
             self.db.insert_rows(session, table_of(BatchEvent), unrepeated(session, write.events))
         closed = self.close_cancel_if_terminal(session, row, now, source)
-        if follow_up is not None:
-            for name, value in follow_up(write.applied, row).items():
-                setattr(row, name, value)
         return Recorded(write.applied, closed, changed)
 
     def close_cancel_if_terminal(

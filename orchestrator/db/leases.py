@@ -29,7 +29,7 @@ import socket
 from collections.abc import Iterable, Sequence
 from datetime import datetime, timedelta
 
-from sqlalchemy import ColumnElement, Select, Table, delete, or_, select, update
+from sqlalchemy import ColumnElement, Row, Select, Table, delete, or_, select, update
 from sqlalchemy.orm import QueryableAttribute, Session
 
 from orchestrator.db.batches import EventRow, event_values
@@ -87,15 +87,7 @@ class Leases:
     ) -> list[str]:
         """Lease up to ``limit`` rows that are ``due`` and free, in ``order_by`` order;
         returns their keys. Records a take-over for each row someone else held."""
-        if limit <= 0:
-            return []
-        rows = session.execute(
-            select(self.key, self.owner, self.expires)
-            .where(due, self.free(now))
-            .order_by(*order_by)
-            .limit(limit)
-            .with_for_update(skip_locked=True, of=self.table)
-        ).all()
+        rows = self.lock(session, owner, now=now, due=due, order_by=order_by, limit=limit)
         if not rows:
             return []
         ids = [str(row[0]) for row in rows]
@@ -104,13 +96,39 @@ class Leases:
             .where(self.key.in_(ids))
             .values(lease_owner=owner, lease_expires_at=now + timedelta(seconds=lease_seconds))
         )
+        return ids
+
+    def lock(
+        self,
+        session: Session,
+        owner: str,
+        *,
+        now: datetime,
+        due: ColumnElement[bool],
+        order_by: Sequence[QueryableAttribute[object]],
+        limit: int | None = None,
+        columns: Sequence[QueryableAttribute[object]] = (),
+    ) -> Sequence[Row[tuple[object, ...]]]:
+        """Lock the rows that are ``due`` and free, as ``claim`` does, and read them: the
+        key, who held the lease, until when, then ``columns``. The caller writes the
+        lease (or its end) in this transaction: no one else can take these rows until
+        it commits. Records a take-over for each row someone else held."""
+        if limit is not None and limit <= 0:
+            return []
+        query = (
+            select(self.key, self.owner, self.expires, *columns)
+            .where(due, self.free(now))
+            .order_by(*order_by)
+            .with_for_update(skip_locked=True, of=self.table)
+        )
+        rows = session.execute(query if limit is None else query.limit(limit)).all()
         events = [
-            self._taken_over(str(key), str(held_by), expires, owner, now)
-            for key, held_by, expires in rows
-            if held_by not in (None, owner)
+            self._taken_over(str(row[0]), str(row[1]), row[2], owner, now)
+            for row in rows
+            if row[1] not in (None, owner)
         ]
         self.db.insert_rows(session, table_of(BatchEvent), events)
-        return ids
+        return rows
 
     def _taken_over(
         self, batch_id: str, previous: str, expires: datetime | None, owner: str, now: datetime

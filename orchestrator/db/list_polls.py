@@ -2,9 +2,10 @@
 
 ``GET /v1/batches`` returns full Batch objects, so each one on a page is the same
 observation a single GET would have brought. The page's in-flight batches that we
-track and nobody else holds are leased (the one rule of db/leases.py), then each goes
-through ``PollStore.record_locked``: the state machine, the events, the next poll,
-exactly as a GET's answer would, all in one transaction.
+track and nobody else holds are leased (the one rule of db/leases.py), then recorded
+by ``poll_writes.record_polled``, the code that records a GET's answer: the state
+machine, the events, the next poll, exactly as GETs would, in one transaction of a
+few statements.
 """
 
 from __future__ import annotations
@@ -14,12 +15,20 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from sqlalchemy import ColumnElement, func, or_, select
+from sqlalchemy.orm import Session
 
 from orchestrator.core.observation import BatchObservation
 from orchestrator.core.poll_policy import PollPolicy
 from orchestrator.core.status import TERMINAL, BatchStatus
-from orchestrator.db.models import Batch, WebhookEvent
-from orchestrator.db.polls import PollRecord, PollStore, PollTerms
+from orchestrator.db.models import Batch
+from orchestrator.db.poll_writes import (
+    POLL_COLUMNS,
+    PolledRow,
+    PollRecord,
+    PollTerms,
+    record_polled,
+)
+from orchestrator.db.polls import PollStore
 
 __all__ = ["Due", "ListPollStore"]
 
@@ -39,9 +48,12 @@ class Due:
 
     tracked: int  # all of them
     now: int  # due now
-    soon: int  # due within the horizon: worth observing early while the walk passes by
+    soon: int  # due within the horizon and not observed by the walk in progress: worth
+    # observing early while the walk passes by
     oldest: datetime | None  # the oldest creation time among those due soon, if known:
     # the list is newest first, so a walk past it cannot meet them any more
+    fresh: int = 0  # due now, and fell due after the latest walk began: what a new walk
+    # is for (those due before it, it could not reach: single GETs poll them)
 
 
 class ListPollStore:
@@ -50,17 +62,37 @@ class ListPollStore:
         self.db = polls.db
 
     def due(self, now: datetime, horizon: timedelta) -> Due:
-        free = self.polls.leases.free(now)
         with self.db.transaction() as session:
-            tracked, due_now, soon, oldest = session.execute(
-                select(
-                    func.count(),
-                    func.count().filter(Batch.next_poll_at <= now),
-                    func.count().filter(Batch.next_poll_at <= now + horizon),
-                    func.min(Batch.created_at).filter(Batch.next_poll_at <= now + horizon),
-                ).where(in_flight(), free)
-            ).one()
-            return Due(int(tracked), int(due_now), int(soon), oldest)
+            return self.due_in(session, now, horizon)
+
+    def due_in(
+        self,
+        session: Session,
+        now: datetime,
+        horizon: timedelta,
+        *,
+        walk_began: datetime | None = None,
+        last_began: datetime | None = None,
+    ) -> Due:
+        """``due`` in the caller's transaction (the shared walk decides under its lock).
+        ``walk_began``: the walk in progress began then; what it observed already is not
+        "left" for it, even if its next poll is soon. ``last_began``: the latest walk
+        began then (``fresh`` counts what fell due after it)."""
+        due_now = Batch.next_poll_at <= now
+        soon = Batch.next_poll_at <= now + horizon
+        if walk_began is not None:
+            soon &= or_(Batch.last_polled_at.is_(None), Batch.last_polled_at < walk_began)
+        fresh = due_now if last_began is None else due_now & (Batch.next_poll_at > last_began)
+        tracked, due, due_soon, oldest, new = session.execute(
+            select(
+                func.count(),
+                func.count().filter(due_now),
+                func.count().filter(soon),
+                func.min(Batch.created_at).filter(soon),
+                func.count().filter(fresh),
+            ).where(in_flight(), self.polls.leases.free(now))
+        ).one()
+        return Due(int(tracked), int(due), int(due_soon), oldest, int(new))
 
     def record_page(
         self,
@@ -72,33 +104,30 @@ class ListPollStore:
         lease_seconds: float,
         u: Callable[[], float],
         webhooks: bool = False,
+        then: Callable[[Session, list[PollRecord]], None] | None = None,
     ) -> list[PollRecord]:
         """Record every in-flight batch of ours on the page that no one else holds, in
-        one transaction; batches we do not track, or that have ended, are left alone."""
+        one transaction; batches we do not track, or that have ended, are left alone.
+        ``then``: more to write in the same transaction, given what was recorded."""
         by_id = {o.id: o for o in observed}  # a batch listed twice: the later one wins
-        if not by_id:
+        if not by_id and then is None:
             return []
         with self.db.transaction() as session:
-            ids = self.polls.leases.claim(
+            # Lock and read the page's batches that are ours, in flight and free, in one
+            # statement; their leases are written with what the observations decide.
+            locked = self.polls.leases.lock(
                 session,
                 owner,
                 now=now,
-                lease_seconds=lease_seconds,
                 due=Batch.id.in_(list(by_id)) & in_flight(),
                 order_by=[Batch.id],  # lock in id order, as every other writer does
-                limit=len(by_id),
+                columns=POLL_COLUMNS,
             )
-            if not ids:
-                return []
-            rows = session.scalars(
-                select(Batch).where(Batch.id.in_(ids)).order_by(Batch.id).with_for_update()
-            ).all()
-            since = select(WebhookEvent.batch_id).where(
-                WebhookEvent.batch_id.in_(ids), WebhookEvent.received_at >= now
-            )
-            arrivals = {i for i in session.scalars(since) if i is not None}
-            # The rows' updates go to the database together at commit, not one by one.
+            rows = [PolledRow.of(row, holder=owner) for row in locked]
             terms = PollTerms(now, owner, policy, lease_seconds, webhooks)
-            record = self.polls.record_locked
-            with session.no_autoflush:
-                return [record(session, row, by_id[row.id], terms, u(), arrivals) for row in rows]
+            records = record_polled(
+                self.db, session, {r.batch.id: by_id[r.batch.id] for r in rows}, terms, u, rows
+            )
+            if then is not None:
+                then(session, records)
+            return records

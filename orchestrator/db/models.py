@@ -386,6 +386,25 @@ class RequestBudgetRow(Base):
     held_until: Mapped[datetime | None]  # a 429's Retry-After: nobody sends until then
 
 
+class ListWalk(Base):
+    """The reconcilers' one shared walk of ``GET /v1/batches`` (processes/list_observation.py):
+    where it has got to, and whose turn it is to fetch the next page. Times are the
+    database server's; the turn is a lease (db/leases.py's rule)."""
+
+    __tablename__ = "list_walks"
+
+    name: Mapped[str] = mapped_column(String(32), primary_key=True)
+    lease_owner: Mapped[str | None] = mapped_column(String(128))  # fetching the next page
+    lease_expires_at: Mapped[datetime | None]
+    started_at: Mapped[datetime | None]  # the walk in progress began; None: none is
+    after_id: Mapped[str | None] = mapped_column(String(128))  # the next page's cursor
+    pages: Mapped[int] = mapped_column(Integer, default=0)  # fetched in this walk
+    lean: Mapped[int] = mapped_column(Integer, default=0)  # lean pages in a row
+    reached_at: Mapped[datetime | None]  # created_at of the last batch listed so far
+    last_started_at: Mapped[datetime | None]  # the latest walk began (kept once it ends)
+    ended: Mapped[str | None] = mapped_column(String(200))  # why the latest walk ended
+
+
 class Process(Base):
     """A running (or last seen) worker or reconciler, for operators and lease recovery."""
 

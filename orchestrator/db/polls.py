@@ -9,35 +9,21 @@ decided.
 
 from __future__ import annotations
 
-import dataclasses
-from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from sqlalchemy import func, or_, select
-from sqlalchemy.orm import Session
 
-from orchestrator.core.apply import Applied
-from orchestrator.core.harvest import (
-    FileState,
-    HarvestPlan,
-    HarvestState,
-    observe,
-)
+from orchestrator.core.harvest import FileState, HarvestState
 from orchestrator.core.observation import BatchObservation
-from orchestrator.core.poll_policy import PolledBatch, PollPlan, PollPolicy, plan_poll
-from orchestrator.core.status import TIMESTAMP_FIELDS, BatchStatus, parse_status
-from orchestrator.db.batches import BatchStore, event_row, event_values, plan_values, unrepeated
+from orchestrator.core.poll_policy import PollPolicy
+from orchestrator.core.status import BatchStatus, parse_status
+from orchestrator.db.batches import BatchStore, event_row, event_values, unrepeated
 from orchestrator.db.database import Database
-from orchestrator.db.harvest_end import (
-    ERROR_CHARS,
-    SOURCE,
-    harvest_snapshot,
-    settle_harvest,
-)
+from orchestrator.db.harvest_end import ERROR_CHARS, SOURCE, settle_harvest
 from orchestrator.db.leases import PROCESS_STALE_SECONDS, Leases
 from orchestrator.db.models import Batch, BatchEvent, ResultFile, table_of
-from orchestrator.db.webhooks import arrived_since
+from orchestrator.db.poll_writes import PollRecord, PollTerms, record_polled
 
 __all__ = ["Attention", "Claim", "HarvestRecord", "PollRecord", "PollStore", "PollTerms"]
 
@@ -62,36 +48,6 @@ class Claim:
         """(kind, file id) of each known file."""
         pairs = (("output", self.output_file_id), ("error", self.error_file_id))
         return [(kind, file_id) for kind, file_id in pairs if file_id]
-
-
-@dataclass(frozen=True)
-class PollRecord:
-    batch_id: str
-    status: BatchStatus | None
-    became_terminal: bool
-    harvest: bool  # terminal with a file, and the lease is still ours: download now
-    newly_overdue: bool
-    cancel_closed: str | None
-    output_file_id: str | None
-    error_file_id: str | None
-    anomalies: tuple[str, ...]
-
-    @property
-    def file_ids(self) -> list[tuple[str, str]]:
-        pairs = (("output", self.output_file_id), ("error", self.error_file_id))
-        return [(kind, file_id) for kind, file_id in pairs if file_id]
-
-
-@dataclass(frozen=True)
-class PollTerms:
-    """How an observation is recorded: ``now`` (when its GET began), by whom, and how
-    the next poll is planned (``webhooks``: they are flowing)."""
-
-    now: datetime
-    owner: str
-    policy: PollPolicy
-    lease_seconds: float
-    webhooks: bool = False
 
 
 @dataclass(frozen=True)
@@ -183,81 +139,9 @@ class PollStore:
         at once instead of waiting out the delay (``webhooks``: they are flowing)."""
         with self.db.transaction() as session:
             self.batches.ensure_rows(session, [observed.id], now=now, source=SOURCE)
-            row = session.scalars(
-                select(Batch).where(Batch.id == observed.id).with_for_update()
-            ).one()
             terms = PollTerms(now, owner, policy, lease_seconds, webhooks)
-            return self.record_locked(session, row, observed, terms, u)
-
-    def record_locked(
-        self,
-        session: Session,
-        row: Batch,
-        observed: BatchObservation,
-        terms: PollTerms,
-        u: float,
-        arrivals: Collection[str] | None = None,
-    ) -> PollRecord:
-        """``record_poll`` on a row the caller locked; a list page reads ``arrivals`` once."""
-        now, owner, policy, webhooks = terms.now, terms.owner, terms.policy, terms.webhooks
-        lease_seconds = terms.lease_seconds
-
-        def arrived(batch_id: str) -> bool:  # a webhook since `now`: see record_poll
-            return (
-                arrived_since(session, batch_id, now) if arrivals is None else batch_id in arrivals
-            )
-
-        holds = row.lease_owner == owner
-        overdue_before = row.overdue_since
-        plans: list[PollPlan] = []
-        harvests: list[HarvestPlan] = []
-
-        def follow_up(applied: Applied, row: Batch) -> dict[str, object]:
-            status = _status(row)
-            terminal = status is not None and status.is_terminal
-            terminal_polls = row.terminal_polls + (1 if terminal else 0)
-            plan = plan_poll(
-                policy,
-                PolledBatch(
-                    status=status,
-                    timestamps={name: getattr(row, name) for name in TIMESTAMP_FIELDS},
-                    status_changed_at=row.status_changed_at,
-                    output_file_id=row.output_file_id,
-                    error_file_id=row.error_file_id,
-                    terminal_polls=terminal_polls,
-                    overdue_since=overdue_before,
-                ),
-                now=now,
-                u=u,
-                webhooks=webhooks,
-            )
-            due = plan.next_poll_at
-            if due is not None and due > now and arrived(row.id):
-                plan = dataclasses.replace(plan, next_poll_at=now)
-            plans.append(plan)
-            harvest = observe(harvest_snapshot(row, terminal_polls), plan.harvest_state, now)
-            harvests.append(harvest)
-            changes = _poll_changes(row, plan, now, holds, terminal_polls, lease_seconds)
-            return {**changes, **plan_values(harvest.changes)}
-
-        recorded = self.batches.apply_locked(
-            session, row, observed, now=now, source=SOURCE, follow_up=follow_up
-        )
-        plan = plans[0]
-        _poll_events(session, row, plan, now, policy)
-        for event in harvests[0].events:
-            session.add(event_row(row.id, event.kind, now, SOURCE, detail=event.detail))
-        return PollRecord(
-            batch_id=row.id,
-            status=_status(row),
-            became_terminal=recorded.applied.became_terminal,
-            harvest=plan.harvest and holds,
-            newly_overdue=plan.newly_overdue,
-            cancel_closed=recorded.cancel_closed,
-            output_file_id=row.output_file_id,
-            error_file_id=row.error_file_id,
-            anomalies=tuple(a.detail for a in recorded.applied.anomalies),
-        )
+            [record] = record_polled(self.db, session, {observed.id: observed}, terms, lambda: u)
+            return record
 
     def record_failure(
         self,
@@ -370,48 +254,3 @@ class PollStore:
                 overdue=[(i, s or "?", t) for i, s, t in overdue if t is not None],
                 files=[(b, f, s, e or "") for b, f, s, e in files],
             )
-
-
-def _poll_changes(
-    row: Batch,
-    plan: PollPlan,
-    now: datetime,
-    holds: bool,
-    terminal_polls: int,
-    lease_seconds: float,
-) -> dict[str, object]:
-    changes: dict[str, object] = {
-        "polls": row.polls + 1,
-        "poll_failures": 0,
-        "last_error": None,
-        "last_polled_at": now,
-        "terminal_polls": terminal_polls,
-        "overdue_since": plan.overdue_since,
-    }
-    if not holds:
-        return changes  # the schedule and the lease belong to whoever holds it now
-    changes["next_poll_at"] = plan.next_poll_at
-    if plan.harvest:
-        changes["lease_expires_at"] = now + timedelta(seconds=lease_seconds)
-    else:
-        changes["lease_owner"] = None
-        changes["lease_expires_at"] = None
-    return changes
-
-
-def _poll_events(
-    session: Session, row: Batch, plan: PollPlan, now: datetime, policy: PollPolicy
-) -> None:
-    if plan.newly_overdue and plan.overdue_since is not None:
-        limit = (
-            policy.overdue_cancelling_seconds
-            if row.status == BatchStatus.CANCELLING
-            else policy.overdue_finalizing_seconds
-        )
-        detail = (
-            f"{row.status} for more than {limit:g}s (overdue since "
-            f"{plan.overdue_since.isoformat()}); still polling"
-        )
-        session.add(event_row(row.id, "overdue", now, SOURCE, detail=detail))
-    elif plan.no_longer_overdue:
-        session.add(event_row(row.id, "overdue_ended", now, SOURCE, detail=f"now {row.status}"))

@@ -1,20 +1,25 @@
-"""The reconciler's list walk: observe many in-flight batches a page at a time.
+"""The reconcilers' list walk: observe many in-flight batches a page at a time.
 
 ``GET /v1/batches?limit=100`` returns full Batch objects, newest first, so one page
 observes up to 100 batches for the price of one GET. With at least ``min_tracked``
-in-flight batches tracked, as soon as one is due the reconciler walks the list from
-the top before its usual claims: every in-flight batch of ours on a page that no
+in-flight batches tracked, as soon as one is due the reconcilers walk the list from
+the top before their usual claims: every in-flight batch of ours on a page that no
 other process holds is recorded, due or not yet (early is allowed: the poll policy
 asks for at least so often), each page in one transaction (db/list_polls.py). The
 walk goes on while batches due within ``HORIZON`` are left unobserved, so one walk
 serves every batch falling due in the next minute, not one batch each. Whatever it
 did not reach is still due, and the claims after it poll those with single GETs.
 
+There is one walk, however many reconcilers (db/list_walks.py): they take turns to
+fetch its next page (a turn lasts one GET) and record the pages they fetched side by
+side, so each page is fetched once and the recording is split between them.
+
 The walk stops where GETs cost less:
-- fewer than ``min_tracked`` in-flight batches are tracked, or none is due now;
+- fewer than ``min_tracked`` in-flight batches are tracked, or none is due now (it
+  does not begin);
 - nothing due within the horizon is left unobserved;
 - the page reached is older than the oldest of those (newest first: it cannot come);
-- two pages in a row observed fewer than ``MIN_YIELD`` of ours (other systems'
+- two pages in a row observed fewer than ``list_walks.MIN_YIELD`` of ours (other systems'
   batches fill the list);
 - the end of the list.
 The order is not documented (reference section 6.2); if it is not newest first, only
@@ -30,12 +35,13 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from orchestrator.api.client import BatchApiClient
-from orchestrator.api.pages import pages
+from orchestrator.api.pages import fetch_page
 from orchestrator.clock import Clock
 from orchestrator.core.observation import BatchObservation, MalformedBatch, parse_batch
 from orchestrator.core.poll_policy import PollPolicy
-from orchestrator.db.list_polls import ListPollStore
-from orchestrator.db.polls import PollRecord
+from orchestrator.db.list_polls import Due, ListPollStore
+from orchestrator.db.list_walks import Busy, ListWalkStore, Next, Turn, WalkState
+from orchestrator.db.poll_writes import PollRecord
 from orchestrator.errors import ApiError, InvalidBatchId
 
 __all__ = ["LIST_PAGE", "ListObserver", "Walk"]
@@ -44,16 +50,18 @@ log = logging.getLogger(__name__)
 
 LIST_PAGE = 100  # the API's largest page
 HORIZON = timedelta(seconds=60)  # a walk also observes what falls due this soon
-MIN_YIELD = 10  # a page observing fewer of ours costs more than a tenth of a GET each
+TURN_WAIT = 0.02  # seconds between looks at a turn another process holds (one GET long),
+TURN_WAIT_MAX = 1.0  # doubling up to this while the holder's GET takes longer
 
 
 @dataclass
 class Walk:
-    due: int = 0  # batches due when it began: polls the policy asked for
-    started: datetime | None = None  # when it began (None: it did not walk)
-    pages: int = 0
+    due: int = 0  # batches due when this process began a walk: polls the policy asked for
+    started: datetime | None = None  # when the walk it took part in began (None: none)
+    pages: int = 0  # pages this process fetched and recorded
     records: list[PollRecord] = field(default_factory=list)
-    stopped: str = ""  # why the walk ended
+    waits: int = 0  # times it found another process fetching the next page
+    stopped: str = ""  # why it stopped walking
 
 
 class ListObserver:
@@ -61,6 +69,7 @@ class ListObserver:
         self,
         client: BatchApiClient,
         store: ListPollStore,
+        walks: ListWalkStore,
         *,
         clock: Clock,
         owner: str,
@@ -70,52 +79,93 @@ class ListObserver:
         random_unit: Callable[[], float],
         webhooks: Callable[[], bool],
         on_page: Callable[[], bool] = lambda: True,
+        pause: Callable[[float], bool] = lambda _seconds: True,
     ) -> None:
-        self.client, self.store, self.clock, self.owner = client, store, clock, owner
+        self.client, self.store, self.walks = client, store, walks
+        self.clock, self.owner = clock, owner
         self.policy, self.lease_seconds = policy, lease_seconds
         self.min_tracked, self.random_unit, self.webhooks = min_tracked, random_unit, webhooks
         self.on_page = on_page  # between pages: the loop is alive; False: stop walking
+        self.pause = pause  # wait this long for the turn; False: stopping
 
     def walk(self) -> Walk:
-        walk = Walk()
-        due = self.store.due(self.clock.now(), HORIZON)
-        if due.tracked < max(1, self.min_tracked) or due.now == 0:
-            walk.stopped = f"{due.now} due of {due.tracked} in flight: no walk"
-            return walk
-        walk.due, walk.started = due.now, self.clock.now()
-        listed = pages(self.client.iter_batches(limit=LIST_PAGE), LIST_PAGE)
-        lean = 0
+        """Take turns on the shared walk until it ends (or needs no walk)."""
+        walk, busy = Walk(), 0  # busy: turns found taken in a row
         while self.on_page():
-            started = self.clock.now()  # the page's GET begins: what a poll's `now` is
-            try:
-                page = next(listed, None)
-            except ApiError as exc:
-                log.warning("listing batches failed (%s); single GETs do the rest", exc)
-                walk.stopped = "the list failed"
-                return walk
-            if page is None:
-                walk.stopped = "the end of the list"
-                return walk
-            walk.pages += 1
-            observed = _parsed(page)
-            records = self.store.record_page(
-                observed,
-                now=started,
-                owner=self.owner,
-                policy=self.policy,
+            got = self.walks.take_turn(
+                self.owner,
+                now=self.clock.now(),
                 lease_seconds=self.lease_seconds,
-                u=self.random_unit,
-                webhooks=self.webhooks(),
+                horizon=HORIZON,
+                decide=self._decide,
             )
-            walk.records.extend(records)
-            due = self.store.due(started, HORIZON)
-            lean = lean + 1 if len(records) < MIN_YIELD else 0
-            stop = _stop(due.soon, due.oldest, _created(observed), lean)
-            if stop:
-                walk.stopped = stop
+            if isinstance(got, Busy):  # another reconciler is fetching the next page
+                walk.waits += 1
+                busy += 1
+                if not self.pause(min(TURN_WAIT_MAX, TURN_WAIT * 2 ** min(busy - 1, 10))):
+                    break
+                continue
+            busy = 0
+            if isinstance(got, tuple):  # the walk is over, or none is needed
+                state, due, walk.stopped = got
+                if state.started_at is not None:  # it ended now: claims GET what it left
+                    walk.started = state.started_at
+                elif due.now and due.tracked >= max(1, self.min_tracked):
+                    walk.started = state.last_started_at  # GET only what the latest left
+                return walk
+            if got.page == 0:  # this process began it
+                walk.due = got.due
+            walk.started = got.started_at
+            if not self._page(got, walk):
                 return walk
         walk.stopped = "the process is stopping"
         return walk
+
+    def _decide(self, state: WalkState, due: Due) -> tuple[Next, str]:
+        """Begin a walk, go on with the one in progress, or end it (see the rules above)."""
+        if state.started_at is None:
+            if due.tracked < max(1, self.min_tracked) or due.fresh == 0:
+                return Next.NONE, (
+                    f"{due.now} due of {due.tracked} in flight, {due.fresh} since the latest "
+                    "walk began: no walk"
+                )
+            return Next.START, ""
+        stop = _stop(due.soon, due.oldest, state.reached_at, state.lean)
+        return (Next.END, stop) if stop else (Next.GO_ON, "")
+
+    def _page(self, turn: Turn, walk: Walk) -> bool:
+        """Fetch the turn's page, pass the turn on, record the page; False: the walk ended."""
+        started = self.clock.now()  # the page's GET begins: what a poll's `now` is
+        try:
+            page = fetch_page(self.client, turn.after_id, LIST_PAGE)
+        except ApiError as exc:
+            log.warning("listing batches failed (%s); single GETs do the rest", exc)
+            walk.stopped = "the list failed"
+            self.walks.finish_turn(
+                self.owner, turn, after_id=None, reached_at=None, ended=walk.stopped
+            )
+            return False
+        observed = _parsed(page.items)
+        ended = None if page.next_after else "the end of the list"
+        self.walks.finish_turn(
+            self.owner, turn, after_id=page.next_after, reached_at=_created(observed), ended=ended
+        )
+        walk.pages += 1
+        records = self.store.record_page(
+            observed,
+            now=started,
+            owner=self.owner,
+            policy=self.policy,
+            lease_seconds=self.lease_seconds,
+            u=self.random_unit,
+            webhooks=self.webhooks(),
+            then=self.walks.counting(turn),  # lean or not, with the page
+        )
+        walk.records.extend(records)
+        if ended:
+            walk.stopped = ended
+            return False
+        return True
 
 
 def _parsed(page: list[dict[str, Any]]) -> list[BatchObservation]:
@@ -134,6 +184,7 @@ def _created(observed: list[BatchObservation]) -> datetime | None:
 
 
 def _stop(soon: int, oldest: datetime | None, reached: datetime | None, lean: int) -> str:
+    """Why the walk in progress should end now, or ""."""
     if soon == 0:
         return "nothing due soon is left"
     if oldest is not None and reached is not None and reached < oldest:

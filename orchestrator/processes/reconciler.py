@@ -28,6 +28,7 @@ from orchestrator.core.observation import MalformedBatch, parse_batch
 from orchestrator.core.poll_policy import PollPolicy
 from orchestrator.db.database import Database
 from orchestrator.db.list_polls import ListPollStore
+from orchestrator.db.list_walks import ListWalkStore
 from orchestrator.db.polls import Claim, PollRecord, PollStore
 from orchestrator.db.results import LeaseLost, ResultStore
 from orchestrator.errors import ApiError, DatabaseUnavailable, InvalidBatchId, describe
@@ -94,9 +95,11 @@ class Reconciler(LoopProcess):
                 f"{c['errors']} error(s)"
             ),
         )
+        listed = ListPollStore(self.polls)
         self.lister = ListObserver(
             client,
-            ListPollStore(self.polls),
+            listed,
+            ListWalkStore(listed, stale_seconds=self.config.process_stale_seconds),
             clock=clock,
             owner=owner,
             policy=self.policy,
@@ -105,6 +108,7 @@ class Reconciler(LoopProcess):
             random_unit=random_unit,
             webhooks=lambda: self.webhooks.flowing,
             on_page=self._between_pages,
+            pause=self._wait_for_turn,
         )
 
     def close(self) -> None:
@@ -194,6 +198,10 @@ class Reconciler(LoopProcess):
 
     def _between_pages(self) -> bool:
         self.heartbeat.beat()  # a long walk is not a stalled loop
+        return not self.stop.is_set()
+
+    def _wait_for_turn(self, seconds: float) -> bool:
+        self.sleep(self.stop, seconds)  # injected: tests do not wait
         return not self.stop.is_set()
 
     def _observe_by_list(self, summary: PassSummary) -> datetime | None:

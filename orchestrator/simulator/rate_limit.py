@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from .config import SimulatorConfig
 from .faults import FaultRule
 
-__all__ = ["RateLimiter"]
+__all__ = ["RateLimiter", "peak_in_window"]
 
 MAX_ARRIVALS = 200_000  # the latest requests served, for tests of a client's rate
 
@@ -74,6 +74,16 @@ class RateLimiter:
         with self._served_lock:
             return list(self._served)
 
+    def snapshot(self) -> dict[str, float]:
+        """For the counters: the limit, the 429s it gave, and the most requests served in
+        any one second (of the latest ``MAX_ARRIVALS``), to compare a client's budget with."""
+        return {
+            "per_second": self.per_second,
+            "burst": self.burst,
+            "refused": self.refused,
+            "peak_one_second": peak_in_window([t for t, _ in self.arrivals()], 1.0),
+        }
+
     def refusal(self, wait: float) -> FaultRule:
         """The 429 that says so, in OpenAI's words and headers."""
         return FaultRule(
@@ -88,3 +98,13 @@ class RateLimiter:
             error_type="requests",
             error_code="rate_limit_exceeded",
         )
+
+
+def peak_in_window(times: list[float], seconds: float) -> int:
+    """The most of ``times`` (ascending) that fall in any window ``seconds`` long."""
+    peak, start = 0, 0
+    for end, at in enumerate(times):
+        while at - times[start] >= seconds:
+            start += 1
+        peak = max(peak, end - start + 1)
+    return peak

@@ -433,6 +433,8 @@ class Simulator:
             snapshot = self._counters.snapshot()
             snapshot["batches"] = len(self._batches)
             snapshot["files"] = len(self._files)
+            if self.rate_limiter is not None:
+                snapshot["rate_limit"] = self.rate_limiter.snapshot()
         if self.webhooks is not None:
             snapshot["webhooks"] = self.webhooks.snapshot()
         return snapshot

@@ -10,7 +10,8 @@ pushed off the first pages by newer ones and a tracked batch the list never retu
 
 from __future__ import annotations
 
-from datetime import timedelta
+from collections.abc import Iterator
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -25,14 +26,16 @@ from orchestrator.core.retry_policy import RetryPolicy
 from orchestrator.core.status import TIMESTAMP_FIELDS
 from orchestrator.db import migrate
 from orchestrator.db.batches import BatchStore
+from orchestrator.db.cancels import CancelStore
 from orchestrator.db.database import Database
 from orchestrator.db.engine import make_engine
 from orchestrator.db.list_polls import ListPollStore
-from orchestrator.db.models import Batch, BatchEvent
+from orchestrator.db.models import Batch, BatchEvent, CancelRequest
 from orchestrator.db.polls import PollStore
 from orchestrator.processes.reconciler import Reconciler, ReconcilerConfig
 from orchestrator.secret import Secret
 from orchestrator.simulator import Scenario, Simulator, SimulatorConfig, SimulatorServer
+from tests.conftest import _scratch_pg
 
 KEY = "sk-sim-list-test"
 UNLISTED = "batch_" + "f" * 32  # tracked, but the API never lists it (nor knows it)
@@ -111,15 +114,79 @@ def events(db: Database, ids: list[str]) -> dict[str, list[tuple[Any, ...]]]:
     return out
 
 
+def schedule(db: Database, ids: list[str]) -> dict[str, tuple[Any, ...]]:
+    """What the poll rules wrote beside the server's facts: the next poll, overdue,
+    counts of polls, the lease kept for a harvest, and each cancel request."""
+    with db.transaction() as session:
+        rows: dict[str, tuple[Any, ...]] = {
+            row.id: (
+                row.next_poll_at,
+                row.overdue_since,
+                row.polls,
+                row.terminal_polls,
+                row.last_polled_at,
+                row.status_changed_at,
+                row.version,
+                row.harvested_at,
+                row.lease_owner is not None,
+                row.lease_expires_at,
+            )
+            for row in session.scalars(select(Batch).where(Batch.id.in_(ids)))
+        }
+        for request in session.scalars(select(CancelRequest)):
+            rows[request.batch_id] += (request.state, request.outcome, request.terminal_status)
+        return rows
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def two_databases(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[list[Database]]:
+    """Two empty, migrated databases on one backend."""
+    if request.param == "sqlite":
+        dbs = [fresh_database(tmp_path, "list"), fresh_database(tmp_path, "get")]
+        yield dbs
+    else:
+        template = request.getfixturevalue("pg_template")
+        with (
+            _scratch_pg("orch_listobs", template) as one,
+            _scratch_pg("orch_listobs", template) as two,
+        ):
+            dbs = [Database.connect(one), Database.connect(two)]
+            yield dbs
+    for db in dbs:
+        db.dispose()
+
+
+def lease(db: Database, ids: list[str], owner: str, now: datetime) -> None:
+    """Lease these batches, as a claim before a GET does."""
+    polls = PollStore(db)
+    with db.transaction() as session:
+        polls.leases.claim(
+            session,
+            owner,
+            now=now,
+            lease_seconds=60,
+            due=Batch.id.in_(ids),
+            order_by=[Batch.id],
+            limit=len(ids),
+        )
+
+
 def test_a_page_records_what_gets_of_its_batches_would_at_that_moment(
-    tmp_path: Path, clock: ManualClock
+    two_databases: list[Database], clock: ManualClock
 ) -> None:
     sim, ours = account(clock)
-    by_list, by_get = fresh_database(tmp_path, "list"), fresh_database(tmp_path, "get")
+    for i in range(20):  # long finalizing: overdue, then over (and its events)
+        ours.append(sim.create_batch(3, Scenario(running_s=10, finalizing_s=200 + 10 * i)))
+    for batch_id in ours[5:40:4]:  # cancelled by someone else: they end cancelled
+        sim.api_cancel(batch_id)
+    by_list, by_get = two_databases
     for db in (by_list, by_get):
         BatchStore(db).track(ours, now=clock.now(), source="track")
-    policy, start, seen = PollPolicy(), clock.now(), 0
-    for moment in (1, 30, 65, 130, 400):
+        # Cancels asked of a third: each closes, as cancelled or too late, when it ends.
+        CancelStore(db).request(ours[::3], now=clock.now(), requested_by="test")
+    policy = PollPolicy(overdue_finalizing_seconds=60, overdue_cancelling_seconds=60)
+    start, seen = clock.now(), 0
+    for moment in (1, 30, 65, 130, 250, 400):
         clock.set(start + timedelta(seconds=moment))
         page = sim.api_list(None, 100)["data"] + sim.api_list(ours[-100], 100)["data"]
         observed = [parse_batch(item) for item in page]
@@ -130,6 +197,7 @@ def test_a_page_records_what_gets_of_its_batches_would_at_that_moment(
         assert recorded <= set(ours)  # never a batch we do not track
         seen += len(recorded)
         polls = PollStore(by_get)
+        lease(by_get, sorted(recorded), "getter", clock.now())
         for o in observed:
             if o.id in recorded:  # in flight when listed: ended ones are left to GETs
                 polls.record_poll(
@@ -137,7 +205,12 @@ def test_a_page_records_what_gets_of_its_batches_would_at_that_moment(
                 )
     assert seen > 300
     assert batch_rows(by_list, ours) == batch_rows(by_get, ours)
-    assert events(by_list, ours) == events(by_get, ours)
+    assert schedule(by_list, ours) == schedule(by_get, ours)
+    listed_events = events(by_list, ours)
+    assert listed_events == events(by_get, ours)
+    kinds = {e[0] for evs in listed_events.values() for e in evs}
+    # the kinds of event an in-flight batch's poll records were recorded, and alike
+    assert kinds >= {"status", "cancel_closed", "overdue", "overdue_ended"}
 
 
 def run_to_the_end(

@@ -11,7 +11,11 @@ import orjson
 import pytest
 from openai.types import Batch, FileDeleted, FileObject
 
+from orchestrator.api.client import ApiSettings, BatchApiClient
+from orchestrator.api.pages import fetch_page
 from orchestrator.clock import ManualClock
+from orchestrator.core.retry_policy import RetryPolicy
+from orchestrator.secret import Secret
 from orchestrator.simulator import FaultRule, Simulator, SimulatorConfig, SimulatorServer
 
 from .conftest import KEY
@@ -204,3 +208,54 @@ def test_rate_limit_mode_gives_the_official_client_a_429_with_retry_after(
         "retrieve",
         "list",
     ]
+
+
+def test_pages_of_a_hundred_read_alike_by_the_official_client_and_ours_through_the_limit(
+    clock: ManualClock,
+) -> None:
+    """The reconciler's list walk reads pages of 100 with our client, one at a time
+    (api/pages.fetch_page); the official client must see the same pages, cursors and
+    ``has_more``, and page on through rate-limit mode's 429 once a token is back."""
+    limited = Simulator(SimulatorConfig(api_key=KEY, seed=3, rate_limit_per_second=2), clock)
+    created = []
+    for _ in range(250):
+        created.append(limited.create_batch(1))
+        clock.advance(0.01)
+    newest_first = list(reversed(created))
+    with (
+        SimulatorServer(limited) as server,
+        openai.OpenAI(base_url=server.url, api_key=KEY, max_retries=0) as official,
+    ):
+        raw = official.batches.with_raw_response.list(limit=100)
+        body = raw.http_response.json()
+        first = raw.parse()
+        assert [b.id for b in first.data] == newest_first[:100] and first.has_more is True
+        assert (body["first_id"], body["last_id"]) == (newest_first[0], newest_first[99])
+        second = first.get_next_page()  # after=last_id: the second request in the second
+        assert [b.id for b in second.data] == newest_first[100:200]
+        with pytest.raises(openai.RateLimitError) as refused:
+            second.get_next_page()  # the third
+        assert refused.value.response.headers["retry-after-ms"] == "500"
+        clock.advance(0.5)
+        third = second.get_next_page()
+        assert [b.id for b in third.data] == newest_first[200:] and third.has_more is False
+        assert not third.has_next_page()
+        for page in (first, second, third):
+            for batch in page.data:
+                strict(batch)
+        # our client reads the same three pages (a token back before each)
+        ours = BatchApiClient(
+            ApiSettings(api_key=Secret(KEY), base_url=server.url),
+            policy=RetryPolicy(max_in_process_attempts=1),
+            clock=clock,
+        )
+        with ours:
+            cursor: str | None = None
+            pages = []
+            for _ in range(3):
+                clock.advance(0.5)
+                listed = fetch_page(ours, cursor, 100)
+                pages.append([b["id"] for b in listed.items])
+                cursor = listed.next_after
+        assert pages == [newest_first[:100], newest_first[100:200], newest_first[200:]]
+        assert cursor is None  # has_more false: the walk ends there
