@@ -25,7 +25,7 @@ from prometheus_client.registry import Collector
 from sqlalchemy.exc import SQLAlchemyError
 
 from orchestrator.clock import Clock, SystemClock
-from orchestrator.db import migrate
+from orchestrator.db import revision  # not migrate: alembic is for changing schemas
 from orchestrator.db.database import Database
 from orchestrator.db.pauses import active_pause_in
 from orchestrator.db.server_time import server_now
@@ -75,7 +75,7 @@ class Readiness:
         self.db = db
         self.clock: Clock = clock or SystemClock()
         self.cache = timedelta(seconds=cache_seconds)
-        self.head = migrate.head_revision()
+        self.head = revision.head_revision()
         self._lock = threading.Lock()
         self._last: tuple[datetime, tuple[bool, str]] | None = None
 
@@ -90,7 +90,7 @@ class Readiness:
 
     def _ask(self) -> tuple[bool, str]:
         try:
-            current = migrate.current_revision(self.db.engine)
+            current = revision.current_revision(self.db.engine)
             if current != self.head:
                 return False, f"database at revision {current}, this version needs {self.head}"
             with self.db.transaction() as session:

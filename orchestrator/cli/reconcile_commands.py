@@ -9,7 +9,8 @@ from rich.table import Table
 
 from orchestrator.cli.context import Context, Exit
 from orchestrator.cli.render import cell
-from orchestrator.cli.wiring import build_client, build_upkeep, presence, shared_budget
+from orchestrator.cli.upkeep_wiring import build_upkeep
+from orchestrator.cli.wiring import build_client, presence, shared_budget
 from orchestrator.core.harvest import FileState
 from orchestrator.db.server_clock import database_clock
 from orchestrator.metrics import start_process_metrics

@@ -8,7 +8,8 @@ from datetime import timedelta
 from pathlib import Path
 
 from orchestrator.cli.context import Context, Exit
-from orchestrator.cli.wiring import build_client, file_cleanup
+from orchestrator.cli.upkeep_wiring import file_cleanup
+from orchestrator.cli.wiring import build_client
 from orchestrator.core.visible import visible
 from orchestrator.db.file_deletions import FileDeletionStore
 from orchestrator.db.retention import RetentionStore

@@ -1,9 +1,9 @@
-"""Composition: build the API client, its retry policy and the reconciler's upkeep."""
+"""Composition: build the API clients, the shared request budget and a process's presence
+(the reconciler's upkeep jobs: upkeep_wiring)."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import timedelta
 
 import httpx
 
@@ -13,18 +13,12 @@ from orchestrator.api.client import ApiSettings, BatchApiClient
 from orchestrator.clock import Clock
 from orchestrator.core.request_budget import BudgetRule
 from orchestrator.db.database import Database
-from orchestrator.db.file_deletions import FileDeletionStore
 from orchestrator.db.leases import ProcessRegistry
 from orchestrator.db.request_budget import BudgetStore
-from orchestrator.db.retention import RetentionStore
 from orchestrator.errors import ConfigError
-from orchestrator.probes import Heartbeat
-from orchestrator.processes.cleanup import FileCleanup
 from orchestrator.processes.config import retry_policy
 from orchestrator.processes.presence import Presence
 from orchestrator.processes.request_budget import SharedBudget
-from orchestrator.processes.retention import Pruner
-from orchestrator.processes.upkeep import Upkeep
 from orchestrator.settings import Settings
 
 
@@ -81,46 +75,6 @@ def shared_budget(settings: Settings, db: Database) -> SharedBudget | None:
     """The request budget every worker and reconciler on ``db`` shares, if one is set."""
     rate = settings.api_max_requests_per_second
     return None if rate is None else SharedBudget(BudgetStore(db), BudgetRule(rate))
-
-
-def file_cleanup(
-    settings: Settings,
-    db: Database,
-    client: BatchApiClient,
-    *,
-    on_progress: Callable[[], None] = lambda: None,
-) -> FileCleanup:
-    store = FileDeletionStore(
-        db, result_files=settings.cleanup_result_files, input_files=settings.cleanup_input_files
-    )
-    return FileCleanup(
-        store,
-        client,
-        policy=retry_policy(settings),
-        auth_pause_seconds=settings.worker_auth_pause_seconds,
-        on_progress=on_progress,
-    )
-
-
-def build_upkeep(
-    settings: Settings, db: Database, client: BatchApiClient, heartbeat: Heartbeat
-) -> Upkeep | None:
-    """The reconciler's periodic jobs the settings turn on; None when none is. They beat
-    ``heartbeat`` as they go: a long clean-up or prune is not a stalled loop."""
-    upkeep = Upkeep(heartbeat.clock)
-    enabled = False
-    if settings.cleanup_result_files or settings.cleanup_input_files:
-        cleanup = file_cleanup(settings, db, client, on_progress=heartbeat.beat)
-        upkeep.add_cleanup(cleanup, every_seconds=settings.cleanup_every_seconds)
-        enabled = True
-    if settings.retention_days is not None:
-        upkeep.add_prune(
-            Pruner(RetentionStore(db), on_chunk=heartbeat.beat),
-            older_than=timedelta(days=settings.retention_days),
-            every_seconds=settings.retention_every_seconds,
-        )
-        enabled = True
-    return upkeep if enabled else None
 
 
 def presence(settings: Settings, db: Database, owner: str, kind: str, clock: Clock) -> Presence:

@@ -31,6 +31,10 @@ class Terminal:
     def __init__(self, argv: list[str], env: dict[str, str]) -> None:
         self.pid, self.fd = pty.fork()
         if self.pid == 0:  # the child: the pty is its controlling terminal
+            # As a person's shell leaves it: a run started in the background (`cmd &` in a
+            # script, as CI may do) ignores SIGINT, and that would pass to the child, whose
+            # Python then never turns Ctrl-C into KeyboardInterrupt.
+            signal.signal(signal.SIGINT, signal.SIG_DFL)
             os.execve(argv[0], argv, env)
         self.seen = ""
 

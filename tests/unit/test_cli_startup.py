@@ -107,3 +107,25 @@ def test_the_simulate_help_names_the_simulators_own_key() -> None:
     from orchestrator.simulator import DEFAULT_API_KEY as simulators
 
     assert simulators == DEFAULT_API_KEY
+
+
+# What a worker, which sends cancels and records them, does not run: migrations, the
+# reconciler's upkeep jobs, ingestion (their imports were most of its start-up).
+NOT_FOR_WORKER = (
+    "orchestrator.simulator",
+    "orchestrator.cli.upkeep_wiring",
+    "orchestrator.db.retention",
+    "orchestrator.db.file_deletions",
+    "orchestrator.processes.cleanup",
+    "alembic",
+)
+
+
+def test_the_worker_imports_no_migrations_nor_upkeep(sqlite_url: str) -> None:
+    modules = modules_after(
+        "import os; os.environ['OPENAI_API_KEY'] = 'sk-test-startup'\n"
+        "from orchestrator.cli.main import main\n"
+        f"assert main(['--database-url', {sqlite_url!r}, 'worker', '--once']) == 0"
+    )
+    assert "orchestrator.processes.worker" in modules
+    assert imported(modules, NOT_FOR_WORKER) == []
