@@ -353,6 +353,34 @@ def request_snapshot(row: CancelRequest) -> RequestSnapshot:
     )
 
 
+def lock_requests(session: Session, ids: Sequence[str]) -> dict[str, RequestSnapshot]:
+    """The cancel requests of these batches, locked in id order after their batches (the
+    order every writer locks in): what the rules read of each."""
+    found: dict[str, RequestSnapshot] = {}
+    for chunk in chunks(list(ids)):
+        for r in session.execute(
+            select(
+                CancelRequest.batch_id,
+                CancelRequest.state,
+                CancelRequest.requested_at,
+                CancelRequest.attempts,
+                CancelRequest.lease_owner,
+            )
+            .where(CancelRequest.batch_id.in_(chunk))
+            .order_by(CancelRequest.batch_id)
+            .with_for_update()
+        ):
+            found[r.batch_id] = RequestSnapshot(
+                r.batch_id, CancelState(r.state), r.requested_at, r.attempts, r.lease_owner
+            )
+    return found
+
+
+def column_values(changes: Mapping[str, object]) -> dict[str, object]:
+    """Attribute names as column names (``metadata_`` is the ``metadata`` column)."""
+    return {("metadata" if k == "metadata_" else k): v for k, v in changes.items()}
+
+
 def plan_values(columns: Mapping[str, object]) -> dict[str, object]:
     """A plan's columns as values to write (a state, an enum, as its plain text)."""
     return {k: v.value if isinstance(v, StrEnum) else v for k, v in columns.items()}

@@ -31,7 +31,9 @@ from orchestrator.db.batches import (
     BatchSnapshot,
     BatchStore,
     EventRow,
+    column_values,
     event_values,
+    lock_requests,
     plan_batch_write,
     plan_values,
     planned_events,
@@ -109,7 +111,7 @@ class CancelStore:
         with self.db.transaction() as session:
             self.batches.ensure_rows(session, ids, now=now, source="cancel")
             batches = _lock_batches(session, ids)
-            states = {i: r.state for i, r in _lock_requests(session, ids).items()}
+            states = {i: r.state for i, r in lock_requests(session, ids).items()}
             new_rows: list[dict[str, object]] = []
             reopened_rows: list[dict[str, object]] = []
             events: list[EventRow] = []
@@ -136,7 +138,7 @@ class CancelStore:
         summary = WithdrawSummary()
         ids = sorted(set(batch_ids))
         with self.db.transaction() as session:
-            requests = _lock_requests(session, ids)
+            requests = lock_requests(session, ids)
             rows: list[dict[str, object]] = []
             events: list[EventRow] = []
             for batch_id in ids:
@@ -227,7 +229,7 @@ class CancelStore:
         observed_ids = sorted({c.batch_id for c, a in finished if a.observed is not None})
         with self.db.transaction() as session:
             record = _Recording(
-                owner, _lock_batches(session, observed_ids), _lock_requests(session, ids)
+                owner, _lock_batches(session, observed_ids), lock_requests(session, ids)
             )
             for claim, attempt in finished:
                 record.attempt(claim.batch_id, attempt)
@@ -288,37 +290,6 @@ def _lock_batches(session: Session, ids: Sequence[str]) -> dict[str, BatchSnapsh
     return batches
 
 
-def _lock_requests(session: Session, ids: Sequence[str]) -> dict[str, RequestSnapshot]:
-    """Lock requests in id order (after their batches): what the rules read of each."""
-    requests: dict[str, RequestSnapshot] = {}
-    for chunk in chunks(list(ids)):
-        requests.update(
-            (
-                row.batch_id,
-                RequestSnapshot(
-                    row.batch_id,
-                    CancelState(row.state),
-                    row.requested_at,
-                    row.attempts,
-                    row.lease_owner,
-                ),
-            )
-            for row in session.execute(
-                select(
-                    CancelRequest.batch_id,
-                    CancelRequest.state,
-                    CancelRequest.requested_at,
-                    CancelRequest.attempts,
-                    CancelRequest.lease_owner,
-                )
-                .where(CancelRequest.batch_id.in_(chunk))
-                .order_by(CancelRequest.batch_id)
-                .with_for_update()
-            )
-        )
-    return requests
-
-
 class _Recording:
     """The attempts of one transaction: the locked rows as the rules left them, and
     what to write. Plain bulk statements (no unit of work): this runs for every cancel."""
@@ -366,7 +337,7 @@ class _Recording:
             session,
             table_of(Batch),
             "id",
-            [{"id": i, **_column_names(c)} for i, c in self.batch_changes.items()],
+            [{"id": i, **column_values(c)} for i, c in self.batch_changes.items()],
         )
         db.bulk_update(
             session,
@@ -374,11 +345,6 @@ class _Recording:
             "batch_id",
             [{"batch_id": i, **c} for i, c in self.request_changes.items()],
         )
-
-
-def _column_names(changes: dict[str, object]) -> dict[str, object]:
-    """Attribute names as column names (`metadata_` is the `metadata` column)."""
-    return {("metadata" if k == "metadata_" else k): v for k, v in changes.items()}
 
 
 def _attempt_row(batch_id: str, number: int, owner: str, attempt: Attempt) -> dict[str, object]:

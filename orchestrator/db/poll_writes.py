@@ -22,7 +22,6 @@ from sqlalchemy import Row, select
 from sqlalchemy.orm import Session
 
 from orchestrator.core.cancel_request import RequestSnapshot, close
-from orchestrator.core.cancel_state import CancelState
 from orchestrator.core.harvest import HarvestSnapshot, HarvestState, observe
 from orchestrator.core.observation import BatchObservation
 from orchestrator.core.poll_policy import PolledBatch, PollPlan, PollPolicy, plan_poll
@@ -31,7 +30,9 @@ from orchestrator.db.batches import (
     STATE_COLUMNS,
     BatchSnapshot,
     EventRow,
+    column_values,
     event_values,
+    lock_requests,
     plan_batch_write,
     plan_values,
     planned_events,
@@ -243,7 +244,7 @@ def record_polled(
     rows = list(locked) if locked is not None else _lock(session, sorted(observed))
     arrivals = _arrivals(session, [r.batch.id for r in rows], terms.now)
     ended = [r.batch.id for r in rows if _ends(r, observed[r.batch.id])]
-    requests = _lock_requests(session, ended)
+    requests = lock_requests(session, ended)
     plans = [
         plan_recording(
             row,
@@ -272,11 +273,6 @@ def record_polled(
     return [p.record for p in plans]
 
 
-def column_values(changes: Mapping[str, object]) -> dict[str, object]:
-    """Attribute names as column names (``metadata_`` is the ``metadata`` column)."""
-    return {("metadata" if k == "metadata_" else k): v for k, v in changes.items()}
-
-
 def _lock(session: Session, ids: Sequence[str]) -> list[PolledRow]:
     rows: list[PolledRow] = []
     for chunk in chunks(list(ids)):
@@ -290,29 +286,6 @@ def _lock(session: Session, ids: Sequence[str]) -> list[PolledRow]:
 def _ends(row: PolledRow, observed: BatchObservation) -> bool:
     """Might this observation leave the batch terminal (its cancel request is read)?"""
     return any(s is not None and s.is_terminal for s in (observed.status, row.batch.stored.status))
-
-
-def _lock_requests(session: Session, ids: Sequence[str]) -> dict[str, RequestSnapshot]:
-    """The cancel requests of these batches, locked after them (the order every writer
-    locks in: batches, then requests)."""
-    found: dict[str, RequestSnapshot] = {}
-    for chunk in chunks(list(ids)):
-        for r in session.execute(
-            select(
-                CancelRequest.batch_id,
-                CancelRequest.state,
-                CancelRequest.requested_at,
-                CancelRequest.attempts,
-                CancelRequest.lease_owner,
-            )
-            .where(CancelRequest.batch_id.in_(chunk))
-            .order_by(CancelRequest.batch_id)
-            .with_for_update()
-        ):
-            found[r.batch_id] = RequestSnapshot(
-                r.batch_id, CancelState(r.state), r.requested_at, r.attempts, r.lease_owner
-            )
-    return found
 
 
 def _arrivals(session: Session, ids: Sequence[str], since: datetime) -> set[str]:
