@@ -37,7 +37,12 @@ def plain_sqlite_path(url: str) -> Path | None:
     path = found["path"]
     if path == ":memory:" or path.startswith("file:"):
         return None
-    return Path(path).expanduser() if path.startswith("~") else Path(path)
+    if not path.startswith("~"):
+        return Path(path)
+    try:
+        return Path(path).expanduser()
+    except RuntimeError:  # `~nosuchuser`: left to SQLAlchemy's path, which says so
+        return None
 
 
 def check_database_url(url: str) -> None:

@@ -59,6 +59,10 @@ def test_every_other_url_is_left_to_sqlalchemy(url: str) -> None:
         assert database_password(url) == (make_url(url).password or "")
 
 
+def test_a_home_directory_that_cannot_be_found_is_left_to_sqlalchemy() -> None:
+    assert plain_sqlite_path("sqlite:///~nosuchuser0/x.db") is None
+
+
 @given(st.text(st.characters(codec="utf-8", exclude_categories=("Cc", "Cs")), min_size=1))
 def test_whatever_follows_the_scheme_is_read_as_sqlalchemy_reads_it(path: str) -> None:
     url = f"sqlite:///{path}"
