@@ -216,3 +216,18 @@ def test_a_metadata_key_is_one_name_whatever_it_holds(db_url: str, key: str) -> 
         if lean is not None:
             lean.close()
         db.dispose()
+
+
+def test_the_reader_never_makes_a_database_file(
+    tmp_path: Path, sqlite_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A file that goes between the reader's look and its open is not made anew (an
+    empty database `status` would then call unmigrated): the database layer says so."""
+    path = Path(sqlite_url.removeprefix("sqlite:///"))
+
+    def vanishing(checked: Path) -> None:
+        checked.unlink()
+
+    monkeypatch.setattr(sqlite_reader, "check_sqlite_file", vanishing)
+    assert SqliteReader.open(sqlite_url) is None
+    assert not path.exists()
