@@ -34,7 +34,7 @@ from sqlalchemy.types import TypeEngine
 from orchestrator.core.harvest import FileState
 from orchestrator.core.status import UNOBSERVED
 from orchestrator.db import summaries as status_rows
-from orchestrator.db.batch_filter import NO_CANCEL, BatchFilter
+from orchestrator.db.batch_filter import CREATED, NO_CANCEL, BatchFilter
 from orchestrator.db.database import Database, chunks, sql_text
 from orchestrator.db.models import (
     Base,
@@ -126,6 +126,10 @@ _SUMMARY_COLUMNS: tuple[Label[object], ...] = tuple(
 )
 
 
+# Whence a batch's age and the status page's order (`db/batch_filter.CREATED`), typed.
+CREATED_AT = literal_column(CREATED, UtcDateTime())
+
+
 def filter_clause(where: BatchFilter, dialect: str) -> list[ColumnElement[bool]]:
     """The filter's conditions (db/batch_filter.py) for a select over `_with_cancels`."""
     found = where.sql(dialect)
@@ -176,7 +180,7 @@ class OperatorQueries:
             rows = session.execute(
                 _with_cancels(
                     select(*_SUMMARY_COLUMNS), filter_clause(where, self.db.dialect)
-                ).order_by(func.coalesce(Batch.created_at, Batch.tracked_at), Batch.id)
+                ).order_by(CREATED_AT, Batch.id)
             ).all()
         return [_summary(row) for row in rows]
 
