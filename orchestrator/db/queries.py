@@ -49,14 +49,13 @@ from orchestrator.db.models import (
     UtcDateTime,
 )
 from orchestrator.db.pauses import SendingPause, active_pause_in
-from orchestrator.db.summaries import SUMMARY_COLUMNS, BatchPage, BatchSummary
+from orchestrator.db.summaries import SUMMARY_COLUMNS, BatchSummary
 
 __all__ = [
     "NO_CANCEL",
     "UNOBSERVED",
     "BatchDetail",
     "BatchFilter",
-    "BatchPage",
     "BatchSummary",
     "FleetSnapshot",
     "OperatorQueries",
@@ -167,12 +166,6 @@ class OperatorQueries:
         self.db = db
 
     # --- the status table ------------------------------------------------------------
-
-    def list_batches(self, where: BatchFilter, *, limit: int | None) -> BatchPage:
-        """The newest matching batches first (all of them when `limit` is None), with
-        how many match in all, per status (`db/summaries.list_batches`)."""
-        with self.db.reading() as run:
-            return status_rows.list_batches(run, self.db.dialect, where, limit=limit)
 
     def select_batches(self, where: BatchFilter) -> list[BatchSummary]:
         """Every batch the filter matches, oldest first (a bulk cancel's candidates)."""
