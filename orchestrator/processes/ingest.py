@@ -45,12 +45,11 @@ from orchestrator.core.result_lines import (
     iter_rows,
 )
 from orchestrator.db.results import Chunk, ChunkCounts, FileTotals, ResultStore
+from orchestrator.processes.config import READ_BYTES
 
 __all__ = ["FileIngest", "IngestResult", "IngestSettings"]
 
 log = logging.getLogger(__name__)
-
-READ_BYTES = 1 << 20  # at most, per piece of the body: large enough that per-piece work is noise
 
 
 class _Truncated(Exception):
