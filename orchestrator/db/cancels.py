@@ -165,12 +165,10 @@ class CancelStore:
                 owner,
                 now=now,
                 lease_seconds=lease_seconds,
-                due=and_(
-                    CancelRequest.state == CancelState.PENDING.value,
-                    CancelRequest.next_attempt_at <= now,
-                ),
-                order_by=[CancelRequest.next_attempt_at],
+                due=_DUE,
+                order_by=_DUE_FIRST,
                 limit=limit,
+                due_params={"_due_at": now},
             )
             if not ids:
                 return []
@@ -272,6 +270,11 @@ _LOCK_BATCHES = (  # built once, as db/batches._LOCK_REQUESTS
     .order_by(Batch.id)
     .with_for_update()
 )
+_DUE = and_(  # a request to send: pending, its next attempt due (``_due_at``: now)
+    CancelRequest.state == CancelState.PENDING.value,
+    CancelRequest.next_attempt_at <= bindparam("_due_at"),
+)
+_DUE_FIRST = [CancelRequest.next_attempt_at]
 _CLAIMED = select(CancelRequest.batch_id, CancelRequest.attempts, CancelRequest.requested_at).where(
     CancelRequest.batch_id.in_(bindparam("ids", expanding=True))
 )
