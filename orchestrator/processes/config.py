@@ -10,16 +10,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from orchestrator.core.poll_policy import PollPolicy
-from orchestrator.core.result_lines import MAX_LINE_BYTES
+from orchestrator.core.result_lines import MAX_LINE_BYTES, READ_BYTES
 from orchestrator.core.retry_policy import RetryPolicy
 from orchestrator.db.leases import PROCESS_STALE_SECONDS
 from orchestrator.processes.loop import LoopConfig
 from orchestrator.settings import Settings
-
-# At most, per piece of a result file's body: large enough that per-piece work is noise.
-# Here rather than in ingest.py, which uses it: a worker reads this module, and importing
-# ingestion (and psycopg behind it) cost it a tenth of a second of start-up.
-READ_BYTES = 1 << 20
 
 __all__ = [
     "ReconcilerConfig",

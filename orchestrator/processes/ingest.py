@@ -38,6 +38,7 @@ from orchestrator.clock import Clock
 from orchestrator.core.harvest import FileState
 from orchestrator.core.result_lines import (
     MAX_LINE_BYTES,
+    READ_BYTES,
     Line,
     LineError,
     LineSplitter,
@@ -45,7 +46,6 @@ from orchestrator.core.result_lines import (
     iter_rows,
 )
 from orchestrator.db.results import Chunk, ChunkCounts, FileTotals, ResultStore
-from orchestrator.processes.config import READ_BYTES
 
 __all__ = ["FileIngest", "IngestResult", "IngestSettings"]
 
