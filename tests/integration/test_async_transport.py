@@ -10,8 +10,12 @@ read timeout, a pool of one). Asserts on what each exchange gave, never on time.
 from __future__ import annotations
 
 import asyncio
+import shutil
 import socket
+import ssl
+import subprocess
 import threading
+from pathlib import Path
 
 import httpx
 import pytest
@@ -269,3 +273,71 @@ def test_the_request_goes_out_as_asked() -> None:
     with RawServer(answer) as server:
         exchange(server.url + "/batches/batch_abc/cancel?api-version=1", method="POST")
     assert server.requests == [b"POST /v1/batches/batch_abc/cancel?api-version=1 HTTP/1.1"]
+
+
+def self_signed(tmp_path: Path) -> tuple[Path, Path]:
+    """A certificate for localhost and its key, made by the openssl command."""
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    openssl = shutil.which("openssl")
+    if openssl is None:
+        pytest.skip("no openssl command to make a certificate")
+    subprocess.run(
+        [
+            *(openssl, "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1"),
+            *("-keyout", str(key), "-out", str(cert), "-subj", "/CN=localhost"),
+            *("-addext", "subjectAltName=DNS:localhost"),
+        ],
+        check=True,
+        capture_output=True,
+        timeout=60,
+    )
+    return cert, key
+
+
+def test_https_answers_are_read_over_tls_and_the_connection_kept(tmp_path: Path) -> None:
+    cert, key = self_signed(tmp_path)
+    served = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    served.load_cert_chain(cert, key)
+    trusting = ssl.create_default_context(cafile=str(cert))
+
+    async def run() -> tuple[list[bytes], int, BaseException | None]:
+        connections = 0
+
+        async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            nonlocal connections
+            connections += 1
+            try:
+                while await reader.readuntil(b"\r\n\r\n"):
+                    writer.write(head(Content_Length=str(len(BODY))) + BODY)
+                    await writer.drain()
+            except (asyncio.IncompleteReadError, ConnectionError, ssl.SSLError):
+                writer.close()  # the client hung up (or refused our certificate)
+
+        server = await asyncio.start_server(serve, "127.0.0.1", 0, ssl=served)
+        port = server.sockets[0].getsockname()[1]
+        bodies = []
+        refused: BaseException | None = None
+        try:
+            transport = LeanTransport(trusting, 4)
+            for _ in range(2):
+                response = await transport.handle_async_request(
+                    httpx.Request("GET", f"https://localhost:{port}/v1/batches/batch_abc")
+                )
+                bodies.append(await response.aread())
+                await response.aclose()
+            await transport.aclose()
+            untrusting = LeanTransport(ssl.create_default_context(), 4)
+            try:
+                await untrusting.handle_async_request(
+                    httpx.Request("GET", f"https://localhost:{port}/v1")
+                )
+            except httpx.ConnectError as exc:
+                refused = exc
+            await untrusting.aclose()
+        finally:
+            server.close()
+        return bodies, connections, refused
+
+    bodies, connections, refused = asyncio.run(run())
+    assert bodies == [BODY, BODY] and connections == 1
+    assert isinstance(refused, httpx.ConnectError)  # a certificate not trusted: no exchange
