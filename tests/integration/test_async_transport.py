@@ -20,7 +20,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from orchestrator.api.async_transport import MAX_HEAD_BYTES, LeanTransport
+from orchestrator.api.async_transport import LeanTransport
+from orchestrator.api.http11 import MAX_HEAD_BYTES
 
 from .raw_http import RawServer, head
 
