@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import hashlib
+import threading
 from collections.abc import Callable
 
 import httpx
 import orjson
 import pytest
-from sqlalchemy import select
+from sqlalchemy import event, select
 from sqlalchemy.pool import QueuePool
 
 from orchestrator.clock import ManualClock
@@ -165,6 +166,46 @@ def test_duplicate_custom_ids_are_counted_and_stored_once(
     assert (outcome.inserted, outcome.duplicates) == (4, 6)
     assert the_file(database).duplicates == 6
     assert [c for c, _, _ in stored(database)] == ["c0", "c1", "c2", "c3"]
+
+
+def test_a_download_commits_its_chunks_on_one_connection(
+    database: Database, clock: ManualClock
+) -> None:
+    """No pool checkout (nor ping) per chunk: one for the file's row, one held for the
+    chunks (WAL checkpoint threads take their own)."""
+    body = b"".join(result_line(i) + b"\n" for i in range(10))  # four chunks of three
+    ingest = ingest_with(database, clock, serving(body))
+    me = threading.get_ident()
+    checkouts: list[int] = []
+
+    def counted(*_args: object) -> None:
+        if threading.get_ident() == me:
+            checkouts.append(1)
+
+    event.listen(database.engine, "checkout", counted)
+    try:
+        outcome = ingest.run(batch_id=BATCH, file_id="file-x", kind="output")
+    finally:
+        event.remove(database.engine, "checkout", counted)
+    assert (outcome.state, outcome.inserted) == (FileState.DONE, 10)
+    assert the_file(database).lines_committed == 10
+    assert len(checkouts) == 2
+
+
+def test_a_custom_id_stored_by_an_earlier_chunk_rolls_back_only_the_copy_attempt(
+    database: Database, clock: ManualClock
+) -> None:
+    """On PostgreSQL the chunk's COPY meets the stored id, its transaction is rolled back
+    and the chunk stored again skipping it; the earlier chunks and the rest stay."""
+    lines = [result_line(i) for i in range(6)] + [result_line(1), result_line(7)]
+    body = b"".join(line + b"\n" for line in lines)  # chunks of three: 0-2, 3-5, 1 7
+    outcome = ingest_with(database, clock, serving(body)).run(
+        batch_id=BATCH, file_id="file-x", kind="output"
+    )
+    assert (outcome.state, outcome.inserted, outcome.duplicates) == (FileState.DONE, 7, 1)
+    assert [n for _, n, _ in stored(database)] == [1, 2, 3, 4, 5, 6, 8]
+    record = the_file(database)
+    assert (record.lines_committed, record.results, record.duplicates) == (8, 7, 1)
 
 
 def test_nothing_is_stored_without_the_lease(database: Database, clock: ManualClock) -> None:
