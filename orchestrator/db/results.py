@@ -2,24 +2,30 @@
 
 Each chunk of lines is one transaction: its rows, its unreadable lines, and the
 file's checkpoint (``lines_committed``) move together or not at all. The chunk
-states which checkpoint it starts from and commits only if the stored one still
-says so, and only while the batch's lease is still ours; the unique
-(batch_id, custom_id) constraint is the last line of defence. So a restart (or a
-second process) resumes at the checkpoint and nothing is stored twice or skipped.
+states which checkpoint it starts from; one UPDATE at its end moves the
+checkpoint only if the stored one still says so (and locks the file's row until
+the commit), and the chunk commits only while the batch's lease is still ours;
+the unique (batch_id, custom_id) constraint is the last line of defence. So a
+restart (or a second process) resumes at the checkpoint and nothing is stored
+twice or skipped.
 
-Rows go in as tuples, below SQLAlchemy (whose per-row parameter processing cost
-more than parsing the lines): on SQLite through sqlite3's ``executemany``; on
-PostgreSQL by COPY straight into ``batch_results`` inside a savepoint. COPY
-cannot skip conflicts, but the checkpoint makes a duplicate rare (a file that
-repeats a custom_id, or one id in both files), so only then is the chunk rolled
-back to the savepoint and inserted again with ON CONFLICT DO NOTHING. COPY
-streams: the server stores rows while later lines are still being parsed. The
-body arrives as JSON text (the column is ``json``: stored as sent).
+A download's chunks commit on one connection held for it (``chunk_connection``):
+no pool checkout, ping or ORM session per chunk, the few statements around the
+rows prepared once. Rows go in as tuples, below SQLAlchemy (whose per-row
+parameter processing cost more than parsing the lines): on SQLite through
+sqlite3's ``executemany``; on PostgreSQL by COPY straight into
+``batch_results``. COPY cannot skip conflicts, but the checkpoint makes a
+duplicate rare (a file that repeats a custom_id, or one id in both files), so
+only then is the chunk's transaction rolled back and the chunk stored again, in
+another, with ON CONFLICT DO NOTHING (no savepoint: it cost every chunk two
+round trips). COPY streams: the server stores rows while later lines are still
+being parsed. The body arrives as JSON text (the column is ``json``: stored as
+sent).
 
 On SQLite nothing streams, so a chunk's lines are parsed before its transaction
 takes the one write lock (other writers wait less), and its COMMIT leaves the
-WAL checkpoint to a thread that runs while the next chunk is read and parsed
-(``orchestrator.db.wal``).
+WAL checkpoint to a thread of the download's that runs while the next chunks
+are read, parsed and written (``orchestrator.db.wal``).
 """
 
 from __future__ import annotations
@@ -136,9 +142,8 @@ class ResultStore:
         # psycopg refuses NUL in text, and the raw text of a line is kept verbatim otherwise
         self._nul_unsafe = db.is_postgres
         # a SQLite file: chunks commit without the autocheckpoint, checkpointed in a thread
-        database = db.engine.url.database or ""
-        file_backed = not db.is_postgres and database not in ("", ":memory:")
-        self._checkpoints = BackgroundCheckpoint(db.engine) if file_backed else None
+        database = db.engine.url.database or ""  # (one per download: chunk_connection)
+        self._file_backed = not db.is_postgres and database not in ("", ":memory:")
         self._advance, self._finish = _advance_statements()
 
     @property
@@ -250,7 +255,12 @@ class ResultStore:
         """One connection for a download's chunks (``commit_chunk(..., on=...)``), each
         still its own transaction. Use it from one thread at a time."""
         with self.db.held_connection() as connection:
-            yield ChunkConnection(connection)
+            checkpoints = BackgroundCheckpoint(self.db.engine) if self._file_backed else None
+            try:
+                yield ChunkConnection(connection, checkpoints)
+            finally:
+                if checkpoints is not None:
+                    checkpoints.close()
 
     def commit_chunk(
         self,
@@ -275,11 +285,11 @@ class ResultStore:
                 return self.commit_chunk(
                     chunk=chunk, owner=owner, lease_until=lease_until, now=now, on=held
                 )
-        checkpoints = self._checkpoints
+        checkpoints = on.checkpoints
         rows: Iterable[Row] = chunk.rows
         if checkpoints is not None:
             rows = list(rows)  # parsed before the write lock is taken
-            checkpoints.wait()  # the last chunk's: the WAL restarts from its beginning
+            checkpoints.before_write()  # every few chunks: the WAL restarts from its beginning
         try:
             counts = self._commit(on, chunk, rows, owner, lease_until, now, copy=True)
         except _CopyRefused as refused:  # rolled back; again, skipping the stored ids
@@ -312,7 +322,7 @@ class ResultStore:
             self._advance_file(connection, chunk, counts, now)
             if not self._leases.fence(connection, owner, chunk.batch_id, until=lease_until):
                 raise LeaseLost(f"batch {chunk.batch_id}: the lease is no longer held by {owner}")
-            if self._checkpoints is not None and not on.autocheckpoint_off:
+            if on.checkpoints is not None and not on.autocheckpoint_off:
                 without_autocheckpoint(connection)  # the pool restores it at check-in
                 on.autocheckpoint_off = True
         return counts
@@ -400,9 +410,11 @@ class ResultStore:
 class ChunkConnection:
     """A connection held for one download's chunks (``ResultStore.chunk_connection``)."""
 
-    def __init__(self, connection: Connection) -> None:
+    def __init__(self, connection: Connection, checkpoints: BackgroundCheckpoint | None) -> None:
         self.connection = connection
-        self.autocheckpoint_off = False  # SQLite: set on its first chunk
+        # a SQLite file: chunks commit without the autocheckpoint, checkpointed in a thread
+        self.checkpoints = checkpoints
+        self.autocheckpoint_off = False  # set on its first chunk
 
 
 class _CopyRefused(Exception):

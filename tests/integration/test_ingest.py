@@ -5,19 +5,22 @@ from __future__ import annotations
 import hashlib
 import threading
 from collections.abc import Callable
+from pathlib import Path
 
 import httpx
 import orjson
 import pytest
 from sqlalchemy import event, select
-from sqlalchemy.pool import QueuePool
+from sqlalchemy.pool import PoolProxiedConnection, QueuePool
 
 from orchestrator.clock import ManualClock
 from orchestrator.core.harvest import FileState
 from orchestrator.db.database import Database
+from orchestrator.db.engine import sqlite_file
 from orchestrator.db.models import Batch, BatchResult, ResultFile, ResultLineError
 from orchestrator.db.polls import PollStore
 from orchestrator.db.results import Chunk, LeaseLost, ResultStore
+from orchestrator.db.wal import WAL_COMMITS, BackgroundCheckpoint
 from orchestrator.processes.ingest import FileIngest, IngestSettings
 
 from .conftest import make_client, track
@@ -177,10 +180,10 @@ def test_a_download_commits_its_chunks_on_one_connection(
     ingest = ingest_with(database, clock, serving(body))
     me = threading.get_ident()
     checkouts: list[int] = []
+    elsewhere: list[int] = []  # SQLite's WAL checkpoints: one thread, one connection
 
     def counted(*_args: object) -> None:
-        if threading.get_ident() == me:
-            checkouts.append(1)
+        (checkouts if threading.get_ident() == me else elsewhere).append(1)
 
     event.listen(database.engine, "checkout", counted)
     try:
@@ -190,6 +193,7 @@ def test_a_download_commits_its_chunks_on_one_connection(
     assert (outcome.state, outcome.inserted) == (FileState.DONE, 10)
     assert the_file(database).lines_committed == 10
     assert len(checkouts) == 2
+    assert len(elsewhere) == (0 if database.is_postgres else 1)
 
 
 def test_a_custom_id_stored_by_an_earlier_chunk_rolls_back_only_the_copy_attempt(
@@ -322,5 +326,57 @@ def test_sqlite_chunks_leave_the_wal_checkpointed_and_the_pool_as_it_was(
                 connection.close()
         assert busy == 0 and frames == copied
         assert the_file(database).results == 600
+    finally:
+        database.dispose()
+
+
+def test_sqlite_the_wal_stays_a_few_chunks_long(
+    sqlite_url: str, clock: ManualClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Chunks do not wait for every checkpoint, but every WAL_COMMITS commits they do,
+    so the WAL restarts from its beginning: it never holds the whole file. Here the
+    checkpoint thread runs only while the writer waits for it (the slowest disk)."""
+    gate = threading.Event()
+    checkpoint, wait, close = (
+        BackgroundCheckpoint._checkpoint,
+        BackgroundCheckpoint.wait,
+        BackgroundCheckpoint.close,
+    )
+
+    def gated(connection: PoolProxiedConnection) -> None:
+        gate.wait()
+        checkpoint(connection)
+
+    def waited(self: BackgroundCheckpoint) -> None:
+        gate.set()
+        try:
+            wait(self)
+        finally:
+            gate.clear()
+
+    def closed(self: BackgroundCheckpoint) -> None:
+        gate.set()
+        close(self)
+
+    monkeypatch.setattr(BackgroundCheckpoint, "_checkpoint", staticmethod(gated))
+    monkeypatch.setattr(BackgroundCheckpoint, "wait", waited)
+    monkeypatch.setattr(BackgroundCheckpoint, "close", closed)
+    database = Database.connect(sqlite_url)
+    try:
+        lines = [
+            orjson.dumps({"custom_id": f"c{i}", "response": {"body": "x" * 4000}})
+            for i in range(1200)
+        ]
+        chunks = 24
+        body = b"\n".join(lines) + b"\n"
+        outcome = ingest_with(database, clock, serving(body), chunk_lines=1200 // chunks).run(
+            batch_id=BATCH, file_id="file-x", kind="output"
+        )
+        assert (outcome.state, outcome.inserted) == (FileState.DONE, 1200)
+        path = sqlite_file(sqlite_url)
+        assert path is not None
+        wal = Path(f"{path}-wal").stat().st_size  # reused from its start, never shrunk
+        per_chunk = path.stat().st_size / chunks
+        assert wal <= (WAL_COMMITS + 2) * per_chunk * 1.5
     finally:
         database.dispose()
