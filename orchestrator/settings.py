@@ -246,24 +246,24 @@ class Settings:
 
     def redacted(self) -> dict[str, Any]:
         """Every setting, the key shown only as set or not, the database password as ***."""
-        from sqlalchemy.engine import make_url  # late: keeps settings import-light
+        from orchestrator.db.urls import hide_password  # late: keeps settings light
 
         out = {f.name: getattr(self, f.name) for f in fields(self)}
         out["api_key"] = "*** (set)" if self.api_key else "(not set)"
         out["webhook_secret"] = "*** (set)" if self.webhook_secret else "(not set)"
-        out["database_url"] = make_url(self.database_url).render_as_string(hide_password=True)
+        out["database_url"] = hide_password(self.database_url)  # and `?password=`, as typed
         return out
 
     def secrets(self) -> tuple[Secret, ...]:
         """What no log line may show: the key, the database's password, and each webhook
         secret (the whole comma-separated list and every piece of it)."""
-        from orchestrator.db.urls import database_password  # late: keeps settings light
+        from orchestrator.db.urls import database_passwords  # late: keeps settings light
 
         hooks = self.webhook_secret.reveal()
         pieces = [hooks, *(piece.strip() for piece in hooks.split(","))]
         return (
             self.api_key,
-            Secret(database_password(self.database_url)),
+            *(Secret(password) for password in database_passwords(self.database_url)),
             *(Secret(piece) for piece in pieces if piece),
         )
 

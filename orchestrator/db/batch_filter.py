@@ -74,15 +74,15 @@ class BatchFilter:
             params["f_before"] = bind_time(dialect, self.created_before)
             found.append(f"{CREATED} < :f_before")
         for i, (key, value) in enumerate(self.metadata):
-            params[f"f_value_{i}"] = value
+            params[f"f_key_{i}"], params[f"f_value_{i}"] = key, value
             if dialect == SQLITE:
-                # the key is quoted in the path: `a.b` is one key, not a nested one
-                params[f"f_key_{i}"] = f'$."{key}"'
+                # By key, not by a JSON path: a path cannot name a key holding `"`
+                # (nor, unescaped, `\`), and `a.b` in one is a nested key.
                 found.append(
-                    f"CAST(JSON_EXTRACT(batches.metadata, :f_key_{i}) AS VARCHAR) = :f_value_{i}"
+                    "CAST((SELECT meta.value FROM json_each(batches.metadata) AS meta "
+                    f"WHERE meta.key = :f_key_{i}) AS VARCHAR) = :f_value_{i}"
                 )
             else:
-                params[f"f_key_{i}"] = key
                 found.append(f"CAST((batches.metadata ->> :f_key_{i}) AS VARCHAR) = :f_value_{i}")
         endpoints = (*self.endpoints, *([self.endpoint] if self.endpoint is not None else []))
         if endpoints:

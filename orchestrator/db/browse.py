@@ -31,6 +31,7 @@ from orchestrator.db.models import (
 from orchestrator.db.pauses import SendingPause, active_pause_in
 from orchestrator.db.queries import (
     _SUMMARY_COLUMNS,
+    CREATED_AT,
     RESULT_COLUMNS,
     UNOBSERVED,
     BatchFilter,
@@ -46,8 +47,8 @@ __all__ = ["SORTS", "BadCursor", "BatchView", "BrowseQueries", "ListPage", "Over
 # The sort keys a list can take: (expression, newest-first?). Each is indexed with the
 # id in migration 0006_console, and never NULL, so a keyset comparison is exact.
 SORTS: dict[str, tuple[ColumnElement[datetime] | ColumnElement[str], bool]] = {
-    "newest": (func.coalesce(Batch.created_at, Batch.tracked_at), True),
-    "oldest": (func.coalesce(Batch.created_at, Batch.tracked_at), False),
+    "newest": (CREATED_AT, True),
+    "oldest": (CREATED_AT, False),
     "changed": (func.coalesce(Batch.status_changed_at, Batch.tracked_at), True),
     "id": (Batch.id.expression, False),
 }

@@ -34,7 +34,7 @@ from sqlalchemy.types import TypeEngine
 from orchestrator.core.harvest import FileState
 from orchestrator.core.status import UNOBSERVED
 from orchestrator.db import summaries as status_rows
-from orchestrator.db.batch_filter import NO_CANCEL, BatchFilter
+from orchestrator.db.batch_filter import CREATED, NO_CANCEL, BatchFilter
 from orchestrator.db.database import Database, chunks, sql_text
 from orchestrator.db.models import (
     Base,
@@ -49,14 +49,13 @@ from orchestrator.db.models import (
     UtcDateTime,
 )
 from orchestrator.db.pauses import SendingPause, active_pause_in
-from orchestrator.db.summaries import SUMMARY_COLUMNS, BatchPage, BatchSummary
+from orchestrator.db.summaries import SUMMARY_COLUMNS, BatchSummary
 
 __all__ = [
     "NO_CANCEL",
     "UNOBSERVED",
     "BatchDetail",
     "BatchFilter",
-    "BatchPage",
     "BatchSummary",
     "FleetSnapshot",
     "OperatorQueries",
@@ -126,6 +125,10 @@ _SUMMARY_COLUMNS: tuple[Label[object], ...] = tuple(
 )
 
 
+# Whence a batch's age and the status page's order (`db/batch_filter.CREATED`), typed.
+CREATED_AT = literal_column(CREATED, UtcDateTime())
+
+
 def filter_clause(where: BatchFilter, dialect: str) -> list[ColumnElement[bool]]:
     """The filter's conditions (db/batch_filter.py) for a select over `_with_cancels`."""
     found = where.sql(dialect)
@@ -164,19 +167,13 @@ class OperatorQueries:
 
     # --- the status table ------------------------------------------------------------
 
-    def list_batches(self, where: BatchFilter, *, limit: int | None) -> BatchPage:
-        """The newest matching batches first (all of them when `limit` is None), with
-        how many match in all, per status (`db/summaries.list_batches`)."""
-        with self.db.reading() as run:
-            return status_rows.list_batches(run, self.db.dialect, where, limit=limit)
-
     def select_batches(self, where: BatchFilter) -> list[BatchSummary]:
         """Every batch the filter matches, oldest first (a bulk cancel's candidates)."""
         with self.db.transaction() as session:
             rows = session.execute(
                 _with_cancels(
                     select(*_SUMMARY_COLUMNS), filter_clause(where, self.db.dialect)
-                ).order_by(func.coalesce(Batch.created_at, Batch.tracked_at), Batch.id)
+                ).order_by(CREATED_AT, Batch.id)
             ).all()
         return [_summary(row) for row in rows]
 

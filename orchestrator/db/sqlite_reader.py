@@ -19,6 +19,7 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from datetime import datetime
 from typing import Any
+from urllib.parse import quote
 
 from orchestrator.clock import utcnow
 from orchestrator.db.revision import VERSION_SQL, VERSION_TABLE, head_revision, revision_of
@@ -53,7 +54,10 @@ class SqliteReader:
             return None
         try:
             check_sqlite_file(path)  # never open a FIFO: it would hang
-            connection = sqlite3.connect(path, timeout=SQLITE_BUSY_TIMEOUT_MS / 1000)
+            # mode=rw: a file gone since the look above is not made anew, empty
+            connection = sqlite3.connect(
+                f"file:{quote(str(path))}?mode=rw", uri=True, timeout=SQLITE_BUSY_TIMEOUT_MS / 1000
+            )
         except (DatabaseError, sqlite3.Error):
             return None
         try:

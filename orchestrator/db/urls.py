@@ -13,19 +13,21 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-__all__ = ["check_database_url", "database_password", "hide_password", "plain_sqlite_path"]
+__all__ = ["check_database_url", "database_passwords", "hide_password", "plain_sqlite_path"]
 
 # `scheme://user:password@host`: the password is everything from the first `:` after
 # the `//` to the last `@` before the path (an unencoded `@` or `/` in a password
 # must not let its tail through).
 _PASSWORD = re.compile(r"(?P<head>^[^:/]*://[^:/@]*:)(?P<password>.*)(?P<tail>@[^@]*$)", re.S)
+# `?password=...`: the query is handed to the driver, and psycopg takes a password there.
+_QUERY_PASSWORD = re.compile(r"(?P<head>[?&]password=)[^&]*", re.I | re.S)
 # No query (`?`), nothing percent-encoded: what SQLAlchemy would hand over unchanged.
 _PLAIN_SQLITE = re.compile(r"sqlite:///(?P<path>[^?%]+)")
 
 
 def hide_password(url: str) -> str:
     """`url` with any password shown as ***; works on text that does not parse as a URL."""
-    return _PASSWORD.sub(r"\g<head>***\g<tail>", url)
+    return _QUERY_PASSWORD.sub(r"\g<head>***", _PASSWORD.sub(r"\g<head>***\g<tail>", url))
 
 
 def plain_sqlite_path(url: str) -> Path | None:
@@ -53,10 +55,14 @@ def check_database_url(url: str) -> None:
         normalise_url(url)
 
 
-def database_password(url: str) -> str:
-    """The password in a database URL ("" for none)."""
+def database_passwords(url: str) -> tuple[str, ...]:
+    """The passwords in a database URL: after the user, and any `password=` of its
+    query (which the driver takes too)."""
     if plain_sqlite_path(url) is not None:
-        return ""
+        return ()
     from sqlalchemy.engine import make_url  # only when the URL can hold one
 
-    return make_url(url).password or ""
+    parsed = make_url(url)
+    in_query = parsed.query.get("password", ())
+    found = (parsed.password, *((in_query,) if isinstance(in_query, str) else in_query))
+    return tuple(password for password in found if password)

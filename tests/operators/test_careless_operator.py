@@ -256,6 +256,8 @@ def test_a_base_url_with_credentials_is_refused_without_showing_the_password(
         f"sqlite://ops:{PASSWORD}@dbhost/orchestrator.sqlite3",  # a host in a SQLite URL
         f"postgresql://ops:{PASSWORD}@[::1/orchestrator",  # does not parse
         f"postgresql://ops:{PASSWORD}@db:5432/orch\n",  # a newline
+        f"postgresql://ops@[::1/orch?password={PASSWORD}",  # in the query (psycopg takes it)
+        f"postgresql://ops@db:5432/orch?sslmode=require&PASSWORD={PASSWORD}&x\n",
     ],
 )
 def test_no_message_shows_the_database_password(
@@ -267,10 +269,17 @@ def test_no_message_shows_the_database_password(
     assert "ORCHESTRATOR_DATABASE_URL" in said and PASSWORD not in said
 
 
-def test_no_log_line_shows_the_database_password(capsys: pytest.CaptureFixture[str]) -> None:
-    settings = load_settings(
-        environ={"ORCHESTRATOR_DATABASE_URL": f"postgresql://ops:{PASSWORD}@db/orch"}
-    )
+@pytest.mark.parametrize(
+    "url",
+    [
+        f"postgresql://ops:{PASSWORD}@db/orch",
+        f"postgresql://ops@db/orch?password={PASSWORD}",  # psycopg takes it from the query too
+    ],
+)
+def test_no_log_line_shows_the_database_password(
+    capsys: pytest.CaptureFixture[str], url: str
+) -> None:
+    settings = load_settings(environ={"ORCHESTRATOR_DATABASE_URL": url})
     for fmt in ("text", "json"):
         logs.configure("INFO", fmt, *settings.secrets())
         logging.getLogger("orchestrator.test").warning(

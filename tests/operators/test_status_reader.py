@@ -20,7 +20,7 @@ from orchestrator.db.batch_filter import BatchFilter
 from orchestrator.db.database import Database
 from orchestrator.db.engine import make_engine
 from orchestrator.db.sqlite_reader import ReaderFailed, SqliteReader
-from orchestrator.db.summaries import read_status
+from orchestrator.db.summaries import Reading, read_status
 
 from . import fleet as f
 from .conftest import Fleet, cli
@@ -193,3 +193,41 @@ def test_the_database_layer_reads_the_same_text_on_every_backend(shared_fleet: F
     assert {row.id for row in read.page.rows} == {f.FAILED, f.VALIDATING}
     late = read_status(db, BatchFilter(cancel_outcomes=("too_late",)), shared_fleet.now, limit=1)
     assert [row.id for row in late.page.rows] == [f.TOO_LATE] and late.page.matching == 1
+
+
+@pytest.mark.parametrize("key", ['say "hi"', "back\\slash", 'a.b "c\\d"', "ünï"])
+def test_a_metadata_key_is_one_name_whatever_it_holds(db_url: str, key: str) -> None:
+    """A key with quotes or backslashes is matched as typed: on SQLite (through either
+    reader) as on PostgreSQL, where `->>` takes the key as it is."""
+    db = Database.connect(db_url)
+    now = utcnow()
+    body = f.payload("batch_keyed", "validating", created=now, metadata={key: "yes", "other": "no"})
+    f.observe(db, body, now)
+    readers: list[Reading] = [db]
+    lean = SqliteReader.open(db_url)
+    readers += [lean] if lean is not None else []
+    try:
+        for source in readers:
+            found = read_status(source, BatchFilter(metadata=((key, "yes"),)), now, limit=None)
+            assert [row.id for row in found.page.rows] == ["batch_keyed"], source
+            none = read_status(source, BatchFilter(metadata=((key, "no"),)), now, limit=None)
+            assert none.page.matching == 0, source
+    finally:
+        if lean is not None:
+            lean.close()
+        db.dispose()
+
+
+def test_the_reader_never_makes_a_database_file(
+    tmp_path: Path, sqlite_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A file that goes between the reader's look and its open is not made anew (an
+    empty database `status` would then call unmigrated): the database layer says so."""
+    path = Path(sqlite_url.removeprefix("sqlite:///"))
+
+    def vanishing(checked: Path) -> None:
+        checked.unlink()
+
+    monkeypatch.setattr(sqlite_reader, "check_sqlite_file", vanishing)
+    assert SqliteReader.open(sqlite_url) is None
+    assert not path.exists()

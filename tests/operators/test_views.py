@@ -7,9 +7,10 @@ from typing import Any
 from sqlalchemy import inspect, text
 
 from orchestrator.db import migrate
+from orchestrator.db.batch_filter import BatchFilter
 from orchestrator.db.database import Database
 from orchestrator.db.engine import make_engine
-from orchestrator.db.queries import BatchFilter, OperatorQueries
+from orchestrator.db.summaries import read_status
 
 from . import fleet as f
 from .conftest import Fleet
@@ -24,7 +25,7 @@ def view(db: Database, name: str) -> dict[str, dict[str, Any]]:
 
 def test_batch_overview_agrees_with_the_status_command(shared_fleet: Fleet) -> None:
     rows = view(shared_fleet.db, "batch_overview")
-    page = OperatorQueries(shared_fleet.db).list_batches(BatchFilter(), limit=100)
+    page = read_status(shared_fleet.db, BatchFilter(), shared_fleet.now, limit=100).page
     assert set(rows) == {b.id for b in page.rows} == set(f.ALL)
     for batch in page.rows:
         row = rows[batch.id]

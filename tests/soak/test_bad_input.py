@@ -116,14 +116,25 @@ def test_a_bad_config_file_is_a_usage_error_naming_the_file_and_key(
 
 
 @pytest.mark.parametrize("flags", [[], ["--json"]])
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        ("postgresql://ops:hunter2pw@db.internal/orch", "postgresql://ops:***@db.internal/orch"),
+        ("postgresql://ops@db/orch?password=hunter2pw", "postgresql://ops@db/orch?password=***"),
+    ],
+)
 def test_config_show_hides_the_database_password(
-    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], flags: list[str]
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    flags: list[str],
+    url: str,
+    shown: str,
 ) -> None:
-    monkeypatch.setenv("ORCHESTRATOR_DATABASE_URL", "postgresql://ops:hunter2pw@db.internal/orch")
+    monkeypatch.setenv("ORCHESTRATOR_DATABASE_URL", url)
     monkeypatch.setenv("OPENAI_API_KEY", "sk-never-shown-0123")
     assert main(["config", "show", *flags]) == 0
     out = capsys.readouterr().out
-    assert "postgresql://ops:***@db.internal/orch" in out
+    assert shown in out
     assert "hunter2pw" not in out and "sk-never-shown" not in out
 
 

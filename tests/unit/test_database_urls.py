@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from sqlalchemy.engine import make_url
 
 from orchestrator.db.engine import normalise_url, sqlite_file
-from orchestrator.db.urls import check_database_url, database_password, plain_sqlite_path
+from orchestrator.db.urls import check_database_url, database_passwords, plain_sqlite_path
 from orchestrator.errors import ConfigError
 
 PLAIN = [
@@ -41,7 +41,7 @@ NOT_PLAIN = [
 @pytest.mark.parametrize("url", PLAIN)
 def test_a_plain_sqlite_url_names_the_file_sqlalchemy_names(url: str) -> None:
     assert plain_sqlite_path(url) == sqlite_file(url)
-    assert database_password(url) == (make_url(url).password or "") == ""
+    assert make_url(url).password is None and database_passwords(url) == ()
     check_database_url(url)
 
 
@@ -56,7 +56,7 @@ def test_every_other_url_is_left_to_sqlalchemy(url: str) -> None:
         assert str(raised.value) == str(refused)
     else:
         check_database_url(url)
-        assert database_password(url) == (make_url(url).password or "")
+        assert database_passwords(url) == tuple(p for p in [make_url(url).password] if p)
 
 
 def test_a_home_directory_that_cannot_be_found_is_left_to_sqlalchemy() -> None:
