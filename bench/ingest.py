@@ -137,7 +137,9 @@ def fresh_database(kind: str, workdir: Path) -> tuple[str, Any]:
         import psycopg
         from sqlalchemy.engine import make_url
 
-        name = f"orch_bench_{os.getpid()}"
+        # ORCHESTRATOR_BENCH_DB_PREFIX: a name of one's own on a server others clean up too
+        prefix = os.environ.get("ORCHESTRATOR_BENCH_DB_PREFIX", "orch_bench")
+        name = f"{prefix}_{os.getpid()}"
         admin = make_url(PG_URL).set(drivername="postgresql").render_as_string(False)
         with psycopg.connect(admin, autocommit=True) as conn:
             conn.execute(f'DROP DATABASE IF EXISTS "{name}"')
@@ -152,6 +154,39 @@ def fresh_database(kind: str, workdir: Path) -> tuple[str, Any]:
     migrate.upgrade(engine)
     engine.dispose()
     return url, cleanup
+
+
+def server_cpu(url: str) -> float:
+    """CPU seconds used so far by the PostgreSQL backends connected to ``url``'s database
+    (this run's own connections: the database is fresh); 0 for SQLite (in process)."""
+    if not url.startswith("postgresql"):
+        return 0.0
+    import psycopg
+    from sqlalchemy.engine import make_url
+
+    plain = make_url(url).set(drivername="postgresql").render_as_string(False)
+    with psycopg.connect(plain, autocommit=True) as conn:
+        me = conn.info.backend_pid
+        pids = [
+            pid
+            for (pid,) in conn.execute(
+                "SELECT pid FROM pg_stat_activity WHERE datname = current_database()"
+            )
+            if pid != me
+        ]
+    return _cpu_of(pids)
+
+
+def _cpu_of(pids: list[int]) -> float:
+    """CPU seconds (user and system) of these processes so far."""
+    ticks = 0
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:  # another host, or gone
+            continue
+        ticks += int(fields[11]) + int(fields[12])  # utime, stime
+    return ticks / os.sysconf("SC_CLK_TCK")
 
 
 def child(args: argparse.Namespace) -> None:
@@ -198,6 +233,7 @@ def child(args: argparse.Namespace) -> None:
     if profiler is not None:
         profiler.stop()
         sys.stderr.write(profiler.output_text(unicode=False, color=False, show_all=False))
+    server = server_cpu(url)
     peak_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     client.close()
     db.dispose()
@@ -212,6 +248,7 @@ def child(args: argparse.Namespace) -> None:
                 "inserted": outcome.inserted,
                 "seconds": elapsed,
                 "cpu_seconds": cpu,
+                "server_cpu_seconds": server,
                 "peak_rss_mb": peak_kb / 1024,
             }
         )
@@ -257,7 +294,7 @@ def _raw_rows(path: Path, chunk_lines: int) -> Iterator[list[tuple[Any, ...]]]:
         yield rows
 
 
-def _raw_sqlite(url: str, path: Path, chunk_lines: int, columns: str) -> int:
+def _raw_sqlite(url: str, path: Path, chunk_lines: int, columns: str) -> tuple[int, float]:
     import sqlite3
 
     database = url.removeprefix("sqlite:///")
@@ -274,10 +311,10 @@ def _raw_sqlite(url: str, path: Path, chunk_lines: int, columns: str) -> int:
         stored += conn.executemany(insert, rows).rowcount
         conn.execute("COMMIT")
     conn.close()
-    return stored
+    return stored, 0.0
 
 
-def _raw_postgres(url: str, path: Path, chunk_lines: int, columns: str) -> int:
+def _raw_postgres(url: str, path: Path, chunk_lines: int, columns: str) -> tuple[int, float]:
     import psycopg
 
     stored = 0
@@ -291,7 +328,8 @@ def _raw_postgres(url: str, path: Path, chunk_lines: int, columns: str) -> int:
                     copy.write_row(row)
                 stored += len(rows)
         conn.commit()
-    return stored
+        server = _cpu_of([conn.info.backend_pid])
+    return stored, server
 
 
 def raw_child(args: argparse.Namespace) -> None:
@@ -303,7 +341,7 @@ def raw_child(args: argparse.Namespace) -> None:
     store = _raw_sqlite if args.db == "sqlite" else _raw_postgres
     started = time.perf_counter()
     cpu_before = time.process_time()
-    stored = store(url, Path(args.file), args.chunk_lines, columns)
+    stored, server = store(url, Path(args.file), args.chunk_lines, columns)
     elapsed = time.perf_counter() - started
     cpu = time.process_time() - cpu_before
     peak_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
@@ -318,6 +356,7 @@ def raw_child(args: argparse.Namespace) -> None:
                 "inserted": stored,
                 "seconds": elapsed,
                 "cpu_seconds": cpu,
+                "server_cpu_seconds": server,
                 "peak_rss_mb": peak_kb / 1024,
             }
         )
@@ -367,8 +406,8 @@ def run(args: argparse.Namespace) -> int:
     print(f"load average at the start: {_load()}", flush=True)
     print(
         f"{'database':10} {'lines':>8} {'MB':>6} | {'project s':>9} {'lines/s':>8} "
-        f"{'CPU s':>6} {'RSS MB':>7} | {'raw s':>6} {'lines/s':>8} {'CPU s':>6} "
-        f"{'RSS MB':>7} | {'ratio':>6}",
+        f"{'CPU s':>6} {'srv s':>6} {'RSS MB':>7} | {'raw s':>6} {'lines/s':>8} {'CPU s':>6} "
+        f"{'srv s':>6} {'RSS MB':>7} | {'ratio':>6}",
         flush=True,
     )
     for scale in [int(s) for s in args.scales.split(",")]:
@@ -391,8 +430,10 @@ def run(args: argparse.Namespace) -> int:
                     print(
                         f"{db:10} {lines:>8} {size_mb:>6.1f} | {ours['seconds']:>9.2f} "
                         f"{lines / ours['seconds']:>8,.0f} {ours['cpu_seconds']:>6.2f} "
+                        f"{ours['server_cpu_seconds']:>6.2f} "
                         f"{ours['peak_rss_mb']:>7.1f} | {raw['seconds']:>6.2f} "
                         f"{lines / raw['seconds']:>8,.0f} {raw['cpu_seconds']:>6.2f} "
+                        f"{raw['server_cpu_seconds']:>6.2f} "
                         f"{raw['peak_rss_mb']:>7.1f} | "
                         f"{raw['seconds'] / ours['seconds']:>5.2f}x  (load {_load()})",
                         flush=True,

@@ -64,6 +64,7 @@ MAX_CUSTOM_ID = 512
 MAX_ID = 128
 # PostgreSQL cannot hold U+0000 in text; a line with it in a text column is kept raw.
 _NUL_ERROR = "has U+0000 in a text field, which PostgreSQL cannot store; kept raw"
+_NUL_ESCAPE = b"\\u0000"
 _dumps = orjson.dumps
 MAX_LINE_BYTES = 16 << 20  # setting ingest_max_line_bytes
 # At most, per piece of a file's body read from the socket: large enough that per-piece
@@ -326,7 +327,9 @@ def iter_rows(
         except ValueError as exc:
             errors.append(LineError(number, raw, str(exc)))
             continue
-        if nul_unsafe and _has_nul(row):
+        # JSON text holds U+0000 only as the escape \u0000 (orjson refuses a raw NUL):
+        # a line without it needs no look at its fields
+        if nul_unsafe and _NUL_ESCAPE in raw and _has_nul(row):
             errors.append(LineError(number, raw, _NUL_ERROR))
             continue
         yield row

@@ -9,6 +9,7 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import (
+    Connection,
     DateTime,
     Engine,
     Insert,
@@ -21,7 +22,7 @@ from sqlalchemy import (
     text,
     update,
 )
-from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.sql.dml import UpdateBase
 
@@ -128,10 +129,25 @@ class Database:
         transaction as DatabaseBusy, so the process loops can back off and retry
         instead of dying.
         """
+        with self.errors_mapped(), self.sessions.begin() as session:
+            yield session
+
+    @contextmanager
+    def held_connection(self) -> Iterator[Connection]:
+        """One connection kept for several transactions (``connection.begin()`` each), as a
+        bulk writer's: no pool checkout, ping or session per transaction. Errors are
+        mapped as ``transaction`` maps them."""
+        with self.errors_mapped(), self.engine.connect() as connection:
+            yield connection
+
+    @contextmanager
+    def errors_mapped(self) -> Iterator[None]:
+        """DatabaseBusy / DatabaseUnavailable for a lost race or connection, whether
+        SQLAlchemy raised it or the driver did (rows written through the DBAPI cursor)."""
+        driver_error = self.engine.dialect.loaded_dbapi.Error
         try:
-            with self.sessions.begin() as session:
-                yield session
-        except (OperationalError, DBAPIError) as exc:
+            yield
+        except (DBAPIError, driver_error) as exc:
             if _is_contention(exc):
                 raise DatabaseBusy(
                     f"database busy, transaction rolled back: {_first_line(exc)}"
@@ -245,10 +261,16 @@ def _first_line(exc: BaseException) -> str:
     return str(orig).strip().splitlines()[0] if str(orig).strip() else type(orig).__name__
 
 
-def _is_connection_problem(exc: DBAPIError) -> bool:
-    if exc.connection_invalidated:
+def _driver_error(exc: BaseException) -> BaseException:
+    """The driver's own exception: SQLAlchemy's wraps it as ``orig``."""
+    orig = getattr(exc, "orig", None) if isinstance(exc, DBAPIError) else exc
+    return orig or exc
+
+
+def _is_connection_problem(exc: BaseException) -> bool:
+    if isinstance(exc, DBAPIError) and exc.connection_invalidated:
         return True
-    text = str(exc.orig).lower() if exc.orig else str(exc).lower()
+    text = str(_driver_error(exc)).lower()
     signs = (
         "connection",
         "server closed",
@@ -266,9 +288,12 @@ def _is_connection_problem(exc: DBAPIError) -> bool:
 CONTENTION_SQLSTATES = frozenset({"40001", "40P01", "55P03"})
 
 
-def _is_contention(exc: DBAPIError) -> bool:
+def _is_contention(exc: BaseException) -> bool:
     """Did this transaction lose to another one (and so may simply be retried)?"""
-    if getattr(exc.orig, "sqlstate", None) in CONTENTION_SQLSTATES:
+    orig = _driver_error(exc)
+    if orig is exc and isinstance(exc, DBAPIError):  # no driver error under it
+        return False
+    if getattr(orig, "sqlstate", None) in CONTENTION_SQLSTATES:
         return True
-    text = str(exc.orig).lower() if exc.orig else ""
+    text = str(orig).lower()
     return "database is locked" in text or "database table is locked" in text

@@ -32,6 +32,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import (
     BindParameter,
     ColumnElement,
+    Connection,
     Row,
     Select,
     Table,
@@ -244,11 +245,16 @@ class Leases:
             )
             return int(result.rowcount)  # type: ignore[attr-defined]
 
-    def fence(self, session: Session, owner: str, key: str, *, until: datetime) -> bool:
-        """In ``session``: extend the lease if ``owner`` still holds it; False if not."""
+    def fence(
+        self, session: Session | Connection, owner: str, key: str, *, until: datetime
+    ) -> bool:
+        """In ``session``'s transaction: extend the lease if ``owner`` still holds it; False
+        if not."""
         return self._set(session, owner, [key], lease_expires_at=until) == 1
 
-    def _set(self, session: Session, owner: str, keys: Sequence[str], **values: object) -> int:
+    def _set(
+        self, session: Session | Connection, owner: str, keys: Sequence[str], **values: object
+    ) -> int:
         if not keys:
             return 0
         result = session.execute(

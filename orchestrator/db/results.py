@@ -2,34 +2,41 @@
 
 Each chunk of lines is one transaction: its rows, its unreadable lines, and the
 file's checkpoint (``lines_committed``) move together or not at all. The chunk
-states which checkpoint it starts from and commits only if the stored one still
-says so, and only while the batch's lease is still ours; the unique
-(batch_id, custom_id) constraint is the last line of defence. So a restart (or a
-second process) resumes at the checkpoint and nothing is stored twice or skipped.
+states which checkpoint it starts from; one UPDATE at its end moves the
+checkpoint only if the stored one still says so (and locks the file's row until
+the commit), and the chunk commits only while the batch's lease is still ours;
+the unique (batch_id, custom_id) constraint is the last line of defence. So a
+restart (or a second process) resumes at the checkpoint and nothing is stored
+twice or skipped.
 
-Rows go in as tuples, below SQLAlchemy (whose per-row parameter processing cost
-more than parsing the lines): on SQLite through sqlite3's ``executemany``; on
-PostgreSQL by COPY straight into ``batch_results`` inside a savepoint. COPY
-cannot skip conflicts, but the checkpoint makes a duplicate rare (a file that
-repeats a custom_id, or one id in both files), so only then is the chunk rolled
-back to the savepoint and inserted again with ON CONFLICT DO NOTHING. COPY
-streams: the server stores rows while later lines are still being parsed. The
-body arrives as JSON text (the column is ``json``: stored as sent).
+A download's chunks commit on one connection held for it (``chunk_connection``):
+no pool checkout, ping or ORM session per chunk, the few statements around the
+rows prepared once. Rows go in as tuples, below SQLAlchemy (whose per-row
+parameter processing cost more than parsing the lines): on SQLite through
+sqlite3's ``executemany``; on PostgreSQL by COPY straight into
+``batch_results``. COPY cannot skip conflicts, but the checkpoint makes a
+duplicate rare (a file that repeats a custom_id, or one id in both files), so
+only then is the chunk's transaction rolled back and the chunk stored again, in
+another, with ON CONFLICT DO NOTHING (no savepoint: it cost every chunk two
+round trips). COPY streams: the server stores rows while later lines are still
+being parsed. The body arrives as JSON text (the column is ``json``: stored as
+sent).
 
 On SQLite nothing streams, so a chunk's lines are parsed before its transaction
 takes the one write lock (other writers wait less), and its COMMIT leaves the
-WAL checkpoint to a thread that runs while the next chunk is read and parsed
-(``orchestrator.db.wal``).
+WAL checkpoint to a thread of the download's that runs while the next chunks
+are read, parsed and written (``orchestrator.db.wal``).
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 
 import psycopg
-from sqlalchemy import Insert, select, update
+from sqlalchemy import Connection, Insert, Update, bindparam, select, update
 from sqlalchemy.orm import Session
 
 from orchestrator.core.harvest import FileState
@@ -43,6 +50,7 @@ from orchestrator.errors import DatabaseError
 
 __all__ = [
     "Chunk",
+    "ChunkConnection",
     "ChunkCounts",
     "FileProgress",
     "FileTotals",
@@ -134,43 +142,13 @@ class ResultStore:
         # psycopg refuses NUL in text, and the raw text of a line is kept verbatim otherwise
         self._nul_unsafe = db.is_postgres
         # a SQLite file: chunks commit without the autocheckpoint, checkpointed in a thread
-        database = db.engine.url.database or ""
-        file_backed = not db.is_postgres and database not in ("", ":memory:")
-        self._checkpoints = BackgroundCheckpoint(db.engine) if file_backed else None
+        database = db.engine.url.database or ""  # (one per download: chunk_connection)
+        self._file_backed = not db.is_postgres and database not in ("", ":memory:")
+        self._advance, self._finish = _advance_statements()
 
     @property
     def nul_unsafe(self) -> bool:
         return self._nul_unsafe
-
-    def _insert_rows(self, session: Session, rows: Iterable[Row]) -> int:
-        connection = session.connection()
-        driver = connection.connection.driver_connection  # the DBAPI connection, in our transaction
-        assert driver is not None
-        if not self.db.is_postgres:  # sqlite3, straight: nothing for SQLAlchemy to add per row
-            return int(driver.executemany(_SQLITE_INSERT, rows).rowcount)
-        # Safe to let go of: the chunk and its checkpoint commit together, so a chunk
-        # lost in a server crash is simply stored again; and any later synchronous
-        # commit (the harvest's end) flushes the WAL of this one first.
-        driver.execute("SET LOCAL synchronous_commit TO OFF")
-        rows = iter(rows)
-        kept: list[Row] = []
-        # A savepoint of our own, in SQL: the error comes from below SQLAlchemy.
-        driver.execute("SAVEPOINT results_copy")
-        try:
-            with driver.cursor() as cursor, cursor.copy(_PG_COPY) as copy:
-                for row in rows:  # parsed as they go: the server stores while we parse
-                    kept.append(row)
-                    copy.write_row(row)
-        except psycopg.errors.UniqueViolation:
-            # the chunk repeats a stored custom_id: store it again, skipping those
-            driver.execute("ROLLBACK TO SAVEPOINT results_copy")
-            kept.extend(rows)  # the server may refuse before every row was sent
-        else:
-            driver.execute("RELEASE SAVEPOINT results_copy")
-            return len(kept)
-        with driver.cursor() as cursor:
-            cursor.executemany(_PG_INSERT, kept)
-            return int(cursor.rowcount)
 
     # --- files ------------------------------------------------------------------------
 
@@ -272,8 +250,26 @@ class ResultStore:
 
     # --- chunks -----------------------------------------------------------------------
 
+    @contextmanager
+    def chunk_connection(self) -> Iterator[ChunkConnection]:
+        """One connection for a download's chunks (``commit_chunk(..., on=...)``), each
+        still its own transaction. Use it from one thread at a time."""
+        with self.db.held_connection() as connection:
+            checkpoints = BackgroundCheckpoint(self.db.engine) if self._file_backed else None
+            try:
+                yield ChunkConnection(connection, checkpoints)
+            finally:
+                if checkpoints is not None:
+                    checkpoints.close()
+
     def commit_chunk(
-        self, *, chunk: Chunk, owner: str, lease_until: datetime, now: datetime | None = None
+        self,
+        *,
+        chunk: Chunk,
+        owner: str,
+        lease_until: datetime,
+        now: datetime | None = None,
+        on: ChunkConnection | None = None,
     ) -> ChunkCounts:
         """Store the chunk's lines and move the file's checkpoint, atomically.
 
@@ -281,56 +277,86 @@ class ResultStore:
         first). With ``chunk.totals`` this is the last chunk: the file is marked done
         (at ``now``) in the same transaction. Raises ``LeaseLost`` (nothing stored) when
         the checkpoint moved or the batch's lease is no longer ``owner``'s; a chunk
-        that commits extends that lease to ``lease_until``.
+        that commits extends that lease to ``lease_until``. ``on``: a connection held
+        for the file's chunks (``chunk_connection``); without it, one is taken for this.
         """
-        checkpoints = self._checkpoints
+        if on is None:
+            with self.chunk_connection() as held:
+                return self.commit_chunk(
+                    chunk=chunk, owner=owner, lease_until=lease_until, now=now, on=held
+                )
+        checkpoints = on.checkpoints
         rows: Iterable[Row] = chunk.rows
         if checkpoints is not None:
             rows = list(rows)  # parsed before the write lock is taken
-            checkpoints.wait()  # the last chunk's: the WAL restarts from its beginning
-        with self.db.transaction() as session:
-            self._check_checkpoint(session, chunk)
-            if isinstance(rows, list):
-                inserted, offered = self._insert_rows(session, rows), len(rows)
-            else:
-                counted = _Counted(rows)
-                inserted, offered = self._insert_rows(session, counted.rows()), counted.n
-            counts = ChunkCounts(inserted, offered - inserted, len(chunk.errors))
-            self._insert_line_errors(session, chunk)
-            self._advance_file(session, chunk, counts, now)
-            # Last, so the batch row is locked only briefly: the fence and the heartbeat.
-            if not self._leases.fence(session, owner, chunk.batch_id, until=lease_until):
-                raise LeaseLost(f"batch {chunk.batch_id}: the lease is no longer held by {owner}")
-            if checkpoints is not None:
-                without_autocheckpoint(session.connection())
+            checkpoints.before_write()  # every few chunks: the WAL restarts from its beginning
+        try:
+            counts = self._commit(on, chunk, rows, owner, lease_until, now, copy=True)
+        except _CopyRefused as refused:  # rolled back; again, skipping the stored ids
+            counts = self._commit(on, chunk, refused.rows, owner, lease_until, now, copy=False)
         if checkpoints is not None:
             checkpoints.start()
             if chunk.totals is not None:  # the file is done: leave no thread behind
                 checkpoints.wait()
         return counts
 
-    @staticmethod
-    def _check_checkpoint(session: Session, chunk: Chunk) -> None:
-        """Lock the file's row; refuse a chunk that does not start at its checkpoint."""
-        current = session.scalar(
-            select(ResultFile.lines_committed)
-            .where(
-                ResultFile.batch_id == chunk.batch_id,
-                ResultFile.file_id == chunk.file_id,
-                ResultFile.state == FileState.PENDING.value,
-            )
-            .with_for_update()
-        )
-        if current != chunk.from_line:
-            raise LeaseLost(
-                f"file {chunk.file_id}: checkpoint is {current}, not {chunk.from_line}: "
-                "another process is storing it"
-            )
+    def _commit(
+        self,
+        on: ChunkConnection,
+        chunk: Chunk,
+        rows: Iterable[Row],
+        owner: str,
+        lease_until: datetime,
+        now: datetime | None,
+        *,
+        copy: bool,
+    ) -> ChunkCounts:
+        """One transaction: the rows, the line errors, the checkpoint (checked and moved
+        in one statement) and, last, so the batch row is locked only briefly, the fence."""
+        connection = on.connection
+        with connection.begin():
+            counted = _Counted(rows)
+            inserted = self._insert_rows(connection, counted.rows(), copy=copy)
+            counts = ChunkCounts(inserted, counted.n - inserted, len(chunk.errors))
+            self._insert_line_errors(connection, chunk)
+            self._advance_file(connection, chunk, counts, now)
+            if not self._leases.fence(connection, owner, chunk.batch_id, until=lease_until):
+                raise LeaseLost(f"batch {chunk.batch_id}: the lease is no longer held by {owner}")
+            if on.checkpoints is not None and not on.autocheckpoint_off:
+                without_autocheckpoint(connection)  # the pool restores it at check-in
+                on.autocheckpoint_off = True
+        return counts
 
-    def _insert_line_errors(self, session: Session, chunk: Chunk) -> None:
+    def _insert_rows(self, connection: Connection, rows: Iterator[Row], *, copy: bool) -> int:
+        driver = connection.connection.driver_connection  # the DBAPI connection, in our transaction
+        assert driver is not None
+        if not self.db.is_postgres:  # sqlite3, straight: nothing for SQLAlchemy to add per row
+            return int(driver.executemany(_SQLITE_INSERT, rows).rowcount)
+        # Safe to let go of: the chunk and its checkpoint commit together, so a chunk
+        # lost in a server crash is simply stored again; and any later synchronous
+        # commit (the harvest's end) flushes the WAL of this one first.
+        driver.execute("SET LOCAL synchronous_commit TO OFF")
+        if not copy:
+            with driver.cursor() as cursor:
+                cursor.executemany(_PG_INSERT, list(rows))
+                return int(cursor.rowcount)
+        kept: list[Row] = []
+        try:
+            with driver.cursor() as cursor, cursor.copy(_PG_COPY) as stream:
+                for row in rows:  # parsed as they go: the server stores while we parse
+                    kept.append(row)
+                    stream.write_row(row)
+        except psycopg.errors.UniqueViolation:
+            # the chunk repeats a stored custom_id: this transaction is lost, store it
+            # again in another, skipping those (no savepoint: rare, and it costs per chunk)
+            kept.extend(rows)  # the server may refuse before every row was sent
+            raise _CopyRefused(kept) from None
+        return len(kept)
+
+    def _insert_line_errors(self, connection: Connection, chunk: Chunk) -> None:
         if not chunk.errors:
             return
-        session.execute(
+        connection.execute(
             self._insert_errors,
             [
                 {
@@ -344,30 +370,86 @@ class ResultStore:
             ],
         )
 
-    @staticmethod
     def _advance_file(
-        session: Session, chunk: Chunk, counts: ChunkCounts, now: datetime | None
+        self, connection: Connection, chunk: Chunk, counts: ChunkCounts, now: datetime | None
     ) -> None:
-        """Move the checkpoint and the counts; with the totals, the file is done."""
+        """Move the checkpoint and the counts if it still is where the chunk starts (else
+        ``LeaseLost``: another process stored these lines); with the totals, the file is
+        done. The row stays locked until the chunk commits."""
         values: dict[str, object] = {
-            "lines_committed": chunk.to_line,
-            "results": ResultFile.results + counts.inserted,
-            "malformed": ResultFile.malformed + counts.malformed,
-            "duplicates": ResultFile.duplicates + counts.duplicates,
+            "k_batch": chunk.batch_id,
+            "k_file": chunk.file_id,
+            "k_from": chunk.from_line,
+            "k_to": chunk.to_line,
+            "k_results": counts.inserted,
+            "k_malformed": counts.malformed,
+            "k_duplicates": counts.duplicates,
         }
+        statement = self._advance
         totals = chunk.totals
         if totals is not None:
+            statement = self._finish
             values.update(
-                state=FileState.DONE.value,
-                bytes=totals.bytes,
-                lines=totals.lines,
-                sha256=totals.sha256,
-                done_at=now,
-                last_error=None,
+                k_bytes=totals.bytes, k_lines=totals.lines, k_sha256=totals.sha256, k_done_at=now
             )
-        session.execute(
-            update(ResultFile)
-            .where(ResultFile.batch_id == chunk.batch_id, ResultFile.file_id == chunk.file_id)
-            .values(values)
-            .execution_options(synchronize_session=False)
+        if connection.execute(statement, values).rowcount == 1:
+            return
+        current = connection.scalar(
+            select(ResultFile.lines_committed).where(
+                ResultFile.batch_id == chunk.batch_id,
+                ResultFile.file_id == chunk.file_id,
+                ResultFile.state == FileState.PENDING.value,
+            )
         )
+        raise LeaseLost(
+            f"file {chunk.file_id}: checkpoint is {current}, not {chunk.from_line}: "
+            "another process is storing it"
+        )
+
+
+class ChunkConnection:
+    """A connection held for one download's chunks (``ResultStore.chunk_connection``)."""
+
+    def __init__(self, connection: Connection, checkpoints: BackgroundCheckpoint | None) -> None:
+        self.connection = connection
+        # a SQLite file: chunks commit without the autocheckpoint, checkpointed in a thread
+        self.checkpoints = checkpoints
+        self.autocheckpoint_off = False  # set on its first chunk
+
+
+class _CopyRefused(Exception):
+    """COPY met a custom_id already stored; its transaction was rolled back."""
+
+    def __init__(self, rows: list[Row]) -> None:
+        super().__init__("duplicate custom_id")
+        self.rows = rows
+
+
+def _advance_statements() -> tuple[Update, Update]:
+    """The checkpoint's move (checked: it must still be at ``k_from``), and the same
+    for the last chunk, which marks the file done with its totals."""
+    files = table_of(ResultFile)
+    moved = (
+        update(files)
+        .where(
+            files.c.batch_id == bindparam("k_batch"),
+            files.c.file_id == bindparam("k_file"),
+            files.c.state == FileState.PENDING.value,
+            files.c.lines_committed == bindparam("k_from"),
+        )
+        .values(
+            lines_committed=bindparam("k_to"),
+            results=files.c.results + bindparam("k_results"),
+            malformed=files.c.malformed + bindparam("k_malformed"),
+            duplicates=files.c.duplicates + bindparam("k_duplicates"),
+        )
+    )
+    finished = moved.values(
+        state=FileState.DONE.value,
+        bytes=bindparam("k_bytes"),
+        lines=bindparam("k_lines"),
+        sha256=bindparam("k_sha256"),
+        done_at=bindparam("k_done_at"),
+        last_error=None,
+    )
+    return moved, finished

@@ -45,7 +45,13 @@ from orchestrator.core.result_lines import (
     OverlongLine,
     iter_rows,
 )
-from orchestrator.db.results import Chunk, ChunkCounts, FileTotals, ResultStore
+from orchestrator.db.results import (
+    Chunk,
+    ChunkConnection,
+    ChunkCounts,
+    FileTotals,
+    ResultStore,
+)
 
 __all__ = ["FileIngest", "IngestResult", "IngestSettings"]
 
@@ -166,21 +172,24 @@ class FileIngest:
         splitter = LineSplitter(self.settings.max_line_bytes)
         writer = _ChunkWriter(self, _File(batch_id, file_id, kind), skip, outcome)
         seen = 0  # physical lines read so far in this download
-        with self.client.download(file_id) as download:
+        with (
+            self.results.chunk_connection() as writer.on,
+            self.client.download(file_id) as download,
+        ):
             for data in download.iter_pieces(self.settings.read_bytes):
                 outcome.bytes_read += len(data)
                 lines = splitter.feed(data)
                 writer.add(lines[max(0, skip - seen) :])
                 seen += len(lines)
-        tail = _last_line(splitter)
-        if tail and seen >= skip:
-            writer.pending.append(tail)
-        totals = FileTotals(
-            bytes=splitter.bytes,
-            lines=splitter.complete_lines + (1 if tail else 0),
-            sha256=splitter.sha256,
-        )
-        writer.commit(writer.pending, totals)
+            tail = _last_line(splitter)
+            if tail and seen >= skip:
+                writer.pending.append(tail)
+            totals = FileTotals(
+                bytes=splitter.bytes,
+                lines=splitter.complete_lines + (1 if tail else 0),
+                sha256=splitter.sha256,
+            )
+            writer.commit(writer.pending, totals)
 
 
 @dataclass(frozen=True)
@@ -202,6 +211,7 @@ class _ChunkWriter:
         self.checkpoint = checkpoint  # lines stored so far
         self.outcome = outcome
         self.pending: list[Line] = []  # lines checkpoint + 1 .. read so far
+        self.on: ChunkConnection | None = None  # the connection its chunks commit on
 
     def add(self, lines: list[Line]) -> None:
         """Queue lines; commit every full chunk. Raises ``_Stopped`` after a commit
@@ -241,6 +251,7 @@ class _ChunkWriter:
             owner=ingest.owner,
             lease_until=now + timedelta(seconds=ingest.settings.lease_seconds),
             now=now,
+            on=self.on,
         )
         self.checkpoint += len(lines)
         self.outcome.add(counts)

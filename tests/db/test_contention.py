@@ -45,3 +45,31 @@ def test_a_lock_wait_that_runs_out_is_busy_and_the_retry_succeeds(
     finally:
         holder.dispose()
         loser.dispose()
+
+
+def test_a_driver_error_raised_below_sqlalchemy_is_mapped_the_same_way(
+    db_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Result rows go through the DBAPI cursor (db/results.py), so a lost race or
+    connection there is the driver's own exception: it must still be DatabaseBusy."""
+    monkeypatch.setattr(engine_module, "SQLITE_BUSY_TIMEOUT_MS", 20)
+    holder, loser = Database.connect(db_url), Database.connect(db_url)
+    try:
+        with holder.transaction() as session:
+            if holder.is_postgres:
+                session.execute(text("LOCK TABLE pauses IN ACCESS EXCLUSIVE MODE"))
+            else:
+                session.execute(text("SELECT 1"))
+            with pytest.raises(DatabaseBusy) as caught, loser.held_connection() as connection:
+                driver = connection.connection.driver_connection
+                assert driver is not None
+                if loser.is_postgres:
+                    driver.execute("SET lock_timeout = '20ms'")
+                    driver.execute("SELECT count(*) FROM pauses")
+                else:
+                    driver.execute("BEGIN IMMEDIATE")
+        assert str(caught.value).startswith("database busy, transaction rolled back: ")
+        assert not isinstance(caught.value.__cause__, DatabaseBusy)
+    finally:
+        holder.dispose()
+        loser.dispose()

@@ -3,20 +3,24 @@
 from __future__ import annotations
 
 import hashlib
+import threading
 from collections.abc import Callable
+from pathlib import Path
 
 import httpx
 import orjson
 import pytest
-from sqlalchemy import select
-from sqlalchemy.pool import QueuePool
+from sqlalchemy import event, select
+from sqlalchemy.pool import PoolProxiedConnection, QueuePool
 
 from orchestrator.clock import ManualClock
 from orchestrator.core.harvest import FileState
 from orchestrator.db.database import Database
+from orchestrator.db.engine import sqlite_file
 from orchestrator.db.models import Batch, BatchResult, ResultFile, ResultLineError
 from orchestrator.db.polls import PollStore
 from orchestrator.db.results import Chunk, LeaseLost, ResultStore
+from orchestrator.db.wal import WAL_COMMITS, BackgroundCheckpoint
 from orchestrator.processes.ingest import FileIngest, IngestSettings
 
 from .conftest import make_client, track
@@ -167,6 +171,47 @@ def test_duplicate_custom_ids_are_counted_and_stored_once(
     assert [c for c, _, _ in stored(database)] == ["c0", "c1", "c2", "c3"]
 
 
+def test_a_download_commits_its_chunks_on_one_connection(
+    database: Database, clock: ManualClock
+) -> None:
+    """No pool checkout (nor ping) per chunk: one for the file's row, one held for the
+    chunks (WAL checkpoint threads take their own)."""
+    body = b"".join(result_line(i) + b"\n" for i in range(10))  # four chunks of three
+    ingest = ingest_with(database, clock, serving(body))
+    me = threading.get_ident()
+    checkouts: list[int] = []
+    elsewhere: list[int] = []  # SQLite's WAL checkpoints: one thread, one connection
+
+    def counted(*_args: object) -> None:
+        (checkouts if threading.get_ident() == me else elsewhere).append(1)
+
+    event.listen(database.engine, "checkout", counted)
+    try:
+        outcome = ingest.run(batch_id=BATCH, file_id="file-x", kind="output")
+    finally:
+        event.remove(database.engine, "checkout", counted)
+    assert (outcome.state, outcome.inserted) == (FileState.DONE, 10)
+    assert the_file(database).lines_committed == 10
+    assert len(checkouts) == 2
+    assert len(elsewhere) == (0 if database.is_postgres else 1)
+
+
+def test_a_custom_id_stored_by_an_earlier_chunk_rolls_back_only_the_copy_attempt(
+    database: Database, clock: ManualClock
+) -> None:
+    """On PostgreSQL the chunk's COPY meets the stored id, its transaction is rolled back
+    and the chunk stored again skipping it; the earlier chunks and the rest stay."""
+    lines = [result_line(i) for i in range(6)] + [result_line(1), result_line(7)]
+    body = b"".join(line + b"\n" for line in lines)  # chunks of three: 0-2, 3-5, 1 7
+    outcome = ingest_with(database, clock, serving(body)).run(
+        batch_id=BATCH, file_id="file-x", kind="output"
+    )
+    assert (outcome.state, outcome.inserted, outcome.duplicates) == (FileState.DONE, 7, 1)
+    assert [n for _, n, _ in stored(database)] == [1, 2, 3, 4, 5, 6, 8]
+    record = the_file(database)
+    assert (record.lines_committed, record.results, record.duplicates) == (8, 7, 1)
+
+
 def test_nothing_is_stored_without_the_lease(database: Database, clock: ManualClock) -> None:
     body = b"".join(result_line(i) + b"\n" for i in range(10))
     ingest = ingest_with(database, clock, serving(body))
@@ -281,5 +326,57 @@ def test_sqlite_chunks_leave_the_wal_checkpointed_and_the_pool_as_it_was(
                 connection.close()
         assert busy == 0 and frames == copied
         assert the_file(database).results == 600
+    finally:
+        database.dispose()
+
+
+def test_sqlite_the_wal_stays_a_few_chunks_long(
+    sqlite_url: str, clock: ManualClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Chunks do not wait for every checkpoint, but every WAL_COMMITS commits they do,
+    so the WAL restarts from its beginning: it never holds the whole file. Here the
+    checkpoint thread runs only while the writer waits for it (the slowest disk)."""
+    gate = threading.Event()
+    checkpoint, wait, close = (
+        BackgroundCheckpoint._checkpoint,
+        BackgroundCheckpoint.wait,
+        BackgroundCheckpoint.close,
+    )
+
+    def gated(connection: PoolProxiedConnection) -> None:
+        gate.wait()
+        checkpoint(connection)
+
+    def waited(self: BackgroundCheckpoint) -> None:
+        gate.set()
+        try:
+            wait(self)
+        finally:
+            gate.clear()
+
+    def closed(self: BackgroundCheckpoint) -> None:
+        gate.set()
+        close(self)
+
+    monkeypatch.setattr(BackgroundCheckpoint, "_checkpoint", staticmethod(gated))
+    monkeypatch.setattr(BackgroundCheckpoint, "wait", waited)
+    monkeypatch.setattr(BackgroundCheckpoint, "close", closed)
+    database = Database.connect(sqlite_url)
+    try:
+        lines = [
+            orjson.dumps({"custom_id": f"c{i}", "response": {"body": "x" * 4000}})
+            for i in range(1200)
+        ]
+        chunks = 24
+        body = b"\n".join(lines) + b"\n"
+        outcome = ingest_with(database, clock, serving(body), chunk_lines=1200 // chunks).run(
+            batch_id=BATCH, file_id="file-x", kind="output"
+        )
+        assert (outcome.state, outcome.inserted) == (FileState.DONE, 1200)
+        path = sqlite_file(sqlite_url)
+        assert path is not None
+        wal = Path(f"{path}-wal").stat().st_size  # reused from its start, never shrunk
+        per_chunk = path.stat().st_size / chunks
+        assert wal <= (WAL_COMMITS + 2) * per_chunk * 1.5
     finally:
         database.dispose()

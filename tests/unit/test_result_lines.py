@@ -143,6 +143,18 @@ def test_nul_in_a_text_field_is_kept_raw_where_the_database_cannot_store_it() ->
     assert all("U+0000" in e.error for e in parsed.errors)
 
 
+def test_the_nul_check_looks_at_fields_only_of_lines_with_the_escape() -> None:
+    """U+0000 reaches a field only through the escape \\u0000: a raw NUL byte does not
+    parse, and a backslash before "u0000" is text, stored as it is."""
+    raw_nul = b'{"custom_id": "n\x00"}'
+    escaped_backslash = line("t", id="\\u0000")  # the text backslash-u-0-0-0-0
+    parsed = parse([raw_nul, escaped_backslash], 1, nul_unsafe=True)
+    assert [row[2] for row in parsed.rows] == ["\\u0000"]
+    assert [(e.line_number, e.error.split(":")[0]) for e in parsed.errors] == [
+        (1, "not valid JSON")
+    ]
+
+
 def test_printable_keeps_every_byte_visible() -> None:
     assert printable(b"ok \xff\x00 end") == "ok \\xff\\x00 end"
 
