@@ -28,6 +28,7 @@ the third rule is wrong, and it only ends the walk early: GETs do the rest.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import threading
 from collections.abc import Callable
@@ -256,20 +257,23 @@ def _until(
     items: list[dict[str, Any]], stops: frozenset[str]
 ) -> tuple[list[dict[str, Any]], str | None]:
     """The page's batches down to where another segment begins, and why the segment
-    ends there. That cut is this segment's last batch (the other begins after it); of
-    the rest, the batches no older than it are kept, whatever their place on the page
-    (a page out of order loses none of this segment's), and one whose age is not a
-    number is kept too: observing it twice in a walk is harmless, missing it is not."""
-    cuts = [item for item in items if item.get("id") in stops]
-    if not cuts:
+    ends there. That cut is this segment's last batch (the other begins after it). On
+    a page newest first, what follows it is the other's; on a page out of order, the
+    batches no older than the cut are kept, wherever they are (none of this segment's
+    is lost; those created in the same second as the cut may be observed twice in the
+    walk, which is harmless), and so is one whose age is not a number."""
+    first = next((n for n, item in enumerate(items) if item.get("id") in stops), None)
+    if first is None:
         return items, None
-    ages = [_age(item) for item in cuts]
+    ages = [_age(item) for item in items]
     known = [age for age in ages if age is not None]
-    if not known:  # a cut without an age: end at its place
-        first = next(n for n, item in enumerate(items) if item.get("id") in stops)
+    if len(known) == len(ages) and all(a >= b for a, b in itertools.pairwise(known)):
+        return items[: first + 1], WHERE_ANOTHER_BEGINS  # in order: cut at its place
+    cut_ages = [age for age, item in zip(ages, items, strict=True) if item.get("id") in stops]
+    newest = max((age for age in cut_ages if age is not None), default=None)
+    if newest is None:  # no age to compare: end at its place
         return items[: first + 1], WHERE_ANOTHER_BEGINS
-    newest = max(known)  # the first cut below this segment's start
-    kept = [item for item in items if (age := _age(item)) is None or age >= newest]
+    kept = [item for age, item in zip(ages, items, strict=True) if age is None or age >= newest]
     return kept, WHERE_ANOTHER_BEGINS
 
 
