@@ -212,7 +212,11 @@ class ListObserver:
 
     def _page(self, turn: Turn, walk: Walk) -> bool:
         """Fetch the turn's page, pass the turn on, record the page; False: the segment
-        (or the walk) ended."""
+        (or the walk) ended. A walk of one segment passes the turn on before recording,
+        so another reconciler fetches the next page meanwhile; a segment of several
+        after (the others are fetched meanwhile): then the walk ends only once every
+        page of it is recorded, and no reconciler polls with GETs, as left by the walk,
+        batches of a page still being recorded."""
         started = self.clock.now()  # the page's GET begins: what a poll's `now` is
         try:
             page = fetch_page(self.client, turn.after_id, LIST_PAGE)
@@ -227,25 +231,34 @@ class ListObserver:
         observed = _parsed(items)
         if ended is None and not page.next_after:
             ended = "the end of the list"
-        self.walks.finish_turn(
-            self.owner,
-            turn,
-            after_id=None if ended else page.next_after,
-            reached_at=_created(observed),
-            ended=ended,
-        )
+
+        def finish() -> None:
+            self.walks.finish_turn(
+                self.owner,
+                turn,
+                after_id=None if ended else page.next_after,
+                reached_at=_created(observed),
+                ended=ended,
+            )
+
+        if turn.segments == 1:
+            finish()
         walk.pages += 1
-        records = self.store.record_page(
-            observed,
-            now=started,
-            owner=self.owner,
-            policy=self.policy,
-            lease_seconds=self.lease_seconds,
-            u=self.random_unit,
-            webhooks=self.webhooks(),
-            walk_began=turn.started_at,
-            then=self.walks.counting(turn),  # lean or not, with the page
-        )
+        try:
+            records = self.store.record_page(
+                observed,
+                now=started,
+                owner=self.owner,
+                policy=self.policy,
+                lease_seconds=self.lease_seconds,
+                u=self.random_unit,
+                webhooks=self.webhooks(),
+                walk_began=turn.started_at,
+                then=self.walks.counting(turn),  # lean or not, with the page
+            )
+        finally:
+            if turn.segments > 1:  # recorded or not: the segment is not left held
+                finish()
         walk.records.extend(records)
         if ended:
             walk.stopped = ended

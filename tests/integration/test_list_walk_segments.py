@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import random
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -20,12 +20,14 @@ from sqlalchemy import select
 from orchestrator.api.client import ApiResult, BatchApiClient
 from orchestrator.api.errors import ApiCall, ApiProtocolError
 from orchestrator.clock import ManualClock
+from orchestrator.core.observation import BatchObservation
 from orchestrator.core.poll_policy import PollPolicy
 from orchestrator.db.batches import BatchStore
 from orchestrator.db.database import Database
 from orchestrator.db.list_polls import ListPollStore
 from orchestrator.db.list_walks import ListWalkStore
 from orchestrator.db.models import Batch, BatchEvent, ListWalk
+from orchestrator.db.poll_writes import PollRecord
 from orchestrator.db.polls import PollStore
 from orchestrator.processes.list_observation import ListObserver
 
@@ -91,8 +93,9 @@ def observer(
     concurrency: int = 1,
     segment_batches: int = 100,
     on_page: Callable[[], bool] = lambda: True,
+    store: ListPollStore | None = None,
 ) -> ListObserver:
-    listed = ListPollStore(PollStore(db))
+    listed = store or ListPollStore(PollStore(db))
     return ListObserver(
         api,
         listed,
@@ -218,3 +221,31 @@ def test_a_hostile_list_shuffled_repeated_and_never_ending(database: Database) -
     assert "two lean pages" in ended  # the segment at the bottom, going round
     # four segments; the one that goes round ends two pages after it brings nothing new
     assert walk.pages == api.requests <= 10 + 4 + 2
+
+
+class WatchingTheWalk(ListPollStore):
+    """Before each page is recorded: is the walk still in progress?"""
+
+    def __init__(self, polls: PollStore) -> None:
+        super().__init__(polls)
+        self.walks = ListWalkStore(self)
+        self.in_progress: list[bool] = []
+
+    def record_page(self, observed: Sequence[BatchObservation], **terms: Any) -> list[PollRecord]:
+        state = self.walks.state()
+        self.in_progress.append(state is not None and state.started_at is not None)
+        return super().record_page(observed, **terms)
+
+
+def test_a_walk_in_segments_ends_only_once_its_pages_are_recorded(database: Database) -> None:
+    """Else another reconciler, finding the walk over, would poll with GETs (as left
+    by the walk) the batches of a page still being recorded."""
+    clock = ManualClock()
+    api, ours = account()
+    BatchStore(database).track(ours, now=clock.now(), source="track")
+    store = WatchingTheWalk(PollStore(database))
+    walk = observer(database, api, clock, store=store).walk()
+    assert len(walk.records) == OURS
+    assert store.in_progress == [True] * walk.pages
+    state = store.walks.state()
+    assert state is not None and state.started_at is None
