@@ -194,7 +194,7 @@ class Settings:
     metrics_address: str = "127.0.0.1"  # this host only; "0.0.0.0" (all interfaces) on purpose
 
     def __post_init__(self) -> None:
-        from orchestrator.db.engine import normalise_url  # late: keeps settings import-light
+        from orchestrator.db.urls import check_database_url  # late: keeps settings light
 
         for f in fields(self):
             value = getattr(self, f.name)
@@ -216,7 +216,7 @@ class Settings:
                     f"{env_name(smaller)} ({low:g}) must be {must} {env_name(larger)} "
                     f"({high:g}): {why}"
                 )
-        normalise_url(self.database_url)
+        check_database_url(self.database_url)
         _check_base_url(self.base_url)
         self._check_choices()
 
@@ -260,13 +260,13 @@ class Settings:
     def secrets(self) -> tuple[Secret, ...]:
         """What no log line may show: the key, the database's password, and each webhook
         secret (the whole comma-separated list and every piece of it)."""
-        from sqlalchemy.engine import make_url  # late: keeps settings import-light
+        from orchestrator.db.urls import database_password  # late: keeps settings light
 
         hooks = self.webhook_secret.reveal()
         pieces = [hooks, *(piece.strip() for piece in hooks.split(","))]
         return (
             self.api_key,
-            Secret(make_url(self.database_url).password or ""),
+            Secret(database_password(self.database_url)),
             *(Secret(piece) for piece in pieces if piece),
         )
 
@@ -279,7 +279,7 @@ def _check_text(name: str, value: str) -> None:
     would make a SQLite file named `x\\n` or a header httpx refuses) or bytes that
     are not UTF-8 (they come in as lone surrogates and crash the first write)."""
     from orchestrator.core.visible import visible
-    from orchestrator.db.engine import hide_password
+    from orchestrator.db.urls import hide_password
 
     if visible(value) != value:
         raise ConfigError(
@@ -289,7 +289,7 @@ def _check_text(name: str, value: str) -> None:
 
 
 def _check_base_url(url: str) -> None:
-    from orchestrator.db.engine import hide_password
+    from orchestrator.db.urls import hide_password
 
     name, shown = "OPENAI_BASE_URL", hide_password(url)
     try:

@@ -13,13 +13,9 @@ from orchestrator.cli.render import COLUMN_GAP, age, counts, moment, plain, span
 from orchestrator.cli.selection import NEVER_SYNCED, Selector, selector_of
 from orchestrator.core.cancel_state import CancelState
 from orchestrator.core.status import UNOBSERVED, BatchStatus
-from orchestrator.db.pauses import SendingPause, active_pause
-from orchestrator.db.queries import (
-    BatchPage,
-    BatchSummary,
-    OperatorQueries,
-)
-from orchestrator.db.server_clock import database_clock
+from orchestrator.db.pause_state import SendingPause
+from orchestrator.db.sqlite_reader import ReaderFailed, SqliteReader
+from orchestrator.db.summaries import BatchPage, BatchSummary, StatusRead, read_status
 from orchestrator.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -70,15 +66,8 @@ def run_status(ctx: Context) -> Exit:
     selector = selector_of(ctx.args)
     if ctx.args.watch:
         return watch_status(ctx, selector)
-    db = ctx.database()
-    try:
-        now = database_clock(db).now()
-        queries = OperatorQueries(db)
-        page = queries.list_batches(selector.batch_filter(now), limit=row_limit(ctx.args))
-        pause = active_pause(db, now)
-        synced = queries.last_synced() if not page.matching else None
-    finally:
-        db.dispose()
+    read, now = read_once(ctx, selector)
+    page, pause, synced = read.page, read.pause, read.synced
     fmt = ctx.output_format
     if fmt == "json":
         ctx.emit_json(status_json(page, now, pause))
@@ -98,18 +87,44 @@ def run_status(ctx: Context) -> Exit:
     return Exit.OK
 
 
+def read_once(ctx: Context, selector: Selector) -> tuple[StatusRead, datetime]:
+    """What status shows, and the database's now. On a plain SQLite file it is read
+    through sqlite3 alone: importing SQLAlchemy would take most of status's time. Else,
+    or when that reader cannot answer, through the database layer, as every command."""
+    reader = SqliteReader.open(ctx.settings.database_url)
+    if reader is not None:
+        try:
+            now = reader.now()
+            return read_status(
+                reader, selector.batch_filter(now), now, limit=row_limit(ctx.args)
+            ), now
+        except ReaderFailed:
+            pass  # read again below, where a problem is reported as every command reports it
+        finally:
+            reader.close()
+    from orchestrator.db.server_clock import database_clock  # SQLAlchemy: only here
+
+    db = ctx.database()
+    try:
+        now = database_clock(db).now()
+        return read_status(db, selector.batch_filter(now), now, limit=row_limit(ctx.args)), now
+    finally:
+        db.dispose()
+
+
 def watch_status(ctx: Context, selector: Selector) -> Exit:
     """`status --watch`: the table, redrawn as batches change, until Ctrl-C (exit 0)."""
     if ctx.output_format not in ("table", "wide"):
         raise ConfigError("--watch draws a table for a person; scripts poll `status -o json`")
+    from orchestrator.db.server_clock import database_clock
+
     db = ctx.database()
 
     def frame() -> bool:
         now = database_clock(db).now()
         where = selector.batch_filter(now)  # ages move on: counted from each frame's now
-        page = OperatorQueries(db).list_batches(where, limit=row_limit(ctx.args))
-        pause = active_pause(db, now)
-        print_status(ctx, page, now, pause, wide=ctx.output_format == "wide")
+        read = read_status(db, where, now, limit=row_limit(ctx.args))
+        print_status(ctx, read.page, now, read.pause, wide=ctx.output_format == "wide")
         return False
 
     try:

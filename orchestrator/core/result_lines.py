@@ -66,6 +66,10 @@ MAX_ID = 128
 _NUL_ERROR = "has U+0000 in a text field, which PostgreSQL cannot store; kept raw"
 _dumps = orjson.dumps
 MAX_LINE_BYTES = 16 << 20  # setting ingest_max_line_bytes
+# At most, per piece of a file's body read from the socket: large enough that per-piece
+# work is noise. Here, not in processes/ingest.py, so that the worker's configuration
+# (processes/config.py) names it without importing ingestion and its database driver.
+READ_BYTES = 1 << 20
 OVERLONG_PREFIX = 4096  # bytes of an over-long line kept in its line error (at most the cap)
 
 

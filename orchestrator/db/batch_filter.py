@@ -1,7 +1,9 @@
 """Which batches a command or the console means: one filter, one meaning, in SQL.
 
 The command line's selector (`orchestrator/cli/selection.py`) and the console's
-query string (`orchestrator/console/selectors.py`) both end here.
+query string (`orchestrator/console/selectors.py`) both end here. The conditions are
+SQL text (`db/sql_text.py`), so `status` can run them without SQLAlchemy; every
+other reader wraps the same text (`db/queries.filter_clause`).
 """
 
 from __future__ import annotations
@@ -9,12 +11,29 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import ColumnElement, func, or_
-
 from orchestrator.core.status import NO_CANCEL, UNOBSERVED
-from orchestrator.db.models import Batch, CancelRequest
+from orchestrator.db.sql_text import SQLITE, Params, bind_time, in_list
 
-__all__ = ["NO_CANCEL", "BatchFilter"]
+__all__ = ["NO_CANCEL", "BatchFilter", "Where"]
+
+# Ordered by this, newest first, and filtered on it by the time flags: the server's
+# created_at, or when we began tracking a batch it never showed us.
+CREATED = "coalesce(batches.created_at, batches.tracked_at)"
+
+
+@dataclass(frozen=True)
+class Where:
+    """A filter as SQL: conditions over `batches LEFT OUTER JOIN cancel_requests`, all
+    of which must hold, and the values they name."""
+
+    conditions: list[str]
+    params: Params
+
+    def clause(self) -> str:
+        """` WHERE ...`, or nothing when there is no condition."""
+        if not self.conditions:
+            return ""
+        return " WHERE " + " AND ".join(self.conditions)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -42,51 +61,77 @@ class BatchFilter:
     def is_empty(self) -> bool:
         return self == BatchFilter()
 
-    def conditions(self) -> list[ColumnElement[bool]]:
-        found = [*self._status_conditions(), *self._cancel_conditions()]
+    def sql(self, dialect: str) -> Where:
+        """The conditions in `dialect`'s SQL (parameters prefixed `f_`)."""
+        params: Params = {}
+        found = [*self._status_conditions(params), *self._cancel_conditions(params)]
         if self.overdue:
-            found.append(Batch.overdue_since.is_not(None))
-        created = func.coalesce(Batch.created_at, Batch.tracked_at)
+            found.append("batches.overdue_since IS NOT NULL")
         if self.created_after is not None:
-            found.append(created >= self.created_after)
+            params["f_after"] = bind_time(dialect, self.created_after)
+            found.append(f"{CREATED} >= :f_after")
         if self.created_before is not None:
-            found.append(created < self.created_before)
-        for key, value in self.metadata:
-            # JSON_EXTRACT(metadata, '$."key"') on SQLite, metadata ->> 'key' on PostgreSQL
-            found.append(Batch.metadata_[key].as_string() == value)
+            params["f_before"] = bind_time(dialect, self.created_before)
+            found.append(f"{CREATED} < :f_before")
+        for i, (key, value) in enumerate(self.metadata):
+            params[f"f_value_{i}"] = value
+            if dialect == SQLITE:
+                # the key is quoted in the path: `a.b` is one key, not a nested one
+                params[f"f_key_{i}"] = f'$."{key}"'
+                found.append(
+                    f"CAST(JSON_EXTRACT(batches.metadata, :f_key_{i}) AS VARCHAR) = :f_value_{i}"
+                )
+            else:
+                params[f"f_key_{i}"] = key
+                found.append(f"CAST((batches.metadata ->> :f_key_{i}) AS VARCHAR) = :f_value_{i}")
         endpoints = (*self.endpoints, *([self.endpoint] if self.endpoint is not None else []))
         if endpoints:
-            found.append(Batch.endpoint.in_(endpoints))
+            found.append(f"batches.endpoint IN ({in_list('f_endpoint', endpoints, params)})")
         models = (*self.models, *([self.model] if self.model is not None else []))
         if models:
-            found.append(Batch.model.in_(models))
-        return found
+            found.append(f"batches.model IN ({in_list('f_model', models, params)})")
+        return Where(found, params)
 
-    def _status_conditions(self) -> list[ColumnElement[bool]]:
+    def _status_conditions(self, params: Params) -> list[str]:
         if not self.statuses:
             return []
         named = [s for s in self.statuses if s != UNOBSERVED]
-        either = [Batch.status.in_(named)] if named else []
+        either = [f"batches.status IN ({in_list('f_status', named, params)})"] if named else []
         if UNOBSERVED in self.statuses:
-            either.append(Batch.status.is_(None))
-        return [or_(*either)]
+            either.append("batches.status IS NULL")
+        return [_any_of(either)]
 
-    def _cancel_conditions(self) -> list[ColumnElement[bool]]:
-        found: list[ColumnElement[bool]] = []
+    def _cancel_conditions(self, params: Params) -> list[str]:
+        found: list[str] = []
         if self.cancel_requested:
-            found.append(CancelRequest.batch_id.is_not(None))
+            found.append("cancel_requests.batch_id IS NOT NULL")
         if self.cancel_states:
             states = [s for s in self.cancel_states if s != NO_CANCEL]
-            any_of = [CancelRequest.state.in_(states)] if states else []
-            if NO_CANCEL in self.cancel_states:
-                any_of.append(CancelRequest.batch_id.is_(None))
-            found.append(or_(*any_of))
-        if self.cancel_outcomes:
-            prefixes = [o for o in self.cancel_outcomes if ":" not in o]
-            found.append(
-                or_(
-                    CancelRequest.outcome.in_(self.cancel_outcomes),
-                    *(CancelRequest.outcome.startswith(f"{o}:", autoescape=True) for o in prefixes),
-                )
+            any_of = (
+                [f"cancel_requests.state IN ({in_list('f_state', states, params)})"]
+                if states
+                else []
             )
+            if NO_CANCEL in self.cancel_states:
+                any_of.append("cancel_requests.batch_id IS NULL")
+            found.append(_any_of(any_of))
+        if self.cancel_outcomes:
+            any_of = [
+                f"cancel_requests.outcome IN ({in_list('f_outcome', self.cancel_outcomes, params)})"
+            ]
+            prefixes = [o for o in self.cancel_outcomes if ":" not in o]
+            for i, prefix in enumerate(prefixes):
+                # `too_late` matches every `too_late:STATUS`: LIKE with its wildcards escaped
+                params[f"f_prefix_{i}"] = _like_escaped(f"{prefix}:") + "%"
+                any_of.append(f"cancel_requests.outcome LIKE :f_prefix_{i} ESCAPE '/'")
+            found.append(_any_of(any_of))
         return found
+
+
+def _any_of(conditions: list[str]) -> str:
+    return conditions[0] if len(conditions) == 1 else "(" + " OR ".join(conditions) + ")"
+
+
+def _like_escaped(text: str) -> str:
+    """`text` matched literally by LIKE ... ESCAPE '/' (SQLAlchemy's autoescape)."""
+    return text.replace("/", "//").replace("%", "/%").replace("_", "/_")

@@ -38,6 +38,7 @@ from orchestrator.db.queries import (
     ResultRow,
     _with_cancels,
     as_record,
+    filter_clause,
 )
 
 __all__ = ["SORTS", "BadCursor", "BatchView", "BrowseQueries", "ListPage", "Overview"]
@@ -125,7 +126,7 @@ class BrowseQueries:
     ) -> ListPage:
         """One page of matching batches in ``sort`` order, after the cursor ``after``."""
         key, newest_first = SORTS[sort]
-        conditions = where.conditions()
+        conditions = filter_clause(where, self.db.dialect)
         page_conditions = list(conditions)
         if after is not None:
             value, last_id = decode_cursor(after, sort)

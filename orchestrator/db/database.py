@@ -5,13 +5,28 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
 
-from sqlalchemy import Engine, Insert, Table, bindparam, func, insert, select, update
+from sqlalchemy import (
+    DateTime,
+    Engine,
+    Insert,
+    Table,
+    TextClause,
+    bindparam,
+    func,
+    insert,
+    select,
+    text,
+    update,
+)
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 from orchestrator.db.engine import make_engine, require_existing_file, session_factory
 from orchestrator.db.revision import require_current
+from orchestrator.db.sql_text import Run
 from orchestrator.errors import DatabaseBusy, DatabaseUnavailable
 
 IDS_PER_STATEMENT = 500  # an IN list this long stays under any bind-parameter limit
@@ -21,6 +36,28 @@ def chunks(ids: Sequence[str]) -> Iterator[Sequence[str]]:
     """`ids` a statement's worth at a time, in order."""
     for start in range(0, len(ids), IDS_PER_STATEMENT):
         yield ids[start : start + IDS_PER_STATEMENT]
+
+
+def sql_text(sql: str, params: Mapping[str, object]) -> TextClause:
+    """A statement of `db/sql_text.py` as SQLAlchemy text, its values bound (a moment as a
+    zone-aware timestamp, which is what every timestamp column is)."""
+    return text(sql).bindparams(
+        *(
+            bindparam(name, value, type_=DateTime(timezone=True))
+            if isinstance(value, datetime)
+            else bindparam(name, value)
+            for name, value in params.items()
+        )
+    )
+
+
+def run_in(session: Session) -> Run:
+    """Runs SQL text (`db/sql_text.py`) in this session's transaction."""
+
+    def run(sql: str, params: Mapping[str, object]) -> list[tuple[Any, ...]]:
+        return [tuple(row) for row in session.execute(sql_text(sql, params))]
+
+    return run
 
 
 @dataclass
@@ -46,6 +83,17 @@ class Database:
     @property
     def is_postgres(self) -> bool:
         return self.engine.dialect.name == "postgresql"
+
+    @property
+    def dialect(self) -> str:
+        """`sqlite` or `postgresql` (`db/sql_text.SQLITE`, `POSTGRESQL`)."""
+        return self.engine.dialect.name
+
+    @contextmanager
+    def reading(self) -> Iterator[Run]:
+        """A transaction in which to run SQL text (`db/sql_text.py`)."""
+        with self.transaction() as session:
+            yield run_in(session)
 
     @contextmanager
     def transaction(self) -> Iterator[Session]:

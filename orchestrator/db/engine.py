@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import re
 import sqlite3
-import stat
 from pathlib import Path
 from urllib.parse import unquote
 
@@ -13,20 +11,14 @@ from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.orm import Session, sessionmaker
 
+from orchestrator.db.sqlite_files import (
+    SQLITE_BUSY_TIMEOUT_MS,
+    check_sqlite_file,
+    set_up_connection,
+)
+from orchestrator.db.urls import hide_password
 from orchestrator.db.wal import restore_autocheckpoint
-from orchestrator.errors import ConfigError, DatabaseError, NotMigrated
-
-SQLITE_BUSY_TIMEOUT_MS = 30_000
-SQLITE_HEADER = b"SQLite format 3\x00"  # the first 16 bytes of every SQLite database file
-# `scheme://user:password@host`: the password is everything from the first `:` after
-# the `//` to the last `@` before the path (an unencoded `@` or `/` in a password
-# must not let its tail through).
-_PASSWORD = re.compile(r"(?P<head>^[^:/]*://[^:/@]*:)(?P<password>.*)(?P<tail>@[^@]*$)", re.S)
-
-
-def hide_password(url: str) -> str:
-    """`url` with any password shown as ***; works on text that does not parse as a URL."""
-    return _PASSWORD.sub(r"\g<head>***\g<tail>", url)
+from orchestrator.errors import ConfigError, NotMigrated
 
 
 def _json_dumps(value: object) -> str:
@@ -104,37 +96,6 @@ def make_engine(url: str, *, pool_size: int = 10, read_only: bool = False) -> En
     )
 
 
-def check_sqlite_file(path: Path) -> None:
-    """Refuse, naming the path, what SQLite would fail on with an obscure error (or, for
-    a FIFO, hang on): a directory, a device, a file that is not a SQLite database, a
-    directory for a new file that cannot be made. A missing or empty file is a new
-    database."""
-    where = f"ORCHESTRATOR_DATABASE_URL names {path}"
-    try:
-        mode = path.stat().st_mode
-    except FileNotFoundError:
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise DatabaseError(
-                f"{where}: cannot create its directory {path.parent} ({exc.strerror or exc})"
-            ) from None
-        return
-    except OSError as exc:
-        raise DatabaseError(f"{where}: {exc.strerror or exc}") from None
-    if stat.S_ISDIR(mode):
-        raise DatabaseError(f"{where}, which is a directory, not a SQLite database file")
-    if not stat.S_ISREG(mode):
-        raise DatabaseError(f"{where}, which is not a regular file (a FIFO, socket or device)")
-    try:
-        with path.open("rb") as handle:
-            header = handle.read(len(SQLITE_HEADER))
-    except OSError as exc:
-        raise DatabaseError(f"{where}: cannot read it ({exc.strerror or exc})") from None
-    if header and header != SQLITE_HEADER:
-        raise DatabaseError(f"{where}, which is not a SQLite database (its first bytes say so)")
-
-
 def _sqlite_engine(url: URL, *, read_only: bool = False) -> Engine:
     path = sqlite_file(url.render_as_string(hide_password=False))
     if path is not None:
@@ -148,18 +109,7 @@ def _sqlite_engine(url: URL, *, read_only: bool = False) -> Engine:
 
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_connection: sqlite3.Connection, _record: object) -> None:
-        # Take transaction control from the driver so every transaction can
-        # begin IMMEDIATE: SQLite has one writer, and a deferred transaction that
-        # reads then writes fails with "database is locked" instead of waiting.
-        dbapi_connection.isolation_level = None
-        cursor = dbapi_connection.cursor()
-        cursor.execute("PRAGMA journal_mode=WAL")
-        cursor.execute("PRAGMA synchronous=NORMAL")
-        cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
-        cursor.execute("PRAGMA foreign_keys=ON")
-        if read_only:
-            cursor.execute("PRAGMA query_only=ON")
-        cursor.close()
+        set_up_connection(dbapi_connection, read_only=read_only)
 
     # A bulk writer may commit without the autocheckpoint (orchestrator.db.wal).
     event.listen(engine, "checkin", restore_autocheckpoint)

@@ -7,25 +7,16 @@ a fleet snapshot or a resume reads the pause in the same view as the rest.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from datetime import datetime
 
 from sqlalchemy import update
 from sqlalchemy.orm import Session
 
-from orchestrator.db.database import Database
+from orchestrator.db.database import Database, run_in
 from orchestrator.db.models import Pause, table_of
+from orchestrator.db.pause_state import PAUSE_SCOPE, SendingPause, read_pause
 
 __all__ = ["PAUSE_SCOPE", "SendingPause", "active_pause_in", "lift_pause_in", "set_pause"]
-
-PAUSE_SCOPE = "api"
-
-
-@dataclass(frozen=True)
-class SendingPause:
-    reason: str
-    paused_at: datetime
-    until: datetime
 
 
 def _view(row: Pause) -> SendingPause:
@@ -34,8 +25,7 @@ def _view(row: Pause) -> SendingPause:
 
 def active_pause_in(session: Session, now: datetime) -> SendingPause | None:
     """The pause in force at ``now`` (None once its ``until`` has passed)."""
-    row = session.get(Pause, PAUSE_SCOPE)
-    return _view(row) if row is not None and row.until > now else None
+    return read_pause(run_in(session), now)
 
 
 def active_pause(db: Database, now: datetime) -> SendingPause | None:

@@ -4,6 +4,9 @@ Nothing here writes. Ages are measured against a ``now`` the caller passes, so
 the answers are the same in a test as at 3 a.m. The SQL views in migration 0002
 (``batch_overview``, ``cancel_overview``) give the same picture to someone with
 only a SQL prompt; these queries read the tables so they can filter portably.
+A status row's columns, the filter and the status page itself are SQL text in
+``db/summaries.py`` and ``db/batch_filter.py`` (`status` runs them without
+SQLAlchemy); the selects here are built from that same text.
 """
 
 from __future__ import annotations
@@ -11,25 +14,28 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import TypeVarTuple
+from typing import Any, TypeVarTuple
 
 from sqlalchemy import (
     ColumnElement,
+    Integer,
+    Label,
     Row,
-    ScalarSelect,
     Select,
-    case,
+    String,
     func,
     inspect,
+    literal_column,
     select,
 )
 from sqlalchemy.orm import Session
+from sqlalchemy.types import TypeEngine
 
-from orchestrator.core.cancel_state import CancelState
 from orchestrator.core.harvest import FileState
-from orchestrator.core.status import UNOBSERVED, BatchStatus, parse_status
+from orchestrator.core.status import UNOBSERVED
+from orchestrator.db import summaries as status_rows
 from orchestrator.db.batch_filter import NO_CANCEL, BatchFilter
-from orchestrator.db.database import Database, chunks
+from orchestrator.db.database import Database, chunks, sql_text
 from orchestrator.db.models import (
     Base,
     Batch,
@@ -37,10 +43,13 @@ from orchestrator.db.models import (
     BatchResult,
     CancelAttempt,
     CancelRequest,
+    OutsideJson,
     ResultFile,
     ResultLineError,
+    UtcDateTime,
 )
 from orchestrator.db.pauses import SendingPause, active_pause_in
+from orchestrator.db.summaries import SUMMARY_COLUMNS, BatchPage, BatchSummary
 
 __all__ = [
     "NO_CANCEL",
@@ -56,60 +65,6 @@ __all__ = [
 
 _Ts = TypeVarTuple("_Ts")
 RESULT_PAGE_ROWS = 1000
-
-
-@dataclass(frozen=True)
-class BatchSummary:
-    """One line of the status table."""
-
-    id: str
-    status: str | None
-    endpoint: str | None
-    model: str | None
-    created_at: datetime | None
-    tracked_at: datetime
-    status_changed_at: datetime | None
-    overdue_since: datetime | None
-    request_counts_total: int | None
-    request_counts_completed: int | None
-    request_counts_failed: int | None
-    results_stored: int
-    result_line_errors: int
-    harvest_state: str
-    last_error: str | None
-    cancel_state: str | None
-    cancel_outcome: str | None
-    metadata: dict[str, object] | None
-    # When the current status began: the server's timestamp for it (in_progress_at, ...),
-    # else when we recorded it, else when we began tracking.
-    status_since: datetime
-    answers: int  # results recorded from the output file: the paid-for answers
-    errors: int  # results recorded from the error file
-
-    @property
-    def overdue(self) -> bool:
-        return self.overdue_since is not None
-
-    @property
-    def is_terminal(self) -> bool:
-        status = parse_status(self.status) if self.status else None
-        return status is not None and status.is_terminal
-
-    def seconds_in_status(self, now: datetime) -> float:
-        """Since the current status began, by the server's timestamp when it sent one."""
-        return max(0.0, (now - self.status_since).total_seconds())
-
-    def seconds_since_created(self, now: datetime) -> float:
-        """The batch's age: since the server created it (since we began tracking it, if
-        never observed)."""
-        return max(0.0, (now - (self.created_at or self.tracked_at)).total_seconds())
-
-
-@dataclass(frozen=True)
-class BatchPage:
-    rows: list[BatchSummary]
-    matching: int  # every batch the filter matches, shown or not
-    by_status: dict[str, int]  # of those matching; UNOBSERVED for never observed
 
 
 @dataclass(frozen=True)
@@ -158,57 +113,26 @@ def as_record(row: Base) -> dict[str, object]:
     return {attr.columns[0].name: getattr(row, attr.key) for attr in mapper.column_attrs}
 
 
-def _results_of_kind(kind: str) -> ScalarSelect[int]:
-    """How many results of a batch were recorded from its output (or error) files."""
-    return (
-        select(func.coalesce(func.sum(ResultFile.results), 0))
-        .where(ResultFile.batch_id == Batch.id, ResultFile.kind == kind)
-        .scalar_subquery()
-    )
-
-
-_SUMMARY_COLUMNS = (
-    Batch.id,
-    Batch.status,
-    Batch.endpoint,
-    Batch.model,
-    Batch.created_at,
-    Batch.tracked_at,
-    Batch.status_changed_at,
-    Batch.overdue_since,
-    Batch.request_counts_total,
-    Batch.request_counts_completed,
-    Batch.request_counts_failed,
-    Batch.results_stored,
-    Batch.result_line_errors,
-    Batch.harvest_state,
-    # The batch's own trouble first; the cancel's last error only while the cancel is
-    # still in trouble (pending or failed). Once accepted or closed, a refusal on the
-    # way (a 409, a too-late 400) was answered by the truth and is no error.
-    func.coalesce(
-        Batch.last_error,
-        case(
-            (
-                CancelRequest.state.in_((CancelState.PENDING.value, CancelState.FAILED.value)),
-                CancelRequest.last_error,
-            ),
-            else_=None,
-        ),
-    ).label("last_error"),
-    CancelRequest.state.label("cancel_state"),
-    CancelRequest.outcome.label("cancel_outcome"),
-    Batch.metadata_.label("metadata"),
-    func.coalesce(
-        case(
-            *((Batch.status == s.value, getattr(Batch, s.timestamp_field)) for s in BatchStatus),
-            else_=None,
-        ),
-        Batch.status_changed_at,
-        Batch.tracked_at,
-    ).label("status_since"),
-    _results_of_kind("output").label("answers"),
-    _results_of_kind("error").label("errors"),
+# The summary columns (db/summaries.py, their one home) as SQLAlchemy columns, typed
+# so that rows read as the ORM reads the columns themselves.
+_TYPES: dict[str, TypeEngine[Any]] = {
+    "text": String(),
+    "int": Integer(),
+    "time": UtcDateTime(),
+    "json": OutsideJson(),
+}
+_SUMMARY_COLUMNS: tuple[Label[object], ...] = tuple(
+    literal_column(sql, _TYPES[kind]).label(name) for name, sql, kind in SUMMARY_COLUMNS
 )
+
+
+def filter_clause(where: BatchFilter, dialect: str) -> list[ColumnElement[bool]]:
+    """The filter's conditions (db/batch_filter.py) for a select over `_with_cancels`."""
+    found = where.sql(dialect)
+    if not found.conditions:
+        return []
+    clause = sql_text("(" + " AND ".join(found.conditions) + ")", found.params)
+    return [clause]  # type: ignore[list-item]  # text is a boolean condition here
 
 
 def _with_cancels(statement: Select[*_Ts], where: Iterable[ColumnElement[bool]]) -> Select[*_Ts]:
@@ -242,28 +166,17 @@ class OperatorQueries:
 
     def list_batches(self, where: BatchFilter, *, limit: int | None) -> BatchPage:
         """The newest matching batches first (all of them when `limit` is None), with
-        how many match in all, per status."""
-        conditions = where.conditions()
-        newest = func.coalesce(Batch.created_at, Batch.tracked_at)
-        with self.db.transaction() as session:
-            rows = session.execute(
-                _with_cancels(select(*_SUMMARY_COLUMNS), conditions)
-                .order_by(newest.desc(), Batch.id)
-                .limit(limit)
-            ).all()
-            counts = session.execute(
-                _with_cancels(select(Batch.status, func.count()), conditions).group_by(Batch.status)
-            ).all()
-        by_status = {status or UNOBSERVED: int(n) for status, n in counts}
-        return BatchPage([_summary(row) for row in rows], sum(by_status.values()), by_status)
+        how many match in all, per status (`db/summaries.list_batches`)."""
+        with self.db.reading() as run:
+            return status_rows.list_batches(run, self.db.dialect, where, limit=limit)
 
     def select_batches(self, where: BatchFilter) -> list[BatchSummary]:
         """Every batch the filter matches, oldest first (a bulk cancel's candidates)."""
         with self.db.transaction() as session:
             rows = session.execute(
-                _with_cancels(select(*_SUMMARY_COLUMNS), where.conditions()).order_by(
-                    func.coalesce(Batch.created_at, Batch.tracked_at), Batch.id
-                )
+                _with_cancels(
+                    select(*_SUMMARY_COLUMNS), filter_clause(where, self.db.dialect)
+                ).order_by(func.coalesce(Batch.created_at, Batch.tracked_at), Batch.id)
             ).all()
         return [_summary(row) for row in rows]
 
@@ -301,11 +214,8 @@ class OperatorQueries:
     def last_synced(self) -> datetime | None:
         """When `orchestrator sync` last recorded a batch it had not seen (None: never):
         until then the table holds only the batches named to `cancel` or `track`."""
-        with self.db.transaction() as session:
-            found: datetime | None = session.scalar(
-                select(func.max(Batch.tracked_at)).where(Batch.tracked_by == "sync")
-            )
-        return found
+        with self.db.reading() as run:
+            return status_rows.last_synced(run)
 
     def ids_named_by(self, text: str, *, limit: int) -> list[str]:
         """``[text]`` if that id is tracked, else the tracked ids that begin with it

@@ -5,16 +5,19 @@ from the `alembic_version` table. `orchestrator.db.migrate` (alembic) changes sc
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from functools import cache
 from pathlib import Path
-
-from sqlalchemy import Engine, inspect, text
-from sqlalchemy.exc import OperationalError
+from typing import TYPE_CHECKING
 
 from orchestrator.errors import DatabaseUnavailable, NotMigrated
 
+if TYPE_CHECKING:
+    from sqlalchemy import Engine
+
 MIGRATIONS_DIR = Path(__file__).resolve().parents[2] / "migrations"
 VERSION_TABLE = "alembic_version"  # alembic's default, which migrations/env.py keeps
+VERSION_SQL = f"SELECT version_num FROM {VERSION_TABLE}"
 
 _ASSIGNED = re.compile(r"^(down_revision|revision)\b[^=\n]*=(.*)$", re.MULTILINE)
 _QUOTED = re.compile(r"""["']([^"']+)["']""")
@@ -36,14 +39,23 @@ def head_revision() -> str:
     return heads.pop()
 
 
+def revision_of(versions: Iterable[str]) -> str | None:
+    """What the rows of `VERSION_SQL` say (None: no revision)."""
+    return ", ".join(sorted(versions)) or None
+
+
 def current_revision(engine: Engine) -> str | None:
     """The database's schema revision; None for an empty database."""
+    # SQLAlchemy here, not at the top: `status` on SQLite reads the revision without it
+    # (db/sqlite_reader.py), with the head from `head_revision`.
+    from sqlalchemy import inspect, text
+    from sqlalchemy.exc import OperationalError
+
     try:
         with engine.connect() as connection:
             if not inspect(connection).has_table(VERSION_TABLE):
                 return None
-            found = connection.execute(text(f"SELECT version_num FROM {VERSION_TABLE}"))
-            return ", ".join(sorted(found.scalars())) or None
+            return revision_of(connection.execute(text(VERSION_SQL)).scalars())
     except OperationalError as exc:
         raise DatabaseUnavailable(f"cannot reach the database: {exc.orig}") from exc
 

@@ -10,10 +10,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from orchestrator.core.poll_policy import PollPolicy
-from orchestrator.core.result_lines import MAX_LINE_BYTES
+from orchestrator.core.result_lines import MAX_LINE_BYTES, READ_BYTES
 from orchestrator.core.retry_policy import RetryPolicy
 from orchestrator.db.leases import PROCESS_STALE_SECONDS
-from orchestrator.processes.ingest import READ_BYTES
 from orchestrator.processes.loop import LoopConfig
 from orchestrator.settings import Settings
 

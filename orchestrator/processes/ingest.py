@@ -38,6 +38,7 @@ from orchestrator.clock import Clock
 from orchestrator.core.harvest import FileState
 from orchestrator.core.result_lines import (
     MAX_LINE_BYTES,
+    READ_BYTES,
     Line,
     LineError,
     LineSplitter,
@@ -49,8 +50,6 @@ from orchestrator.db.results import Chunk, ChunkCounts, FileTotals, ResultStore
 __all__ = ["FileIngest", "IngestResult", "IngestSettings"]
 
 log = logging.getLogger(__name__)
-
-READ_BYTES = 1 << 20  # at most, per piece of the body: large enough that per-piece work is noise
 
 
 class _Truncated(Exception):

@@ -1,0 +1,87 @@
+"""Statements written once as SQL text, run through SQLAlchemy or the DB-API alike.
+
+A few reads are written as text so that `orchestrator status` on SQLite can run them
+through `sqlite3` directly, without importing SQLAlchemy (half a second of start-up on
+a slow host), while every other caller runs the very same text through a session
+(`Database.reading`). A statement takes its parameters by name (`:name`, which
+both `sqlite3` and SQLAlchemy's `text()` understand), and its values already in the
+form the dialect stores: this module is the one place that knows those forms.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+
+__all__ = [
+    "POSTGRESQL",
+    "SQLITE",
+    "Params",
+    "Run",
+    "bind_time",
+    "in_list",
+    "read_json",
+    "read_time",
+]
+
+SQLITE = "sqlite"
+POSTGRESQL = "postgresql"
+
+Params = dict[str, object]
+# Runs one statement in the caller's transaction and returns every row.
+Run = Callable[[str, Mapping[str, object]], Sequence[Sequence[Any]]]
+
+# How SQLAlchemy's SQLite DATETIME stores a moment (naive UTC here, see
+# db/models.UtcDateTime): text that sorts as time does, so comparing texts is exact.
+_SQLITE_TIME = "%04d-%02d-%02d %02d:%02d:%02d.%06d"
+
+
+def bind_time(dialect: str, moment: datetime) -> object:
+    """An aware moment as the dialect's timestamp columns hold it."""
+    if moment.tzinfo is None:
+        raise ValueError(f"naive datetime {moment!r}: pass an aware UTC datetime")
+    utc = moment.astimezone(UTC)
+    if dialect != SQLITE:
+        return utc
+    return _SQLITE_TIME % (
+        utc.year,
+        utc.month,
+        utc.day,
+        utc.hour,
+        utc.minute,
+        utc.second,
+        utc.microsecond,
+    )
+
+
+def read_time(value: object) -> datetime | None:
+    """A timestamp column's value (SQLite's text, PostgreSQL's datetime) as aware UTC,
+    read as `UtcDateTime` reads it."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        value = datetime.fromisoformat(value)
+    if not isinstance(value, datetime):
+        raise TypeError(f"not a timestamp: {type(value).__name__}")
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+def read_json(value: object) -> Any:
+    """A JSON column's value: SQLite gives its text, PostgreSQL's driver the object."""
+    if isinstance(value, str | bytes):
+        return orjson.loads(value)
+    return value
+
+
+def in_list(name: str, values: Iterable[object], params: Params) -> str:
+    """`:name_0, :name_1, ...` for an IN list, the values added to `params`."""
+    names = []
+    for i, value in enumerate(values):
+        params[f"{name}_{i}"] = value
+        names.append(f":{name}_{i}")
+    if not names:
+        raise ValueError(f"an empty IN list for {name}")
+    return ", ".join(names)
