@@ -71,6 +71,14 @@ _ENDPOINTS = (
 )
 
 
+def _asks_retry(response: httpx.Response) -> bool:
+    """Will the client send this request again? A 2xx never asks (its body, which only
+    the client reads, may; that retry is not counted); other answers, as classified."""
+    if 200 <= response.status_code < 300:
+        return False
+    return classify(response.status_code, response.headers, utcnow()).kind is VerdictKind.RETRY
+
+
 def endpoint_of(request: httpx.Request) -> str:
     path = request.url.path.rstrip("/")
     for pattern, name in _ENDPOINTS:
@@ -178,8 +186,7 @@ class MeteredTransport(httpx.BaseTransport):
             self._last.failed = key
             self._metrics.observe_response(endpoint, "transport_error")
             raise
-        verdict = classify(response.status_code, response.headers, utcnow())
-        self._last.failed = key if verdict.kind is VerdictKind.RETRY else None
+        self._last.failed = key if _asks_retry(response) else None
         self._metrics.observe_response(
             endpoint, response.status_code, time.perf_counter() - started
         )
@@ -210,8 +217,7 @@ class AsyncMeteredTransport(httpx.AsyncBaseTransport):
             _last_failed.set(key)
             self._metrics.observe_response(endpoint, "transport_error")
             raise
-        verdict = classify(response.status_code, response.headers, utcnow())
-        _last_failed.set(key if verdict.kind is VerdictKind.RETRY else None)
+        _last_failed.set(key if _asks_retry(response) else None)
         self._metrics.observe_response(
             endpoint, response.status_code, time.perf_counter() - started
         )

@@ -68,7 +68,9 @@ class _StopWhenWaitTooLong(tenacity.stop.stop_base):
 
 class Retrier:
     """The retry loop on tenacity, sync (``run``) and async (``run_async``): both are
-    built by ``_options``, so they stop, wait and log alike. Stops on an answer not to
+    built by ``_options``, so they stop, wait and log alike. The loop is built only
+    once the first attempt asks for a retry: building and entering it cost ~120 us a
+    call, more than a cancel's whole HTTP exchange (docs/benchmarks.md). Stops on an answer not to
     retry, after ``max_in_process_attempts``, before a wait longer than
     ``max_in_process_wait``, and once aborted."""
 
@@ -124,9 +126,12 @@ class Retrier:
         extra: dict[str, str | None],
         attempt: Callable[[int], Outcome[_T]],
     ) -> tuple[_T, int]:
+        first = attempt(1)
+        if not _is_retry(first):  # tenacity would hand it back as it is: not built
+            return self._result(first, extra)
         retrying = tenacity.Retrying(sleep=self._sleep, **self._options(call, extra))
-        number = iter(range(1, 1 << 30))
-        outcome: Outcome[_T] = retrying(lambda: attempt(next(number)))
+        later = _Attempts(first)
+        outcome: Outcome[_T] = retrying(lambda: later.made() or attempt(later.number()))
         return self._result(outcome, extra)
 
     async def run_async(
@@ -136,11 +141,14 @@ class Retrier:
         attempt: Callable[[int], Awaitable[Outcome[_T]]],
         sleep: Callable[[float], Awaitable[None]],
     ) -> tuple[_T, int]:
+        first = await attempt(1)
+        if not _is_retry(first):  # as in run(): most calls need no retry loop at all
+            return self._result(first, extra)
         retrying = tenacity.AsyncRetrying(sleep=sleep, **self._options(call, extra))
-        number = iter(range(1, 1 << 30))
+        later = _Attempts(first)
 
         async def next_attempt() -> Outcome[_T]:  # a coroutine function: tenacity awaits it
-            return await attempt(next(number))
+            return later.made() or await attempt(later.number())
 
         outcome: Outcome[_T] = await retrying(next_attempt)
         return self._result(outcome, extra)
@@ -172,6 +180,23 @@ class Retrier:
         later = RetryLater(delay, error, attempts=outcome.attempt, retry_after=capped)
         logger.debug("%s", later, extra={**extra, "request_id": _rid_of(error)})  # see run()
         return later
+
+
+class _Attempts(Generic[_T]):
+    """What tenacity's loop calls once the first attempt asked for a retry: that first
+    outcome (already made: tenacity judges it, waits and logs as for any other), then
+    new attempts numbered from 2."""
+
+    def __init__(self, first: Outcome[_T]) -> None:
+        self._first: Outcome[_T] | None = first
+        self._numbers = iter(range(2, 1 << 30))
+
+    def made(self) -> Outcome[_T] | None:
+        first, self._first = self._first, None
+        return first
+
+    def number(self) -> int:
+        return next(self._numbers)
 
 
 def _rid_of(error: Failure) -> str | None:

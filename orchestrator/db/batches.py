@@ -9,7 +9,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import TypedDict
 
-from sqlalchemy import Row, select, update
+from sqlalchemy import Row, bindparam, select, update
 from sqlalchemy.orm import Session
 
 from orchestrator.core.apply import Applied, StoredBatch, apply_observation
@@ -353,23 +353,28 @@ def request_snapshot(row: CancelRequest) -> RequestSnapshot:
     )
 
 
+# Built once: these run in every recording transaction, and building a statement (and
+# its cache key) cost more than running it. The ids go in as an expanding parameter.
+_LOCK_REQUESTS = (
+    select(
+        CancelRequest.batch_id,
+        CancelRequest.state,
+        CancelRequest.requested_at,
+        CancelRequest.attempts,
+        CancelRequest.lease_owner,
+    )
+    .where(CancelRequest.batch_id.in_(bindparam("ids", expanding=True)))
+    .order_by(CancelRequest.batch_id)
+    .with_for_update()
+)
+
+
 def lock_requests(session: Session, ids: Sequence[str]) -> dict[str, RequestSnapshot]:
     """The cancel requests of these batches, locked in id order after their batches (the
     order every writer locks in): what the rules read of each."""
     found: dict[str, RequestSnapshot] = {}
     for chunk in chunks(list(ids)):
-        for r in session.execute(
-            select(
-                CancelRequest.batch_id,
-                CancelRequest.state,
-                CancelRequest.requested_at,
-                CancelRequest.attempts,
-                CancelRequest.lease_owner,
-            )
-            .where(CancelRequest.batch_id.in_(chunk))
-            .order_by(CancelRequest.batch_id)
-            .with_for_update()
-        ):
+        for r in session.execute(_LOCK_REQUESTS, {"ids": list(chunk)}):
             found[r.batch_id] = RequestSnapshot(
                 r.batch_id, CancelState(r.state), r.requested_at, r.attempts, r.lease_owner
             )

@@ -11,7 +11,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from sqlalchemy import and_, func, select, update
+from sqlalchemy import and_, bindparam, func, select, update
 from sqlalchemy.orm import Session
 
 from orchestrator.core.apply import StoredBatch
@@ -165,23 +165,14 @@ class CancelStore:
                 owner,
                 now=now,
                 lease_seconds=lease_seconds,
-                due=and_(
-                    CancelRequest.state == CancelState.PENDING.value,
-                    CancelRequest.next_attempt_at <= now,
-                ),
-                order_by=[CancelRequest.next_attempt_at],
+                due=_DUE,
+                order_by=_DUE_FIRST,
                 limit=limit,
+                due_params={"_due_at": now},
             )
             if not ids:
                 return []
-            rows = {
-                row.batch_id: row
-                for row in session.execute(
-                    select(
-                        CancelRequest.batch_id, CancelRequest.attempts, CancelRequest.requested_at
-                    ).where(CancelRequest.batch_id.in_(ids))
-                )
-            }
+            rows = {row.batch_id: row for row in session.execute(_CLAIMED, {"ids": ids})}
         return [Claim(i, rows[i].attempts, rows[i].requested_at) for i in ids]
 
     def due_count(self, now: datetime) -> int:
@@ -273,6 +264,22 @@ class CancelStore:
             return active, len(held_back)
 
 
+_LOCK_BATCHES = (  # built once, as db/batches._LOCK_REQUESTS
+    select(*STATE_COLUMNS)
+    .where(Batch.id.in_(bindparam("ids", expanding=True)))
+    .order_by(Batch.id)
+    .with_for_update()
+)
+_DUE = and_(  # a request to send: pending, its next attempt due (``_due_at``: now)
+    CancelRequest.state == CancelState.PENDING.value,
+    CancelRequest.next_attempt_at <= bindparam("_due_at"),
+)
+_DUE_FIRST = [CancelRequest.next_attempt_at]
+_CLAIMED = select(CancelRequest.batch_id, CancelRequest.attempts, CancelRequest.requested_at).where(
+    CancelRequest.batch_id.in_(bindparam("ids", expanding=True))
+)
+
+
 def _lock_batches(session: Session, ids: Sequence[str]) -> dict[str, BatchSnapshot]:
     """Lock batches in id order, the order every writer locks in (batches first, then
     requests), so no two wait on each other. Their STATE_COLUMNS, by id."""
@@ -280,12 +287,7 @@ def _lock_batches(session: Session, ids: Sequence[str]) -> dict[str, BatchSnapsh
     for chunk in chunks(list(ids)):
         batches.update(
             (row.id, snapshot_of_row(row))
-            for row in session.execute(
-                select(*STATE_COLUMNS)
-                .where(Batch.id.in_(chunk))
-                .order_by(Batch.id)
-                .with_for_update()
-            )
+            for row in session.execute(_LOCK_BATCHES, {"ids": list(chunk)})
         )
     return batches
 

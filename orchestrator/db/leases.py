@@ -26,10 +26,22 @@ from __future__ import annotations
 
 import os
 import socket
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime, timedelta
 
-from sqlalchemy import ColumnElement, Row, Select, Table, delete, or_, select, update
+from sqlalchemy import (
+    BindParameter,
+    ColumnElement,
+    Row,
+    Select,
+    Table,
+    Update,
+    bindparam,
+    delete,
+    or_,
+    select,
+    update,
+)
 from sqlalchemy.orm import QueryableAttribute, Session
 
 from orchestrator.db.batches import EventRow, event_values
@@ -61,15 +73,27 @@ class Leases:
         self.expires = table.c.lease_expires_at
         self.source = source
         self.stale_seconds = stale_seconds
+        # Statements built once for callers that lease by a ``due`` of bound parameters
+        # (the worker claims every tenth of a second): keyed by what they were built from.
+        self._locks: dict[tuple[int, ...], tuple[object, Select[tuple[object, ...]]]] = {}
+        self._take: Update | None = None
 
     # --- the rule -------------------------------------------------------------------
 
     def free(self, now: datetime) -> ColumnElement[bool]:
         """The one expiry rule, as a SQL condition on the leased table at ``now``."""
+        return self._free(now, now - timedelta(seconds=self.stale_seconds))
+
+    def _free(
+        self,
+        now: datetime | BindParameter[datetime],
+        stale_before: datetime | BindParameter[datetime],
+    ) -> ColumnElement[bool]:
+        """``free``, with the times as values or as parameters (a statement built once)."""
         return or_(
             self.owner.is_(None),
             self.expires <= now,
-            self.owner.in_(_dead_processes(now, self.stale_seconds)),
+            self.owner.in_(_dead_processes(stale_before)),
         )
 
     # --- claim and take over ------------------------------------------------------------
@@ -84,18 +108,26 @@ class Leases:
         due: ColumnElement[bool],
         order_by: Sequence[QueryableAttribute[object]],
         limit: int,
+        due_params: Mapping[str, object] | None = None,
     ) -> list[str]:
         """Lease up to ``limit`` rows that are ``due`` and free, in ``order_by`` order;
-        returns their keys. Records a take-over for each row someone else held."""
-        rows = self.lock(session, owner, now=now, due=due, order_by=order_by, limit=limit)
+        returns their keys. Records a take-over for each row someone else held.
+        With ``due_params``, ``due`` is a condition of those bound parameters, built once
+        by the caller, and the statements are built once too (see ``lock``)."""
+        rows = self.lock(
+            session, owner, now=now, due=due, order_by=order_by, limit=limit, due_params=due_params
+        )
         if not rows:
             return []
         ids = [str(row[0]) for row in rows]
-        session.execute(
-            update(self.table)
-            .where(self.key.in_(ids))
-            .values(lease_owner=owner, lease_expires_at=now + timedelta(seconds=lease_seconds))
-        )
+        if self._take is None:
+            self._take = (
+                update(self.table)
+                .where(self.key.in_(bindparam("_ids", expanding=True)))
+                .values(lease_owner=bindparam("_owner"), lease_expires_at=bindparam("_until"))
+            )
+        until = now + timedelta(seconds=lease_seconds)
+        session.execute(self._take, {"_ids": ids, "_owner": owner, "_until": until})
         return ids
 
     def lock(
@@ -108,20 +140,36 @@ class Leases:
         order_by: Sequence[QueryableAttribute[object]],
         limit: int | None = None,
         columns: Sequence[QueryableAttribute[object]] = (),
+        due_params: Mapping[str, object] | None = None,
     ) -> Sequence[Row[tuple[object, ...]]]:
         """Lock the rows that are ``due`` and free, as ``claim`` does, and read them: the
         key, who held the lease, until when, then ``columns``. The caller writes the
         lease (or its end) in this transaction: no one else can take these rows until
-        it commits. Records a take-over for each row someone else held."""
+        it commits. Records a take-over for each row someone else held.
+
+        With ``due_params`` (``due`` then uses those bound parameters and is the same
+        object at every call), the statement is built once and reused: building it,
+        expiry rule and all, cost more than running it."""
         if limit is not None and limit <= 0:
             return []
-        query = (
-            select(self.key, self.owner, self.expires, *columns)
-            .where(due, self.free(now))
-            .order_by(*order_by)
-            .with_for_update(skip_locked=True, of=self.table)
-        )
-        rows = session.execute(query if limit is None else query.limit(limit)).all()
+        if due_params is None:
+            query = (
+                select(self.key, self.owner, self.expires, *columns)
+                .where(due, self.free(now))
+                .order_by(*order_by)
+                .with_for_update(skip_locked=True, of=self.table)
+            )
+            rows = session.execute(query if limit is None else query.limit(limit)).all()
+        else:
+            params = {
+                **due_params,
+                "_lease_now": now,
+                "_stale_before": now - timedelta(seconds=self.stale_seconds),
+            }
+            if limit is not None:
+                params["_limit"] = limit
+            query = self._prepared_lock(due, order_by, columns, limited=limit is not None)
+            rows = session.execute(query, params).all()
         events = [
             self._taken_over(str(row[0]), str(row[1]), row[2], owner, now)
             for row in rows
@@ -129,6 +177,28 @@ class Leases:
         ]
         self.db.insert_rows(session, table_of(BatchEvent), events)
         return rows
+
+    def _prepared_lock(
+        self,
+        due: ColumnElement[bool],
+        order_by: Sequence[QueryableAttribute[object]],
+        columns: Sequence[QueryableAttribute[object]],
+        *,
+        limited: bool,
+    ) -> Select[tuple[object, ...]]:
+        key = (id(due), limited, *map(id, order_by), -1, *map(id, columns))
+        found = self._locks.get(key)
+        if found is None:
+            query = (
+                select(self.key, self.owner, self.expires, *columns)
+                .where(due, self._free(bindparam("_lease_now"), bindparam("_stale_before")))
+                .order_by(*order_by)
+                .with_for_update(skip_locked=True, of=self.table)
+            )
+            if limited:
+                query = query.limit(bindparam("_limit"))
+            found = self._locks[key] = (due, query)  # `due` kept: its id stays its own
+        return found[1]
 
     def _taken_over(
         self, batch_id: str, previous: str, expires: datetime | None, owner: str, now: datetime
@@ -187,9 +257,8 @@ class Leases:
         return int(result.rowcount)  # type: ignore[attr-defined]
 
 
-def _dead_processes(now: datetime, stale_seconds: float) -> Select[str]:
-    """The ids of processes that stopped, or whose last heartbeat is too old."""
-    stale_before = now - timedelta(seconds=stale_seconds)
+def _dead_processes(stale_before: datetime | BindParameter[datetime]) -> Select[str]:
+    """The ids of processes that stopped, or whose last heartbeat is before ``stale_before``."""
     return select(Process.id).where(
         or_(Process.stopped_at.is_not(None), Process.heartbeat_at <= stale_before)
     )

@@ -155,3 +155,15 @@ def test_the_worker_imports_no_migrations_nor_upkeep(sqlite_url: str) -> None:
     )
     assert "orchestrator.processes.worker" in modules
     assert imported(modules, NOT_FOR_WORKER) == []
+
+
+def test_httpx_comes_without_its_command_line() -> None:
+    """httpx imports its command line, and rich with it, when rich is installed: ~0.2 s
+    of a worker's start-up. Under orchestrator it gets a stand-in (orchestrator/__init__)."""
+    modules = modules_after(
+        "import orchestrator, httpx\n"
+        "try:\n    httpx._main.main()\nexcept SystemExit as exc:\n"
+        "    assert 'not loaded' in str(exc)\nelse:\n    raise AssertionError('ran')"
+    )
+    assert "httpx" in modules
+    assert imported(modules, ("rich", "click", "pygments")) == []
