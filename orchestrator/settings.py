@@ -151,6 +151,9 @@ class Settings:
     # with this many in-flight batches tracked, observe them through list pages (100 a
     # request) before single GETs; 0: single GETs only
     reconcile_list_min_tracked: int = _within(50, 0, 1_000_000)
+    # a long walk of the list is cut into segments (at ids of batches we track); this
+    # many are fetched at once by each reconciler
+    reconcile_list_concurrency: int = _within(4, 1, 64)
     poll_initial_seconds: float = _seconds(5.0, DAY)
     poll_max_seconds: float = _seconds(300.0, 7 * DAY)
     poll_cancelling_max_seconds: float = _seconds(30.0, DAY)

@@ -405,9 +405,11 @@ class RequestBudgetRow(Base):
 
 
 class ListWalk(Base):
-    """The reconcilers' one shared walk of ``GET /v1/batches`` (processes/list_observation.py):
-    where it has got to, and whose turn it is to fetch the next page. Times are the
-    database server's; the turn is a lease (db/leases.py's rule)."""
+    """The reconcilers' one shared walk of ``GET /v1/batches`` (processes/list_observation.py),
+    and its segments: where each has got to, and whose turn it is to fetch its next
+    page. The row named ``batches`` is the walk and its first segment (from the top);
+    ``batches/N`` rows are the others of the walk begun at ``started_at``. Times are
+    the database server's; a turn is a lease (db/leases.py's rule)."""
 
     __tablename__ = "list_walks"
 
@@ -421,6 +423,9 @@ class ListWalk(Base):
     reached_at: Mapped[datetime | None]  # created_at of the last batch listed so far
     last_started_at: Mapped[datetime | None]  # the latest walk began (kept once it ends)
     ended: Mapped[str | None] = mapped_column(String(200))  # why the latest walk ended
+    # A segment's row (not the walk's own): the cursor it began at; the segment ends
+    # where another begins (processes/list_observation.py)
+    start_id: Mapped[str | None] = mapped_column(String(128))
 
 
 class Process(Base):

@@ -58,6 +58,7 @@ class ReconcilerConfig(LoopConfig):
     webhook_silence_seconds: float = 900.0  # no webhook for this long: poll without them
     process_stale_seconds: float = PROCESS_STALE_SECONDS  # see orchestrator.db.leases
     list_min_tracked: int = 0  # this many in flight: observe by list pages too; 0: never
+    list_concurrency: int = 4  # segments of a list walk this process fetches at once
 
     @staticmethod
     def from_settings(settings: Settings) -> ReconcilerConfig:
@@ -72,6 +73,7 @@ class ReconcilerConfig(LoopConfig):
             process_stale_seconds=settings.process_stale_seconds,
             summary_seconds=settings.log_summary_seconds,
             list_min_tracked=settings.reconcile_list_min_tracked,
+            list_concurrency=settings.reconcile_list_concurrency,
         )
 
 

@@ -105,6 +105,7 @@ class Reconciler(LoopProcess):
             policy=self.policy,
             lease_seconds=self.config.lease_seconds,
             min_tracked=self.config.list_min_tracked,
+            concurrency=self.config.list_concurrency,
             random_unit=random_unit,
             webhooks=lambda: self.webhooks.flowing,
             on_page=self._between_pages,

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 
 from orchestrator.core.observation import BatchObservation
 from orchestrator.core.poll_policy import PollPolicy
@@ -134,3 +134,65 @@ def test_a_page_takes_over_a_dead_processes_batch_and_skips_a_live_ones(
         kinds = list(session.scalars(select(BatchEvent.kind).where(BatchEvent.batch_id == dead)))
     assert owners == {live: "alive", dead: None}  # observed, then its lease let go
     assert "lease_recovered" in kinds and "status" in kinds
+
+
+def test_a_walk_in_segments_is_a_turn_each_and_ends_with_its_last_segment(
+    database: Database,
+) -> None:
+    ids = [f"batch_{n:032x}" for n in range(10)]
+    BatchStore(database).track(ids, now=T0, source="test")
+    _, walks = stores(database)
+
+    def turn(owner: str) -> Turn | Busy | tuple[object, ...]:
+        return walks.take_turn(
+            owner,
+            now=T0,
+            lease_seconds=30,
+            horizon=HORIZON,
+            decide=start_or_go_on,
+            segment_batches=5,
+            cut_from=0,
+        )
+
+    top = turn("r1")  # ten due, a segment per five: one cut
+    assert isinstance(top, Turn) and top.began and top.segment == "batches"
+    assert top.after_id is None and top.segments == 2 and len(top.stops) == 1
+    (cut,) = top.stops
+    below = turn("r2")  # the other segment, at once: it begins after the cut
+    assert isinstance(below, Turn) and not below.began and below.segment == "batches/01"
+    assert below.after_id == cut and below.stops == frozenset() and below.page == 0
+    assert isinstance(turn("r3"), Busy)  # both segments are being fetched
+    assert walks.finish_turn("r2", below, after_id=None, reached_at=None, ended="the end")
+    assert len(walks.segments()) == 2  # the first segment goes on: so does the walk
+    state = walks.state()
+    assert state is not None and state.started_at == T0
+    assert walks.finish_turn("r1", top, after_id=None, reached_at=None, ended="the next cut")
+    state = walks.state()
+    assert state is not None and state.started_at is None  # its last segment ended it
+    assert walks.segments() == []
+    assert not walks.finish_turn("r2", below, after_id="batch_x", reached_at=None)  # not its turn
+
+
+def test_cuts_fall_every_so_many_batches_due_the_most_urgent_segment_first(
+    database: Database,
+) -> None:
+    ids = [f"batch_{n:032x}" for n in range(30)]
+    BatchStore(database).track(ids, now=T0, source="test")
+    with database.transaction() as session:
+        for n, batch_id in enumerate(ids):  # created in id order; due oldest first
+            session.execute(
+                update(Batch)
+                .where(Batch.id == batch_id)
+                .values(
+                    created_at=T0 - timedelta(hours=1) + timedelta(seconds=n),
+                    next_poll_at=T0 + timedelta(seconds=n),
+                )
+            )
+    listed, _ = stores(database)
+    with database.transaction() as session:
+        cuts = listed.cuts_in(session, T0, HORIZON, every=10, least=0, most=32)
+        assert listed.cuts_in(session, T0, HORIZON, every=10, least=31, most=32) == []
+        assert len(listed.cuts_in(session, T0, HORIZON, every=1, least=0, most=4)) == 4
+    # newest first: 29..0; cuts after the 10th and the 20th, at batches 19 and 9; the
+    # segment after 9 (8..0) holds the batches due first
+    assert cuts == [ids[9], ids[19]]

@@ -194,6 +194,44 @@ def test_two_reconcilers_running_at_once_send_one_walks_requests(
     db.dispose()
 
 
+@pytest.mark.postgres
+def test_two_reconcilers_walking_segments_at_once_leave_nothing_to_gets(
+    pg_url: str, clock: ManualClock, account: tuple[Simulator, list[str]], server: Any
+) -> None:
+    """The walk cut into segments, two reconcilers of two threads each: a walk ends
+    only once its pages are recorded, so neither polls with GETs, as left by the walk,
+    the batches of a page the other is still recording."""
+    sim, ours = account
+    db = Database.connect(pg_url, pool_size=8)
+    BatchStore(db).track(ours, now=clock.now(), source="track")
+    config = ReconcilerConfig(concurrency=2, list_min_tracked=1, list_concurrency=2)
+    apis = [client(server, clock), client(server, clock)]
+    reconcilers = [
+        Reconciler(db, api, config, clock, f"reconciler-{n}", random_unit=lambda: 0.5)
+        for n, api in enumerate(apis)
+    ]
+    for r in reconcilers:
+        r.lister.segment_batches, r.lister.cut_from = 100, 0  # ten segments
+    pages = [0, 0]
+
+    def run(n: int) -> None:
+        pages[n] = reconcilers[n].run_once().list_pages
+
+    threads = [threading.Thread(target=run, args=(n,)) for n in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(120)
+    served = requests(sim)
+    assert "retrieve" not in served  # nothing was left to single GETs
+    assert 10 <= served["list"] == sum(pages) <= 10 + 10 + 1
+    assert polls(db, ours) == [1] * OURS
+    for r, api in zip(reconcilers, apis, strict=True):
+        r.close()
+        api.close()
+    db.dispose()
+
+
 def test_what_a_walk_could_not_reach_is_left_to_gets_not_to_another_walk(
     database: Database, clock: ManualClock, account: tuple[Simulator, list[str]], server: Any
 ) -> None:
