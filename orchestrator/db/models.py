@@ -30,6 +30,7 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import TypeEngine
 
 from orchestrator.core.harvest import HarvestState
+from orchestrator.db.sql_text import sqlite_time
 from orchestrator.secret import scrub
 
 NAMING = {
@@ -80,18 +81,14 @@ class UtcDateTime(TypeDecorator[datetime]):
 
     def bind_processor(self, dialect: Dialect) -> Callable[[datetime | None], object] | None:
         """On SQLite, straight to the text SQLAlchemy's DATETIME stores
-        (``YYYY-MM-DD HH:MM:SS.ffffff``) with one C call: this runs for every timestamp
-        the workers write, and the two-step conversion cost as much as the statements
+        (`db/sql_text.sqlite_time`): this runs for every timestamp the workers write, and
+        the two-step conversion cost as much as the statements
         (tests/db/test_utc_datetime.py holds it to SQLAlchemy's own)."""
         if dialect.name != "sqlite":
             return super().bind_processor(dialect)
 
         def process(value: datetime | None) -> str | None:
-            if value is None:
-                return None
-            if value.tzinfo is None:
-                raise ValueError(f"naive datetime {value!r}: pass an aware UTC datetime")
-            return value.astimezone(UTC).isoformat(sep=" ", timespec="microseconds")[:26]
+            return None if value is None else sqlite_time(value)
 
         return process
 
