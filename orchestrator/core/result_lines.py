@@ -20,7 +20,7 @@ one response body (a chat completion, an embedding list, a few images).
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -284,7 +284,7 @@ def _has_nul(row: Row) -> bool:
 
 
 def iter_rows(
-    lines: Sequence[Line],
+    lines: Iterable[Line],
     first_number: int,
     *,
     batch_id: str,

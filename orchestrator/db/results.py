@@ -98,15 +98,19 @@ class FileTotals:
     sha256: str
 
 
-@dataclass(frozen=True, kw_only=True)
+@dataclass(kw_only=True)
 class Chunk:
-    """One transaction's worth of a file: its lines ``from_line + 1 .. to_line``."""
+    """One transaction's worth of a file: its lines ``from_line + 1 .. to_line``.
+
+    ``rows`` may be lazy (pulled from a download as its lines arrive), adding to
+    ``errors`` and setting ``to_line`` and ``totals`` as it is consumed: those are
+    read only once the rows are all consumed."""
 
     batch_id: str
     file_id: str
     from_line: int  # the checkpoint it starts from
     to_line: int  # the checkpoint it moves to
-    rows: Iterable[Row]  # may be lazy, adding to errors as it is consumed
+    rows: Iterable[Row]
     errors: list[LineError]
     totals: FileTotals | None = None  # the last chunk: the file is done with it
 

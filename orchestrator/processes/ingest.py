@@ -18,9 +18,10 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import timedelta
+from itertools import chain
 
 import orjson
 
@@ -43,6 +44,7 @@ from orchestrator.core.result_lines import (
     LineError,
     LineSplitter,
     OverlongLine,
+    Row,
     iter_rows,
 )
 from orchestrator.db.results import (
@@ -168,28 +170,23 @@ class FileIngest:
         self, batch_id: str, file_id: str, kind: str, skip: int, outcome: IngestResult
     ) -> None:
         """One download from byte 0: lines up to the checkpoint ``skip`` were stored by an
-        earlier one and are only counted; the rest are committed chunk by chunk."""
-        splitter = LineSplitter(self.settings.max_line_bytes)
+        earlier one and are only counted; the rest are committed chunk by chunk, each
+        chunk's rows pulled from the download as its lines arrive (on PostgreSQL its COPY
+        stays open meanwhile: the server stores rows while the next piece is read)."""
         writer = _ChunkWriter(self, _File(batch_id, file_id, kind), skip, outcome)
-        seen = 0  # physical lines read so far in this download
         with (
             self.results.chunk_connection() as writer.on,
             self.client.download(file_id) as download,
         ):
-            for data in download.iter_pieces(self.settings.read_bytes):
-                outcome.bytes_read += len(data)
-                lines = splitter.feed(data)
-                writer.add(lines[max(0, skip - seen) :])
-                seen += len(lines)
-            tail = _last_line(splitter)
-            if tail and seen >= skip:
-                writer.pending.append(tail)
-            totals = FileTotals(
-                bytes=splitter.bytes,
-                lines=splitter.complete_lines + (1 if tail else 0),
-                sha256=splitter.sha256,
+            feed = _LineFeed(
+                download.iter_pieces(self.settings.read_bytes),
+                LineSplitter(self.settings.max_line_bytes),
+                skip,
+                outcome,
             )
-            writer.commit(writer.pending, totals)
+            while writer.commit(feed):
+                if self.stop.is_set():
+                    raise _Stopped
 
 
 @dataclass(frozen=True)
@@ -197,6 +194,63 @@ class _File:
     batch_id: str
     file_id: str
     kind: str
+
+
+class _LineFeed:
+    """A download's lines after the checkpoint, handed out as the pieces arrive.
+
+    Every byte is split, hashed and counted, the lines up to the checkpoint only
+    counted. At the end of the stream its last line (if it has no newline) is
+    checked for a cut (``_Truncated``) and the file's totals are known."""
+
+    def __init__(
+        self, pieces: Iterator[bytes], splitter: LineSplitter, skip: int, outcome: IngestResult
+    ) -> None:
+        self._pieces = pieces
+        self._splitter = splitter
+        self._skip = skip  # lines stored by an earlier download
+        self._seen = 0  # physical lines split so far
+        self._outcome = outcome
+        self._lines: list[Line] = []  # split, not handed out yet from ``_at`` on
+        self._at = 0
+        self.totals: FileTotals | None = None  # set once the stream has ended
+        self.taken = 0  # lines handed out by the last ``take``
+
+    def take(self, most: int) -> Iterator[list[Line]]:
+        """The next ``most`` lines, in the lists they arrive in (fewer only at the end
+        of the file); ``taken`` counts them as they go."""
+        self.taken = 0
+        while most > 0:
+            if self._at >= len(self._lines) and not self._fill():
+                return
+            part = self._lines[self._at : self._at + most]
+            self._at += len(part)
+            self.taken += len(part)
+            most -= len(part)
+            yield part
+
+    def _fill(self) -> bool:
+        """Split pieces until there are lines to hand out; False at the end of the file."""
+        splitter = self._splitter
+        while self.totals is None:
+            data = next(self._pieces, None)
+            if data is None:
+                tail = _last_line(splitter)
+                self._lines, self._at = [tail] if tail and self._seen >= self._skip else [], 0
+                self.totals = FileTotals(
+                    bytes=splitter.bytes,
+                    lines=splitter.complete_lines + (1 if tail else 0),
+                    sha256=splitter.sha256,
+                )
+                return bool(self._lines)
+            self._outcome.bytes_read += len(data)
+            lines = splitter.feed(data)
+            skipped = max(0, self._skip - self._seen)
+            self._seen += len(lines)
+            if len(lines) > skipped:
+                self._lines, self._at = lines, skipped
+                return True
+        return False
 
 
 class _ChunkWriter:
@@ -210,42 +264,23 @@ class _ChunkWriter:
         self.file = file
         self.checkpoint = checkpoint  # lines stored so far
         self.outcome = outcome
-        self.pending: list[Line] = []  # lines checkpoint + 1 .. read so far
         self.on: ChunkConnection | None = None  # the connection its chunks commit on
 
-    def add(self, lines: list[Line]) -> None:
-        """Queue lines; commit every full chunk. Raises ``_Stopped`` after a commit
-        once the process is asked to stop."""
-        self.pending.extend(lines)
-        size = self.ingest.settings.chunk_lines
-        while len(self.pending) >= size:
-            self.commit(self.pending[:size])
-            del self.pending[:size]
-            if self.ingest.stop.is_set():
-                raise _Stopped
-
-    def commit(self, lines: list[Line], totals: FileTotals | None = None) -> None:
+    def commit(self, feed: _LineFeed) -> bool:
+        """Commit the feed's next chunk (the last one with the file's totals); False
+        once the file is done."""
         ingest, file = self.ingest, self.file
         errors: list[LineError] = []
-        rows = iter_rows(
-            lines,
-            self.checkpoint + 1,
-            batch_id=file.batch_id,
-            file_id=file.file_id,
-            kind=file.kind,
-            errors=errors,
-            nul_unsafe=ingest.results.nul_unsafe,
-        )
         now = ingest.clock.now()  # fresh: this heartbeat keeps the lease of a long harvest
         chunk = Chunk(
             batch_id=file.batch_id,
             file_id=file.file_id,
             from_line=self.checkpoint,
-            to_line=self.checkpoint + len(lines),
-            rows=rows,
+            to_line=self.checkpoint,  # and the totals: set when its rows end
+            rows=(),
             errors=errors,
-            totals=totals,
         )
+        chunk.rows = self._rows(feed, chunk)
         counts = ingest.results.commit_chunk(
             chunk=chunk,
             owner=ingest.owner,
@@ -253,9 +288,27 @@ class _ChunkWriter:
             now=now,
             on=self.on,
         )
-        self.checkpoint += len(lines)
+        self.checkpoint = chunk.to_line
         self.outcome.add(counts)
         ingest.on_progress()
+        return chunk.totals is None
+
+    def _rows(self, feed: _LineFeed, chunk: Chunk) -> Iterator[Row]:
+        """The chunk's rows, parsed as its lines arrive; at their end the chunk learns
+        where it ends (and, at the end of the file, the file's totals)."""
+        file = self.file
+        yield from iter_rows(
+            chain.from_iterable(feed.take(self.ingest.settings.chunk_lines)),
+            chunk.from_line + 1,
+            batch_id=file.batch_id,
+            file_id=file.file_id,
+            kind=file.kind,
+            errors=chunk.errors,
+            nul_unsafe=self.ingest.results.nul_unsafe,
+        )
+        chunk.to_line = chunk.from_line + feed.taken
+        if feed.taken < self.ingest.settings.chunk_lines:
+            chunk.totals = feed.totals
 
 
 def _last_line(splitter: LineSplitter) -> Line:
