@@ -36,6 +36,8 @@ from dataclasses import dataclass
 from datetime import datetime
 
 import psycopg
+from psycopg import pq
+from psycopg.adapt import Dumper
 from sqlalchemy import Connection, Insert, Update, bindparam, select, update
 from sqlalchemy.orm import Session
 
@@ -104,7 +106,9 @@ class Chunk:
 
     ``rows`` may be lazy (pulled from a download as its lines arrive), adding to
     ``errors`` and setting ``to_line`` and ``totals`` as it is consumed: those are
-    read only once the rows are all consumed."""
+    read only once the rows are all consumed. It must be iterable again from the
+    start (a list, or an iterable that parses its lines again, its ``errors`` anew):
+    a COPY that meets a stored custom_id stores the chunk again, skipping those."""
 
     batch_id: str
     file_id: str
@@ -153,6 +157,12 @@ class ResultStore:
     @property
     def nul_unsafe(self) -> bool:
         return self._nul_unsafe
+
+    @property
+    def json_bytes(self) -> bool:
+        """Rows may carry the body as UTF-8 bytes (``iter_rows(json_bytes=True)``): the
+        driver sends them as the text they are (PostgreSQL); sqlite3 would store a blob."""
+        return self.db.is_postgres
 
     # --- files ------------------------------------------------------------------------
 
@@ -296,8 +306,10 @@ class ResultStore:
             checkpoints.before_write()  # every few chunks: the WAL restarts from its beginning
         try:
             counts = self._commit(on, chunk, rows, owner, lease_until, now, copy=True)
-        except _CopyRefused as refused:  # rolled back; again, skipping the stored ids
-            counts = self._commit(on, chunk, refused.rows, owner, lease_until, now, copy=False)
+        except _CopyRefused:  # rolled back; again, skipping the stored ids
+            if iter(chunk.rows) is chunk.rows:  # an iterator: the rows are gone
+                raise TypeError("Chunk.rows must be iterable again, not an iterator") from None
+            counts = self._commit(on, chunk, chunk.rows, owner, lease_until, now, copy=False)
         if checkpoints is not None:
             checkpoints.start()
             if chunk.totals is not None:  # the file is done: leave no thread behind
@@ -342,20 +354,25 @@ class ResultStore:
         driver.execute("SET LOCAL synchronous_commit TO OFF")
         if not copy:
             with driver.cursor() as cursor:
+                cursor.adapters.register_dumper(bytes, _JsonText)
                 cursor.executemany(_PG_INSERT, list(rows))
                 return int(cursor.rowcount)
-        kept: list[Row] = []
+        sent = 0
         try:
-            with driver.cursor() as cursor, cursor.copy(_PG_COPY) as stream:
-                for row in rows:  # parsed as they go: the server stores while we parse
-                    kept.append(row)
-                    stream.write_row(row)
+            with driver.cursor() as cursor:
+                cursor.adapters.register_dumper(bytes, _JsonText)  # this cursor's only
+                with cursor.copy(_PG_COPY) as stream:
+                    write_row = stream.write_row
+                    for row in rows:  # parsed as they go: the server stores while we parse
+                        write_row(row)
+                        sent += 1
         except psycopg.errors.UniqueViolation:
             # the chunk repeats a stored custom_id: this transaction is lost, store it
             # again in another, skipping those (no savepoint: rare, and it costs per chunk)
-            kept.extend(rows)  # the server may refuse before every row was sent
-            raise _CopyRefused(kept) from None
-        return len(kept)
+            for _ in rows:  # the server may refuse before every row was sent: read them all
+                pass
+            raise _CopyRefused from None
+        return sent
 
     def _insert_line_errors(self, connection: Connection, chunk: Chunk) -> None:
         if not chunk.errors:
@@ -421,12 +438,18 @@ class ChunkConnection:
         self.autocheckpoint_off = False  # set on its first chunk
 
 
-class _CopyRefused(Exception):
-    """COPY met a custom_id already stored; its transaction was rolled back."""
+class _JsonText(Dumper):
+    """A body that is already JSON text, as UTF-8 bytes, sent as that text (not bytea)."""
 
-    def __init__(self, rows: list[Row]) -> None:
-        super().__init__("duplicate custom_id")
-        self.rows = rows
+    format = pq.Format.TEXT
+
+    def dump(self, obj: bytes) -> bytes:
+        return obj
+
+
+class _CopyRefused(Exception):
+    """COPY met a custom_id already stored; its transaction was rolled back, and every
+    row of the chunk was read (a lazy chunk knows where it ends)."""
 
 
 def _advance_statements() -> tuple[Update, Update]:
