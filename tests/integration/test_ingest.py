@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import httpx
@@ -378,5 +378,136 @@ def test_sqlite_the_wal_stays_a_few_chunks_long(
         wal = Path(f"{path}-wal").stat().st_size  # reused from its start, never shrunk
         per_chunk = path.stat().st_size / chunks
         assert wal <= (WAL_COMMITS + 2) * per_chunk * 1.5
+    finally:
+        database.dispose()
+
+
+def cut_after(body: bytes, cut: int, error: Exception) -> Callable[[httpx.Request], httpx.Response]:
+    """The first download sends ``body[:cut]`` then fails with ``error``; later ones the
+    whole body."""
+    served: list[int] = []
+
+    def pieces(sent: bytes) -> Iterator[bytes]:
+        for i in range(0, len(sent), 5):
+            yield sent[i : i + 5]
+        raise error
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        served.append(1)
+        if len(served) == 1:
+            return httpx.Response(200, content=pieces(body[:cut]))
+        return httpx.Response(200, content=iter([body]))
+
+    return handler
+
+
+def test_a_download_cut_inside_a_chunk_resumes_from_its_checkpoint(
+    database: Database, clock: ManualClock
+) -> None:
+    """A chunk's rows are sent (on PostgreSQL: into its open COPY) as its lines arrive;
+    cut mid-chunk, the chunk is rolled back whole and the next download stores it."""
+    lines = [result_line(i) + b"\n" for i in range(10)]
+    body = b"".join(lines)
+    cut = sum(map(len, lines[:5])) + 3  # chunks of three: 1-3 commit, 4-5 are sent, 6 cut
+    committed: list[int] = []
+    ingest = ingest_with(database, clock, cut_after(body, cut, httpx.ReadError("connection reset")))
+    ingest.on_progress = lambda: committed.append(the_file(database).lines_committed)
+    outcome = ingest.run(batch_id=BATCH, file_id="file-x", kind="output")
+    assert outcome.state is FileState.DONE and outcome.downloads == 2
+    assert outcome.error is None
+    assert committed == [3, 6, 9, 10]  # the first download committed 1-3 only
+    assert (outcome.inserted, outcome.duplicates, outcome.malformed) == (10, 0, 0)
+    assert [(c, n) for c, n, _ in stored(database)] == [(f"c{i}", i + 1) for i in range(10)]
+    record = the_file(database)
+    assert (record.lines_committed, record.results, record.duplicates) == (10, 10, 0)
+    assert record.sha256 == hashlib.sha256(body).hexdigest()
+
+
+class Crash(Exception):
+    """The process dies here (nothing catches it)."""
+
+
+def test_a_crash_inside_a_chunk_leaves_the_checkpoint_and_a_restart_stores_the_rest(
+    database: Database, clock: ManualClock
+) -> None:
+    lines = [result_line(i) + b"\n" for i in range(10)]
+    body = b"".join(lines)
+    cut = sum(map(len, lines[:7])) + 2  # chunks of three: 1-6 commit, 7 is sent, 8 cut
+    with pytest.raises(Crash):
+        ingest_with(database, clock, cut_after(body, cut, Crash())).run(
+            batch_id=BATCH, file_id="file-x", kind="output"
+        )
+    record = the_file(database)
+    assert (record.state, record.lines_committed, record.results) == ("pending", 6, 6)
+    assert [n for _, n, _ in stored(database)] == [1, 2, 3, 4, 5, 6]
+    # a new process: the lease is taken over, the file resumed from its checkpoint
+    results = ResultStore(database)
+    client = make_client(
+        "http://files.test/v1", clock, transport=httpx.MockTransport(serving(body))
+    )
+    outcome = FileIngest(
+        client=client,
+        results=results,
+        clock=clock,
+        owner="ingest-test",
+        settings=IngestSettings(chunk_lines=3, read_bytes=7),
+    ).run(batch_id=BATCH, file_id="file-x", kind="output")
+    assert (outcome.state, outcome.inserted, outcome.duplicates) == (FileState.DONE, 4, 0)
+    assert [n for _, n, _ in stored(database)] == list(range(1, 11))
+    record = the_file(database)
+    assert (record.lines_committed, record.results, record.lines, record.attempts) == (
+        10,
+        10,
+        10,
+        2,
+    )
+
+
+def test_a_refused_copy_stores_its_chunk_again_with_its_bodies_and_line_errors_once(
+    database: Database, clock: ManualClock
+) -> None:
+    """The second chunk repeats a stored custom_id (its COPY is refused on PostgreSQL):
+    its lines are parsed again, not stored or counted twice."""
+    lines = [result_line(0), result_line(1), result_line(2)]
+    lines += [result_line(3), b"{not json", result_line(1)]  # a bad line and a repeat
+    lines += [result_line(6)]
+    body = b"".join(line + b"\n" for line in lines)
+    outcome = ingest_with(database, clock, serving(body)).run(
+        batch_id=BATCH, file_id="file-x", kind="output"
+    )
+    assert outcome.state is FileState.DONE
+    assert (outcome.inserted, outcome.duplicates, outcome.malformed) == (5, 1, 1)
+    assert [(n, raw) for n, raw, _ in line_errors(database)] == [(5, "{not json")]
+    with database.transaction() as session:
+        bodies = dict(session.execute(select(BatchResult.custom_id, BatchResult.body)).all())
+    assert bodies == {f"c{i}": {"n": i} for i in (0, 1, 2, 3, 6)}
+    record = the_file(database)
+    assert (record.lines_committed, record.results, record.malformed, record.duplicates) == (
+        7,
+        5,
+        1,
+        1,
+    )
+
+
+@pytest.mark.postgres
+def test_a_refused_copy_needs_rows_it_can_read_again(pg_url: str, clock: ManualClock) -> None:
+    database = Database.connect(pg_url)
+    try:
+        results = ResultStore(database)
+        ingest_with(database, clock, serving(b""))
+        results.begin_file(batch_id=BATCH, file_id="file-x", kind="output", now=clock.now())
+        row = (BATCH, "c1", None, "file-x", "output", 1, 200, None, b"{}", None, None)
+        for rows in ([row], iter([row])):  # the second meets the first's custom_id
+            chunk = Chunk(
+                batch_id=BATCH, file_id="file-x", from_line=0, to_line=1, rows=rows, errors=[]
+            )
+            if isinstance(rows, list):
+                results.commit_chunk(chunk=chunk, owner="ingest-test", lease_until=clock.now())
+                continue
+            chunk.from_line, chunk.to_line = 1, 2
+            with pytest.raises(TypeError, match="iterable again"):
+                results.commit_chunk(chunk=chunk, owner="ingest-test", lease_until=clock.now())
+        assert the_file(database).lines_committed == 1
     finally:
         database.dispose()
