@@ -132,27 +132,38 @@ class LineSplitter:
                 )
                 return []
             self._overlong = None
-            self.complete_lines += 1
-            first: list[Line] = [OverlongLine(skipped.prefix, skipped.size + end, skipped.cap)]
-            return first + self._split(chunk[end + 1 :])
-        if self._pending:
-            self._pending.append(chunk)
-            if b"\n" not in chunk:  # a long line still arriving: join once, when it ends
+            first: Line = OverlongLine(skipped.prefix, skipped.size + end, skipped.cap)
+        elif self._pending:
+            end = chunk.find(b"\n")
+            if end < 0:  # a long line still arriving: join once, when it ends
+                self._pending.append(chunk)
                 self._pending_bytes += len(chunk)
                 if self._pending_bytes > self.max_line:
                     self._skip_pending()
                 return []
-            chunk = b"".join(self._pending)
-            self._pending = []
-        return self._split(chunk)
+            # the line that began in an earlier chunk ends here: join only it (joining
+            # the whole chunk to it copied every byte of the file once more)
+            self._pending.append(chunk[:end])
+            self._pending_bytes += end
+            if self._pending_bytes > self.max_line:
+                first = self._pending_as_overlong()
+            else:
+                first = b"".join(self._pending)
+        else:
+            return self._split(chunk, 0)
+        lines = self._split(chunk, end + 1)
+        lines.insert(0, first)
+        self.complete_lines += 1
+        return lines
 
-    def _split(self, chunk: bytes) -> list[Line]:
+    def _split(self, chunk: bytes, start: int) -> list[Line]:
+        """The lines of ``chunk`` from ``start`` on; what follows its last newline is
+        kept, pending."""
         # find() is memchr; bytes.split tests byte by byte, twice the CPU per MiB
         lines: list[Line] = []
         append = lines.append
         find = chunk.find
         cap = self.max_line
-        start = 0
         while (end := find(b"\n", start)) >= 0:
             if end - start > cap:
                 append(OverlongLine(chunk[start : start + self._prefix], end - start, cap))
@@ -168,12 +179,16 @@ class LineSplitter:
         return lines
 
     def _skip_pending(self) -> None:
+        self._overlong = self._pending_as_overlong()
+
+    def _pending_as_overlong(self) -> OverlongLine:
         prefix = bytearray()
         for piece in self._pending:  # not a join: that would copy the whole line once more
             prefix += piece[: self._prefix - len(prefix)]
-        self._overlong = OverlongLine(bytes(prefix), self._pending_bytes, self.max_line)
+        overlong = OverlongLine(bytes(prefix), self._pending_bytes, self.max_line)
         self._pending = []
         self._pending_bytes = 0
+        return overlong
 
     def tail(self) -> Line:
         """What followed the last newline (b"" when the stream ended with one)."""
