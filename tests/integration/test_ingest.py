@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import threading
 from collections.abc import Callable, Iterator
+from datetime import timedelta
 from pathlib import Path
 
 import httpx
@@ -511,3 +512,25 @@ def test_a_refused_copy_needs_rows_it_can_read_again(pg_url: str, clock: ManualC
         assert the_file(database).lines_committed == 1
     finally:
         database.dispose()
+
+
+def test_each_committed_chunk_extends_the_batch_lease(
+    database: Database, clock: ManualClock
+) -> None:
+    body = b"".join(result_line(i) + b"\n" for i in range(10))
+    ingest = ingest_with(database, clock, serving(body))
+    leases: list[object] = []
+
+    def later() -> None:  # the next chunk's heartbeat is a minute later
+        with database.transaction() as session:
+            batch = session.get(Batch, BATCH)
+            assert batch is not None
+            leases.append(batch.lease_expires_at)
+        clock.advance(60)
+
+    ingest.on_progress = later
+    start = clock.now()
+    outcome = ingest.run(batch_id=BATCH, file_id="file-x", kind="output")
+    assert (outcome.state, outcome.inserted) == (FileState.DONE, 10)
+    lease = timedelta(seconds=ingest.settings.lease_seconds)
+    assert leases == [start + lease + timedelta(seconds=60 * i) for i in range(4)]
