@@ -222,11 +222,12 @@ class OperatorQueries:
                 return [text]
             ids = session.scalars(
                 select(Batch.id)
-                .where(Batch.id.startswith(text, autoescape=True))
+                # not LIKE, which ignores case on SQLite only: substr is exact on both
+                .where(func.substr(Batch.id, 1, len(text)) == text)
                 .order_by(Batch.id)
-                .limit(limit + 1)  # SQLite's LIKE ignores case: filtered again below
+                .limit(limit)
             ).all()
-        return [i for i in ids if i.startswith(text)][:limit]
+        return list(ids)
 
     # --- one batch in full -----------------------------------------------------------
 
