@@ -18,9 +18,11 @@ sqlite3's ``executemany``; on PostgreSQL by COPY straight into
 duplicate rare (a file that repeats a custom_id, or one id in both files), so
 only then is the chunk's transaction rolled back and the chunk stored again, in
 another, with ON CONFLICT DO NOTHING (no savepoint: it cost every chunk two
-round trips). COPY streams: the server stores rows while later lines are still
-being parsed. The body arrives as JSON text (the column is ``json``: stored as
-sent).
+round trips); the chunk's rows are read again for that (``Chunk.rows``). COPY
+streams: a chunk's rows may be pulled from the download as its lines arrive, so
+the server stores rows while later ones are still being downloaded and parsed.
+The body arrives as JSON text (the column is ``json``: stored as sent), as UTF-8
+bytes when the rows carry it so (``json_bytes``).
 
 On SQLite nothing streams, so a chunk's lines are parsed before its transaction
 takes the one write lock (other writers wait less), and its COMMIT leaves the
