@@ -4,9 +4,10 @@ The body is streamed (files reach hundreds of MB) and cut into lines as it
 arrives; every ``chunk_lines`` lines are committed with the file's checkpoint
 in one transaction (see ``orchestrator.db.results``), their rows parsed and
 handed to the database as the lines arrive (on PostgreSQL the chunk's COPY is
-open meanwhile; a download cut inside a chunk rolls that chunk back whole). The API has no Range
-requests, so a retry downloads from byte 0 again and skips the lines the
-checkpoint already holds, while still hashing and counting every byte.
+open meanwhile; a download cut inside a chunk rolls that chunk back whole).
+The API has no Range requests, so a retry downloads from byte 0 again and skips
+the lines the checkpoint already holds, while still hashing and counting every
+byte.
 
 A download cut short (``ApiTransportError``, or a last line without a newline
 that does not parse, which is what a cut looks like when the server closed
