@@ -192,8 +192,9 @@ class AsyncBatchApiClient:
             self._lean[loop] = pool if isinstance(pool, Exchanger) and pool.exchanges else None
         return pool, self._lean[loop]
 
-    def _lean_request(self, call: ApiCall) -> LeanRequest | None:
-        """The call's request as wire bytes, if its path is plain (else None)."""
+    def _lean_request(self, call: ApiCall, deadline: float) -> LeanRequest | None:
+        """The call's request as wire bytes, if its path is plain (else None); no wait
+        of its exchange lasts past ``deadline`` (the loop's clock)."""
         template = self._templates.get(call.method)
         data = template.fill(call.path) if template is not None else None
         if template is None or data is None:
@@ -207,6 +208,7 @@ class AsyncBatchApiClient:
             connect=timeout.connect,
             read=timeout.read,
             pool=timeout.pool,
+            deadline=deadline,
         )
 
     def _request(self, call: ApiCall) -> httpx.Request:
@@ -274,15 +276,18 @@ class AsyncBatchApiClient:
         if self._interrupter.aborted:
             raise Aborted(_STOPPING)
         started = time.perf_counter()
-        request = self._lean_request(call) if lean is not None else None
+        request = None
+        if lean is not None:  # its waits keep the deadline: no asyncio.timeout around them
+            deadline = asyncio.get_running_loop().time() + self._settings.deadline
+            request = self._lean_request(call, deadline)
         answered: Answered | None = None
         try:
-            async with asyncio.timeout(self._settings.deadline):  # each attempt, all of it
-                if lean is not None and request is not None:
-                    head, body = await lean.exchange(request)
-                    answered = HeadAnswer(head)
-                    request_id, answer = await self._read_lean(call, answered, body, started, extra)
-                else:
+            if lean is not None and request is not None:
+                head, body = await lean.exchange(request)
+                answered = HeadAnswer(head)
+                request_id, answer = await self._read_lean(call, answered, body, started, extra)
+            else:
+                async with asyncio.timeout(self._settings.deadline):  # each attempt, all of it
                     response = await http.handle_async_request(self._request(call))
                     answered = response
                     try:

@@ -137,15 +137,18 @@ class _Connection(asyncio.Protocol):
         self._error = None
         self.transport.write(request)
 
-    async def _wait(self, timeout: float | None) -> None:
-        """Until something arrives (or the connection ends), at most ``timeout``."""
+    async def _wait(self, timeout: float | None, deadline: float | None) -> None:
+        """Until something arrives (or the connection ends), at most ``timeout``
+        (``httpx.ReadTimeout``), and not past ``deadline``, a time of the loop's clock
+        (``TimeoutError``, as ``asyncio.timeout`` would raise): one timer for both."""
         waiter = self._loop.create_future()
         self._waiter = waiter
-        timer = (
-            self._loop.call_later(timeout, _expire, waiter, timeout)
-            if timeout is not None
-            else None
-        )
+        timer: asyncio.TimerHandle | None = None
+        at = None if timeout is None else self._loop.time() + timeout
+        if deadline is not None and (at is None or deadline < at):
+            timer = self._loop.call_at(deadline, _expire, waiter, None)
+        elif at is not None:
+            timer = self._loop.call_at(at, _expire, waiter, timeout)
         try:
             await waiter
         except BaseException:  # a timeout, the attempt's deadline, abort(): unusable now
@@ -156,16 +159,18 @@ class _Connection(asyncio.Protocol):
             if timer is not None:
                 timer.cancel()
 
-    async def head(self, timeout: float | None) -> Head:
+    async def head(self, timeout: float | None, deadline: float | None = None) -> Head:
         while self._answer.head is None:
             if self._error is not None:
                 raise self._error
             if self.closed:
                 raise httpx.RemoteProtocolError("the server closed the connection unanswered")
-            await self._wait(timeout)
+            await self._wait(timeout, deadline)
         return self._answer.head
 
-    async def pieces(self, timeout: float | None) -> AsyncIterator[bytes]:
+    async def pieces(
+        self, timeout: float | None, deadline: float | None = None
+    ) -> AsyncIterator[bytes]:
         while True:
             while self._pieces:
                 piece = self._pieces.popleft()
@@ -181,7 +186,7 @@ class _Connection(asyncio.Protocol):
                 return
             if self.closed:
                 raise httpx.RemoteProtocolError("the connection closed mid-answer")
-            await self._wait(timeout)
+            await self._wait(timeout, deadline)
 
     def finish(self, now: float) -> None:
         """The reader is done with the answer: keep the connection if it may be reused."""
@@ -202,25 +207,36 @@ class _Connection(asyncio.Protocol):
             self.transport.close()  # not waited for: a dead peer must not hold up a close
 
 
-def _expire(waiter: asyncio.Future[None], timeout: float) -> None:
+def _expire(waiter: asyncio.Future[None], timeout: float | None) -> None:
+    """The read timeout passed (``timeout``), or the deadline (None)."""
     if not waiter.done():
-        waiter.set_exception(httpx.ReadTimeout(f"no data from the server for {timeout:g}s"))
+        if timeout is None:
+            waiter.set_exception(TimeoutError())
+        else:
+            waiter.set_exception(httpx.ReadTimeout(f"no data from the server for {timeout:g}s"))
 
 
 class AnswerBody(httpx.AsyncByteStream):
     """An answer's body as it arrives; closing it gives the connection back (or closes
     it, when the body was not read to its end)."""
 
-    def __init__(self, transport: LeanTransport, conn: _Connection, timeout: float | None):
+    def __init__(
+        self,
+        transport: LeanTransport,
+        conn: _Connection,
+        timeout: float | None,
+        deadline: float | None = None,
+    ) -> None:
         self._transport = transport
         self._conn: _Connection | None = conn
         self._timeout = timeout
+        self._deadline = deadline
 
     async def __aiter__(self) -> AsyncIterator[bytes]:
         conn = self._conn
         if conn is None:
             raise httpx.StreamClosed()
-        async for piece in conn.pieces(self._timeout):
+        async for piece in conn.pieces(self._timeout, self._deadline):
             yield piece
 
     async def aclose(self) -> None:
@@ -231,9 +247,12 @@ class AnswerBody(httpx.AsyncByteStream):
 
 class LeanRequest:
     """A request already in its wire bytes (``data``), with where it goes and httpx's
-    timeouts for it; ``method`` and ``path`` say what it is (for metrics)."""
+    timeouts for it; ``method`` and ``path`` say what it is (for metrics). With a
+    ``deadline`` (a time of the event loop's clock), no wait of the exchange, reading
+    the body included, lasts past it: ``TimeoutError`` then, as ``asyncio.timeout``
+    around it all would raise, at the cost of no timer of its own."""
 
-    __slots__ = ("connect", "data", "method", "origin", "path", "pool", "read")
+    __slots__ = ("connect", "data", "deadline", "method", "origin", "path", "pool", "read")
 
     def __init__(
         self,
@@ -245,7 +264,9 @@ class LeanRequest:
         connect: float | None,
         read: float | None,
         pool: float | None,
+        deadline: float | None = None,
     ) -> None:
+        self.deadline = deadline
         self.method = method
         self.path = path
         self.data = data
@@ -318,6 +339,7 @@ class LeanTransport(httpx.AsyncBaseTransport):
             request.read,
             request.pool,
             None,
+            request.deadline,
         )
 
     async def _send(
@@ -329,16 +351,33 @@ class LeanTransport(httpx.AsyncBaseTransport):
         read: float | None,
         pool: float | None,
         request: httpx.Request | None,
+        deadline: float | None = None,
     ) -> tuple[Head, AnswerBody]:
         loop = asyncio.get_running_loop()
-        conn = await self._lend(loop, origin, request, connect, pool)
+        conn = self._idle_connection(loop, origin)
+        if conn is None:  # connecting, or waiting for a connection: rare, under the deadline
+            async with asyncio.timeout_at(deadline):
+                conn = await self._lend(loop, origin, request, connect, pool)
         try:
             conn.start(data, method)
-            head = await conn.head(read)
+            head = await conn.head(read, deadline)
         except BaseException:
             self._drop(conn)
             raise
-        return head, AnswerBody(self, conn, read)
+        return head, AnswerBody(self, conn, read, deadline)
+
+    def _idle_connection(
+        self, loop: asyncio.AbstractEventLoop, origin: Origin
+    ) -> _Connection | None:
+        """A kept-alive connection to ``origin`` fit for another exchange, if one is idle."""
+        idle = self._idle.get(origin)
+        now = loop.time()
+        while idle:
+            conn = idle.pop()
+            if not conn.closed and now - conn.idle_since < KEEPALIVE_SECONDS:
+                return conn
+            self._drop(conn)
+        return None
 
     async def _lend(
         self,
@@ -348,14 +387,10 @@ class LeanTransport(httpx.AsyncBaseTransport):
         connect: float | None,
         pool: float | None,
     ) -> _Connection:
-        idle = self._idle.get(origin)
         while True:
-            now = loop.time()
-            while idle:
-                conn = idle.pop()
-                if not conn.closed and now - conn.idle_since < KEEPALIVE_SECONDS:
-                    return conn
-                self._drop(conn)
+            conn = self._idle_connection(loop, origin)
+            if conn is not None:
+                return conn
             if self._open < self._max:
                 self._open += 1
                 try:
@@ -374,7 +409,6 @@ class LeanTransport(httpx.AsyncBaseTransport):
             finally:
                 if waiter in self._waiting:
                     self._waiting.remove(waiter)
-            idle = self._idle.get(origin)
 
     async def _connect(
         self,
