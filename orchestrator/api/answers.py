@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -54,29 +54,30 @@ class ApiResult:
 class HeadAnswer:
     """An answer's status and headers from its parsed ``Head``, as an httpx.Response
     gives them: names lower-cased (look them up so), a repeated header's values joined
-    with ", ", all values decoded alike: ASCII, else UTF-8, else Latin-1."""
+    with ", ", every name and value decoded alike: ASCII, else UTF-8, else Latin-1."""
 
     __slots__ = ("headers", "status_code")
 
     def __init__(self, head: Head) -> None:
         self.status_code = head.status
         raw = head.headers
-        fields: dict[str, str] = {}
-        for name, value in zip(
-            _decoded(n for n, _ in raw), _decoded(v for _, v in raw), strict=True
-        ):
-            fields[name] = f"{fields[name]}, {value}" if name in fields else value
+        try:
+            pairs = [(name.decode("ascii"), value.decode("ascii")) for name, value in raw]
+        except UnicodeDecodeError:
+            pairs = _decoded(raw)
+        fields = dict(pairs)
+        if len(fields) < len(pairs):  # a header repeated: its values joined
+            fields = {}
+            for name, value in pairs:
+                fields[name] = f"{fields[name]}, {value}" if name in fields else value
         self.headers: Mapping[str, str] = fields
 
 
-def _decoded(values: Iterable[bytes]) -> list[str]:
-    values = list(values)
-    for encoding in ("ascii", "utf-8"):
-        try:
-            return [value.decode(encoding) for value in values]
-        except UnicodeDecodeError:
-            continue
-    return [value.decode("latin-1") for value in values]
+def _decoded(raw: list[tuple[bytes, bytes]]) -> list[tuple[str, str]]:
+    try:
+        return [(name.decode("utf-8"), value.decode("utf-8")) for name, value in raw]
+    except UnicodeDecodeError:
+        return [(name.decode("latin-1"), value.decode("latin-1")) for name, value in raw]
 
 
 def decode_object(content: bytes) -> dict[str, Any] | None:
