@@ -24,10 +24,11 @@ import re
 import socket
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator, Mapping
 from contextvars import ContextVar
 from dataclasses import dataclass
 from socketserver import ThreadingMixIn
+from typing import TypeVar
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 import httpx
@@ -36,6 +37,9 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 from sqlalchemy.exc import SQLAlchemyError
 
+from orchestrator.api.answers import HeadAnswer
+from orchestrator.api.async_transport import AnswerBody, Exchanger, LeanRequest
+from orchestrator.api.http11 import Head
 from orchestrator.api.transport import ThreadLocalTransport
 from orchestrator.clock import utcnow
 from orchestrator.core.retry_policy import VerdictKind, classify
@@ -58,6 +62,9 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
+_A = TypeVar("_A")
+_R = TypeVar("_R")
+_Sent = tuple[_A, int, Callable[[], Mapping[str, str]]]  # the answer, its status, its headers
 DURATION_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 
 # The label is the API operation, never the raw path: ids in a label would make a
@@ -71,22 +78,26 @@ _ENDPOINTS = (
 )
 
 
-def _asks_retry(response: httpx.Response) -> bool:
+def _asks_retry(status: int, headers: Callable[[], Mapping[str, str]]) -> bool:
     """Will the client send this request again? A 2xx never asks (its body, which only
     the client reads, may; that retry is not counted); other answers, as classified."""
-    if 200 <= response.status_code < 300:
+    if 200 <= status < 300:
         return False
-    return classify(response.status_code, response.headers, utcnow()).kind is VerdictKind.RETRY
+    return classify(status, headers(), utcnow()).kind is VerdictKind.RETRY
 
 
 def endpoint_of(request: httpx.Request) -> str:
-    path = request.url.path.rstrip("/")
+    return _endpoint(request.method, request.url.path)
+
+
+def _endpoint(method: str, path: str) -> str:
+    path = path.rstrip("/")
     for pattern, name in _ENDPOINTS:
         if pattern.search(path):
-            if name == "list" and request.method == "POST":
+            if name == "list" and method == "POST":
                 return "create"
             if name == "file":
-                return "delete_file" if request.method == "DELETE" else "retrieve_file"
+                return "delete_file" if method == "DELETE" else "retrieve_file"
             return name
     return "other"
 
@@ -121,6 +132,8 @@ class Metrics:
             ["kind"],
             registry=self.registry,
         )
+        self._counters: dict[tuple[str, int | str], Counter] = {}
+        self._histograms: dict[str, Histogram] = {}
         self.ingested_bytes = Counter(
             "orchestrator_ingested_bytes",
             "Bytes of result files this process downloaded, by file kind.",
@@ -140,9 +153,17 @@ class Metrics:
     def observe_response(
         self, endpoint: str, status: int | str, seconds: float | None = None
     ) -> None:
-        self.requests.labels(endpoint=endpoint, code=str(status)).inc()
+        # The labelled children, kept: ``labels()`` costs more than the count itself.
+        counter = self._counters.get((endpoint, status))
+        if counter is None:
+            counter = self.requests.labels(endpoint=endpoint, code=str(status))
+            self._counters[(endpoint, status)] = counter
+        counter.inc()
         if seconds is not None:
-            self.durations.labels(endpoint=endpoint).observe(seconds)
+            histogram = self._histograms.get(endpoint)
+            if histogram is None:
+                histogram = self._histograms[endpoint] = self.durations.labels(endpoint=endpoint)
+            histogram.observe(seconds)
 
     def observe_retry(self, endpoint: str) -> None:
         self.retries.labels(endpoint=endpoint).inc()
@@ -186,7 +207,9 @@ class MeteredTransport(httpx.BaseTransport):
             self._last.failed = key
             self._metrics.observe_response(endpoint, "transport_error")
             raise
-        self._last.failed = key if _asks_retry(response) else None
+        self._last.failed = (
+            key if _asks_retry(response.status_code, lambda: response.headers) else None
+        )
         self._metrics.observe_response(
             endpoint, response.status_code, time.perf_counter() - started
         )
@@ -199,29 +222,59 @@ class MeteredTransport(httpx.BaseTransport):
 class AsyncMeteredTransport(httpx.AsyncBaseTransport):
     """``MeteredTransport`` for the async client (the worker's sender). Each call runs in
     a task of its own and retries in it, so "the previous request" is the task's
-    (a context variable), as it is the thread's for the sync client."""
+    (a context variable), as it is the thread's for the sync client. Around a pool that
+    takes requests as bytes (``Exchanger``) it does too, counting them alike."""
 
     def __init__(self, inner: httpx.AsyncBaseTransport, metrics: Metrics) -> None:
         self._inner = inner
         self._metrics = metrics
+        self._exchanger = inner if isinstance(inner, Exchanger) and inner.exchanges else None
+
+    @property
+    def exchanges(self) -> bool:
+        return self._exchanger is not None
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-        endpoint = endpoint_of(request)
-        key = (request.method, request.url.path)
+        return await self._metered(
+            request.method, request.url.path, endpoint_of(request), self._respond, request
+        )
+
+    async def exchange(self, request: LeanRequest) -> tuple[Head, AnswerBody]:
+        if self._exchanger is None:
+            raise TypeError(f"{self._inner!r} takes no request as bytes")
+        endpoint = _endpoint(request.method, request.path)
+        return await self._metered(request.method, request.path, endpoint, self._exchange, request)
+
+    async def _respond(self, request: httpx.Request) -> _Sent[httpx.Response]:
+        response = await self._inner.handle_async_request(request)
+        return response, response.status_code, lambda: response.headers
+
+    async def _exchange(self, request: LeanRequest) -> _Sent[tuple[Head, AnswerBody]]:
+        assert self._exchanger is not None
+        head, body = await self._exchanger.exchange(request)
+        return (head, body), head.status, lambda: HeadAnswer(head).headers
+
+    async def _metered(
+        self,
+        method: str,
+        path: str,
+        endpoint: str,
+        send: Callable[[_R], Awaitable[_Sent[_A]]],
+        request: _R,
+    ) -> _A:
+        key = (method, path)
         if _last_failed.get() == key:
             self._metrics.observe_retry(endpoint)
         started = time.perf_counter()
         try:
-            response = await self._inner.handle_async_request(request)
+            answer, status, headers = await send(request)
         except httpx.TransportError:
             _last_failed.set(key)
             self._metrics.observe_response(endpoint, "transport_error")
             raise
-        _last_failed.set(key if _asks_retry(response) else None)
-        self._metrics.observe_response(
-            endpoint, response.status_code, time.perf_counter() - started
-        )
-        return response
+        _last_failed.set(key if _asks_retry(status, headers) else None)
+        self._metrics.observe_response(endpoint, status, time.perf_counter() - started)
+        return answer
 
     async def aclose(self) -> None:
         await self._inner.aclose()

@@ -1,26 +1,33 @@
 """What the sync and async clients share about one JSON answer: how big it may be,
-how it is judged, what is logged. Reading it (sync or async) is the client's part."""
+how it is judged, what is logged. Reading it (sync or async) is the client's part.
+
+Judging needs only an answer's status and headers (``Answered``): an
+``httpx.Response`` has them, and so has a ``HeadAnswer``, the async client's lean
+exchange's answer (no httpx object built)."""
 
 from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-import httpx
 import orjson
 
 from orchestrator.api.bodies import BodyTooLarge
 from orchestrator.api.budget import BudgetGate
 from orchestrator.api.errors import ApiAborted, ApiAnswerTooLarge, ApiCall
-from orchestrator.api.failures import ERROR_BODY_BYTES, Failures
+from orchestrator.api.failures import ERROR_BODY_BYTES, Answered, Failures
+from orchestrator.api.http11 import Head
 from orchestrator.api.retrying import Outcome
 from orchestrator.core.retry_policy import Verdict, VerdictKind, classify
 
 __all__ = [
+    "Answered",
     "ApiResult",
+    "HeadAnswer",
     "answer_cap",
     "decode_object",
     "json_outcome",
@@ -44,6 +51,35 @@ class ApiResult:
     attempts: int
 
 
+class HeadAnswer:
+    """An answer's status and headers from its parsed ``Head``, as an httpx.Response
+    gives them: names lower-cased (look them up so), a repeated header's values joined
+    with ", ", every name and value decoded alike: ASCII, else UTF-8, else Latin-1."""
+
+    __slots__ = ("headers", "status_code")
+
+    def __init__(self, head: Head) -> None:
+        self.status_code = head.status
+        raw = head.headers
+        try:
+            pairs = [(name.decode("ascii"), value.decode("ascii")) for name, value in raw]
+        except UnicodeDecodeError:
+            pairs = _decoded(raw)
+        fields = dict(pairs)
+        if len(fields) < len(pairs):  # a header repeated: its values joined
+            fields = {}
+            for name, value in pairs:
+                fields[name] = f"{fields[name]}, {value}" if name in fields else value
+        self.headers: Mapping[str, str] = fields
+
+
+def _decoded(raw: list[tuple[bytes, bytes]]) -> list[tuple[str, str]]:
+    try:
+        return [(name.decode("utf-8"), value.decode("utf-8")) for name, value in raw]
+    except UnicodeDecodeError:
+        return [(name.decode("latin-1"), value.decode("latin-1")) for name, value in raw]
+
+
 def decode_object(content: bytes) -> dict[str, Any] | None:
     try:
         value = orjson.loads(content)
@@ -52,7 +88,7 @@ def decode_object(content: bytes) -> dict[str, Any] | None:
     return value if isinstance(value, dict) else None
 
 
-def answer_cap(response: httpx.Response, max_answer_bytes: int) -> tuple[int, bool]:
+def answer_cap(response: Answered, max_answer_bytes: int) -> tuple[int, bool]:
     """How much of the body to read, and whether past it to cut (an error's excerpt)
     rather than fail (a 2xx answer, which must be whole)."""
     ok = 200 <= response.status_code < 300
@@ -60,7 +96,7 @@ def answer_cap(response: httpx.Response, max_answer_bytes: int) -> tuple[int, bo
 
 
 def too_large(
-    call: ApiCall, number: int, response: httpx.Response, exc: BodyTooLarge, failures: Failures
+    call: ApiCall, number: int, response: Answered, exc: BodyTooLarge, failures: Failures
 ) -> Outcome[Any]:
     error = ApiAnswerTooLarge(
         call,
@@ -75,7 +111,7 @@ def too_large(
 def json_outcome(
     call: ApiCall,
     number: int,
-    response: httpx.Response,
+    response: Answered,
     answer: tuple[bytes, str | None],
     request_id: str | None,
     *,
@@ -100,7 +136,7 @@ def json_outcome(
 
 def log_response(
     call: ApiCall,
-    response: httpx.Response,
+    response: Answered,
     started: float,
     extra: dict[str, str | None],
     failures: Failures,

@@ -17,6 +17,13 @@ It keeps every rule of the sync client (client.py), with the pieces they share:
 
 Connections belong to an event loop: the client keeps one pool per loop and
 ``aclose()`` closes the running loop's.
+
+On its own pool (``async_transport.LeanTransport``, metered or not) a call goes
+without httpx's objects: the request's bytes come from a template made once
+(``http11.RequestTemplate``) and the answer is judged from its parsed head
+(``answers.HeadAnswer``); the same bytes on the wire, the same caps, verdicts and
+errors. A test's transport, or a path the template does not take, goes through
+``httpx.Request`` and ``httpx.Response`` as before.
 """
 
 from __future__ import annotations
@@ -32,25 +39,35 @@ from typing import Any
 import httpx
 
 from orchestrator.api.answers import (
+    Answered,
     ApiResult,
+    HeadAnswer,
     answer_cap,
     json_outcome,
     log_response,
     too_large,
     transport_outcome,
 )
-from orchestrator.api.async_transport import asyncio_transport
+from orchestrator.api.async_transport import (
+    AnswerBody,
+    Exchanger,
+    LeanRequest,
+    asyncio_transport,
+)
 from orchestrator.api.bodies import (
     ACCEPT_ENCODING,
     BodyTooLarge,
     CorruptBody,
     UnsupportedEncoding,
+    declared_length,
     read_capped_async,
+    read_pieces_capped,
 )
 from orchestrator.api.budget import BudgetGate, SendBudget
 from orchestrator.api.client import USER_AGENT
 from orchestrator.api.errors import ApiCall
 from orchestrator.api.failures import Failures
+from orchestrator.api.http11 import RequestTemplate
 from orchestrator.api.limits import Aborted, Deadline, Interrupter
 from orchestrator.api.retrying import Outcome, Retrier
 from orchestrator.api.settings import ApiSettings
@@ -107,6 +124,7 @@ class AsyncBatchApiClient:
         )
         self._tls: ssl.SSLContext | None = None  # for every pool (building one: ~60 ms)
         self._pools: dict[asyncio.AbstractEventLoop, httpx.AsyncBaseTransport] = {}
+        self._lean: dict[asyncio.AbstractEventLoop, Exchanger | None] = {}  # pools that take bytes
         self._base_url = settings.base_url.rstrip("/")
         self._params = {"api-version": settings.azure_api_version} if settings.is_azure else None
         self._headers = httpx.Headers(
@@ -116,6 +134,12 @@ class AsyncBatchApiClient:
             }
         )
         self._extensions = {"timeout": self._timeout.as_dict()}
+        self._templates = {
+            method: RequestTemplate(
+                method, self._base_url, params=self._params, headers=self._headers
+            )
+            for method in ("GET", "POST")
+        }
         self._loop: asyncio.AbstractEventLoop | None = None
         self._calls: set[asyncio.Task[Any]] = set()
 
@@ -140,7 +164,9 @@ class AsyncBatchApiClient:
 
     async def aclose(self) -> None:
         """Close the connections of the running event loop."""
-        pool = self._pools.pop(asyncio.get_running_loop(), None)
+        loop = asyncio.get_running_loop()
+        pool = self._pools.pop(loop, None)
+        self._lean.pop(loop, None)
         if pool is not None:
             await pool.aclose()
 
@@ -148,8 +174,9 @@ class AsyncBatchApiClient:
         for task in list(self._calls):
             task.cancel()
 
-    def _http(self) -> httpx.AsyncBaseTransport:
-        """This event loop's connections (made on its first call)."""
+    def _http(self) -> tuple[httpx.AsyncBaseTransport, Exchanger | None]:
+        """This event loop's connections (made on its first call), and the same pool
+        again if it takes a request as bytes (``exchange``)."""
         loop = asyncio.get_running_loop()
         self._loop = loop
         pool = self._pools.get(loop)
@@ -162,7 +189,27 @@ class AsyncBatchApiClient:
                 if self._wrap is not None:
                     pool = self._wrap(pool)
             self._pools[loop] = pool
-        return pool
+            self._lean[loop] = pool if isinstance(pool, Exchanger) and pool.exchanges else None
+        return pool, self._lean[loop]
+
+    def _lean_request(self, call: ApiCall, deadline: float) -> LeanRequest | None:
+        """The call's request as wire bytes, if its path is plain (else None); no wait
+        of its exchange lasts past ``deadline`` (the loop's clock)."""
+        template = self._templates.get(call.method)
+        data = template.fill(call.path) if template is not None else None
+        if template is None or data is None:
+            return None
+        timeout = self._timeout
+        return LeanRequest(
+            call.method,
+            call.path,
+            data,
+            template.origin,
+            connect=timeout.connect,
+            read=timeout.read,
+            pool=timeout.pool,
+            deadline=deadline,
+        )
 
     def _request(self, call: ApiCall) -> httpx.Request:
         """The request as httpx.AsyncClient would build it, less what we never use
@@ -194,7 +241,7 @@ class AsyncBatchApiClient:
             "batch_id": batch_id,
             "request_id": None,
         }
-        http = self._http()
+        http, lean = self._http()
         task = asyncio.current_task()
         assert task is not None
         self._calls.add(task)
@@ -202,7 +249,7 @@ class AsyncBatchApiClient:
             if self._interrupter.aborted:
                 raise Aborted(_STOPPING)
             result, _ = await self._retrier.run_async(
-                call, extra, lambda n: self._attempt(http, call, n, extra), self._sleep
+                call, extra, lambda n: self._attempt(http, lean, call, n, extra), self._sleep
             )
             return result
         except (asyncio.CancelledError, Aborted) as exc:
@@ -217,6 +264,7 @@ class AsyncBatchApiClient:
     async def _attempt(
         self,
         http: httpx.AsyncBaseTransport,
+        lean: Exchanger | None,
         call: ApiCall,
         number: int,
         extra: dict[str, str | None],
@@ -228,19 +276,28 @@ class AsyncBatchApiClient:
         if self._interrupter.aborted:
             raise Aborted(_STOPPING)
         started = time.perf_counter()
-        request = self._request(call)
-        response: httpx.Response | None = None
+        request = None
+        if lean is not None:  # its waits keep the deadline: no asyncio.timeout around them
+            deadline = asyncio.get_running_loop().time() + self._settings.deadline
+            request = self._lean_request(call, deadline)
+        answered: Answered | None = None
         try:
-            async with asyncio.timeout(self._settings.deadline):  # each attempt, all of it
-                response = await http.handle_async_request(request)
-                try:
-                    request_id = log_response(call, response, started, extra, self._failures)
-                    answer = await self._read_answer(response)
-                finally:
-                    await response.aclose()
+            if lean is not None and request is not None:
+                head, body = await lean.exchange(request)
+                answered = HeadAnswer(head)
+                request_id, answer = await self._read_lean(call, answered, body, started, extra)
+            else:
+                async with asyncio.timeout(self._settings.deadline):  # each attempt, all of it
+                    response = await http.handle_async_request(self._request(call))
+                    answered = response
+                    try:
+                        request_id = log_response(call, response, started, extra, self._failures)
+                        answer = await self._read_answer(response)
+                    finally:
+                        await response.aclose()
         except BodyTooLarge as exc:
-            assert response is not None
-            return too_large(call, number, response, exc, self._failures)
+            assert answered is not None
+            return too_large(call, number, answered, exc, self._failures)
         except TimeoutError:
             reached = Deadline(self._settings.deadline, time.monotonic).reached()
             return transport_outcome(call, number, reached, started, extra, self._failures)
@@ -249,13 +306,40 @@ class AsyncBatchApiClient:
         return json_outcome(
             call,
             number,
-            response,
+            answered,
             answer,
             request_id,
             failures=self._failures,
             now=self._clock.now(),
             gate=self._gate,
         )
+
+    async def _read_lean(
+        self,
+        call: ApiCall,
+        answered: HeadAnswer,
+        body: AnswerBody,
+        started: float,
+        extra: dict[str, str | None],
+    ) -> tuple[str | None, tuple[bytes, str | None]]:
+        """``_read_answer`` for the lean exchange; the connection given back after."""
+        try:
+            request_id = log_response(call, answered, started, extra, self._failures)
+            cap, truncate = answer_cap(answered, self._settings.max_answer_bytes)
+            headers = answered.headers
+            try:
+                content = await read_pieces_capped(
+                    body,
+                    headers.get("content-encoding"),
+                    declared_length(headers),
+                    cap,
+                    truncate=truncate,
+                )
+            except (UnsupportedEncoding, CorruptBody) as exc:
+                return request_id, (b"", str(exc))
+            return request_id, (content, None)
+        finally:
+            await body.aclose()
 
     async def _read_answer(self, response: httpx.Response) -> tuple[bytes, str | None]:
         """A 2xx's body up to the cap (``BodyTooLarge`` past it); the start of an error's."""

@@ -24,6 +24,12 @@ It keeps every limit the httpcore path had, and the client's on top:
 
 A connection is reused only after an answer read to its end with keep-alive, and
 not once it has sat idle ``KEEPALIVE_SECONDS``.
+
+Two doors into the same pool: httpx's ``handle_async_request`` (an ``httpx.Request``
+in, an ``httpx.Response`` out), and ``exchange``: a ``LeanRequest`` already in its
+wire bytes in, the answer's ``Head`` and ``AnswerBody`` out, with no httpx object
+built on the way (the worker's cancels: building them was a third of the sender's
+CPU; docs/benchmarks.md, "third pass").
 """
 
 from __future__ import annotations
@@ -32,12 +38,23 @@ import asyncio
 import ssl
 from collections import deque
 from collections.abc import AsyncIterator
+from typing import Protocol, runtime_checkable
 
 import httpx
 
 from orchestrator.api.http11 import AnswerParser, Head, serialize
 
-__all__ = ["KEEPALIVE_SECONDS", "LeanTransport", "asyncio_transport"]
+__all__ = [
+    "KEEPALIVE_SECONDS",
+    "AnswerBody",
+    "Exchanger",
+    "LeanRequest",
+    "LeanTransport",
+    "Origin",
+    "asyncio_transport",
+]
+
+Origin = tuple[bytes, bytes, int]  # scheme, host, port: the pool's key
 
 KEEPALIVE_SECONDS = 5.0  # an idle connection older than this is closed, not reused
 _PAUSE_ABOVE = 1 << 20  # body bytes buffered for the reader before reading pauses
@@ -46,7 +63,7 @@ _PAUSE_ABOVE = 1 << 20  # body bytes buffered for the reader before reading paus
 class _Connection(asyncio.Protocol):
     """One HTTP/1.1 connection, one exchange at a time."""
 
-    def __init__(self, loop: asyncio.AbstractEventLoop, origin: tuple[bytes, bytes, int]) -> None:
+    def __init__(self, loop: asyncio.AbstractEventLoop, origin: Origin) -> None:
         self._loop = loop
         self.origin = origin  # the pool's key
         self.transport: asyncio.Transport | None = None
@@ -120,15 +137,18 @@ class _Connection(asyncio.Protocol):
         self._error = None
         self.transport.write(request)
 
-    async def _wait(self, timeout: float | None) -> None:
-        """Until something arrives (or the connection ends), at most ``timeout``."""
+    async def _wait(self, timeout: float | None, deadline: float | None) -> None:
+        """Until something arrives (or the connection ends), at most ``timeout``
+        (``httpx.ReadTimeout``), and not past ``deadline``, a time of the loop's clock
+        (``TimeoutError``, as ``asyncio.timeout`` would raise): one timer for both."""
         waiter = self._loop.create_future()
         self._waiter = waiter
-        timer = (
-            self._loop.call_later(timeout, _expire, waiter, timeout)
-            if timeout is not None
-            else None
-        )
+        timer: asyncio.TimerHandle | None = None
+        at = None if timeout is None else self._loop.time() + timeout
+        if deadline is not None and (at is None or deadline < at):
+            timer = self._loop.call_at(deadline, _expire, waiter, None)
+        elif at is not None:
+            timer = self._loop.call_at(at, _expire, waiter, timeout)
         try:
             await waiter
         except BaseException:  # a timeout, the attempt's deadline, abort(): unusable now
@@ -139,16 +159,18 @@ class _Connection(asyncio.Protocol):
             if timer is not None:
                 timer.cancel()
 
-    async def head(self, timeout: float | None) -> Head:
+    async def head(self, timeout: float | None, deadline: float | None = None) -> Head:
         while self._answer.head is None:
             if self._error is not None:
                 raise self._error
             if self.closed:
                 raise httpx.RemoteProtocolError("the server closed the connection unanswered")
-            await self._wait(timeout)
+            await self._wait(timeout, deadline)
         return self._answer.head
 
-    async def pieces(self, timeout: float | None) -> AsyncIterator[bytes]:
+    async def pieces(
+        self, timeout: float | None, deadline: float | None = None
+    ) -> AsyncIterator[bytes]:
         while True:
             while self._pieces:
                 piece = self._pieces.popleft()
@@ -164,7 +186,7 @@ class _Connection(asyncio.Protocol):
                 return
             if self.closed:
                 raise httpx.RemoteProtocolError("the connection closed mid-answer")
-            await self._wait(timeout)
+            await self._wait(timeout, deadline)
 
     def finish(self, now: float) -> None:
         """The reader is done with the answer: keep the connection if it may be reused."""
@@ -185,25 +207,36 @@ class _Connection(asyncio.Protocol):
             self.transport.close()  # not waited for: a dead peer must not hold up a close
 
 
-def _expire(waiter: asyncio.Future[None], timeout: float) -> None:
+def _expire(waiter: asyncio.Future[None], timeout: float | None) -> None:
+    """The read timeout passed (``timeout``), or the deadline (None)."""
     if not waiter.done():
-        waiter.set_exception(httpx.ReadTimeout(f"no data from the server for {timeout:g}s"))
+        if timeout is None:
+            waiter.set_exception(TimeoutError())
+        else:
+            waiter.set_exception(httpx.ReadTimeout(f"no data from the server for {timeout:g}s"))
 
 
-class _Body(httpx.AsyncByteStream):
+class AnswerBody(httpx.AsyncByteStream):
     """An answer's body as it arrives; closing it gives the connection back (or closes
     it, when the body was not read to its end)."""
 
-    def __init__(self, transport: LeanTransport, conn: _Connection, timeout: float | None):
+    def __init__(
+        self,
+        transport: LeanTransport,
+        conn: _Connection,
+        timeout: float | None,
+        deadline: float | None = None,
+    ) -> None:
         self._transport = transport
         self._conn: _Connection | None = conn
         self._timeout = timeout
+        self._deadline = deadline
 
     async def __aiter__(self) -> AsyncIterator[bytes]:
         conn = self._conn
         if conn is None:
             raise httpx.StreamClosed()
-        async for piece in conn.pieces(self._timeout):
+        async for piece in conn.pieces(self._timeout, self._deadline):
             yield piece
 
     async def aclose(self) -> None:
@@ -212,14 +245,58 @@ class _Body(httpx.AsyncByteStream):
             self._transport.give_back(conn)
 
 
+class LeanRequest:
+    """A request already in its wire bytes (``data``), with where it goes and httpx's
+    timeouts for it; ``method`` and ``path`` say what it is (for metrics). With a
+    ``deadline`` (a time of the event loop's clock), no wait of the exchange, reading
+    the body included, lasts past it: ``TimeoutError`` then, as ``asyncio.timeout``
+    around it all would raise, at the cost of no timer of its own."""
+
+    __slots__ = ("connect", "data", "deadline", "method", "origin", "path", "pool", "read")
+
+    def __init__(
+        self,
+        method: str,
+        path: str,
+        data: bytes,
+        origin: Origin,
+        *,
+        connect: float | None,
+        read: float | None,
+        pool: float | None,
+        deadline: float | None = None,
+    ) -> None:
+        self.deadline = deadline
+        self.method = method
+        self.path = path
+        self.data = data
+        self.origin = origin
+        self.connect = connect
+        self.read = read
+        self.pool = pool
+
+
+@runtime_checkable
+class Exchanger(Protocol):
+    """A pool that takes a ``LeanRequest`` (``exchanges`` False: it only passes
+    httpx's requests on, e.g. a wrapper around another kind of transport)."""
+
+    @property
+    def exchanges(self) -> bool: ...
+
+    async def exchange(self, request: LeanRequest) -> tuple[Head, AnswerBody]: ...
+
+
 class LeanTransport(httpx.AsyncBaseTransport):
     """Up to ``max_connections`` kept-alive connections per origin, one exchange each
     at a time; a request finding none free waits (httpx's pool timeout)."""
 
+    exchanges = True
+
     def __init__(self, ssl_context: ssl.SSLContext | None, max_connections: int) -> None:
         self._ssl = ssl_context
         self._max = max(1, max_connections)
-        self._idle: dict[tuple[bytes, bytes, int], list[_Connection]] = {}
+        self._idle: dict[Origin, list[_Connection]] = {}
         self._open = 0  # connections made and not yet closed or dropped
         self._waiting: deque[asyncio.Future[None]] = deque()
         self._all: set[_Connection] = set()
@@ -234,41 +311,90 @@ class LeanTransport(httpx.AsyncBaseTransport):
         read_timeout = timeouts.get("read")
         body = await request.aread()
         data = serialize(request, body)
-        loop = asyncio.get_running_loop()
-        conn = await self._lend(loop, (scheme, url.raw_host, port), request, timeouts)
-        try:
-            conn.start(data, request.method.encode("ascii"))
-            head = await conn.head(read_timeout)
-        except BaseException:
-            self._drop(conn)
-            raise
+        head, stream = await self._send(
+            (scheme, url.raw_host, port),
+            data,
+            request.method.encode("ascii"),
+            timeouts.get("connect"),
+            read_timeout,
+            timeouts.get("pool"),
+            request,
+        )
         return httpx.Response(
             head.status,
             headers=head.headers,
-            stream=_Body(self, conn, read_timeout),
+            stream=stream,
             extensions={"http_version": head.version, "reason_phrase": head.reason},
             request=request,
         )
 
+    async def exchange(self, request: LeanRequest) -> tuple[Head, AnswerBody]:
+        """Send ``request``; its answer's head, and its body to read and then close
+        (closing gives the connection back). Errors as ``handle_async_request``'s."""
+        return await self._send(
+            request.origin,
+            request.data,
+            request.method.encode("ascii"),
+            request.connect,
+            request.read,
+            request.pool,
+            None,
+            request.deadline,
+        )
+
+    async def _send(
+        self,
+        origin: Origin,
+        data: bytes,
+        method: bytes,
+        connect: float | None,
+        read: float | None,
+        pool: float | None,
+        request: httpx.Request | None,
+        deadline: float | None = None,
+    ) -> tuple[Head, AnswerBody]:
+        loop = asyncio.get_running_loop()
+        conn = self._idle_connection(loop, origin)
+        if conn is None:  # connecting, or waiting for a connection: rare, under the deadline
+            async with asyncio.timeout_at(deadline):
+                conn = await self._lend(loop, origin, request, connect, pool)
+        try:
+            conn.start(data, method)
+            head = await conn.head(read, deadline)
+        except BaseException:
+            self._drop(conn)
+            raise
+        return head, AnswerBody(self, conn, read, deadline)
+
+    def _idle_connection(
+        self, loop: asyncio.AbstractEventLoop, origin: Origin
+    ) -> _Connection | None:
+        """A kept-alive connection to ``origin`` fit for another exchange, if one is idle."""
+        idle = self._idle.get(origin)
+        now = loop.time()
+        while idle:
+            conn = idle.pop()
+            if not conn.closed and now - conn.idle_since < KEEPALIVE_SECONDS:
+                return conn
+            self._drop(conn)
+        return None
+
     async def _lend(
         self,
         loop: asyncio.AbstractEventLoop,
-        origin: tuple[bytes, bytes, int],
-        request: httpx.Request,
-        timeouts: dict[str, float | None],
+        origin: Origin,
+        request: httpx.Request | None,
+        connect: float | None,
+        pool: float | None,
     ) -> _Connection:
-        idle = self._idle.get(origin)
         while True:
-            now = loop.time()
-            while idle:
-                conn = idle.pop()
-                if not conn.closed and now - conn.idle_since < KEEPALIVE_SECONDS:
-                    return conn
-                self._drop(conn)
+            conn = self._idle_connection(loop, origin)
+            if conn is not None:
+                return conn
             if self._open < self._max:
                 self._open += 1
                 try:
-                    return await self._connect(loop, origin, request, timeouts.get("connect"))
+                    return await self._connect(loop, origin, request, connect)
                 except BaseException:
                     self._open -= 1
                     self._wake_one()
@@ -276,20 +402,19 @@ class LeanTransport(httpx.AsyncBaseTransport):
             waiter = loop.create_future()
             self._waiting.append(waiter)
             try:
-                async with asyncio.timeout(timeouts.get("pool")):
+                async with asyncio.timeout(pool):
                     await waiter
             except TimeoutError:
                 raise httpx.PoolTimeout("no connection free in time", request=request) from None
             finally:
                 if waiter in self._waiting:
                     self._waiting.remove(waiter)
-            idle = self._idle.get(origin)
 
     async def _connect(
         self,
         loop: asyncio.AbstractEventLoop,
-        origin: tuple[bytes, bytes, int],
-        request: httpx.Request,
+        origin: Origin,
+        request: httpx.Request | None,
         timeout: float | None,
     ) -> _Connection:
         scheme, host, port = origin

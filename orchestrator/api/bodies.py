@@ -13,7 +13,7 @@ anything else is refused rather than passed on undecoded.
 from __future__ import annotations
 
 import zlib
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterable, AsyncIterator, Iterator, Mapping
 
 import httpx
 
@@ -27,9 +27,11 @@ __all__ = [
     "Decoder",
     "UnsupportedEncoding",
     "content_length",
+    "declared_length",
     "raw_chunks",
     "read_capped",
     "read_capped_async",
+    "read_pieces_capped",
 ]
 
 ACCEPT_ENCODING = "gzip"
@@ -57,7 +59,12 @@ class CorruptBody(Exception):
 
 
 def content_length(response: httpx.Response) -> int | None:
-    raw = response.headers.get("content-length", "").strip()
+    return declared_length(response.headers)
+
+
+def declared_length(headers: Mapping[str, str]) -> int | None:
+    """The Content-Length, if it is one number (for the cap's early refusal)."""
+    raw = headers.get("content-length", "").strip()
     return int(raw) if raw.isdigit() else None
 
 
@@ -146,12 +153,30 @@ async def read_capped_async(response: httpx.Response, cap: int, *, truncate: boo
     time. Its limit and its abort are the caller's (the attempt's timeout, and
     cancelling its task), so no check between reads."""
     decoder = Decoder.of(response)
-    declared = content_length(response)
+    raws = [response.content] if response.is_stream_consumed else response.aiter_raw()
+    return await _read(_aiter(raws), decoder, content_length(response), cap, truncate)
+
+
+async def read_pieces_capped(
+    pieces: AsyncIterable[bytes],
+    content_encoding: str | None,
+    declared: int | None,
+    cap: int,
+    *,
+    truncate: bool,
+) -> bytes:
+    """``read_capped_async`` of a body given as its raw pieces, its Content-Encoding
+    and its Content-Length (the async client's lean exchange: no httpx.Response)."""
+    return await _read(pieces, Decoder(content_encoding), declared, cap, truncate)
+
+
+async def _read(
+    raws: AsyncIterable[bytes], decoder: Decoder, declared: int | None, cap: int, truncate: bool
+) -> bytes:
     if not truncate and decoder.encoding in ("", "identity") and (declared or 0) > cap:
         raise BodyTooLarge(cap, declared or 0, declared=True)
     buffer = bytearray()
-    raws = [response.content] if response.is_stream_consumed else response.aiter_raw()
-    async for raw in _aiter(raws):
+    async for raw in raws:
         for piece in decoder.feed(raw):
             buffer += piece
             if len(buffer) > cap:

@@ -7,7 +7,8 @@ non-JSON body is quoted as a short excerpt with its tags stripped.
 from __future__ import annotations
 
 import re
-from typing import Any
+from collections.abc import Mapping
+from typing import Any, Protocol
 
 import httpx
 
@@ -23,7 +24,7 @@ from orchestrator.api.limits import Aborted, LimitReached
 from orchestrator.core.retry_policy import TransportFailure, Verdict
 from orchestrator.secret import Secret
 
-__all__ = ["ERROR_BODY_BYTES", "Failure", "Failures"]
+__all__ = ["ERROR_BODY_BYTES", "Answered", "Failure", "Failures"]
 
 ERROR_BODY_BYTES = 64 * 1024  # read at most this much of an error response
 _EXCERPT_CHARS = 200
@@ -32,6 +33,16 @@ _TAG = re.compile(r"<(script|style)\b.*?</\1\s*>|<[^>]*>", re.IGNORECASE | re.DO
 _SPACE = re.compile(r"\s+")
 
 Failure = ApiStatusError | ApiTransportError | ApiProtocolError
+
+
+class Answered(Protocol):
+    """What judging an answer reads of it (an ``httpx.Response`` is one)."""
+
+    @property
+    def status_code(self) -> int: ...
+
+    @property
+    def headers(self) -> Mapping[str, str]: ...
 
 
 def _as_text(value: object) -> str | None:
@@ -51,7 +62,7 @@ class Failures:
         key = self._api_key.reveal()
         return text.replace(key, "***") if key else text
 
-    def request_id(self, response: httpx.Response) -> str | None:
+    def request_id(self, response: Answered) -> str | None:
         value = response.headers.get("x-request-id")
         return self.scrub(value)[:_EXCERPT_CHARS] if value else None
 
@@ -70,7 +81,7 @@ class Failures:
     def response_error(
         self,
         call: ApiCall,
-        response: httpx.Response,
+        response: Answered,
         verdict: Verdict,
         body: bytes,
         data: dict[str, Any] | None,

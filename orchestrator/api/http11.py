@@ -17,6 +17,9 @@ Errors are httpx's ``RemoteProtocolError``, as httpx's own transport raises them
 
 from __future__ import annotations
 
+import re
+from collections.abc import Mapping
+
 import httpx
 
 __all__ = [
@@ -25,6 +28,7 @@ __all__ = [
     "MAX_TRAILER_BYTES",
     "AnswerParser",
     "Head",
+    "RequestTemplate",
     "parse_head",
     "serialize",
 ]
@@ -65,6 +69,48 @@ def serialize(request: httpx.Request, body: bytes) -> bytes:
     if head.count(b"\n") != breaks or head.count(b"\r") != breaks:
         raise httpx.LocalProtocolError("a header holds a line break", request=request)
     return head + b"\r\n\r\n" + body
+
+
+_MARK = "/__path__"  # where a template's path goes (split off once, at the template's making)
+# Nothing httpx would percent-encode or normalise (no dot segments): an id's characters.
+_PLAIN_PATH = re.compile(r"(?:/[A-Za-z0-9_-]+)+")
+
+
+class RequestTemplate:
+    """Requests of one method to one base URL as wire bytes, all but the path made once:
+    the bytes ``serialize`` gives for the httpx.Request with the same URL, query and
+    headers (so the same Host, Content-Length and header checks), the path filled in
+    per request. ``fill`` takes only a plain path (letters, digits, ``/_-``); for any
+    other it says None and the caller builds an httpx.Request."""
+
+    __slots__ = ("_after", "_before", "origin")
+
+    def __init__(
+        self,
+        method: str,
+        base_url: str,
+        *,
+        params: Mapping[str, str | None] | None,
+        headers: httpx.Headers,
+    ) -> None:
+        request = httpx.Request(
+            method, base_url.rstrip("/") + _MARK, params=params, headers=headers
+        )
+        url = request.url
+        scheme = url.raw_scheme
+        if scheme not in (b"http", b"https"):
+            raise httpx.UnsupportedProtocol(f"unsupported scheme {scheme!r}", request=request)
+        self.origin = (scheme, url.raw_host, url.port or (443 if scheme == b"https" else 80))
+        wire = serialize(request, request.read())
+        line_end = wire.index(b"\r\n")
+        at = wire.index(_MARK.encode("ascii"), 0, line_end)
+        self._before = wire[:at]  # "POST /v1"
+        self._after = wire[at + len(_MARK) :]  # "?api-version=... HTTP/1.1\r\nHost: ..."
+
+    def fill(self, path: str) -> bytes | None:
+        if _PLAIN_PATH.fullmatch(path) is None:
+            return None
+        return self._before + path.encode("ascii") + self._after
 
 
 def parse_head(head: bytes) -> Head:

@@ -10,7 +10,9 @@ ones on the wire, as before: no cancel is ever in flight twice for one batch.
 from __future__ import annotations
 
 import asyncio
+import functools
 import threading
+from collections import deque
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from concurrent.futures import Future
 from typing import Any, TypeVar
@@ -36,7 +38,11 @@ class AsyncSender:
         self._close_with = close_with
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name="sender", daemon=True)
-        self._slots: asyncio.Semaphore | None = None
+        # Sends wait here for one of the ``width`` slots; each starts in a task of its
+        # own (its own context: the metrics tell a retry by the task's last request).
+        # A queue, not a semaphore per send: its wake-ups cost more than the task.
+        self._queue: deque[tuple[Send[Any], Future[Any]]] = deque()
+        self._closing = False
         self._tasks: set[asyncio.Task[None]] = set()
         self.running = 0  # sends started and not finished (read by the tests)
         self.most_running = 0
@@ -83,6 +89,9 @@ class AsyncSender:
         self._loop.close()
 
     async def _finish(self) -> None:
+        self._closing = True
+        while self._queue:  # never started: cancelled (the worker gave them back already)
+            self._queue.popleft()[1].cancel()
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -90,28 +99,41 @@ class AsyncSender:
             await self._close_with()
 
     def _start(self, pairs: list[tuple[Send[Any], Future[Any]]]) -> None:
-        if self._slots is None:
-            self._slots = asyncio.Semaphore(self.width)
-        for send, future in pairs:
-            task = self._loop.create_task(self._run(self._slots, send, future))
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
+        self._queue.extend(pairs)
+        self._fill()
 
-    async def _run(self, slots: asyncio.Semaphore, send: Send[Any], future: Future[Any]) -> None:
-        async with slots:
+    def _fill(self) -> None:
+        """Start queued sends while a slot is free."""
+        while self._queue and self.running < self.width and not self._closing:
+            send, future = self._queue.popleft()
             if not future.set_running_or_notify_cancel():
-                return  # cancelled while it waited for a slot: never sent
+                continue  # cancelled while it waited for a slot: never sent
             self.running += 1
             self.most_running = max(self.most_running, self.running)
-            try:
-                result = await send()
-            except asyncio.CancelledError:
-                future.set_exception(RuntimeError("the sender stopped during the send"))
-                raise
-            except BaseException as exc:  # the caller's future carries it
-                future.set_exception(exc)
-            else:
-                future.set_result(result)
-            finally:
-                self.running -= 1
-                self._one_finished()
+            task = self._loop.create_task(self._run(send, future))
+            self._tasks.add(task)
+            task.add_done_callback(functools.partial(self._ended, future))
+
+    def _ended(self, future: Future[Any], task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        if not future.done():  # cancelled (the sender closing) before it ever ran
+            future.set_exception(RuntimeError("the sender stopped before the send"))
+            self._finished_one()
+
+    async def _run(self, send: Send[Any], future: Future[Any]) -> None:
+        try:
+            result = await send()
+        except asyncio.CancelledError:
+            future.set_exception(RuntimeError("the sender stopped during the send"))
+            raise
+        except BaseException as exc:  # the caller's future carries it
+            future.set_exception(exc)
+        else:
+            future.set_result(result)
+        finally:
+            self._finished_one()
+
+    def _finished_one(self) -> None:
+        self.running -= 1
+        self._one_finished()
+        self._fill()

@@ -107,6 +107,21 @@ def test_closing_runs_the_last_step_on_the_loop_and_ends_what_still_runs() -> No
         started.result(timeout=30)
 
 
+def test_closing_settles_every_future_queued_or_started() -> None:
+    """No future is left pending by a close: a queued send is cancelled (never sent),
+    a started one fails."""
+    sender = AsyncSender(1)
+    with sender:
+        gate = Gate(sender)
+        gate.expect = 1
+        futures = sender.submit_all([gate.send(n) for n in range(3)])
+        assert gate.all_started.wait(30)
+    assert gate.started == [0]
+    with pytest.raises(RuntimeError, match="sender stopped"):
+        futures[0].result(timeout=30)
+    assert futures[1].cancelled() and futures[2].cancelled()
+
+
 def test_width_must_be_positive() -> None:
     with pytest.raises(ValueError):
         AsyncSender(0)
