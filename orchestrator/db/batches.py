@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
 from typing import Any, TypedDict
@@ -230,12 +230,12 @@ class BatchSnapshot:
     def after(self, write: BatchWrite) -> BatchSnapshot:
         """This batch as it will be once ``write`` is written."""
         status = write.applied.status
-        return replace(
-            self,
-            status_text=status.value if status is not None else self.status_text,
-            version=write.version,
-            stored=write.after,
-            values={**self.values, **write.changes},
+        return BatchSnapshot(  # not dataclasses.replace: this runs for every answer
+            self.id,
+            status.value if status is not None else self.status_text,
+            write.version,
+            write.after,
+            {**self.values, **write.changes},
         )
 
 
