@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Hashable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
@@ -164,6 +165,9 @@ class Database:
     )
     _prepared: dict[Hashable, Prepared] = field(default_factory=dict, repr=False)
     _key_sets: dict[tuple[str, ...], tuple[str, ...]] = field(default_factory=dict, repr=False)
+    _held: threading.local = field(default_factory=threading.local, repr=False)
+    _all_held: list[Connection] = field(default_factory=list, repr=False)
+    _held_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     @staticmethod
     def connect(
@@ -252,9 +256,27 @@ class Database:
     def core_transaction(self) -> Iterator[Connection]:
         """A connection in one transaction, as ``transaction`` but without a session: for
         the workers' hot paths, which run ``Prepared`` statements and need no unit of
-        work. Errors are mapped as ``transaction`` maps them."""
-        with self.errors_mapped(), self.engine.begin() as connection:
-            yield connection
+        work. Errors are mapped as ``transaction`` maps them.
+
+        The connection is kept for this thread's next one: no pool checkout, ping and
+        check-in each time (on PostgreSQL a third of what a tick's transaction cost
+        besides its statements). A transaction that fails closes it, so the next one
+        checks out, and pings, a fresh one."""
+        with self.errors_mapped():
+            connection: Connection | None = getattr(self._held, "connection", None)
+            if connection is None or connection.closed or connection.invalidated:
+                connection = self._held.connection = self.engine.connect()
+                with self._held_lock:
+                    self._all_held.append(connection)
+            try:
+                with connection.begin():
+                    yield connection
+            except BaseException:
+                self._held.connection = None
+                with self._held_lock:
+                    self._all_held.remove(connection)
+                connection.close()
+                raise
 
     def prepare(self, key: Hashable, build: Callable[[], ClauseElement]) -> Prepared:
         """The statement ``build`` makes, compiled once for this database (by ``key``)."""
@@ -386,6 +408,10 @@ class Database:
         return Prepared(compiled.string, binds, keys, processors, constants, positional, results)
 
     def dispose(self) -> None:
+        with self._held_lock:
+            held, self._all_held = self._all_held, []
+        for connection in held:  # those kept by core_transaction, in any thread
+            connection.close()
         self.engine.dispose()
 
 
