@@ -121,17 +121,15 @@ class BatchFilter:
             ]
             prefixes = [o for o in self.cancel_outcomes if ":" not in o]
             for i, prefix in enumerate(prefixes):
-                # `too_late` matches every `too_late:STATUS`: LIKE with its wildcards escaped
-                params[f"f_prefix_{i}"] = _like_escaped(f"{prefix}:") + "%"
-                any_of.append(f"cancel_requests.outcome LIKE :f_prefix_{i} ESCAPE '/'")
+                # `too_late` matches every `too_late:STATUS`. Not LIKE: SQLite's ignores case,
+                # PostgreSQL's does not; substr compares exactly on both.
+                params[f"f_prefix_{i}"] = f"{prefix}:"
+                any_of.append(
+                    f"substr(cancel_requests.outcome, 1, {len(prefix) + 1}) = :f_prefix_{i}"
+                )
             found.append(_any_of(any_of))
         return found
 
 
 def _any_of(conditions: list[str]) -> str:
     return conditions[0] if len(conditions) == 1 else "(" + " OR ".join(conditions) + ")"
-
-
-def _like_escaped(text: str) -> str:
-    """`text` matched literally by LIKE ... ESCAPE '/' (SQLAlchemy's autoescape)."""
-    return text.replace("/", "//").replace("%", "/%").replace("_", "/_")

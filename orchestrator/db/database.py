@@ -134,7 +134,7 @@ def in_list(size: int) -> list[BindParameter[Any]]:
     return [bindparam(f"_in{i}") for i in range(size)]
 
 
-def sql_text(sql: str, params: Mapping[str, object]) -> TextClause:
+def bound_text(sql: str, params: Mapping[str, object]) -> TextClause:
     """A statement of `db/sql_text.py` as SQLAlchemy text, its values bound (a moment as a
     zone-aware timestamp, which is what every timestamp column is)."""
     return text(sql).bindparams(
@@ -151,7 +151,7 @@ def run_in(session: Session) -> Run:
     """Runs SQL text (`db/sql_text.py`) in this session's transaction."""
 
     def run(sql: str, params: Mapping[str, object]) -> list[tuple[Any, ...]]:
-        return [tuple(row) for row in session.execute(sql_text(sql, params))]
+        return [tuple(row) for row in session.execute(bound_text(sql, params))]
 
     return run
 

@@ -44,7 +44,13 @@ def normalise_url(url: str) -> URL:
     database = parsed.database or ""
     if parsed.drivername.startswith("sqlite") and database.startswith("~"):
         # SQLite takes `~` literally; people mean their home directory.
-        parsed = parsed.set(database=str(Path(database).expanduser()))
+        try:
+            parsed = parsed.set(database=str(Path(database).expanduser()))
+        except RuntimeError:  # `~nosuchuser/...`: no such user, or no home to expand
+            raise ConfigError(
+                f"ORCHESTRATOR_DATABASE_URL: {hide_password(url)!r}: cannot find the home "
+                f"directory of {database.split('/', 1)[0]!r}"
+            ) from None
     if parsed.drivername.startswith("sqlite") and parsed.host:
         raise ConfigError(
             f"ORCHESTRATOR_DATABASE_URL: {hide_password(url)!r} names a host; a SQLite URL "

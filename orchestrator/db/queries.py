@@ -35,7 +35,7 @@ from orchestrator.core.harvest import FileState
 from orchestrator.core.status import UNOBSERVED
 from orchestrator.db import summaries as status_rows
 from orchestrator.db.batch_filter import CREATED, NO_CANCEL, BatchFilter
-from orchestrator.db.database import Database, chunks, sql_text
+from orchestrator.db.database import Database, bound_text, chunks
 from orchestrator.db.models import (
     Base,
     Batch,
@@ -134,7 +134,7 @@ def filter_clause(where: BatchFilter, dialect: str) -> list[ColumnElement[bool]]
     found = where.sql(dialect)
     if not found.conditions:
         return []
-    clause = sql_text("(" + " AND ".join(found.conditions) + ")", found.params)
+    clause = bound_text("(" + " AND ".join(found.conditions) + ")", found.params)
     return [clause]  # type: ignore[list-item]  # text is a boolean condition here
 
 
@@ -222,11 +222,12 @@ class OperatorQueries:
                 return [text]
             ids = session.scalars(
                 select(Batch.id)
-                .where(Batch.id.startswith(text, autoescape=True))
+                # not LIKE, which ignores case on SQLite only: substr is exact on both
+                .where(func.substr(Batch.id, 1, len(text)) == text)
                 .order_by(Batch.id)
-                .limit(limit + 1)  # SQLite's LIKE ignores case: filtered again below
+                .limit(limit)
             ).all()
-        return [i for i in ids if i.startswith(text)][:limit]
+        return list(ids)
 
     # --- one batch in full -----------------------------------------------------------
 

@@ -173,3 +173,16 @@ def test_states_that_need_a_person_are_in_colour_and_no_color_means_none(
     monkeypatch.setenv("NO_COLOR", "1")
     _, out, _ = ask("status")
     assert "\x1b[" not in out  # no colour, and no bold either
+
+
+def test_an_outcome_and_an_id_beginning_match_with_their_case_on_both_backends(ask: Run) -> None:
+    # Before: LIKE, which ignores case on SQLite only, so TOO_LATE matched there.
+    code, out, _ = ask("status", "-o", "ids", "--outcome", "TOO_LATE")
+    assert (code, out.split()) == (0, [])
+    code, out, _ = ask("status", "-o", "ids", "--outcome", "too_late")
+    assert (code, out.split()) == (0, [f.TOO_LATE])
+    code, _, err = ask("show", "BATCH_TOOL")
+    assert code == 4, err
+    code, out, _ = ask("show", "batch_tool", "-o", "json")
+    assert code == 0
+    assert as_json(out)["batch"]["id"] == f.TOO_LATE

@@ -63,6 +63,11 @@ def test_a_home_directory_that_cannot_be_found_is_left_to_sqlalchemy() -> None:
     assert plain_sqlite_path("sqlite:///~nosuchuser0/x.db") is None
 
 
+def test_a_home_directory_that_cannot_be_found_is_a_config_error() -> None:
+    with pytest.raises(ConfigError, match="cannot find the home directory of '~nosuchuser0'"):
+        normalise_url("sqlite:///~nosuchuser0/x.db")
+
+
 @given(st.text(st.characters(codec="utf-8", exclude_categories=("Cc", "Cs")), min_size=1))
 def test_whatever_follows_the_scheme_is_read_as_sqlalchemy_reads_it(path: str) -> None:
     url = f"sqlite:///{path}"
