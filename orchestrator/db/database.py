@@ -114,8 +114,11 @@ class Prepared:
 
 
 def driver_of(on: Session | Connection) -> Any:
-    """The DB-API connection under a session's or a connection's transaction."""
+    """The DB-API connection under a session's or a connection's transaction (begun
+    here if it was not yet, as ``execute`` would: SQLite's BEGIN IMMEDIATE included)."""
     connection = on.connection() if isinstance(on, Session) else on
+    if not connection.in_transaction():
+        connection.begin()
     return connection.connection.driver_connection
 
 
@@ -300,9 +303,9 @@ class Database:
         """
         groups: dict[tuple[str, ...], list[Mapping[str, object]]] = {}
         for row in rows:
-            groups.setdefault(tuple(row), []).append(row)
-        for keys, group in groups.items():
-            many = self._compiled(table, "insert", self._sorted(keys), "")
+            groups.setdefault(self._sorted(tuple(row)), []).append(row)
+        for columns, group in groups.items():
+            many = self._compiled(table, "insert", columns, "")
             if many is None:
                 on.execute(insert(table), [dict(row) for row in group])
             else:
@@ -324,9 +327,9 @@ class Database:
         """
         groups: dict[tuple[str, ...], list[Mapping[str, object]]] = {}
         for row in rows:
-            groups.setdefault(tuple(row), []).append(row)
+            groups.setdefault(self._sorted(tuple(row)), []).append(row)
         for keys, group in groups.items():
-            columns = tuple(k for k in self._sorted(keys) if k != key)
+            columns = tuple(k for k in keys if k != key)
             if not columns:
                 continue
             many = self._compiled(table, "update", columns, key)
