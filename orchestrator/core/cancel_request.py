@@ -24,7 +24,7 @@ planner (``cli/cancel_plan.py``) calls the same ``open_request``.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
 from typing import TypedDict
@@ -107,12 +107,12 @@ class RequestSnapshot:
 
     def after(self, changes: RequestColumns) -> RequestSnapshot:
         """This request as it will be once ``changes`` are written."""
-        return replace(
-            self,
-            state=changes.get("state", self.state),
-            requested_at=changes.get("requested_at", self.requested_at),
-            attempts=changes.get("attempts", self.attempts),
-            lease_owner=changes.get("lease_owner", self.lease_owner),
+        return RequestSnapshot(  # not dataclasses.replace: this runs thrice an attempt
+            self.batch_id,
+            changes.get("state", self.state),
+            changes.get("requested_at", self.requested_at),
+            changes.get("attempts", self.attempts),
+            changes.get("lease_owner", self.lease_owner),
         )
 
 

@@ -51,4 +51,6 @@ def _spelled(match: re.Match[str]) -> str:
 
 def visible(text: str) -> str:
     """`text` with every control, format, separator and surrogate character spelled out."""
+    if text.isprintable():  # none of them (each is unprintable): one C scan, not the regex's
+        return text
     return _UNSAFE.sub(_spelled, text)

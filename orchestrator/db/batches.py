@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
-from typing import TypedDict
+from typing import Any, TypedDict
 
-from sqlalchemy import Row, bindparam, select, update
+from sqlalchemy import Connection, Row, Select, select, update
 from sqlalchemy.orm import Session
 
 from orchestrator.core.apply import Applied, StoredBatch, apply_observation
@@ -22,7 +23,7 @@ from orchestrator.core.cancel_request import (
 from orchestrator.core.harvest import HarvestState
 from orchestrator.core.observation import BatchObservation
 from orchestrator.core.status import TIMESTAMP_FIELDS, parse_status
-from orchestrator.db.database import Database, chunks
+from orchestrator.db.database import Database, chunks, in_list, padded
 from orchestrator.db.models import Batch, BatchEvent, CancelRequest, outside_text, table_of
 
 
@@ -229,12 +230,12 @@ class BatchSnapshot:
     def after(self, write: BatchWrite) -> BatchSnapshot:
         """This batch as it will be once ``write`` is written."""
         status = write.applied.status
-        return replace(
-            self,
-            status_text=status.value if status is not None else self.status_text,
-            version=write.version,
-            stored=write.after,
-            values={**self.values, **write.changes},
+        return BatchSnapshot(  # not dataclasses.replace: this runs for every answer
+            self.id,
+            status.value if status is not None else self.status_text,
+            write.version,
+            write.after,
+            {**self.values, **write.changes},
         )
 
 
@@ -255,18 +256,29 @@ def snapshot_of(row: Batch) -> BatchSnapshot:
 
 def snapshot_of_row(row: Row[*tuple[object, ...]]) -> BatchSnapshot:
     """The snapshot of a Row of STATE_COLUMNS (a plain SELECT: no ORM objects to build)."""
-    values = row._asdict()
+    return snapshot_of_values(row._asdict())
+
+
+def snapshot_of_values(values: Mapping[str, object]) -> BatchSnapshot:
+    """The snapshot of STATE_COLUMNS' values by name (STATE_NAMES)."""
     timestamps = {name: values[name] for name in TIMESTAMP_FIELDS}
+    status, version = values["status"], values["version"]
     counts = (
-        row.request_counts_total,
-        row.request_counts_completed,
-        row.request_counts_failed,
+        values["request_counts_total"],
+        values["request_counts_completed"],
+        values["request_counts_failed"],
     )
     return BatchSnapshot(
-        row.id,
-        row.status,
-        row.version,
-        _stored(row.status, timestamps, row.output_file_id, row.error_file_id, counts),
+        str(values["id"]),
+        None if status is None else str(status),
+        int(version),  # type: ignore[call-overload]
+        _stored(
+            None if status is None else str(status),
+            timestamps,  # type: ignore[arg-type]
+            values["output_file_id"],  # type: ignore[arg-type]
+            values["error_file_id"],  # type: ignore[arg-type]
+            counts,  # type: ignore[arg-type]
+        ),
         values,
     )
 
@@ -353,30 +365,35 @@ def request_snapshot(row: CancelRequest) -> RequestSnapshot:
     )
 
 
-# Built once: these run in every recording transaction, and building a statement (and
-# its cache key) cost more than running it. The ids go in as an expanding parameter.
-_LOCK_REQUESTS = (
-    select(
-        CancelRequest.batch_id,
-        CancelRequest.state,
-        CancelRequest.requested_at,
-        CancelRequest.attempts,
-        CancelRequest.lease_owner,
+def _lock_requests_of(size: int) -> Select[*tuple[Any, ...]]:
+    """The locking read of ``lock_requests`` for an IN list of ``size`` (``padded``)."""
+    return (
+        select(
+            CancelRequest.batch_id,
+            CancelRequest.state,
+            CancelRequest.requested_at,
+            CancelRequest.attempts,
+            CancelRequest.lease_owner,
+        )
+        .where(CancelRequest.batch_id.in_(in_list(size)))
+        .order_by(CancelRequest.batch_id)
+        .with_for_update()
     )
-    .where(CancelRequest.batch_id.in_(bindparam("ids", expanding=True)))
-    .order_by(CancelRequest.batch_id)
-    .with_for_update()
-)
 
 
-def lock_requests(session: Session, ids: Sequence[str]) -> dict[str, RequestSnapshot]:
+def lock_requests(
+    db: Database, on: Session | Connection, ids: Sequence[str]
+) -> dict[str, RequestSnapshot]:
     """The cancel requests of these batches, locked in id order after their batches (the
-    order every writer locks in): what the rules read of each."""
+    order every writer locks in): what the rules read of each. Compiled once per IN
+    list size and run on the driver: this runs in every recording transaction."""
     found: dict[str, RequestSnapshot] = {}
     for chunk in chunks(list(ids)):
-        for r in session.execute(_LOCK_REQUESTS, {"ids": list(chunk)}):
-            found[r.batch_id] = RequestSnapshot(
-                r.batch_id, CancelState(r.state), r.requested_at, r.attempts, r.lease_owner
+        size, values = padded(chunk)
+        statement = db.prepare(("lock-requests", size), functools.partial(_lock_requests_of, size))
+        for batch_id, state, requested_at, attempts, lease_owner in statement.rows(on, values):
+            found[batch_id] = RequestSnapshot(
+                batch_id, CancelState(state), requested_at, attempts, lease_owner
             )
     return found
 
@@ -400,7 +417,7 @@ def planned_events(
 REPEATABLE_ONCE = ("anomaly", "unexpected_error")
 
 
-def unrepeated(session: Session, events: list[EventRow]) -> list[EventRow]:
+def unrepeated(session: Session | Connection, events: list[EventRow]) -> list[EventRow]:
     """`events` less the anomalies and unexpected errors their batch already has, word
     for word: a server that sends the same wrong answer at every poll would otherwise
     fill the history with it (the batch's `last_error` and counts show it persisting)."""

@@ -6,12 +6,13 @@ What each of these does to a request is decided by the rules of
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from sqlalchemy import and_, bindparam, func, select, update
+from sqlalchemy import Connection, Select, and_, bindparam, func, select, update
 from sqlalchemy.orm import Session
 
 from orchestrator.core.apply import StoredBatch
@@ -28,6 +29,7 @@ from orchestrator.core.cancel_request import (
 )
 from orchestrator.db.batches import (
     STATE_COLUMNS,
+    STATE_NAMES,
     BatchSnapshot,
     BatchStore,
     EventRow,
@@ -37,10 +39,10 @@ from orchestrator.db.batches import (
     plan_batch_write,
     plan_values,
     planned_events,
-    snapshot_of_row,
+    snapshot_of_values,
     unrepeated,
 )
-from orchestrator.db.database import Database, chunks
+from orchestrator.db.database import Database, chunks, in_list, padded
 from orchestrator.db.leases import PROCESS_STALE_SECONDS, Leases
 from orchestrator.db.models import (
     Batch,
@@ -110,8 +112,8 @@ class CancelStore:
         wish = Wish(requested_by, reason)
         with self.db.transaction() as session:
             self.batches.ensure_rows(session, ids, now=now, source="cancel")
-            batches = _lock_batches(session, ids)
-            states = {i: r.state for i, r in lock_requests(session, ids).items()}
+            batches = _lock_batches(self.db, session, ids)
+            states = {i: r.state for i, r in lock_requests(self.db, session, ids).items()}
             new_rows: list[dict[str, object]] = []
             reopened_rows: list[dict[str, object]] = []
             events: list[EventRow] = []
@@ -138,7 +140,7 @@ class CancelStore:
         summary = WithdrawSummary()
         ids = sorted(set(batch_ids))
         with self.db.transaction() as session:
-            requests = lock_requests(session, ids)
+            requests = lock_requests(self.db, session, ids)
             rows: list[dict[str, object]] = []
             events: list[EventRow] = []
             for batch_id in ids:
@@ -158,22 +160,22 @@ class CancelStore:
     def claim_due(
         self, owner: str, *, now: datetime, limit: int, lease_seconds: float
     ) -> list[Claim]:
-        """Lease up to `limit` due requests, the longest due first (see db/leases.py)."""
-        with self.db.transaction() as session:
-            ids = self.leases.claim(
-                session,
+        """Lease up to `limit` due requests, the longest due first (see db/leases.py):
+        one locking read (with what a Claim needs) and one write of the leases, built
+        once and run on the driver."""
+        with self.db.core_transaction() as connection:
+            rows = self.leases.claim_rows(
+                connection,
                 owner,
                 now=now,
                 lease_seconds=lease_seconds,
                 due=_DUE,
                 order_by=_DUE_FIRST,
                 limit=limit,
-                due_params={"_due_at": now},
+                due_params={"due_at": now},
+                columns=_CLAIMED,
             )
-            if not ids:
-                return []
-            rows = {row.batch_id: row for row in session.execute(_CLAIMED, {"ids": ids})}
-        return [Claim(i, rows[i].attempts, rows[i].requested_at) for i in ids]
+        return [Claim(str(r[0]), int(r[3]), r[4]) for r in rows]  # type: ignore[call-overload, arg-type]
 
     def due_count(self, now: datetime) -> int:
         """Pending requests whose next attempt is due (leased ones included)."""
@@ -218,13 +220,15 @@ class CancelStore:
             return {}
         ids = sorted({claim.batch_id for claim, _ in finished})
         observed_ids = sorted({c.batch_id for c, a in finished if a.observed is not None})
-        with self.db.transaction() as session:
+        with self.db.core_transaction() as connection:
             record = _Recording(
-                owner, _lock_batches(session, observed_ids), lock_requests(session, ids)
+                owner,
+                _lock_batches(self.db, connection, observed_ids),
+                lock_requests(self.db, connection, ids),
             )
             for claim, attempt in finished:
                 record.attempt(claim.batch_id, attempt)
-            record.write(self.db, session)
+            record.write(self.db, connection)
             return {batch_id: r.state.value for batch_id, r in record.requests.items()}
 
     # --- the shared stop on 401/403 --------------------------------------------
@@ -264,31 +268,37 @@ class CancelStore:
             return active, len(held_back)
 
 
-_LOCK_BATCHES = (  # built once, as db/batches._LOCK_REQUESTS
-    select(*STATE_COLUMNS)
-    .where(Batch.id.in_(bindparam("ids", expanding=True)))
-    .order_by(Batch.id)
-    .with_for_update()
-)
+def _lock_batches_of(size: int) -> Select[tuple[object, ...]]:
+    """The locking read of ``_lock_batches`` for an IN list of ``size`` (``padded``)."""
+    return (
+        select(*STATE_COLUMNS)
+        .where(Batch.id.in_(in_list(size)))
+        .order_by(Batch.id)
+        .with_for_update()
+    )
+
+
 _DUE = and_(  # a request to send: pending, its next attempt due (``_due_at``: now)
     CancelRequest.state == CancelState.PENDING.value,
     CancelRequest.next_attempt_at <= bindparam("_due_at"),
 )
 _DUE_FIRST = [CancelRequest.next_attempt_at]
-_CLAIMED = select(CancelRequest.batch_id, CancelRequest.attempts, CancelRequest.requested_at).where(
-    CancelRequest.batch_id.in_(bindparam("ids", expanding=True))
-)
+_CLAIMED = (CancelRequest.attempts, CancelRequest.requested_at)
 
 
-def _lock_batches(session: Session, ids: Sequence[str]) -> dict[str, BatchSnapshot]:
+def _lock_batches(
+    db: Database, on: Session | Connection, ids: Sequence[str]
+) -> dict[str, BatchSnapshot]:
     """Lock batches in id order, the order every writer locks in (batches first, then
-    requests), so no two wait on each other. Their STATE_COLUMNS, by id."""
+    requests), so no two wait on each other. Their STATE_COLUMNS, by id. Compiled once
+    per IN list size and run on the driver, as ``lock_requests``."""
     batches: dict[str, BatchSnapshot] = {}
     for chunk in chunks(list(ids)):
-        batches.update(
-            (row.id, snapshot_of_row(row))
-            for row in session.execute(_LOCK_BATCHES, {"ids": list(chunk)})
-        )
+        size, values = padded(chunk)
+        statement = db.prepare(("lock-batches", size), functools.partial(_lock_batches_of, size))
+        for row in statement.rows(on, values):
+            snapshot = snapshot_of_values(dict(zip(STATE_NAMES, row, strict=True)))
+            batches[snapshot.id] = snapshot
     return batches
 
 
@@ -332,7 +342,7 @@ class _Recording:
         self.events += planned_events(batch_id, plan.events, now, "worker")
         self.attempts.append(_attempt_row(batch_id, request.attempts + 1, self.owner, attempt))
 
-    def write(self, db: Database, session: Session) -> None:
+    def write(self, db: Database, session: Session | Connection) -> None:
         db.insert_rows(session, table_of(CancelAttempt), self.attempts)
         db.insert_rows(session, table_of(BatchEvent), unrepeated(session, self.events))
         db.bulk_update(

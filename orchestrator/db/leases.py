@@ -24,6 +24,7 @@ process that lost its lease cannot undo what the new holder decided.
 
 from __future__ import annotations
 
+import functools
 import os
 import socket
 from collections.abc import Iterable, Mapping, Sequence
@@ -46,7 +47,7 @@ from sqlalchemy import (
 from sqlalchemy.orm import QueryableAttribute, Session
 
 from orchestrator.db.batches import EventRow, event_values
-from orchestrator.db.database import Database, chunks
+from orchestrator.db.database import Database, Prepared, chunks, in_list, padded
 from orchestrator.db.models import BatchEvent, Process, table_of
 
 __all__ = ["PROCESS_STALE_SECONDS", "Leases", "ProcessRegistry"]
@@ -76,8 +77,7 @@ class Leases:
         self.stale_seconds = stale_seconds
         # Statements built once for callers that lease by a ``due`` of bound parameters
         # (the worker claims every tenth of a second): keyed by what they were built from.
-        self._locks: dict[tuple[int, ...], tuple[object, Select[tuple[object, ...]]]] = {}
-        self._take: Update | None = None
+        self._locks: dict[tuple[int, ...], tuple[object, Prepared]] = {}
         # the fence of one key, built once (an IN of one key rendered at every execution
         # cost more than the UPDATE: a result file's chunks fence every 2,000 lines)
         self._fence = (
@@ -108,7 +108,31 @@ class Leases:
 
     def claim(
         self,
-        session: Session,
+        session: Session | Connection,
+        owner: str,
+        *,
+        now: datetime,
+        lease_seconds: float,
+        due: ColumnElement[bool],
+        order_by: Sequence[QueryableAttribute[object]],
+        limit: int,
+    ) -> list[str]:
+        """Lease up to ``limit`` rows that are ``due`` and free, in ``order_by`` order;
+        returns their keys. Records a take-over for each row someone else held."""
+        rows = self.claim_rows(
+            session,
+            owner,
+            now=now,
+            lease_seconds=lease_seconds,
+            due=due,
+            order_by=order_by,
+            limit=limit,
+        )
+        return [str(row[0]) for row in rows]
+
+    def claim_rows(
+        self,
+        session: Session | Connection,
         owner: str,
         *,
         now: datetime,
@@ -117,30 +141,45 @@ class Leases:
         order_by: Sequence[QueryableAttribute[object]],
         limit: int,
         due_params: Mapping[str, object] | None = None,
-    ) -> list[str]:
-        """Lease up to ``limit`` rows that are ``due`` and free, in ``order_by`` order;
-        returns their keys. Records a take-over for each row someone else held.
-        With ``due_params``, ``due`` is a condition of those bound parameters, built once
-        by the caller, and the statements are built once too (see ``lock``)."""
-        rows = self.lock(
-            session, owner, now=now, due=due, order_by=order_by, limit=limit, due_params=due_params
-        )
+        columns: Sequence[QueryableAttribute[object]] = (),
+    ) -> Sequence[Sequence[object]]:
+        """``claim``, returning the rows as ``lock`` read them (the key, who held the
+        lease, until when, then ``columns``).
+
+        With ``due_params`` (``due`` then uses those bound parameters and is the same
+        object at every call), the statements are built once and reused: building them,
+        expiry rule and all, cost more than running them. They run on the driver
+        (``Database.compile``), and the rows are plain tuples."""
+        if due_params is None:
+            rows: Sequence[Sequence[object]] = self.lock(
+                session, owner, now=now, due=due, order_by=order_by, limit=limit, columns=columns
+            )
+        else:
+            rows = self._lock_prepared(
+                session, owner, now, due, order_by, limit, columns, due_params
+            )
         if not rows:
             return []
         ids = [str(row[0]) for row in rows]
-        if self._take is None:
-            self._take = (
-                update(self.table)
-                .where(self.key.in_(bindparam("_ids", expanding=True)))
-                .values(lease_owner=bindparam("_owner"), lease_expires_at=bindparam("_until"))
-            )
         until = now + timedelta(seconds=lease_seconds)
-        session.execute(self._take, {"_ids": ids, "_owner": owner, "_until": until})
-        return ids
+        for chunk in chunks(ids):
+            size, values = padded(chunk)
+            take = self.db.prepare(
+                ("lease-take", self.table.name, size), functools.partial(self._take, size)
+            )
+            take.rows(session, {**values, "owner": owner, "until": until})
+        return rows
+
+    def _take(self, size: int) -> Update:
+        return (
+            update(self.table)
+            .where(self.key.in_(in_list(size)))
+            .values(lease_owner=bindparam("_owner"), lease_expires_at=bindparam("_until"))
+        )
 
     def lock(
         self,
-        session: Session,
+        session: Session | Connection,
         owner: str,
         *,
         now: datetime,
@@ -148,53 +187,68 @@ class Leases:
         order_by: Sequence[QueryableAttribute[object]],
         limit: int | None = None,
         columns: Sequence[QueryableAttribute[object]] = (),
-        due_params: Mapping[str, object] | None = None,
     ) -> Sequence[Row[tuple[object, ...]]]:
         """Lock the rows that are ``due`` and free, as ``claim`` does, and read them: the
         key, who held the lease, until when, then ``columns``. The caller writes the
         lease (or its end) in this transaction: no one else can take these rows until
-        it commits. Records a take-over for each row someone else held.
-
-        With ``due_params`` (``due`` then uses those bound parameters and is the same
-        object at every call), the statement is built once and reused: building it,
-        expiry rule and all, cost more than running it."""
+        it commits. Records a take-over for each row someone else held."""
         if limit is not None and limit <= 0:
             return []
-        if due_params is None:
-            query = (
-                select(self.key, self.owner, self.expires, *columns)
-                .where(due, self.free(now))
-                .order_by(*order_by)
-                .with_for_update(skip_locked=True, of=self.table)
-            )
-            rows = session.execute(query if limit is None else query.limit(limit)).all()
-        else:
-            params = {
-                **due_params,
-                "_lease_now": now,
-                "_stale_before": now - timedelta(seconds=self.stale_seconds),
-            }
-            if limit is not None:
-                params["_limit"] = limit
-            query = self._prepared_lock(due, order_by, columns, limited=limit is not None)
-            rows = session.execute(query, params).all()
+        query = (
+            select(self.key, self.owner, self.expires, *columns)
+            .where(due, self.free(now))
+            .order_by(*order_by)
+            .with_for_update(skip_locked=True, of=self.table)
+        )
+        rows = session.execute(query if limit is None else query.limit(limit)).all()
+        self._record_take_overs(session, rows, owner, now)
+        return rows
+
+    def _lock_prepared(
+        self,
+        session: Session | Connection,
+        owner: str,
+        now: datetime,
+        due: ColumnElement[bool],
+        order_by: Sequence[QueryableAttribute[object]],
+        limit: int,
+        columns: Sequence[QueryableAttribute[object]],
+        due_params: Mapping[str, object],
+    ) -> list[tuple[object, ...]]:
+        """``lock``, by a statement built once (see ``claim_rows``)."""
+        if limit <= 0:
+            return []
+        params = {
+            **{k.removeprefix("_"): v for k, v in due_params.items()},
+            "lease_now": now,
+            "stale_before": now - timedelta(seconds=self.stale_seconds),
+            "limit": limit,
+        }
+        rows = self._prepared_lock(due, order_by, columns).rows(session, params)
+        self._record_take_overs(session, rows, owner, now)
+        return rows
+
+    def _record_take_overs(
+        self,
+        session: Session | Connection,
+        rows: Sequence[Sequence[object]],
+        owner: str,
+        now: datetime,
+    ) -> None:
         events = [
-            self._taken_over(str(row[0]), str(row[1]), row[2], owner, now)
+            self._taken_over(str(row[0]), str(row[1]), row[2], owner, now)  # type: ignore[arg-type]
             for row in rows
             if row[1] not in (None, owner)
         ]
         self.db.insert_rows(session, table_of(BatchEvent), events)
-        return rows
 
     def _prepared_lock(
         self,
         due: ColumnElement[bool],
         order_by: Sequence[QueryableAttribute[object]],
         columns: Sequence[QueryableAttribute[object]],
-        *,
-        limited: bool,
-    ) -> Select[tuple[object, ...]]:
-        key = (id(due), limited, *map(id, order_by), -1, *map(id, columns))
+    ) -> Prepared:
+        key = (id(due), *map(id, order_by), -1, *map(id, columns))
         found = self._locks.get(key)
         if found is None:
             query = (
@@ -202,10 +256,10 @@ class Leases:
                 .where(due, self._free(bindparam("_lease_now"), bindparam("_stale_before")))
                 .order_by(*order_by)
                 .with_for_update(skip_locked=True, of=self.table)
+                .limit(bindparam("_limit"))
             )
-            if limited:
-                query = query.limit(bindparam("_limit"))
-            found = self._locks[key] = (due, query)  # `due` kept: its id stays its own
+            # `due` is kept with it, so its id stays its own
+            found = self._locks[key] = (due, self.db.compile(query))
         return found[1]
 
     def _taken_over(

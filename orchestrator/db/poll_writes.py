@@ -244,7 +244,7 @@ def record_polled(
     rows = list(locked) if locked is not None else _lock(session, sorted(observed))
     arrivals = _arrivals(session, [r.batch.id for r in rows], terms.now)
     ended = [r.batch.id for r in rows if _ends(r, observed[r.batch.id])]
-    requests = lock_requests(session, ended)
+    requests = lock_requests(db, session, ended)
     plans = [
         plan_recording(
             row,

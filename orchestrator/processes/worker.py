@@ -175,7 +175,7 @@ class CancelWorker(LoopProcess):
             states = {c.batch_id: self._record_alone(c, a) for c, a in finished}
         for claim, attempt in finished:
             self.report.count(claim.batch_id, attempt.outcome)
-            tell(self.story, claim.batch_id, attempt, states.get(claim.batch_id))
+        tell(self.story, finished, states)
         auth = [a for _, a in finished if a.outcome is AttemptOutcome.AUTH]
         finished.clear()
         if auth:

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from orchestrator.core.cancel_policy import Attempt, AttemptOutcome
 from orchestrator.core.cancel_request import CancelState
+from orchestrator.db.cancels import Claim
 from orchestrator.processes.story import PeriodicSummary
 
 log = logging.getLogger("orchestrator.processes.worker")
@@ -14,22 +16,32 @@ log = logging.getLogger("orchestrator.processes.worker")
 FAILED = CancelState.FAILED  # a cancel request's state once it will never be sent again
 
 
-def tell(story: PeriodicSummary, batch_id: str, attempt: Attempt, state: str | None) -> None:
+def tell(
+    story: PeriodicSummary,
+    finished: Sequence[tuple[Claim, Attempt]],
+    states: Mapping[str, str],
+) -> None:
     """One line per answer, the only one for its API error (the client does not log
-    what it hands back); a request that will never be sent again is an ERROR."""
-    extra = {"batch_id": batch_id, "request_id": attempt.request_id, "action": "cancel_attempt"}
-    said = f"cancel {batch_id}: {attempt.outcome.value} -> request {state}"
-    if attempt.error:
-        said += f": {attempt.error}"
-    if state == FAILED:
-        story.add(errors=1)
-        log.error("%s (failed for good: a person must look)", said, extra=extra)
-        return
-    if attempt.outcome in (AttemptOutcome.RETRY, AttemptOutcome.AUTH):
-        story.add(errors=1)
-    else:
-        story.add(settled=1)
-    log.info("%s", said, extra=extra)
+    what it hands back); a request that will never be sent again is an ERROR. The
+    tick's answers are counted for the summary at once."""
+    settled = errors = 0
+    for claim, attempt in finished:
+        batch_id, state = claim.batch_id, states.get(claim.batch_id)
+        extra = {"batch_id": batch_id, "request_id": attempt.request_id, "action": "cancel_attempt"}
+        said = f"cancel {batch_id}: {attempt.outcome.value} -> request {state}"
+        if attempt.error:
+            said += f": {attempt.error}"
+        if state == FAILED:
+            errors += 1
+            log.error("%s (failed for good: a person must look)", said, extra=extra)
+            continue
+        if attempt.outcome in (AttemptOutcome.RETRY, AttemptOutcome.AUTH):
+            errors += 1
+        else:
+            settled += 1
+        log.info("%s", said, extra=extra)
+    counts = {"settled": settled, "errors": errors}
+    story.add(**{name: n for name, n in counts.items() if n})
 
 
 @dataclass

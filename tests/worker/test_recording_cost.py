@@ -8,14 +8,16 @@ a benchmark.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
+from unittest.mock import patch
 
 from sqlalchemy import event, func, select
 
 from orchestrator.core.cancel_policy import Attempt, AttemptOutcome
 from orchestrator.core.observation import parse_batch
 from orchestrator.db.cancels import CancelStore, Claim
-from orchestrator.db.database import Database
+from orchestrator.db.database import Database, Prepared
 from orchestrator.db.models import BatchEvent, CancelAttempt
 from tests.worker.fake_api import batch_body
 
@@ -49,9 +51,22 @@ def statements_to_record(database: Database, count: int) -> int:
     def count_statement(*args: object) -> None:
         seen.append(str(args[2]))
 
+    def counted(run: Callable[..., object]) -> Callable[..., object]:
+        def run_counted(self: Prepared, *args: object) -> object:
+            seen.append(self.sql)
+            return run(self, *args)
+
+        return run_counted
+
+    # Statements go through Core (its event) or straight to the driver (``Prepared``,
+    # which SQLAlchemy's events do not see): both are counted.
     event.listen(database.engine, "before_cursor_execute", count_statement)
     try:
-        store.record_attempts("w1", answers(claims))
+        with (
+            patch.object(Prepared, "rows", counted(Prepared.rows)),
+            patch.object(Prepared, "run_many", counted(Prepared.run_many)),
+        ):
+            store.record_attempts("w1", answers(claims))
     finally:
         event.remove(database.engine, "before_cursor_execute", count_statement)
     with database.transaction() as session:
@@ -72,4 +87,4 @@ def statements_to_record(database: Database, count: int) -> int:
 def test_statements_per_tick_do_not_grow_with_the_answers(database: Database) -> None:
     few, many = statements_to_record(database, 3), statements_to_record(database, 30)
     assert few == many
-    assert many <= 8
+    assert 4 <= many <= 8  # two locking reads, then the attempts, events, batches, requests

@@ -1,0 +1,71 @@
+"""Statements the worker's loop runs on the driver (``Database.prepare``/``compile``,
+``Prepared``): what they read must be what Core reads (each column type's result
+conversion: aware UTC datetimes, JSON as objects), an IN list padded to a few sizes
+must find exactly its ids, and the connection ``core_transaction`` keeps must be given
+back when a transaction fails."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from sqlalchemy import select, text
+
+from orchestrator.core.observation import parse_batch
+from orchestrator.db.batches import STATE_COLUMNS, STATE_NAMES, BatchStore, lock_requests
+from orchestrator.db.cancels import CancelStore, _lock_batches
+from orchestrator.db.database import Database, padded
+from orchestrator.db.models import Batch
+from tests.worker.fake_api import batch_body
+
+T0 = datetime(2026, 3, 1, 12, 0, 0, 250, tzinfo=UTC)
+
+
+def test_a_locking_read_on_the_driver_reads_what_core_reads(database: Database) -> None:
+    body = batch_body("batch_prep1", "in_progress") | {"metadata": {"team": "a", "n": "1"}}
+    BatchStore(database).record_observation(parse_batch(body), now=T0, source="test")
+    with database.core_transaction() as connection:
+        ours = _lock_batches(database, connection, ["batch_prep1"])["batch_prep1"]
+    with database.transaction() as session:
+        core = session.execute(select(*STATE_COLUMNS).where(Batch.id == "batch_prep1")).one()
+    assert dict(ours.values) == dict(zip(STATE_NAMES, core, strict=True))
+    assert ours.values["metadata_"] == {"team": "a", "n": "1"}
+    created = ours.values["created_at"]
+    assert isinstance(created, datetime) and created.tzinfo is not None
+    assert created.utcoffset() == timedelta(0)
+
+
+@pytest.mark.parametrize("count", [1, 3, 16, 17])
+def test_a_padded_in_list_finds_exactly_its_ids(database: Database, count: int) -> None:
+    ids = [f"batch_pad{count:02d}x{n:02d}" for n in range(20)]
+    CancelStore(database).request(ids, now=T0, requested_by="test")
+    wanted = ids[:count]
+    with database.core_transaction() as connection:
+        found = lock_requests(database, connection, wanted)
+    assert sorted(found) == wanted
+    assert {r.requested_at for r in found.values()} == {T0}
+
+
+def test_padding_repeats_the_last_id_up_to_a_power_of_two() -> None:
+    assert padded(["a"]) == (1, {"in0": "a"})
+    size, values = padded(["a", "b", "c"])
+    assert size == 4 and list(values.values()) == ["a", "b", "c", "c"]
+
+
+def test_the_kept_connection_is_reused_and_given_back_when_a_transaction_fails(
+    database: Database,
+) -> None:
+    with database.core_transaction() as first:
+        first.execute(text("SELECT 1"))
+    with database.core_transaction() as second:
+        second.execute(text("SELECT 1"))
+    assert second is first
+    with pytest.raises(RuntimeError), database.core_transaction() as failing:
+        assert failing is first
+        raise RuntimeError("boom")
+    assert first.closed
+    with database.core_transaction() as fresh:
+        assert fresh.execute(text("SELECT 1")).scalar() == 1
+    assert fresh is not first
+    database.dispose()
+    assert fresh.closed
