@@ -63,7 +63,9 @@ TURN_WAIT_MAX = 1.0  # doubling up to this while the holder's GET takes longer
 @dataclass
 class Walk:
     due: int = 0  # batches due when this process began a walk: polls the policy asked for
-    started: datetime | None = None  # when the walk it took part in began (None: none)
+    # when the walk it took part in began, or with no walk needed, by when what it
+    # left was due: the claims after it GET only what was due by then (None: all due)
+    started: datetime | None = None
     pages: int = 0  # pages this process fetched and recorded
     records: list[PollRecord] = field(default_factory=list)
     waits: int = 0  # times it found another process fetching the next page
@@ -131,9 +133,10 @@ class ListObserver:
         several segments (the walk's own thread)."""
         busy = 0  # turns found taken in a row
         while self.on_page():
+            now = self.clock.now()
             got = self.walks.take_turn(
                 self.owner,
-                now=self.clock.now(),
+                now=now,
                 lease_seconds=self.lease_seconds,
                 horizon=HORIZON,
                 decide=self._decide if joined is None else self._joining(joined),
@@ -155,8 +158,12 @@ class ListObserver:
                     walk.started = joined if helpers is not None else None
                 elif state.started_at is not None:  # it ended now
                     walk.started = state.started_at
-                elif due.now and due.tracked >= max(1, self.min_tracked):
-                    walk.started = state.last_started_at  # GET only what the latest left
+                elif due.tracked >= max(1, self.min_tracked):
+                    # none needed: GET only what the latest walk left, or with nothing
+                    # due, nothing; what falls due after the count is the next walk's
+                    # (unbounded, GETs took a cohort falling due meanwhile, one batch
+                    # each, and the rest of it fell overdue while they did)
+                    walk.started = state.last_started_at if due.now else now
                 return
             if got.began:  # this process began it
                 walk.due = got.due

@@ -251,3 +251,37 @@ def test_what_a_walk_could_not_reach_is_left_to_gets_not_to_another_walk(
     assert second.started == first.started
     assert requests(sim)["list"] == listed
     api.close()
+
+
+def test_with_nothing_due_no_walk_and_no_gets_for_what_falls_due_meanwhile(
+    database: Database, clock: ManualClock, account: tuple[Simulator, list[str]], server: Any
+) -> None:
+    """A pass that finds nothing due needs no walk; what falls due between that count
+    and its claims is the next walk's, not single GETs'. Unbounded, the claims polled
+    every batch of a cohort falling due with GETs, one page after another, while the
+    rest of the cohort fell overdue (bench.list_observation on SQLite)."""
+    sim, ours = account
+    BatchStore(database).track(ours, now=clock.now(), source="track")
+    api = client(server, clock)
+    config = ReconcilerConfig(concurrency=2, list_min_tracked=1)
+    with Reconciler(database, api, config, clock, "alone", random_unit=lambda: 0.5) as r:
+        assert r.run_once().list_pages == 10  # every batch observed, none due for a while
+        walk = r.lister.walk
+        decided: list[Walk] = []
+
+        def then_all_fall_due() -> Walk:
+            done = walk()
+            decided.append(done)
+            clock.advance(3600)  # the cohort falls due just after the count
+            return done
+
+        r.lister.walk = then_all_fall_due  # type: ignore[method-assign]
+        clock.advance(1)
+        before = requests(sim).get("retrieve", 0)
+        r.run_once()
+        assert decided[0].pages == 0 and "no walk" in decided[0].stopped
+        assert requests(sim).get("retrieve", 0) == before  # left to the next walk
+        r.lister.walk = walk  # type: ignore[method-assign]
+        assert r.run_once().list_pages == 10  # which observes them a page at a time
+    assert "retrieve" not in requests(sim)
+    api.close()
