@@ -88,6 +88,39 @@ def observer(
     )
 
 
+def run_two_reconcilers(
+    db: Database,
+    server: SimulatorServer,
+    clock: ManualClock,
+    config: ReconcilerConfig,
+    *,
+    prepare: Callable[[Reconciler], None] = lambda _reconciler: None,
+) -> list[int]:
+    """One pass each of two reconcilers (own API clients) in two threads at once;
+    the list pages each fetched."""
+    apis = [client(server, clock), client(server, clock)]
+    reconcilers = [
+        Reconciler(db, api, config, clock, f"reconciler-{n}", random_unit=lambda: 0.5)
+        for n, api in enumerate(apis)
+    ]
+    for reconciler in reconcilers:
+        prepare(reconciler)
+    pages = [0, 0]
+
+    def run(n: int) -> None:
+        pages[n] = reconcilers[n].run_once().list_pages
+
+    threads = [threading.Thread(target=run, args=(n,)) for n in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(120)
+    for reconciler, api in zip(reconcilers, apis, strict=True):
+        reconciler.close()
+        api.close()
+    return pages
+
+
 def requests(sim: Simulator) -> dict[str, int]:
     totals: dict[str, int] = sim.counters()["requests_total"]
     return totals
@@ -166,31 +199,15 @@ def test_two_reconcilers_running_at_once_send_one_walks_requests(
     sim, ours = account
     db = Database.connect(pg_url, pool_size=8)
     BatchStore(db).track(ours, now=clock.now(), source="track")
-    config = ReconcilerConfig(concurrency=2, list_min_tracked=1)
-    apis = [client(server, clock), client(server, clock)]
-    reconcilers = [
-        Reconciler(db, api, config, clock, f"reconciler-{n}", random_unit=lambda: 0.5)
-        for n, api in enumerate(apis)
-    ]
-    pages = [0, 0]
-
-    def run(n: int) -> None:
-        pages[n] = reconcilers[n].run_once().list_pages
-
-    threads = [threading.Thread(target=run, args=(n,)) for n in range(2)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(120)
+    pages = run_two_reconcilers(
+        db, server, clock, ReconcilerConfig(concurrency=2, list_min_tracked=1)
+    )
     served = requests(sim)
     # Each page once; at most one more, listed while the page before it was between
     # its fetch and its record (its batches not yet leased, so still due).
     assert 10 <= served["list"] <= 11 and sum(pages) == served["list"]
     assert "retrieve" not in served  # nothing was left to single GETs
     assert polls(db, ours) == [1] * OURS
-    for r, api in zip(reconcilers, apis, strict=True):
-        r.close()
-        api.close()
     db.dispose()
 
 
@@ -204,31 +221,16 @@ def test_two_reconcilers_walking_segments_at_once_leave_nothing_to_gets(
     sim, ours = account
     db = Database.connect(pg_url, pool_size=8)
     BatchStore(db).track(ours, now=clock.now(), source="track")
+
+    def ten_segments(reconciler: Reconciler) -> None:
+        reconciler.lister.segment_batches, reconciler.lister.cut_from = 100, 0
+
     config = ReconcilerConfig(concurrency=2, list_min_tracked=1, list_concurrency=2)
-    apis = [client(server, clock), client(server, clock)]
-    reconcilers = [
-        Reconciler(db, api, config, clock, f"reconciler-{n}", random_unit=lambda: 0.5)
-        for n, api in enumerate(apis)
-    ]
-    for r in reconcilers:
-        r.lister.segment_batches, r.lister.cut_from = 100, 0  # ten segments
-    pages = [0, 0]
-
-    def run(n: int) -> None:
-        pages[n] = reconcilers[n].run_once().list_pages
-
-    threads = [threading.Thread(target=run, args=(n,)) for n in range(2)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(120)
+    pages = run_two_reconcilers(db, server, clock, config, prepare=ten_segments)
     served = requests(sim)
     assert "retrieve" not in served  # nothing was left to single GETs
     assert 10 <= served["list"] == sum(pages) <= 10 + 10 + 1
     assert polls(db, ours) == [1] * OURS
-    for r, api in zip(reconcilers, apis, strict=True):
-        r.close()
-        api.close()
     db.dispose()
 
 
