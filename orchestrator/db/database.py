@@ -107,16 +107,24 @@ class Prepared:
             found = cursor.fetchall() if cursor.description is not None else []
         finally:
             cursor.close()
-        converted = [(i, p) for i, p in enumerate(self.results) if p is not None]
+        converted = self._converted
         if not converted:
             return [tuple(row) for row in found]
         rows = []
         for row in found:
             cells = list(row)
-            for i, process in converted:
-                cells[i] = process(cells[i])
+            for i, process, null_is_none in converted:
+                if cells[i] is not None or not null_is_none:
+                    cells[i] = process(cells[i])
             rows.append(tuple(cells))
         return rows
+
+    @functools.cached_property
+    def _converted(self) -> list[tuple[int, Callable[[Any], Any], bool]]:
+        """The returned columns to convert: where, how, and whether the conversion reads
+        NULL as None (every type here does), so a NULL can be left as it is: a batch's row
+        is mostly NULLs (timestamps not reached yet) and the recording reads 16 a tick."""
+        return [(i, p, _null_is_none(p)) for i, p in enumerate(self.results) if p is not None]
 
     def run_many(self, on: Session | Connection, rows: Sequence[Mapping[str, object]]) -> None:
         """Run it for each of ``rows``, in ``on``'s transaction: on PostgreSQL in statements
@@ -530,6 +538,14 @@ class Database:
         for connection in held:  # those kept by core_transaction, in any thread
             connection.close()
         self.engine.dispose()
+
+
+def _null_is_none(process: Callable[[Any], Any]) -> bool:
+    """Does this result processor read NULL as None?"""
+    try:
+        return process(None) is None
+    except Exception:  # a processor that refuses None: always run it
+        return False
 
 
 def _cast_of(dialect: Any, type_: TypeEngine[Any]) -> str:
