@@ -372,16 +372,19 @@ class Database:
         Keys are column names (the `metadata` column, not the `metadata_` attribute).
         Each statement is compiled once and run by the driver's executemany (``Prepared``).
         """
-        groups: dict[tuple[str, ...], list[Mapping[str, object]]] = {}
+        groups: dict[tuple[str, ...], dict[object, Mapping[str, object]]] = {}
         for row in rows:
-            groups.setdefault(self._sorted(tuple(row)), []).append(row)
+            # A key twice in a group: its last row, as updating row after row would leave
+            # it (one statement of many rows would take either: PostgreSQL's UPDATE ...
+            # FROM uses one joined row, not saying which).
+            groups.setdefault(self._sorted(tuple(row)), {})[row[key]] = row
         for keys, group in groups.items():
             columns = tuple(k for k in keys if k != key)
             if not columns:
                 continue
             many = self._compiled(table, "update", columns, key)
             assert many is not None  # an UPDATE has no defaults to fill in
-            many.run_many(on, group)
+            many.run_many(on, list(group.values()))
 
     def _sorted(self, keys: tuple[str, ...]) -> tuple[str, ...]:
         """``keys`` sorted (one statement per set of keys, in whatever order a row has
@@ -443,7 +446,7 @@ class Database:
             head = f"UPDATE {target} SET {sets} FROM (VALUES "
             tail = f") AS v ({columns}) WHERE {target}.{quote(key)} = v.{quote(key)}"
 
-        @functools.lru_cache(maxsize=16)
+        @functools.lru_cache(maxsize=64)
         def rows_sql(n: int) -> str:
             width = len(casts)
             rows = (

@@ -220,6 +220,18 @@ def test_inserts_of_any_length_keep_every_row_in_order(
     assert waited == 1.5
 
 
+def test_an_update_naming_a_key_twice_leaves_its_last_row(database: Database) -> None:
+    """Row after row, the last row of a key wins; one statement of many rows must agree
+    (PostgreSQL's UPDATE ... FROM would take either)."""
+    ids = [f"batch_{i:03d}" for i in range(40)]
+    BatchStore(database).track(ids, now=T0, source="track")
+    rows = [{"id": i, "version": 1} for i in ids] + [{"id": i, "version": 2} for i in ids]
+    with database.transaction() as s:
+        database.bulk_update(s, table_of(Batch), "id", rows)
+    with database.transaction() as s:
+        assert set(s.scalars(select(Batch.version))) == {2}
+
+
 def test_a_row_leaving_out_a_defaulted_column_goes_through_core(database: Database) -> None:
     with database.transaction() as s:  # polls (default 0) and others left out
         row = {"id": "batch_a", "tracked_at": T0, "tracked_by": "track", "updated_at": T0}
