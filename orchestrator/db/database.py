@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+import functools
 import threading
 from collections.abc import Callable, Hashable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -15,8 +17,10 @@ from sqlalchemy import (
     DateTime,
     Engine,
     Insert,
+    String,
     Table,
     TextClause,
+    TypeDecorator,
     bindparam,
     func,
     insert,
@@ -30,6 +34,7 @@ from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.sql.dml import UpdateBase
 from sqlalchemy.sql.elements import ClauseElement
 from sqlalchemy.sql.selectable import ReturnsRows
+from sqlalchemy.sql.type_api import TypeEngine
 
 from orchestrator.db.engine import make_engine, require_existing_file, session_factory
 from orchestrator.db.revision import require_current
@@ -37,6 +42,9 @@ from orchestrator.db.sql_text import Run
 from orchestrator.errors import DatabaseBusy, DatabaseUnavailable
 
 IDS_PER_STATEMENT = 500  # an IN list this long stays under any bind-parameter limit
+# PostgreSQL: up to this many rows go in one statement (a multi-row INSERT, an UPDATE from
+# VALUES); a larger INSERT goes by COPY. The workers' groups are 16-200 rows.
+ROWS_PER_STATEMENT = 256
 
 
 def chunks(ids: Sequence[str]) -> Iterator[Sequence[str]]:
@@ -65,6 +73,14 @@ class Prepared:
     # PostgreSQL, an INSERT of plain columns: the same rows by COPY, its columns those of
     # ``keys`` in order. psycopg's executemany costs ~40 us of CPU a row, COPY under half.
     copy: str | None = None
+    # PostgreSQL: the cursor to run ``sql`` on, psycopg's RawCursor (``sql`` has $1, $2...
+    # placeholders): a cursor of %(name)s placeholders parses the statement at every call
+    # (once only if it is short) and reorders a dict of values; this takes them in order.
+    cursor: Callable[[Any], Any] | None = None
+    # PostgreSQL, an INSERT or UPDATE by key of plain columns: the statement that writes
+    # n rows at once (``many_rows``), its values those of ``keys`` row after row. One
+    # statement costs a fraction of psycopg's executemany, which works row by row.
+    rows_sql: Callable[[int], str] | None = None
 
     def _values(self, rows: Sequence[Mapping[str, object]]) -> list[list[Any]]:
         fields = tuple(zip(self.keys, self.processors, self.constants, strict=True))
@@ -79,38 +95,68 @@ class Prepared:
             return [tuple(v) for v in values]
         return [dict(zip(self.binds, v, strict=True)) for v in values]
 
+    def _cursor(self, on: Session | Connection) -> Any:
+        driver = driver_of(on)
+        return driver.cursor() if self.cursor is None else self.cursor(driver)
+
     def rows(self, on: Session | Connection, values: Mapping[str, object]) -> list[tuple[Any, ...]]:
         """Run it once with ``values`` in ``on``'s transaction; the rows it returns."""
-        cursor = driver_of(on).cursor()
+        cursor = self._cursor(on)
         try:
             cursor.execute(self.sql, self.params([values])[0])
             found = cursor.fetchall() if cursor.description is not None else []
         finally:
             cursor.close()
-        converted = [(i, p) for i, p in enumerate(self.results) if p is not None]
+        converted = self._converted
         if not converted:
             return [tuple(row) for row in found]
         rows = []
         for row in found:
             cells = list(row)
-            for i, process in converted:
-                cells[i] = process(cells[i])
+            for i, process, null_is_none in converted:
+                if cells[i] is not None or not null_is_none:
+                    cells[i] = process(cells[i])
             rows.append(tuple(cells))
         return rows
 
+    @functools.cached_property
+    def _converted(self) -> list[tuple[int, Callable[[Any], Any], bool]]:
+        """The returned columns to convert: where, how, and whether the conversion reads
+        NULL as None (every type here does), so a NULL can be left as it is: a batch's row
+        is mostly NULLs (timestamps not reached yet) and the recording reads 16 a tick."""
+        return [(i, p, _null_is_none(p)) for i, p in enumerate(self.results) if p is not None]
+
     def run_many(self, on: Session | Connection, rows: Sequence[Mapping[str, object]]) -> None:
-        """Run it for each of ``rows`` (the driver's executemany, or COPY), in ``on``'s
-        transaction."""
-        cursor = driver_of(on).cursor()
+        """Run it for each of ``rows``, in ``on``'s transaction: on PostgreSQL in statements
+        of many rows (``rows_sql``), a long INSERT by COPY (not in a pipeline, where COPY
+        cannot run); elsewhere by the driver's executemany."""
+        cursor = self._cursor(on)
         try:
-            if self.copy is None:
-                cursor.executemany(self.sql, self.params(rows))
+            if self.rows_sql is None:
+                if self.copy is None:
+                    cursor.executemany(self.sql, self.params(rows))
+                else:
+                    self._copy(cursor, rows)
                 return
-            with cursor.copy(self.copy) as stream:
-                for values in self._values(rows):
-                    stream.write_row(values)
+            if self.copy is not None and len(rows) > ROWS_PER_STATEMENT and not _pipelined(cursor):
+                self._copy(cursor, rows)
+                return
+            for start in range(0, len(rows), ROWS_PER_STATEMENT):
+                chunk = self._values(rows[start : start + ROWS_PER_STATEMENT])
+                cursor.execute(self.rows_sql(len(chunk)), [v for row in chunk for v in row])
         finally:
             cursor.close()
+
+    def _copy(self, cursor: Any, rows: Sequence[Mapping[str, object]]) -> None:
+        assert self.copy is not None
+        with cursor.copy(self.copy) as stream:
+            for values in self._values(rows):
+                stream.write_row(values)
+
+
+def _pipelined(cursor: Any) -> bool:
+    """Is this psycopg cursor's connection in pipeline mode (``Database.pipeline``)?"""
+    return bool(cursor.connection.pgconn.pipeline_status)
 
 
 def driver_of(on: Session | Connection) -> Any:
@@ -168,6 +214,7 @@ class Database:
     )
     _prepared: dict[Hashable, Prepared] = field(default_factory=dict, repr=False)
     _key_sets: dict[tuple[str, ...], tuple[str, ...]] = field(default_factory=dict, repr=False)
+    _numbered: Any = field(default=None, repr=False)  # see _sql_dialect
     _held: threading.local = field(default_factory=threading.local, repr=False)
     _all_held: list[Connection] = field(default_factory=list, repr=False)
     _held_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
@@ -325,16 +372,19 @@ class Database:
         Keys are column names (the `metadata` column, not the `metadata_` attribute).
         Each statement is compiled once and run by the driver's executemany (``Prepared``).
         """
-        groups: dict[tuple[str, ...], list[Mapping[str, object]]] = {}
+        groups: dict[tuple[str, ...], dict[object, Mapping[str, object]]] = {}
         for row in rows:
-            groups.setdefault(self._sorted(tuple(row)), []).append(row)
+            # A key twice in a group: its last row, as updating row after row would leave
+            # it (one statement of many rows would take either: PostgreSQL's UPDATE ...
+            # FROM uses one joined row, not saying which).
+            groups.setdefault(self._sorted(tuple(row)), {})[row[key]] = row
         for keys, group in groups.items():
             columns = tuple(k for k in keys if k != key)
             if not columns:
                 continue
             many = self._compiled(table, "update", columns, key)
             assert many is not None  # an UPDATE has no defaults to fill in
-            many.run_many(on, group)
+            many.run_many(on, list(group.values()))
 
     def _sorted(self, keys: tuple[str, ...]) -> tuple[str, ...]:
         """``keys`` sorted (one statement per set of keys, in whatever order a row has
@@ -370,8 +420,42 @@ class Database:
         many = None if statement is None else self.compile(statement)
         if many is not None and copy:
             many = replace(many, copy=self._copy_of(table, many.keys))
+        if many is not None and self.is_postgres:
+            many = replace(many, rows_sql=self._rows_sql(table, kind, many.keys, key))
         self._many[cache_key] = many
         return many
+
+    def _rows_sql(
+        self, table: Table, kind: str, keys: Sequence[str | None], key: str
+    ) -> Callable[[int], str]:
+        """PostgreSQL: the statement that inserts, or updates by ``key``, n rows of the
+        columns ``keys`` at once (its values row after row, in ``keys`` order), built for
+        each n as asked (remembered for a few: a text is cheap to build, SQLAlchemy's
+        compiling of it is not). An UPDATE joins a VALUES list on ``key``; each value is
+        cast to its column's type, as SQLAlchemy casts a parameter, so a column of NULLs
+        is not taken for text."""
+        quote = self.engine.dialect.identifier_preparer.quote
+        names = [str(k) for k in keys]
+        casts = [_cast_of(self.engine.dialect, table.c[name].type) for name in names]
+        target = self.engine.dialect.identifier_preparer.format_table(table)
+        columns = ", ".join(quote(name) for name in names)
+        if kind == "insert":
+            head, tail = f"INSERT INTO {target} ({columns}) VALUES ", ""
+        else:
+            sets = ", ".join(f"{quote(n)} = v.{quote(n)}" for n in names if n != key)
+            head = f"UPDATE {target} SET {sets} FROM (VALUES "
+            tail = f") AS v ({columns}) WHERE {target}.{quote(key)} = v.{quote(key)}"
+
+        @functools.lru_cache(maxsize=64)
+        def rows_sql(n: int) -> str:
+            width = len(casts)
+            rows = (
+                "(" + ", ".join(f"${r * width + i + 1}::{c}" for i, c in enumerate(casts)) + ")"
+                for r in range(n)
+            )
+            return head + ", ".join(rows) + tail
+
+        return rows_sql
 
     def _copy_of(self, table: Table, keys: Sequence[str | None]) -> str | None:
         """PostgreSQL's COPY of ``keys`` into ``table`` (None elsewhere)."""
@@ -383,9 +467,10 @@ class Database:
 
     def compile(self, statement: ClauseElement) -> Prepared:
         """``statement`` compiled for this dialect (the caller keeps it). A parameter
-        named ``_key`` takes the value ``key``; it reads (or returns) table columns."""
+        named ``_key`` takes the value ``key``; it reads (or returns) table columns.
+        On PostgreSQL with $1, $2... placeholders, run on psycopg's RawCursor."""
         dialect = self.engine.dialect
-        compiled = cast(SQLCompiler, statement.compile(dialect=dialect))
+        compiled = cast(SQLCompiler, statement.compile(dialect=self._sql_dialect()))
         positional = bool(compiled.positional)
         by_name = {name: bind for bind, name in compiled.bind_names.items()}
         binds = tuple(compiled.positiontup or ()) if positional else tuple(by_name)
@@ -408,7 +493,47 @@ class Database:
         results = tuple(
             column.type.dialect_impl(dialect).result_processor(dialect, None) for column in returned
         )
-        return Prepared(compiled.string, binds, keys, processors, constants, positional, results)
+        return Prepared(
+            compiled.string,
+            binds,
+            keys,
+            processors,
+            constants,
+            positional,
+            results,
+            cursor=self._raw_cursor(),
+        )
+
+    def _sql_dialect(self) -> Any:
+        """The dialect ``compile`` writes SQL for: the engine's, but on PostgreSQL with
+        $1, $2... placeholders (``numeric_dollar``, which psycopg's RawCursor takes as is).
+        Only the text differs: values are converted by the engine's own dialect."""
+        if not self.is_postgres:
+            return self.engine.dialect
+        if self._numbered is None:
+            numbered = copy.copy(self.engine.dialect)
+            numbered.paramstyle, numbered.positional = "numeric_dollar", True
+            self._numbered = numbered
+        return self._numbered
+
+    def _raw_cursor(self) -> Callable[[Any], Any] | None:
+        if not self.is_postgres:
+            return None
+        from psycopg import RawCursor  # only where used: SQLite commands skip psycopg
+
+        return RawCursor
+
+    @contextmanager
+    def pipeline(self, on: Session | Connection) -> Iterator[None]:
+        """On PostgreSQL, the statements run on ``on``'s driver in here go to the server
+        together and are answered together (psycopg's pipeline mode): one round trip
+        for several writes whose results nobody reads. An error surfaces at the latest
+        on leaving. Elsewhere nothing changes."""
+        if not self.is_postgres:
+            yield
+            return
+        with driver_of(on).pipeline():
+            yield
 
     def dispose(self) -> None:
         with self._held_lock:
@@ -416,6 +541,27 @@ class Database:
         for connection in held:  # those kept by core_transaction, in any thread
             connection.close()
         self.engine.dispose()
+
+
+def _null_is_none(process: Callable[[Any], Any]) -> bool:
+    """Does this result processor read NULL as None?"""
+    try:
+        return process(None) is None
+    except Exception:  # a processor that refuses None: always run it
+        return False
+
+
+def _cast_of(dialect: Any, type_: TypeEngine[Any]) -> str:
+    """The type a value of a column of ``type_`` is cast to in PostgreSQL SQL, as
+    SQLAlchemy's PostgreSQL compiler casts a bound parameter: the column's type (a type
+    decorator's own), a VARCHAR without its length (a cast to VARCHAR(n) would cut a
+    longer value silently where the column refuses it)."""
+    impl = type_.dialect_impl(dialect)
+    while isinstance(impl, TypeDecorator):
+        impl = impl.load_dialect_impl(dialect)
+    if isinstance(impl, String) and impl.length:
+        impl = String()
+    return str(dialect.type_compiler_instance.process(impl))
 
 
 def _first_line(exc: BaseException) -> str:

@@ -1,10 +1,12 @@
-"""Database.insert_rows / bulk_update run a statement compiled once through the driver's
-executemany: what they write must be what a Core statement writes (every column type's
-conversion kept: aware datetimes, outside text scrubbed and made storable), and a row
-that needs Core (a default to fill in) still goes through Core."""
+"""Database.insert_rows / bulk_update run a statement compiled once through the driver
+(executemany; on PostgreSQL one statement of many rows, or COPY): what they write must
+be what a Core statement writes (every column type's conversion kept: aware datetimes,
+outside text scrubbed and made storable), and a row that needs Core (a default to fill
+in) still goes through Core."""
 
 from __future__ import annotations
 
+import contextlib
 from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
@@ -12,8 +14,15 @@ from sqlalchemy import insert, select
 from sqlalchemy.dialects import sqlite
 
 from orchestrator.db.batches import BatchStore
-from orchestrator.db.database import Database
-from orchestrator.db.models import Batch, CancelAttempt, CancelRequest, UtcDateTime, table_of
+from orchestrator.db.database import ROWS_PER_STATEMENT, Database
+from orchestrator.db.models import (
+    Batch,
+    BatchEvent,
+    CancelAttempt,
+    CancelRequest,
+    UtcDateTime,
+    table_of,
+)
 from orchestrator.secret import Secret
 
 T0 = datetime(2026, 3, 1, 12, 0, 0, 0, tzinfo=UTC)
@@ -106,6 +115,121 @@ def test_updates_by_key_convert_as_core_and_group_by_columns(database: Database)
         "batch_a": ("accepted", T0 + timedelta(seconds=5), 0),
         "batch_b": ("pending", None, 3),
     }
+
+
+def test_updates_of_more_rows_than_a_statement_holds_with_columns_of_nulls(
+    database: Database,
+) -> None:
+    """On PostgreSQL an UPDATE of many rows joins a VALUES list: a column that is NULL in
+    every row (a timestamp, a number, text, JSON) must still be written as its column's
+    type, and a group longer than one statement is split, none lost."""
+    ids = [f"batch_{i:04d}" for i in range(ROWS_PER_STATEMENT + 3)]
+    BatchStore(database).track(ids, now=T0, source="track")
+    with database.transaction() as s:
+        database.bulk_update(
+            s,
+            table_of(Batch),
+            "id",
+            [
+                {"id": i, "metadata": {"team": "a"}, "errors": [1], "usage_total_tokens": 5}
+                for i in ids
+            ],
+        )
+    rows = [
+        {
+            "id": i,
+            "status": None,
+            "cancelling_at": None,
+            "metadata": None,
+            "errors": None,
+            "usage_total_tokens": None,
+            "model": "gpt" if n % 2 else None,
+            "version": n,
+            "updated_at": T0 + timedelta(seconds=n),
+        }
+        for n, i in enumerate(ids)
+    ]
+    with database.transaction() as s:
+        database.bulk_update(s, table_of(Batch), "id", rows)
+    with database.transaction() as s:
+        got = [
+            tuple(r)
+            for r in s.execute(
+                select(
+                    Batch.id,
+                    Batch.status,
+                    Batch.cancelling_at,
+                    Batch.metadata_,
+                    Batch.errors,
+                    Batch.usage_total_tokens,
+                    Batch.model,
+                    Batch.version,
+                    Batch.updated_at,
+                ).order_by(Batch.id)
+            )
+        ]
+    assert got == [
+        (i, None, None, None, None, None, "gpt" if n % 2 else None, n, T0 + timedelta(seconds=n))
+        for n, i in enumerate(ids)
+    ]
+
+
+@pytest.mark.parametrize("pipelined", [False, True])
+@pytest.mark.parametrize("count", [1, 7, ROWS_PER_STATEMENT + 5])
+def test_inserts_of_any_length_keep_every_row_in_order(
+    database: Database, count: int, pipelined: bool
+) -> None:
+    """Short groups go in statements of many rows, long ones by COPY on PostgreSQL,
+    except in a pipeline (where COPY cannot run): the rows are all there, in the
+    order given (ids ascending), each value as given, a float NULL or not."""
+    BatchStore(database).track(["batch_a"], now=T0, source="track")
+    events = [
+        {
+            "batch_id": "batch_a",
+            "kind": "status",
+            "from_status": None,
+            "to_status": f"s{n}",
+            "server_at": None,
+            "recorded_at": T0 + timedelta(seconds=n),
+            "source": "worker",
+            "detail": None if n % 3 else f"detail {n}",
+        }
+        for n in range(count)
+    ]
+    with database.transaction() as s:
+        database.insert_rows(s, table_of(CancelRequest), [request_row("batch_a")])
+        database.bulk_update(
+            s,
+            table_of(CancelRequest),
+            "batch_id",
+            [{"batch_id": "batch_a", "seconds_to_terminal": 1.5}],
+        )
+        with database.pipeline(s) if pipelined else contextlib.nullcontext():
+            database.insert_rows(s, table_of(BatchEvent), events)
+    with database.transaction() as s:
+        got = [
+            tuple(r)
+            for r in s.execute(
+                select(BatchEvent.to_status, BatchEvent.recorded_at, BatchEvent.detail)
+                .where(BatchEvent.kind == "status")
+                .order_by(BatchEvent.id)
+            )
+        ]
+        waited = s.scalar(select(CancelRequest.seconds_to_terminal))
+    assert got == [(e["to_status"], e["recorded_at"], e["detail"]) for e in events]
+    assert waited == 1.5
+
+
+def test_an_update_naming_a_key_twice_leaves_its_last_row(database: Database) -> None:
+    """Row after row, the last row of a key wins; one statement of many rows must agree
+    (PostgreSQL's UPDATE ... FROM would take either)."""
+    ids = [f"batch_{i:03d}" for i in range(40)]
+    BatchStore(database).track(ids, now=T0, source="track")
+    rows = [{"id": i, "version": 1} for i in ids] + [{"id": i, "version": 2} for i in ids]
+    with database.transaction() as s:
+        database.bulk_update(s, table_of(Batch), "id", rows)
+    with database.transaction() as s:
+        assert set(s.scalars(select(Batch.version))) == {2}
 
 
 def test_a_row_leaving_out_a_defaulted_column_goes_through_core(database: Database) -> None:

@@ -6,10 +6,11 @@ back when a transaction fails."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from sqlalchemy import select, text
+from sqlalchemy import literal_column, select, text
 
 from orchestrator.core.observation import parse_batch
 from orchestrator.db.batches import STATE_COLUMNS, STATE_NAMES, BatchStore, lock_requests
@@ -69,3 +70,17 @@ def test_the_kept_connection_is_reused_and_given_back_when_a_transaction_fails(
     assert fresh is not first
     database.dispose()
     assert fresh.closed
+
+
+def test_a_null_is_left_as_none_only_where_the_conversion_reads_it_so(
+    database: Database,
+) -> None:
+    """``Prepared.rows`` skips converting a NULL, but only for a conversion that reads NULL
+    as None: one that makes something of NULL still runs."""
+    statement = replace(
+        database.compile(select(literal_column("1"))),
+        sql="SELECT NULL, NULL, 1",
+        results=(lambda v: "none" if v is None else v, lambda v: v, lambda v: v + 1),
+    )
+    with database.core_transaction() as connection:
+        assert statement.rows(connection, {}) == [("none", None, 2)]
