@@ -1,10 +1,13 @@
 """The worker's sender alone: CPU per cancel of the HTTP side, without the database.
 
     .venv/bin/python -m bench.cancel_sender --n 2000 --rounds 3
+    .venv/bin/python -m bench.cancel_sender --n 2000 --rounds 3 --latency 0.1
 
 N cancels through what the worker's sender runs for each (``AsyncSender``, the async
 client metered as ``orchestrator worker`` wires it, ``parse_batch`` of the answer)
-against the simulator in a process of its own, with no latency added. Printed per
+against the simulator in a process of its own, with no latency added, or with
+``--latency`` seconds added to each cancel: then answers come one at a time, as in
+the worker beside the issue's fan-out (each wakes the loop on its own). Printed per
 round: wall seconds and this process's CPU ms per cancel (the simulator's CPU is not
 in it). A first round warms up (connections, imports) and is not printed. To compare
 two checkouts, run it from each (``cd`` there: the bench imports its cwd's code).
@@ -35,9 +38,12 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=2000, help="cancels per round (default 2000)")
     parser.add_argument("--rounds", type=int, default=3, help="rounds measured (default 3)")
     parser.add_argument("--width", type=int, default=32, help="sends at once (default 32)")
+    parser.add_argument("--latency", type=float, default=0.0, help="seconds added per cancel")
     args = parser.parse_args()
     with simulator() as sim:
         ids = prepare(sim, args.n)
+        if args.latency:
+            sim.add_fault(kind="slow", endpoint="cancel", delay_s=args.latency, times=None)
         metrics = Metrics()
         client = AsyncBatchApiClient(
             ApiSettings(api_key=Secret(SIM_KEY), base_url=sim.url),

@@ -122,7 +122,9 @@ class AsyncBatchApiClient:
         self._limits = httpx.Limits(
             max_connections=max_connections, max_keepalive_connections=max_connections
         )
-        self._tls: ssl.SSLContext | None = None  # for every pool (building one: ~60 ms)
+        # For every pool, made on the first https connection (building one: 20-60 ms of
+        # CPU, which a plain-http base URL, e.g. a simulator or a proxy, never needs).
+        self._tls: ssl.SSLContext | None = None
         self._pools: dict[asyncio.AbstractEventLoop, httpx.AsyncBaseTransport] = {}
         self._lean: dict[asyncio.AbstractEventLoop, Exchanger | None] = {}  # pools that take bytes
         self._base_url = settings.base_url.rstrip("/")
@@ -183,14 +185,17 @@ class AsyncBatchApiClient:
         if pool is None:
             pool = self._transport
             if pool is None:
-                if self._tls is None:
-                    self._tls = httpx.create_ssl_context()
-                pool = asyncio_transport(self._tls, self._limits)
+                pool = asyncio_transport(self._tls_context, self._limits)
                 if self._wrap is not None:
                     pool = self._wrap(pool)
             self._pools[loop] = pool
             self._lean[loop] = pool if isinstance(pool, Exchanger) and pool.exchanges else None
         return pool, self._lean[loop]
+
+    def _tls_context(self) -> ssl.SSLContext:
+        if self._tls is None:
+            self._tls = httpx.create_ssl_context()
+        return self._tls
 
     def _lean_request(self, call: ApiCall, deadline: float) -> LeanRequest | None:
         """The call's request as wire bytes, if its path is plain (else None); no wait

@@ -37,7 +37,7 @@ from __future__ import annotations
 import asyncio
 import ssl
 from collections import deque
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Protocol, runtime_checkable
 
 import httpx
@@ -293,7 +293,13 @@ class LeanTransport(httpx.AsyncBaseTransport):
 
     exchanges = True
 
-    def __init__(self, ssl_context: ssl.SSLContext | None, max_connections: int) -> None:
+    def __init__(
+        self,
+        ssl_context: ssl.SSLContext | Callable[[], ssl.SSLContext] | None,
+        max_connections: int,
+    ) -> None:
+        # A context, or what makes one on the first https connection: building one
+        # (CA bundle and all) costs ~20-60 ms of CPU that a plain-http origin never needs.
         self._ssl = ssl_context
         self._max = max(1, max_connections)
         self._idle: dict[Origin, list[_Connection]] = {}
@@ -419,9 +425,11 @@ class LeanTransport(httpx.AsyncBaseTransport):
     ) -> _Connection:
         scheme, host, port = origin
         name = host.decode("ascii")
-        tls = self._ssl if scheme == b"https" else None
-        if scheme == b"https" and tls is None:
-            tls = ssl.create_default_context()
+        tls = None
+        if scheme == b"https":
+            if callable(self._ssl):
+                self._ssl = self._ssl()
+            tls = self._ssl if self._ssl is not None else ssl.create_default_context()
         conn = _Connection(loop, origin)
         try:
             async with asyncio.timeout(timeout):
@@ -467,6 +475,9 @@ class LeanTransport(httpx.AsyncBaseTransport):
         self._idle.clear()
 
 
-def asyncio_transport(verify: ssl.SSLContext, limits: httpx.Limits) -> httpx.AsyncBaseTransport:
-    """At most ``limits.max_connections`` connections per origin, kept alive."""
+def asyncio_transport(
+    verify: ssl.SSLContext | Callable[[], ssl.SSLContext], limits: httpx.Limits
+) -> httpx.AsyncBaseTransport:
+    """At most ``limits.max_connections`` connections per origin, kept alive; ``verify``
+    may be what makes the TLS context, called on the first https connection."""
     return LeanTransport(verify, limits.max_connections or 1)

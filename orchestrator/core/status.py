@@ -60,9 +60,9 @@ TIMESTAMP_FIELDS: tuple[str, ...] = (
 )
 
 
+_BY_VALUE: dict[str, BatchStatus] = {status.value: status for status in BatchStatus}
+
+
 def parse_status(value: object) -> BatchStatus | None:
     """The status, or None for a value the API has not documented (kept open, never a crash)."""
-    try:
-        return BatchStatus(str(value))
-    except ValueError:
-        return None
+    return _BY_VALUE.get(str(value))  # BatchStatus(text) is the same lookup, ~20x dearer

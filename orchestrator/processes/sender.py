@@ -10,7 +10,6 @@ ones on the wire, as before: no cancel is ever in flight twice for one batch.
 from __future__ import annotations
 
 import asyncio
-import functools
 import threading
 from collections import deque
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
@@ -43,7 +42,9 @@ class AsyncSender:
         # A queue, not a semaphore per send: its wake-ups cost more than the task.
         self._queue: deque[tuple[Send[Any], Future[Any]]] = deque()
         self._closing = False
-        self._tasks: set[asyncio.Task[None]] = set()
+        # Started sends' tasks by their futures: a send takes itself out when it ends (no
+        # done callback per task: its scheduling cost more than the lookup).
+        self._tasks: dict[Future[Any], asyncio.Task[None]] = {}
         self.running = 0  # sends started and not finished (read by the tests)
         self.most_running = 0
         self._finished = 0  # sends finished since the last wait_finished returned
@@ -92,9 +93,14 @@ class AsyncSender:
         self._closing = True
         while self._queue:  # never started: cancelled (the worker gave them back already)
             self._queue.popleft()[1].cancel()
-        for task in list(self._tasks):
+        tasks = list(self._tasks.values())
+        for task in tasks:
             task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await asyncio.gather(*tasks, return_exceptions=True)
+        for future in list(self._tasks):  # cancelled before its task ever ran
+            del self._tasks[future]
+            future.set_exception(RuntimeError("the sender stopped before the send"))
+            self._finished_one()
         if self._close_with is not None:
             await self._close_with()
 
@@ -110,15 +116,7 @@ class AsyncSender:
                 continue  # cancelled while it waited for a slot: never sent
             self.running += 1
             self.most_running = max(self.most_running, self.running)
-            task = self._loop.create_task(self._run(send, future))
-            self._tasks.add(task)
-            task.add_done_callback(functools.partial(self._ended, future))
-
-    def _ended(self, future: Future[Any], task: asyncio.Task[None]) -> None:
-        self._tasks.discard(task)
-        if not future.done():  # cancelled (the sender closing) before it ever ran
-            future.set_exception(RuntimeError("the sender stopped before the send"))
-            self._finished_one()
+            self._tasks[future] = self._loop.create_task(self._run(send, future))
 
     async def _run(self, send: Send[Any], future: Future[Any]) -> None:
         try:
@@ -131,6 +129,7 @@ class AsyncSender:
         else:
             future.set_result(result)
         finally:
+            del self._tasks[future]
             self._finished_one()
 
     def _finished_one(self) -> None:

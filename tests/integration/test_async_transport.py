@@ -15,6 +15,7 @@ import socket
 import ssl
 import subprocess
 import threading
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
@@ -41,13 +42,19 @@ def read_request(conn: socket.socket) -> bytes:
 
 
 def exchange(
-    url: str, count: int = 1, *, connections: int = 4, read: float = 5.0, method: str = "GET"
+    url: str,
+    count: int = 1,
+    *,
+    connections: int = 4,
+    read: float = 5.0,
+    method: str = "GET",
+    tls: Callable[[], ssl.SSLContext] | None = None,
 ) -> list[tuple[int, bytes] | BaseException]:
     """``count`` requests one after another on one transport: each one's status and
     body, or what it raised."""
 
     async def run() -> list[tuple[int, bytes] | BaseException]:
-        transport = LeanTransport(None, connections)
+        transport = LeanTransport(tls, connections)
         timeout = {"connect": 5.0, "read": read, "write": 5.0, "pool": 5.0}
         out: list[tuple[int, bytes] | BaseException] = []
         try:
@@ -84,6 +91,21 @@ def test_answers_on_one_connection_kept_alive() -> None:
         got = exchange(server.url + "/batches/batch_abc", 3)
         assert got == [(200, BODY)] * 3
         assert connections_of(server) == 1
+
+
+def test_plain_http_never_builds_a_tls_context() -> None:
+    built: list[ssl.SSLContext] = []
+
+    def make_tls() -> ssl.SSLContext:  # ~20-60 ms of CPU: only for an https origin
+        built.append(ssl.create_default_context())
+        return built[-1]
+
+    def answer(conn: socket.socket, stop: threading.Event) -> None:
+        conn.sendall(head(Content_Length=str(len(BODY))) + BODY)
+
+    with RawServer(answer) as server:
+        assert exchange(server.url + "/batches/batch_abc", tls=make_tls) == [(200, BODY)]
+    assert built == []
 
 
 def test_connection_close_opens_a_new_connection_for_the_next() -> None:
@@ -301,6 +323,12 @@ def test_https_answers_are_read_over_tls_and_the_connection_kept(tmp_path: Path)
     served.load_cert_chain(cert, key)
     trusting = ssl.create_default_context(cafile=str(cert))
 
+    made: list[ssl.SSLContext] = []  # the context, made on the first https connection
+
+    def make_tls() -> ssl.SSLContext:
+        made.append(trusting)
+        return trusting
+
     async def run() -> tuple[list[bytes], int, BaseException | None]:
         connections = 0
 
@@ -319,7 +347,7 @@ def test_https_answers_are_read_over_tls_and_the_connection_kept(tmp_path: Path)
         bodies = []
         refused: BaseException | None = None
         try:
-            transport = LeanTransport(trusting, 4)
+            transport = LeanTransport(make_tls, 4)
             for _ in range(2):
                 response = await transport.handle_async_request(
                     httpx.Request("GET", f"https://localhost:{port}/v1/batches/batch_abc")
@@ -340,5 +368,5 @@ def test_https_answers_are_read_over_tls_and_the_connection_kept(tmp_path: Path)
         return bodies, connections, refused
 
     bodies, connections, refused = asyncio.run(run())
-    assert bodies == [BODY, BODY] and connections == 1
+    assert bodies == [BODY, BODY] and connections == 1 and made == [trusting]
     assert isinstance(refused, httpx.ConnectError)  # a certificate not trusted: no exchange

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import ssl
 import threading
 from collections.abc import Callable
 from typing import Any
@@ -103,6 +104,22 @@ def test_the_lean_request_is_byte_for_byte_httpxs(settings: dict[str, Any]) -> N
     assert (
         lean[0].startswith(b"POST /v1/batches/batch_abc/cancel") and b"Content-Length: 0" in lean[0]
     )
+
+
+def test_a_plain_http_base_url_never_builds_a_tls_context(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Building one (the CA bundle) costs 20-60 ms of CPU: only an https origin pays."""
+    built: list[str] = []
+
+    def counted(*args: Any, **kwargs: Any) -> ssl.SSLContext:
+        built.append("tls")
+        return real(*args, **kwargs)
+
+    real = httpx.create_ssl_context
+    monkeypatch.setattr(httpx, "create_ssl_context", counted)
+    heads_sent(None)
+    assert built == []
 
 
 def outcomes(wrap: Wrap, faults: list[FaultRule]) -> tuple[list[str], dict[str, float]]:

@@ -5,8 +5,8 @@ from typing import Any
 
 import pytest
 
-from orchestrator.core.observation import MalformedBatch, parse_batch
-from orchestrator.core.status import BatchStatus
+from orchestrator.core.observation import TEXT_LIMITS, MalformedBatch, _Fields, parse_batch
+from orchestrator.core.status import TIMESTAMP_FIELDS, BatchStatus, parse_status
 
 
 def full_batch(**overrides: Any) -> dict[str, Any]:
@@ -93,3 +93,117 @@ def test_errors_data_is_kept() -> None:
     errors = {"object": "list", "data": [{"code": "token_limit_exceeded", "message": "m"}]}
     obs = parse_batch(full_batch(status="failed", errors=errors))
     assert obs.errors == [{"code": "token_limit_exceeded", "message": "m"}]
+
+
+class Str(str):
+    """A string of another type: not the fast path's, still a string."""
+
+
+HOSTILE: list[object] = [
+    None,
+    "",
+    "ok-value_1",
+    "x" * 16,
+    "x" * 17,
+    "x" * 128,
+    "x" * 129,
+    "x" * 300,
+    "nul\x00inside",
+    "file/../etc",
+    Str("file-abc"),
+    0,
+    -1,
+    1_700_000_000,
+    253_402_300_799,
+    253_402_300_800,
+    2**31 - 1,
+    2**31,
+    2**63,
+    2**200,
+    1_700_000_000.0,
+    1.5,
+    float("nan"),
+    True,
+    False,
+    [],
+    {},
+    {"total": 1, "completed": 0, "failed": 0},
+    {"total": True, "completed": 0, "failed": 0},
+    {"total": 2**31, "completed": 0, "failed": 0},
+    {"total": 3.0, "completed": 1, "failed": -1},
+    {"total": 3},
+]
+FIELDS = [
+    "endpoint",
+    "model",
+    "completion_window",
+    "input_file_id",
+    "output_file_id",
+    "error_file_id",
+    "created_at",
+    "cancelling_at",
+    "request_counts",
+    "usage",
+    "metadata",
+    "errors",
+]
+
+
+def careful(payload: dict[str, Any]) -> tuple[object, ...]:
+    """Every optional field as ``_Fields`` reads it, with no fast path: what
+    parse_batch's fast paths must give too (the value and the refusals)."""
+    read = _Fields()
+    values = (
+        read.text("endpoint", payload.get("endpoint"), TEXT_LIMITS["endpoint"]),
+        read.text("model", payload.get("model"), TEXT_LIMITS["model"]),
+        read.file_id("input_file_id", payload.get("input_file_id")),
+        read.text(
+            "completion_window",
+            payload.get("completion_window"),
+            TEXT_LIMITS["completion_window"],
+        ),
+        read.file_id("output_file_id", payload.get("output_file_id")),
+        read.file_id("error_file_id", payload.get("error_file_id")),
+        {name: read.timestamp(name, payload.get(name)) for name in TIMESTAMP_FIELDS},
+        read.counts(payload.get("request_counts")),
+        read.usage(payload.get("usage")),
+        read.metadata(payload.get("metadata")),
+        read.errors(payload.get("errors")),
+    )
+    return (*values, tuple(read.anomalies))
+
+
+def fast(payload: dict[str, Any]) -> tuple[object, ...]:
+    obs = parse_batch(payload)
+    return (
+        obs.endpoint,
+        obs.model,
+        obs.input_file_id,
+        obs.completion_window,
+        obs.output_file_id,
+        obs.error_file_id,
+        dict(obs.timestamps),
+        obs.request_counts,
+        dict(obs.usage),
+        obs.metadata,
+        obs.errors,
+        obs.anomalies,
+    )
+
+
+@pytest.mark.parametrize("field", FIELDS)
+@pytest.mark.parametrize("value", HOSTILE, ids=lambda v: repr(v)[:30])
+def test_the_fast_paths_accept_and_refuse_exactly_what_the_careful_reader_does(
+    field: str, value: object
+) -> None:
+    payload = full_batch(**{field: value})
+    assert repr(fast(payload)) == repr(careful(payload))  # repr: NaN is not equal to itself
+
+
+def test_every_status_is_recognised_and_nothing_else() -> None:
+    for status in BatchStatus:
+        assert parse_status(status.value) is status
+        assert parse_status(status) is status
+    assert parse_status("Cancelling") is None
+    assert parse_status(None) is None
+    assert parse_status("cancelling\x00") is None

@@ -125,3 +125,26 @@ def test_closing_settles_every_future_queued_or_started() -> None:
 def test_width_must_be_positive() -> None:
     with pytest.raises(ValueError):
         AsyncSender(0)
+
+
+def test_a_send_whose_task_is_cancelled_before_it_ran_fails_its_future() -> None:
+    """Started (its task made) but closed before the task's first step: never sent, and
+    its future fails rather than staying pending."""
+    sent: list[int] = []
+
+    async def send() -> int:
+        sent.append(1)
+        return 1
+
+    sender = AsyncSender(1)
+    with sender:
+        future: Future[int] = Future()
+
+        async def start_then_close() -> None:
+            sender._start([(send, future)])  # the task is made; its first step is queued
+            await sender._finish()  # ... and cancelled before it runs
+
+        asyncio.run_coroutine_threadsafe(start_then_close(), sender._loop).result(30)
+    with pytest.raises(RuntimeError, match="before the send"):
+        future.result(timeout=30)
+    assert sent == [] and sender.running == 0
