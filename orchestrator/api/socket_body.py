@@ -67,8 +67,10 @@ def socket_body(response: httpx.Response, read_bytes: int) -> Iterator[bytes] | 
 
 
 def _http11_connection(response: httpx.Response) -> httpcore.HTTP11Connection | None:
-    """The httpcore connection under an httpx response, if it is laid out as httpx
-    0.27-0.28 and httpcore 1.0 lay it out (httpx's transport, httpcore's pool)."""
+    """The httpcore connection under an httpx response, where httpx's transport and
+    httpcore's pool lay it out as they do in the versions this was written against
+    (httpx 0.27 on, httpcore 1.0): private attributes, so any other layout reads
+    through httpx."""
     stream: Any = response.stream
     for attribute in ("_stream", "_httpcore_stream", "_stream", "_connection"):
         stream = getattr(stream, attribute, None)
