@@ -16,6 +16,7 @@ import httpx
 from orchestrator.api.bodies import CorruptBody, Decoder, content_length, raw_chunks
 from orchestrator.api.errors import ApiAborted, ApiCall, ApiTransportError
 from orchestrator.api.limits import Aborted, CallScope, LimitReached
+from orchestrator.api.socket_body import socket_body
 from orchestrator.core.retry_policy import TransportFailure
 
 __all__ = ["DEFAULT_CHUNK_SIZE", "DOWNLOAD_READ_BYTES", "Download"]
@@ -55,11 +56,26 @@ class Download:
         self.request_id = request_id
         self.content_length = content_length(response)
         self.bytes_received = 0  # decoded bytes handed to the caller
+        self._off_socket: int | None = None  # bytes read below httpx (socket_body), if so
 
     @property
     def raw_bytes_received(self) -> int:
         """Bytes read off the wire (before any content decoding)."""
+        if self._off_socket is not None:
+            return self._off_socket
         return self._response.num_bytes_downloaded
+
+    def _raw(self) -> Iterator[bytes]:
+        """The undecoded body: off the socket where it is a plain HTTP/1.1 body with a
+        Content-Length (fewer copies), else through httpx."""
+        direct = socket_body(self._response, self._scope.read_bytes or DOWNLOAD_READ_BYTES)
+        if direct is None:
+            yield from raw_chunks(self._response)
+            return
+        self._off_socket = 0
+        for raw in direct:
+            self._off_socket += len(raw)
+            yield raw
 
     def _cut_short(
         self, kind: TransportFailure, detail: str, timeout: float | None = None
@@ -79,7 +95,7 @@ class Download:
     def _decoded(self) -> Iterator[bytes]:
         decoder = self._decoder
         scope = self._scope
-        for raw in raw_chunks(self._response):
+        for raw in self._raw():
             scope.received(len(raw))
             scope.check()
             yield from decoder.feed(raw)

@@ -22,13 +22,14 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import orjson
 
 __all__ = [
     "MAX_LINE_BYTES",
     "RESULT_COLUMNS",
+    "Hasher",
     "Line",
     "LineError",
     "LineSplitter",
@@ -74,7 +75,6 @@ MAX_CUSTOM_ID = 512
 MAX_ID = 128
 # PostgreSQL cannot hold U+0000 in text; a line with it in a text column is kept raw.
 _NUL_ERROR = "has U+0000 in a text field, which PostgreSQL cannot store; kept raw"
-_NUL_ESCAPE = b"\\u0000"
 _dumps = orjson.dumps
 MAX_LINE_BYTES = 16 << 20  # setting ingest_max_line_bytes
 # At most, per piece of a file's body read from the socket: large enough that per-piece
@@ -102,6 +102,15 @@ class OverlongLine:
 Line = bytes | OverlongLine
 
 
+class Hasher(Protocol):
+    """What ``LineSplitter`` hashes the stream with (``hashlib.sha256()`` or a stand-in
+    that computes it elsewhere, given the same bytes in the same order)."""
+
+    def update(self, data: bytes, /) -> None: ...
+
+    def hexdigest(self) -> str: ...
+
+
 class LineSplitter:
     """Feed it chunks, get back complete lines (newline removed).
 
@@ -110,13 +119,13 @@ class LineSplitter:
     Holds at most ``max_line`` bytes of an unfinished line.
     """
 
-    def __init__(self, max_line: int = MAX_LINE_BYTES) -> None:
+    def __init__(self, max_line: int = MAX_LINE_BYTES, *, sha256: Hasher | None = None) -> None:
         self.max_line = max_line
         self._prefix = min(OVERLONG_PREFIX, max_line)  # the same whatever the chunking
         self._pending: list[bytes] = []
         self._pending_bytes = 0
         self._overlong: OverlongLine | None = None  # the line being skipped, size so far
-        self._sha = hashlib.sha256()
+        self._sha: Hasher = sha256 or hashlib.sha256()
         self.bytes = 0
         self.complete_lines = 0
 
@@ -310,9 +319,18 @@ def _row(
 
 
 def _has_nul(row: Row) -> bool:
-    """U+0000 in a text column of the row (the body is JSON text: escaped there)."""
-    texts = (row[2], row[7], row[9], row[10])  # line_id, request_id, error_code, error_message
-    return "\x00" in row[1] or any(text is not None and "\x00" in text for text in texts)
+    """U+0000 in a text column of the row (the body is JSON text: escaped there). Once
+    per row on PostgreSQL: the short fields alone, plain tests (looking for the escape
+    ``\\u0000`` in the whole line first scanned every byte: 0.065 s per 100 MB)."""
+    nul = "\x00"
+    line_id, request_id, error_code, error_message = row[2], row[7], row[9], row[10]
+    return (
+        nul in row[1]
+        or (line_id is not None and nul in line_id)
+        or (request_id is not None and nul in request_id)
+        or (error_code is not None and nul in error_code)
+        or (error_message is not None and nul in error_message)
+    )
 
 
 def iter_rows(
@@ -362,9 +380,7 @@ def iter_rows(
         except ValueError as exc:
             errors.append(LineError(number, raw, str(exc)))
             continue
-        # JSON text holds U+0000 only as the escape \u0000 (orjson refuses a raw NUL):
-        # a line without it needs no look at its fields
-        if nul_unsafe and _NUL_ESCAPE in raw and _has_nul(row):
+        if nul_unsafe and _has_nul(row):
             errors.append(LineError(number, raw, _NUL_ERROR))
             continue
         yield row

@@ -57,6 +57,7 @@ from orchestrator.db.results import (
     FileTotals,
     ResultStore,
 )
+from orchestrator.processes.hash_thread import HashThread
 
 __all__ = ["FileIngest", "IngestResult", "IngestSettings"]
 
@@ -180,10 +181,11 @@ class FileIngest:
         with (
             self.results.chunk_connection() as writer.on,
             self.client.download(file_id) as download,
+            HashThread() as sha256,  # beside the splitting and parsing, not before them
         ):
             feed = _LineFeed(
                 download.iter_pieces(self.settings.read_bytes),
-                LineSplitter(self.settings.max_line_bytes),
+                LineSplitter(self.settings.max_line_bytes, sha256=sha256),
                 skip,
                 outcome,
             )

@@ -143,7 +143,7 @@ def test_nul_in_a_text_field_is_kept_raw_where_the_database_cannot_store_it() ->
     assert all("U+0000" in e.error for e in parsed.errors)
 
 
-def test_the_nul_check_looks_at_fields_only_of_lines_with_the_escape() -> None:
+def test_the_nul_check_looks_at_the_decoded_fields_not_the_line() -> None:
     """U+0000 reaches a field only through the escape \\u0000: a raw NUL byte does not
     parse, and a backslash before "u0000" is text, stored as it is."""
     raw_nul = b'{"custom_id": "n\x00"}'
