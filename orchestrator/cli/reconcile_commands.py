@@ -15,6 +15,7 @@ from orchestrator.core.harvest import FileState
 from orchestrator.db.server_clock import database_clock
 from orchestrator.metrics import start_process_metrics
 from orchestrator.probes import Heartbeat
+from orchestrator.processes.heap import settle_start_up_heap
 from orchestrator.processes.identity import process_id
 from orchestrator.processes.reconciler import PassSummary, Reconciler
 from orchestrator.processes.stopping import stop_on_signals
@@ -48,6 +49,7 @@ def run_reconcile(ctx: Context) -> Exit:
                 upkeep=upkeep,
             ) as reconciler,
         ):
+            settle_start_up_heap()
             log.info(
                 "reconciler %s started (concurrency %d)",
                 owner,

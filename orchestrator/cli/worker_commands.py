@@ -13,6 +13,7 @@ from orchestrator.db.cancels import CancelStore
 from orchestrator.db.server_clock import database_clock
 from orchestrator.metrics import start_process_metrics
 from orchestrator.probes import Heartbeat
+from orchestrator.processes.heap import settle_start_up_heap
 from orchestrator.processes.identity import process_id
 from orchestrator.processes.stopping import stop_on_signals
 from orchestrator.processes.worker import CancelWorker
@@ -38,6 +39,7 @@ def run_worker(ctx: Context) -> Exit:
         stop=stop,
         heartbeat=heartbeat,
     )
+    settle_start_up_heap()
     log.info("worker %s started (concurrency %d)", owner, ctx.settings.worker_concurrency)
     try:
         with presence(ctx.settings, db, owner, "worker", clock):
