@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import functools
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -23,7 +22,7 @@ from orchestrator.core.cancel_request import (
 from orchestrator.core.harvest import HarvestState
 from orchestrator.core.observation import BatchObservation
 from orchestrator.core.status import TIMESTAMP_FIELDS, parse_status
-from orchestrator.db.database import Database, chunks, in_list, padded
+from orchestrator.db.database import Database, chunks, in_list
 from orchestrator.db.models import Batch, BatchEvent, CancelRequest, outside_text, table_of
 
 
@@ -366,7 +365,7 @@ def request_snapshot(row: CancelRequest) -> RequestSnapshot:
 
 
 def _lock_requests_of(size: int) -> Select[*tuple[Any, ...]]:
-    """The locking read of ``lock_requests`` for an IN list of ``size`` (``padded``)."""
+    """The locking read of ``lock_requests`` for an IN list of ``size`` (``rows_for_ids``)."""
     return (
         select(
             CancelRequest.batch_id,
@@ -387,15 +386,12 @@ def lock_requests(
     """The cancel requests of these batches, locked in id order after their batches (the
     order every writer locks in): what the rules read of each. Compiled once per IN
     list size and run on the driver: this runs in every recording transaction."""
-    found: dict[str, RequestSnapshot] = {}
-    for chunk in chunks(list(ids)):
-        size, values = padded(chunk)
-        statement = db.prepare(("lock-requests", size), functools.partial(_lock_requests_of, size))
-        for batch_id, state, requested_at, attempts, lease_owner in statement.rows(on, values):
-            found[batch_id] = RequestSnapshot(
-                batch_id, CancelState(state), requested_at, attempts, lease_owner
-            )
-    return found
+    return {
+        batch_id: RequestSnapshot(batch_id, CancelState(state), requested_at, attempts, owner)
+        for batch_id, state, requested_at, attempts, owner in db.rows_for_ids(
+            on, "lock-requests", _lock_requests_of, list(ids)
+        )
+    }
 
 
 def column_values(changes: Mapping[str, object]) -> dict[str, object]:

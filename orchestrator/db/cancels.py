@@ -6,7 +6,6 @@ What each of these does to a request is decided by the rules of
 
 from __future__ import annotations
 
-import functools
 import logging
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -42,7 +41,7 @@ from orchestrator.db.batches import (
     snapshot_of_values,
     unrepeated,
 )
-from orchestrator.db.database import Database, chunks, in_list, padded
+from orchestrator.db.database import Database, chunks, in_list
 from orchestrator.db.leases import PROCESS_STALE_SECONDS, Leases
 from orchestrator.db.models import (
     Batch,
@@ -164,7 +163,7 @@ class CancelStore:
         one locking read (with what a Claim needs) and one write of the leases, built
         once and run on the driver."""
         with self.db.core_transaction() as connection:
-            rows = self.leases.claim_rows(
+            rows = self.leases.claim(
                 connection,
                 owner,
                 now=now,
@@ -269,7 +268,7 @@ class CancelStore:
 
 
 def _lock_batches_of(size: int) -> Select[tuple[object, ...]]:
-    """The locking read of ``_lock_batches`` for an IN list of ``size`` (``padded``)."""
+    """The locking read of ``_lock_batches`` for an IN list of ``size`` (``rows_for_ids``)."""
     return (
         select(*STATE_COLUMNS)
         .where(Batch.id.in_(in_list(size)))
@@ -292,14 +291,9 @@ def _lock_batches(
     """Lock batches in id order, the order every writer locks in (batches first, then
     requests), so no two wait on each other. Their STATE_COLUMNS, by id. Compiled once
     per IN list size and run on the driver, as ``lock_requests``."""
-    batches: dict[str, BatchSnapshot] = {}
-    for chunk in chunks(list(ids)):
-        size, values = padded(chunk)
-        statement = db.prepare(("lock-batches", size), functools.partial(_lock_batches_of, size))
-        for row in statement.rows(on, values):
-            snapshot = snapshot_of_values(dict(zip(STATE_NAMES, row, strict=True)))
-            batches[snapshot.id] = snapshot
-    return batches
+    rows = db.rows_for_ids(on, "lock-batches", _lock_batches_of, list(ids))
+    snapshots = (snapshot_of_values(dict(zip(STATE_NAMES, row, strict=True))) for row in rows)
+    return {snapshot.id: snapshot for snapshot in snapshots}
 
 
 class _Recording:

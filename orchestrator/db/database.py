@@ -132,11 +132,8 @@ class Prepared:
         cannot run); elsewhere by the driver's executemany."""
         cursor = self._cursor(on)
         try:
-            if self.rows_sql is None:
-                if self.copy is None:
-                    cursor.executemany(self.sql, self.params(rows))
-                else:
-                    self._copy(cursor, rows)
+            if self.rows_sql is None:  # SQLite: PostgreSQL's statements here all have rows_sql
+                cursor.executemany(self.sql, self.params(rows))
                 return
             if self.copy is not None and len(rows) > ROWS_PER_STATEMENT and not _pipelined(cursor):
                 self._copy(cursor, rows)
@@ -169,7 +166,8 @@ def driver_of(on: Session | Connection) -> Any:
 
 
 def padded(ids: Sequence[str]) -> tuple[int, dict[str, object]]:
-    """An IN list's values for a statement built for a few sizes only (``in_list``):
+    """An IN list's values for a statement built for a few sizes only (``in_list``,
+    ``Database.rows_for_ids``):
     the size (a power of two, at least ``len(ids)``) and the values of ``in_list``,
     the last id repeated to fill it (a repeat changes no IN's answer)."""
     size = 1
@@ -334,6 +332,26 @@ class Database:
         if found is None:
             found = self._prepared[key] = self.compile(build())
         return found
+
+    def rows_for_ids(
+        self,
+        on: Session | Connection,
+        name: str,
+        build: Callable[[int], ClauseElement],
+        ids: Sequence[str],
+        values: Mapping[str, object] | None = None,
+    ) -> list[tuple[Any, ...]]:
+        """Run, in ``on``'s transaction, the statement ``build(size)`` makes for an IN list
+        of ``size`` parameters (``in_list``), for ``ids``: at most ``IDS_PER_STATEMENT`` a
+        statement, each list padded to a power of two (``padded``), so the statement is
+        compiled once per size, not per count of ids. ``values``: its other parameters.
+        The rows every statement returns, in turn."""
+        rows: list[tuple[Any, ...]] = []
+        for chunk in chunks(ids):
+            size, filled = padded(chunk)
+            statement = self.prepare((name, size), functools.partial(build, size))
+            rows += statement.rows(on, {**filled, **(values or {})})
+        return rows
 
     def insert_rows(
         self, on: Session | Connection, table: Table, rows: Sequence[Mapping[str, object]]

@@ -24,7 +24,6 @@ process that lost its lease cannot undo what the new holder decided.
 
 from __future__ import annotations
 
-import functools
 import os
 import socket
 from collections.abc import Iterable, Mapping, Sequence
@@ -47,7 +46,7 @@ from sqlalchemy import (
 from sqlalchemy.orm import QueryableAttribute, Session
 
 from orchestrator.db.batches import EventRow, event_values
-from orchestrator.db.database import Database, Prepared, chunks, in_list, padded
+from orchestrator.db.database import Database, Prepared, chunks, in_list
 from orchestrator.db.models import BatchEvent, Process, table_of
 
 __all__ = ["PROCESS_STALE_SECONDS", "Leases", "ProcessRegistry"]
@@ -116,35 +115,12 @@ class Leases:
         due: ColumnElement[bool],
         order_by: Sequence[QueryableAttribute[object]],
         limit: int,
-    ) -> list[str]:
-        """Lease up to ``limit`` rows that are ``due`` and free, in ``order_by`` order;
-        returns their keys. Records a take-over for each row someone else held."""
-        rows = self.claim_rows(
-            session,
-            owner,
-            now=now,
-            lease_seconds=lease_seconds,
-            due=due,
-            order_by=order_by,
-            limit=limit,
-        )
-        return [str(row[0]) for row in rows]
-
-    def claim_rows(
-        self,
-        session: Session | Connection,
-        owner: str,
-        *,
-        now: datetime,
-        lease_seconds: float,
-        due: ColumnElement[bool],
-        order_by: Sequence[QueryableAttribute[object]],
-        limit: int,
         due_params: Mapping[str, object] | None = None,
         columns: Sequence[QueryableAttribute[object]] = (),
     ) -> Sequence[Sequence[object]]:
-        """``claim``, returning the rows as ``lock`` read them (the key, who held the
-        lease, until when, then ``columns``).
+        """Lease up to ``limit`` rows that are ``due`` and free, in ``order_by`` order;
+        returns them as ``lock`` read them: the key, who held the lease, until when, then
+        ``columns``. Records a take-over for each row someone else held.
 
         With ``due_params`` (``due`` then uses those bound parameters and is the same
         object at every call), the statements are built once and reused: building them,
@@ -160,14 +136,13 @@ class Leases:
             )
         if not rows:
             return []
-        ids = [str(row[0]) for row in rows]
-        until = now + timedelta(seconds=lease_seconds)
-        for chunk in chunks(ids):
-            size, values = padded(chunk)
-            take = self.db.prepare(
-                ("lease-take", self.table.name, size), functools.partial(self._take, size)
-            )
-            take.rows(session, {**values, "owner": owner, "until": until})
+        self.db.rows_for_ids(
+            session,
+            f"lease-take:{self.table.name}",
+            self._take,
+            [str(row[0]) for row in rows],
+            {"owner": owner, "until": now + timedelta(seconds=lease_seconds)},
+        )
         return rows
 
     def _take(self, size: int) -> Update:
@@ -215,7 +190,7 @@ class Leases:
         columns: Sequence[QueryableAttribute[object]],
         due_params: Mapping[str, object],
     ) -> list[tuple[object, ...]]:
-        """``lock``, by a statement built once (see ``claim_rows``)."""
+        """``lock``, by a statement built once (see ``claim``)."""
         if limit <= 0:
             return []
         params = {

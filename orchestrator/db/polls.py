@@ -86,7 +86,7 @@ class PollStore:
         """Lease up to ``limit`` batches due (by ``due_by``, else ``now``), earliest due
         first (see db/leases.py)."""
         with self.db.transaction() as session:
-            ids = self.leases.claim(
+            claimed = self.leases.claim(
                 session,
                 owner,
                 now=now,
@@ -95,6 +95,7 @@ class PollStore:
                 order_by=[Batch.next_poll_at, Batch.id],
                 limit=limit,
             )
+            ids = [str(row[0]) for row in claimed]
             if not ids:
                 return []
             rows = session.scalars(select(Batch).where(Batch.id.in_(ids))).all()
