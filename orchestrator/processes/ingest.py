@@ -21,7 +21,10 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections import deque
 from collections.abc import Callable, Iterable, Iterator
+from concurrent import futures
+from concurrent.futures import Future
 from dataclasses import dataclass
 from datetime import timedelta
 from itertools import chain
@@ -44,7 +47,6 @@ from orchestrator.core.result_lines import (
     MAX_LINE_BYTES,
     READ_BYTES,
     Line,
-    LineError,
     LineSplitter,
     OverlongLine,
     Row,
@@ -58,6 +60,7 @@ from orchestrator.db.results import (
     ResultStore,
 )
 from orchestrator.processes.hash_thread import HashThread
+from orchestrator.processes.lanes import Lanes
 
 __all__ = ["FileIngest", "IngestResult", "IngestSettings"]
 
@@ -177,9 +180,9 @@ class FileIngest:
         earlier one and are only counted; the rest are committed chunk by chunk, each
         chunk's rows pulled from the download as its lines arrive (on PostgreSQL its COPY
         stays open meanwhile: the server stores rows while the next piece is read)."""
-        writer = _ChunkWriter(self, _File(batch_id, file_id, kind), skip, outcome)
         with (
-            self.results.chunk_connection() as writer.on,
+            self.results.chunk_connections() as connections,
+            Lanes(connections) as lanes,
             self.client.download(file_id) as download,
             HashThread() as sha256,  # beside the splitting and parsing, not before them
         ):
@@ -189,9 +192,7 @@ class FileIngest:
                 skip,
                 outcome,
             )
-            while writer.commit(feed):
-                if self.stop.is_set():
-                    raise _Stopped
+            _ChunkWriter(self, _File(batch_id, file_id, kind), skip, outcome, lanes).write(feed)
 
 
 @dataclass(frozen=True)
@@ -260,46 +261,136 @@ class _LineFeed:
 
 class _ChunkWriter:
     """One download's lines after the checkpoint, committed ``chunk_lines`` at a time,
-    each chunk with the checkpoint it moves (and, the last, the file's totals)."""
+    each chunk with the checkpoint it moves (and, the last, the file's totals).
+
+    With two connections (PostgreSQL) a chunk whose rows are all sent drains and commits
+    on its connection's thread while the next chunk's rows stream on the other; the
+    next one moves the checkpoint only once this one has committed (``_InFlight``)."""
 
     def __init__(
-        self, ingest: FileIngest, file: _File, checkpoint: int, outcome: IngestResult
+        self,
+        ingest: FileIngest,
+        file: _File,
+        checkpoint: int,
+        outcome: IngestResult,
+        lanes: Lanes[ChunkConnection],
     ) -> None:
         self.ingest = ingest
         self.file = file
-        self.checkpoint = checkpoint  # lines stored so far
+        self.checkpoint = checkpoint  # lines stored, or in flight, so far
         self.outcome = outcome
-        self.on: ChunkConnection | None = None  # the connection its chunks commit on
+        self.lanes = lanes
+        self._started = 0  # chunks, to take the lanes in turn
 
-    def commit(self, feed: _LineFeed) -> bool:
-        """Commit the feed's next chunk (the last one with the file's totals); False
-        once the file is done."""
+    def write(self, feed: _LineFeed) -> None:
+        """Commit the feed's chunks to the file's end, or until asked to stop
+        (``_Stopped``). When this returns or raises, every chunk it started has committed
+        or failed; the first failure is raised."""
+        in_flight: deque[_InFlight] = deque()
+        done = False
+        try:
+            while not done and not self.ingest.stop.is_set():
+                if len(in_flight) == len(self.lanes):  # its lane is the one to take
+                    self._settle(in_flight.popleft())
+                flight = self._start(feed, in_flight[-1] if in_flight else None)
+                in_flight.append(flight)
+                flight.sent.wait()  # its rows taken from the download, or it failed
+                if not flight.all_sent:
+                    break  # settled below: its failure is raised
+                done = flight.chunk.totals is not None
+                self.checkpoint = flight.chunk.to_line  # where the next one starts
+            while in_flight:
+                self._settle(in_flight.popleft())
+        finally:
+            for flight in in_flight:  # after a failure: let them end before the connections
+                futures.wait([flight.future])
+        if not done:
+            raise _Stopped
+
+    def _start(self, feed: _LineFeed, before: _InFlight | None) -> _InFlight:
+        """The next chunk on the next lane: its rows are pulled from the feed in the
+        lane's thread (on PostgreSQL straight into its COPY), then it commits there."""
         ingest, file = self.ingest, self.file
-        errors: list[LineError] = []
         now = ingest.clock.now()  # fresh: this heartbeat keeps the lease of a long harvest
+        lease_until = now + timedelta(seconds=ingest.settings.lease_seconds)
         chunk = Chunk(
             batch_id=file.batch_id,
             file_id=file.file_id,
             from_line=self.checkpoint,
             to_line=self.checkpoint,  # and the totals: set when its rows end
             rows=(),
-            errors=errors,
+            errors=[],
         )
-        chunk.rows = _ChunkRows(self, feed, chunk)
-        try:
-            counts = ingest.results.commit_chunk(
+        flight = _InFlight(chunk, before)
+        chunk.rows = _ChunkRows(self, feed, flight)
+
+        def commit(on: ChunkConnection) -> ChunkCounts:
+            return ingest.results.commit_chunk(
                 chunk=chunk,
                 owner=ingest.owner,
-                lease_until=now + timedelta(seconds=ingest.settings.lease_seconds),
+                lease_until=lease_until,
                 now=now,
-                on=self.on,
+                on=on,
+                after=flight.after_the_one_before,
             )
+
+        flight.future = self.lanes.run(self._started, commit)
+        flight.future.add_done_callback(lambda _: flight.sent.set())  # failed before the end
+        self._started += 1
+        return flight
+
+    def _settle(self, flight: _InFlight) -> None:
+        """Wait for the chunk's commit and count it (or raise why it failed)."""
+        try:
+            counts = flight.future.result()
         finally:  # they refer to each other: without this, the lines wait for the GC
-            chunk.rows = ()
-        self.checkpoint = chunk.to_line
+            flight.chunk.rows = ()
+            flight.before = None  # settled before it: else every chunk of the file is kept
         self.outcome.add(counts)
-        ingest.on_progress()
-        return chunk.totals is None
+        self.ingest.on_progress()
+
+
+class _InFlight:
+    """A chunk handed to a lane: its rows stream there, then it commits there.
+
+    Two chunks in flight commit in order: the later one moves the checkpoint only
+    after the earlier one committed (``after_the_one_before``), and it sends no row
+    whose custom_id the earlier one holds uncommitted (``guarded``): the two would wait
+    on each other, the earlier for the later's index entry, the later for the commit."""
+
+    def __init__(self, chunk: Chunk, before: _InFlight | None) -> None:
+        self.chunk = chunk
+        self.before = before
+        self.future: Future[ChunkCounts]
+        self.sent = threading.Event()  # its rows all taken from the download, or it failed
+        self.all_sent = False  # set before ``sent`` when the rows ended without a failure
+        self.custom_ids: set[str] = set()  # what a later chunk must not send before it commits
+
+    def after_the_one_before(self) -> None:
+        """Wait for the chunk before to commit; raise ``_Abandoned`` if it did not."""
+        before = self.before
+        if before is None:
+            return
+        futures.wait([before.future])
+        if before.future.exception() is not None:
+            raise _Abandoned(f"the chunk from line {before.chunk.from_line} did not commit")
+
+    def guarded(self, rows: Iterator[Row]) -> Iterator[Row]:
+        """The rows, each noted; a custom_id the chunk before holds waits for its end."""
+        before, seen = self.before, self.custom_ids
+        held = before.custom_ids if before is not None else set()
+        for row in rows:
+            custom_id = row[1]
+            if custom_id in held and before is not None:
+                futures.wait([before.future])
+                held = set()  # ended: nothing of it is held now
+            seen.add(custom_id)
+            yield row
+
+
+class _Abandoned(Exception):
+    """The chunk before this one did not commit: this one is rolled back (its failure
+    is the one reported)."""
 
 
 class _ChunkRows:
@@ -311,10 +402,11 @@ class _ChunkRows:
     not the rows (a row holds its body as orjson wrote it, a buffer larger than the
     body: 2,000 kept cost 25 MB of peak RSS)."""
 
-    def __init__(self, writer: _ChunkWriter, feed: _LineFeed, chunk: Chunk) -> None:
+    def __init__(self, writer: _ChunkWriter, feed: _LineFeed, flight: _InFlight) -> None:
         self._writer = writer
         self._feed = feed
-        self._chunk = chunk
+        self._flight = flight
+        self._chunk = flight.chunk
         self._lines: list[Line] | None = None  # once the feed gave them all
 
     def __iter__(self) -> Iterator[Row]:
@@ -326,12 +418,17 @@ class _ChunkRows:
     def _first(self) -> Iterator[Row]:
         lines: list[Line] = []
         size = self._writer.ingest.settings.chunk_lines
-        yield from self._parse(chain.from_iterable(_kept(self._feed.take(size), lines)))
+        flight = self._flight
+        yield from flight.guarded(
+            self._parse(chain.from_iterable(_kept(self._feed.take(size), lines)))
+        )
         chunk, taken = self._chunk, self._feed.taken
         chunk.to_line = chunk.from_line + taken
         if taken < size:
             chunk.totals = self._feed.totals
         self._lines = lines
+        flight.all_sent = True
+        flight.sent.set()  # the next chunk may take the feed
 
     def _parse(self, lines: Iterable[Line]) -> Iterator[Row]:
         ingest, file = self._writer.ingest, self._writer.file

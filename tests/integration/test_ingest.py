@@ -5,8 +5,9 @@ from __future__ import annotations
 import hashlib
 import threading
 from collections.abc import Callable, Iterator
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import httpx
 import orjson
@@ -172,11 +173,16 @@ def test_duplicate_custom_ids_are_counted_and_stored_once(
     assert [c for c, _, _ in stored(database)] == ["c0", "c1", "c2", "c3"]
 
 
-def test_a_download_commits_its_chunks_on_one_connection(
+def lanes(database: Database) -> int:
+    """Connections a download's chunks commit on (``ResultStore.chunk_connections``)."""
+    return 2 if database.is_postgres else 1
+
+
+def test_a_download_commits_its_chunks_on_connections_held_for_it(
     database: Database, clock: ManualClock
 ) -> None:
-    """No pool checkout (nor ping) per chunk: one for the file's row, one held for the
-    chunks (WAL checkpoint threads take their own)."""
+    """No pool checkout (nor ping) per chunk: one for the file's row, one held per lane
+    for the chunks (WAL checkpoint threads take their own)."""
     body = b"".join(result_line(i) + b"\n" for i in range(10))  # four chunks of three
     ingest = ingest_with(database, clock, serving(body))
     me = threading.get_ident()
@@ -193,7 +199,7 @@ def test_a_download_commits_its_chunks_on_one_connection(
         event.remove(database.engine, "checkout", counted)
     assert (outcome.state, outcome.inserted) == (FileState.DONE, 10)
     assert the_file(database).lines_committed == 10
-    assert len(checkouts) == 2
+    assert len(checkouts) == 1 + lanes(database)
     assert len(elsewhere) == (0 if database.is_postgres else 1)
 
 
@@ -410,13 +416,22 @@ def test_a_download_cut_inside_a_chunk_resumes_from_its_checkpoint(
     lines = [result_line(i) + b"\n" for i in range(10)]
     body = b"".join(lines)
     cut = sum(map(len, lines[:5])) + 3  # chunks of three: 1-3 commit, 4-5 are sent, 6 cut
-    committed: list[int] = []
+    at_failure: list[int] = []  # the checkpoint when a download failed
+    progress: list[int] = []
     ingest = ingest_with(database, clock, cut_after(body, cut, httpx.ReadError("connection reset")))
-    ingest.on_progress = lambda: committed.append(the_file(database).lines_committed)
+    ingest.on_progress = lambda: progress.append(1)
+    note_failure = ingest.results.note_failure
+
+    def noted(batch_id: str, file_id: str, *, error: str) -> None:
+        at_failure.append(the_file(database).lines_committed)
+        note_failure(batch_id, file_id, error=error)
+
+    ingest.results.note_failure = noted  # type: ignore[method-assign]
     outcome = ingest.run(batch_id=BATCH, file_id="file-x", kind="output")
     assert outcome.state is FileState.DONE and outcome.downloads == 2
     assert outcome.error is None
-    assert committed == [3, 6, 9, 10]  # the first download committed 1-3 only
+    assert at_failure == [3]  # the first download committed 1-3 only, nothing of 4-6
+    assert len(progress) == 4  # one chunk, then three
     assert (outcome.inserted, outcome.duplicates, outcome.malformed) == (10, 0, 0)
     assert [(c, n) for c, n, _ in stored(database)] == [(f"c{i}", i + 1) for i in range(10)]
     record = the_file(database)
@@ -519,12 +534,12 @@ def test_each_committed_chunk_extends_the_batch_lease(
 ) -> None:
     body = b"".join(result_line(i) + b"\n" for i in range(10))
     ingest = ingest_with(database, clock, serving(body))
-    leases: list[object] = []
+    leases: list[datetime] = []
 
     def later() -> None:  # the next chunk's heartbeat is a minute later
         with database.transaction() as session:
             batch = session.get(Batch, BATCH)
-            assert batch is not None
+            assert batch is not None and batch.lease_expires_at is not None
             leases.append(batch.lease_expires_at)
         clock.advance(60)
 
@@ -533,4 +548,62 @@ def test_each_committed_chunk_extends_the_batch_lease(
     outcome = ingest.run(batch_id=BATCH, file_id="file-x", kind="output")
     assert (outcome.state, outcome.inserted) == (FileState.DONE, 10)
     lease = timedelta(seconds=ingest.settings.lease_seconds)
-    assert leases == [start + lease + timedelta(seconds=60 * i) for i in range(4)]
+    # a chunk starts (and takes its time) once the chunk before it on its lane was
+    # counted: with two lanes, the second starts before the first is counted
+    assert len(leases) == 4 and leases == sorted(leases) and leases[0] >= start + lease
+    assert leases[-1] == start + lease + timedelta(seconds=60 * (4 - lanes(database)))
+
+
+def test_a_custom_id_repeated_by_the_next_chunk_is_stored_once(
+    database: Database, clock: ManualClock
+) -> None:
+    """With two lanes the two chunks are in flight together: the later one sends the
+    repeated id only after the earlier one committed, then stores its chunk again
+    skipping it, and neither waits on the other for good."""
+    lines = [result_line(0), result_line(1), result_line(2)]
+    lines += [result_line(1), result_line(4), result_line(2)]  # chunks of three: 1 and 2 again
+    lines += [result_line(6)]
+    body = b"".join(line + b"\n" for line in lines)
+    outcome = ingest_with(database, clock, serving(body)).run(
+        batch_id=BATCH, file_id="file-x", kind="output"
+    )
+    assert (outcome.state, outcome.inserted, outcome.duplicates) == (FileState.DONE, 5, 2)
+    assert [(c, n) for c, n, _ in stored(database)] == [
+        ("c0", 1),
+        ("c1", 2),
+        ("c2", 3),
+        ("c4", 5),
+        ("c6", 7),
+    ]
+    record = the_file(database)
+    assert (record.lines_committed, record.results, record.duplicates) == (7, 5, 2)
+
+
+def test_a_chunk_that_fails_to_commit_takes_the_one_after_it_down_too(
+    database: Database, clock: ManualClock
+) -> None:
+    """The second chunk loses the lease at its commit; the third, in flight on the other
+    lane (PostgreSQL), is rolled back, not committed past it: the checkpoint stays after
+    the first, and a new owner stores the rest exactly once."""
+    body = b"".join(result_line(i) + b"\n" for i in range(10))
+    ingest = ingest_with(database, clock, serving(body))
+    leases = ingest.results._leases
+    fence = leases.fence
+
+    def lost_at_line_4(session: Any, owner: str, key: str, *, until: Any) -> bool:
+        moved = session.execute(
+            select(ResultFile.lines_committed).where(ResultFile.batch_id == key)
+        ).scalar_one()
+        if moved == 6:  # the second chunk (lines 4-6) has moved it, not committed yet
+            return False
+        return fence(session, owner, key, until=until)
+
+    leases.fence = lost_at_line_4  # type: ignore[method-assign]
+    with pytest.raises(LeaseLost, match="no longer held"):
+        ingest.run(batch_id=BATCH, file_id="file-x", kind="output")
+    assert the_file(database).lines_committed == 3
+    assert [n for _, n, _ in stored(database)] == [1, 2, 3]
+    leases.fence = fence  # type: ignore[method-assign]
+    outcome = ingest.run(batch_id=BATCH, file_id="file-x", kind="output")
+    assert (outcome.state, outcome.inserted, outcome.duplicates) == (FileState.DONE, 7, 0)
+    assert [n for _, n, _ in stored(database)] == list(range(1, 11))
