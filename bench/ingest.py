@@ -18,7 +18,9 @@ from resource.getrusage, is that run's own) against a freshly migrated database.
   ``COPY`` of all rows in one transaction.
 
 The two alternate (project first, then raw) so the host's load hits them alike;
-the ratio is raw time / project time (1.00x: as fast as the limit).
+the ratio is raw time / project time (1.00x: as fast as the limit). With
+``--repeat`` above 1 each size also gets the median of its pairs' ratios: on a
+shared host the raw arm alone varies by a third from one run to the next.
 PostgreSQL comes from ORCHESTRATOR_TEST_POSTGRES_URL (default: the local server).
 """
 
@@ -28,6 +30,7 @@ import argparse
 import json
 import os
 import resource
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -422,6 +425,7 @@ def run(args: argparse.Namespace) -> int:
             assert server.stdout is not None
             port = int(server.stdout.readline())
             for db in args.db.split(","):
+                ratios: list[float] = []
                 for _ in range(args.repeat):
                     ours = _child(args, "project", db, port, path)
                     assert ours["state"] == "done" and ours["inserted"] == lines, ours
@@ -436,6 +440,14 @@ def run(args: argparse.Namespace) -> int:
                         f"{raw['server_cpu_seconds']:>6.2f} "
                         f"{raw['peak_rss_mb']:>7.1f} | "
                         f"{raw['seconds'] / ours['seconds']:>5.2f}x  (load {_load()})",
+                        flush=True,
+                    )
+                    ratios.append(raw["seconds"] / ours["seconds"])
+                if len(ratios) > 1:  # one pair is at the mercy of a noisy host's second
+                    print(
+                        f"{db:10} {lines:>8} median ratio of {len(ratios)} pairs: "
+                        f"{statistics.median(ratios):.2f}x (from {min(ratios):.2f}x "
+                        f"to {max(ratios):.2f}x)",
                         flush=True,
                     )
         finally:
