@@ -30,13 +30,19 @@ from sqlalchemy import (
 )
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.pool import QueuePool
 from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.sql.dml import UpdateBase
 from sqlalchemy.sql.elements import ClauseElement
 from sqlalchemy.sql.selectable import ReturnsRows
 from sqlalchemy.sql.type_api import TypeEngine
 
-from orchestrator.db.engine import make_engine, require_existing_file, session_factory
+from orchestrator.db.engine import (
+    make_engine,
+    pool_capacity,
+    require_existing_file,
+    session_factory,
+)
 from orchestrator.db.revision import require_current
 from orchestrator.db.sql_text import Run
 from orchestrator.errors import DatabaseBusy, DatabaseUnavailable
@@ -216,6 +222,7 @@ class Database:
     _held: threading.local = field(default_factory=threading.local, repr=False)
     _all_held: list[Connection] = field(default_factory=list, repr=False)
     _held_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    _spare_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     @staticmethod
     def connect(
@@ -264,6 +271,28 @@ class Database:
         bulk writer's: no pool checkout, ping or session per transaction. Errors are
         mapped as ``transaction`` maps them."""
         with self.errors_mapped(), self.engine.connect() as connection:
+            yield connection
+
+    @contextmanager
+    def spare_connection(self) -> Iterator[Connection | None]:
+        """A connection held as ``held_connection``'s, if the pool can give one at once
+        and still keep a quarter of its connections (at least one) free; otherwise None,
+        at once. For work that goes faster with one more connection and does without it
+        (ingestion's second lane): it neither waits for a connection nor leaves the
+        process's other work waiting for one (a reconciler whose threads each held two
+        ran its pool dry: a checkout timed out after 30 s and the process exited)."""
+        pool = self.engine.pool
+        capacity = pool_capacity(self.engine)
+        connection: Connection | None = None
+        if capacity is not None and isinstance(pool, QueuePool):
+            with self._spare_lock:  # two downloads asking at once do not both take the last
+                if capacity - pool.checkedout() - 1 >= max(1, capacity // 4):
+                    with self.errors_mapped():
+                        connection = self.engine.connect()
+        if connection is None:
+            yield None
+            return
+        with self.errors_mapped(), connection:
             yield connection
 
     @contextmanager

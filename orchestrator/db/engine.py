@@ -10,6 +10,7 @@ import orjson
 from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.pool import QueuePool
 
 from orchestrator.db.sqlite_files import (
     SQLITE_BUSY_TIMEOUT_MS,
@@ -100,6 +101,15 @@ def make_engine(url: str, *, pool_size: int = 10, read_only: bool = False) -> En
         json_deserializer=orjson.loads,
         connect_args={"connect_timeout": 5, "application_name": "orchestrator", **options},
     )
+
+
+def pool_capacity(engine: Engine) -> int | None:
+    """The most connections a PostgreSQL engine of ``make_engine``'s opens at once (its
+    pool's size and as many again beyond it); None for SQLite's, sized by SQLAlchemy."""
+    pool = engine.pool
+    if engine.dialect.name != "postgresql" or not isinstance(pool, QueuePool):
+        return None
+    return 2 * pool.size()
 
 
 def _sqlite_engine(url: URL, *, read_only: bool = False) -> Engine:

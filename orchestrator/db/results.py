@@ -11,21 +11,22 @@ twice or skipped.
 
 A download's chunks commit on connections held for it (``chunk_connections``):
 no pool checkout, ping or ORM session per chunk, the few statements around the
-rows prepared once. On PostgreSQL there are two, taken in turn, so one chunk's
-COPY streams while the last one drains and commits (the server stores rows on
-two backends at once); each chunk's transaction waits for the one before it to
-commit (``after``) before it moves the checkpoint, so they commit in order. Rows
-go in as tuples, below SQLAlchemy (whose per-row parameter processing cost more
-than parsing the lines): on SQLite through sqlite3's ``executemany``; on
-PostgreSQL by COPY straight into ``batch_results``. COPY cannot skip conflicts,
-but the checkpoint makes a duplicate rare (a file that repeats a custom_id, or
-one id in both files), so only then is the chunk's transaction rolled back and
-the chunk stored again, in another, with ON CONFLICT DO NOTHING (no savepoint:
-it cost every chunk two round trips); the chunk's rows are read again for that
-(``Chunk.rows``). COPY streams: a chunk's rows may be pulled from the download
-as its lines arrive, so the server stores rows while later ones are still being
-downloaded and parsed. The body arrives as JSON text (the column is ``json``:
-stored as sent), as UTF-8 bytes when the rows carry it so (``json_bytes``).
+rows prepared once. On PostgreSQL a second one when the pool can spare it, the
+two taken in turn, so one chunk's COPY streams while the last one drains and
+commits (the server stores rows on two backends at once); each chunk's
+transaction waits for the one before it to commit (``after``) before it moves
+the checkpoint, so they commit in order. Rows go in as tuples, below SQLAlchemy
+(whose per-row parameter processing cost more than parsing the lines): on SQLite
+through sqlite3's ``executemany``; on PostgreSQL by COPY straight into
+``batch_results``. COPY cannot skip conflicts, but the checkpoint makes a
+duplicate rare (a file that repeats a custom_id, or one id in both files), so
+only then is the chunk's transaction rolled back and the chunk stored again, in
+another, with ON CONFLICT DO NOTHING (no savepoint: it cost every chunk two
+round trips); the chunk's rows are read again for that (``Chunk.rows``). COPY
+streams: a chunk's rows may be pulled from the download as its lines arrive, so
+the server stores rows while later ones are still being downloaded and parsed.
+The body arrives as JSON text (the column is ``json``: stored as sent), as UTF-8
+bytes when the rows carry it so (``json_bytes``).
 
 On SQLite nothing streams, so a chunk's lines are parsed before its transaction
 takes the one write lock (other writers wait less), and its COMMIT leaves the
@@ -274,14 +275,19 @@ class ResultStore:
         """The connections for a download's chunks (``commit_chunk(..., on=...)``), each
         chunk its own transaction, each connection used from one thread at a time.
 
-        Two on PostgreSQL: a chunk's COPY streams on one while the chunk before it drains
-        and commits on the other (the server stores rows on two backends at once; one
-        connection left the server idle at every chunk's end and stored 50,000 lines
-        ~1.3x slower). One on SQLite, whose one writer takes one transaction at a time.
+        On PostgreSQL a second one when the pool can spare it (``spare_connection``): a
+        chunk's COPY streams on one while the chunk before it drains and commits on the
+        other, so the server stores rows on two backends at once (with one connection
+        it sat idle at every chunk's end). One on SQLite, whose one writer takes one
+        transaction at a time.
         """
         with ExitStack() as held:
-            lanes = 2 if self.db.is_postgres else 1
-            yield [self._chunk_connection(held) for _ in range(lanes)]
+            connections = [self._chunk_connection(held)]
+            if self.db.is_postgres:
+                spare = held.enter_context(self.db.spare_connection())
+                if spare is not None:
+                    connections.append(ChunkConnection(spare, None))
+            yield connections
 
     @contextmanager
     def chunk_connection(self) -> Iterator[ChunkConnection]:

@@ -174,7 +174,8 @@ def test_duplicate_custom_ids_are_counted_and_stored_once(
 
 
 def lanes(database: Database) -> int:
-    """Connections a download's chunks commit on (``ResultStore.chunk_connections``)."""
+    """Connections a download's chunks commit on (``ResultStore.chunk_connections``;
+    the test pool can spare the second)."""
     return 2 if database.is_postgres else 1
 
 
@@ -607,3 +608,23 @@ def test_a_chunk_that_fails_to_commit_takes_the_one_after_it_down_too(
     outcome = ingest.run(batch_id=BATCH, file_id="file-x", kind="output")
     assert (outcome.state, outcome.inserted, outcome.duplicates) == (FileState.DONE, 7, 0)
     assert [n for _, n, _ in stored(database)] == list(range(1, 11))
+
+
+@pytest.mark.postgres
+def test_with_no_connection_to_spare_a_download_commits_on_one(
+    pg_url: str, clock: ManualClock
+) -> None:
+    """A pool of one (two connections at most) keeps one free: the chunks take the
+    other, in turn, and every line is stored once."""
+    database = Database.connect(pg_url, pool_size=1)
+    try:
+        body = b"".join(result_line(i) + b"\n" for i in range(10))
+        ingest = ingest_with(database, clock, serving(body))
+        checkouts: list[int] = []
+        event.listen(database.engine, "checkout", lambda *_: checkouts.append(1))
+        outcome = ingest.run(batch_id=BATCH, file_id="file-x", kind="output")
+        assert (outcome.state, outcome.inserted) == (FileState.DONE, 10)
+        assert len(checkouts) == 2  # the file's row, then the one held for the chunks
+        assert [n for _, n, _ in stored(database)] == list(range(1, 11))
+    finally:
+        database.dispose()
