@@ -29,6 +29,7 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.pool import QueuePool
 from sqlalchemy.sql.compiler import SQLCompiler
@@ -298,10 +299,16 @@ class Database:
     @contextmanager
     def errors_mapped(self) -> Iterator[None]:
         """DatabaseBusy / DatabaseUnavailable for a lost race or connection, whether
-        SQLAlchemy raised it or the driver did (rows written through the DBAPI cursor)."""
+        SQLAlchemy raised it or the driver did (rows written through the DBAPI cursor);
+        DatabaseBusy too when the pool had no connection to give in time."""
         driver_error = self.engine.dialect.loaded_dbapi.Error
         try:
             yield
+        except PoolTimeout as exc:  # every connection busy elsewhere in this process
+            raise DatabaseBusy(
+                f"no database connection came free in time: {_first_line(exc)} "
+                "(raise database_pool_size, or lower the concurrency settings)"
+            ) from exc
         except (DBAPIError, driver_error) as exc:
             if _is_contention(exc):
                 raise DatabaseBusy(

@@ -73,3 +73,23 @@ def test_a_driver_error_raised_below_sqlalchemy_is_mapped_the_same_way(
     finally:
         holder.dispose()
         loser.dispose()
+
+
+@pytest.mark.postgres
+def test_a_pool_with_no_connection_free_in_time_is_busy_not_a_crash(pg_url: str) -> None:
+    """The loops back off and retry DatabaseBusy; SQLAlchemy's pool TimeoutError, left
+    as it was, ended a reconciler whose threads held every connection."""
+    database = Database.connect(pg_url, pool_size=1)  # two connections at most
+    database.engine.pool._timeout = 0.01  # type: ignore[attr-defined]  # not 30 s
+    try:
+        with (
+            database.held_connection(),
+            database.held_connection(),
+            pytest.raises(DatabaseBusy, match="no database connection came free"),
+            database.transaction() as session,
+        ):
+            session.execute(text("SELECT 1"))  # a session takes its connection here
+        with database.transaction() as session:  # given back: the retry succeeds
+            assert session.execute(text("SELECT 1")).scalar() == 1
+    finally:
+        database.dispose()
