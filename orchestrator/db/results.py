@@ -77,6 +77,10 @@ _SQLITE_INSERT = (
 )
 _PG_BODY = "%s::jsonb"
 _PG_COPY = f"COPY {_RESULTS} ({_COLUMNS}) FROM STDIN"
+CHUNK_LOCK_TIMEOUT = "60s"  # see _insert_rows
+_PG_CHUNK_SETTINGS = (
+    f"SET LOCAL synchronous_commit TO OFF; SET LOCAL lock_timeout TO '{CHUNK_LOCK_TIMEOUT}'"
+)
 _PG_INSERT = (
     f"INSERT INTO {_RESULTS} ({_COLUMNS}) VALUES "
     f"({', '.join(_PG_BODY if c == 'body' else '%s' for c in RESULT_COLUMNS)}) "
@@ -384,8 +388,12 @@ class ResultStore:
             return int(driver.executemany(_SQLITE_INSERT, rows).rowcount)
         # Safe to let go of: the chunk and its checkpoint commit together, so a chunk
         # lost in a server crash is simply stored again; and any later synchronous
-        # commit (the harvest's end) flushes the WAL of this one first.
-        driver.execute("SET LOCAL synchronous_commit TO OFF")
+        # commit (the harvest's end) flushes the WAL of this one first. The lock
+        # timeout: two chunks in flight wait on each other partly in this process
+        # (``after``), where the server's deadlock detector cannot see; should two
+        # processes ever store one file at once (a lease taken over from a stalled
+        # one), a row lock waited on this long ends the chunk (DatabaseBusy) instead.
+        driver.execute(_PG_CHUNK_SETTINGS)
         if not copy:
             with driver.cursor() as cursor:
                 cursor.adapters.register_dumper(bytes, _JsonText)

@@ -289,9 +289,11 @@ class _ChunkWriter:
         in_flight: deque[_InFlight] = deque()
         done = False
         try:
-            while not done and not self.ingest.stop.is_set():
+            while not done:
                 if len(in_flight) == len(self.lanes):  # its lane is the one to take
                     self._settle(in_flight.popleft())
+                if self.ingest.stop.is_set():
+                    break
                 flight = self._start(feed, in_flight[-1] if in_flight else None)
                 in_flight.append(flight)
                 flight.sent.wait()  # its rows taken from the download, or it failed
@@ -304,6 +306,7 @@ class _ChunkWriter:
         finally:
             for flight in in_flight:  # after a failure: let them end before the connections
                 futures.wait([flight.future])
+                flight.forget()
         if not done:
             raise _Stopped
 
@@ -335,7 +338,8 @@ class _ChunkWriter:
             )
 
         flight.future = self.lanes.run(self._started, commit)
-        flight.future.add_done_callback(lambda _: flight.sent.set())  # failed before the end
+        sent = flight.sent  # not the flight: a future keeps its callbacks, and so its rows
+        flight.future.add_done_callback(lambda _: sent.set())  # failed before the end
         self._started += 1
         return flight
 
@@ -343,9 +347,8 @@ class _ChunkWriter:
         """Wait for the chunk's commit and count it (or raise why it failed)."""
         try:
             counts = flight.future.result()
-        finally:  # they refer to each other: without this, the lines wait for the GC
-            flight.chunk.rows = ()
-            flight.before = None  # settled before it: else every chunk of the file is kept
+        finally:
+            flight.forget()
         self.outcome.add(counts)
         self.ingest.on_progress()
 
@@ -365,6 +368,14 @@ class _InFlight:
         self.sent = threading.Event()  # its rows all taken from the download, or it failed
         self.all_sent = False  # set before ``sent`` when the rows ended without a failure
         self.custom_ids: set[str] = set()  # what a later chunk must not send before it commits
+
+    def forget(self) -> None:
+        """Let go of what it holds once it has ended. The rows and the chunk refer to each
+        other (without this, the lines wait for the GC); the chunk before it ended
+        before it (kept, every chunk of the file would be)."""
+        self.chunk.rows = ()
+        self.before = None
+        self.custom_ids = set()
 
     def after_the_one_before(self) -> None:
         """Wait for the chunk before to commit; raise ``_Abandoned`` if it did not."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import concurrent.futures
 import hashlib
 import threading
 from collections.abc import Callable, Iterator
@@ -11,12 +12,14 @@ from typing import Any
 
 import httpx
 import orjson
+import psycopg
 import pytest
 from sqlalchemy import event, select
 from sqlalchemy.pool import PoolProxiedConnection, QueuePool
 
 from orchestrator.clock import ManualClock
 from orchestrator.core.harvest import FileState
+from orchestrator.db import results as results_module
 from orchestrator.db.database import Database
 from orchestrator.db.engine import sqlite_file
 from orchestrator.db.models import Batch, BatchResult, ResultFile, ResultLineError
@@ -626,5 +629,58 @@ def test_with_no_connection_to_spare_a_download_commits_on_one(
         assert (outcome.state, outcome.inserted) == (FileState.DONE, 10)
         assert len(checkouts) == 2  # the file's row, then the one held for the chunks
         assert [n for _, n, _ in stored(database)] == list(range(1, 11))
+    finally:
+        database.dispose()
+
+
+@pytest.mark.postgres
+def test_two_chunks_in_flight_never_wait_on_each_other_for_a_repeated_id(
+    pg_url: str, clock: ManualClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The worst order, forced: the first chunk's rows reach the server only after the
+    second chunk has sent its own, one of them an id the first holds too. Were it sent,
+    the first would wait in the server for the second's uncommitted row while the second
+    waits here for the first to commit (the server sees no deadlock: a lock timeout
+    would end it, DatabaseBusy). The second holds that row back until the first ends."""
+    monkeypatch.setattr(
+        results_module,
+        "_PG_CHUNK_SETTINGS",
+        "SET LOCAL synchronous_commit TO OFF; SET LOCAL lock_timeout TO '5s'",
+    )
+    second_sent_or_holding = threading.Event()
+    first_copy = threading.Event()  # set once the first chunk's COPY has been let end
+    copy_exit = psycopg.Copy.__exit__
+
+    def ends(copy: psycopg.Copy, *exc: Any) -> Any:
+        lane = threading.current_thread().name
+        if lane.startswith("lane-0") and not first_copy.is_set():
+            first_copy.set()  # its rows are still in the client's buffer: hold them
+            assert second_sent_or_holding.wait(timeout=60)
+        ended = copy_exit(copy, *exc)
+        if lane.startswith("lane-1"):
+            second_sent_or_holding.set()
+        return ended
+
+    wait = concurrent.futures.wait
+
+    def waits(fs: Any, *args: Any, **kwargs: Any) -> Any:
+        if threading.current_thread().name.startswith("lane-1"):
+            second_sent_or_holding.set()  # holding a row back, or waiting to commit
+        return wait(fs, *args, **kwargs)
+
+    monkeypatch.setattr(psycopg.Copy, "__exit__", ends)
+    monkeypatch.setattr(concurrent.futures, "wait", waits)
+    database = Database.connect(pg_url)
+    try:
+        lines = [result_line(0), result_line(1), result_line(2)]
+        lines += [result_line(3), result_line(1), result_line(5)]  # 1 again, in flight
+        lines += [result_line(6)]
+        body = b"".join(line + b"\n" for line in lines)
+        outcome = ingest_with(database, clock, serving(body)).run(
+            batch_id=BATCH, file_id="file-x", kind="output"
+        )
+        assert first_copy.is_set()
+        assert (outcome.state, outcome.inserted, outcome.duplicates) == (FileState.DONE, 6, 1)
+        assert [n for _, n, _ in stored(database)] == [1, 2, 3, 4, 6, 7]
     finally:
         database.dispose()
