@@ -31,7 +31,6 @@ from sqlalchemy import (
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.orm import Session, sessionmaker
-from sqlalchemy.pool import QueuePool
 from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.sql.dml import UpdateBase
 from sqlalchemy.sql.elements import ClauseElement
@@ -40,9 +39,9 @@ from sqlalchemy.sql.type_api import TypeEngine
 
 from orchestrator.db.engine import (
     make_engine,
-    pool_capacity,
     require_existing_file,
     session_factory,
+    spare_connections,
 )
 from orchestrator.db.revision import require_current
 from orchestrator.db.sql_text import Run
@@ -282,14 +281,11 @@ class Database:
         (ingestion's second lane): it neither waits for a connection nor leaves the
         process's other work waiting for one (a reconciler whose threads each held two
         ran its pool dry: a checkout timed out after 30 s and the process exited)."""
-        pool = self.engine.pool
-        capacity = pool_capacity(self.engine)
         connection: Connection | None = None
-        if capacity is not None and isinstance(pool, QueuePool):
-            with self._spare_lock:  # two downloads asking at once do not both take the last
-                if capacity - pool.checkedout() - 1 >= max(1, capacity // 4):
-                    with self.errors_mapped():
-                        connection = self.engine.connect()
+        with self._spare_lock:  # two downloads asking at once do not both take the last
+            if spare_connections(self.engine) > 0:
+                with self.errors_mapped():
+                    connection = self.engine.connect()
         if connection is None:
             yield None
             return

@@ -103,13 +103,14 @@ def make_engine(url: str, *, pool_size: int = 10, read_only: bool = False) -> En
     )
 
 
-def pool_capacity(engine: Engine) -> int | None:
-    """The most connections a PostgreSQL engine of ``make_engine``'s opens at once (its
-    pool's size and as many again beyond it); None for SQLite's, sized by SQLAlchemy."""
+def spare_connections(engine: Engine) -> int:
+    """How many more connections a PostgreSQL engine of ``make_engine``'s can open at once
+    and still keep a quarter of its most (at least one) free; 0 for SQLite's."""
     pool = engine.pool
     if engine.dialect.name != "postgresql" or not isinstance(pool, QueuePool):
-        return None
-    return 2 * pool.size()
+        return 0
+    most = 2 * pool.size()  # make_engine: the pool's size and as many again beyond it
+    return max(0, most - pool.checkedout() - max(1, most // 4))
 
 
 def _sqlite_engine(url: URL, *, read_only: bool = False) -> Engine:

@@ -78,9 +78,6 @@ _SQLITE_INSERT = (
 _PG_BODY = "%s::jsonb"
 _PG_COPY = f"COPY {_RESULTS} ({_COLUMNS}) FROM STDIN"
 CHUNK_LOCK_TIMEOUT = "60s"  # see _insert_rows
-_PG_CHUNK_SETTINGS = (
-    f"SET LOCAL synchronous_commit TO OFF; SET LOCAL lock_timeout TO '{CHUNK_LOCK_TIMEOUT}'"
-)
 _PG_INSERT = (
     f"INSERT INTO {_RESULTS} ({_COLUMNS}) VALUES "
     f"({', '.join(_PG_BODY if c == 'body' else '%s' for c in RESULT_COLUMNS)}) "
@@ -393,7 +390,9 @@ class ResultStore:
         # (``after``), where the server's deadlock detector cannot see; should two
         # processes ever store one file at once (a lease taken over from a stalled
         # one), a row lock waited on this long ends the chunk (DatabaseBusy) instead.
-        driver.execute(_PG_CHUNK_SETTINGS)
+        driver.execute(
+            f"SET LOCAL synchronous_commit TO OFF; SET LOCAL lock_timeout TO '{CHUNK_LOCK_TIMEOUT}'"
+        )
         if not copy:
             with driver.cursor() as cursor:
                 cursor.adapters.register_dumper(bytes, _JsonText)

@@ -642,11 +642,7 @@ def test_two_chunks_in_flight_never_wait_on_each_other_for_a_repeated_id(
     the first would wait in the server for the second's uncommitted row while the second
     waits here for the first to commit (the server sees no deadlock: a lock timeout
     would end it, DatabaseBusy). The second holds that row back until the first ends."""
-    monkeypatch.setattr(
-        results_module,
-        "_PG_CHUNK_SETTINGS",
-        "SET LOCAL synchronous_commit TO OFF; SET LOCAL lock_timeout TO '5s'",
-    )
+    monkeypatch.setattr(results_module, "CHUNK_LOCK_TIMEOUT", "5s")
     second_sent_or_holding = threading.Event()
     first_copy = threading.Event()  # set once the first chunk's COPY has been let end
     copy_exit = psycopg.Copy.__exit__
