@@ -48,6 +48,7 @@ class AsyncSender:
         self.running = 0  # sends started and not finished (read by the tests)
         self.most_running = 0
         self._finished = 0  # sends finished since the last wait_finished returned
+        self._ended: list[Future[Any]] = []  # finished sends' futures, until taken
         self._wanted = 1
         self._finishing = threading.Condition()
 
@@ -73,8 +74,16 @@ class AsyncSender:
             self._finishing.wait_for(lambda: self._finished >= count, timeout)
             self._finished = 0
 
-    def _one_finished(self) -> None:
+    def take_finished(self) -> list[Future[Any]]:
+        """The futures of the sends that finished since the last call, in the order
+        they finished: the worker collects these rather than asking every future."""
         with self._finishing:
+            ended, self._ended = self._ended, []
+        return ended
+
+    def _one_finished(self, future: Future[Any]) -> None:
+        with self._finishing:
+            self._ended.append(future)
             self._finished += 1
             if self._finished >= self._wanted:
                 self._finishing.notify()
@@ -100,7 +109,7 @@ class AsyncSender:
         for future in list(self._tasks):  # cancelled before its task ever ran
             del self._tasks[future]
             future.set_exception(RuntimeError("the sender stopped before the send"))
-            self._finished_one()
+            self._finished_one(future)
         if self._close_with is not None:
             await self._close_with()
 
@@ -130,9 +139,9 @@ class AsyncSender:
             future.set_result(result)
         finally:
             del self._tasks[future]
-            self._finished_one()
+            self._finished_one(future)
 
-    def _finished_one(self) -> None:
+    def _finished_one(self, future: Future[Any]) -> None:
         self.running -= 1
-        self._one_finished()
+        self._one_finished(future)
         self._fill()

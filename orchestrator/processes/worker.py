@@ -125,7 +125,7 @@ class CancelWorker(LoopProcess):
         """Record what finished, claim what is due, heartbeat the leases held; then let
         the sends run for one tick (or say how long to idle when there is nothing to do)."""
         in_flight = flight.in_flight
-        flight.finished.extend(self._collect(in_flight))
+        flight.finished.extend(self._collect(in_flight, sender.take_finished()))
         now = self.clock.now()
         self._record(flight.finished)
         claims: list[Claim] = []
@@ -158,8 +158,9 @@ class CancelWorker(LoopProcess):
         """Answers to record (and requests to claim) at once: half the concurrency."""
         return max(1, self.config.concurrency // 2)
 
-    def _collect(self, in_flight: dict[Future[Attempt], Claim]) -> list[tuple[Claim, Attempt]]:
-        done = [f for f in in_flight if f.done()]
+    def _collect(
+        self, in_flight: dict[Future[Attempt], Claim], done: list[Future[Attempt]]
+    ) -> list[tuple[Claim, Attempt]]:
         return [(in_flight.pop(f), f.result()) for f in done]
 
     def _record(self, finished: list[tuple[Claim, Attempt]]) -> None:

@@ -11,7 +11,8 @@ from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 from sqlalchemy import insert, select
-from sqlalchemy.dialects import sqlite
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import Dialect
 
 from orchestrator.db.batches import BatchStore
 from orchestrator.db.database import ROWS_PER_STATEMENT, Database
@@ -241,11 +242,24 @@ def test_a_row_leaving_out_a_defaulted_column_goes_through_core(database: Databa
     assert polls == 0
 
 
-def test_a_naive_datetime_is_refused() -> None:
-    process = UtcDateTime().bind_processor(sqlite.dialect())
+@pytest.mark.parametrize("dialect", [sqlite.dialect(), postgresql.dialect()], ids=["sqlite", "pg"])
+def test_a_naive_datetime_is_refused(dialect: Dialect) -> None:
+    process = UtcDateTime().bind_processor(dialect)
     assert process is not None
     with pytest.raises(ValueError, match="naive"):
         process(datetime(2026, 1, 1))  # noqa: DTZ001 (the point)
+
+
+@pytest.mark.parametrize(
+    "value",
+    [T0, datetime(2026, 12, 31, 23, 59, 59, 999999, tzinfo=PLUS_TWO), None],
+)
+def test_postgresql_timestamps_go_to_the_driver_as_aware_utc(value: datetime | None) -> None:
+    process = UtcDateTime().bind_processor(postgresql.dialect())
+    assert process is not None
+    bound = process(value)
+    assert bound == value
+    assert bound is None or bound.tzinfo is UTC
 
 
 @pytest.mark.parametrize(
