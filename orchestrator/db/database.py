@@ -75,7 +75,8 @@ class Prepared:
     processors: tuple[Callable[[Any], Any] | None, ...]
     constants: tuple[object, ...]  # the statement's own values, converted, where keys is None
     positional: bool
-    results: tuple[Callable[[Any], Any] | None, ...] = ()  # one per returned column
+    # one per returned column; none: the statement returns no rows (``rows`` reads none)
+    results: tuple[Callable[[Any], Any] | None, ...] = ()
     # PostgreSQL, an INSERT of plain columns: the same rows by COPY, its columns those of
     # ``keys`` in order. psycopg's executemany costs ~40 us of CPU a row, COPY under half.
     copy: str | None = None
@@ -110,7 +111,9 @@ class Prepared:
         cursor = self._cursor(on)
         try:
             cursor.execute(self.sql, self.params([values])[0])
-            found = cursor.fetchall() if cursor.description is not None else []
+            # ``results`` says whether it returns rows: psycopg builds ``description`` (a
+            # Column per column) at every read, and the locking reads return ~30 columns
+            found = cursor.fetchall() if self.results else []
         finally:
             cursor.close()
         converted = self._converted
