@@ -97,11 +97,37 @@ def _write_json(out: IO[str], records: Iterable[dict[str, Any]]) -> int:
     return written
 
 
+TABLE_PAGE_ROWS = 500  # rows a table holds before it is printed: `--limit 0` on a big file
+
+
 def write_table(
     console: Console, records: Iterable[dict[str, Any]], columns: tuple[str, ...], limit: int | None
 ) -> tuple[int, bool]:
-    """A table of at most `limit` records (None: all): (rows shown, were there more)."""
-    table = Table(box=None, pad_edge=False)
+    """A table of at most `limit` records (None: all): (rows shown, were there more).
+
+    Printed a page of ``TABLE_PAGE_ROWS`` at a time, the header on the first only, so
+    showing every line of a 200,000-line file holds one page, not the file (each page
+    sizes its own columns)."""
+    shown = 0
+    more = False
+    page = _table_page(columns, header=True)
+    for record in records:
+        if limit is not None and shown >= limit:
+            more = True
+            break
+        if page.row_count == TABLE_PAGE_ROWS:
+            console.print(page)
+            page = _table_page(columns, header=False)
+        # Text, not markup: custom ids and model output can hold square brackets.
+        page.add_row(*(Text(plain(record.get(c))) for c in columns))
+        shown += 1
+    if page.row_count:
+        console.print(page)
+    return shown, more
+
+
+def _table_page(columns: tuple[str, ...], *, header: bool) -> Table:
+    table = Table(box=None, pad_edge=False, show_header=header)
     for column in columns:
         last = column == columns[-1]
         table.add_column(
@@ -111,15 +137,4 @@ def write_table(
             ratio=1 if last else None,
             min_width=10 if last else None,
         )
-    shown = 0
-    more = False
-    for record in records:
-        if limit is not None and shown >= limit:
-            more = True
-            break
-        # Text, not markup: custom ids and model output can hold square brackets.
-        table.add_row(*(Text(plain(record.get(c))) for c in columns))
-        shown += 1
-    if shown:
-        console.print(table)
-    return shown, more
+    return table
