@@ -55,6 +55,21 @@ def test_no_more_than_width_sends_run_at_once_and_every_one_finishes() -> None:
     assert sender.most_running == 4
 
 
+def test_finished_sends_are_handed_back_once_each_and_only_when_finished() -> None:
+    with AsyncSender(4) as sender:
+        gate = Gate(sender)
+        gate.expect = 3
+        futures = sender.submit_all([gate.send(n) for n in range(3)])
+        assert gate.all_started.wait(30)
+        assert sender.take_finished() == []  # all three still running
+        gate.open()
+        wait(futures, timeout=30)
+        taken = sender.take_finished()
+        assert sorted(f.result() for f in taken) == [0, 1, 2]
+        assert set(taken) == set(futures)
+        assert sender.take_finished() == []  # each handed back once
+
+
 def test_a_queued_send_can_be_cancelled_a_started_one_cannot() -> None:
     with AsyncSender(2) as sender:
         gate = Gate(sender)
