@@ -30,7 +30,7 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import TypeEngine
 
 from orchestrator.core.harvest import HarvestState
-from orchestrator.db.sql_text import sqlite_time
+from orchestrator.db.sql_text import postgres_time, sqlite_time
 from orchestrator.secret import scrub
 
 NAMING = {
@@ -80,9 +80,9 @@ class UtcDateTime(TypeDecorator[datetime]):
         return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
 
     def bind_processor(self, dialect: Dialect) -> Callable[[datetime | None], object] | None:
-        """Straight to what the driver takes, in one call: on SQLite the text
-        SQLAlchemy's DATETIME stores (`db/sql_text.sqlite_time`), on PostgreSQL the aware
-        UTC datetime as it is. This runs for every timestamp the workers write (17 a
+        """Straight to what the driver takes: on SQLite the text SQLAlchemy's DATETIME
+        stores (`db/sql_text.sqlite_time`), on PostgreSQL the aware UTC datetime
+        (`db/sql_text.postgres_time`). This runs for every timestamp the workers write (17 a
         cancel), and the decorator's layered conversion cost as much as the statements."""
         if dialect.name == "sqlite":
 
@@ -91,12 +91,8 @@ class UtcDateTime(TypeDecorator[datetime]):
 
             return as_text
 
-        def as_utc(value: datetime | None) -> datetime | None:  # PostgreSQL: one call, not three
-            if value is None or value.tzinfo is UTC:
-                return value
-            if value.tzinfo is None:
-                raise ValueError(f"naive datetime {value!r}: pass an aware UTC datetime")
-            return value.astimezone(UTC)
+        def as_utc(value: datetime | None) -> datetime | None:
+            return None if value is None else postgres_time(value)
 
         return as_utc
 

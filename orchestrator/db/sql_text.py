@@ -24,6 +24,7 @@ __all__ = [
     "Run",
     "bind_time",
     "in_list",
+    "postgres_time",
     "read_json",
     "read_time",
 ]
@@ -51,13 +52,20 @@ def sqlite_time(moment: datetime) -> str:
     return moment.astimezone(UTC).isoformat(sep=" ", timespec="microseconds")[:26]
 
 
-def bind_time(dialect: str, moment: datetime) -> object:
-    """An aware moment as the dialect's timestamp columns hold it."""
-    if dialect == SQLITE:
-        return sqlite_time(moment)
+def postgres_time(moment: datetime) -> datetime:
+    """An aware moment as psycopg takes it for PostgreSQL's timestamp columns: in UTC (as
+    it is when it already is: every timestamp a worker writes comes through here); a
+    naive one raises."""
+    if moment.tzinfo is UTC:
+        return moment
     if moment.tzinfo is None:
         raise ValueError(f"naive datetime {moment!r}: pass an aware UTC datetime")
     return moment.astimezone(UTC)
+
+
+def bind_time(dialect: str, moment: datetime) -> object:
+    """An aware moment as the dialect's timestamp columns hold it."""
+    return sqlite_time(moment) if dialect == SQLITE else postgres_time(moment)
 
 
 def read_time(value: object) -> datetime | None:
