@@ -510,6 +510,41 @@ def test_a_refused_copy_stores_its_chunk_again_with_its_bodies_and_line_errors_o
     )
 
 
+def test_a_body_as_text_or_as_its_utf8_bytes_is_stored_the_same(
+    database: Database, clock: ManualClock
+) -> None:
+    """Rows may carry the body as str or (PostgreSQL's fast path) bytes; either way the
+    same JSON is stored, non-ASCII and escapes included (a binary COPY on PostgreSQL
+    sends every field in its column's exact form)."""
+    results = ResultStore(database)
+    ingest_with(database, clock, serving(b""))
+    results.begin_file(batch_id=BATCH, file_id="file-x", kind="output", now=clock.now())
+    text = r'{"content": "d\u00e9j\u00e0 vu — \n\t \" \\", "n": 1}'  # JSON escapes, and UTF-8
+    utf8 = text.encode() if results.json_bytes else text  # sqlite3 would store bytes as a blob
+    rows = [
+        (BATCH, "as-str", None, "file-x", "output", 1, 200, "req_1", text, None, None),
+        (BATCH, "as-bytes", "line_2", "file-x", "output", 2, None, None, utf8, "e", "é\tx"),
+    ]
+    chunk = Chunk(batch_id=BATCH, file_id="file-x", from_line=0, to_line=2, rows=rows, errors=[])
+    results.commit_chunk(chunk=chunk, owner="ingest-test", lease_until=clock.now())
+    with database.transaction() as session:
+        stored_rows = session.execute(
+            select(
+                BatchResult.custom_id,
+                BatchResult.line_number,
+                BatchResult.status_code,
+                BatchResult.request_id,
+                BatchResult.body,
+                BatchResult.error_message,
+            ).order_by(BatchResult.line_number)
+        ).all()
+    body = {"content": 'déjà vu — \n\t " \\', "n": 1}
+    assert [tuple(r) for r in stored_rows] == [
+        ("as-str", 1, 200, "req_1", body, None),
+        ("as-bytes", 2, None, None, body, "é\tx"),
+    ]
+
+
 @pytest.mark.postgres
 def test_a_refused_copy_needs_rows_it_can_read_again(pg_url: str, clock: ManualClock) -> None:
     database = Database.connect(pg_url)
