@@ -10,7 +10,7 @@ import json
 import logging
 import os
 import sys
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime
 from enum import IntEnum
@@ -95,13 +95,16 @@ class Context:
     def json(self) -> bool:
         return self.output_format == "json"
 
-    def database(self, *, check_schema: bool = True) -> Database:
+    def database(self, *, check_schema: bool = True, read_only: bool = False) -> Database:
+        """``read_only``: for a command that only reads (on SQLite its transactions then
+        never take the write lock, however long it reads)."""
         from orchestrator.db.database import Database
 
         return Database.connect(
             self.settings.database_url,
             pool_size=self.settings.database_pool_size,
             check_schema=check_schema,
+            read_only=read_only,
         )
 
     def summary(self, message: str, *, level: int = logging.INFO, **fields: Any) -> None:
@@ -115,6 +118,22 @@ class Context:
 
     def emit_json(self, value: Any) -> None:
         sys.stdout.write(json.dumps(to_jsonable(value), indent=2, sort_keys=False) + "\n")
+
+    def emit_json_listing(
+        self, key: str, items: Iterable[Any], rest: Callable[[int], dict[str, Any]]
+    ) -> None:
+        """`-o json` of a long listing: the object ``{key: [items...], **rest(count)}``,
+        as `emit_json` writes it, each item written as it comes (never all held)."""
+        out = sys.stdout
+        out.write("{\n  " + json.dumps(key) + ": [")
+        count = 0
+        for item in items:
+            text = json.dumps(to_jsonable(item), indent=2).replace("\n", "\n    ")
+            out.write(("," if count else "") + "\n    " + text)
+            count += 1
+        out.write("\n  ]" if count else "]")
+        tail = json.dumps(to_jsonable(rest(count)), indent=2)  # "{\n  ...\n}"
+        out.write(",\n" + tail[2:] + "\n" if tail != "{}" else "\n}\n")
 
     def emit_json_line(self, value: Any) -> None:
         """One record of `-o jsonl`: compact, on one line."""

@@ -13,6 +13,9 @@ NONE = "-"
 # Tables here have no box and no padding at their edges: one space each side of every
 # column boundary.
 COLUMN_GAP = 2
+# Rows a table holds before it is printed: `--limit 0` over 100,000 batches or a
+# 200,000-line file holds one page, not all of them.
+TABLE_PAGE_ROWS = 500
 
 
 def age(seconds: float) -> str:

@@ -24,7 +24,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from orchestrator.cli.render import plain
+from orchestrator.cli.render import TABLE_PAGE_ROWS, plain
 from orchestrator.db.queries import ResultRow
 
 CSV_COLUMNS = (
@@ -95,9 +95,6 @@ def _write_json(out: IO[str], records: Iterable[dict[str, Any]]) -> int:
         written += 1
     out.write("\n]}\n" if written else "]}\n")
     return written
-
-
-TABLE_PAGE_ROWS = 500  # rows a table holds before it is printed: `--limit 0` on a big file
 
 
 def write_table(

@@ -2,21 +2,38 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict
+from collections.abc import Iterable, Iterator
+from contextlib import ExitStack, contextmanager
+from dataclasses import asdict, dataclass
 from datetime import datetime
+from itertools import islice
 from typing import TYPE_CHECKING, Any
 
 from orchestrator.cli.context import Context, Exit
 from orchestrator.cli.live import follow
-from orchestrator.cli.output import row_limit
-from orchestrator.cli.render import COLUMN_GAP, age, counts, moment, plain, spanned
+from orchestrator.cli.output import FOR_PEOPLE, row_limit
+from orchestrator.cli.render import (
+    COLUMN_GAP,
+    TABLE_PAGE_ROWS,
+    age,
+    counts,
+    moment,
+    plain,
+    spanned,
+)
 from orchestrator.cli.selection import NEVER_SYNCED, Selector, selector_of
 from orchestrator.core.cancel_state import CancelState
 from orchestrator.core.status import UNOBSERVED, BatchStatus
 from orchestrator.db.pause_state import SendingPause
 from orchestrator.db.sqlite_reader import ReaderFailed, SqliteReader
-from orchestrator.db.summaries import BatchPage, BatchSummary, StatusRead, read_status
-from orchestrator.errors import ConfigError
+from orchestrator.db.summaries import (
+    BatchPage,
+    BatchSummary,
+    StatusRead,
+    read_status,
+    status_reading,
+)
+from orchestrator.errors import ConfigError, DatabaseError
 
 if TYPE_CHECKING:
     from rich.table import Table
@@ -66,50 +83,65 @@ def run_status(ctx: Context) -> Exit:
     selector = selector_of(ctx.args)
     if ctx.args.watch:
         return watch_status(ctx, selector)
-    read, now = read_once(ctx, selector)
-    page, pause, synced = read.page, read.pause, read.synced
-    fmt = ctx.output_format
-    if fmt == "json":
-        ctx.emit_json(status_json(page, now, pause))
-    elif fmt == "jsonl":
-        for row in page.rows:
-            ctx.emit_json_line(batch_record(row, now))
-    elif fmt == "ids":
-        ctx.emit_lines(row.id for row in page.rows)
-    elif not page.rows and pause is None:  # nothing to draw: one line, rich not imported
-        ctx.emit_lines([summary_line(page)])
-        if not page.matching and not selector.is_empty and synced is None:
-            ctx.err.print(NEVER_SYNCED, markup=False)
-    else:
-        print_status(ctx, page, now, pause, wide=fmt == "wide")
-        if not page.matching and not selector.is_empty and synced is None:
-            ctx.err.print(NEVER_SYNCED, markup=False)
+    with read_once(ctx, selector) as (read, now):  # rows stream from the database
+        page, pause, synced = read.page, read.pause, read.synced
+        fmt = ctx.output_format
+        if fmt == "json":
+            write_status_json(ctx, page, now, pause)
+        elif fmt == "jsonl":
+            for row in page.rows:
+                ctx.emit_json_line(batch_record(row, now))
+        elif fmt == "ids":
+            ctx.emit_lines(row.id for row in page.rows)
+        elif not page.shown and pause is None:  # nothing to draw: one line, rich not imported
+            ctx.emit_lines([summary_line(page)])
+        else:
+            print_status(ctx, page, now, pause, wide=fmt == "wide")
+    if fmt in FOR_PEOPLE and not page.matching and not selector.is_empty and synced is None:
+        ctx.err.print(NEVER_SYNCED, markup=False)
     return Exit.OK
 
 
-def read_once(ctx: Context, selector: Selector) -> tuple[StatusRead, datetime]:
-    """What status shows, and the database's now. On a plain SQLite file it is read
-    through sqlite3 alone: importing SQLAlchemy would take most of status's time. Else,
-    or when that reader cannot answer, through the database layer, as every command."""
-    reader = SqliteReader.open(ctx.settings.database_url)
-    if reader is not None:
+@contextmanager
+def read_once(ctx: Context, selector: Selector) -> Iterator[tuple[StatusRead, datetime]]:
+    """What status shows, and the database's now; its rows are read as the `with` body
+    iterates them. On a plain SQLite file it is read through sqlite3 alone: importing
+    SQLAlchemy would take most of status's time. Else, or when that reader cannot
+    answer, through the database layer, as every command."""
+    with ExitStack() as held:
+        read = _sqlite_read(ctx, selector, held) or _database_read(ctx, selector, held)
         try:
-            now = reader.now()
-            return read_status(
-                reader, selector.batch_filter(now), now, limit=row_limit(ctx.args)
-            ), now
-        except ReaderFailed:
-            pass  # read again below, where a problem is reported as every command reports it
-        finally:
-            reader.close()
+            yield read
+        except ReaderFailed as exc:  # after rows were shown: reading again would repeat them
+            raise DatabaseError(f"reading the database failed part way: {exc}") from exc
+
+
+def _sqlite_read(
+    ctx: Context, selector: Selector, held: ExitStack
+) -> tuple[StatusRead, datetime] | None:
+    reader = SqliteReader.open(ctx.settings.database_url)
+    if reader is None:
+        return None
+    held.callback(reader.close)
+    try:
+        now = reader.now()
+        where = selector.batch_filter(now)
+        read = status_reading(reader, where, now, limit=row_limit(ctx.args))
+        return held.enter_context(read), now
+    except ReaderFailed:
+        return None  # read again, where a problem is reported as every command reports it
+
+
+def _database_read(
+    ctx: Context, selector: Selector, held: ExitStack
+) -> tuple[StatusRead, datetime]:
     from orchestrator.db.server_clock import database_clock  # SQLAlchemy: only here
 
-    db = ctx.database()
-    try:
-        now = database_clock(db).now()
-        return read_status(db, selector.batch_filter(now), now, limit=row_limit(ctx.args)), now
-    finally:
-        db.dispose()
+    db = ctx.database(read_only=True)  # rows stream: SQLite's one writer must not wait
+    held.callback(db.dispose)
+    now = database_clock(db).now()
+    where = selector.batch_filter(now)
+    return held.enter_context(status_reading(db, where, now, limit=row_limit(ctx.args))), now
 
 
 def watch_status(ctx: Context, selector: Selector) -> Exit:
@@ -145,15 +177,21 @@ def batch_record(row: BatchSummary, now: datetime) -> dict[str, Any]:
     }
 
 
-def status_json(page: BatchPage, now: datetime, pause: SendingPause | None) -> dict[str, Any]:
-    return {
-        "batches": [batch_record(row, now) for row in page.rows],
-        "shown": len(page.rows),
-        "matching": page.matching,
-        "more": page.matching - len(page.rows),
-        "by_status": page.by_status,
-        "paused": None if pause is None else {"until": pause.until, "reason": pause.reason},
-    }
+def write_status_json(
+    ctx: Context, page: BatchPage, now: datetime, pause: SendingPause | None
+) -> None:
+    """`-o json`: one document, its batches written as they are read."""
+
+    def rest(shown: int) -> dict[str, Any]:
+        return {
+            "shown": shown,
+            "matching": page.matching,
+            "more": page.matching - shown,
+            "by_status": page.by_status,
+            "paused": None if pause is None else {"until": pause.until, "reason": pause.reason},
+        }
+
+    ctx.emit_json_listing("batches", (batch_record(row, now) for row in page.rows), rest)
 
 
 def print_status(
@@ -167,18 +205,28 @@ def print_status(
             style=NEEDS_A_PERSON,
             markup=False,
         )
-    if page.rows:
-        cells = [status_cells(row, now) for row in page.rows]
-        table, left_out = status_table(cells, ctx.out.width, wide=wide)
+    layout: Layout | None = None
+    shown = 0
+    for rows in pages(page.rows, TABLE_PAGE_ROWS):
+        cells = [status_cells(row, now) for row in rows]
+        table, layout = status_table(cells, ctx.out.width, wide=wide, after=layout)
         # crop=False: when even the never-cut columns are wider than the terminal, their
         # lines run past its edge (it wraps them) rather than lose the end of an id.
         ctx.out.print(table, crop=False)
-        if left_out:
-            ctx.out.print(
-                f"too narrow to show: {', '.join(left_out)} (widen the terminal or use -o json)",
-                markup=False,
-            )
-    ctx.out.print(summary_line(page), markup=False)
+        shown += len(rows)
+    if layout is not None and layout.left_out:
+        ctx.out.print(
+            f"too narrow to show: {', '.join(layout.left_out)} (widen the terminal or use -o json)",
+            markup=False,
+        )
+    ctx.out.print(summary_line(page, shown), markup=False)
+
+
+def pages(rows: Iterable[BatchSummary], size: int) -> Iterator[list[BatchSummary]]:
+    """The rows, `size` at a time, read as each page is asked for."""
+    taken = iter(rows)
+    while page := list(islice(taken, size)):
+        yield page
 
 
 def status_cells(row: BatchSummary, now: datetime) -> dict[str, str]:
@@ -220,11 +268,22 @@ def cell_style(title: str, text: str) -> str:
     return ""
 
 
+@dataclass(frozen=True)
+class Layout:
+    """The columns a status table shows, left out and how wide each has been: a long
+    listing's later pages keep its first page's columns and never narrow one (their
+    headers are the first page's)."""
+
+    shown: list[str]
+    left_out: list[str]
+    widths: dict[str, int]
+
+
 def status_table(
-    rows: list[dict[str, str]], room: int, *, wide: bool = False
-) -> tuple[Table, list[str]]:
-    """The status table for `room` columns, every cell on one line; and the columns
-    left out to fit (see LEAVE_OUT)."""
+    rows: list[dict[str, str]], room: int, *, wide: bool = False, after: Layout | None = None
+) -> tuple[Table, Layout]:
+    """The status table for `room` columns, every cell on one line, and its layout: the
+    columns left out to fit (see LEAVE_OUT), or, `after` a first page, that page's."""
     from rich.cells import cell_len
     from rich.table import Table
     from rich.text import Text
@@ -234,36 +293,45 @@ def status_table(
         title: max(cell_len(text) for text in [title, *(row[title] for row in rows)])
         for title in columns
     }
-    needs = {**natural, ERROR: min(natural[ERROR], MIN_ERROR_WIDTH)}
-    shown = list(columns)
-    left_out: list[str] = []
-    for title in (t for t in LEAVE_OUT if t in columns):
-        if spanned(needs[t] for t in shown) <= room:
-            break
-        shown.remove(title)
-        left_out.append(title)
+    if after is None:
+        needs = {**natural, ERROR: min(natural[ERROR], MIN_ERROR_WIDTH)}
+        shown = list(columns)
+        left_out: list[str] = []
+        for title in (t for t in LEAVE_OUT if t in columns):
+            if spanned(needs[t] for t in shown) <= room:
+                break
+            shown.remove(title)
+            left_out.append(title)
+    else:
+        shown, left_out = after.shown, after.left_out
+        natural = {t: max(natural[t], after.widths[t]) for t in columns}
+        needs = {**natural, ERROR: min(natural[ERROR], MIN_ERROR_WIDTH)}
     needed = spanned(needs[t] for t in shown)
     # Wider than the room only when just the never-cut columns are left: then the table
     # is as wide as they need, so rich does not squeeze (and cut) them.
-    table = Table(box=None, pad_edge=False, width=needed if needed > room else None)
+    table = Table(
+        box=None, pad_edge=False, width=needed if needed > room else None, show_header=after is None
+    )
     for title in shown:
         if title == ERROR:
             rest = spanned(natural[t] for t in shown if t != ERROR)
             table.add_column(title, no_wrap=True, max_width=room - rest - COLUMN_GAP)
         else:
-            table.add_column(title, no_wrap=True)
+            table.add_column(title, no_wrap=True, min_width=natural[title])
     for row in rows:
         # Text, not markup: ids and error texts can hold square brackets.
         table.add_row(*(Text(row[title], style=cell_style(title, row[title])) for title in shown))
-    return table, left_out
+    return table, Layout(shown, left_out, natural)
 
 
-def summary_line(page: BatchPage) -> str:
+def summary_line(page: BatchPage, shown: int | None = None) -> str:
+    """Under the table: how many match, per status, and how many were left unshown."""
     if not page.matching:
         return "no batch matches"
+    shown = page.shown if shown is None else shown
     per_status = ", ".join(f"{n} {plain(status)}" for status, n in sorted(page.by_status.items()))
     line = f"{page.matching} batch(es) match: {per_status}"
-    more = page.matching - len(page.rows)
+    more = page.matching - shown
     if more:
-        line += f"; showing {len(page.rows)}, {more} more (--limit 0 shows all, or narrow it)"
+        line += f"; showing {shown}, {more} more (--limit 0 shows all, or narrow it)"
     return line

@@ -17,6 +17,7 @@ from sqlalchemy import (
     DateTime,
     Engine,
     Insert,
+    Result,
     String,
     Table,
     TextClause,
@@ -44,7 +45,7 @@ from orchestrator.db.engine import (
     spare_connections,
 )
 from orchestrator.db.revision import require_current
-from orchestrator.db.sql_text import Run
+from orchestrator.db.sql_text import ROWS_PER_FETCH, Run
 from orchestrator.errors import DatabaseBusy, DatabaseUnavailable
 
 IDS_PER_STATEMENT = 500  # an IN list this long stays under any bind-parameter limit
@@ -204,7 +205,8 @@ def bound_text(sql: str, params: Mapping[str, object]) -> TextClause:
 
 
 def run_in(session: Session) -> Run:
-    """Runs SQL text (`db/sql_text.py`) in this session's transaction."""
+    """Runs SQL text (`db/sql_text.py`) in this session's transaction, its rows fetched
+    at once (a few: the worker reads the pause this way)."""
 
     def run(sql: str, params: Mapping[str, object]) -> list[tuple[Any, ...]]:
         return [tuple(row) for row in session.execute(bound_text(sql, params))]
@@ -253,9 +255,25 @@ class Database:
 
     @contextmanager
     def reading(self) -> Iterator[Run]:
-        """A transaction in which to run SQL text (`db/sql_text.py`)."""
+        """A transaction in which to run SQL text (`db/sql_text.py`): on PostgreSQL a
+        repeatable read, so its statements see one snapshot, as a read transaction on
+        SQLite does (a count and the rows it counts agree)."""
         with self.transaction() as session:
-            yield run_in(session)
+            if self.is_postgres:  # the pool puts the connection's level back at check-in
+                session.connection(execution_options={"isolation_level": "REPEATABLE READ"})
+            results: list[Result[Any]] = []
+
+            def run(sql: str, params: Mapping[str, object]) -> Result[Any]:
+                # rows fetched as they are iterated: on PostgreSQL a server-side cursor
+                options = {"yield_per": ROWS_PER_FETCH}
+                results.append(session.execute(bound_text(sql, params), execution_options=options))
+                return results[-1]
+
+            try:
+                yield run
+            finally:  # a cursor whose rows were not all read ends with the transaction
+                for result in results:
+                    result.close()
 
     @contextmanager
     def transaction(self) -> Iterator[Session]:

@@ -23,10 +23,12 @@ class SendingPause:
 def read_pause(run: Run, now: datetime) -> SendingPause | None:
     """The pause in force at ``now`` (None once its ``until`` has passed), in the
     caller's transaction."""
-    rows = run(
-        "SELECT pauses.reason, pauses.paused_at, pauses.until FROM pauses "
-        "WHERE pauses.scope = :scope",
-        {"scope": PAUSE_SCOPE},
+    rows = list(
+        run(
+            "SELECT pauses.reason, pauses.paused_at, pauses.until FROM pauses "
+            "WHERE pauses.scope = :scope",
+            {"scope": PAUSE_SCOPE},
+        )
     )
     if not rows:
         return None

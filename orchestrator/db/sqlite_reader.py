@@ -18,12 +18,11 @@ import sqlite3
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from datetime import datetime
-from typing import Any
 from urllib.parse import quote
 
 from orchestrator.clock import utcnow
 from orchestrator.db.revision import VERSION_SQL, VERSION_TABLE, head_revision, revision_of
-from orchestrator.db.sql_text import SQLITE, Run
+from orchestrator.db.sql_text import ROWS_PER_FETCH, SQLITE, Run
 from orchestrator.db.sqlite_files import (
     SQLITE_BUSY_TIMEOUT_MS,
     check_sqlite_file,
@@ -79,8 +78,10 @@ class SqliteReader:
         """One read transaction (it takes no lock a writer waits for)."""
         connection = self._connection
 
-        def run(sql: str, params: Mapping[str, object]) -> list[Any]:
-            return connection.execute(sql, params).fetchall()
+        def run(sql: str, params: Mapping[str, object]) -> sqlite3.Cursor:
+            cursor = connection.execute(sql, params)
+            cursor.arraysize = ROWS_PER_FETCH
+            return cursor  # its rows are stepped to as they are iterated
 
         try:
             connection.execute("BEGIN")

@@ -10,9 +10,9 @@ have one home.
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
-from contextlib import AbstractContextManager
-from dataclasses import dataclass
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import AbstractContextManager, contextmanager
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any, Literal, Protocol
 
@@ -32,6 +32,7 @@ __all__ = [
     "last_synced",
     "list_batches",
     "read_status",
+    "status_reading",
     "summary_of",
 ]
 
@@ -85,9 +86,12 @@ class BatchSummary:
 
 @dataclass(frozen=True)
 class BatchPage:
-    rows: list[BatchSummary]
+    # Read from the database as they are iterated, inside the read (`status_reading`);
+    # a list once read (`read_status`).
+    rows: Iterable[BatchSummary]
     matching: int  # every batch the filter matches, shown or not
     by_status: dict[str, int]  # of those matching; UNOBSERVED for never observed
+    shown: int  # how many `rows` holds: the same snapshot counted them
 
 
 def _literal(value: str) -> str:
@@ -163,27 +167,29 @@ def summary_of(row: Sequence[Any]) -> BatchSummary:
 
 def list_batches(run: Run, dialect: str, where: BatchFilter, *, limit: int | None) -> BatchPage:
     """The newest matching batches first (all of them when `limit` is None), with how
-    many match in all, per status; in the caller's transaction."""
+    many match in all, per status; in the caller's transaction, which its rows are read
+    in as they are iterated."""
     found = where.sql(dialect)
     matching = f"FROM {FROM_BATCHES}{found.clause()}"
+    counts = run(
+        f"SELECT batches.status, count(*) {matching} GROUP BY batches.status", found.params
+    )
+    by_status = {status or UNOBSERVED: int(n) for status, n in counts}
+    total = sum(by_status.values())
     rows_sql = f"{_SELECT_SUMMARIES} {matching} ORDER BY {CREATED} DESC, batches.id"
     params = dict(found.params)
     if limit is not None:
         rows_sql += " LIMIT :page_limit"
         params["page_limit"] = limit
-    rows = run(rows_sql, params)
-    counts = run(
-        f"SELECT batches.status, count(*) {matching} GROUP BY batches.status", found.params
-    )
-    by_status = {status or UNOBSERVED: int(n) for status, n in counts}
-    return BatchPage([summary_of(row) for row in rows], sum(by_status.values()), by_status)
+    rows = (summary_of(row) for row in run(rows_sql, params))
+    return BatchPage(rows, total, by_status, total if limit is None else min(limit, total))
 
 
 def last_synced(run: Run) -> datetime | None:
     """When `orchestrator sync` last recorded a batch it had not seen (None: never):
     until then the table holds only the batches named to `cancel` or `track`."""
     rows = run("SELECT max(batches.tracked_at) FROM batches WHERE batches.tracked_by = 'sync'", {})
-    return read_time(rows[0][0]) if rows else None
+    return next((read_time(value) for (value,) in rows), None)
 
 
 class Reading(Protocol):
@@ -202,13 +208,24 @@ class StatusRead:
     synced: datetime | None  # read only when nothing matches (see `last_synced`)
 
 
+@contextmanager
+def status_reading(
+    source: Reading, where: BatchFilter, now: datetime, *, limit: int | None
+) -> Iterator[StatusRead]:
+    """What `orchestrator status` shows, in one read transaction (one snapshot): the
+    pause in force at `now`, the page, and when nothing matches, when the table was last
+    synced. The page's rows are read as they are iterated, inside the `with`: listing
+    100,000 batches holds a few hundred at a time."""
+    with source.reading() as run:
+        pause = read_pause(run, now)
+        page = list_batches(run, source.dialect, where, limit=limit)
+        synced = last_synced(run) if not page.matching else None
+        yield StatusRead(page, pause, synced)
+
+
 def read_status(
     source: Reading, where: BatchFilter, now: datetime, *, limit: int | None
 ) -> StatusRead:
-    """What `orchestrator status` shows, in one read transaction: the page, the pause in
-    force at `now`, and when nothing matches, when the table was last synced."""
-    with source.reading() as run:
-        page = list_batches(run, source.dialect, where, limit=limit)
-        pause = read_pause(run, now)
-        synced = last_synced(run) if not page.matching else None
-    return StatusRead(page, pause, synced)
+    """The same, its rows read into a list (for a page small enough to hold)."""
+    with status_reading(source, where, now, limit=limit) as read:
+        return replace(read, page=replace(read.page, rows=list(read.page.rows)))

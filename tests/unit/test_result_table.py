@@ -8,7 +8,8 @@ from typing import Any
 
 from rich.console import Console
 
-from orchestrator.cli.result_writers import TABLE_COLUMNS, TABLE_PAGE_ROWS, write_table
+from orchestrator.cli.render import TABLE_PAGE_ROWS
+from orchestrator.cli.result_writers import TABLE_COLUMNS, write_table
 
 
 def _console(out: io.StringIO) -> Console:

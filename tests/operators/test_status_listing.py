@@ -1,0 +1,78 @@
+"""`orchestrator status --limit 0` over more batches than a page: read from the database
+as printed, a table page by page under one header, JSON written as it is read."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+
+import pytest
+
+from orchestrator.cli import status_commands
+from orchestrator.cli.render import TABLE_PAGE_ROWS
+from orchestrator.db.batch_filter import BatchFilter
+from orchestrator.db.batches import BatchStore
+from orchestrator.db.database import Database
+from orchestrator.db.summaries import status_reading
+
+from .conftest import Run
+
+MANY = 2 * TABLE_PAGE_ROWS + 3
+
+
+@pytest.fixture
+def many(database: Database, fleet_now: datetime) -> list[str]:
+    ids = [f"batch_{n:05d}" for n in range(MANY)]
+    BatchStore(database).track(ids, now=fleet_now, source="track")
+    return ids
+
+
+def test_a_long_table_is_drawn_a_page_at_a_time_under_one_header(
+    run: Run, many: list[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    drawn: list[int] = []
+    table = status_commands.status_table
+
+    def counted(rows: list[dict[str, str]], *args: object, **kwargs: object) -> object:
+        drawn.append(len(rows))
+        return table(rows, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(status_commands, "status_table", counted)
+    code, out, _ = run("status", "--limit", "0")
+    assert code == 0
+    assert drawn == [TABLE_PAGE_ROWS, TABLE_PAGE_ROWS, 3]  # never more than a page held
+    lines = out.splitlines()
+    assert [line for line in lines if line.startswith("batch ")] == [lines[0]]  # one header
+    rows = [line for line in lines if line.startswith("batch_")]
+    assert sorted(line.split()[0] for line in rows) == many
+    column = lines[0].index("status")  # later pages keep the first page's columns
+    assert {line.index("unobserved") for line in rows} == {column}
+    assert lines[-1] == f"{MANY} batch(es) match: {MANY} unobserved"
+
+
+def test_json_of_a_long_listing_is_written_as_it_is_read_and_reads_as_one_document(
+    run: Run, many: list[str]
+) -> None:
+    code, out, _ = run("status", "-o", "json", "--limit", "0")
+    assert code == 0
+    data = json.loads(out)
+    assert out == json.dumps(data, indent=2) + "\n"  # as every other -o json writes
+    assert sorted(b["id"] for b in data["batches"]) == many
+    assert (data["shown"], data["matching"], data["more"]) == (MANY, MANY, 0)
+    code, out, _ = run("status", "-o", "json", "--limit", "2", "--status", "completed")
+    assert json.loads(out)["batches"] == [] and out == json.dumps(json.loads(out), indent=2) + "\n"
+
+
+def test_the_rows_are_read_as_they_are_iterated_from_one_snapshot(
+    database: Database, db_url: str, many: list[str], fleet_now: datetime
+) -> None:
+    """...without holding SQLite's write lock: a writer goes on meanwhile."""
+    reader = Database.connect(db_url, read_only=True)
+    with status_reading(reader, BatchFilter(), fleet_now, limit=None) as read:
+        rows = read.page.rows
+        assert iter(rows) is rows  # a cursor's rows, not a list
+        assert read.page.shown == read.page.matching == MANY
+        first = next(iter(rows))
+        BatchStore(database).track(["batch_zzzzz_after"], now=fleet_now, source="track")
+        assert len([first, *rows]) == MANY  # the snapshot's rows, not the new one
+    reader.dispose()
