@@ -10,7 +10,7 @@ from orchestrator.cli.context import Context, Exit
 from orchestrator.cli.wiring import build_async_client, presence, shared_budget
 from orchestrator.core.visible import visible
 from orchestrator.db.cancels import CancelStore
-from orchestrator.db.server_clock import database_clock
+from orchestrator.db.server_clock import database_clock, never_waiting
 from orchestrator.metrics import start_process_metrics
 from orchestrator.probes import Heartbeat
 from orchestrator.processes.heap import settle_start_up_heap
@@ -27,7 +27,10 @@ def run_worker(ctx: Context) -> Exit:
     heartbeat = Heartbeat(clock, stale_seconds=ctx.settings.health_stale_seconds)
     metrics, _ = start_process_metrics(ctx.settings, db, heartbeat=heartbeat, process="worker")
     budget = shared_budget(ctx.settings, db)  # one for every process on this database
-    client = build_async_client(ctx.settings, wrap=metrics.metered, clock=clock, budget=budget)
+    # its clock is read on the sender's event loop, which must not wait on the database
+    client = build_async_client(
+        ctx.settings, wrap=metrics.metered, clock=never_waiting(clock), budget=budget
+    )
     owner = process_id("worker")
     stop = stop_on_signals(client.abort) if not ctx.args.once else threading.Event()
     worker = CancelWorker(

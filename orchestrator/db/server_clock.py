@@ -26,7 +26,7 @@ from orchestrator.db.database import Database
 from orchestrator.db.server_time import server_now
 from orchestrator.errors import DatabaseError
 
-__all__ = ["ServerClock", "database_clock"]
+__all__ = ["ServerClock", "database_clock", "never_waiting"]
 
 log = logging.getLogger(__name__)
 
@@ -65,18 +65,49 @@ class ServerClock:
         return server, (before + after) / 2
 
     def now(self) -> datetime:
+        """The server's time: re-read by the caller when the last reading is
+        ``resync_seconds`` old (one thread at a time; the others carry on meanwhile)."""
         with self._lock:
-            if self._monotonic() - self._checked_at >= self._resync:
+            due = self._monotonic() - self._checked_at >= self._resync
+            if due:
                 self._checked_at = self._monotonic()
-                try:
-                    self._anchor, self._anchor_at = self._read()
-                except (DatabaseError, SQLAlchemyError) as exc:
-                    log.debug("server clock not re-read (%s); counting on from the last read", exc)
+        if due:  # outside the lock: no thread waits on the database for another
+            try:
+                anchor, anchor_at = self._read()
+            except (DatabaseError, SQLAlchemyError) as exc:
+                log.debug("server clock not re-read (%s); counting on from the last read", exc)
+            else:
+                with self._lock:
+                    self._anchor, self._anchor_at = anchor, anchor_at
+        return self.carried_now()
+
+    def carried_now(self) -> datetime:
+        """The last reading carried forward by the monotonic clock: never waits on the
+        database (see ``never_waiting``)."""
+        with self._lock:
             elapsed = self._monotonic() - self._anchor_at
             self._last = max(self._last, self._anchor + timedelta(seconds=elapsed))
             return self._last
 
 
+class _Carried:
+    """A ``ServerClock`` as a thread that must not wait on the database reads it."""
+
+    def __init__(self, clock: ServerClock) -> None:
+        self._clock = clock
+
+    def now(self) -> datetime:
+        return self._clock.carried_now()
+
+
 def database_clock(db: Database) -> Clock:
     """The clock for every time that hosts compare: the server's on PostgreSQL."""
     return ServerClock(db) if db.is_postgres else SystemClock()
+
+
+def never_waiting(clock: Clock) -> Clock:
+    """``clock`` for a thread that must never wait on the database (the worker's event
+    loop, where every send would wait with it): a ``ServerClock``'s last reading carried
+    forward, re-read only by the threads that call its own ``now`` (the worker's loop
+    does, every turn). Never behind what ``clock`` has said; any other clock as it is."""
+    return _Carried(clock) if isinstance(clock, ServerClock) else clock

@@ -33,6 +33,7 @@ from orchestrator.core.observation import BatchObservation, MalformedBatch, Wron
 from orchestrator.core.retry_policy import RetryPolicy
 from orchestrator.db.cancels import CancelStore, Claim
 from orchestrator.db.pauses import SendingPause
+from orchestrator.db.server_clock import never_waiting
 from orchestrator.errors import ApiError, DatabaseUnavailable, InvalidBatchId, describe
 from orchestrator.probes import Heartbeat
 from orchestrator.processes.config import WorkerConfig, worker_setup
@@ -84,6 +85,8 @@ class CancelWorker(LoopProcess):
         super().__init__(
             clock, owner, random_unit=random_unit, stop=stop, heartbeat=heartbeat, sleep=sleep
         )
+        # The sends' clock: the event loop never waits on the database (every send would).
+        self.send_clock = never_waiting(clock)
         self.report = WorkerReport()
         self._pause: SendingPause | None = None
         self._pause_checked: datetime | None = None
@@ -257,7 +260,7 @@ class CancelWorker(LoopProcess):
     # --- one send (on the sender's event loop) -----------------------------------
 
     async def _send(self, claim: Claim) -> Attempt:
-        started = self.clock.now()
+        started = self.send_clock.now()
         try:
             return await self._send_once(claim, started)
         except Exception as exc:  # a bug or an answer nobody foresaw: this cancel only
@@ -284,7 +287,7 @@ class CancelWorker(LoopProcess):
         except (ApiNotFoundError, ApiRejectedError) as exc:
             return await self._refused(claim, started, exc)
         except InvalidBatchId as exc:
-            return Attempt(AttemptOutcome.INVALID, started, self.clock.now(), error=str(exc))
+            return Attempt(AttemptOutcome.INVALID, started, self.send_clock.now(), error=str(exc))
         except ApiError as exc:  # protocol or transport error that escaped the client
             return self._retry(claim, started, str(exc))
         try:
@@ -305,7 +308,7 @@ class CancelWorker(LoopProcess):
         return Attempt(
             AttemptOutcome.ACCEPTED,
             started,
-            self.clock.now(),
+            self.send_clock.now(),
             http_status=result.status,
             request_id=result.request_id,
             observed=observed,
@@ -347,7 +350,7 @@ class CancelWorker(LoopProcess):
             return Attempt(
                 AttemptOutcome.NOT_FOUND,
                 started,
-                self.clock.now(),
+                self.send_clock.now(),
                 http_status=exc.status,
                 request_id=exc.request_id,
                 error=f"{exc}; {NOT_FOUND_MESSAGE}",
@@ -377,7 +380,7 @@ class CancelWorker(LoopProcess):
         return Attempt(
             outcome,
             started,
-            self.clock.now(),
+            self.send_clock.now(),
             http_status=status,
             request_id=request_id,
             error=error,
@@ -400,7 +403,7 @@ class CancelWorker(LoopProcess):
         """Try again later: after ``delay`` (the server's Retry-After) or our backoff."""
         if delay is None:
             delay = self.policy.durable_backoff(claim.attempts + 1, self.random_unit())
-        now = self.clock.now()
+        now = self.send_clock.now()
         return Attempt(
             AttemptOutcome.RETRY,
             started,
@@ -416,7 +419,7 @@ class CancelWorker(LoopProcess):
     def _attempt(
         self, outcome: AttemptOutcome, started: datetime, exc: ApiStatusError, *, retry_in: float
     ) -> Attempt:
-        now = self.clock.now()
+        now = self.send_clock.now()
         return Attempt(
             outcome,
             started,

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
+from typing import cast
 
 import pytest
 from sqlalchemy import select, text
@@ -15,7 +17,7 @@ from orchestrator.db.database import Database
 from orchestrator.db.leases import ProcessRegistry
 from orchestrator.db.models import BatchEvent, Process
 from orchestrator.db.polls import PollStore
-from orchestrator.db.server_clock import ServerClock, database_clock
+from orchestrator.db.server_clock import ServerClock, database_clock, never_waiting
 from orchestrator.errors import ConfigError
 from orchestrator.processes.presence import Presence
 from orchestrator.settings import Settings
@@ -159,6 +161,41 @@ def test_the_server_clock_is_the_servers_and_counts_on_monotonically(pg_url: str
         assert (after - first).total_seconds() < 60  # the server's time again, re-read
     finally:
         db.dispose()
+
+
+class _StuckServerClock(ServerClock):
+    """A server clock whose re-reads wait until the test lets them go."""
+
+    def __init__(self, ticks: list[float]) -> None:
+        self.reading, self.release = threading.Event(), threading.Event()
+        self._stuck = False
+        self._ticks = ticks
+        super().__init__(cast(Database, None), resync_seconds=2.0, monotonic=lambda: ticks[0])
+        self._stuck = True
+
+    def _read(self) -> tuple[datetime, float]:
+        if self._stuck:
+            self.reading.set()
+            assert self.release.wait(10)
+        return datetime(2026, 12, 4, tzinfo=UTC), self._ticks[0]
+
+
+def test_the_sends_clock_never_waits_while_another_thread_rereads_the_server() -> None:
+    ticks = [1000.0]
+    clock = _StuckServerClock(ticks)
+    sends = never_waiting(clock)
+    first = sends.now()
+    ticks[0] += 5  # a re-read is due: the loop thread starts one and the server is slow
+    rereading = threading.Thread(target=clock.now)
+    rereading.start()
+    assert clock.reading.wait(10)
+    assert sends.now() == first + timedelta(seconds=5)  # at once, carried forward
+    assert clock.now() == first + timedelta(seconds=5)  # nor does a second thread wait
+    clock.release.set()
+    rereading.join(10)
+    assert sends.now() >= first + timedelta(seconds=5)  # never behind what it said
+    manual = ManualClock()
+    assert never_waiting(manual) is manual  # any other clock: as it is
 
 
 def test_on_sqlite_the_clock_is_the_hosts(sqlite_url: str) -> None:
