@@ -108,12 +108,12 @@ def read_once(ctx: Context, selector: Selector) -> Iterator[tuple[StatusRead, da
     iterates them. On a plain SQLite file it is read through sqlite3 alone: importing
     SQLAlchemy would take most of status's time. Else, or when that reader cannot
     answer, through the database layer, as every command."""
-    with ExitStack() as held:
-        read = _sqlite_read(ctx, selector, held) or _database_read(ctx, selector, held)
-        try:
-            yield read
-        except ReaderFailed as exc:  # after rows were shown: reading again would repeat them
-            raise DatabaseError(f"reading the database failed part way: {exc}") from exc
+    try:
+        with ExitStack() as held:
+            yield _sqlite_read(ctx, selector, held) or _database_read(ctx, selector, held)
+    except ReaderFailed as exc:  # once rows were shown: reading again would repeat them
+        # (sqlite3's error becomes ReaderFailed as the reader's transaction ends, in `held`)
+        raise DatabaseError(f"reading the database failed part way: {exc}") from exc
 
 
 def _sqlite_read(
@@ -270,9 +270,9 @@ def cell_style(title: str, text: str) -> str:
 
 @dataclass(frozen=True)
 class Layout:
-    """The columns a status table shows, left out and how wide each has been: a long
-    listing's later pages keep its first page's columns and never narrow one (their
-    headers are the first page's)."""
+    """The columns a status table shows, those left out, and how wide each is drawn: a
+    long listing's later pages are drawn to its first page's (whose header they share),
+    a longer cell cut short with an ellipsis, except where LEAVE_OUT never cuts."""
 
     shown: list[str]
     left_out: list[str]
@@ -284,44 +284,63 @@ def status_table(
 ) -> tuple[Table, Layout]:
     """The status table for `room` columns, every cell on one line, and its layout: the
     columns left out to fit (see LEAVE_OUT), or, `after` a first page, that page's."""
+    if after is not None:
+        return _later_page(rows, after), after
     from rich.cells import cell_len
     from rich.table import Table
-    from rich.text import Text
 
     columns = (*STATUS_COLUMNS[:3], *WIDE_COLUMNS, *STATUS_COLUMNS[3:]) if wide else STATUS_COLUMNS
     natural = {
         title: max(cell_len(text) for text in [title, *(row[title] for row in rows)])
         for title in columns
     }
-    if after is None:
-        needs = {**natural, ERROR: min(natural[ERROR], MIN_ERROR_WIDTH)}
-        shown = list(columns)
-        left_out: list[str] = []
-        for title in (t for t in LEAVE_OUT if t in columns):
-            if spanned(needs[t] for t in shown) <= room:
-                break
-            shown.remove(title)
-            left_out.append(title)
-    else:
-        shown, left_out = after.shown, after.left_out
-        natural = {t: max(natural[t], after.widths[t]) for t in columns}
-        needs = {**natural, ERROR: min(natural[ERROR], MIN_ERROR_WIDTH)}
+    needs = {**natural, ERROR: min(natural[ERROR], MIN_ERROR_WIDTH)}
+    shown = list(columns)
+    left_out: list[str] = []
+    for title in (t for t in LEAVE_OUT if t in columns):
+        if spanned(needs[t] for t in shown) <= room:
+            break
+        shown.remove(title)
+        left_out.append(title)
     needed = spanned(needs[t] for t in shown)
     # Wider than the room only when just the never-cut columns are left: then the table
     # is as wide as they need, so rich does not squeeze (and cut) them.
-    table = Table(
-        box=None, pad_edge=False, width=needed if needed > room else None, show_header=after is None
-    )
+    table = Table(box=None, pad_edge=False, width=needed if needed > room else None)
+    widths = dict(natural)
     for title in shown:
         if title == ERROR:
             rest = spanned(natural[t] for t in shown if t != ERROR)
+            widths[ERROR] = min(natural[ERROR], room - rest - COLUMN_GAP)
             table.add_column(title, no_wrap=True, max_width=room - rest - COLUMN_GAP)
         else:
-            table.add_column(title, no_wrap=True, min_width=natural[title])
+            table.add_column(title, no_wrap=True)
+    _add_rows(table, rows, shown)
+    return table, Layout(shown, left_out, widths)
+
+
+def _later_page(rows: list[dict[str, str]], layout: Layout) -> Table:
+    """A page after the first, without a header, each column as wide as the first
+    page drew it (a never-cut one wider when it must be)."""
+    from rich.cells import cell_len
+    from rich.table import Table
+
+    never_cut = set(STATUS_COLUMNS) - set(LEAVE_OUT)
+    table = Table(box=None, pad_edge=False, show_header=False)
+    for title in layout.shown:
+        width = layout.widths[title]
+        if title in never_cut:
+            width = max(width, *(cell_len(row[title]) for row in rows))
+        table.add_column(title, no_wrap=True, width=width, overflow="ellipsis")
+    _add_rows(table, rows, layout.shown)
+    return table
+
+
+def _add_rows(table: Table, rows: list[dict[str, str]], shown: list[str]) -> None:
+    from rich.text import Text
+
     for row in rows:
         # Text, not markup: ids and error texts can hold square brackets.
         table.add_row(*(Text(row[title], style=cell_style(title, row[title])) for title in shown))
-    return table, Layout(shown, left_out, natural)
 
 
 def summary_line(page: BatchPage, shown: int | None = None) -> str:

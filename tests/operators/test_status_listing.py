@@ -4,15 +4,25 @@ as printed, a table page by page under one header, JSON written as it is read.""
 from __future__ import annotations
 
 import json
+import sqlite3
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from datetime import datetime
+from itertools import islice
+from typing import Any
 
 import pytest
+from sqlalchemy import update
 
 from orchestrator.cli import status_commands
+from orchestrator.cli.context import Exit
 from orchestrator.cli.render import TABLE_PAGE_ROWS
 from orchestrator.db.batch_filter import BatchFilter
 from orchestrator.db.batches import BatchStore
 from orchestrator.db.database import Database
+from orchestrator.db.models import Batch
+from orchestrator.db.sql_text import Run as Run_
+from orchestrator.db.sqlite_reader import SqliteReader
 from orchestrator.db.summaries import status_reading
 
 from .conftest import Run
@@ -76,3 +86,57 @@ def test_the_rows_are_read_as_they_are_iterated_from_one_snapshot(
         BatchStore(database).track(["batch_zzzzz_after"], now=fleet_now, source="track")
         assert len([first, *rows]) == MANY  # the snapshot's rows, not the new one
     reader.dispose()
+
+
+def test_a_read_that_fails_part_way_says_so_after_the_rows_it_showed(
+    run: Run, many: list[str], db_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No traceback and no second read (which would print the rows again): the
+    database's exit code and what went wrong."""
+    if not db_url.startswith("sqlite"):
+        pytest.skip("the sqlite3 reader's path")
+    reading = SqliteReader.reading
+
+    @contextmanager
+    def failing(reader: SqliteReader) -> Iterator[Run_]:
+        with reading(reader) as run_sql:
+
+            def run_rows(sql: str, params: Mapping[str, object]) -> Iterable[Sequence[Any]]:
+                rows = run_sql(sql, params)
+                return _broken_after(TABLE_PAGE_ROWS + 1, rows) if "ORDER BY" in sql else rows
+
+            yield run_rows
+
+    monkeypatch.setattr(SqliteReader, "reading", failing)
+    for fmt in ("ids", "json", "table"):
+        code, out, err = run("status", "-o", fmt, "--limit", "0")
+        assert code == Exit.DATABASE, (fmt, err)
+        assert "reading the database failed part way: disk I/O error" in err
+        assert "Traceback" not in err and out.count("batch_00000") == 1, fmt
+
+
+def _broken_after(n: int, rows: Iterable[Sequence[Any]]) -> Iterator[Sequence[Any]]:
+    yield from islice(rows, n)
+    raise sqlite3.OperationalError("disk I/O error")
+
+
+def test_later_pages_are_drawn_to_the_first_pages_widths(
+    run: Run, many: list[str], database: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A long cell on a later page is cut to its column, not widening the table past
+    the terminal nor moving the columns out from under the header."""
+    monkeypatch.setenv("COLUMNS", "100")
+    with database.transaction() as session:
+        session.execute(
+            update(Batch).where(Batch.id == many[700]).values(last_error="x" * 300, model="m" * 90)
+        )
+    code, out, _ = run("status", "--limit", "0")
+    assert code == 0
+    lines = out.splitlines()
+    rows = [line for line in lines if line.startswith("batch_")]
+    assert len(rows) == MANY and max(len(line.rstrip()) for line in lines) <= 100
+    header = lines[0]
+    assert {line.index("unobserved") for line in rows} == {header.index("status")}
+    errors = {line.rstrip().rindex("-") for line in rows if line != rows[700]}
+    assert errors == {header.index("last error")}  # every page under the first's header
+    assert rows[700].rstrip().endswith("xxxxxxxx…")  # cut to the column
