@@ -25,7 +25,7 @@ from orchestrator.db.sql_text import Run as Run_
 from orchestrator.db.sqlite_reader import SqliteReader
 from orchestrator.db.summaries import status_reading
 
-from .conftest import Run
+from .conftest import Run, cli
 
 MANY = 2 * TABLE_PAGE_ROWS + 3
 
@@ -89,12 +89,19 @@ def test_the_rows_are_read_as_they_are_iterated_from_one_snapshot(
 
 
 def test_a_read_that_fails_part_way_says_so_after_the_rows_it_showed(
-    run: Run, many: list[str], db_url: str, monkeypatch: pytest.MonkeyPatch
+    sqlite_url: str,
+    fleet_now: datetime,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """No traceback and no second read (which would print the rows again): the
-    database's exit code and what went wrong."""
-    if not db_url.startswith("sqlite"):
-        pytest.skip("the sqlite3 reader's path")
+    database's exit code and what went wrong. (The sqlite3 reader's path.)"""
+    database = Database.connect(sqlite_url)
+    BatchStore(database).track(
+        [f"batch_{n:05d}" for n in range(MANY)], now=fleet_now, source="track"
+    )
+    database.dispose()
+    run = cli(sqlite_url, capsys)
     reading = SqliteReader.reading
 
     @contextmanager
