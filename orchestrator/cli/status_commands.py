@@ -209,7 +209,10 @@ def print_status(
     shown = 0
     for rows in pages(page.rows, TABLE_PAGE_ROWS):
         cells = [status_cells(row, now) for row in rows]
-        table, layout = status_table(cells, ctx.out.width, wide=wide, after=layout)
+        if layout is None:
+            table, layout = status_table(cells, ctx.out.width, wide=wide)
+        else:
+            table = later_page(cells, layout)
         # crop=False: when even the never-cut columns are wider than the terminal, their
         # lines run past its edge (it wraps them) rather than lose the end of an id.
         ctx.out.print(table, crop=False)
@@ -280,12 +283,10 @@ class Layout:
 
 
 def status_table(
-    rows: list[dict[str, str]], room: int, *, wide: bool = False, after: Layout | None = None
+    rows: list[dict[str, str]], room: int, *, wide: bool = False
 ) -> tuple[Table, Layout]:
     """The status table for `room` columns, every cell on one line, and its layout: the
-    columns left out to fit (see LEAVE_OUT), or, `after` a first page, that page's."""
-    if after is not None:
-        return _later_page(rows, after), after
+    columns left out to fit (see LEAVE_OUT) and how wide each is drawn."""
     from rich.cells import cell_len
     from rich.table import Table
 
@@ -318,7 +319,7 @@ def status_table(
     return table, Layout(shown, left_out, widths)
 
 
-def _later_page(rows: list[dict[str, str]], layout: Layout) -> Table:
+def later_page(rows: list[dict[str, str]], layout: Layout) -> Table:
     """A page after the first, without a header, each column as wide as the first
     page drew it (a never-cut one wider when it must be)."""
     from rich.cells import cell_len

@@ -34,8 +34,8 @@ POSTGRESQL = "postgresql"
 
 Params = dict[str, object]
 # Runs one statement in the caller's transaction; its rows are fetched as they are
-# iterated (ROWS_PER_FETCH at a time), so a long listing is never held whole: iterate
-# them inside that transaction.
+# iterated (on PostgreSQL ROWS_PER_FETCH at a time), so a long listing is never held
+# whole: iterate them inside that transaction.
 Run = Callable[[str, Mapping[str, object]], Iterable[Sequence[Any]]]
 ROWS_PER_FETCH = 500
 

@@ -22,7 +22,7 @@ from urllib.parse import quote
 
 from orchestrator.clock import utcnow
 from orchestrator.db.revision import VERSION_SQL, VERSION_TABLE, head_revision, revision_of
-from orchestrator.db.sql_text import ROWS_PER_FETCH, SQLITE, Run
+from orchestrator.db.sql_text import SQLITE, Run
 from orchestrator.db.sqlite_files import (
     SQLITE_BUSY_TIMEOUT_MS,
     check_sqlite_file,
@@ -79,9 +79,7 @@ class SqliteReader:
         connection = self._connection
 
         def run(sql: str, params: Mapping[str, object]) -> sqlite3.Cursor:
-            cursor = connection.execute(sql, params)
-            cursor.arraysize = ROWS_PER_FETCH
-            return cursor  # its rows are stepped to as they are iterated
+            return connection.execute(sql, params)  # its rows stepped to as iterated
 
         try:
             connection.execute("BEGIN")
