@@ -41,6 +41,7 @@ import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from itertools import islice
 from pathlib import Path
 from typing import Any
 
@@ -269,35 +270,34 @@ def _remove_sqlite(kind: str, url: str) -> None:
 
 
 def _raw_rows(path: Path, chunk_lines: int) -> Iterator[list[tuple[Any, ...]]]:
-    """The file's rows, ``chunk_lines`` lines at a time: parse, pick, write the body back."""
+    """The file's rows, ``chunk_lines`` lines at a time."""
+    rows = _raw_row_stream(path)
+    while chunk := list(islice(rows, chunk_lines)):
+        yield chunk
+
+
+def _raw_row_stream(path: Path) -> Iterator[tuple[Any, ...]]:
+    """The file's rows, one by one: parse, pick, write the body back."""
     loads, dumps = orjson.loads, orjson.dumps
-    rows: list[tuple[Any, ...]] = []
     with path.open("rb") as source:
         for number, line in enumerate(source, 1):
             record = loads(line)
             response = record.get("response") or {}
             error = record.get("error") or {}
             body = response.get("body")
-            rows.append(
-                (
-                    "batch_bench",
-                    record["custom_id"],
-                    record.get("id"),
-                    FILE_ID,
-                    "output",
-                    number,
-                    response.get("status_code"),
-                    response.get("request_id"),
-                    None if body is None else dumps(body).decode(),
-                    error.get("code"),
-                    error.get("message"),
-                )
+            yield (
+                "batch_bench",
+                record["custom_id"],
+                record.get("id"),
+                FILE_ID,
+                "output",
+                number,
+                response.get("status_code"),
+                response.get("request_id"),
+                None if body is None else dumps(body).decode(),
+                error.get("code"),
+                error.get("message"),
             )
-            if len(rows) == chunk_lines:
-                yield rows
-                rows = []
-    if rows:
-        yield rows
 
 
 def _raw_sqlite(url: str, path: Path, chunk_lines: int, columns: str) -> tuple[int, float]:
@@ -335,10 +335,9 @@ def _raw_postgres(url: str, path: Path, chunk_lines: int, columns: str) -> tuple
             cursor.copy(f"COPY batch_results ({columns}) FROM STDIN (FORMAT BINARY)") as copy,
         ):
             copy.set_types(types)
-            for rows in _raw_rows(path, chunk_lines):
-                for row in rows:
-                    copy.write_row(row)
-                stored += len(rows)
+            for row in _raw_row_stream(path):  # one COPY: nothing to group
+                copy.write_row(row)
+                stored += 1
         conn.commit()
         server = _cpu_of([conn.info.backend_pid])
     return stored, server

@@ -24,6 +24,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+import msgspec
 import orjson
 
 __all__ = [
@@ -51,7 +52,7 @@ RESULT_COLUMNS = (
     "line_number",
     "status_code",
     "request_id",
-    "body",  # JSON text: str, or its UTF-8 bytes when asked (``iter_rows(json_bytes=True)``)
+    "body",  # JSON text: str, or UTF-8 bytes when asked (``iter_rows(json_bytes=True)``)
     "error_code",
     "error_message",
 )
@@ -64,7 +65,7 @@ Row = tuple[
     int,
     int | None,
     str | None,
-    str | bytes | None,
+    str | bytes | None,  # or a msgspec.Raw (bytes to its stubs): a view of the line
     str | None,
     str | None,
 ]
@@ -262,15 +263,9 @@ def _response_fields(
 ) -> tuple[int | None, str | None, str | bytes | None]:
     """(status_code, request_id, body as JSON text) of a line's ``response`` object;
     the body as UTF-8 bytes with ``json_bytes``."""
-    status_code = response.get("status_code")
-    # an HTTP status or nothing: 2**64 here would fail the whole chunk's INSERT
-    if type(status_code) is not int or not 100 <= status_code <= 599:
-        status_code = None
-    request_id = response.get("request_id")
-    if type(request_id) is not str:
-        request_id = None
-    elif len(request_id) > MAX_ID:
-        raise ValueError(f"response.request_id longer than {MAX_ID} characters")
+    status_code, request_id = _status_and_request(
+        response.get("status_code"), response.get("request_id")
+    )
     body = response.get("body")
     if body is not None:
         try:
@@ -282,21 +277,36 @@ def _response_fields(
     return status_code, request_id, body
 
 
-def _row(
-    obj: dict[str, Any], number: int, batch_id: str, file_id: str, kind: str, json_bytes: bool
-) -> Row:
-    """The row of one parsed line (ValueError: it cannot be one). Once per result line:
-    plain type checks, no work a well-formed line does not need."""
-    custom_id = obj.get("custom_id")
+def _status_and_request(status_code: object, request_id: object) -> tuple[int | None, str | None]:
+    """The response's status_code (an HTTP status or nothing: 2**64 here would fail the
+    whole chunk's INSERT) and request_id (a string or nothing)."""
+    if type(status_code) is not int or not 100 <= status_code <= 599:
+        status_code = None
+    if type(request_id) is not str:
+        request_id = None
+    elif len(request_id) > MAX_ID:
+        raise ValueError(f"response.request_id longer than {MAX_ID} characters")
+    return status_code, request_id
+
+
+def _ids(custom_id: object, line_id: object) -> tuple[str, str | None]:
+    """The line's custom_id (required: a non-empty string) and its own id (if a string)."""
     if type(custom_id) is not str or not custom_id:
         raise ValueError("no custom_id (a non-empty string) in the line")
     if len(custom_id) > MAX_CUSTOM_ID:
         raise ValueError(f"custom_id longer than {MAX_CUSTOM_ID} characters")
-    line_id = obj.get("id")
     if type(line_id) is not str:
         line_id = None
     elif len(line_id) > MAX_ID:
         raise ValueError(f"id longer than {MAX_ID} characters")
+    return custom_id, line_id
+
+
+def _row(
+    obj: dict[str, Any], number: int, batch_id: str, file_id: str, kind: str, json_bytes: bool
+) -> Row:
+    """The row of one parsed line (ValueError: it cannot be one)."""
+    custom_id, line_id = _ids(obj.get("custom_id"), obj.get("id"))
     response = obj.get("response")
     status_code, request_id, body = (
         _response_fields(response, json_bytes) if type(response) is dict else (None, None, None)
@@ -315,6 +325,79 @@ def _row(
         body,
         error_code,
         error_message,
+    )
+
+
+class _Response(msgspec.Struct):
+    """A line's ``response`` as ``_answer_row`` reads it: the body left as its JSON text."""
+
+    status_code: Any = None
+    request_id: Any = None
+    body: msgspec.Raw = msgspec.Raw()  # empty: no body
+
+
+class _Answer(msgspec.Struct):
+    """A line with a response object (an answer, its body unread); any other shape fails
+    to decode (msgspec.ValidationError) and is read in full by ``_row``."""
+
+    custom_id: Any = None
+    id: Any = None
+    response: _Response | None = None
+    error: Any = None
+
+
+_read_answer = msgspec.json.Decoder(_Answer).decode
+_NULL = msgspec.Raw(b"null")
+_NOT_AN_ANSWER = (msgspec.DecodeError, msgspec.ValidationError, RecursionError)
+
+
+def _answer_row(
+    raw: bytes, number: int, batch_id: str, file_id: str, kind: str, json_bytes: bool
+) -> Row | None:
+    """The row of a line that answers its request (a response, no error), its body kept
+    as the JSON text it is, never parsed into objects: an answer's body is most of the
+    line, and parsing it only to write it out again was a third of the ingest's CPU.
+    None: any other line (or one this reading refuses), for ``_row`` to read in full.
+    ValueError: it cannot be a row (the same checks as ``_row``).
+
+    msgspec checks the body's syntax as it skips it (as strictly as PostgreSQL's
+    ``json``, tests/unit/test_result_lines.py), not its UTF-8: a line that is not
+    ASCII is decoded first. A body is stored as sent, so it may hold what orjson does
+    not read (a number beyond a double: 1e400); the database's readers fall back to
+    Python's json for those (``orchestrator.db.sql_text.read_json_text``).
+    """
+    try:
+        answer = _read_answer(raw)
+    except _NOT_AN_ANSWER:
+        return None
+    response = answer.response
+    if response is None or answer.error is not None:
+        return None
+    if not raw.isascii():
+        try:
+            raw.decode()
+        except UnicodeDecodeError:
+            return None
+    custom_id, line_id = _ids(answer.custom_id, answer.id)
+    status_code, request_id = _status_and_request(response.status_code, response.request_id)
+    body = response.body
+    text: str | bytes | None = body  # a msgspec.Raw: a view of the line's bytes
+    if not body or body == _NULL:
+        text = None
+    elif not json_bytes:
+        text = str(body, "utf-8")
+    return (
+        batch_id,
+        custom_id,
+        line_id,
+        file_id,
+        kind,
+        number,
+        status_code,
+        request_id,
+        text,
+        None,
+        None,
     )
 
 
@@ -352,13 +435,15 @@ def iter_rows(
     is kept as a line error rather than refused with the whole chunk. The body is
     JSON text, where U+0000 is the escape ``\\u0000`` that PostgreSQL's ``json``
     keeps as sent: it needs no check (scanning every line for it cost 5% of the
-    ingest's CPU). ``json_bytes``: the body as orjson wrote it, UTF-8 bytes, for a
-    driver that sends it as text (PostgreSQL's COPY): decoding it to ``str`` only
-    to have the driver encode it again cost 0.1 s of CPU per 100 MB.
+    ingest's CPU). ``json_bytes``: the body as UTF-8 bytes (``bytes`` or
+    ``msgspec.Raw``), for a driver that sends it as text (PostgreSQL's COPY):
+    decoding it to ``str`` only to have the driver encode it again cost 0.1 s of CPU
+    per 100 MB. An answer's body is stored as the server sent it (``_answer_row``);
+    any other line's as orjson writes it.
     """
     loads = orjson.loads
     decode_error = orjson.JSONDecodeError
-    row_of = _row
+    row_of, answer_row_of = _row, _answer_row
     number = first_number - 1
     for raw in lines:
         number += 1
@@ -367,16 +452,17 @@ def iter_rows(
             errors.append(LineError(number, raw.prefix, raw.error()))
             continue
         try:
-            obj = loads(raw)
-        except decode_error as exc:
-            if raw and not raw.isspace():  # a blank line is no error (it fails to parse too)
-                errors.append(LineError(number, raw, f"not valid JSON: {exc}"))
-            continue
-        if type(obj) is not dict:
-            errors.append(LineError(number, raw, f"not a JSON object but {type(obj).__name__}"))
-            continue
-        try:
-            row = row_of(obj, number, batch_id, file_id, kind, json_bytes)
+            row = answer_row_of(raw, number, batch_id, file_id, kind, json_bytes)
+            if row is None:  # not an answer: read in full
+                try:
+                    obj = loads(raw)
+                except decode_error as exc:
+                    if raw and not raw.isspace():  # a blank line is no error (nor JSON)
+                        errors.append(LineError(number, raw, f"not valid JSON: {exc}"))
+                    continue
+                if type(obj) is not dict:
+                    raise ValueError(f"not a JSON object but {type(obj).__name__}")
+                row = row_of(obj, number, batch_id, file_id, kind, json_bytes)
         except ValueError as exc:
             errors.append(LineError(number, raw, str(exc)))
             continue

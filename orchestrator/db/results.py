@@ -26,7 +26,7 @@ round trips); the chunk's rows are read again for that (``Chunk.rows``). COPY
 streams: a chunk's rows may be pulled from the download as its lines arrive, so
 the server stores rows while later ones are still being downloaded and parsed.
 The body arrives as JSON text (the column is ``json``: stored as sent), as UTF-8
-bytes when the rows carry it so (``json_bytes``).
+bytes (``bytes`` or ``msgspec.Raw``) when the rows carry it so (``json_bytes``).
 
 On SQLite nothing streams, so a chunk's lines are parsed before its transaction
 takes the one write lock (other writers wait less), and its COMMIT leaves the
@@ -42,8 +42,10 @@ from dataclasses import dataclass
 from datetime import datetime
 from functools import cache
 
+import msgspec
 import psycopg
 from psycopg import postgres, pq
+from psycopg.abc import Buffer
 from psycopg.adapt import Dumper
 from sqlalchemy import Connection, Insert, Update, bindparam, select, update
 from sqlalchemy.dialects import postgresql
@@ -401,7 +403,8 @@ class ResultStore:
         )
         if not copy:
             with driver.cursor() as cursor:
-                cursor.adapters.register_dumper(bytes, _JsonText)
+                for body_type in (bytes, msgspec.Raw):
+                    cursor.adapters.register_dumper(body_type, _JsonText)
                 cursor.executemany(_PG_INSERT, list(rows))
                 return int(cursor.rowcount)
         sent = 0
@@ -491,19 +494,21 @@ class _JsonText(Dumper):
 
     format = pq.Format.TEXT
 
-    def dump(self, obj: bytes) -> bytes:
-        return obj
+    def dump(self, obj: bytes) -> Buffer:
+        # a copy: a text parameter is read up to its NUL, and a msgspec.Raw is a view
+        # of the middle of its line
+        return bytes(obj)
 
 
 class _JsonBinary(Dumper):
-    """A body in a binary COPY: json's binary form is its text, so the bytes as they are
-    (or a str's UTF-8)."""
+    """A body in a binary COPY: json's binary form is its text, so the UTF-8 bytes as
+    they are (``bytes`` or ``msgspec.Raw``: any buffer), or a str's UTF-8."""
 
     format = pq.Format.BINARY
     oid = postgres.types["json"].oid
 
-    def dump(self, obj: bytes | str) -> bytes:
-        return obj if isinstance(obj, bytes) else obj.encode()
+    def dump(self, obj: bytes | str) -> Buffer:
+        return obj.encode() if isinstance(obj, str) else memoryview(obj)  # not copied
 
 
 @cache

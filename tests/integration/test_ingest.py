@@ -715,3 +715,45 @@ def test_two_chunks_in_flight_never_wait_on_each_other_for_a_repeated_id(
         assert [n for _, n, _ in stored(database)] == [1, 2, 3, 4, 6, 7]
     finally:
         database.dispose()
+
+
+def test_a_body_the_answer_reading_lets_through_is_one_the_database_stores(
+    database: Database, clock: ManualClock
+) -> None:
+    # an answer's body is stored as sent, checked by msgspec as it is skipped: whatever
+    # passes must be what the json column (PostgreSQL checks it again) and our readers take
+    bodies = [
+        b'{ "spaced" : [1, 2] }',
+        b'"caf\\u00e9 caf\xc3\xa9 \\ud83d\\ude00 \\u0000"',
+        b"[1e400, -1e400, 1e-400, 123456789012345678901234567890]",
+        b"[" * 900 + b"]" * 900,
+        b'{"s":"\xff"}',  # bad UTF-8: a line error, not a refused chunk
+        b'{"s":"\\ud800"}',  # a lone surrogate, which PostgreSQL would store: kept raw too
+    ]
+    lines = [
+        orjson.dumps({"custom_id": f"c{n}", "response": {"status_code": 200}})[:-2]
+        + b',"body":'
+        + body
+        + b"}}"
+        for n, body in enumerate(bodies, 1)
+    ]
+    outcome = ingest_with(database, clock, serving(b"\n".join(lines) + b"\n")).run(
+        batch_id=BATCH, file_id="file-x", kind="output"
+    )
+    assert outcome.state is FileState.DONE
+    assert [c for c, _, _ in stored(database)] == ["c1", "c2", "c3", "c4"]
+    assert [(n, e.split(":")[0]) for n, _, e in line_errors(database)] == [
+        (5, "not valid JSON"),
+        (6, "not valid JSON"),
+    ]
+    with database.transaction() as session:
+        kept: dict[str, Any] = dict(
+            session.execute(select(BatchResult.custom_id, BatchResult.body)).all()
+        )
+    assert kept["c1"] == {"spaced": [1, 2]}
+    assert kept["c2"] == "café café \U0001f600 \x00"
+    assert kept["c3"] == [float("inf"), float("-inf"), 0.0, 123456789012345678901234567890]
+    depth, inner = 0, kept["c4"]
+    while isinstance(inner, list) and inner:
+        depth, inner = depth + 1, inner[0]
+    assert depth == 899 and inner == []

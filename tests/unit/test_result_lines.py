@@ -1,18 +1,24 @@
 from __future__ import annotations
 
 import hashlib
+import json
 from collections.abc import Sequence
 
 import orjson
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from orchestrator.core.result_lines import (
     OVERLONG_PREFIX,
     Line,
+    LineError,
     LineSplitter,
     OverlongLine,
     ParsedChunk,
+    Row,
+    _row,
+    iter_rows,
     parse_lines,
     printable,
 )
@@ -231,3 +237,129 @@ def test_a_line_nested_deeper_than_can_be_written_is_a_line_error_not_a_crash() 
     assert "response.body cannot be stored" in parsed.errors[0].error
     assert "error.code cannot be stored" in parsed.errors[1].error
     assert "error.message cannot be stored" in parsed.errors[2].error
+
+
+def answer(body: bytes, custom_id: str = "a") -> bytes:
+    """A line that answers its request, its body exactly these bytes."""
+    return (
+        b'{"id":"l","custom_id":"' + custom_id.encode() + b'","response":'
+        b'{"status_code":200,"request_id":"r","body":' + body + b'},"error":null}'
+    )
+
+
+def rows_of(lines: Sequence[Line], *, json_bytes: bool) -> tuple[list[Row], list[LineError]]:
+    errors: list[LineError] = []
+    rows = list(
+        iter_rows(
+            lines, 1, batch_id="b", file_id="f", kind="output", errors=errors, json_bytes=json_bytes
+        )
+    )
+    return rows, errors
+
+
+@pytest.mark.parametrize("json_bytes", [False, True])
+def test_an_answers_body_is_stored_as_the_server_sent_it(json_bytes: bool) -> None:
+    sent = b'{ "x" : 1, "s": "caf\\u00e9 caf\xc3\xa9", "big": 12345678901234567890123 }'
+    (row,), errors = rows_of([answer(sent)], json_bytes=json_bytes)
+    assert errors == []
+    assert row[:8] == ("b", "a", "l", "f", "output", 1, 200, "r")
+    body = row[8]
+    assert (body if isinstance(body, str) else bytes(body or b"")) == (
+        sent if json_bytes else sent.decode()
+    )
+    assert row[9:] == (None, None)
+
+
+@pytest.mark.parametrize(
+    ("body", "error"),
+    [
+        (b'{"s":"\xff\xfe"}', "not valid JSON"),  # the body's UTF-8, which msgspec skips
+        (b'{"s":"\xed\xa0\x80"}', "not valid JSON"),  # a surrogate, UTF-8 encoded
+        (b'{"s":"\\ud800"}', "not valid JSON"),  # a lone surrogate
+        (b'{"s":"a\tb"}', "not valid JSON"),  # a raw control character
+        (b'{"s":"\\q"}', "not valid JSON"),
+        (b"[NaN]", "not valid JSON"),
+        (b"[1,]", "not valid JSON"),
+        (b"[01]", "not valid JSON"),
+        (b"[" * 1000 + b"]" * 1000, "response.body cannot be stored"),
+        (b"[" * 1100 + b"]" * 1100, "not valid JSON"),
+    ],
+)
+def test_a_body_postgresql_or_orjson_would_refuse_is_a_line_error(body: bytes, error: str) -> None:
+    for json_bytes in (False, True):
+        rows, errors = rows_of([answer(body), answer(b"{}", "ok")], json_bytes=json_bytes)
+        assert [row[1] for row in rows] == ["ok"]
+        assert [(e.line_number, e.error.split(":")[0]) for e in errors] == [(1, error)]
+
+
+def test_a_body_only_python_reads_is_stored_as_sent_not_lost() -> None:
+    # orjson refuses a number beyond a double; PostgreSQL's json and Python's read it
+    (row,), errors = rows_of([answer(b"[1e400]")], json_bytes=False)
+    assert errors == [] and row[8] == "[1e400]"
+
+
+def test_no_body_and_a_null_body_are_both_none() -> None:
+    no_body = b'{"custom_id":"a","response":{"status_code":200}}'
+    lines = [no_body, answer(b"null", "b"), answer(b" null ", "c")]
+    rows, errors = rows_of(lines, json_bytes=True)
+    assert errors == [] and [row[8] for row in rows] == [None, None, None]
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers(-(2**63), 2**63 - 1) | st.text(max_size=8),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=4), inner),
+    max_leaves=10,
+)
+
+
+@given(
+    custom_id=json_values,
+    line_id=json_values,
+    response=st.none()
+    | json_values
+    | st.fixed_dictionaries(
+        {}, optional={"status_code": json_values, "request_id": json_values, "body": json_values}
+    ),
+    error=st.none() | json_values,
+    spaced=st.booleans(),
+)
+def test_the_answer_reading_gives_the_rows_and_errors_of_the_full_one(
+    custom_id: object, line_id: object, response: object, error: object, spaced: bool
+) -> None:
+    record = {"custom_id": custom_id, "id": line_id, "response": response, "error": error}
+    raw = json.dumps(record).encode() if spaced else orjson.dumps(record)
+    rows, errors = rows_of([raw], json_bytes=True)
+    try:
+        expected: Row | str = _row(orjson.loads(raw), 1, "b", "f", "output", True)
+    except ValueError as exc:
+        expected = str(exc)
+    if isinstance(expected, str):
+        assert rows == [] and [e.error for e in errors] == [expected]
+        return
+    assert errors == [] and len(rows) == 1
+    row = rows[0]
+    assert row[:8] + row[9:] == expected[:8] + expected[9:]
+    body, expected_body = row[8], expected[8]
+    assert (body is None) == (expected_body is None)
+    if body is not None and expected_body is not None:
+        assert orjson.loads(bytes(body, "utf-8") if isinstance(body, str) else bytes(body)) == (
+            orjson.loads(expected_body)
+        )
+
+
+def test_a_repeated_key_reads_as_the_full_reading_does_the_last_one_wins() -> None:
+    lines = [
+        b'{"custom_id":"a","custom_id":"b","response":{"status_code":200,"body":[1]}}',
+        b'{"custom_id":"c","response":{"status_code":200,"body":[1]},"response":null}',
+        b'{"custom_id":"d","response":{"status_code":200,"body":[1],"body":[2]}}',
+    ]
+    rows, errors = rows_of(lines, json_bytes=False)
+    assert errors == []
+    assert [(row[1], row[6], row[8]) for row in rows] == [
+        ("b", 200, "[1]"),
+        ("c", None, None),
+        ("d", 200, "[2]"),
+    ]
+    assert rows == [
+        _row(orjson.loads(raw), n, "b", "f", "output", False) for n, raw in enumerate(lines, 1)
+    ]
