@@ -5,8 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from datetime import datetime
 
-import orjson
-
+from orchestrator.core import json_text
 from orchestrator.core.visible import visible
 
 NONE = "-"
@@ -43,7 +42,7 @@ def plain(value: object) -> str:
     if isinstance(value, datetime):
         text = moment(value)
     elif isinstance(value, dict | list):
-        text = orjson.dumps(value).decode()
+        text = json_text.dumps(value).decode()
     else:
         text = str(value)
     return visible(" ".join(text.split()))

@@ -16,15 +16,15 @@ from __future__ import annotations
 
 import csv
 from collections.abc import Iterable
-from dataclasses import asdict
+from dataclasses import fields
 from typing import IO, Any
 
-import orjson
 from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
 from orchestrator.cli.render import TABLE_PAGE_ROWS, plain
+from orchestrator.core import json_text
 from orchestrator.db.queries import ResultRow
 
 CSV_COLUMNS = (
@@ -54,7 +54,13 @@ def neutralised(value: object) -> str:
 
 
 def write_rows(out: IO[str], rows: Iterable[ResultRow], fmt: str) -> int:
-    return write_records(out, (asdict(row) for row in rows), fmt, CSV_COLUMNS)
+    # shallow: asdict would copy the body all the way down (and overflow the stack on
+    # one nested a thousand levels, which is stored as sent)
+    return write_records(out, (_fields(row) for row in rows), fmt, CSV_COLUMNS)
+
+
+def _fields(row: ResultRow) -> dict[str, Any]:
+    return {field.name: getattr(row, field.name) for field in fields(row)}
 
 
 def write_records(
@@ -67,7 +73,7 @@ def write_records(
         return _write_json(out, records)
     written = 0
     for record in records:
-        out.write(orjson.dumps(record).decode())
+        out.write(json_text.dumps(record).decode())
         out.write("\n")
         written += 1
     return written
@@ -79,7 +85,7 @@ def _write_csv(out: IO[str], records: Iterable[dict[str, Any]], columns: tuple[s
     writer.writerow(columns)
     for record in records:
         body = record["body"]
-        record["body"] = orjson.dumps(body).decode() if body is not None else ""
+        record["body"] = json_text.dumps(body).decode() if body is not None else ""
         writer.writerow([neutralised(record[c]) for c in columns])
         written += 1
     return written
@@ -91,7 +97,7 @@ def _write_json(out: IO[str], records: Iterable[dict[str, Any]]) -> int:
     out.write('{"results": [')
     for record in records:
         out.write(",\n  " if written else "\n  ")
-        out.write(orjson.dumps(record).decode())
+        out.write(json_text.dumps(record).decode())
         written += 1
     out.write("\n]}\n" if written else "]}\n")
     return written

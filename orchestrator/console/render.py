@@ -12,10 +12,10 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-import orjson
 from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
 
 from orchestrator.cli.render import age, counts, moment
+from orchestrator.core import json_text
 from orchestrator.core.cancel_request import CancelState
 
 TEMPLATES = Path(__file__).parent / "templates"
@@ -31,7 +31,7 @@ def since(then: datetime | None, now: datetime) -> str:
 def as_json(value: Any, limit: int | None = None) -> str:
     if value is None:
         return "-"
-    text = orjson.dumps(value, option=orjson.OPT_SORT_KEYS).decode()
+    text = json_text.dumps(value, sort_keys=True).decode()
     return text if limit is None or len(text) <= limit else text[: limit - 1] + "…"
 
 

@@ -364,7 +364,7 @@ def _answer_row(
     ``json``, tests/unit/test_result_lines.py), not its UTF-8: a line that is not
     ASCII is decoded first. A body is stored as sent, so it may hold what orjson does
     not read (a number beyond a double: 1e400); the database's readers fall back to
-    Python's json for those (``orchestrator.db.sql_text.read_json_text``).
+    Python's json for those (``orchestrator.core.json_text``).
     """
     try:
         answer = _read_answer(raw)

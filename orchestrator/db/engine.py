@@ -12,7 +12,7 @@ from sqlalchemy.engine import URL, make_url
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.pool import QueuePool
 
-from orchestrator.db.sql_text import read_json_text
+from orchestrator.core import json_text
 from orchestrator.db.sqlite_files import (
     SQLITE_BUSY_TIMEOUT_MS,
     check_sqlite_file,
@@ -99,7 +99,7 @@ def make_engine(url: str, *, pool_size: int = 10, read_only: bool = False) -> En
         pool_pre_ping=True,
         pool_recycle=1800,
         json_serializer=_json_dumps,
-        json_deserializer=read_json_text,
+        json_deserializer=json_text.loads,
         connect_args={"connect_timeout": 5, "application_name": "orchestrator", **options},
     )
 
@@ -121,7 +121,7 @@ def _sqlite_engine(url: URL, *, read_only: bool = False) -> Engine:
     engine = create_engine(
         url,
         json_serializer=_json_dumps,
-        json_deserializer=read_json_text,
+        json_deserializer=json_text.loads,
         connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000, "check_same_thread": False},
     )
 

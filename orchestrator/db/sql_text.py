@@ -11,12 +11,11 @@ form the dialect stores: this module is the one place that knows those forms.
 from __future__ import annotations
 
 import functools
-import json
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-import orjson
+from orchestrator.core import json_text
 
 __all__ = [
     "POSTGRESQL",
@@ -87,20 +86,8 @@ def read_time(value: object) -> datetime | None:
 def read_json(value: object) -> Any:
     """A JSON column's value: SQLite gives its text, PostgreSQL's driver the object."""
     if isinstance(value, str | bytes):
-        return read_json_text(value)
+        return json_text.loads(value)
     return value
-
-
-def read_json_text(text: str | bytes) -> Any:
-    """JSON text stored by us, as objects (the engines' reader of JSON columns too).
-
-    A result's body is stored as the server sent it, which may be JSON that orjson
-    does not read (a number beyond a double: 1e400): Python's json reads that (as
-    infinity). Only those pay for the second reading."""
-    try:
-        return orjson.loads(text)
-    except orjson.JSONDecodeError:
-        return json.loads(text)
 
 
 def in_list(name: str, values: Iterable[object], params: Params) -> str:

@@ -18,8 +18,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import IO
 
-import orjson
-
+from orchestrator.core import json_text
 from orchestrator.db.retention import PruneCounts, RetentionStore
 from orchestrator.errors import ConfigError
 
@@ -105,6 +104,6 @@ class Pruner:
         with exclusive_file(path) as raw, gzip.GzipFile(fileobj=raw, mode="wb") as out:
             for batch_id in plan.batch_ids:
                 for result_id, record in self.store.iter_archive(batch_id):
-                    out.write(orjson.dumps(record) + b"\n")
+                    out.write(json_text.dumps(record) + b"\n")
                     limits[batch_id] = max(limits.get(batch_id, 0), result_id)
         return limits

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import hashlib
+import io
 import threading
 from collections.abc import Callable, Iterator
 from datetime import datetime, timedelta
@@ -17,6 +18,7 @@ import pytest
 from sqlalchemy import event, select
 from sqlalchemy.pool import PoolProxiedConnection, QueuePool
 
+from orchestrator.cli.result_writers import write_rows
 from orchestrator.clock import ManualClock
 from orchestrator.core.harvest import FileState
 from orchestrator.db import results as results_module
@@ -24,6 +26,7 @@ from orchestrator.db.database import Database
 from orchestrator.db.engine import sqlite_file
 from orchestrator.db.models import Batch, BatchResult, ResultFile, ResultLineError
 from orchestrator.db.polls import PollStore
+from orchestrator.db.queries import OperatorQueries
 from orchestrator.db.results import Chunk, LeaseLost, ResultStore
 from orchestrator.db.wal import WAL_COMMITS, BackgroundCheckpoint
 from orchestrator.processes.ingest import FileIngest, IngestSettings
@@ -757,3 +760,9 @@ def test_a_body_the_answer_reading_lets_through_is_one_the_database_stores(
     while isinstance(inner, list) and inner:
         depth, inner = depth + 1, inner[0]
     assert depth == 899 and inner == []
+    # and every export writes them (orjson writes neither 1e400's big int nor 900 levels)
+    for fmt in ("jsonl", "json", "csv"):
+        out = io.StringIO()
+        assert write_rows(out, OperatorQueries(database).iter_results(BATCH), fmt) == 4
+        assert "123456789012345678901234567890" in out.getvalue()
+        assert "[" * 900 + "]" * 900 in out.getvalue().replace('""', '"')
