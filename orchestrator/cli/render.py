@@ -41,8 +41,8 @@ def plain(value: object) -> str:
         return NONE
     if isinstance(value, datetime):
         text = moment(value)
-    elif isinstance(value, dict | list):
-        text = json_text.dumps(value).decode()
+    elif isinstance(value, dict | list | json_text.Fragment):
+        text = json_text.text_of(value)
     else:
         text = str(value)
     return visible(" ".join(text.split()))

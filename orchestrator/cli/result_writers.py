@@ -54,12 +54,12 @@ def neutralised(value: object) -> str:
 
 
 def write_rows(out: IO[str], rows: Iterable[ResultRow], fmt: str) -> int:
-    # shallow: asdict would copy the body all the way down (and overflow the stack on
-    # one nested a thousand levels, which is stored as sent)
-    return write_records(out, (_fields(row) for row in rows), fmt, CSV_COLUMNS)
+    return write_records(out, (record_of(row) for row in rows), fmt, CSV_COLUMNS)
 
 
-def _fields(row: ResultRow) -> dict[str, Any]:
+def record_of(row: ResultRow) -> dict[str, Any]:
+    """The row's fields, the body as read (not ``asdict``: it copies the body all the way
+    down, and a stored body may nest hundreds of levels)."""
     return {field.name: getattr(row, field.name) for field in fields(row)}
 
 
@@ -85,7 +85,7 @@ def _write_csv(out: IO[str], records: Iterable[dict[str, Any]], columns: tuple[s
     writer.writerow(columns)
     for record in records:
         body = record["body"]
-        record["body"] = json_text.dumps(body).decode() if body is not None else ""
+        record["body"] = json_text.text_of(body) if body is not None else ""
         writer.writerow([neutralised(record[c]) for c in columns])
         written += 1
     return written

@@ -15,7 +15,6 @@ import stat
 import sys
 import tempfile
 from collections.abc import Iterable, Iterator
-from dataclasses import asdict
 from pathlib import Path
 from typing import IO, Any
 
@@ -27,6 +26,7 @@ from orchestrator.cli.output import row_limit
 from orchestrator.cli.result_writers import (
     CSV_COLUMNS,
     TABLE_COLUMNS,
+    record_of,
     write_records,
     write_table,
 )
@@ -58,7 +58,7 @@ def run_results(ctx: Context) -> Exit:
             ctx.err.print("--complete-only: nothing exported", markup=False)
             return Exit.ATTENTION
         rows = queries.iter_results(batch_id, kind=ctx.args.kind)
-        written = _export(ctx, (asdict(row) for row in rows), ())
+        written = _export(ctx, (record_of(row) for row in rows), ())
         pruned = queries.batches([batch_id])[batch_id].results_pruned_at
     finally:
         db.dispose()
@@ -88,7 +88,7 @@ def _run_selected(ctx: Context, selector: Selector) -> Exit:
             ctx.err.print("--complete-only: nothing exported", markup=False)
             return Exit.ATTENTION
         records = (
-            {"batch_id": batch.id, **asdict(row)}
+            {"batch_id": batch.id, **record_of(row)}
             for batch in chosen
             for row in queries.iter_results(batch.id, kind=ctx.args.kind)
         )

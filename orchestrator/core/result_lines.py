@@ -36,6 +36,7 @@ __all__ = [
     "LineSplitter",
     "OverlongLine",
     "ParsedChunk",
+    "is_whole_json",
     "iter_rows",
     "parse_lines",
     "printable",
@@ -363,8 +364,8 @@ def _answer_row(
     msgspec checks the body's syntax as it skips it (as strictly as PostgreSQL's
     ``json``, tests/unit/test_result_lines.py), not its UTF-8: a line that is not
     ASCII is decoded first. A body is stored as sent, so it may hold what orjson does
-    not read (a number beyond a double: 1e400); the database's readers fall back to
-    Python's json for those (``orchestrator.core.json_text``).
+    not read (a number beyond a double: 1e400) or write (nesting past 254 levels):
+    every reader and writer of a stored body goes through ``core/json_text.py``.
     """
     try:
         answer = _read_answer(raw)
@@ -470,6 +471,20 @@ def iter_rows(
             errors.append(LineError(number, raw, _NUL_ERROR))
             continue
         yield row
+
+
+def is_whole_json(raw: bytes) -> bool:
+    """Whether the line is one whole JSON value, as either reading takes it (a file's
+    last line without a newline that is not was cut short). orjson reads what msgspec
+    nests too deep to skip; msgspec what orjson's numbers cannot hold (1e400)."""
+    try:
+        orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        try:
+            msgspec.json.decode(raw, type=msgspec.Raw)
+        except (msgspec.DecodeError, RecursionError):
+            return False
+    return True
 
 
 def parse_lines(

@@ -29,8 +29,6 @@ from dataclasses import dataclass
 from datetime import timedelta
 from itertools import chain
 
-import orjson
-
 from orchestrator.api.client import BatchApiClient
 from orchestrator.api.errors import (
     ApiAborted,
@@ -48,8 +46,8 @@ from orchestrator.core.result_lines import (
     READ_BYTES,
     Line,
     LineSplitter,
-    OverlongLine,
     Row,
+    is_whole_json,
     iter_rows,
 )
 from orchestrator.db.results import (
@@ -466,12 +464,9 @@ def _last_line(splitter: LineSplitter) -> Line:
     parse is what a cut looks like when the server closed cleanly: ``_Truncated``.
     An over-long one is a line error, not a sign of a cut."""
     tail = splitter.tail()
-    if tail and not isinstance(tail, OverlongLine) and not tail.isspace():
-        try:
-            orjson.loads(tail)
-        except orjson.JSONDecodeError:
-            raise _Truncated(
-                f"the last line ({len(tail)} bytes) has no newline and does not parse: "
-                "the file looks cut short"
-            ) from None
+    if isinstance(tail, bytes) and tail and not tail.isspace() and not is_whole_json(tail):
+        raise _Truncated(
+            f"the last line ({len(tail)} bytes) has no newline and does not parse: "
+            "the file looks cut short"
+        )
     return tail
