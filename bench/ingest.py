@@ -15,8 +15,8 @@ from resource.getrusage, is that run's own) against a freshly migrated database.
   (its body written back with ``orjson.dumps``), then on SQLite plain
   ``sqlite3`` ``executemany`` (the engine's pragmas: WAL, synchronous NORMAL,
   a transaction per ``--chunk-lines``), on PostgreSQL a plain psycopg binary
-  ``COPY`` of all rows in one transaction (binary, as the project's: the
-  fastest serial COPY).
+  ``COPY`` of all rows in one transaction, each written as it is parsed (binary,
+  as the project's: the fastest serial COPY).
 
 The two alternate (project first, then raw) so the host's load hits them alike;
 on PostgreSQL each run starts right after a CHECKPOINT (the first run on a

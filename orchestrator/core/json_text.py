@@ -12,6 +12,7 @@ body (CSV, JSON lines, the table, the archive, the console) goes through here.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
 import orjson
@@ -29,17 +30,33 @@ def loads(text: str | bytes) -> Any:
         value = orjson.loads(text)
     except orjson.JSONDecodeError:
         return Fragment(text)
-    if type(value) in (list, dict) and _may_nest_past_orjsons_writing(text):
+    if type(value) in (list, dict) and _nests_past_writing(value, text):
         return Fragment(text)
     return value
 
 
-def _may_nest_past_orjsons_writing(text: str | bytes) -> bool:
-    """Each level opens a bracket: fewer than orjson writes and it can write the value
-    (brackets inside strings only make this say yes where it need not)."""
+def _nests_past_writing(value: object, text: str | bytes) -> bool:
+    """Whether ``value`` nests deeper than orjson writes. Each level opens a bracket,
+    so a text with fewer brackets (most) need not be walked: only a long list of
+    objects, or a deep one, is (a batch's ``errors`` may list thousands)."""
     if isinstance(text, str):
-        return text.count("[") + text.count("{") > _ORJSON_WRITES_LEVELS
-    return text.count(b"[") + text.count(b"{") > _ORJSON_WRITES_LEVELS
+        brackets = text.count("[") + text.count("{")
+    else:
+        brackets = text.count(b"[") + text.count(b"{")
+    return brackets > _ORJSON_WRITES_LEVELS and _deeper_than(value, _ORJSON_WRITES_LEVELS)
+
+
+def _deeper_than(value: object, levels: int) -> bool:
+    """Whether lists and dicts nest in ``value`` more than ``levels`` deep; no recursion."""
+    stack: list[tuple[object, int]] = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if depth > levels:
+            return True
+        inner = item.values() if isinstance(item, dict) else item
+        assert isinstance(inner, Iterable)
+        stack.extend((child, depth + 1) for child in inner if type(child) in (list, dict))
+    return False
 
 
 def dumps(value: object, *, sort_keys: bool = False) -> bytes:

@@ -45,3 +45,16 @@ def test_bytes_read_as_text_does() -> None:
     assert json_text.text_of(json_text.loads(b"[1e400]")) == "[1e400]"
     with pytest.raises(orjson.JSONDecodeError):
         orjson.loads(b"[1e400]")
+
+
+def test_a_long_list_of_objects_is_read_into_objects_not_kept_as_text() -> None:
+    # a batch's errors may list thousands of objects: many brackets, two levels
+    errors = [{"code": "invalid", "line": n, "param": ["a", {"b": n}]} for n in range(3000)]
+    assert json_text.loads(orjson.dumps(errors)) == errors
+    assert json_text.loads(orjson.dumps({"data": errors}).decode()) == {"data": errors}
+    deep: object = errors  # four levels: a list, a dict, a list, a dict
+    for _ in range(250):  # 254 levels, as many as orjson writes: still objects
+        deep = [deep]
+    text = orjson.dumps(deep)
+    assert json_text.loads(text) == deep
+    assert isinstance(json_text.loads(b"[" + text + b"]"), json_text.Fragment)
