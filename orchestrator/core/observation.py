@@ -178,10 +178,24 @@ class _Fields:
         }
 
     def metadata(self, value: object) -> dict[str, str] | None:
+        """The API's metadata values are strings: a number is kept as its text; an
+        object or a list is refused (its text could be any depth: ``str()`` of one
+        nested a thousand levels overflows the stack)."""
         metadata = self.mapping("metadata", value)
-        return None if metadata is None else {str(k): str(v) for k, v in metadata.items()}
+        if metadata is None:
+            return None
+        kept: dict[str, str] = {}
+        for key, item in metadata.items():
+            if isinstance(item, dict | list):
+                self.refuse(f"metadata.{shown(key, 40)}", item, "not a string")
+            else:
+                kept[str(key)] = str(item)
+        return kept
 
     def errors(self, value: object) -> list[dict[str, Any]] | None:
+        """Each error's fields (code, message, param, line: strings and numbers); one
+        nested in an object or a list is dropped, noted once (it could be deeper than
+        the database's JSON can be written)."""
         errors = self.mapping("errors", value)
         data = errors.get("data") if errors is not None else None
         if data is None:
@@ -189,7 +203,12 @@ class _Fields:
         if not isinstance(data, list):
             self.refuse("errors.data", data, "not a list")
             return None
-        return [dict(item) for item in data if isinstance(item, Mapping)]
+        entries = [dict(item) for item in data if isinstance(item, Mapping)]
+        nested = sum(isinstance(v, dict | list) for entry in entries for v in entry.values())
+        if not nested:
+            return entries
+        self.refuse("errors.data", data, f"{nested} field(s) holding an object or a list")
+        return [{k: v for k, v in e.items() if not isinstance(v, dict | list)} for e in entries]
 
 
 def parse_batch(payload: object, expected_id: str | None = None) -> BatchObservation:

@@ -207,3 +207,19 @@ def test_every_status_is_recognised_and_nothing_else() -> None:
     assert parse_status("Cancelling") is None
     assert parse_status(None) is None
     assert parse_status("cancelling\x00") is None
+
+
+def test_metadata_and_errors_nested_past_what_can_be_stored_are_refused_not_fatal() -> None:
+    deep: object = []
+    for _ in range(1000):  # str() of it overflows the stack; orjson writes 254 levels
+        deep = [deep]
+    errors = {"object": "list", "data": [{"code": "c", "param": deep, "line": 3}]}
+    metadata = {"team": "search", "nested": {"a": deep}, "n": 7}
+    obs = parse_batch(full_batch(status="failed", errors=errors, metadata=metadata))
+    assert obs.metadata == {"team": "search", "n": "7"}
+    assert obs.errors == [{"code": "c", "line": 3}]
+    assert [a.split(" refused")[0] for a in obs.anomalies] == [
+        "metadata.'nested'=dict",
+        "errors.data=list",
+    ]
+    assert "1 field(s) holding an object or a list" in obs.anomalies[1]
