@@ -143,7 +143,7 @@ def file_bounded(base_url: str, workdir: Path) -> str:
 def file_old_way(base_url: str, _workdir: Path) -> str:
     import httpx
 
-    from orchestrator.core.result_lines import LineSplitter
+    from orchestrator.core.line_splitter import LineSplitter
 
     splitter = LineSplitter(max_line=1 << 62)  # no cap: the splitter as it was
     lines = 0

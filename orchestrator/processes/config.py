@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from orchestrator.core.line_splitter import MAX_LINE_BYTES, READ_BYTES
 from orchestrator.core.poll_policy import PollPolicy
-from orchestrator.core.result_lines import MAX_LINE_BYTES, READ_BYTES
 from orchestrator.core.retry_policy import RetryPolicy
 from orchestrator.db.leases import PROCESS_STALE_SECONDS
 from orchestrator.processes.loop import LoopConfig

@@ -21,7 +21,7 @@ MAX_QUEUED = 8
 
 
 class HashThread:
-    """A ``Hasher`` (``core.result_lines``) whose ``update`` returns at once; use it as a
+    """A ``Hasher`` (``core.line_splitter``) whose ``update`` returns at once; use it as a
     context manager, so the thread ends whatever happens to the download."""
 
     def __init__(self) -> None:

@@ -13,7 +13,7 @@ A download cut short (``ApiTransportError``, or a last line without a newline
 that does not parse, which is what a cut looks like when the server closed
 cleanly) is retried up to ``download_attempts`` times. A 404 marks the file
 ``missing``; the batch's other file is harvested regardless. A line longer than
-``max_line_bytes`` becomes a line error with its size (see result_lines.py).
+``max_line_bytes`` becomes a line error with its size (see line_splitter.py).
 When the process stops (``ApiAborted``), what is committed stays committed.
 """
 
@@ -41,15 +41,8 @@ from orchestrator.api.errors import (
 )
 from orchestrator.clock import Clock
 from orchestrator.core.harvest import FileState
-from orchestrator.core.result_lines import (
-    MAX_LINE_BYTES,
-    READ_BYTES,
-    Line,
-    LineSplitter,
-    Row,
-    is_whole_json,
-    iter_rows,
-)
+from orchestrator.core.line_splitter import MAX_LINE_BYTES, READ_BYTES, Line, LineSplitter
+from orchestrator.core.result_lines import Row, is_whole_json, iter_rows
 from orchestrator.db.results import (
     Chunk,
     ChunkConnection,

@@ -8,7 +8,7 @@ import threading
 
 import pytest
 
-from orchestrator.core.result_lines import LineSplitter
+from orchestrator.core.line_splitter import LineSplitter
 from orchestrator.processes.hash_thread import MAX_QUEUED, HashThread
 
 

@@ -9,12 +9,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from orchestrator.core.line_splitter import OVERLONG_PREFIX, Line, LineSplitter, OverlongLine
 from orchestrator.core.result_lines import (
-    OVERLONG_PREFIX,
-    Line,
     LineError,
-    LineSplitter,
-    OverlongLine,
     ParsedChunk,
     Row,
     _row,
