@@ -18,8 +18,11 @@ from resource.getrusage, is that run's own) against a freshly migrated database.
   ``COPY`` of all rows in one transaction, each written as it is parsed (binary,
   as the project's: the fastest serial COPY).
 
-The two alternate (project first, then raw) so the host's load hits them alike;
-on PostgreSQL each run starts right after a CHECKPOINT (the first run on a
+The two alternate, in turn first in a pair (project first in the first pair),
+so the host's load hits them alike; each run starts after ``sync`` (the kernel's
+dirty pages written: the generated file's 400 MB, or what the run before wrote,
+would otherwise be written back during the next run, always the project's in
+the first pair) and on PostgreSQL right after a CHECKPOINT (the first run on a
 fresh server otherwise pays for creating the WAL segments the rest recycle);
 the ratio is raw time / project time (1.00x: as fast as the limit). With
 ``--repeat`` above 1 each size also gets the median of its pairs' ratios: on a
@@ -396,6 +399,7 @@ def _child(args: argparse.Namespace, mode: str, db: str, port: int, path: Path) 
     ]
     if args.profile and mode == "project":
         command.append("--profile")
+    os.sync()  # the file's pages, and those the run before dirtied: no run pays another's
     if db == "postgres":
         _checkpoint()
     done = subprocess.run(command, capture_output=True, text=True, check=False)
@@ -447,10 +451,11 @@ def run(args: argparse.Namespace) -> int:
             port = int(server.stdout.readline())
             for db in args.db.split(","):
                 ratios: list[float] = []
-                for _ in range(args.repeat):
-                    ours = _child(args, "project", db, port, path)
+                for pair in range(args.repeat):
+                    arms = ("project", "raw") if pair % 2 == 0 else ("raw", "project")
+                    ran = {arm: _child(args, arm, db, port, path) for arm in arms}
+                    ours, raw = ran["project"], ran["raw"]
                     assert ours["state"] == "done" and ours["inserted"] == lines, ours
-                    raw = _child(args, "raw", db, port, path)
                     assert raw["inserted"] == lines, raw
                     print(
                         f"{db:10} {lines:>8} {size_mb:>6.1f} | {ours['seconds']:>9.2f} "
