@@ -105,3 +105,21 @@ def test_the_key_is_scrubbed_from_structured_extras_too(
     err = capsys.readouterr().err
     assert key not in err
     assert json.loads(err)["report"] == {"auth_error": "refused ***", "counts": [1, 2]}
+
+
+@pytest.mark.parametrize("fmt", ["text", "json"])
+def test_every_secret_is_scrubbed_from_the_message_extras_and_bound_ids(
+    capsys: pytest.CaptureFixture[str], fmt: str
+) -> None:
+    """Each secret, wherever it is: in the message's arguments, in an extra, in a bound
+    id; a secret that holds another is replaced whole, not left half-shown."""
+    key, password = "sk-outer-pw-hunter22-tail", "pw-hunter22"
+    logs.configure("INFO", fmt, Secret(password), Secret(key))
+    with logs.bind(batch_id=f"batch_{password}"):
+        logging.getLogger("orchestrator.cli").info(
+            "sent %s and %s", key, password, extra={"request_id": f"req {key}", "n": 3}
+        )
+    err = capsys.readouterr().err
+    assert "hunter22" not in err
+    assert "sent *** and ***" in err
+    assert "batch_***" in err and "req ***" in err
