@@ -48,6 +48,18 @@ def plain(value: object) -> str:
     return visible(" ".join(text.split()))
 
 
+def fit(text: str, width: int) -> str:
+    """The text as exactly `width` cells, as a rich table draws a no-wrap cell with an
+    ellipsis: padded with spaces, or cut to `width - 1` cells and `…`."""
+    if text.isascii() and width > 0:  # one cell a character: what nearly every cell is
+        return text.ljust(width) if len(text) <= width else text[: width - 1] + "…"
+    from rich.text import Text  # wide characters: rich's own measure
+
+    cut = Text(text)
+    cut.truncate(width, overflow="ellipsis", pad=True)
+    return cut.plain
+
+
 def cell(value: object, *, width: int | None = None) -> str:
     """A table cell as markup: `plain`, shortened to `width`, markup escaped (ids and
     error texts can hold square brackets)."""

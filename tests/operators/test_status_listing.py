@@ -41,13 +41,18 @@ def test_a_long_table_is_drawn_a_page_at_a_time_under_one_header(
     run: Run, many: list[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     drawn: list[int] = []
-    add_rows = status_commands._add_rows
+    first_page, later_page = status_commands.status_table, status_commands.later_page
 
-    def counted(table: Any, rows: list[dict[str, str]], shown: list[str]) -> None:
+    def first(rows: list[dict[str, str]], *args: Any, **kwargs: Any) -> Any:
         drawn.append(len(rows))
-        add_rows(table, rows, shown)
+        return first_page(rows, *args, **kwargs)
 
-    monkeypatch.setattr(status_commands, "_add_rows", counted)
+    def later(rows: list[dict[str, str]], layout: Any) -> Any:
+        drawn.append(len(rows))
+        return later_page(rows, layout)
+
+    monkeypatch.setattr(status_commands, "status_table", first)
+    monkeypatch.setattr(status_commands, "later_page", later)
     code, out, _ = run("status", "--limit", "0")
     assert code == 0
     assert drawn == [TABLE_PAGE_ROWS, TABLE_PAGE_ROWS, 3]  # never more than a page held
