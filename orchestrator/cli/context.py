@@ -60,21 +60,13 @@ def _console(stream: TextIO, *, stderr: bool) -> Console:
     return PipeConsole(stderr=stderr, highlight=False, width=width)
 
 
-def _iso_time(value: object) -> str:
-    """``json.dumps``'s ``default``: a time as ``to_jsonable`` writes it."""
+def _json_default(value: object) -> str:
+    """``json.dumps``'s ``default`` for every JSON this command line writes: a time as
+    ISO 8601 text. Through ``default``, not a copy of the value made first: with no
+    indent the C encoder then writes all of it (`-o jsonl` over 100,000 batches)."""
     if isinstance(value, datetime):
         return value.isoformat()
     raise TypeError(f"{type(value).__name__} is not JSON serializable")
-
-
-def to_jsonable(value: Any) -> Any:
-    if isinstance(value, datetime):
-        return value.isoformat()
-    if isinstance(value, dict):
-        return {str(k): to_jsonable(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [to_jsonable(v) for v in value]
-    return value
 
 
 @dataclass
@@ -124,7 +116,7 @@ class Context:
             self.err.print(visible(message), soft_wrap=True, markup=False, highlight=False)
 
     def emit_json(self, value: Any) -> None:
-        sys.stdout.write(json.dumps(to_jsonable(value), indent=2, sort_keys=False) + "\n")
+        sys.stdout.write(json.dumps(value, indent=2, default=_json_default) + "\n")
 
     def emit_json_listing(
         self, key: str, items: Iterable[Any], rest: Callable[[int], dict[str, Any]]
@@ -135,18 +127,16 @@ class Context:
         out.write("{\n  " + json.dumps(key) + ": [")
         count = 0
         for item in items:
-            text = json.dumps(to_jsonable(item), indent=2).replace("\n", "\n    ")
+            text = json.dumps(item, indent=2, default=_json_default).replace("\n", "\n    ")
             out.write(("," if count else "") + "\n    " + text)
             count += 1
         out.write("\n  ]" if count else "]")
-        tail = json.dumps(to_jsonable(rest(count)), indent=2)  # "{\n  ...\n}"
+        tail = json.dumps(rest(count), indent=2, default=_json_default)  # "{\n  ...\n}"
         out.write(",\n" + tail[2:] + "\n" if tail != "{}" else "\n}\n")
 
     def emit_json_line(self, value: Any) -> None:
-        """One record of `-o jsonl`: compact, on one line. Times through ``default``,
-        not ``to_jsonable``: the C encoder then does all of it (a listing of 100,000
-        writes 100,000 lines)."""
-        sys.stdout.write(json.dumps(value, separators=(",", ":"), default=_iso_time) + "\n")
+        """One record of `-o jsonl`: compact, on one line."""
+        sys.stdout.write(json.dumps(value, separators=(",", ":"), default=_json_default) + "\n")
 
     def emit_lines(self, lines: Iterable[str]) -> None:
         """`-o ids`: one a line, nothing else (they pipe into `orchestrator cancel -`)."""

@@ -50,8 +50,11 @@ def plain(value: object) -> str:
 
 def fit(text: str, width: int) -> str:
     """The text as exactly `width` cells, as a rich table draws a no-wrap cell with an
-    ellipsis: padded with spaces, or cut to `width - 1` cells and `…`."""
-    if text.isascii() and width > 0:  # one cell a character: what nearly every cell is
+    ellipsis: padded with spaces, or cut to `width - 1` cells and `…`. For a cell's
+    text as `plain` makes it: no control characters, which rich measures as none."""
+    if width < 1:
+        return ""
+    if text.isascii() and text.isprintable():  # one cell a character: nearly every cell
         return text.ljust(width) if len(text) <= width else text[: width - 1] + "…"
     from rich.text import Text  # wide characters: rich's own measure
 
