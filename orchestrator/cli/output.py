@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 from collections.abc import Iterable, Mapping
+from dataclasses import fields
 from typing import TYPE_CHECKING, Any, NoReturn
 
 from orchestrator.cli.selection import MAX_COUNT
@@ -142,6 +143,20 @@ def record(batch_id: str, result: str, *, listed: bool = True, **more: object) -
     """One batch's line of `-o jsonl`: its id, what the command did to it (`result`),
     and `more`; `listed=False` leaves it out of `-o ids` (a batch skipped or kept)."""
     return {"batch_id": batch_id, "result": result, **more, "listed": listed}
+
+
+def fields_of(row: Any) -> dict[str, Any]:
+    """A dataclass row's fields by name, each value as it is: not ``asdict``, which
+    copies every value all the way down (a stored body may nest hundreds of levels,
+    and a listing writes 100,000 rows)."""
+    kind = type(row)
+    names = _FIELD_NAMES.get(kind)
+    if names is None:
+        names = _FIELD_NAMES[kind] = tuple(field.name for field in fields(kind))
+    return {name: getattr(row, name) for name in names}
+
+
+_FIELD_NAMES: dict[type, tuple[str, ...]] = {}  # by dataclass: a listing asks 100,000 times
 
 
 def for_a_person(ctx: Context) -> bool:

@@ -16,13 +16,13 @@ from __future__ import annotations
 
 import csv
 from collections.abc import Iterable
-from dataclasses import fields
 from typing import IO, Any
 
 from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+from orchestrator.cli.output import fields_of
 from orchestrator.cli.render import TABLE_PAGE_ROWS, plain
 from orchestrator.core import json_text
 from orchestrator.db.queries import ResultRow
@@ -54,13 +54,7 @@ def neutralised(value: object) -> str:
 
 
 def write_rows(out: IO[str], rows: Iterable[ResultRow], fmt: str) -> int:
-    return write_records(out, (record_of(row) for row in rows), fmt, CSV_COLUMNS)
-
-
-def record_of(row: ResultRow) -> dict[str, Any]:
-    """The row's fields, the body as read (not ``asdict``: it copies the body all the way
-    down, and a stored body may nest hundreds of levels)."""
-    return {field.name: getattr(row, field.name) for field in fields(row)}
+    return write_records(out, (fields_of(row) for row in rows), fmt, CSV_COLUMNS)
 
 
 def write_records(

@@ -22,11 +22,10 @@ from rich.console import Console
 
 from orchestrator.cli.batch_names import resolve_batch_id
 from orchestrator.cli.context import PIPED_WIDTH, Context, Exit
-from orchestrator.cli.output import row_limit
+from orchestrator.cli.output import fields_of, row_limit
 from orchestrator.cli.result_writers import (
     CSV_COLUMNS,
     TABLE_COLUMNS,
-    record_of,
     write_records,
     write_table,
 )
@@ -58,7 +57,7 @@ def run_results(ctx: Context) -> Exit:
             ctx.err.print("--complete-only: nothing exported", markup=False)
             return Exit.ATTENTION
         rows = queries.iter_results(batch_id, kind=ctx.args.kind)
-        written = _export(ctx, (record_of(row) for row in rows), ())
+        written = _export(ctx, (fields_of(row) for row in rows), ())
         pruned = queries.batches([batch_id])[batch_id].results_pruned_at
     finally:
         db.dispose()
@@ -88,7 +87,7 @@ def _run_selected(ctx: Context, selector: Selector) -> Exit:
             ctx.err.print("--complete-only: nothing exported", markup=False)
             return Exit.ATTENTION
         records = (
-            {"batch_id": batch.id, **record_of(row)}
+            {"batch_id": batch.id, **fields_of(row)}
             for batch in chosen
             for row in queries.iter_results(batch.id, kind=ctx.args.kind)
         )

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
 from contextlib import ExitStack, contextmanager
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from datetime import datetime
 from itertools import islice
 from typing import TYPE_CHECKING, Any
 
 from orchestrator.cli.context import Context, Exit
 from orchestrator.cli.live import follow
-from orchestrator.cli.output import FOR_PEOPLE, row_limit
+from orchestrator.cli.output import FOR_PEOPLE, fields_of, row_limit
 from orchestrator.cli.render import (
     COLUMN_GAP,
     TABLE_PAGE_ROWS,
@@ -167,14 +167,11 @@ def watch_status(ctx: Context, selector: Selector) -> Exit:
         db.dispose()
 
 
-_SUMMARY_FIELDS = tuple(field.name for field in fields(BatchSummary))
-
-
 def batch_record(row: BatchSummary, now: datetime) -> dict[str, Any]:
     """One batch as JSON: the batches table's column names, `unobserved` as the table
     shows it, and what the table computes (ages by the database server's clock)."""
     return {
-        **{name: getattr(row, name) for name in _SUMMARY_FIELDS},  # not asdict: no deep copy
+        **fields_of(row),
         "status": row.status or UNOBSERVED,
         "overdue": row.overdue,
         "age_seconds": round(row.seconds_since_created(now), 3),
