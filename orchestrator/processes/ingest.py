@@ -62,6 +62,11 @@ class _Truncated(Exception):
     """The stream ended cleanly but its last line is cut: treat it like a dropped connection."""
 
 
+class _Changed(Exception):
+    """The file has fewer lines than earlier downloads stored: it changed on the server
+    between them. What was stored stays; the file is not marked done."""
+
+
 class _Stopped(Exception):
     """Asked to stop; everything up to the checkpoint is stored."""
 
@@ -154,6 +159,11 @@ class FileIngest:
                 continue
             except ApiAuthError:
                 raise
+            except _Changed as exc:  # downloading it again now will not change that
+                outcome.error = str(exc)
+                self.results.note_failure(batch_id, file_id, error=outcome.error)
+                log.error("%s", outcome.error, extra=extra)
+                return outcome
             except ApiStatusError as exc:  # refused, and asking again now will not change that
                 outcome.error = f"download refused: {exc}"
                 self.results.note_failure(batch_id, file_id, error=outcome.error)
@@ -212,6 +222,7 @@ class _LineFeed:
         self._at = 0
         self.totals: FileTotals | None = None  # set once the stream has ended
         self.taken = 0  # lines handed out by the last ``take``
+        self._failed: Exception | None = None  # what broke the stream
 
     def take(self, most: int) -> Iterator[list[Line]]:
         """The next ``most`` lines, in the lists they arrive in (fewer only at the end
@@ -229,8 +240,14 @@ class _LineFeed:
     def _fill(self) -> bool:
         """Split pieces until there are lines to hand out; False at the end of the file."""
         splitter = self._splitter
+        if self._failed is not None:  # a broken stream (a generator ends when it raises)
+            raise self._failed  # must never read as the file's end to a second reader
         while self.totals is None:
-            data = next(self._pieces, None)
+            try:
+                data = next(self._pieces, None)
+            except Exception as exc:
+                self._failed = exc
+                raise
             if data is None:
                 tail = _last_line(splitter)
                 self._lines, self._at = [tail] if tail and self._seen >= self._skip else [], 0
@@ -427,7 +444,15 @@ class _ChunkRows:
         chunk, taken = self._chunk, self._feed.taken
         chunk.to_line = chunk.from_line + taken
         if taken < size:
-            chunk.totals = self._feed.totals
+            totals = chunk.totals = self._feed.totals
+            if totals is not None and totals.lines != chunk.to_line:  # done means every line
+                if totals.lines < chunk.from_line:
+                    raise _Changed(
+                        f"the file has {totals.lines} lines, but {chunk.from_line} were "
+                        "stored from an earlier download: it changed between downloads; "
+                        "what was stored is kept and the file is not marked done"
+                    )
+                raise _Truncated(f"lines {chunk.to_line + 1}-{totals.lines} were not read")
         self._lines = lines
         flight.all_sent = True
         flight.sent.set()  # the next chunk may take the feed

@@ -444,6 +444,84 @@ def test_a_download_cut_inside_a_chunk_resumes_from_its_checkpoint(
     assert record.sha256 == hashlib.sha256(body).hexdigest()
 
 
+def test_a_download_cut_after_a_refused_row_resumes_and_stores_every_line(
+    database: Database, clock: ManualClock
+) -> None:
+    """The second chunk repeats a stored custom_id (on PostgreSQL the server refuses its
+    COPY, and says so only when the COPY ends), then the download is cut on a line's
+    end: the chunk is not stored short and the file not marked done, the next download
+    stores the rest."""
+
+    def line(index: int) -> bytes:  # large: the driver sends each row as it is written
+        response = {"status_code": 200, "body": {"n": index, "pad": "x" * 40_000}}
+        return orjson.dumps({"custom_id": f"c{index}", "response": response}) + b"\n"
+
+    lines = [line(i) for i in range(10)]
+    lines[3] = line(1)  # chunks of three: the second starts with a repeat
+    body = b"".join(lines)
+    cut = sum(map(len, lines[:5]))  # lines 4 and 5 are sent whole, then the cut
+    ingest = ingest_with(database, clock, cut_after(body, cut, httpx.ReadError("reset")))
+    outcome = ingest.run(batch_id=BATCH, file_id="file-x", kind="output")
+    assert outcome.state is FileState.DONE and outcome.downloads == 2
+    assert (outcome.inserted, outcome.duplicates, outcome.malformed) == (9, 1, 0)
+    assert [n for _, n, _ in stored(database)] == [1, 2, 3, 5, 6, 7, 8, 9, 10]
+    record = the_file(database)
+    assert (record.lines, record.lines_committed, record.results) == (10, 10, 9)
+
+
+def test_a_refused_chunk_stores_a_body_with_u0000_as_sent(
+    database: Database, clock: ManualClock
+) -> None:
+    """A chunk stored again after its COPY was refused (a repeated custom_id) keeps its
+    bodies as the COPY would: \\u0000 included, which PostgreSQL's json keeps and jsonb
+    refuses, and the keys in the order sent."""
+    odd = b'{"z": 1, "text": "a\\u0000b", "a": 2}'
+    with_nul = b'{"custom_id": "nul", "response": {"status_code": 200, "body": ' + odd + b"}}"
+    body = b"".join(line + b"\n" for line in [result_line(0), result_line(0), with_nul])
+    outcome = ingest_with(database, clock, serving(body)).run(
+        batch_id=BATCH, file_id="file-x", kind="output"
+    )
+    assert (outcome.state, outcome.inserted, outcome.duplicates) == (FileState.DONE, 2, 1)
+    with database.transaction() as session:
+        kept = session.scalar(select(BatchResult.body).where(BatchResult.custom_id == "nul"))
+    assert kept == {"z": 1, "text": "a\u0000b", "a": 2}
+    if database.is_postgres:
+        with database.engine.connect() as connection:
+            text = connection.exec_driver_sql(
+                "SELECT body::text FROM batch_results WHERE custom_id = 'nul'"
+            ).scalar()
+        assert text == odd.decode()
+
+
+def test_a_file_that_shrank_between_downloads_is_not_marked_done(
+    database: Database, clock: ManualClock
+) -> None:
+    """The first download stores six lines and is cut; the next finds four: the file
+    changed on the server. The six stay, and the file stays pending with the reason
+    (it was marked done with more lines stored than it has)."""
+    lines = [result_line(i) + b"\n" for i in range(10)]
+    first = b"".join(lines)
+    cut = sum(map(len, lines[:7])) + 2  # chunks of three: 1-6 commit, then the cut
+    served: list[int] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        served.append(1)
+        if len(served) == 1:
+            return cut_after(first, cut, httpx.ReadError("reset"))(request)
+        return httpx.Response(200, content=iter([b"".join(lines[:4])]))
+
+    outcome = ingest_with(database, clock, handler).run(
+        batch_id=BATCH, file_id="file-x", kind="output"
+    )
+    assert outcome.state is FileState.PENDING and outcome.downloads == 2
+    assert outcome.error is not None
+    assert "has 4 lines, but 6 were stored" in outcome.error
+    record = the_file(database)
+    assert (record.state, record.lines_committed, record.results) == ("pending", 6, 6)
+    assert record.last_error == outcome.error
+    assert [n for _, n, _ in stored(database)] == [1, 2, 3, 4, 5, 6]
+
+
 class Crash(Exception):
     """The process dies here (nothing catches it)."""
 
