@@ -273,23 +273,27 @@ def after_attempt(
 
     ``batch`` is the batch once the attempt's observation (if any) was applied:
     the server's answer is the truth even if our lease was lost meanwhile, so
-    it may close the request. The request's own state moves only while
-    ``owner`` holds its lease, so a worker presumed dead cannot overwrite a
-    live one.
+    it may close the request. The request's own state, and the last attempt it
+    shows, move only while ``owner`` holds its lease, so a worker presumed dead
+    cannot overwrite a live one (a late 503 over the live worker's 401 would hide
+    the request from ``resume``); its attempt is counted and in the history all
+    the same.
     """
     now = attempt.finished_at
-    plan = RequestPlan(
-        changes=RequestColumns(
+    owned = request.lease_owner == owner
+    counted = RequestColumns(attempts=request.attempts + 1)
+    if owned:
+        counted = RequestColumns(
             attempts=request.attempts + 1,
             last_attempt_at=now,
             last_http_status=attempt.http_status,
             last_error=attempt.error,
             last_request_id=attempt.request_id,
         )
-    )
+    plan = RequestPlan(changes=counted)
     if batch is not None:
         plan = plan.then(close(request.after(plan.changes), batch, now))
-    if request.lease_owner != owner:
+    if not owned:
         return plan
     plan = plan.then(settle(request.after(plan.changes), attempt))
     return plan.then(RequestPlan(changes=RequestColumns(lease_owner=None, lease_expires_at=None)))

@@ -52,14 +52,20 @@ TICK_SECONDS = 0.1  # the longest an answer waits to be recorded
 NOT_FOUND_MESSAGE = "no such batch, or not visible to this key (check the id, org and project)"
 
 
+class _NotSent(Exception):
+    """A send that started once the worker was stopping: nothing left the host."""
+
+
 @dataclass
 class _Flight:
-    """The loop's sends: running or queued (``in_flight``), and answered but not yet
-    recorded (``finished``, kept across a database outage)."""
+    """The loop's sends: running or queued (``in_flight``), answered but not yet
+    recorded (``finished``, kept across a database outage), and never sent (``unsent``,
+    their leases to give back)."""
 
     last_heartbeat: datetime
     in_flight: dict[Future[Attempt], Claim] = field(default_factory=dict)
     finished: list[tuple[Claim, Attempt]] = field(default_factory=list)
+    unsent: list[Claim] = field(default_factory=list)
 
 
 class CancelWorker(LoopProcess):
@@ -121,27 +127,32 @@ class CancelWorker(LoopProcess):
                 loop.run(lambda: self._turn(sender, flight, once=once))
             finally:
                 self.report.db_outages += loop.outages
-                self._shut_down(flight.in_flight, flight.finished)
+                self._shut_down(flight)
         return self.report
 
     def _turn(self, sender: AsyncSender, flight: _Flight, *, once: bool) -> float | None:
         """Record what finished, claim what is due, heartbeat the leases held; then let
         the sends run for one tick (or say how long to idle when there is nothing to do)."""
         in_flight = flight.in_flight
-        flight.finished.extend(self._collect(in_flight, sender.take_finished()))
+        self._collect(flight, sender.take_finished())
         now = self.clock.now()
         self._record(flight.finished)
+        # Leases held are kept before more are claimed: after turns that stalled past
+        # the lease (a database outage), a claim would hand back a cancel still on the wire.
+        if now - flight.last_heartbeat >= timedelta(seconds=self.config.heartbeat_seconds):
+            self._heartbeat(in_flight, now)
+            flight.last_heartbeat = now
         claims: list[Claim] = []
         room = 2 * self.config.concurrency - len(in_flight)
         if room >= self._batch() and not self._paused(now):
             claims = self.store.claim_due(
                 self.owner, now=now, limit=room, lease_seconds=self.config.lease_seconds
             )
+            if claims and in_flight:  # the heartbeat came too late all the same: never twice
+                sending = {claim.batch_id for claim in in_flight.values()}
+                claims = [claim for claim in claims if claim.batch_id not in sending]
         sends = sender.submit_all([functools.partial(self._send, claim) for claim in claims])
         in_flight.update(zip(sends, claims, strict=True))
-        if now - flight.last_heartbeat >= timedelta(seconds=self.config.heartbeat_seconds):
-            self._heartbeat(in_flight, now)
-            flight.last_heartbeat = now
         self._sending = len(in_flight)
         self.story.tell_if_due(now)
         if once and not in_flight and not claims:
@@ -161,10 +172,14 @@ class CancelWorker(LoopProcess):
         """Answers to record (and requests to claim) at once: half the concurrency."""
         return max(1, self.config.concurrency // 2)
 
-    def _collect(
-        self, in_flight: dict[Future[Attempt], Claim], done: list[Future[Attempt]]
-    ) -> list[tuple[Claim, Attempt]]:
-        return [(in_flight.pop(f), f.result()) for f in done]
+    def _collect(self, flight: _Flight, done: list[Future[Attempt]]) -> None:
+        """Move the ended sends out of ``in_flight``: answered, or never sent."""
+        for future in done:
+            claim = flight.in_flight.pop(future)
+            if isinstance(future.exception(), _NotSent):
+                flight.unsent.append(claim)
+            else:
+                flight.finished.append((claim, future.result()))
 
     def _record(self, finished: list[tuple[Claim, Attempt]]) -> None:
         """Record what finished; on success the list is emptied (else kept for a retry)."""
@@ -215,13 +230,14 @@ class CancelWorker(LoopProcess):
         ids = [c.batch_id for c in in_flight.values()]
         self.store.heartbeat(self.owner, ids, now=now, lease_seconds=self.config.lease_seconds)
 
-    def _shut_down(
-        self, in_flight: dict[Future[Attempt], Claim], finished: list[tuple[Claim, Attempt]]
-    ) -> None:
-        """Stop: let running sends finish and be recorded; give back what never started."""
+    def _shut_down(self, flight: _Flight) -> None:
+        """Stop: let running sends finish and be recorded; give back what never started,
+        or started only once the worker was stopping (``_NotSent``)."""
+        in_flight, finished = flight.in_flight, flight.finished
         unstarted = [claim for future, claim in in_flight.items() if future.cancel()]
         wait([f for f in in_flight if not f.cancelled()])
-        finished.extend((claim, f.result()) for f, claim in in_flight.items() if not f.cancelled())
+        self._collect(flight, [f for f in in_flight if not f.cancelled()])
+        unstarted += flight.unsent
         for delay in (0.0, 0.5, 1.0, 2.0, 4.0):
             self.sleep(threading.Event(), delay)  # self.stop is set: a fresh event waits
             try:
@@ -260,6 +276,8 @@ class CancelWorker(LoopProcess):
     # --- one send (on the sender's event loop) -----------------------------------
 
     async def _send(self, claim: Claim) -> Attempt:
+        if self.stop.is_set() or self.client.aborted:  # its slot freed as the worker stops
+            raise _NotSent  # (by a send the stop aborted): give it back as it was
         started = self.send_clock.now()
         try:
             return await self._send_once(claim, started)

@@ -240,12 +240,30 @@ def test_a_dead_workers_late_answer_does_not_overwrite_the_live_one(
     (stale,) = store.claim_due("w1", now=T0, limit=1, lease_seconds=10)
     (live,) = store.claim_due("w2", now=T0 + timedelta(seconds=11), limit=1, lease_seconds=10)
     assert live.batch_id == stale.batch_id
+    auth = Attempt(
+        AttemptOutcome.AUTH,
+        T0 + timedelta(seconds=11),
+        T0 + timedelta(seconds=12),
+        http_status=401,
+        error="HTTP 401",
+        retry_at=T0 + timedelta(minutes=5),
+    )
+    assert store.record_attempt(live, "w2", auth) == "pending"
+    again = store.claim_due("w2", now=T0 + timedelta(minutes=5), limit=1, lease_seconds=10)
+    assert [c.batch_id for c in again] == ["batch_z"]  # w2 holds it again, after the pause
     late = Attempt(
-        AttemptOutcome.RETRY, T0, T0 + timedelta(seconds=12), retry_at=T0 + timedelta(hours=1)
+        AttemptOutcome.RETRY,
+        T0,
+        T0 + timedelta(minutes=5, seconds=1),
+        http_status=503,
+        error="HTTP 503",
+        retry_at=T0 + timedelta(hours=1),
     )
     assert store.record_attempt(stale, "w1", late) == "pending"
-    assert cancel_row(database, "batch_z").lease_owner == "w2"
-    assert cancel_row(database, "batch_z").next_attempt_at == T0
+    row = cancel_row(database, "batch_z")
+    assert (row.lease_owner, row.next_attempt_at) == ("w2", T0 + timedelta(minutes=5))
+    # counted, but the request still shows the live worker's 401 (``resume`` looks for it)
+    assert (row.attempts, row.last_http_status, row.last_error) == (2, 401, "HTTP 401")
 
 
 def test_a_terminal_batch_we_know_of_is_closed_without_sending(

@@ -89,6 +89,97 @@ def test_sends_overlap_up_to_the_width_never_twice_for_one_batch(
     assert states == {"accepted"}
 
 
+def test_a_worker_never_claims_again_a_cancel_it_is_still_sending(
+    database: Database, clock: ManualClock
+) -> None:
+    """The worker's turns stall past the lease (a database outage; here the clock jumps)
+    while a send is on the wire: the lease has expired, and the next claim must not hand
+    the worker that cancel again, or it would be sent twice at once."""
+    store = CancelStore(database)
+    store.request(["batch_a"], now=clock.now(), requested_by="t")
+    config = WorkerConfig(concurrency=2, idle_seconds=0.01)
+    stop = threading.Event()
+    sent: list[str] = []
+    jumped, claimed_after = threading.Event(), threading.Event()
+    claim_due = store.claim_due
+
+    def claiming(owner: str, *, now: Any, limit: int, lease_seconds: float) -> Any:
+        claims = claim_due(owner, now=now, limit=limit, lease_seconds=lease_seconds)
+        if jumped.is_set():
+            claimed_after.set()
+        return claims
+
+    store.claim_due = claiming  # type: ignore[method-assign]
+
+    async def handle(request: httpx.Request) -> httpx.Response:
+        sent.append(request.url.path.split("/")[-2])
+        if len(sent) == 1:
+            clock.advance(config.lease_seconds + 10)  # the lease ran out meanwhile
+            jumped.set()
+            assert await asyncio.to_thread(claimed_after.wait, 30)  # a turn has claimed
+        stop.set()
+        return httpx.Response(200, json=batch_body("batch_a", "cancelling"))
+
+    client = AsyncBatchApiClient(
+        ApiSettings(api_key=Secret(SECRET), base_url="https://api.test/v1"),
+        policy=POLICY,
+        transport=httpx.MockTransport(handle),
+        clock=clock,
+    )
+    report = CancelWorker(store, client, config=config, policy=POLICY, clock=clock, owner="w1").run(
+        stop
+    )
+    assert sent == ["batch_a"] and report.accepted == 1
+
+
+def test_a_signal_aborts_the_send_on_the_wire_and_gives_back_the_queued_ones_unsent(
+    database: Database, clock: ManualClock
+) -> None:
+    """SIGTERM sets the stop and aborts the client (``stop_on_signals``). The aborted send
+    ends, and its slot would start a queued one, which the aborted client ends at once:
+    it never left the host, so it is given back as it was (no attempt counted, due at
+    once for the next worker), not recorded as a failed attempt put off by a backoff."""
+    ids = ["batch_run", "batch_wait1", "batch_wait2"]
+    CancelStore(database).request(ids, now=clock.now(), requested_by="t")
+    stop = threading.Event()
+    sent: list[str] = []
+    client: AsyncBatchApiClient
+
+    async def handle(request: httpx.Request) -> httpx.Response:
+        sent.append(request.url.path.split("/")[-2])
+        stop.set()  # what the signal handler does: stop, then abort the calls in flight
+        client.abort()
+        await asyncio.Event().wait()  # a slow server: only the abort ends this
+        raise AssertionError("not reached")
+
+    client = AsyncBatchApiClient(
+        ApiSettings(api_key=Secret(SECRET), base_url="https://api.test/v1"),
+        policy=POLICY,
+        transport=httpx.MockTransport(handle),
+        clock=clock,
+    )
+    worker = CancelWorker(
+        CancelStore(database),
+        client,
+        config=WorkerConfig(concurrency=1, idle_seconds=0.01),
+        policy=POLICY,
+        clock=clock,
+        owner="w1",
+    )
+    report = worker.run(stop)
+
+    assert len(sent) == 1 and report.released == 1  # two claimed (twice the concurrency)
+    with database.transaction() as s:
+        rows = {r.batch_id: r for r in s.scalars(select(CancelRequest))}
+        attempts = list(s.scalars(select(CancelAttempt.batch_id)))
+    assert attempts == sent  # the one that was on the wire: whether it arrived is unknown
+    assert (rows[sent[0]].state, rows[sent[0]].attempts) == ("pending", 1)
+    for batch_id in set(ids) - set(sent):
+        row = rows[batch_id]
+        assert (row.state, row.attempts, row.lease_owner) == ("pending", 0, None)
+        assert row.next_attempt_at is None or row.next_attempt_at <= clock.now()
+
+
 def test_a_stop_waits_for_the_send_on_the_wire_and_gives_back_the_queued_one(
     database: Database, clock: ManualClock, monkeypatch: pytest.MonkeyPatch
 ) -> None:
