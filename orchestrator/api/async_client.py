@@ -308,7 +308,7 @@ class AsyncBatchApiClient:
             return transport_outcome(call, number, reached, started, extra, self._failures)
         except _NO_ANSWER as exc:
             return transport_outcome(call, number, exc, started, extra, self._failures)
-        return json_outcome(
+        outcome = json_outcome(
             call,
             number,
             answered,
@@ -316,8 +316,11 @@ class AsyncBatchApiClient:
             request_id,
             failures=self._failures,
             now=self._clock.now(),
-            gate=self._gate,
+            gate=None,  # told below, off the loop
         )
+        if self._gate is not None:
+            await self._gate.answered_async(answered.status_code, outcome.verdict)
+        return outcome
 
     async def _read_lean(
         self,

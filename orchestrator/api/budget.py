@@ -91,6 +91,12 @@ class BudgetGate:
         verdict = Verdict(VerdictKind.RETRY, reason, retry_after=wait)
         return Outcome(verdict, number, error=ApiHeldBack(call, wait=wait))
 
+    async def answered_async(self, status: int, verdict: Verdict) -> None:
+        """``answered`` for the async client: a 429's hold is written to the database
+        from a thread, so the event loop, with every send on it, never waits on it."""
+        if status == 429:
+            await asyncio.to_thread(self.answered, status, verdict)
+
     def answered(self, status: int, verdict: Verdict) -> None:
         if status == 429:
             after = verdict.retry_after

@@ -30,6 +30,7 @@ log = logging.getLogger(__name__)
 HOLD_SECONDS = 1.0  # an unused token is dropped after this long
 DEFAULT_HOLD_SECONDS = 1.0  # a 429 without Retry-After holds everyone back this long
 DATABASE_DOWN_WAIT = 1.0  # the budget cannot be read: wait, do not send unbudgeted
+MIN_WAIT = 0.001  # the least wait for a token that was not granted
 
 
 class SharedBudget:
@@ -67,10 +68,12 @@ class SharedBudget:
                 return DATABASE_DOWN_WAIT
             finally:
                 self.fetches += 1
-            if grant.granted == 0:
+            if grant.granted == 0 or self._wait_until > now:  # or a 429 came meanwhile
                 self._tokens = 0
-                self._wait_until = now + grant.wait
-                return grant.wait
+                # never 0, which means "send now": a wait of 1e-17 vanishes in now + wait
+                wait = max(grant.wait, self._wait_until - now, MIN_WAIT)
+                self._wait_until = now + wait
+                return wait
             self._tokens = grant.granted - 1
             self._tokens_until = now + HOLD_SECONDS
             return 0.0

@@ -172,3 +172,69 @@ def test_the_async_client_takes_a_token_per_attempt_and_tells_a_429() -> None:
     assert budget.taken == 3  # a wait, then one token for each of the two attempts
     assert budget.limited == [1.0]
     assert slept[0] == 0.5
+
+
+def test_the_async_client_writes_a_429_s_hold_off_its_event_loop() -> None:
+    """The hold is a database transaction (a round trip, or a connect timeout in an
+    outage): the loop, with every other send on it, goes on meanwhile."""
+    import asyncio
+    import threading
+
+    from orchestrator.api.async_client import AsyncBatchApiClient
+
+    class SlowToHold(FakeBudget):
+        def __init__(self) -> None:
+            super().__init__()
+            self.entered, self.release = threading.Event(), threading.Event()
+            self.released_in_time = False
+
+        def rate_limited(self, retry_after: float | None) -> None:
+            self.entered.set()
+            self.released_in_time = self.release.wait(5)  # on the loop, nothing sets it
+            super().rate_limited(retry_after)
+
+    budget = SlowToHold()
+    answers = [httpx.Response(429, headers={"Retry-After": "30"}, json={})]
+    api = AsyncBatchApiClient(
+        ApiSettings(api_key=Secret("sk-test-budget"), base_url="https://api.test/v1"),
+        policy=POLICY,
+        transport=httpx.MockTransport(lambda _r: answers[0]),
+        random=lambda: 0.0,
+        budget=budget,
+    )
+
+    async def scenario() -> None:
+        call = asyncio.create_task(api.cancel("batch_abc"))
+        assert await asyncio.to_thread(budget.entered.wait, 5)
+        budget.release.set()  # the loop is free while the hold is being written
+        with pytest.raises(RetryLater):
+            await call
+
+    asyncio.run(scenario())
+    assert budget.released_in_time and budget.limited == [30.0]
+
+
+def test_a_429_during_a_fetch_of_tokens_is_not_undone_by_its_grant() -> None:
+    """Another thread's 429 lands while this one fetches tokens from the database: the
+    hold stands, whatever the fetch brings back."""
+    now = [0.0]
+    budget: SharedBudget
+
+    class RacingStore(FakeStore):
+        def take(self, rule: BudgetRule, want: int) -> Grant:
+            budget.rate_limited(2.0)
+            return super().take(rule, want)
+
+    store = RacingStore(Grant(BUCKET, 0, 0.1), Grant(BUCKET, 5, 0.0))
+    budget = SharedBudget(store, BudgetRule(100), monotonic=lambda: now[0])  # type: ignore[arg-type]
+    assert budget.take() == pytest.approx(2.0)  # not the bucket's 0.1
+    now[0] = 2.0
+    assert budget.take() == pytest.approx(2.0)  # the tokens came with another 429: dropped
+    assert store.holds == [2.0, 2.0]
+
+
+def test_no_token_granted_never_reads_as_send_now() -> None:
+    """0 from ``take`` means "send now": a wait too small to move the clock is still one."""
+    store = FakeStore(Grant(BUCKET, 0, 3.6e-17))
+    budget = SharedBudget(store, BudgetRule(40), monotonic=lambda: 2701.9)  # type: ignore[arg-type]
+    assert budget.take() > 0
