@@ -88,6 +88,7 @@ class Decoder:
         encoding = (content_encoding or "identity").strip().lower()
         self.encoding = encoding
         self._deflate_first = False
+        self._fed = False  # any compressed bytes at all (an empty body is left alone)
         if encoding in ("", "identity"):
             self._zlib = None
         elif encoding in ("gzip", "x-gzip"):
@@ -106,6 +107,7 @@ class Decoder:
             if data:
                 yield data
             return
+        self._fed = self._fed or bool(data)
         while True:
             try:
                 out = d.decompress(data, PIECE)
@@ -120,8 +122,21 @@ class Decoder:
             if out:
                 yield out
             data = d.unconsumed_tail
+            if d.eof and d.unused_data:  # a gzip body may be several members, one after another
+                if self.encoding == "deflate":
+                    raise CorruptBody("the deflate body has bytes after its end")
+                data, d = d.unused_data, zlib.decompressobj(_GZIP)
+                self._zlib = d
+                continue
             if not data and len(out) < PIECE:
                 return
+
+    def finish(self) -> None:
+        """At the end of the body: a compressed one must have reached its own end, or it
+        was cut short (the HTTP framing can be whole around a cut stream)."""
+        d = self._zlib
+        if d is not None and self._fed and not d.eof:
+            raise CorruptBody(f"the {self.encoding} body ends before its compressed data does")
 
 
 def read_capped(response: httpx.Response, scope: CallScope, cap: int, *, truncate: bool) -> bytes:
@@ -145,6 +160,8 @@ def read_capped(response: httpx.Response, scope: CallScope, cap: int, *, truncat
                 if truncate:
                     return bytes(buffer[:cap])
                 raise BodyTooLarge(cap, len(buffer), declared=False)
+    if not truncate:  # an excerpt of an error body may well be cut
+        decoder.finish()
     return bytes(buffer)
 
 
@@ -183,6 +200,8 @@ async def _read(
                 if truncate:
                     return bytes(buffer[:cap])
                 raise BodyTooLarge(cap, len(buffer), declared=False)
+    if not truncate:  # an excerpt of an error body may well be cut
+        decoder.finish()
     return bytes(buffer)
 
 

@@ -99,6 +99,7 @@ class Download:
             scope.received(len(raw))
             scope.check()
             yield from decoder.feed(raw)
+        decoder.finish()
 
     def iter_bytes(self, chunk_size: int = DEFAULT_CHUNK_SIZE) -> Iterator[bytes]:
         """Stream the body in chunks of ``chunk_size`` decoded bytes (the last may be

@@ -125,6 +125,47 @@ def test_a_gzip_bomb_as_a_batch_object_is_refused_in_bounded_memory(bomb: bytes)
     assert peak < 64 << 20  # the 8 MiB cap and some pieces, not the gigabyte
 
 
+def gzipped(data: bytes) -> bytes:
+    compressor = zlib.compressobj(6, zlib.DEFLATED, zlib.MAX_WBITS | 16)
+    return compressor.compress(data) + compressor.flush()
+
+
+def served_file(body: bytes) -> Any:
+    def answer(conn: socket.socket, stop: threading.Event) -> None:
+        conn.sendall(head(Content_Encoding="gzip", Content_Length=str(len(body))) + body)
+
+    return answer
+
+
+def test_a_file_gzipped_in_several_members_is_read_whole() -> None:
+    """RFC 1952: a gzip file may be members one after another (what `cat a.gz b.gz`
+    makes); zlib stops at the first one's end, and the rest would be dropped unseen."""
+    first, second = b'{"custom_id": "a"}\n', b'{"custom_id": "b"}\n'
+    with (
+        RawServer(served_file(gzipped(first) + gzipped(second))) as server,
+        client(server) as api,
+        api.download("file-abc") as download,
+    ):
+        assert b"".join(download.iter_bytes(7)) == first + second
+
+
+def test_a_gzip_stream_cut_inside_whole_http_framing_is_a_cut_download() -> None:
+    """The HTTP body is whole (its Content-Length is what was sent) but the gzip stream
+    inside it stops short: the file is not whole, and must not read as if it were."""
+    lines = b"".join(b'{"custom_id": "c%d"}\n' % i for i in range(2000))
+    cut = gzipped(lines)[:-30]  # the trailer and the end of the deflate stream are gone
+    with (
+        RawServer(served_file(cut)) as server,
+        client(server) as api,
+        pytest.raises(ApiTransportError) as info,
+        api.download("file-abc") as download,
+    ):
+        for _ in download.iter_bytes(1 << 16):
+            pass
+    assert info.value.kind is TransportFailure.READ
+    assert "ends before its compressed data does" in str(info.value)
+
+
 def test_headers_of_a_megabyte_are_a_protocol_failure() -> None:
     def answer(conn: socket.socket, stop: threading.Event) -> None:
         conn.sendall(b"HTTP/1.1 200 OK\r\n" + b"X-Big: " + b"a" * (1 << 20) + b"\r\n\r\n")
