@@ -1,9 +1,10 @@
 """Download one output or error file and store every line, resumably.
 
 The body is streamed (files reach hundreds of MB) and cut into lines as it
-arrives; every ``chunk_lines`` lines are committed with the file's checkpoint
-in one transaction (see ``orchestrator.db.results``), their rows parsed and
-handed to the database as the lines arrive (on PostgreSQL the chunk's COPY is
+arrives; every ``chunk_lines`` lines (fewer when they reach ``chunk_bytes``) are
+committed with the file's checkpoint in one transaction (see
+``orchestrator.db.results``), their rows parsed and handed to the database as
+the lines arrive (on PostgreSQL the chunk's COPY is
 open meanwhile; a download cut inside a chunk rolls that chunk back whole).
 The API has no Range requests, so a retry downloads from byte 0 again and skips
 the lines the checkpoint already holds, while still hashing and counting every
@@ -15,6 +16,9 @@ cleanly) is retried up to ``download_attempts`` times. A 404 marks the file
 ``missing``; the batch's other file is harvested regardless. A line longer than
 ``max_line_bytes`` becomes a line error with its size (see line_splitter.py).
 When the process stops (``ApiAborted``), what is committed stays committed.
+A file is marked done only when its checkpoint reaches its last line: one with
+fewer lines than earlier downloads stored changed on the server, and stays
+pending with that reason.
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ from concurrent.futures import Future
 from dataclasses import dataclass
 from datetime import timedelta
 from itertools import chain
+from typing import cast
 
 from orchestrator.api.client import BatchApiClient
 from orchestrator.api.errors import (
@@ -41,7 +46,13 @@ from orchestrator.api.errors import (
 )
 from orchestrator.clock import Clock
 from orchestrator.core.harvest import FileState
-from orchestrator.core.line_splitter import MAX_LINE_BYTES, READ_BYTES, Line, LineSplitter
+from orchestrator.core.line_splitter import (
+    MAX_LINE_BYTES,
+    READ_BYTES,
+    Line,
+    LineSplitter,
+    OverlongLine,
+)
 from orchestrator.core.result_lines import Row, is_whole_json, iter_rows
 from orchestrator.db.results import (
     Chunk,
@@ -78,6 +89,9 @@ class IngestSettings:
     lease_seconds: float = 300.0
     read_bytes: int = READ_BYTES
     max_line_bytes: int = MAX_LINE_BYTES
+    # A chunk also ends at this many bytes of lines: its lines are kept until it commits
+    # (two chunks in flight), and 2,000 lines near the line cap would be 32 GiB.
+    chunk_bytes: int = 32 << 20
 
 
 @dataclass
@@ -224,11 +238,13 @@ class _LineFeed:
         self.taken = 0  # lines handed out by the last ``take``
         self._failed: Exception | None = None  # what broke the stream
 
-    def take(self, most: int) -> Iterator[list[Line]]:
-        """The next ``most`` lines, in the lists they arrive in (fewer only at the end
-        of the file); ``taken`` counts them as they go."""
+    def take(self, most: int, max_bytes: int) -> Iterator[list[Line]]:
+        """The next ``most`` lines, in the lists they arrive in; fewer at the end of the
+        file (``ended``), or once they hold ``max_bytes`` (checked after each list: a
+        piece's lines more at the most). ``taken`` counts them as they go."""
         self.taken = 0
-        while most > 0:
+        held = 0
+        while most > 0 and held < max_bytes:
             if self._at >= len(self._lines) and not self._fill():
                 return
             part = self._lines[self._at : self._at + most]
@@ -236,6 +252,12 @@ class _LineFeed:
             self.taken += len(part)
             most -= len(part)
             yield part
+            held += _bytes_held(part)
+
+    @property
+    def ended(self) -> bool:
+        """Every line of the file handed out."""
+        return self.totals is not None and self._at >= len(self._lines)
 
     def _fill(self) -> bool:
         """Split pieces until there are lines to hand out; False at the end of the file."""
@@ -436,15 +458,14 @@ class _ChunkRows:
 
     def _first(self) -> Iterator[Row]:
         lines: list[Line] = []
-        size = self._writer.ingest.settings.chunk_lines
-        flight = self._flight
-        yield from flight.guarded(
-            self._parse(chain.from_iterable(_kept(self._feed.take(size), lines)))
-        )
-        chunk, taken = self._chunk, self._feed.taken
-        chunk.to_line = chunk.from_line + taken
-        if taken < size:
-            totals = chunk.totals = self._feed.totals
+        settings = self._writer.ingest.settings
+        flight, feed = self._flight, self._feed
+        taking = feed.take(settings.chunk_lines, settings.chunk_bytes)
+        yield from flight.guarded(self._parse(chain.from_iterable(_kept(taking, lines))))
+        chunk = self._chunk
+        chunk.to_line = chunk.from_line + feed.taken
+        if feed.ended:
+            totals = chunk.totals = feed.totals
             if totals is not None and totals.lines != chunk.to_line:  # done means every line
                 if totals.lines < chunk.from_line:
                     raise _Changed(
@@ -469,6 +490,17 @@ class _ChunkRows:
             nul_unsafe=ingest.results.nul_unsafe,
             json_bytes=ingest.results.json_bytes,
         )
+
+
+def _bytes_held(lines: list[Line]) -> int:
+    """What the lines hold in memory (an OverlongLine only its prefix)."""
+    try:  # all bytes but for a rare OverlongLine, which has no len(): summed in C
+        return sum(map(len, cast("list[bytes]", lines)))
+    except TypeError:
+        held = 0
+        for line in lines:
+            held += len(line.prefix) if isinstance(line, OverlongLine) else len(line)
+        return held
 
 
 def _kept(parts: Iterator[list[Line]], into: list[Line]) -> Iterator[list[Line]]:

@@ -65,6 +65,7 @@ def ingest_with(
     handler: Callable[[httpx.Request], httpx.Response],
     *,
     chunk_lines: int = 3,
+    chunk_bytes: int = 32 << 20,
     attempts: int = 3,
     owner: str = "ingest-test",
 ) -> FileIngest:
@@ -76,7 +77,12 @@ def ingest_with(
         results=ResultStore(database),
         clock=clock,
         owner=owner,
-        settings=IngestSettings(chunk_lines=chunk_lines, download_attempts=attempts, read_bytes=7),
+        settings=IngestSettings(
+            chunk_lines=chunk_lines,
+            chunk_bytes=chunk_bytes,
+            download_attempts=attempts,
+            read_bytes=7,
+        ),
     )
 
 
@@ -520,6 +526,24 @@ def test_a_file_that_shrank_between_downloads_is_not_marked_done(
     assert (record.state, record.lines_committed, record.results) == ("pending", 6, 6)
     assert record.last_error == outcome.error
     assert [n for _, n, _ in stored(database)] == [1, 2, 3, 4, 5, 6]
+
+
+def test_a_chunk_of_long_lines_commits_at_its_byte_limit(
+    database: Database, clock: ManualClock
+) -> None:
+    """A chunk's lines are held until it commits: long lines end it before its count."""
+    lines = [
+        orjson.dumps({"custom_id": f"c{i}", "response": {"body": "x" * 4000}}) + b"\n"
+        for i in range(10)
+    ]
+    body = b"".join(lines)
+    ingest = ingest_with(database, clock, serving(body), chunk_lines=1000, chunk_bytes=10_000)
+    progress: list[int] = []
+    ingest.on_progress = lambda: progress.append(1)  # once a chunk, as it commits
+    outcome = ingest.run(batch_id=BATCH, file_id="file-x", kind="output")
+    assert (outcome.state, outcome.inserted) == (FileState.DONE, 10)
+    assert len(progress) == 4  # 3 + 3 + 3 + 1: three lines of 4 KB reach 10,000 bytes
+    assert the_file(database).lines == 10
 
 
 class Crash(Exception):

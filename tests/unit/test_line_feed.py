@@ -7,7 +7,7 @@ from collections.abc import Iterator
 import pytest
 
 from orchestrator.core.harvest import FileState
-from orchestrator.core.line_splitter import Line, LineSplitter
+from orchestrator.core.line_splitter import Line, LineSplitter, OverlongLine
 from orchestrator.processes.ingest import IngestResult, _LineFeed
 
 
@@ -33,16 +33,35 @@ def test_a_cut_stream_raises_again_for_the_next_reader_instead_of_ending() -> No
     feed = feed_of(cut_after(b'{"a": 1}\n{"a": 2}\n'))
     taken: list[Line] = []
     with pytest.raises(Cut):
-        for part in feed.take(10):
+        for part in feed.take(10, 1 << 20):
             taken += part
     assert taken == [b'{"a": 1}', b'{"a": 2}']
     with pytest.raises(Cut):
-        list(feed.take(10))
+        list(feed.take(10, 1 << 20))
     assert feed.totals is None
 
 
 def test_a_whole_stream_ends_with_its_totals() -> None:
     feed = feed_of(iter([b'{"a": 1}\n{"a"', b": 2}\n"]), skip=1)
-    assert [line for part in feed.take(10) for line in part] == [b'{"a": 2}']
+    assert [line for part in feed.take(10, 1 << 20) for line in part] == [b'{"a": 2}']
     assert feed.totals is not None and feed.totals.lines == 2
-    assert list(feed.take(10)) == []
+    assert list(feed.take(10, 1 << 20)) == []
+
+
+def test_a_chunk_of_long_lines_ends_at_its_bytes_not_its_line_count() -> None:
+    """Lines are kept until their chunk commits: 2,000 of them near the 16 MiB line cap
+    would be 32 GiB. A chunk ends once its lines hold ``max_bytes``."""
+    line = b'{"pad": "' + b"x" * 1000 + b'"}\n'
+    feed = feed_of(iter([line] * 10))
+    first = [x for part in feed.take(100, 3000) for x in part]
+    assert len(first) == 3 and feed.taken == 3 and not feed.ended
+    rest = [x for part in feed.take(100, 1 << 20) for x in part]
+    assert len(rest) == 7 and feed.ended
+
+
+def test_an_overlong_line_counts_for_the_prefix_it_keeps() -> None:
+    splitter = LineSplitter(100)  # lines over 100 bytes keep their first 100
+    outcome = IngestResult("file-x", "output", FileState.PENDING)
+    feed = _LineFeed(iter([b"y" * 300 + b"\n"] * 5), splitter, 0, outcome)
+    taken = [line for part in feed.take(100, 150) for line in part]
+    assert len(taken) == 2 and all(isinstance(line, OverlongLine) for line in taken)
