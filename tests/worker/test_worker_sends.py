@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import threading
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from concurrent.futures import Future
 from typing import Any
 
@@ -28,6 +28,26 @@ from tests.worker.fake_api import SECRET, batch_body
 from .conftest import POLICY
 
 WIDTH = 4
+
+
+def worker_for(
+    database: Database,
+    clock: ManualClock,
+    handle: Callable[[httpx.Request], Coroutine[None, None, httpx.Response]],
+    *,
+    concurrency: int = 1,
+    store: CancelStore | None = None,
+) -> CancelWorker:
+    """A worker ``w1`` whose API answers with ``handle``."""
+    client = AsyncBatchApiClient(
+        ApiSettings(api_key=Secret(SECRET), base_url="https://api.test/v1"),
+        policy=POLICY,
+        transport=httpx.MockTransport(handle),
+        clock=clock,
+    )
+    config = WorkerConfig(concurrency=concurrency, idle_seconds=0.01)
+    store = store or CancelStore(database)
+    return CancelWorker(store, client, config=config, policy=POLICY, clock=clock, owner="w1")
 
 
 class SlowApi:
@@ -63,20 +83,7 @@ def test_sends_overlap_up_to_the_width_never_twice_for_one_batch(
     ids = [f"batch_{n:03d}" for n in range(40)]
     CancelStore(database).request(ids, now=clock.now(), requested_by="test")
     api = SlowApi()
-    client = AsyncBatchApiClient(
-        ApiSettings(api_key=Secret(SECRET), base_url="https://api.test/v1"),
-        policy=POLICY,
-        transport=httpx.MockTransport(api.handle),
-        clock=clock,
-    )
-    worker = CancelWorker(
-        CancelStore(database),
-        client,
-        config=WorkerConfig(concurrency=WIDTH, idle_seconds=0.01),
-        policy=POLICY,
-        clock=clock,
-        owner="w1",
-    )
+    worker = worker_for(database, clock, api.handle, concurrency=WIDTH)
     report = worker.run(threading.Event(), once=True)
 
     assert report.accepted == 40
@@ -97,7 +104,7 @@ def test_a_worker_never_claims_again_a_cancel_it_is_still_sending(
     the worker that cancel again, or it would be sent twice at once."""
     store = CancelStore(database)
     store.request(["batch_a"], now=clock.now(), requested_by="t")
-    config = WorkerConfig(concurrency=2, idle_seconds=0.01)
+    lease_seconds = WorkerConfig().lease_seconds
     stop = threading.Event()
     sent: list[str] = []
     jumped, claimed_after = threading.Event(), threading.Event()
@@ -114,21 +121,13 @@ def test_a_worker_never_claims_again_a_cancel_it_is_still_sending(
     async def handle(request: httpx.Request) -> httpx.Response:
         sent.append(request.url.path.split("/")[-2])
         if len(sent) == 1:
-            clock.advance(config.lease_seconds + 10)  # the lease ran out meanwhile
+            clock.advance(lease_seconds + 10)  # the lease ran out meanwhile
             jumped.set()
             assert await asyncio.to_thread(claimed_after.wait, 30)  # a turn has claimed
         stop.set()
         return httpx.Response(200, json=batch_body("batch_a", "cancelling"))
 
-    client = AsyncBatchApiClient(
-        ApiSettings(api_key=Secret(SECRET), base_url="https://api.test/v1"),
-        policy=POLICY,
-        transport=httpx.MockTransport(handle),
-        clock=clock,
-    )
-    report = CancelWorker(store, client, config=config, policy=POLICY, clock=clock, owner="w1").run(
-        stop
-    )
+    report = worker_for(database, clock, handle, concurrency=2, store=store).run(stop)
     assert sent == ["batch_a"] and report.accepted == 1
 
 
@@ -143,29 +142,15 @@ def test_a_signal_aborts_the_send_on_the_wire_and_gives_back_the_queued_ones_uns
     CancelStore(database).request(ids, now=clock.now(), requested_by="t")
     stop = threading.Event()
     sent: list[str] = []
-    client: AsyncBatchApiClient
 
     async def handle(request: httpx.Request) -> httpx.Response:
         sent.append(request.url.path.split("/")[-2])
         stop.set()  # what the signal handler does: stop, then abort the calls in flight
-        client.abort()
+        worker.client.abort()
         await asyncio.Event().wait()  # a slow server: only the abort ends this
         raise AssertionError("not reached")
 
-    client = AsyncBatchApiClient(
-        ApiSettings(api_key=Secret(SECRET), base_url="https://api.test/v1"),
-        policy=POLICY,
-        transport=httpx.MockTransport(handle),
-        clock=clock,
-    )
-    worker = CancelWorker(
-        CancelStore(database),
-        client,
-        config=WorkerConfig(concurrency=1, idle_seconds=0.01),
-        policy=POLICY,
-        clock=clock,
-        owner="w1",
-    )
+    worker = worker_for(database, clock, handle)
     report = worker.run(stop)
 
     assert len(sent) == 1 and report.released == 1  # two claimed (twice the concurrency)
@@ -206,21 +191,7 @@ def test_a_stop_waits_for_the_send_on_the_wire_and_gives_back_the_queued_one(
         return httpx.Response(200, json=batch_body(batch_id, "cancelling"))
 
     monkeypatch.setattr("orchestrator.processes.worker.AsyncSender", Recording)
-    client = AsyncBatchApiClient(
-        ApiSettings(api_key=Secret(SECRET), base_url="https://api.test/v1"),
-        policy=POLICY,
-        transport=httpx.MockTransport(handle),
-        clock=clock,
-    )
-    worker = CancelWorker(
-        CancelStore(database),
-        client,
-        config=WorkerConfig(concurrency=1, idle_seconds=0.01),
-        policy=POLICY,
-        clock=clock,
-        owner="w1",
-    )
-    report = worker.run(stop)
+    report = worker_for(database, clock, handle).run(stop)
 
     assert len(sent) == 1 and report.accepted == 1 and report.released == 1
     with database.transaction() as s:
