@@ -37,6 +37,7 @@ __all__ = [
 ACCEPT_ENCODING = "gzip"
 PIECE = 256 * 1024  # decoded bytes made per step: the most a bomb gets out of us at once
 _GZIP = zlib.MAX_WBITS | 16
+_GZIP_MAGIC = b"\x1f\x8b"
 
 
 class BodyTooLarge(Exception):
@@ -89,6 +90,7 @@ class Decoder:
         self.encoding = encoding
         self._deflate_first = False
         self._fed = False  # any compressed bytes at all (an empty body is left alone)
+        self._over = False  # the compressed data has ended; what follows is not read
         if encoding in ("", "identity"):
             self._zlib = None
         elif encoding in ("gzip", "x-gzip"):
@@ -107,6 +109,8 @@ class Decoder:
             if data:
                 yield data
             return
+        if self._over:
+            return
         self._fed = self._fed or bool(data)
         while True:
             try:
@@ -122,12 +126,14 @@ class Decoder:
             if out:
                 yield out
             data = d.unconsumed_tail
-            if d.eof and d.unused_data:  # a gzip body may be several members, one after another
-                if self.encoding == "deflate":
-                    raise CorruptBody("the deflate body has bytes after its end")
-                data, d = d.unused_data, zlib.decompressobj(_GZIP)
-                self._zlib = d
-                continue
+            if d.eof and (rest := d.unused_data) and not _GZIP_MAGIC.startswith(rest):
+                if rest[:2] == _GZIP_MAGIC and self.encoding != "deflate":
+                    # a gzip body may be several members, one after another (RFC 1952)
+                    data, d = rest, zlib.decompressobj(_GZIP)
+                    self._zlib = d
+                    continue
+                self._over = True  # anything else after the end (padding) is left unread,
+                return  # as gzip.decompress leaves zeros (zlib would keep it all in memory)
             if not data and len(out) < PIECE:
                 return
 
@@ -143,7 +149,8 @@ def read_capped(response: httpx.Response, scope: CallScope, cap: int, *, truncat
     """The decoded body, never more than ``cap`` bytes of it held.
 
     Past the cap: with ``truncate`` (an error body, read for its excerpt) the first
-    ``cap`` bytes; otherwise ``BodyTooLarge``. Between network reads the call's
+    ``cap`` bytes; otherwise ``BodyTooLarge``, and ``CorruptBody`` for a compressed
+    body that ends before its compressed data does. Between network reads the call's
     limit and the interrupter are checked.
     """
     decoder = Decoder.of(response)

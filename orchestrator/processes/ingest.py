@@ -74,8 +74,10 @@ class _Truncated(Exception):
 
 
 class _Changed(Exception):
-    """The file has fewer lines than earlier downloads stored: it changed on the server
-    between them. What was stored stays; the file is not marked done."""
+    """The download's lines are not the stored ones plus the rest: fewer lines than an
+    earlier download stored (the file changed on the server, or this download ended
+    early on a line's end with no length to check). What was stored stays; the file
+    is not marked done."""
 
 
 class _Stopped(Exception):
@@ -240,8 +242,9 @@ class _LineFeed:
 
     def take(self, most: int, max_bytes: int) -> Iterator[list[Line]]:
         """The next ``most`` lines, in the lists they arrive in; fewer at the end of the
-        file (``ended``), or once they hold ``max_bytes`` (checked after each list: a
-        piece's lines more at the most). ``taken`` counts them as they go."""
+        file (``ended``), or once they hold ``max_bytes`` (checked after each list: one
+        list's lines more at the most, a piece's worth or a line up to the line cap).
+        ``taken`` counts them as they go."""
         self.taken = 0
         held = 0
         while most > 0 and held < max_bytes:
@@ -290,8 +293,9 @@ class _LineFeed:
 
 
 class _ChunkWriter:
-    """One download's lines after the checkpoint, committed ``chunk_lines`` at a time,
-    each chunk with the checkpoint it moves (and, the last, the file's totals).
+    """One download's lines after the checkpoint, committed ``chunk_lines`` at a time
+    (or ``chunk_bytes``), each chunk with the checkpoint it moves (and, the last, the
+    file's totals).
 
     With two connections (PostgreSQL) a chunk whose rows are all sent drains and commits
     on its connection's thread while the next chunk's rows stream on the other; the
@@ -467,13 +471,12 @@ class _ChunkRows:
         if feed.ended:
             totals = chunk.totals = feed.totals
             if totals is not None and totals.lines != chunk.to_line:  # done means every line
-                if totals.lines < chunk.from_line:
-                    raise _Changed(
-                        f"the file has {totals.lines} lines, but {chunk.from_line} were "
-                        "stored from an earlier download: it changed between downloads; "
-                        "what was stored is kept and the file is not marked done"
-                    )
-                raise _Truncated(f"lines {chunk.to_line + 1}-{totals.lines} were not read")
+                raise _Changed(
+                    f"the download has {totals.lines} lines, but {chunk.to_line} are stored: "
+                    "the file changed between downloads (or this one ended early without "
+                    "saying its length); what was stored is kept and the file is not "
+                    "marked done"
+                )
         self._lines = lines
         flight.all_sent = True
         flight.sent.set()  # the next chunk may take the feed

@@ -64,19 +64,23 @@ class SharedBudget:
                 grant = self._store.take(self._rule, self._rule.batch)
             except DatabaseError as exc:
                 log.warning("request budget unreadable (%s): waiting, not sending", exc)
-                self._wait_until = now + DATABASE_DOWN_WAIT
-                return DATABASE_DOWN_WAIT
+                return self._wait(now, DATABASE_DOWN_WAIT)
             finally:
                 self.fetches += 1
             if grant.granted == 0 or self._wait_until > now:  # or a 429 came meanwhile
-                self._tokens = 0
-                # never 0, which means "send now": a wait of 1e-17 vanishes in now + wait
-                wait = max(grant.wait, self._wait_until - now, MIN_WAIT)
-                self._wait_until = now + wait
-                return wait
+                return self._wait(now, grant.wait)
             self._tokens = grant.granted - 1
             self._tokens_until = now + HOLD_SECONDS
             return 0.0
+
+    def _wait(self, now: float, wait: float) -> float:
+        """Hold this process back ``wait`` seconds from ``now``, or longer if a 429 that
+        came during the fetch asked for longer; drop the tokens held. Never 0, which
+        means "send now" (a wait of 1e-17 vanishes in ``now + wait``)."""
+        self._tokens = 0
+        wait = max(wait, self._wait_until - now, MIN_WAIT)
+        self._wait_until = now + wait
+        return wait
 
     def take_nowait(self) -> float | None:
         """A token held here, or the wait already known; None when only the database

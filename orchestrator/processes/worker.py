@@ -131,14 +131,15 @@ class CancelWorker(LoopProcess):
         return self.report
 
     def _turn(self, sender: AsyncSender, flight: _Flight, *, once: bool) -> float | None:
-        """Record what finished, claim what is due, heartbeat the leases held; then let
+        """Record what finished, heartbeat the leases held, claim what is due; then let
         the sends run for one tick (or say how long to idle when there is nothing to do)."""
         in_flight = flight.in_flight
         self._collect(flight, sender.take_finished())
         now = self.clock.now()
         self._record(flight.finished)
         # Leases held are kept before more are claimed: after turns that stalled past
-        # the lease (a database outage), a claim would hand back a cancel still on the wire.
+        # the lease (a database outage), a claim would hand back a cancel still on the
+        # wire. The heartbeat extends this owner's leases even once expired (leases.py).
         if now - flight.last_heartbeat >= timedelta(seconds=self.config.heartbeat_seconds):
             self._heartbeat(in_flight, now)
             flight.last_heartbeat = now
@@ -148,9 +149,6 @@ class CancelWorker(LoopProcess):
             claims = self.store.claim_due(
                 self.owner, now=now, limit=room, lease_seconds=self.config.lease_seconds
             )
-            if claims and in_flight:  # the heartbeat came too late all the same: never twice
-                sending = {claim.batch_id for claim in in_flight.values()}
-                claims = [claim for claim in claims if claim.batch_id not in sending]
         sends = sender.submit_all([functools.partial(self._send, claim) for claim in claims])
         in_flight.update(zip(sends, claims, strict=True))
         self._sending = len(in_flight)

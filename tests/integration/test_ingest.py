@@ -521,7 +521,7 @@ def test_a_file_that_shrank_between_downloads_is_not_marked_done(
     )
     assert outcome.state is FileState.PENDING and outcome.downloads == 2
     assert outcome.error is not None
-    assert "has 4 lines, but 6 were stored" in outcome.error
+    assert "has 4 lines, but 6 are stored" in outcome.error
     record = the_file(database)
     assert (record.state, record.lines_committed, record.results) == ("pending", 6, 6)
     assert record.last_error == outcome.error

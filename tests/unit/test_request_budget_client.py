@@ -13,7 +13,7 @@ from orchestrator.api.errors import ApiHeldBack
 from orchestrator.core.request_budget import Bucket, BudgetRule, Grant
 from orchestrator.core.retry_policy import RetryPolicy
 from orchestrator.errors import DatabaseUnavailable
-from orchestrator.processes.request_budget import SharedBudget
+from orchestrator.processes.request_budget import MIN_WAIT, SharedBudget
 from orchestrator.secret import Secret
 
 BATCH = {"id": "batch_abc", "object": "batch", "status": "in_progress"}
@@ -237,4 +237,22 @@ def test_no_token_granted_never_reads_as_send_now() -> None:
     """0 from ``take`` means "send now": a wait too small to move the clock is still one."""
     store = FakeStore(Grant(BUCKET, 0, 3.6e-17))
     budget = SharedBudget(store, BudgetRule(40), monotonic=lambda: 2701.9)  # type: ignore[arg-type]
-    assert budget.take() > 0
+    assert budget.take() == MIN_WAIT
+    assert budget.take_nowait() == pytest.approx(MIN_WAIT)  # the other threads wait too
+
+
+def test_a_429_during_a_fetch_the_database_refuses_is_not_cut_short() -> None:
+    """The database is down: the fetch fails after a 429 asked for a minute meanwhile
+    (whose own write failed too); the minute stands, not the second of an outage."""
+    budget: SharedBudget
+
+    class DownStore(FakeStore):
+        def take(self, rule: BudgetRule, want: int) -> Grant:
+            budget.rate_limited(60.0)
+            raise DatabaseUnavailable("database unavailable: gone")
+
+        def hold(self, rule: BudgetRule, seconds: float) -> datetime:
+            raise DatabaseUnavailable("database unavailable: gone")
+
+    budget = SharedBudget(DownStore(), BudgetRule(100), monotonic=lambda: 0.0)  # type: ignore[arg-type]
+    assert budget.take() == pytest.approx(60.0)
