@@ -17,7 +17,6 @@ from typing import Any
 import orjson
 
 from orchestrator.api.bodies import BodyTooLarge
-from orchestrator.api.budget import BudgetGate
 from orchestrator.api.errors import ApiAborted, ApiAnswerTooLarge, ApiCall
 from orchestrator.api.failures import ERROR_BODY_BYTES, Answered, Failures
 from orchestrator.api.http11 import Head
@@ -117,14 +116,11 @@ def json_outcome(
     *,
     failures: Failures,
     now: datetime,
-    gate: BudgetGate | None,
 ) -> Outcome[ApiResult]:
     """Judge a JSON call's answer (its body read, or why it could not be decoded)."""
     content, problem = answer
     data = decode_object(content) if problem is None else None
     verdict = classify(response.status_code, response.headers, now, body_is_json=data is not None)
-    if gate is not None:
-        gate.answered(response.status_code, verdict)
     if verdict.kind is VerdictKind.OK and data is not None:
         result = ApiResult(data, response.status_code, request_id, number)
         return Outcome(verdict, number, payload=result)

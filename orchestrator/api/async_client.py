@@ -316,7 +316,6 @@ class AsyncBatchApiClient:
             request_id,
             failures=self._failures,
             now=self._clock.now(),
-            gate=None,  # told below, off the loop
         )
         if self._gate is not None:
             await self._gate.answered_async(answered.status_code, outcome.verdict)

@@ -297,7 +297,7 @@ class BatchApiClient:
             return self._transport_outcome(call, number, exc, started, extra)
         finally:
             response.close()
-        return json_outcome(
+        outcome = json_outcome(
             call,
             number,
             response,
@@ -305,8 +305,10 @@ class BatchApiClient:
             request_id,
             failures=self._failures,
             now=self._clock.now(),
-            gate=self._gate,
         )
+        if self._gate is not None:
+            self._gate.answered(response.status_code, outcome.verdict)
+        return outcome
 
     def _read_answer(self, response: httpx.Response, scope: CallScope) -> tuple[bytes, str | None]:
         """A 2xx's body up to the cap (``BodyTooLarge`` past it); the start of an error's.

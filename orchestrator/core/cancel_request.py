@@ -283,12 +283,13 @@ def after_attempt(
     owned = request.lease_owner == owner
     counted = RequestColumns(attempts=request.attempts + 1)
     if owned:
-        counted = RequestColumns(
-            attempts=request.attempts + 1,
-            last_attempt_at=now,
-            last_http_status=attempt.http_status,
-            last_error=attempt.error,
-            last_request_id=attempt.request_id,
+        counted.update(
+            RequestColumns(
+                last_attempt_at=now,
+                last_http_status=attempt.http_status,
+                last_error=attempt.error,
+                last_request_id=attempt.request_id,
+            )
         )
     plan = RequestPlan(changes=counted)
     if batch is not None:

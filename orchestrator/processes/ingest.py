@@ -175,13 +175,9 @@ class FileIngest:
                 continue
             except ApiAuthError:
                 raise
-            except _Changed as exc:  # downloading it again now will not change that
-                outcome.error = str(exc)
-                self.results.note_failure(batch_id, file_id, error=outcome.error)
-                log.error("%s", outcome.error, extra=extra)
-                return outcome
-            except ApiStatusError as exc:  # refused, and asking again now will not change that
-                outcome.error = f"download refused: {exc}"
+            except (ApiStatusError, _Changed) as exc:  # asking again now changes nothing
+                refused = isinstance(exc, ApiStatusError)
+                outcome.error = f"download refused: {exc}" if refused else str(exc)
                 self.results.note_failure(batch_id, file_id, error=outcome.error)
                 log.warning("%s", outcome.error, extra=extra)
                 return outcome
