@@ -34,6 +34,7 @@ class StoredBatch:
     output_file_id: str | None = None
     error_file_id: str | None = None
     request_counts: tuple[int, int, int] | None = None
+    usage: Mapping[str, int | None] = field(default_factory=dict)  # USAGE_FIELDS
 
 
 @dataclass(frozen=True)
@@ -159,12 +160,26 @@ def _field_changes(stored: StoredBatch, observed: BatchObservation) -> dict[str,
         value = getattr(observed, name)
         if value is not None:
             changes[name] = value
-    changes.update({k: v for k, v in observed.usage.items() if v is not None})
+    changes.update(_grown_usage(stored.usage, observed.usage))
     if observed.metadata is not None:
         changes["metadata"] = observed.metadata
     if observed.errors is not None:
         changes["errors"] = observed.errors
     return changes
+
+
+def _grown_usage(
+    stored: Mapping[str, int | None], observed: Mapping[str, int | None]
+) -> dict[str, int]:
+    """Token counts that grew: like the request counts, a stale answer (a list page read
+    before the GET just recorded) never lowers them."""
+    grown: dict[str, int] = {}
+    for name, value in observed.items():
+        if value is not None:
+            before = stored.get(name)
+            if before is None or value > before:
+                grown[name] = value
+    return grown
 
 
 def _grown_counts(

@@ -20,7 +20,7 @@ from orchestrator.core.cancel_request import (
     close,
 )
 from orchestrator.core.harvest import HarvestState
-from orchestrator.core.observation import BatchObservation
+from orchestrator.core.observation import USAGE_FIELDS, BatchObservation
 from orchestrator.core.status import TIMESTAMP_FIELDS, parse_status
 from orchestrator.db.database import Database, chunks, in_list
 from orchestrator.db.models import Batch, BatchEvent, CancelRequest, outside_text, table_of
@@ -53,6 +53,7 @@ def _stored(
     output_file_id: str | None,
     error_file_id: str | None,
     counts: tuple[int | None, int | None, int | None],
+    values: Mapping[str, object],
 ) -> StoredBatch:
     total, completed, failed = counts
     return StoredBatch(
@@ -61,6 +62,7 @@ def _stored(
         output_file_id=output_file_id,
         error_file_id=error_file_id,
         request_counts=None if total is None else (total, completed or 0, failed or 0),
+        usage={name: values[name] for name in USAGE_FIELDS},  # type: ignore[misc]
     )
 
 
@@ -244,12 +246,13 @@ STATE_NAMES = tuple(column.key for column in STATE_COLUMNS)
 def snapshot_of(row: Batch) -> BatchSnapshot:
     timestamps = {name: getattr(row, name) for name in TIMESTAMP_FIELDS}
     counts = (row.request_counts_total, row.request_counts_completed, row.request_counts_failed)
+    values = {name: getattr(row, name) for name in STATE_NAMES}
     return BatchSnapshot(
         row.id,
         row.status,
         row.version,
-        _stored(row.status, timestamps, row.output_file_id, row.error_file_id, counts),
-        {name: getattr(row, name) for name in STATE_NAMES},
+        _stored(row.status, timestamps, row.output_file_id, row.error_file_id, counts, values),
+        values,
     )
 
 
@@ -277,6 +280,7 @@ def snapshot_of_values(values: Mapping[str, object]) -> BatchSnapshot:
             values["output_file_id"],  # type: ignore[arg-type]
             values["error_file_id"],  # type: ignore[arg-type]
             counts,  # type: ignore[arg-type]
+            values,
         ),
         values,
     )
@@ -352,6 +356,7 @@ def _after(stored: StoredBatch, applied: Applied) -> StoredBatch:
         output_file_id=applied.changes.get("output_file_id", stored.output_file_id),
         error_file_id=applied.changes.get("error_file_id", stored.error_file_id),
         request_counts=counts,
+        usage={name: applied.changes.get(name, stored.usage.get(name)) for name in USAGE_FIELDS},
     )
 
 

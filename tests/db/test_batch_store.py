@@ -159,3 +159,24 @@ def test_concurrent_writers_never_corrupt_a_row_or_lose_an_event(db_url: str) ->
         total = s.scalar(select(func.count()).select_from(BatchEvent))
         assert total is not None and total > 0
     db.dispose()
+
+
+def test_a_stale_answer_never_lowers_token_usage(database: Database) -> None:
+    store = BatchStore(database)
+
+    def usage(tokens: int) -> dict[str, Any]:
+        return {
+            "input_tokens": tokens,
+            "input_tokens_details": {"cached_tokens": 0},
+            "output_tokens": tokens,
+            "output_tokens_details": {"reasoning_tokens": 0},
+            "total_tokens": 2 * tokens,
+        }
+
+    for tokens in (300, 100):  # the second: a page read before the first was recorded
+        store.record_observation(
+            parse_batch(payload("in_progress", usage=usage(tokens))), now=T0, source="reconciler"
+        )
+    row = store.get("batch_1")
+    assert row is not None
+    assert (row.usage_input_tokens, row.usage_total_tokens) == (300, 600)

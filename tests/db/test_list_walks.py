@@ -3,6 +3,7 @@ and a page's batches are leased by the rule of db/leases.py."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import select, update
@@ -134,6 +135,24 @@ def test_a_page_takes_over_a_dead_processes_batch_and_skips_a_live_ones(
         kinds = list(session.scalars(select(BatchEvent.kind).where(BatchEvent.batch_id == dead)))
     assert owners == {live: "alive", dead: None}  # observed, then its lease let go
     assert "lease_recovered" in kinds and "status" in kinds
+
+
+def test_a_page_read_before_a_get_never_lowers_token_usage(database: Database) -> None:
+    batch_id = "batch_" + "3" * 32
+    BatchStore(database).track([batch_id], now=T0, source="test")
+    listed, _ = stores(database)
+
+    def page(tokens: int) -> None:
+        seen = replace(observed(batch_id), usage={"usage_output_tokens": tokens})
+        listed.record_page(
+            [seen], now=T0, owner="lister", policy=PollPolicy(), lease_seconds=60, u=lambda: 0.5
+        )
+
+    page(300)
+    page(100)
+    with database.transaction() as session:
+        tokens = session.scalar(select(Batch.usage_output_tokens).where(Batch.id == batch_id))
+    assert tokens == 300
 
 
 def test_a_walk_in_segments_is_a_turn_each_and_ends_with_its_last_segment(

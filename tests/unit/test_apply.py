@@ -43,6 +43,7 @@ def fold(stored: StoredBatch, applied: Applied) -> StoredBatch:
         output_file_id=ch.get("output_file_id", stored.output_file_id),
         error_file_id=ch.get("error_file_id", stored.error_file_id),
         request_counts=counts,
+        usage={**stored.usage, **{n: v for n, v in ch.items() if n.startswith("usage_")}},
     )
 
 
@@ -106,6 +107,31 @@ def test_file_ids_are_set_once_and_counts_only_grow() -> None:
     assert applied.changes["error_file_id"] == "file-e"
     assert applied.changes["request_counts_completed"] == 8
     assert applied.changes["request_counts_failed"] == 2
+
+
+def test_token_usage_only_grows() -> None:
+    """A stale answer (a list page read before the GET just recorded) keeps the higher
+    figures; a field never seen before, or one that grew, is written."""
+    stored = StoredBatch(
+        status=S.COMPLETED,
+        usage={"usage_input_tokens": 900, "usage_output_tokens": 400, "usage_total_tokens": None},
+    )
+    applied = apply_observation(
+        stored,
+        observe(
+            "completed",
+            usage={
+                "usage_input_tokens": 500,
+                "usage_output_tokens": 450,
+                "usage_total_tokens": 950,
+                "usage_cached_tokens": None,
+            },
+        ),
+    )
+    assert "usage_input_tokens" not in applied.changes
+    assert applied.changes["usage_output_tokens"] == 450
+    assert applied.changes["usage_total_tokens"] == 950
+    assert "usage_cached_tokens" not in applied.changes
 
 
 def test_the_same_observation_twice_is_a_no_op_for_status() -> None:
