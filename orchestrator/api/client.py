@@ -27,6 +27,7 @@ import logging
 import random as _random
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import httpx
@@ -65,7 +66,7 @@ from orchestrator.api.retrying import Outcome, Retrier
 from orchestrator.api.settings import ApiSettings
 from orchestrator.api.transport import ThreadLocalTransport
 from orchestrator.clock import Clock, SystemClock
-from orchestrator.core.ids import validate_batch_id, validate_file_id
+from orchestrator.core.ids import ID_PATTERN, validate_batch_id, validate_file_id
 from orchestrator.core.retry_policy import (
     RetryPolicy,
     Verdict,
@@ -73,12 +74,21 @@ from orchestrator.core.retry_policy import (
     classify,
 )
 
-__all__ = ["ApiResult", "ApiSettings", "BatchApiClient", "Download"]
+__all__ = ["ApiResult", "ApiSettings", "BatchApiClient", "Download", "ListPage"]
 
 logger = logging.getLogger(__name__)
 
 USER_AGENT = f"orchestrator/{__version__}"
 _T = TypeVar("_T")
+_LIST = ApiCall("list", "GET", "/batches")
+
+
+@dataclass(frozen=True)
+class ListPage:
+    items: list[dict[str, Any]]  # objects, each still to be parsed (one bad item is its own)
+    next_after: str | None  # the cursor of the page after it; None: this is the last
+
+
 _NO_ANSWER = (httpx.TransportError, httpx.DecodingError)
 
 
@@ -183,27 +193,41 @@ class BatchApiClient:
             if not after:
                 raise ValueError("after must be a batch id or None, not ''")
             params["after"] = after
-        return self._json_call(ApiCall("list", "GET", "/batches"), None, params=params)
+        return self._json_call(_LIST, None, params=params)
+
+    def list_page(self, after: str | None, limit: int) -> ListPage:
+        """One page of ``GET /batches`` after ``after`` (None: the first), checked: a
+        ``data`` array of objects and, when there is more, a cursor (the last id) of an
+        id's form that moves on. A page that fails a check raises
+        ``ApiProtocolError``; nothing of it is used."""
+        answer = self.list_batches(after=after, limit=limit)
+        data = answer.data.get("data")
+        if not isinstance(data, list) or not all(isinstance(b, dict) for b in data):
+            raise self._page_error(answer, "the list has no 'data' array of objects")
+        if not data or answer.data.get("has_more") is not True:
+            return ListPage(data, None)
+        last = data[-1].get("id")
+        if not isinstance(last, str) or ID_PATTERN.fullmatch(last) is None:
+            raise self._page_error(answer, "the list cursor (last id) is not a batch id")
+        if last == after:
+            raise self._page_error(answer, "the list cursor (last id) did not advance")
+        return ListPage(data, last)
 
     def iter_batches(self, limit: int = 100) -> Iterator[dict[str, Any]]:
-        """Every batch, page by page, until ``has_more`` is false or a page is empty."""
+        """Every batch, page by page (``list_page``), until the last page."""
         after: str | None = None
         cursors: set[str] = set()  # a cursor that comes back (A, B, A, ...) loops forever
         while True:
-            page = self.list_batches(after=after, limit=limit)
-            data = page.data.get("data")
-            if not isinstance(data, list) or not all(isinstance(b, dict) for b in data):
-                raise self._page_error(page, "the list has no 'data' array of objects")
-            if not data:
+            page = self.list_page(after, limit)
+            yield from page.items
+            if page.next_after is None:
                 return
-            yield from data
-            if page.data.get("has_more") is not True:
-                return
-            last = data[-1].get("id")
-            if not isinstance(last, str) or not last or last in cursors:
-                raise self._page_error(page, "the list cursor (last id) did not advance")
-            cursors.add(last)
-            after = last
+            if page.next_after in cursors:
+                raise ApiProtocolError(
+                    _LIST, status=200, detail="the list cursor (last id) came back: a loop"
+                )
+            cursors.add(page.next_after)
+            after = page.next_after
 
     @contextlib.contextmanager
     def download(self, file_id: str) -> Iterator[Download]:
@@ -381,8 +405,5 @@ class BatchApiClient:
 
     def _page_error(self, page: ApiResult, detail: str) -> ApiProtocolError:
         return ApiProtocolError(
-            ApiCall("list", "GET", "/batches"),
-            status=page.status,
-            detail=detail,
-            request_id=page.request_id,
+            _LIST, status=page.status, detail=detail, request_id=page.request_id
         )

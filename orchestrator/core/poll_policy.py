@@ -127,7 +127,10 @@ class PollPolicy:
         since = timestamps.get(status.timestamp_field) or status_changed_at
         if since is None:
             return None
-        return since + timedelta(seconds=limit)
+        try:
+            return since + timedelta(seconds=limit)
+        except OverflowError:  # the server's time is within the limit of the year 9999
+            return None
 
     def awaiting_file_ids(
         self,

@@ -11,12 +11,12 @@ that dies mid-call leaves a row that is simply due again later.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import timedelta
 
 from sqlalchemy import select, update
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import InstrumentedAttribute, Session
 
 from orchestrator.core.cleanup import (
     BatchFiles,
@@ -33,6 +33,7 @@ from orchestrator.db.server_time import server_now
 __all__ = ["Deletion", "DeletionResult", "FileDeletionStore"]
 
 _ERROR_CHARS = 2000
+CANDIDATES_PAGE = 500  # rows of candidates read at a time (see _unqueued)
 
 
 @dataclass(frozen=True)
@@ -115,7 +116,10 @@ class FileDeletionStore:
         return allowed
 
     def _unqueued(self, session: Session, limit: int) -> list[Deletion]:
-        """Files of harvested batches with no ``file_deletions`` row yet, rule applied."""
+        """Files of harvested batches with no ``file_deletions`` row yet, rule applied,
+        oldest harvest first. The candidates are read a page at a time until ``limit``
+        are allowed: files the rule keeps for good (a sharer whose harvest is missing)
+        must not fill a window that newer files the rule lets go never reach."""
         columns = []
         if self.result_files:
             columns += [
@@ -126,23 +130,14 @@ class FileDeletionStore:
             columns.append((FileKind.INPUT, Batch.input_file_id))
         found: dict[str, Deletion] = {}
         for kind, column in columns:
-            queued = select(FileDeletion.file_id).where(FileDeletion.file_id == column)
-            rows = session.execute(
-                select(Batch.id, column)
-                .where(
-                    Batch.harvest_state == HarvestState.DONE.value,
-                    column.is_not(None),
-                    column != "",
-                    ~queued.exists(),
-                )
-                .order_by(Batch.harvested_at, Batch.id)
-                .limit(limit)
-            ).all()
-            for batch_id, file_id in rows:
-                if file_id:
-                    found.setdefault(file_id, Deletion(batch_id, kind, file_id))
-        allowed = self._allowed(session, {d.batch_id for d in found.values()})
-        return [d for d in found.values() if (d.batch_id, d.file_id) in allowed][:limit]
+            for page in _candidates(session, kind, column, max(limit, CANDIDATES_PAGE)):
+                allowed = self._allowed(session, {d.batch_id for d in page})
+                for deletion in page:
+                    if (deletion.batch_id, deletion.file_id) in allowed:
+                        found.setdefault(deletion.file_id, deletion)
+                if len(found) >= limit:
+                    break
+        return list(found.values())[:limit]
 
     # --- planning ---------------------------------------------------------------------
 
@@ -244,3 +239,26 @@ class FileDeletionStore:
                 .values(values)
                 .execution_options(synchronize_session=False)
             )
+
+
+def _candidates(
+    session: Session, kind: FileKind, column: InstrumentedAttribute[str | None], size: int
+) -> Iterator[list[Deletion]]:
+    """The files in ``column`` of harvested batches not queued yet, ``size`` rows at a
+    time (the rows do not move meanwhile: nothing is queued until the caller is done)."""
+    queued = select(FileDeletion.file_id).where(FileDeletion.file_id == column)
+    query = (
+        select(Batch.id, column)
+        .where(
+            Batch.harvest_state == HarvestState.DONE.value,
+            column.is_not(None),
+            column != "",
+            ~queued.exists(),
+        )
+        .order_by(Batch.harvested_at, Batch.id)
+        .limit(size)
+    )
+    offset = 0
+    while rows := session.execute(query.offset(offset)).all():
+        yield [Deletion(batch_id, kind, file_id) for batch_id, file_id in rows if file_id]
+        offset += len(rows)

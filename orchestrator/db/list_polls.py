@@ -21,6 +21,7 @@ from sqlalchemy.orm import Session
 from orchestrator.core.observation import BatchObservation
 from orchestrator.core.poll_policy import PollPolicy
 from orchestrator.core.status import TERMINAL, BatchStatus
+from orchestrator.db.database import chunks
 from orchestrator.db.models import Batch
 from orchestrator.db.poll_writes import (
     POLL_COLUMNS,
@@ -163,14 +164,18 @@ class ListPollStore:
         with self.db.transaction() as session:
             # Lock and read the page's batches that are ours, in flight and free, in one
             # statement; their leases are written with what the observations decide.
-            locked = self.polls.leases.lock(
-                session,
-                owner,
-                now=now,
-                due=Batch.id.in_(list(by_id)) & in_flight_of_page(),
-                order_by=[Batch.id],  # lock in id order, as every other writer does
-                columns=(*POLL_COLUMNS, Batch.last_polled_at),
-            )
+            locked = [  # a statement's worth of ids at a time: a page may be any length
+                row
+                for ids in chunks(sorted(by_id))
+                for row in self.polls.leases.lock(
+                    session,
+                    owner,
+                    now=now,
+                    due=Batch.id.in_(ids) & in_flight_of_page(),
+                    order_by=[Batch.id],  # lock in id order, as every other writer does
+                    columns=(*POLL_COLUMNS, Batch.last_polled_at),
+                )
+            ]
             rows = [PolledRow.of(row, holder=owner) for row in locked]
             fresh = sum(
                 1

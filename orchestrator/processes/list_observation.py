@@ -37,14 +37,13 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from orchestrator.api.client import BatchApiClient
-from orchestrator.api.pages import fetch_page
 from orchestrator.clock import Clock
 from orchestrator.core.observation import BatchObservation, MalformedBatch, parse_batch
 from orchestrator.core.poll_policy import PollPolicy
 from orchestrator.db.list_polls import Due, ListPollStore
 from orchestrator.db.list_walks import Busy, ListWalkStore, Next, Turn, WalkState
 from orchestrator.db.poll_writes import PollRecord
-from orchestrator.errors import ApiError, InvalidBatchId
+from orchestrator.errors import ApiError, DatabaseError, InvalidBatchId
 
 __all__ = ["LIST_PAGE", "ListObserver", "Walk"]
 
@@ -226,7 +225,7 @@ class ListObserver:
         batches of a page still being recorded."""
         started = self.clock.now()  # the page's GET begins: what a poll's `now` is
         try:
-            page = fetch_page(self.client, turn.after_id, LIST_PAGE)
+            page = self.client.list_page(turn.after_id, LIST_PAGE)
         except ApiError as exc:
             log.warning("listing batches failed (%s); single GETs do the rest", exc)
             walk.stopped = "the list failed"
@@ -263,6 +262,12 @@ class ListObserver:
                 walk_began=turn.started_at,
                 then=self.walks.counting(turn),  # lean or not, with the page
             )
+        except DatabaseError:
+            raise  # the loop's to handle: back off, reconnect
+        except Exception:  # a value no rule foresaw: not the process's end, nor a loop of it
+            log.exception("recording a list page failed; single GETs do the rest")
+            walk.stopped = "a page could not be recorded"
+            return False
         finally:
             if turn.segments > 1:  # recorded or not: the segment is not left held
                 finish()
@@ -282,19 +287,25 @@ def _until(
     batches no older than the cut are kept, wherever they are (none of this segment's
     is lost; those created in the same second as the cut may be observed twice in the
     walk, which is harmless), and so is one whose age is not a number."""
-    first = next((n for n, item in enumerate(items) if item.get("id") in stops), None)
+    first = next((n for n, item in enumerate(items) if _id(item) in stops), None)
     if first is None:
         return items, None
     ages = [_age(item) for item in items]
     known = [age for age in ages if age is not None]
     if len(known) == len(ages) and all(a >= b for a, b in itertools.pairwise(known)):
         return items[: first + 1], WHERE_ANOTHER_BEGINS  # in order: cut at its place
-    cut_ages = [age for age, item in zip(ages, items, strict=True) if item.get("id") in stops]
+    cut_ages = [age for age, item in zip(ages, items, strict=True) if _id(item) in stops]
     newest = max((age for age in cut_ages if age is not None), default=None)
     if newest is None:  # no age to compare: end at its place
         return items[: first + 1], WHERE_ANOTHER_BEGINS
     kept = [item for age, item in zip(ages, items, strict=True) if age is None or age >= newest]
     return kept, WHERE_ANOTHER_BEGINS
+
+
+def _id(item: dict[str, Any]) -> str | None:
+    """The item's id if it is text: an unparsed item's may be anything, a list unhashable."""
+    value = item.get("id")
+    return value if isinstance(value, str) else None
 
 
 def _age(item: dict[str, Any]) -> int | None:

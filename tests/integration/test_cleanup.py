@@ -291,3 +291,33 @@ def test_cli_dry_run_lists_and_deletes_nothing(
     assert listed == {output_id: "output", error_id: "error", input_id: "input"}
     assert "3 file(s) would be deleted" in err
     assert deletions(database) == {} and sim.simulator.served("delete_file") == 0
+
+
+def test_files_kept_for_good_never_keep_a_newer_file_from_going(database: Database) -> None:
+    """Two old batches share input file X with a batch whose harvest is missing: X stays,
+    rightly, at every run. A newer batch's file Y may go; it is queued however many old
+    candidates come before it (the candidates were one window of ``limit`` rows)."""
+    at = datetime(2026, 12, 3, 8, 0, tzinfo=UTC)
+    harvested = {
+        "batch_old1": ("file-X", "done"),
+        "batch_old2": ("file-X", "done"),
+        "batch_lost": ("file-X", "missing"),
+        "batch_new": ("file-Y", "done"),
+    }
+    with database.transaction() as session:
+        for n, (batch_id, (input_id, state)) in enumerate(harvested.items()):
+            session.add(
+                Batch(
+                    id=batch_id,
+                    tracked_at=at,
+                    tracked_by="test",
+                    updated_at=at,
+                    status="completed",
+                    input_file_id=input_id,
+                    harvest_state=state,
+                    harvested_at=at.replace(second=n),
+                )
+            )
+    store = FileDeletionStore(database, result_files=False, input_files=True)
+    assert store.enqueue(limit=2) == 1
+    assert list(deletions(database)) == ["file-Y"]

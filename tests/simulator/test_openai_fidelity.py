@@ -12,7 +12,6 @@ import pytest
 from openai.types import Batch, FileDeleted, FileObject
 
 from orchestrator.api.client import ApiSettings, BatchApiClient
-from orchestrator.api.pages import fetch_page
 from orchestrator.clock import ManualClock
 from orchestrator.core.retry_policy import RetryPolicy
 from orchestrator.secret import Secret
@@ -214,7 +213,7 @@ def test_pages_of_a_hundred_read_alike_by_the_official_client_and_ours_through_t
     clock: ManualClock,
 ) -> None:
     """The reconciler's list walk reads pages of 100 with our client, one at a time
-    (api/pages.fetch_page); the official client must see the same pages, cursors and
+    (BatchApiClient.list_page); the official client must see the same pages, cursors and
     ``has_more``, and page on through rate-limit mode's 429 once a token is back."""
     limited = Simulator(SimulatorConfig(api_key=KEY, seed=3, rate_limit_per_second=2), clock)
     created = []
@@ -254,7 +253,7 @@ def test_pages_of_a_hundred_read_alike_by_the_official_client_and_ours_through_t
             pages = []
             for _ in range(3):
                 clock.advance(0.5)
-                listed = fetch_page(ours, cursor, 100)
+                listed = ours.list_page(cursor, 100)
                 pages.append([b["id"] for b in listed.items])
                 cursor = listed.next_after
         assert pages == [newest_first[:100], newest_first[100:200], newest_first[200:]]

@@ -100,6 +100,12 @@ def test_overdue_is_measured_from_the_servers_timestamp_when_there_is_one() -> N
     assert POLICY.overdue_at(S.CANCELLING, {}, None) is None
 
 
+def test_a_server_time_at_the_end_of_the_calendar_is_never_overdue() -> None:
+    end = datetime(9999, 12, 31, 23, 59, 59, tzinfo=UTC)  # the parser's last second
+    assert POLICY.overdue_at(S.CANCELLING, {"cancelling_at": end}, T0) is None
+    assert POLICY.overdue_at(S.FINALIZING, {"finalizing_at": end}, T0) is None
+
+
 def test_a_batch_turns_overdue_once_and_the_plan_says_so_once() -> None:
     before = plan_poll(POLICY, batch(S.CANCELLING), now=T0 + timedelta(seconds=599), u=0.0)
     assert before.overdue_since is None and not before.newly_overdue
