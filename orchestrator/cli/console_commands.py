@@ -8,10 +8,10 @@ import re
 
 from orchestrator.cli.console_args import TOKEN_ENV
 from orchestrator.cli.context import Context, Exit
+from orchestrator.console.guard import is_loopback  # plain Python, no web stack
 from orchestrator.db.database import Database
 from orchestrator.errors import ConfigError
 
-LOOPBACK = ("127.0.0.1", "localhost", "::1", "[::1]")
 TOKEN_PATTERN = re.compile(r"[A-Za-z0-9._~-]{16,256}")
 
 
@@ -23,7 +23,7 @@ def console_token(host: str) -> str | None:
             f"{TOKEN_ENV} must be 16 to 256 characters from A-Z a-z 0-9 . _ ~ - "
             "(for example the output of `openssl rand -hex 24`)"
         )
-    if token is None and host not in LOOPBACK and not host.startswith("127."):
+    if token is None and not is_loopback(host):
         raise ConfigError(
             f"--host {host} is not a loopback address: set {TOKEN_ENV} to a secret token "
             "first, so that only people who have it can read the console"

@@ -58,7 +58,14 @@ def parse_moment(text: str) -> datetime:
         raise argparse.ArgumentTypeError(
             f"{text!r} is neither a duration (10m, 2h, 1d) nor an ISO time (2026-11-24T03:00Z)"
         ) from None
-    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+    if moment.tzinfo is None:
+        return moment.replace(tzinfo=UTC)
+    try:
+        return moment.astimezone(UTC)
+    except OverflowError:  # 0001-01-01T00:00+01:00 is a moment before year 1 in UTC
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is out of range: in UTC it falls before year 1 or after year 9999"
+        ) from None
 
 
 def positive_int(text: str) -> int:

@@ -27,10 +27,11 @@ from orchestrator.console.render import STATIC, environment, render
 from orchestrator.console.selectors import BadSelector, parse_selection
 from orchestrator.console.timeline import timeline
 from orchestrator.core.cancel_state import CANCEL_STATES
+from orchestrator.core.ids import validate_batch_id
 from orchestrator.db.browse import SORTS, BadCursor, BrowseQueries
 from orchestrator.db.database import Database
 from orchestrator.db.queries import OperatorQueries
-from orchestrator.errors import DatabaseError
+from orchestrator.errors import DatabaseError, InvalidBatchId
 
 SPOOL_BYTES = 8 * 1024 * 1024  # a download larger than this is staged on disk, not in memory
 CHUNK_BYTES = 64 * 1024
@@ -90,7 +91,7 @@ class Console:
 
     def batch(self, request: Request) -> Response:
         batch_id = request.path_params["batch_id"]
-        view = BrowseQueries(self.db).batch_view(batch_id)
+        view = BrowseQueries(self.db).batch_view(batch_id) if _can_be_id(batch_id) else None
         if view is None:
             return self.problem(request, 404, f"No batch {batch_id} is tracked here.")
         return self.page(
@@ -107,7 +108,7 @@ class Console:
         if fmt not in FORMATS:
             return self.problem(request, 404, f"No download as {fmt}: use jsonl or csv.")
         queries = OperatorQueries(self.db)
-        if not queries.summaries([batch_id]):
+        if not _can_be_id(batch_id) or not queries.summaries([batch_id]):
             return self.problem(request, 404, f"No batch {batch_id} is tracked here.")
         # The command line's own writer, so both apply the same rules to what they write
         # (CSV cells that a spreadsheet would run as a formula, among them).
@@ -126,6 +127,16 @@ class Console:
             media_type=FORMATS[fmt],
             headers={"content-disposition": f'attachment; filename="{safe_name}-results.{fmt}"'},
         )
+
+
+def _can_be_id(text: str) -> bool:
+    """Whether ``text`` can be a batch id. One that cannot is tracked nowhere: a 404
+    without asking the database (which may refuse it outright: PostgreSQL, a NUL)."""
+    try:
+        validate_batch_id(text)
+    except InvalidBatchId:
+        return False
+    return True
 
 
 def _chunks(staged: IO[str]) -> Iterator[bytes]:

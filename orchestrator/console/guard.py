@@ -18,6 +18,8 @@ Plain ASGI, so it wraps static files, streamed downloads and errors alike.
 from __future__ import annotations
 
 import hmac
+import ipaddress
+import re
 import time
 from collections.abc import Awaitable, Callable, MutableMapping
 from http.cookies import SimpleCookie
@@ -32,7 +34,8 @@ ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 COOKIE = "orchestrator_console"
 TOKEN_PARAMETER = "token"
-LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1", "[::1]"})
+# A Host header: a name, or a bracketed IPv6 literal, and an optional port.
+HOST_HEADER = re.compile(r"(\[[^\]]*\]|[^\[\]:]*)(?::[0-9]+)?")
 SECURITY_HEADERS = [
     (
         b"content-security-policy",
@@ -50,14 +53,28 @@ READ_METHODS = frozenset({"GET", "HEAD"})
 
 
 def is_loopback(host: str) -> bool:
-    return host in LOOPBACK_HOSTS or host.startswith("127.")
+    """Whether ``host`` (no port) names this machine: ``localhost``, or an IP literal
+    of a loopback address (``127.0.0.1``, ``::1``, ``[::1]``).
+
+    The one home of this rule, for the Host header and for ``console --host``. Only
+    an exact literal: a name such as ``127.0.0.1.attacker.example`` is anyone's, and
+    its owner can re-bind it to 127.0.0.1 (DNS rebinding).
+    """
+    if host.lower() == "localhost":
+        return True
+    bracketed = host.startswith("[") and host.endswith("]")
+    try:
+        address = ipaddress.ip_address(host[1:-1] if bracketed else host)
+    except ValueError:
+        return False
+    return address.is_loopback and (address.version == 6 or not bracketed)
 
 
 def _host_name(header: str) -> str:
-    """``127.0.0.1:8470`` -> ``127.0.0.1``; ``[::1]:8470`` -> ``[::1]``."""
-    if header.startswith("["):
-        return header.split("]", 1)[0] + "]"
-    return header.rsplit(":", 1)[0] if header.count(":") == 1 else header
+    """``127.0.0.1:8470`` -> ``127.0.0.1``; ``[::1]:8470`` -> ``[::1]``; anything
+    else is returned whole (and so names no loopback unless it is one, like ``::1``)."""
+    match = HOST_HEADER.fullmatch(header)
+    return match.group(1) if match else header
 
 
 class Guard:
@@ -102,23 +119,27 @@ class Guard:
             if not is_loopback(host):
                 return 421, "This console answers to a loopback Host only.", []
             return None
-        offered = dict(parse_qsl(scope.get("query_string", b"").decode("latin-1")))
-        if TOKEN_PARAMETER in offered:
-            return self._token_in_url(scope, offered)
+        query = parse_qsl(scope.get("query_string", b"").decode("latin-1"), keep_blank_values=True)
+        if any(name == TOKEN_PARAMETER for name, _ in query):
+            return self._token_in_url(scope, query)
         if self._carries_token(headers):
             return None
         return 401, "A token is needed: open this page with ?token=... once.", []
 
     def _token_in_url(
-        self, scope: Scope, offered: dict[str, str]
+        self, scope: Scope, query: list[tuple[str, str]]
     ) -> tuple[int, str, list[tuple[bytes, bytes]]]:
-        """Trade a correct ?token= for a cookie and the same page without it."""
+        """Trade a correct ?token= for a cookie and the same page without it: every
+        other pair kept, in order (a filter may repeat a name: status=a&status=b)."""
         assert self.token is not None
-        if not hmac.compare_digest(offered.pop(TOKEN_PARAMETER).encode(), self.token):
+        offered = [value for name, value in query if name == TOKEN_PARAMETER]
+        if not all(hmac.compare_digest(value.encode(), self.token) for value in offered):
             return 401, "That token is not this console's.", []
-        rest = urlencode(offered)
-        path = scope.get("raw_path") or scope["path"].encode()
-        location = path.decode("latin-1") + (f"?{rest}" if rest else "")
+        rest = urlencode([(name, value) for name, value in query if name != TOKEN_PARAMETER])
+        path = (scope.get("raw_path") or scope["path"].encode()).decode("latin-1")
+        # One leading slash: "//evil.example/" (or "/\evil.example/", which browsers
+        # read alike) in Location would send the browser to another site.
+        location = "/" + path.lstrip("/\\") + (f"?{rest}" if rest else "")
         cookie = f"{COOKIE}={self.token.decode()}; Path=/; HttpOnly; SameSite=Strict"
         return (
             303,

@@ -13,6 +13,7 @@ A shared link carries the whole filter in its query string.
 from __future__ import annotations
 
 import argparse
+import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -35,6 +36,10 @@ DEFAULT_LIMIT = 50
 MAX_LIMIT = 500
 MAX_VALUES = 20  # of one repeatable parameter: a filter, not a bulk lookup
 MAX_TEXT = 256
+LIMIT_TEXT = re.compile(r"[0-9]{1,3}")  # ASCII digits only: "²" is a digit to str.isdigit
+# A control character (NUL among them) is in no batch's field, and PostgreSQL refuses
+# NUL in a query outright: say so, as a 400, rather than fail in the database.
+CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 _T = TypeVar("_T")
 
 
@@ -66,26 +71,31 @@ class Selection:
         return urlencode(pairs)
 
 
-def _all(params: Mapping[str, Sequence[str]], name: str) -> list[str]:
-    """Every non-empty value of ``name``; comma lists are split, as in `--status a,b`."""
-    values = [
-        part.strip() for raw in params.get(name, ()) for part in raw.split(",") if part.strip()
-    ]
+def _checked(name: str, values: list[str]) -> list[str]:
+    """``values`` if there are few enough, each short and without control characters."""
     if len(values) > MAX_VALUES:
         raise BadSelector(f"{name}: at most {MAX_VALUES} values")
     for value in values:
         if len(value) > MAX_TEXT:
             raise BadSelector(f"{name}: a value longer than {MAX_TEXT} characters")
+        if CONTROL.search(value):
+            raise BadSelector(f"{name}: a value holds a control character (such as NUL)")
     return values
+
+
+def _all(params: Mapping[str, Sequence[str]], name: str) -> list[str]:
+    """Every non-empty value of ``name``; comma lists are split, as in `--status a,b`."""
+    values = [
+        part.strip() for raw in params.get(name, ()) for part in raw.split(",") if part.strip()
+    ]
+    return _checked(name, values)
 
 
 def _one(params: Mapping[str, Sequence[str]], name: str) -> str | None:
     values = [v.strip() for v in params.get(name, ()) if v.strip()]
     if len(values) > 1:
         raise BadSelector(f"{name}: given {len(values)} times, expected once")
-    if values and len(values[0]) > MAX_TEXT:
-        raise BadSelector(f"{name}: longer than {MAX_TEXT} characters")
-    return values[0] if values else None
+    return _checked(name, values)[0] if values else None
 
 
 def _parsed(name: str, text: str, parse: Callable[[str], _T]) -> _T:
@@ -136,9 +146,9 @@ def parse_selection(params: Mapping[str, Sequence[str]], now: datetime) -> Selec
     statuses = _choices("status", _all(params, "status"), STATUS_CHOICES)
     cancel_states = _choices("cancel_state", _all(params, "cancel_state"), CANCEL_STATES)
     outcomes = tuple(dict.fromkeys(_all(params, "cancel_outcome")))
-    metadata = tuple(
-        _parsed("metadata", m, parse_metadata) for m in params.get("metadata", ()) if m.strip()
-    )
+    # Not comma-split: a metadata value may hold a comma (as `--metadata` is read).
+    typed_metadata = _checked("metadata", [m for m in params.get("metadata", ()) if m.strip()])
+    metadata = tuple(dict.fromkeys(_parsed("metadata", m, parse_metadata) for m in typed_metadata))
     if _one(params, "since") is not None:
         raise BadSelector(SINCE_IS_GONE)
     after, before = _created_range(params, now)
@@ -148,7 +158,7 @@ def parse_selection(params: Mapping[str, Sequence[str]], now: datetime) -> Selec
     limit_text = _one(params, "limit")
     limit = DEFAULT_LIMIT
     if limit_text is not None:
-        if not limit_text.isdigit() or not 1 <= int(limit_text) <= MAX_LIMIT:
+        if not LIMIT_TEXT.fullmatch(limit_text) or not 1 <= int(limit_text) <= MAX_LIMIT:
             raise BadSelector(f"limit: expected a whole number from 1 to {MAX_LIMIT}")
         limit = int(limit_text)
     where = BatchFilter(

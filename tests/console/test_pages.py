@@ -115,6 +115,20 @@ def test_a_shared_link_carries_the_whole_filter(web: TestClient) -> None:
         ("limit=0", "limit: expected a whole number from 1 to 500"),
         ("after=bm90IGEgY3Vyc29y", "is not one this console made"),
         ("overdue=maybe", "overdue: expected 1"),
+        ("limit=%C2%B2", "limit: expected a whole number from 1 to 500"),  # str.isdigit("²")
+        (
+            "created_after=0001-01-01T00:00%2B01:00",
+            "created_after: '0001-01-01T00:00+01:00' is out",
+        ),
+        (
+            "created_before=9999-12-31T23:00-05:00",
+            "created_before: '9999-12-31T23:00-05:00' is out",
+        ),
+        pytest.param("metadata=a%3Db&" * 1000, "metadata: at most 20 values", id="metadata*1000"),
+        ("model=gpt%00", "model: a value holds a control character"),
+        ("endpoint=%00", "endpoint: a value holds a control character"),
+        ("cancel_outcome=a%0Ab", "cancel_outcome: a value holds a control character"),
+        ("metadata=team%3Dsearch%00", "metadata: a value holds a control character"),
     ],
 )
 def test_a_bad_filter_is_a_400_naming_it(web: TestClient, query: str, names: str) -> None:
@@ -148,6 +162,14 @@ def test_unknown_batch_is_404(web: TestClient) -> None:
     assert web.get("/batches/batch_nosuch").status_code == 404
     assert web.get("/batches/batch_nosuch/results.csv").status_code == 404
     assert web.get(f"/batches/{f.CANCELLED}/results.xml").status_code == 404
+
+
+@pytest.mark.postgres
+def test_an_id_that_cannot_be_one_is_404_without_asking_the_database(pg_url: str) -> None:
+    """PostgreSQL refuses a NUL in a query outright (SQLite would just find nothing)."""
+    with console_client(pg_url) as web:
+        assert web.get("/batches/batch_%00x").status_code == 404
+        assert web.get("/batches/batch_%00x/results.csv").status_code == 404
 
 
 @pytest.mark.parametrize("fmt", ["jsonl", "csv"])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import subprocess
 import sys
 
@@ -9,9 +10,12 @@ import pytest
 from sqlalchemy import update
 from sqlalchemy.exc import DBAPIError
 
+from orchestrator.cli.console_commands import console_token
 from orchestrator.cli.main import main
+from orchestrator.console.guard import Guard, Message, Receive, Scope, Send, is_loopback
 from orchestrator.db.database import Database
 from orchestrator.db.models import Batch
+from orchestrator.errors import ConfigError
 from tests.operators import fleet as f
 from tests.operators.conftest import Fleet
 
@@ -66,6 +70,40 @@ def test_without_a_token_only_a_loopback_host_is_answered(shared_fleet: Fleet) -
         assert web.get("/").status_code == 200
 
 
+def test_a_name_that_only_begins_like_a_loopback_address_is_refused(
+    shared_fleet: Fleet,
+) -> None:
+    """DNS rebinding: the attacker's page at 127.0.0.1.attacker.example, its name
+    re-bound to 127.0.0.1, sends that name as its Host."""
+    for base_url in ("http://127.0.0.1.attacker.example:8470", "http://127.evil.example"):
+        with console_client(shared_fleet.url, base_url=base_url) as web:
+            assert web.get("/batches").status_code == 421, base_url
+    with console_client(shared_fleet.url, base_url="http://[::1]:8470") as web:
+        assert web.get("/").status_code == 200
+
+
+def test_loopback_is_localhost_or_an_exact_loopback_ip_literal(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    for host in ("localhost", "127.0.0.1", "127.0.0.2", "::1", "[::1]"):
+        assert is_loopback(host), host
+    for host in (
+        "127.0.0.1.attacker.example",
+        "127.evil.example",
+        "127.1",
+        "[127.0.0.1]",
+        "localhost.example",
+        "0.0.0.0",
+        "10.0.0.5",
+    ):
+        assert not is_loopback(host), host
+    # The command's own check is the same rule: off loopback, a token first.
+    monkeypatch.delenv("ORCHESTRATOR_CONSOLE_TOKEN", raising=False)
+    assert console_token("127.0.0.1") is None
+    with pytest.raises(ConfigError, match="ORCHESTRATOR_CONSOLE_TOKEN"):
+        console_token("127.0.0.1.attacker.example")
+
+
 def test_a_token_is_required_once_set(shared_fleet: Fleet) -> None:
     with console_client(shared_fleet.url, token=TOKEN, base_url="http://10.0.0.5:8470") as web:
         assert web.get("/").status_code == 401
@@ -83,6 +121,42 @@ def test_a_token_is_required_once_set(shared_fleet: Fleet) -> None:
         page = web.get("/batches?status=failed")  # the cookie now carries it
         assert page.status_code == 200 and f.FAILED in page.text
         assert TOKEN not in page.text
+
+
+def test_signing_in_keeps_every_other_pair_in_order(shared_fleet: Fleet) -> None:
+    with console_client(shared_fleet.url, token=TOKEN, base_url="http://10.0.0.5:8470") as web:
+        signed_in = web.get(f"/batches?status=failed&model=m&status=expired&token={TOKEN}")
+    assert signed_in.status_code == 303
+    assert signed_in.headers["location"] == "/batches?status=failed&model=m&status=expired"
+
+
+@pytest.mark.parametrize("raw_path", [b"//evil.example/", b"///evil.example/", b"/\\evil.example/"])
+def test_signing_in_never_redirects_to_another_site(raw_path: bytes) -> None:
+    """The path as sent (a test client would tidy it): a Location beginning // (or
+    /\\, which browsers read alike) names another host."""
+
+    async def never_reached(scope: Scope, receive: Receive, send: Send) -> None:
+        raise AssertionError("the guard answers a sign-in itself")
+
+    async def receive() -> Message:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    sent: list[Message] = []
+
+    async def send(message: Message) -> None:
+        sent.append(message)
+
+    scope = {
+        "type": "http",
+        "method": "GET",
+        "path": raw_path.decode(),
+        "raw_path": raw_path,
+        "query_string": f"token={TOKEN}".encode(),
+        "headers": [(b"host", b"10.0.0.5:8470")],
+    }
+    asyncio.run(Guard(never_reached, token=TOKEN)(scope, receive, send))
+    assert sent[0]["status"] == 303
+    assert dict(sent[0]["headers"])[b"location"] == b"/evil.example/"
 
 
 def test_off_loopback_without_a_token_the_command_refuses(

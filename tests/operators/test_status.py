@@ -134,6 +134,8 @@ def test_nothing_matching_says_so(database: Database, run: Run) -> None:
         (["--limit", "-1"], "from 0 (no limit)"),
         (["--cancel", "sent"], "not one of pending, accepted"),
         (["--older-than", "yesterday"], "not a duration"),
+        (["--created-after", "0001-01-01T00:00+01:00"], "before year 1 or after year 9999"),
+        (["--created-before", "9999-12-31T23:00-05:00"], "before year 1 or after year 9999"),
     ],
 )
 def test_bad_filters_are_usage_errors(
