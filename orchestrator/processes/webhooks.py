@@ -9,12 +9,18 @@ database problem gets a 503, so the sender delivers it again later.
 
 Plain ``http.server`` with one thread per connection, at most ``max_connections``
 at once: the work per request is one small transaction, and no framework is needed.
+A connection holds its slot only briefly: each request must arrive whole within
+``request_seconds`` and a kept-alive connection may idle ``idle_seconds``; when every
+slot is taken a new connection gets a 503 (``busy``) rather than a wait without end.
 ``GET /healthz`` answers whether the database does; ``GET /metrics`` is Prometheus.
 """
 
 from __future__ import annotations
 
+import contextlib
+import io
 import logging
+import re
 import socket
 import threading
 import time
@@ -40,7 +46,23 @@ __all__ = ["PATH", "ReceiverConfig", "WebhookReceiver"]
 log = logging.getLogger(__name__)
 
 PATH = "/webhooks/openai"
-READ_TIMEOUT_S = 10.0  # a sender that stalls mid-body loses its connection
+# The time one request (request line, headers and body) has to arrive, from its first
+# byte; then the connection is closed. The per-recv() socket timeout alone let a client
+# keep its slot for ever by sending a header line every few seconds. A real delivery is
+# a few hundred bytes of headers and a JSON body under a kilobyte; even a body at the
+# 1 MiB cap arrives in 10 s at 1 Mbit/s. The sender delivers again after a failure.
+REQUEST_SECONDS = 10.0
+# How long a kept-alive connection may sit between requests (or a new one before its
+# first byte): it holds a slot all that time.
+IDLE_SECONDS = 5.0
+# How long the accept loop waits for a free slot before answering 503. It must be short:
+# serve_forever() runs that wait, and stop() (httpd.shutdown()) waits for serve_forever().
+SLOT_WAIT_SECONDS = 0.5
+# An answer is written with this timeout, whatever the request's deadline left.
+WRITE_TIMEOUT_S = 10.0
+# Content-Length as ASCII digits, at most 12 (str.isdigit() also takes '²' and 5000
+# digits, which int() then refuses); anything longer is over any cap anyway.
+_LENGTH = re.compile(r"[0-9]{1,12}")
 _LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0)
 
 
@@ -51,6 +73,8 @@ class ReceiverConfig:
     tolerance_seconds: int = 300
     adopt_unknown: bool = False
     max_connections: int = 64
+    request_seconds: float = REQUEST_SECONDS
+    idle_seconds: float = IDLE_SECONDS
 
     @staticmethod
     def from_settings(settings: Settings) -> ReceiverConfig:
@@ -68,7 +92,7 @@ class _Metrics:
         self.deliveries = Counter(
             "orchestrator_webhook_deliveries",
             "Webhook deliveries, by outcome (due, adopted, ignored, settled, recorded, "
-            "duplicate, rejected, too_large, unavailable).",
+            "duplicate, rejected, too_large, unavailable, busy).",
             ["outcome"],
             registry=self.registry,
         )
@@ -80,10 +104,57 @@ class _Metrics:
         )
 
 
+class _DeadlineSocketReader(io.RawIOBase):
+    """The connection's socket, each recv() bounded by the time left to ``deadline``.
+
+    A socket timeout bounds one recv(); this bounds them all together, so a client
+    trickling bytes runs out of time just as one sending nothing does.
+    """
+
+    def __init__(self, sock: socket.socket) -> None:
+        super().__init__()
+        self.sock = sock
+        self.deadline = time.monotonic()
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        left = self.deadline - time.monotonic()
+        if left <= 0:  # settimeout(0) would mean "do not wait", not "too late"
+            raise TimeoutError("the request took too long to arrive")
+        self.sock.settimeout(left)
+        return self.sock.recv_into(buffer)
+
+
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
-    timeout = READ_TIMEOUT_S
+    timeout = WRITE_TIMEOUT_S
     server: _Server
+
+    def setup(self) -> None:
+        super().setup()
+        self.rfile.close()  # replaced by one that keeps the request's deadline
+        self.reader = _DeadlineSocketReader(self.connection)
+        self.buffered = io.BufferedReader(self.reader)
+        self.rfile = self.buffered
+
+    def handle_one_request(self) -> None:
+        config = self.server.receiver.config
+        # Before a request's first byte the connection is idle, holding a slot: not long.
+        self.reader.deadline = time.monotonic() + config.idle_seconds
+        try:
+            waiting = self.buffered.peek(1)  # no recv() if a request is already buffered
+        except OSError:  # idle too long (TimeoutError), or reset
+            waiting = b""
+        if not waiting:
+            self.close_connection = True
+            return
+        # From its first byte, the whole request has request_seconds. The base class
+        # closes the connection on a TimeoutError in the request line or the headers;
+        # _deliver answers 400 to one in the body.
+        self.reader.deadline = time.monotonic() + config.request_seconds
+        super().handle_one_request()
 
     def log_message(self, format: str, *args: Any) -> None:
         pass  # every delivery is logged once, structured, in _deliver
@@ -109,18 +180,32 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _deliver(self) -> tuple[int, dict[str, object]]:
         receiver = self.server.receiver
-        length = self.headers.get("content-length", "")
-        if not length.isdigit():
+        # Where the body ends must be beyond doubt (request smuggling): one length, no
+        # Transfer-Encoding beside it or instead of it.
+        if "transfer-encoding" in self.headers:
+            return receiver.refused(
+                "rejected", 400, "Transfer-Encoding is not accepted; send a Content-Length"
+            )
+        lengths = {value.strip(" \t") for value in self.headers.get_all("content-length", [])}
+        if not lengths:
             return receiver.refused("rejected", 411, "a Content-Length is required")
-        if int(length) > receiver.config.max_body_bytes:
+        if len(lengths) > 1:
+            return receiver.refused("rejected", 400, "Content-Length headers that differ")
+        (length_text,) = lengths
+        if not _LENGTH.fullmatch(length_text):
+            return receiver.refused(
+                "rejected", 400, "Content-Length is not a number of bytes (0-9, at most 12)"
+            )
+        length = int(length_text)
+        if length > receiver.config.max_body_bytes:
             return receiver.refused(
                 "too_large", 413, f"body over {receiver.config.max_body_bytes} bytes"
             )
         try:
-            body = self.rfile.read(int(length))
-        except OSError:
+            body = self.rfile.read(length)
+        except OSError:  # a TimeoutError: the deadline passed, or a reset
             return receiver.refused("rejected", 400, "the body did not arrive")
-        if len(body) != int(length):
+        if len(body) != length:
             return receiver.refused("rejected", 400, "the body is shorter than its length")
         headers = {
             name: value
@@ -134,6 +219,7 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _send(self, code: int, body: bytes, content_type: str, *, close: bool = False) -> None:
         try:
+            self.connection.settimeout(WRITE_TIMEOUT_S)  # not what the read deadline left
             self.send_response(code)
             self.send_header("Content-Type", content_type)
             self.send_header("Content-Length", str(len(body)))
@@ -157,7 +243,10 @@ class _Server(ThreadingHTTPServer):
         super().__init__(address, _Handler)
 
     def process_request(self, request: Any, client_address: Any) -> None:
-        self.slots.acquire()  # at the cap, new connections wait in the listen backlog
+        # This runs in serve_forever(): waiting here for ever would also stop shutdown().
+        if not self.slots.acquire(timeout=SLOT_WAIT_SECONDS):
+            self._refuse_busy(request)
+            return
         try:
             super().process_request(request, client_address)
         except BaseException:
@@ -169,6 +258,24 @@ class _Server(ThreadingHTTPServer):
             super().process_request_thread(request, client_address)
         finally:
             self.slots.release()
+
+    def _refuse_busy(self, request: socket.socket) -> None:
+        """Answer 503 and close, without ever waiting on this client."""
+        limit = self.receiver.config.max_connections
+        _, answer = self.receiver.refused("busy", 503, f"all {limit} connections busy")
+        body = orjson.dumps(answer)
+        head = (
+            "HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\n"
+            f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n"
+        )
+        request.setblocking(False)
+        with contextlib.suppress(OSError):
+            # Take what the client already sent: closing with unread bytes sends a reset,
+            # which can destroy the answer before the client reads it.
+            request.recv(65536)
+        with contextlib.suppress(OSError):
+            request.send(head.encode() + body)  # small: fits the empty send buffer
+        self.shutdown_request(request)
 
     def handle_error(self, request: Any, client_address: Any) -> None:
         # Called from the handler's except clause: the traceback is the current one.
