@@ -25,8 +25,11 @@ class RedactSecret(logging.Filter):
     """Replace the API key and passwords wherever they might appear in a record.
     Defence in depth."""
 
-    def __init__(self, *secrets: Secret) -> None:
+    def __init__(self, *secrets: Secret, formatter: logging.Formatter | None = None) -> None:
         super().__init__()
+        # The handler's formatter: the exception's text is written by it here, scrubbed,
+        # and the formatter then uses that text (`exc_text`) instead of writing its own.
+        self._formatter = formatter or logging.Formatter()
         # too short a value would scrub ordinary words; longest first, so a secret
         # that contains another is replaced whole
         values = {s.reveal() for s in secrets if len(s.reveal()) >= 4}
@@ -47,7 +50,20 @@ class RedactSecret(logging.Filter):
             for key, text in extras.items():
                 if secret in text:
                     extras[key] = self._scrub(record, key, secret)
+        # An exception's message (a driver's error quoting the URL, a server's echoing the
+        # key) and a stack are outside text too.
+        if record.exc_info:
+            text = record.exc_text or self._formatter.formatException(record.exc_info)
+            record.exc_text = self._scrub_text(text)
+        if record.stack_info:
+            record.stack_info = self._scrub_text(record.stack_info)
         return True
+
+    def _scrub_text(self, text: str) -> str:
+        for secret in self._values:
+            if secret in text:
+                text = text.replace(secret, "***")
+        return text
 
     @staticmethod
     def _scrub(record: logging.LogRecord, key: str, secret: str) -> str:
@@ -97,8 +113,10 @@ class JsonFormatter(logging.Formatter):
         for key, value in vars(record).items():
             if key not in _STANDARD and not key.startswith("_"):
                 entry[key] = value
-        if record.exc_info:
-            entry["exception"] = self.formatException(record.exc_info)
+        if record.exc_info and not record.exc_text:
+            record.exc_text = self.formatException(record.exc_info)
+        if record.exc_text:  # written (and scrubbed) by RedactSecret, when it ran
+            entry["exception"] = record.exc_text
         return json.dumps(entry, default=str)
 
 
@@ -145,9 +163,10 @@ def configure(level: str, fmt: str, *secrets: Secret) -> None:
     logging.logProcesses = False
     logging.logMultiprocessing = False
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter())
+    formatter = JsonFormatter() if fmt == "json" else TextFormatter()
+    handler.setFormatter(formatter)
     handler.addFilter(BoundIds())  # first, so the key is scrubbed from bound ids too
-    handler.addFilter(RedactSecret(*secrets))
+    handler.addFilter(RedactSecret(*secrets, formatter=formatter))
     root = logging.getLogger()
     for old in list(root.handlers):
         root.removeHandler(old)

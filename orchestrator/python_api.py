@@ -16,21 +16,22 @@ the reconciler do, as they do for the command line.
 
 from __future__ import annotations
 
-import getpass
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from orchestrator.cli.cancel_args import MAX_BY
+from orchestrator.cli.who import os_user
 from orchestrator.core.harvest import HarvestState
-from orchestrator.core.ids import validate_batch_id
+from orchestrator.core.ids import BATCH_PREFIX, validate_batch_id
 from orchestrator.core.status import UNOBSERVED, parse_status
 from orchestrator.db.batches import BatchStore
 from orchestrator.db.cancels import CancelStore
 from orchestrator.db.database import Database
 from orchestrator.db.queries import OperatorQueries, ResultRow
 from orchestrator.db.server_clock import database_clock
-from orchestrator.errors import UnknownBatch
+from orchestrator.errors import InvalidBatchId, UnknownBatch
 from orchestrator.settings import load_settings
 
 __all__ = ["BatchState", "CancelReceipt", "Orchestrator", "ResultRow"]
@@ -78,10 +79,14 @@ class Orchestrator:
     """A connection to the orchestrator's database. Close it (or use `with`)."""
 
     def __init__(self, database_url: str | None = None, *, user: str | None = None) -> None:
+        """`user`: who asks, kept with each cancel (default: the OS user). At most
+        MAX_BY (128) characters, as the command line's `--by`: ValueError otherwise."""
+        if user is not None and len(user) > MAX_BY:
+            raise ValueError(f"user: expected at most {MAX_BY} characters, got {len(user):,}")
         overrides = {"database_url": database_url} if database_url is not None else {}
         settings = load_settings(overrides=overrides)
         self._db = Database.connect(settings.database_url, pool_size=2)
-        self._user = user or getpass.getuser()
+        self._user = user or os_user()
 
     def close(self) -> None:
         self._db.dispose()
@@ -95,11 +100,35 @@ class Orchestrator:
     def _now(self) -> datetime:
         return database_clock(self._db).now()
 
-    def cancel(self, batch_ids: Iterable[str], *, reason: str | None = None) -> CancelReceipt:
+    def _checked(self, batch_ids: Iterable[str], any_id: bool) -> list[str]:
+        """The ids, as `cancel` and `track` take a new one: well formed, and tracked
+        already or beginning BATCH_PREFIX (`any_id`: any form, the CLI's --any-id).
+        Unlike the CLI a beginning of a tracked id is not expanded: a program names
+        the batch it means. InvalidBatchId naming every id refused, before any is
+        recorded."""
+        ids = list(dict.fromkeys(validate_batch_id(i) for i in batch_ids))
+        if any_id:
+            return ids
+        untracked = [i for i in ids if not i.startswith(BATCH_PREFIX)]
+        if untracked:
+            known = OperatorQueries(self._db).known_ids(untracked)
+            refused = [i for i in untracked if i not in known]
+            if refused:
+                raise InvalidBatchId(
+                    f"not tracked, and not a batch id (they begin {BATCH_PREFIX}): "
+                    f"{', '.join(refused)}; check them, or pass any_id=True for ids of "
+                    "another form"
+                )
+        return ids
+
+    def cancel(
+        self, batch_ids: Iterable[str], *, reason: str | None = None, any_id: bool = False
+    ) -> CancelReceipt:
         """Record that these batches must be cancelled; returns at once (the worker
         sends them). Asking twice is harmless. Raises InvalidBatchId for an id that
-        cannot be one, before recording any."""
-        ids = [validate_batch_id(i) for i in batch_ids]
+        cannot be one, or is not tracked and does not begin BATCH_PREFIX (unless
+        `any_id`), before recording any."""
+        ids = self._checked(batch_ids, any_id)
         summary = CancelStore(self._db).request(
             ids, now=self._now(), requested_by=self._user, reason=reason
         )
@@ -110,10 +139,10 @@ class Orchestrator:
             ended_already=dict(summary.closed_at_once),
         )
 
-    def track(self, batch_ids: Iterable[str]) -> list[str]:
+    def track(self, batch_ids: Iterable[str], *, any_id: bool = False) -> list[str]:
         """Follow these batches and harvest their results, without cancelling them.
-        Returns the ids that were not tracked before."""
-        ids = [validate_batch_id(i) for i in batch_ids]
+        Returns the ids that were not tracked before. Ids are checked as `cancel`'s."""
+        ids = self._checked(batch_ids, any_id)
         return BatchStore(self._db).track(ids, now=self._now(), source="track")
 
     def batch(self, batch_id: str) -> BatchState:

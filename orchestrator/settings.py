@@ -247,6 +247,15 @@ class Settings:
         if self.log_level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):
             raise ConfigError(f"ORCHESTRATOR_LOG_LEVEL: unknown level {self.log_level!r}")
 
+    def __repr__(self) -> str:
+        # The dataclass's own repr would show the database URL's password (a traceback's
+        # locals, a debug line); the secrets are Secrets, which print as *** already.
+        from orchestrator.db.urls import hide_password  # late: keeps settings light
+
+        values = {f.name: getattr(self, f.name) for f in fields(self)}
+        values["database_url"] = hide_password(self.database_url)
+        return f"Settings({', '.join(f'{name}={value!r}' for name, value in values.items())})"
+
     def redacted(self) -> dict[str, Any]:
         """Every setting, the key shown only as set or not, the database password as ***."""
         from orchestrator.db.urls import hide_password  # late: keeps settings light
@@ -338,7 +347,9 @@ def _coerce(name: str, raw: Any, source: str) -> Any:
         if not isinstance(raw, str):  # a TOML number, list or table where text belongs
             raise ValueError
         return raw
-    except (ValueError, TypeError):  # TypeError: a TOML list or table for a number
+    # TypeError: a TOML list or table for a number; OverflowError: a TOML integer too
+    # large for a float (`1e400` as digits)
+    except (ValueError, TypeError, OverflowError):
         shown = "***" if kind == "Secret" else _shorten(repr(raw))
         expected = kind.split(" ")[0]
         raise ConfigError(f"{source}: expected {expected}, got {shown}") from None

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import getpass
-
 from orchestrator.cli import cancel_plan
 from orchestrator.cli.batch_names import named_ids
 from orchestrator.cli.context import Context, Exit
 from orchestrator.cli.ids_input import IdList, collect_ids, report_rejected
 from orchestrator.cli.output import emit, record
 from orchestrator.cli.render import cell
+from orchestrator.cli.who import os_user
 from orchestrator.cli.withdraw_command import run_withdraw
 from orchestrator.db.batches import BatchStore
 from orchestrator.db.cancels import CancelStore
@@ -41,7 +40,7 @@ def run_cancel(ctx: Context) -> Exit:
         summary = CancelStore(db).request(
             ids.valid,
             now=database_clock(db).now(),
-            requested_by=ctx.args.by or getpass.getuser(),
+            requested_by=ctx.args.by or os_user(),
             reason=ctx.args.reason,
         )
     finally:

@@ -10,7 +10,6 @@ a terminal, or --yes. Without a terminal and without --yes nothing is requested.
 from __future__ import annotations
 
 import argparse
-import getpass
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from typing import Any
@@ -25,6 +24,7 @@ from orchestrator.cli.ids_input import IdList, ids_and_selector
 from orchestrator.cli.output import emit, for_a_person, record
 from orchestrator.cli.render import age, cell, moment
 from orchestrator.cli.selection import selector_of
+from orchestrator.cli.who import os_user
 from orchestrator.core.apply import StoredBatch
 from orchestrator.core.cancel_request import CancelState, Move, RequestPlan, Wish, open_request
 from orchestrator.core.status import UNOBSERVED, parse_status
@@ -196,7 +196,7 @@ def run(ctx: Context) -> Exit:
         summary = CancelStore(db).request(
             [p.batch_id for p in plan.to_cancel],
             now=now,
-            requested_by=args.by or getpass.getuser(),
+            requested_by=args.by or os_user(),
             reason=reason,
         )
     finally:

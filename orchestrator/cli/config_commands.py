@@ -19,8 +19,10 @@ def show_settings(ctx: Context) -> Exit:
         return Exit.OK
     allowed = {f.name: f.metadata.get("range") for f in fields(Settings)}
     table = Table(box=None)
+    # Too narrow a terminal folds a long value (a database URL) onto more lines; cut
+    # short, with no mark, it would read as another value (`testdb` as `test`).
     for title in ("setting", "value", "environment variable", "allowed"):
-        table.add_column(title, no_wrap=True, overflow="fold")
+        table.add_column(title, overflow="fold")
     for name, value in values.items():
         limits = allowed.get(name)
         table.add_row(

@@ -11,7 +11,7 @@ import logging
 import os
 import sys
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from enum import IntEnum
 from functools import cached_property
@@ -72,7 +72,9 @@ def _json_default(value: object) -> str:
 @dataclass
 class Context:
     settings: Settings
-    args: argparse.Namespace
+    # Not in the repr: `--database-url` is kept here as typed, password and all
+    # (the settings' repr shows the URL with it hidden).
+    args: argparse.Namespace = field(repr=False)
 
     @cached_property
     def out(self) -> Console:

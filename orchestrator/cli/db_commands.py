@@ -5,6 +5,7 @@ from __future__ import annotations
 from orchestrator.cli.context import Context, Exit
 from orchestrator.db import migrate
 from orchestrator.db.engine import make_engine, require_existing_file
+from orchestrator.db.urls import shown_url
 from orchestrator.errors import ConfigError
 
 
@@ -23,7 +24,7 @@ def upgrade(ctx: Context) -> Exit:
         raise ConfigError(f"--revision {revision}: {exc}") from None
     finally:
         engine.dispose()
-    where = engine.url.render_as_string(hide_password=True)
+    where = shown_url(engine.url)
     if before == after:
         ctx.err.print(f"database {where} is already at revision {after}")
     else:

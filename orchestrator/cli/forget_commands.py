@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import getpass
 from datetime import datetime
 from typing import Any
 
@@ -15,6 +14,7 @@ from orchestrator.cli.ids_input import IdList, ids_and_selector
 from orchestrator.cli.output import emit, for_a_person, record
 from orchestrator.cli.render import age, cell
 from orchestrator.cli.selection import NEVER_SYNCED, Selector
+from orchestrator.cli.who import os_user
 from orchestrator.core.status import UNOBSERVED
 from orchestrator.db.corrections import CorrectionStore, ForgetSummary
 from orchestrator.db.database import Database
@@ -82,6 +82,10 @@ def run_forget(ctx: Context) -> Exit:
         rows, ids, now = _chosen(ctx, db, *chosen)
         if args.dry_run or not rows:
             _show_plan(ctx, rows, now, dry_run=args.dry_run)
+            # nothing to forget, and a name no tracked batch has (named_ids refused it):
+            # exit 4, as `show` of an unknown batch
+            if not rows and len(ids.rejected) > len(chosen[0].rejected):
+                return Exit.NOT_FOUND
             return Exit.ATTENTION if ids.rejected else Exit.OK
         if not args.yes:
             _show_plan(ctx, rows, now, dry_run=False, to_stderr=not for_a_person(ctx))
@@ -89,7 +93,7 @@ def run_forget(ctx: Context) -> Exit:
             if refused is not None:
                 return refused
         summary = CorrectionStore(db).forget(
-            [r.id for r in rows], now=now, by=args.by or getpass.getuser(), reason=args.reason
+            [r.id for r in rows], now=now, by=args.by or os_user(), reason=args.reason
         )
     finally:
         db.dispose()

@@ -20,6 +20,7 @@ from orchestrator.db.engine import (
 )
 from orchestrator.db.queries import FleetSnapshot, OperatorQueries
 from orchestrator.db.server_clock import database_clock
+from orchestrator.db.urls import shown_url
 from orchestrator.errors import ApiError, ConfigError, DatabaseError
 
 
@@ -46,7 +47,7 @@ class Health:
 
 def run_healthcheck(ctx: Context) -> Exit:
     url = ctx.settings.database_url
-    health = Health(database=normalise_url(url).render_as_string(hide_password=True))
+    health = Health(database=shown_url(normalise_url(url)))
     try:
         require_existing_file(url)  # connecting would create an empty SQLite file
     except DatabaseError as exc:

@@ -16,7 +16,9 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
             "Poll every tracked batch with backoff until it is terminal, then download its "
             "output and error files and store one row per line, exactly once, resuming "
             "after any crash. Safe to run many of against one PostgreSQL database (leases). "
-            "SIGTERM/SIGINT: finish or release in-flight work, exit 0."
+            "SIGTERM/SIGINT: end the HTTP calls in flight at once, without waiting for their "
+            "answers (tried again later; result lines already stored stay stored), give back "
+            "the batches not worked on yet, exit 0; a second signal stops at once."
         ),
     )
     reconcile.add_argument(

@@ -5,9 +5,12 @@ Results hold text from outside (custom ids, model output, server error messages)
 - CSV: every cell is quoted, and a cell that begins with a character a spreadsheet
   reads as the start of a formula gets a leading `'` (OWASP's advice on CSV
   injection), so `=HYPERLINK(...)` stays text.
-- JSON lines and JSON are written verbatim (JSON-escaped): every value as stored.
+- JSON lines and JSON hold every value as stored, JSON-escaped; the characters a
+  terminal acts on or that make text read as other text (Unicode's Cc, Cf, Zl and
+  Zp: C1 controls, bidi overrides, ...) are written as `\\uXXXX` escapes, as
+  `status -o json` writes them: the same values to a JSON reader, inert on a screen.
 - A table, for a person, shows each cell with its control characters spelled out,
-  one line a result, the body shortened to the room left.
+  one line a result, the free text (error message, body) shortened to the room left.
 
 The console's downloads use the same writers (`write_rows`).
 """
@@ -15,6 +18,7 @@ The console's downloads use the same writers (`write_rows`).
 from __future__ import annotations
 
 import csv
+import re
 from collections.abc import Iterable
 from typing import IO, Any
 
@@ -25,6 +29,7 @@ from rich.text import Text
 from orchestrator.cli.output import fields_of
 from orchestrator.cli.render import TABLE_PAGE_ROWS, plain
 from orchestrator.core import json_text
+from orchestrator.core.visible import UNSAFE
 from orchestrator.db.queries import ResultRow
 
 CSV_COLUMNS = (
@@ -41,6 +46,8 @@ CSV_COLUMNS = (
 )
 # A person's table: the columns asked first; `-o jsonl` has every field.
 TABLE_COLUMNS = ("custom_id", "file_kind", "status_code", "error_code", "error_message", "body")
+# The free text, shortened (an ellipsis) to fit; every other column is shown whole.
+SHORTENED = ("error_message", "body")
 # What spreadsheets (Excel, LibreOffice, Google Sheets) take as the start of a formula
 # when a cell begins with it; the full-width forms too, as some convert them.
 FORMULA_STARTS: tuple[str, ...] = ("=", "+", "-", "@", "\t", "\r", "\n", "\0")
@@ -67,10 +74,26 @@ def write_records(
         return _write_json(out, records)
     written = 0
     for record in records:
-        out.write(json_text.dumps(record).decode())
+        out.write(_json(record))
         out.write("\n")
         written += 1
     return written
+
+
+def _json(record: dict[str, Any]) -> str:
+    """A record's compact JSON text, every character `visible` would spell out written
+    as a JSON escape (orjson escapes only U+0000-U+001F). Most text is printable, and
+    one C scan (`isprintable`) says so; the regex runs only over text that is not."""
+    text = json_text.dumps(record).decode()
+    return text if text.isprintable() else UNSAFE.sub(_json_escape, text)
+
+
+def _json_escape(match: re.Match[str]) -> str:
+    point = ord(match.group())
+    if point < 0x10000:
+        return f"\\u{point:04x}"
+    point -= 0x10000  # beyond the BMP: a UTF-16 surrogate pair, as JSON spells it
+    return f"\\u{0xD800 + (point >> 10):04x}\\u{0xDC00 + (point & 0x3FF):04x}"
 
 
 def _write_csv(out: IO[str], records: Iterable[dict[str, Any]], columns: tuple[str, ...]) -> int:
@@ -91,7 +114,7 @@ def _write_json(out: IO[str], records: Iterable[dict[str, Any]]) -> int:
     out.write('{"results": [')
     for record in records:
         out.write(",\n  " if written else "\n  ")
-        out.write(json_text.dumps(record).decode())
+        out.write(_json(record))
         written += 1
     out.write("\n]}\n" if written else "]}\n")
     return written
@@ -115,8 +138,9 @@ def write_table(
         if page.row_count == TABLE_PAGE_ROWS:
             console.print(page)
             page = _table_page(columns, header=False)
-        # Text, not markup: custom ids and model output can hold square brackets.
-        page.add_row(*(Text(plain(record.get(c))) for c in columns))
+        # Text, not markup: custom ids and model output can hold square brackets. Each
+        # cell one line: a shortened one ends in an ellipsis, never wraps.
+        page.add_row(*(Text(plain(record.get(c)), no_wrap=True) for c in columns))
         shown += 1
     if page.row_count:
         console.print(page)
@@ -126,12 +150,10 @@ def write_table(
 def _table_page(columns: tuple[str, ...], *, header: bool) -> Table:
     table = Table(box=None, pad_edge=False, show_header=header)
     for column in columns:
-        last = column == columns[-1]
+        # rich narrows the columns that may wrap first, and only when that is not
+        # enough all of them evenly: ids, kinds and codes squeezed to `…` said nothing.
+        # The free text "wraps" (its cells do not: `no_wrap` on each) to be the one cut.
         table.add_column(
-            column.replace("_", " "),
-            no_wrap=True,
-            overflow="ellipsis",
-            ratio=1 if last else None,
-            min_width=10 if last else None,
+            column.replace("_", " "), no_wrap=column not in SHORTENED, overflow="ellipsis"
         )
     return table

@@ -26,6 +26,9 @@ def run_withdraw(ctx: Context) -> Exit:
     db = ctx.database()
     try:
         ids = named_ids(ctx, db, given[0], new_allowed=False)
+        # a name no tracked batch has (or begins): with nothing else to try, the command
+        # ends as `show` of an unknown batch does, exit 4
+        unknown = len(ids.rejected) > len(given[0].rejected)
         now = database_clock(db).now()
         chosen = list(ids.valid)
         if not given[1].is_empty:
@@ -35,7 +38,9 @@ def run_withdraw(ctx: Context) -> Exit:
             to_try = list(dict.fromkeys(chosen))
             emit(ctx, {"dry_run": True, "to_try": to_try}, [record(i, "to_try") for i in to_try])
             ctx.err.print(f"dry run: would try to withdraw {len(to_try)} request(s)")
-            return Exit.OK
+            if unknown and not to_try:
+                return Exit.NOT_FOUND
+            return Exit.ATTENTION if ids.rejected else Exit.OK  # as `forget --dry-run`
         summary = CancelStore(db).withdraw(chosen, now=now)
     finally:
         db.dispose()
@@ -46,4 +51,6 @@ def run_withdraw(ctx: Context) -> Exit:
         ctx.out.print(f"withdrew {len(summary.withdrawn)} cancel request(s)", markup=False)
         for batch_id, why in summary.refused.items():
             ctx.out.print(f"  {batch_id}: kept, {visible(why)}", markup=False)
+    if unknown and not chosen:
+        return Exit.NOT_FOUND
     return Exit.ATTENTION if summary.refused or ids.rejected else Exit.OK

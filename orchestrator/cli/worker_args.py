@@ -15,8 +15,10 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         description=(
             "Lease due cancel requests from the database and send POST /batches/{id}/cancel, "
             "many at once, recording every attempt. Safe to run many of, on many machines, "
-            "against one PostgreSQL database. SIGTERM/SIGINT: finish in-flight sends, release "
-            "the rest, exit 0. A 401/403 pauses all sending (every worker) until the pause "
+            "against one PostgreSQL database. SIGTERM/SIGINT (without --once): end the sends "
+            "in flight at once, without waiting for their answers (each is recorded and tried "
+            "again later), give back the cancels not sent yet (due at once), exit 0; a second "
+            "signal stops at once. A 401/403 pauses all sending (every worker) until the pause "
             "runs out or `orchestrator resume`."
         ),
     )

@@ -21,9 +21,9 @@ from __future__ import annotations
 
 import re
 
-__all__ = ["visible"]
+__all__ = ["UNSAFE", "visible"]
 
-_UNSAFE = re.compile(
+UNSAFE = re.compile(
     "["
     "\x00-\x1f\x7f-\x9f"  # C0, DEL, C1
     "\u00ad\u0600-\u0605\u061c\u06dd\u070f\u0890\u0891\u08e2\u180e"
@@ -53,4 +53,4 @@ def visible(text: str) -> str:
     """`text` with every control, format, separator and surrogate character spelled out."""
     if text.isprintable():  # none of them (each is unprintable): one C scan, not the regex's
         return text
-    return _UNSAFE.sub(_spelled, text)
+    return UNSAFE.sub(_spelled, text)

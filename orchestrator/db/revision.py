@@ -10,6 +10,7 @@ from functools import cache
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from orchestrator.db.urls import shown_url
 from orchestrator.errors import DatabaseUnavailable, NotMigrated
 
 if TYPE_CHECKING:
@@ -67,6 +68,6 @@ def require_current(engine: Engine) -> None:
     if current != head:
         where = "empty (no schema)" if current is None else f"at revision {current}"
         raise NotMigrated(
-            f"the database {engine.url.render_as_string(hide_password=True)} is {where}, "
+            f"the database {shown_url(engine.url)} is {where}, "
             f"but this version needs revision {head}: run `orchestrator db upgrade`"
         )

@@ -12,8 +12,18 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-__all__ = ["check_database_url", "database_passwords", "hide_password", "plain_sqlite_path"]
+if TYPE_CHECKING:
+    from sqlalchemy.engine import URL
+
+__all__ = [
+    "check_database_url",
+    "database_passwords",
+    "hide_password",
+    "plain_sqlite_path",
+    "shown_url",
+]
 
 # `scheme://user:password@host`: the password is everything from the first `:` after
 # the `//` to the last `@` before the path (an unencoded `@` or `/` in a password
@@ -28,6 +38,12 @@ _PLAIN_SQLITE = re.compile(r"sqlite:///(?P<path>[^?%]+)")
 def hide_password(url: str) -> str:
     """`url` with any password shown as ***; works on text that does not parse as a URL."""
     return _QUERY_PASSWORD.sub(r"\g<head>***", _PASSWORD.sub(r"\g<head>***\g<tail>", url))
+
+
+def shown_url(url: URL) -> str:
+    """A parsed URL as text to show, passwords hidden by `hide_password`: SQLAlchemy's
+    own `hide_password=True` leaves a `?password=` of the query in plain sight."""
+    return hide_password(url.render_as_string(hide_password=False))
 
 
 def plain_sqlite_path(url: str) -> Path | None:

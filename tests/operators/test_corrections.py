@@ -5,15 +5,18 @@ mistake, recorded. Each test failed on the code before (commit 5d214ae)."""
 from __future__ import annotations
 
 import io
+import os
 import sys
 from datetime import timedelta
 
 import pytest
 from sqlalchemy import select, update
 
+from orchestrator import Orchestrator
 from orchestrator.clock import utcnow
 from orchestrator.db.database import Database
 from orchestrator.db.models import Batch, BatchEvent, CancelRequest, ForgottenBatch
+from orchestrator.errors import InvalidBatchId
 
 from . import fleet as f
 from .conftest import Run, as_json
@@ -128,3 +131,70 @@ def test_cancel_withdraw_takes_back_a_request_not_yet_sent(fleet: Database, run:
     with fleet.transaction() as session:
         request = session.get(CancelRequest, f.VALIDATING)
         assert request is not None and request.state == "withdrawn"
+
+
+@pytest.mark.parametrize(
+    "command",
+    [["cancel", "--withdraw"], ["cancel", "--withdraw", "--dry-run"], ["forget", "--yes"]],
+)
+def test_naming_only_batches_not_tracked_is_exit_4_as_show(
+    fleet: Database, run: Run, command: list[str]
+) -> None:
+    code, _, err = run(*command, "batch_nonexist")
+    assert code == 4  # `show batch_nonexist` and `results batch_nonexist` exit 4 too
+    assert "batch_nonexist: no tracked batch has this id" in err
+    code, _, _ = run(*command, "batch_nonexist", f.UNOBSERVED)  # one known: it was tried
+    assert code == 1
+
+
+@pytest.fixture
+def no_user_name(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A uid with no passwd entry and no USER (the Kubernetes manifests run as 10001)."""
+
+    def getuser() -> str:
+        raise KeyError("getpwuid(): uid not found: 10001")  # Python 3.11's, as it says
+
+    monkeypatch.setattr("getpass.getuser", getuser)
+
+
+def _asked_by(db: Database, batch_id: str) -> str | None:
+    with db.transaction() as session:
+        request = session.get(CancelRequest, batch_id)
+        assert request is not None
+        return request.requested_by
+
+
+def test_a_user_without_a_name_is_recorded_by_uid(
+    fleet: Database, db_url: str, run: Run, no_user_name: None
+) -> None:
+    by_uid = f"uid:{os.getuid()}"
+    code, _, err = run("cancel", f.UNOBSERVED)
+    assert code == 0, err
+    assert _asked_by(fleet, f.UNOBSERVED) == by_uid
+    code, _, err = run("cancel", "--status", "unobserved", "--yes")  # a bulk cancel's path
+    assert code == 0, err
+    code, _, err = run("forget", f.UNOBSERVED, "--yes")
+    assert code == 0, err
+    with fleet.transaction() as session:
+        (record,) = session.scalars(select(ForgottenBatch)).all()
+    assert record.forgotten_by == by_uid
+    with Orchestrator(db_url) as orch:
+        orch.cancel([f.FAILED])
+    assert _asked_by(fleet, f.FAILED) == by_uid
+
+
+def test_the_python_api_checks_ids_as_the_command_line_does(fleet: Database, db_url: str) -> None:
+    before = tracked(fleet)
+    with Orchestrator(db_url) as orch:
+        with pytest.raises(InvalidBatchId, match="not-an-id, xyz"):
+            orch.cancel([f.FAILED, "not-an-id", "xyz"])
+        with pytest.raises(InvalidBatchId, match="xyz"):
+            orch.track(["xyz"])
+        assert tracked(fleet) == before  # nothing recorded, not even the good one
+        assert orch.track(["xyz"], any_id=True) == ["xyz"]  # another form, on purpose
+        assert orch.cancel(["xyz"]).requested == ["xyz"]  # tracked now: taken as it is
+
+
+def test_the_python_api_refuses_a_user_longer_than_its_column(db_url: str) -> None:
+    with pytest.raises(ValueError, match="at most 128 characters"):
+        Orchestrator(db_url, user="u" * 129)

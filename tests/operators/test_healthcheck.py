@@ -104,3 +104,16 @@ def test_help_documents_the_exit_codes(capsys: pytest.CaptureFixture[str]) -> No
     out = capsys.readouterr().out
     for line in ("0  healthy", "1  the API check failed", "3  database unreachable"):
         assert line in out
+
+
+@pytest.mark.parametrize("command", ["worker", "reconcile"])
+def test_help_says_a_stop_ends_the_calls_in_flight_at_once(
+    command: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The stop aborts the calls in flight (`client.abort`, README); --help said the
+    sends were finished first."""
+    with pytest.raises(SystemExit):
+        main([command, "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "end the" in text and "in flight at once" in text and "tried again later" in text
+    assert "finish" not in text

@@ -123,3 +123,28 @@ def test_every_secret_is_scrubbed_from_the_message_extras_and_bound_ids(
     assert "hunter22" not in err
     assert "sent *** and ***" in err
     assert "batch_***" in err and "req ***" in err
+
+
+@pytest.mark.parametrize("fmt", ["text", "json"])
+def test_the_key_is_scrubbed_from_an_exception_and_a_stack_too(
+    capsys: pytest.CaptureFixture[str], fmt: str
+) -> None:
+    """`log.exception` of an error whose message quotes the key (a server echoing the
+    Authorization header, a driver quoting the URL) showed it whole."""
+    key = "sk-in-an-exception-0123"
+    logs.configure("INFO", fmt, Secret(key))
+    log = logging.getLogger("orchestrator.test")
+    try:
+        raise RuntimeError(f"the server said: bad key {key}")
+    except RuntimeError:
+        log.exception("the call failed")
+    # a stack shows source lines, and a line may hold the key (`configure` has logging
+    # collect no stack, but a record may come with one)
+    stack = f"Stack (most recent call last):\n  call('{key}')"
+    log.handle(log.makeRecord(log.name, logging.WARNING, "f.py", 1, "here", (), None, sinfo=stack))
+    err = capsys.readouterr().err
+    assert key not in err
+    assert "call('***')" in err or fmt == "json"  # the JSON lines show no stack
+    assert "RuntimeError: the server said: bad key ***" in (
+        err if fmt == "text" else lines(err)[0]["exception"]
+    )

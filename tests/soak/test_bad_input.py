@@ -7,6 +7,7 @@ message that names the cause, never a traceback and never a lost request.
 
 from __future__ import annotations
 
+import argparse
 import json
 import sqlite3
 import threading
@@ -19,6 +20,7 @@ import orjson
 import pytest
 from sqlalchemy import select
 
+from orchestrator.cli.context import Context
 from orchestrator.cli.main import main
 from orchestrator.clock import ManualClock, SystemClock
 from orchestrator.core.harvest import FileState
@@ -33,6 +35,7 @@ from orchestrator.errors import DatabaseUnavailable
 from orchestrator.processes.ingest import FileIngest, IngestSettings
 from orchestrator.processes.reconciler import Reconciler, ReconcilerConfig
 from orchestrator.processes.worker import CancelWorker, WorkerConfig
+from orchestrator.settings import load_settings
 from orchestrator.simulator import (
     DEFAULT_API_KEY,
     Scenario,
@@ -96,6 +99,8 @@ def test_a_bad_setting_is_a_usage_error_naming_it(
         ("[worker]\nspeed = 3\n", "worker_speed"),
         ("api_key = 'sk-in-a-file'\n", "OPENAI_API_KEY only"),
         ("[worker\nconcurrency = 3\n", "not valid TOML"),
+        # an integer too large for a float: OverflowError, once a traceback and exit 1
+        (f"[worker]\nlease_seconds = 1{'0' * 400}\n", "worker_lease_seconds"),
     ],
 )
 def test_a_bad_config_file_is_a_usage_error_naming_the_file_and_key(
@@ -136,6 +141,67 @@ def test_config_show_hides_the_database_password(
     out = capsys.readouterr().out
     assert shown in out
     assert "hunter2pw" not in out and "sk-never-shown" not in out
+
+
+def test_config_show_on_a_narrow_terminal_folds_a_long_value_never_crops_it(
+    cli_env: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    url = "postgresql://ops@db.internal.example.com:5432/testdb_of_the_orchestrator"
+    monkeypatch.setenv("ORCHESTRATOR_DATABASE_URL", url)
+    monkeypatch.setenv("COLUMNS", "80")
+    assert main(["config", "show"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    first = next(n for n, line in enumerate(lines) if line.split()[:1] == ["database_url"])
+    start = lines[first].index("postgresql")
+    end = lines[first].index(" ORCH")  # the next column: the environment variable
+    pieces = [lines[first][start:end].strip()]
+    for line in lines[first + 1 :]:
+        if line[:start].strip():  # the next setting's row
+            break
+        pieces.append(line[start:end].strip())
+    assert "".join(pieces) == url  # was `postgresql://ops@d`, the rest cut without a mark
+
+
+@pytest.mark.parametrize(
+    "url",
+    ["postgresql://ops:hunter2pw@db/orch", "postgresql://ops@db/orch?password=hunter2pw"],
+)
+def test_the_repr_of_the_settings_and_the_cli_context_hides_the_password(url: str) -> None:
+    # a repr reaches a traceback's locals, a debugger, a log line written in haste
+    settings = load_settings(environ={"ORCHESTRATOR_DATABASE_URL": url})
+    args = argparse.Namespace(setting_database_url=url)  # `--database-url`, as typed
+    for shown in (repr(settings), repr(Context(settings=settings, args=args))):
+        assert "hunter2pw" not in shown
+        assert "postgresql://ops" in shown and "***" in shown
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("command", [["db", "upgrade"], ["healthcheck"], ["healthcheck", "--json"]])
+def test_db_upgrade_and_healthcheck_hide_a_password_in_the_query(
+    pg_url: str,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    command: list[str],
+) -> None:
+    # psycopg takes `?password=` too; SQLAlchemy's own hiding leaves the query as it is
+    # (the test server trusts local connections: the password is not checked)
+    monkeypatch.delenv("ORCHESTRATOR_CONFIG", raising=False)
+    monkeypatch.setenv("ORCHESTRATOR_DATABASE_URL", f"{pg_url}?password=TopSecretPW")
+    assert main(command) == 0
+    printed = "".join(capsys.readouterr())
+    assert "TopSecretPW" not in printed
+    assert "?password=***" in printed
+
+
+@pytest.mark.postgres
+def test_a_database_not_migrated_is_named_without_a_password_in_the_query(
+    empty_pg_url: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.delenv("ORCHESTRATOR_CONFIG", raising=False)
+    monkeypatch.setenv("ORCHESTRATOR_DATABASE_URL", f"{empty_pg_url}?password=TopSecretPW")
+    assert main(["status"]) == 3
+    err = capsys.readouterr().err
+    assert "db upgrade" in err and "TopSecretPW" not in err and "?password=***" in err
 
 
 # --- batch ids on the command line ----------------------------------------------------

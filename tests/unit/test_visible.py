@@ -7,7 +7,7 @@ import unicodedata
 
 import pytest
 
-from orchestrator.core.visible import _UNSAFE, visible
+from orchestrator.core.visible import UNSAFE, visible
 
 ACTED_ON = frozenset({"Cc", "Cf", "Cs", "Zl", "Zp"})  # controls, format, surrogates, separators
 
@@ -16,7 +16,7 @@ def test_every_control_format_separator_and_surrogate_is_caught() -> None:
     missed = [
         f"U+{point:04X}"
         for point in range(sys.maxunicode + 1)
-        if unicodedata.category(chr(point)) in ACTED_ON and not _UNSAFE.fullmatch(chr(point))
+        if unicodedata.category(chr(point)) in ACTED_ON and not UNSAFE.fullmatch(chr(point))
     ]
     assert missed == []
 
@@ -27,7 +27,7 @@ def test_nothing_a_person_reads_is_touched() -> None:
     touched = [
         f"U+{point:04X}"
         for point in range(sys.maxunicode + 1)
-        if _UNSAFE.fullmatch(chr(point))
+        if UNSAFE.fullmatch(chr(point))
         and unicodedata.category(chr(point)) not in ACTED_ON | {"Cn"}
     ]
     assert touched == []
