@@ -57,6 +57,25 @@ class Download:
         self.content_length = content_length(response)
         self.bytes_received = 0  # decoded bytes handed to the caller
         self._off_socket: int | None = None  # bytes read below httpx (socket_body), if so
+        self._read_to_end = False  # the body was read to its end and every check passed
+
+    @property
+    def end_checked(self) -> bool:
+        """Is the end the body was read to vouched for as its real end? A body with
+        neither a length nor chunked framing ends where the connection closed, which a
+        cut at a line's end looks exactly like. Vouched: a Content-Length (checked
+        against the bytes received), ``Transfer-Encoding: chunked`` (h11 raises if the
+        last-chunk never came), or a compressed body (``Decoder.finish`` raises if the
+        gzip or deflate data did not reach its own end; an empty one has no end to
+        check). False until the body has been read to its end without an error."""
+        if not self._read_to_end:
+            return False
+        if self.content_length is not None:
+            return True
+        codings = self._response.headers.get("transfer-encoding", "")
+        if codings.rsplit(",", 1)[-1].strip().lower() == "chunked":
+            return True
+        return self._decoder.encoding not in ("", "identity") and self.raw_bytes_received > 0
 
     @property
     def raw_bytes_received(self) -> int:
@@ -144,6 +163,7 @@ class Download:
             ) from exc
         if self.content_length is not None and self.raw_bytes_received != self.content_length:
             raise self._cut_short(TransportFailure.READ, "body length differs from Content-Length")
+        self._read_to_end = True
         logger.debug(
             "%s: received %d bytes", self._call, self.raw_bytes_received, extra=self._extra
         )

@@ -3,9 +3,9 @@
 A file is deleted only once every line of the batch's result files is ours:
 the batch is terminal, its harvest is ``done``, and each output and error file
 it names is recorded in full (state ``done``, its line count and sha256 known,
-the checkpoint at its last line). A harvest that is pending, retrying or
-``missing`` (a file was gone) deletes nothing: what we hold is not the whole
-answer, and a person may still want the files that remain.
+the checkpoint at its last line, its end vouched for by the download). A harvest
+that is pending, retrying or ``missing`` (a file was gone) deletes nothing: what
+we hold is not the whole answer, and a person may still want the files that remain.
 
 A file may be named by several batches: one input file serves many batches,
 and a hostile or buggy server may give two batches the same output or error
@@ -59,6 +59,9 @@ class StoredFile:
     lines: int | None
     sha256: str | None
     lines_committed: int
+    # Did the download vouch for its end (``Download.end_checked``)? None: stored
+    # before this was recorded.
+    end_checked: bool | None = None
 
 
 @dataclass(frozen=True)
@@ -94,6 +97,12 @@ def _stored_in_full(stored: StoredFile | None) -> bool:
         and stored.lines is not None
         and stored.sha256 is not None
         and stored.lines_committed == stored.lines
+        # A body with no length, no chunked framing and no compressed stream ends where
+        # the connection closed: cut at a line's end it looks whole, and its line count
+        # and sha256 are of the cut. Such a file is kept on the server (False). None
+        # (stored before this was recorded) is judged as it was then: those rows
+        # cannot be told apart, and holding them all back would keep every old file.
+        and stored.end_checked is not False
     )
 
 

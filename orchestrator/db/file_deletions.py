@@ -99,7 +99,9 @@ class FileDeletionStore:
                 for file_id in user.file_ids():
                     sharers.setdefault(file_id, []).append(user)
         stored = {
-            (f.batch_id, f.file_id): StoredFile(f.state, f.lines, f.sha256, f.lines_committed)
+            (f.batch_id, f.file_id): StoredFile(
+                f.state, f.lines, f.sha256, f.lines_committed, f.end_checked
+            )
             for ids in chunks(sorted(seen | set(batches)))
             for f in session.scalars(select(ResultFile).where(ResultFile.batch_id.in_(ids)))
         }

@@ -113,6 +113,9 @@ class FileTotals:
     bytes: int
     lines: int
     sha256: str
+    # the download vouched for its end (a length, chunked framing or a compressed
+    # stream's own end): without it a cut at a line's end looks whole (core/cleanup.py)
+    end_checked: bool
 
 
 @dataclass(kw_only=True)
@@ -462,7 +465,11 @@ class ResultStore:
         if totals is not None:
             statement = self._finish
             values.update(
-                k_bytes=totals.bytes, k_lines=totals.lines, k_sha256=totals.sha256, k_done_at=now
+                k_bytes=totals.bytes,
+                k_lines=totals.lines,
+                k_sha256=totals.sha256,
+                k_end_checked=totals.end_checked,
+                k_done_at=now,
             )
         if connection.execute(statement, values).rowcount == 1:
             return
@@ -550,6 +557,7 @@ def _advance_statements() -> tuple[Update, Update]:
         bytes=bindparam("k_bytes"),
         lines=bindparam("k_lines"),
         sha256=bindparam("k_sha256"),
+        end_checked=bindparam("k_end_checked"),
         done_at=bindparam("k_done_at"),
         last_error=None,
     )

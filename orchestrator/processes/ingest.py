@@ -204,6 +204,7 @@ class FileIngest:
                 LineSplitter(self.settings.max_line_bytes, sha256=sha256),
                 skip,
                 outcome,
+                end_checked=lambda: download.end_checked,
             )
             _ChunkWriter(self, _File(batch_id, file_id, kind), skip, outcome, lanes).write(feed)
 
@@ -220,12 +221,21 @@ class _LineFeed:
 
     Every byte is split, hashed and counted, the lines up to the checkpoint only
     counted. At the end of the stream its last line (if it has no newline) is
-    checked for a cut (``_Truncated``) and the file's totals are known."""
+    checked for a cut (``_Truncated``) and the file's totals are known, with
+    ``end_checked()``: whether the download vouches for that end (``Download.end_checked``;
+    asked once the pieces have ended, when a compressed body's end has been checked)."""
 
     def __init__(
-        self, pieces: Iterator[bytes], splitter: LineSplitter, skip: int, outcome: IngestResult
+        self,
+        pieces: Iterator[bytes],
+        splitter: LineSplitter,
+        skip: int,
+        outcome: IngestResult,
+        *,
+        end_checked: Callable[[], bool],
     ) -> None:
         self._pieces = pieces
+        self._end_checked = end_checked
         self._splitter = splitter
         self._skip = skip  # lines stored by an earlier download
         self._seen = 0  # physical lines split so far
@@ -276,6 +286,7 @@ class _LineFeed:
                     bytes=splitter.bytes,
                     lines=splitter.complete_lines + (1 if tail else 0),
                     sha256=splitter.sha256,
+                    end_checked=self._end_checked(),
                 )
                 return bool(self._lines)
             self._outcome.bytes_read += len(data)

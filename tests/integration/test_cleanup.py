@@ -4,7 +4,9 @@ only once every line of its batch's files is stored and verified."""
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from datetime import UTC, datetime
+from http.server import BaseHTTPRequestHandler
 
 import pytest
 from sqlalchemy import select, update
@@ -18,8 +20,9 @@ from orchestrator.db.models import Batch, FileDeletion, ResultFile
 from orchestrator.db.polls import PollStore
 from orchestrator.processes.cleanup import FileCleanup
 from orchestrator.simulator import FaultRule
+from tests.hostile.server import Answer, HostileServer
 
-from .conftest import ReconcilerFactory, Sim, track
+from .conftest import ReconcilerFactory, Sim, make_client, track
 
 
 class Crash(BaseException):
@@ -321,3 +324,105 @@ def test_files_kept_for_good_never_keep_a_newer_file_from_going(database: Databa
     store = FileDeletionStore(database, result_files=False, input_files=True)
     assert store.enqueue(limit=2) == 1
     assert list(deletions(database)) == ["file-Y"]
+
+
+@dataclass(frozen=True)
+class Framed(Answer):
+    """A file body framed as ``framing`` says: ``close`` (no Content-Length, no chunked:
+    the body ends where the connection closes, as in HTTP/1.0) or ``chunked``."""
+
+    framing: str = "close"
+
+
+class FramingServer(HostileServer):
+    """The hostile server, which always sends a Content-Length, able to frame a body
+    otherwise."""
+
+    def _send(self, handler: BaseHTTPRequestHandler, answer: Answer) -> None:
+        if not isinstance(answer, Framed):
+            super()._send(handler, answer)
+            return
+        data = answer.payload()  # gzipped if asked
+        handler.send_response(answer.status)
+        handler.send_header("content-type", "application/octet-stream")
+        if answer.gzip:
+            handler.send_header("content-encoding", "gzip")
+        if answer.framing == "chunked":
+            handler.send_header("transfer-encoding", "chunked")
+            half = len(data) // 2
+            data = (
+                b"".join(
+                    b"%x\r\n%s\r\n" % (len(part), part)
+                    for part in (data[:half], data[half:])
+                    if part
+                )
+                + b"0\r\n\r\n"
+            )
+        else:
+            handler.send_header("connection", "close")
+        handler.close_connection = True  # closing is the end of a close-delimited body
+        handler.end_headers()
+        handler.wfile.write(data)
+        handler.wfile.flush()
+
+
+@pytest.mark.parametrize(
+    ("framing", "compressed", "cut", "deleted"),
+    [
+        pytest.param("close", False, True, False, id="close-delimited-cut-at-a-line-end"),
+        pytest.param("close", False, False, False, id="close-delimited-whole"),
+        pytest.param("close", True, False, True, id="close-delimited-gzip"),
+        pytest.param("chunked", False, False, True, id="chunked"),
+        pytest.param("length", False, False, True, id="content-length"),
+    ],
+)
+def test_a_file_whose_download_could_not_vouch_for_its_end_is_not_deleted(
+    database: Database,
+    sim: Sim,
+    clock: ManualClock,
+    reconciler: ReconcilerFactory,
+    make_cleanup: CleanupFactory,
+    framing: str,
+    compressed: bool,
+    cut: bool,
+    deleted: bool,
+) -> None:
+    """An output file sent with neither a Content-Length nor chunked framing, and not
+    compressed, ends where the connection closes: cut there at a line's end, it is
+    stored ``done`` with the cut's line count and sha256, and nothing can tell. Such a
+    file is kept on the server (and so, its harvest unverified, the batch's other
+    files); a length, chunked framing or a gzip stream's own end vouch for the end."""
+    batch_id = sim.simulator.create_batch(300, age_s=100, cancel_after_s=30)
+    track(database, clock, batch_id)
+    output_id, error_id, _ = batch_files(sim, batch_id)
+    content = b"".join(sim.simulator.file_content(output_id).chunks())
+    lines = content.count(b"\n")
+    if cut:  # the connection closed cleanly after the first half of the lines
+        content = b"".join(content.splitlines(keepends=True)[: lines // 2])
+    served = (
+        Answer(body=content, gzip=compressed)
+        if framing == "length"
+        else Framed(body=content, gzip=compressed, framing=framing)
+    )
+    with FramingServer(upstream=sim.server.url) as hostile:
+        hostile.script("GET", f"/v1/files/{output_id}/content", served)
+        client = make_client(hostile.url, clock)
+        assert reconciler(client=client).run_once().harvested == 1
+    with database.transaction() as session:
+        row = session.get(ResultFile, {"batch_id": batch_id, "file_id": output_id})
+        assert row is not None and row.state == "done"
+        assert row.lines == row.lines_committed == (lines // 2 if cut else lines)
+        assert row.end_checked is deleted
+        assert session.get(Batch, batch_id).harvest_state == "done"  # type: ignore[union-attr]
+
+    cleanup = make_cleanup(input_files=False)
+    previewed = {d.file_id for d in cleanup.store.preview(limit=100)}  # cleanup --dry-run
+    report = cleanup.run_once()
+    held = set(sim.simulator.file_ids())
+    if deleted:
+        assert previewed == {output_id, error_id} and report.deleted == 2
+        assert output_id not in held and error_id not in held
+    else:
+        assert previewed == set() and (report.queued, report.deleted) == (0, 0)
+        assert output_id in held and error_id in held
+        assert sim.simulator.served("delete_file") == 0

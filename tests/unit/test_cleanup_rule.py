@@ -61,6 +61,17 @@ def test_one_file_not_stored_in_full_keeps_every_file(stored: Stored) -> None:
     assert files(stored={("batch_a", "file-out"): DONE, **stored}) == set()
 
 
+def test_a_file_whose_download_did_not_vouch_for_its_end_keeps_every_file() -> None:
+    """A body with no length, no chunked framing and no compressed stream, cut at a
+    line's end, was stored ``done`` with the cut's line count and sha256: nothing is
+    deleted on its word. A row stored before this was recorded (None) goes as before."""
+    unchecked = {("batch_a", "file-out"): replace(DONE, end_checked=False)}
+    assert files(stored={**STORED, **unchecked}) == set()
+    checked = {key: replace(DONE, end_checked=True) for key in STORED}
+    assert files(stored=checked) == {"file-out", "file-err", "file-in"}
+    assert DONE.end_checked is None and files() == {"file-out", "file-err", "file-in"}
+
+
 def test_a_batch_without_result_files_may_lose_only_its_input() -> None:
     empty = replace(HARVESTED, output_file_id=None, error_file_id="")
     assert files(empty, {}) == {"file-in"}

@@ -20,9 +20,13 @@ def cut_after(*pieces: bytes) -> Iterator[bytes]:
     raise Cut("connection reset")
 
 
-def feed_of(pieces: Iterator[bytes], skip: int = 0) -> _LineFeed:
+def feed_of(pieces: Iterator[bytes], skip: int = 0, *, end_checked: bool = True) -> _LineFeed:
     return _LineFeed(
-        pieces, LineSplitter(), skip, IngestResult("file-x", "output", FileState.PENDING)
+        pieces,
+        LineSplitter(),
+        skip,
+        IngestResult("file-x", "output", FileState.PENDING),
+        end_checked=lambda: end_checked,
     )
 
 
@@ -48,6 +52,32 @@ def test_a_whole_stream_ends_with_its_totals() -> None:
     assert list(feed.take(10, 1 << 20)) == []
 
 
+@pytest.mark.parametrize("end_checked", [True, False])
+def test_the_totals_say_whether_the_download_vouched_for_its_end(end_checked: bool) -> None:
+    """Asked once the pieces have ended (a compressed body's end is checked only then):
+    a body that ended where its connection closed is stored, but not as surely whole."""
+    asked: list[int] = []
+
+    def pieces() -> Iterator[bytes]:
+        yield b'{"a": 1}\n'
+        assert not asked  # not before the stream has ended
+
+    def vouched() -> bool:
+        asked.append(1)
+        return end_checked
+
+    feed = _LineFeed(
+        pieces(),
+        LineSplitter(),
+        0,
+        IngestResult("file-x", "output", FileState.PENDING),
+        end_checked=vouched,
+    )
+    assert [line for part in feed.take(10, 1 << 20) for line in part] == [b'{"a": 1}']
+    assert feed.totals is not None and feed.totals.end_checked is end_checked
+    assert asked == [1]
+
+
 def test_a_chunk_of_long_lines_ends_at_its_bytes_not_its_line_count() -> None:
     """Lines are kept until their chunk commits: 2,000 of them near the 16 MiB line cap
     would be 32 GiB. A chunk ends once its lines hold ``max_bytes``."""
@@ -62,6 +92,6 @@ def test_a_chunk_of_long_lines_ends_at_its_bytes_not_its_line_count() -> None:
 def test_an_overlong_line_counts_for_the_prefix_it_keeps() -> None:
     splitter = LineSplitter(100)  # lines over 100 bytes keep their first 100
     outcome = IngestResult("file-x", "output", FileState.PENDING)
-    feed = _LineFeed(iter([b"y" * 300 + b"\n"] * 5), splitter, 0, outcome)
+    feed = _LineFeed(iter([b"y" * 300 + b"\n"] * 5), splitter, 0, outcome, end_checked=lambda: True)
     taken = [line for part in feed.take(100, 150) for line in part]
     assert len(taken) == 2 and all(isinstance(line, OverlongLine) for line in taken)
