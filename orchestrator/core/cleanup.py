@@ -124,17 +124,21 @@ def deletable(
     result_files: bool,
     input_file: bool,
     sharers: Mapping[str, Iterable[BatchFiles]] | None = None,
+    inputs_unknown: bool = False,
 ) -> list[tuple[FileKind, str]]:
     """The files of ``batch`` that may be deleted now (empty unless its harvest is verified).
 
     ``sharers`` maps a file id to every tracked batch naming that file (as input,
     output or error file); ``stored`` holds their ``result_files`` rows too. A
     file missing from ``sharers`` is taken to be named by ``batch`` alone.
+    ``inputs_unknown``: some tracked batch that may still be running has no input
+    file id yet (tracked, not observed): it may be using any input file, and the
+    API needs a running batch's input file, so no input file goes.
     """
     if not harvest_verified(batch, stored):
         return []
     kinds = [*(batch.result_file_ids() if result_files else [])]
-    if input_file and batch.input_file_id:
+    if input_file and batch.input_file_id and not inputs_unknown:
         kinds.append((FileKind.INPUT, batch.input_file_id))
     users = sharers or {}
     return [

@@ -46,6 +46,7 @@ from orchestrator.db.engine import (
 )
 from orchestrator.db.revision import require_current
 from orchestrator.db.sql_text import ROWS_PER_FETCH, Run
+from orchestrator.db.sqlite_files import SYNCHRONOUS
 from orchestrator.errors import DatabaseBusy, DatabaseUnavailable
 
 IDS_PER_STATEMENT = 500  # an IN list this long stays under any bind-parameter limit
@@ -285,6 +286,32 @@ class Database:
         """
         with self.errors_mapped(), self.sessions.begin() as session:
             yield session
+
+    @contextmanager
+    def durable_transaction(self) -> Iterator[Session]:
+        """``transaction``, whose commit (of a transaction that writes) is on the disk when
+        it returns, and with it every commit before it: for a step that cannot be taken
+        back (a file deleted on the server) after what makes it safe (a harvest's rows).
+
+        PostgreSQL's commit flushes the WAL up to it (``synchronous_commit`` is on but for
+        the chunks that turn it off for themselves). SQLite's connections commit with
+        ``synchronous=NORMAL``; this one commits with FULL, which syncs the WAL file,
+        earlier commits' frames included, then goes back."""
+        if self.is_postgres:
+            with self.transaction() as session:
+                yield session
+            return
+        with self.errors_mapped(), self.engine.connect() as connection:
+            # On the driver's connection, outside any transaction (the driver is told to
+            # begin none of its own: sqlite_files.set_up_connection).
+            driver = connection.connection.driver_connection
+            assert driver is not None
+            driver.execute("PRAGMA synchronous=FULL")
+            try:
+                with self.sessions(bind=connection) as session, session.begin():
+                    yield session
+            finally:
+                driver.execute(f"PRAGMA synchronous={SYNCHRONOUS}")
 
     @contextmanager
     def held_connection(self) -> Iterator[Connection]:

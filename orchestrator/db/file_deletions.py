@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from sqlalchemy import select, update
 from sqlalchemy.orm import InstrumentedAttribute, Session
@@ -26,6 +26,7 @@ from orchestrator.core.cleanup import (
     deletable,
 )
 from orchestrator.core.harvest import HarvestState
+from orchestrator.core.status import TERMINAL
 from orchestrator.db.database import Database, chunks
 from orchestrator.db.models import Batch, FileDeletion, ResultFile, table_of
 from orchestrator.db.server_time import server_now
@@ -33,7 +34,10 @@ from orchestrator.db.server_time import server_now
 __all__ = ["Deletion", "DeletionResult", "FileDeletionStore"]
 
 _ERROR_CHARS = 2000
-CANDIDATES_PAGE = 500  # rows of candidates read at a time (see _unqueued)
+CANDIDATES_PAGE = 500  # rows of candidates (or due deletions) read at a time
+# A queued deletion the rule holds back now (a sharer still running) is looked at again
+# this much later, not at every claim.
+RECHECK_SECONDS = 600.0
 
 
 @dataclass(frozen=True)
@@ -105,6 +109,7 @@ class FileDeletionStore:
             for ids in chunks(sorted(seen | set(batches)))
             for f in session.scalars(select(ResultFile).where(ResultFile.batch_id.in_(ids)))
         }
+        inputs_unknown = self.input_files and _inputs_unknown(session)
         allowed: set[tuple[str, str]] = set()
         for batch in batches.values():
             files = deletable(
@@ -113,6 +118,7 @@ class FileDeletionStore:
                 result_files=self.result_files,
                 input_file=self.input_files,
                 sharers=sharers,
+                inputs_unknown=inputs_unknown,
             )
             allowed.update((batch.batch_id, file_id) for _, file_id in files)
         return allowed
@@ -184,23 +190,35 @@ class FileDeletionStore:
     # --- sending ----------------------------------------------------------------------
 
     def claim_due(self, *, limit: int, lease_seconds: float) -> list[Deletion]:
-        """Lease up to ``limit`` due deletions whose files the rule still lets go."""
-        with self.db.transaction() as session:
+        """Lease up to ``limit`` due deletions whose files the rule lets go now, to be
+        sent at once: the rule is checked here, in the claim's transaction, and the
+        claim commits durably (``durable_transaction``: the harvest that makes the
+        deletion safe is on the disk before the file can go). A due deletion the rule
+        holds back now is due again in ``RECHECK_SECONDS``, so that those never fill
+        the page the claim reads while ones it lets go wait behind them."""
+        claimed: list[FileDeletion] = []
+        with self.db.durable_transaction() as session:
             now = server_now(session)
-            rows = list(
-                session.scalars(
-                    select(FileDeletion)
-                    .where(
-                        FileDeletion.state == DeletionState.PENDING.value,
-                        FileDeletion.next_attempt_at <= now,
+            while len(claimed) < limit:
+                rows = list(
+                    session.scalars(
+                        select(FileDeletion)
+                        .where(
+                            FileDeletion.state == DeletionState.PENDING.value,
+                            FileDeletion.next_attempt_at <= now,
+                        )
+                        .order_by(FileDeletion.next_attempt_at, FileDeletion.file_id)
+                        .limit(CANDIDATES_PAGE)
+                        .with_for_update(skip_locked=True)
                     )
-                    .order_by(FileDeletion.next_attempt_at, FileDeletion.file_id)
-                    .limit(limit)
-                    .with_for_update(skip_locked=True)
                 )
-            )
-            allowed = self._allowed(session, {r.batch_id for r in rows})
-            claimed = [r for r in rows if (r.batch_id, r.file_id) in allowed]
+                if not rows:
+                    break
+                allowed = self._allowed(session, {r.batch_id for r in rows})
+                held = [r.file_id for r in rows if (r.batch_id, r.file_id) not in allowed]
+                taken = [r for r in rows if (r.batch_id, r.file_id) in allowed]
+                claimed += taken[: limit - len(claimed)]
+                self._due_again(session, held, now + timedelta(seconds=RECHECK_SECONDS))
             if not claimed:
                 return []
             session.execute(
@@ -216,6 +234,16 @@ class FileDeletionStore:
             return [
                 Deletion(r.batch_id, FileKind(r.kind), r.file_id, r.attempts + 1) for r in claimed
             ]
+
+    @staticmethod
+    def _due_again(session: Session, file_ids: list[str], at: datetime) -> None:
+        for ids in chunks(file_ids):
+            session.execute(
+                update(FileDeletion)
+                .where(FileDeletion.file_id.in_(ids))
+                .values(next_attempt_at=at)
+                .execution_options(synchronize_session=False)
+            )
 
     def record(self, file_id: str, result: DeletionResult) -> None:
         with self.db.transaction() as session:
@@ -264,3 +292,11 @@ def _candidates(
     while rows := session.execute(query.offset(offset)).all():
         yield [Deletion(batch_id, kind, file_id) for batch_id, file_id in rows if file_id]
         offset += len(rows)
+
+
+def _inputs_unknown(session: Session) -> bool:
+    """Is some tracked batch that may still be running without an input file id (tracked
+    but not observed yet, or observed without one)?"""
+    running = Batch.status.is_(None) | Batch.status.not_in([s.value for s in TERMINAL])
+    unknown = select(Batch.id).where(Batch.input_file_id.is_(None), running).limit(1)
+    return session.scalar(unknown) is not None

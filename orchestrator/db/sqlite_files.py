@@ -47,6 +47,12 @@ def check_sqlite_file(path: Path) -> None:
         raise DatabaseError(f"{where}, which is not a SQLite database (its first bytes say so)")
 
 
+# A commit is in the WAL, not yet on the disk (the WAL is synced at checkpoints): a
+# process crash loses nothing, a power cut may lose the last commits. What must be on
+# the disk before something irreversible is done runs in `Database.durable_transaction`.
+SYNCHRONOUS = "NORMAL"
+
+
 def set_up_connection(connection: sqlite3.Connection, *, read_only: bool) -> None:
     """What every new connection runs first."""
     # Take transaction control from the driver so every transaction can begin as its
@@ -56,7 +62,7 @@ def set_up_connection(connection: sqlite3.Connection, *, read_only: bool) -> Non
     connection.isolation_level = None
     cursor = connection.cursor()
     cursor.execute("PRAGMA journal_mode=WAL")
-    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.execute(f"PRAGMA synchronous={SYNCHRONOUS}")
     cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
     cursor.execute("PRAGMA foreign_keys=ON")
     if read_only:

@@ -74,17 +74,20 @@ class FileCleanup:
 
     def run_once(self) -> CleanupReport:
         report = CleanupReport(queued=self.store.enqueue(limit=PAGE * self.max_pages))
-        for _ in range(self.max_pages):
-            claims = self.store.claim_due(limit=PAGE, lease_seconds=self.lease_seconds)
-            for claim in claims:
-                result = self._delete(claim)
-                self.store.record(claim.file_id, result)
-                _count(report, claim, result)
-                self.on_progress()
-                if report.auth_error is not None:
-                    return report  # nothing will work until a person fixes the key
-            if len(claims) < PAGE:
+        for _ in range(PAGE * self.max_pages):
+            # One at a time, each sent as soon as it is claimed: the rule was checked in
+            # the claim, and a batch tracked (or a harvest undone) meanwhile cannot lose
+            # a file to a claim made minutes before, behind a page of slow DELETEs.
+            claims = self.store.claim_due(limit=1, lease_seconds=self.lease_seconds)
+            if not claims:
                 break
+            (claim,) = claims
+            result = self._delete(claim)
+            self.store.record(claim.file_id, result)
+            _count(report, claim, result)
+            self.on_progress()
+            if report.auth_error is not None:
+                return report  # nothing will work until a person fixes the key
         return report
 
     def _delete(self, claim: Deletion) -> DeletionResult:

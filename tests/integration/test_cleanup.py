@@ -4,13 +4,15 @@ only once every line of its batch's files is stored and verified."""
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler
 
 import pytest
-from sqlalchemy import select, update
+from sqlalchemy import select, text, update
 
+from orchestrator.api.answers import ApiResult
 from orchestrator.cli.main import main
 from orchestrator.clock import ManualClock
 from orchestrator.core.retry_policy import RetryPolicy
@@ -426,3 +428,137 @@ def test_a_file_whose_download_could_not_vouch_for_its_end_is_not_deleted(
         assert previewed == set() and (report.queued, report.deleted) == (0, 0)
         assert output_id in held and error_id in held
         assert sim.simulator.served("delete_file") == 0
+
+
+# --- the rule at the moment a DELETE goes out ------------------------------------------
+
+
+def harvested(database: Database, batch_id: str, input_id: str) -> None:
+    """A batch that ended with its one output file stored in full and vouched for."""
+    at = datetime(2026, 12, 3, 8, 0, tzinfo=UTC)
+    with database.transaction() as session:
+        session.add(
+            Batch(
+                id=batch_id,
+                tracked_at=at,
+                tracked_by="test",
+                updated_at=at,
+                status="completed",
+                input_file_id=input_id,
+                output_file_id=f"file-out-{batch_id}",
+                harvest_state="done",
+                harvested_at=at,
+            )
+        )
+        session.add(
+            ResultFile(
+                file_id=f"file-out-{batch_id}",
+                batch_id=batch_id,
+                kind="output",
+                state="done",
+                lines=1,
+                lines_committed=1,
+                sha256="ab" * 32,
+                end_checked=True,
+            )
+        )
+
+
+class RecordingClient:
+    """``delete_file`` that records each file and runs ``meanwhile`` before the first."""
+
+    def __init__(self, meanwhile: Callable[[], None] = lambda: None) -> None:
+        self.deleted: list[str] = []
+        self.meanwhile = meanwhile
+
+    def delete_file(self, file_id: str) -> ApiResult:
+        if not self.deleted:
+            self.meanwhile()
+        self.deleted.append(file_id)
+        return ApiResult({"id": file_id, "object": "file", "deleted": True}, 200, "req_1", 1)
+
+    def close(self) -> None:
+        pass
+
+
+def run_cleanup(database: Database, client: RecordingClient) -> None:
+    store = FileDeletionStore(database, result_files=False, input_files=True)
+    FileCleanup(store, client, policy=RetryPolicy(), auth_pause_seconds=300.0).run_once()  # type: ignore[arg-type]
+
+
+def test_an_input_file_a_batch_began_to_use_after_the_queueing_is_not_deleted(
+    database: Database,
+) -> None:
+    """Two input files queued; while the first DELETE is out, another host tracks a
+    running batch that uses the second. The claims were a page, checked once, and the
+    second DELETE went out regardless."""
+    harvested(database, "batch_a1", "file-in-1")
+    harvested(database, "batch_a2", "file-in-2")
+
+    def another_host_tracks_a_running_batch() -> None:
+        at = datetime(2026, 12, 3, 9, 0, tzinfo=UTC)
+        with database.transaction() as session:
+            session.add(
+                Batch(
+                    id="batch_b",
+                    tracked_at=at,
+                    tracked_by="test",
+                    updated_at=at,
+                    status="in_progress",
+                    input_file_id="file-in-2",
+                )
+            )
+
+    client = RecordingClient(another_host_tracks_a_running_batch)
+    run_cleanup(database, client)
+    assert client.deleted == ["file-in-1"]
+    assert deletions(database)["file-in-2"].state == "pending"  # looked at again later
+
+
+def test_no_input_file_goes_while_a_tracked_batch_s_input_is_unknown(database: Database) -> None:
+    """batch_b was tracked a moment ago (say by `orchestrator cancel batch_b`) and runs on
+    the server with file-in-1; until its first poll we do not know its input file."""
+    harvested(database, "batch_a1", "file-in-1")
+    at = datetime(2026, 12, 3, 9, 0, tzinfo=UTC)
+    with database.transaction() as session:
+        session.add(Batch(id="batch_b", tracked_at=at, tracked_by="cancel", updated_at=at))
+    store = FileDeletionStore(database, result_files=False, input_files=True)
+    assert store.preview(limit=100) == []
+    client = RecordingClient()
+    run_cleanup(database, client)
+    assert client.deleted == []
+    with database.transaction() as session:  # once it is observed, and ended elsewhere
+        session.execute(
+            update(Batch)
+            .where(Batch.id == "batch_b")
+            .values(status="failed", input_file_id="file-in-9")
+        )
+    run_cleanup(database, client)
+    assert client.deleted == ["file-in-1"]
+
+
+def test_a_claim_commits_to_the_disk_before_its_delete(
+    database: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On SQLite a commit is in the WAL, not on the disk, until a checkpoint: a power cut
+    after the DELETE could take back the harvest that allowed it."""
+    harvested(database, "batch_a1", "file-in-1")
+    durable: list[bool] = []
+    real = Database.durable_transaction
+
+    def watched(self: Database) -> Iterator[object]:
+        with real(self) as session:
+            if not database.is_postgres:
+                level = session.execute(text("PRAGMA synchronous")).scalar()
+                durable.append(level == 2)  # FULL
+            else:
+                durable.append(True)
+            yield session
+
+    monkeypatch.setattr(Database, "durable_transaction", contextmanager(watched))
+    client = RecordingClient()
+    run_cleanup(database, client)
+    assert client.deleted == ["file-in-1"] and durable and all(durable)
+    if not database.is_postgres:  # and the pooled connection is back to NORMAL
+        with database.transaction() as session:
+            assert session.execute(text("PRAGMA synchronous")).scalar() == 1
