@@ -15,6 +15,7 @@ import stat
 import sys
 import tempfile
 from collections.abc import Iterable, Iterator
+from datetime import datetime
 from pathlib import Path
 from typing import IO, Any
 
@@ -63,11 +64,7 @@ def run_results(ctx: Context) -> Exit:
         db.dispose()
     ctx.err.print(f"{written} of {batch_id} {_where(ctx)}", markup=False)
     if pruned is not None:
-        ctx.err.print(
-            f"note: `orchestrator prune` removed the results of {batch_id} on "
-            f"{pruned:%Y-%m-%d %H:%M}Z (see its --archive file, if one was written)",
-            markup=False,
-        )
+        _note_pruned(ctx, batch_id, pruned)
     _warn_if_partial(ctx, batch)
     return Exit.OK
 
@@ -92,9 +89,15 @@ def _run_selected(ctx: Context, selector: Selector) -> Exit:
             for row in queries.iter_results(batch.id, kind=ctx.args.kind)
         )
         written = _export(ctx, records, ("batch_id",))
+        # read after the export, as for one batch: a prune while it ran is noted too
+        stored = queries.batches(batch.id for batch in chosen)
     finally:
         db.dispose()
     ctx.err.print(f"{written} of {len(chosen)} batch(es) {_where(ctx)}", markup=False)
+    for batch in chosen:
+        pruned = stored[batch.id].results_pruned_at if batch.id in stored else None
+        if pruned is not None:
+            _note_pruned(ctx, batch.id, pruned)
     for batch in partial:
         _warn_if_partial(ctx, batch)
     if not chosen:
@@ -133,6 +136,15 @@ def _file_console(out: IO[str]) -> Console:
 
 def _where(ctx: Context) -> str:
     return "to stdout" if ctx.args.to in (None, "-") else f"to {visible(ctx.args.to)}"
+
+
+def _note_pruned(ctx: Context, batch_id: str, pruned: datetime) -> None:
+    """Its rows are gone: 0 exported of a `done` harvest is not what it had."""
+    ctx.err.print(
+        f"note: `orchestrator prune` removed the results of {batch_id} on "
+        f"{pruned:%Y-%m-%d %H:%M}Z (see its --archive file, if one was written)",
+        markup=False,
+    )
 
 
 def _warn_if_partial(ctx: Context, batch: BatchSummary) -> None:

@@ -2,16 +2,19 @@
 
 An answer's body is stored as the server sent it (``core/result_lines.py``): JSON
 that msgspec and PostgreSQL's ``json`` accept, which orjson may not read (a number
-beyond a double: ``1e400``, an integer of thousands of digits) or write (nesting
-deeper than 254 levels). Such a text is read as an ``orjson.Fragment``: orjson writes
-it back exactly as it is, without parsing it or recursing into it, so no reader's or
-writer's stack depth decides what can be shown (Python's json would, and refuses
-integers over 4,300 digits). Every reader of the body column and every writer of a
-body (CSV, JSON lines, the table, the archive, the console) goes through here.
+beyond a double: ``1e400``, an integer of thousands of digits), may read only as an
+approximation (an integer beyond 64 bits: orjson gives a float, silently) or cannot
+write (nesting deeper than 254 levels). Such a text is read as an ``orjson.Fragment``:
+orjson writes it back exactly as it is, without parsing it or recursing into it, so no
+reader's or writer's stack depth decides what can be shown (Python's json would, and
+refuses integers over 4,300 digits). Every reader of the body column (but the prune's
+archive, which copies the stored text: ``db/retention.py``) and every writer of a body
+(CSV, JSON lines, the table, the archive, the console) goes through here.
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable
 from typing import Any
 
@@ -21,18 +24,55 @@ __all__ = ["Fragment", "dumps", "loads", "text_of"]
 
 Fragment = orjson.Fragment
 _ORJSON_WRITES_LEVELS = 254
+# orjson reads an integer as an int from -2**63 to 2**64 - 1, beyond as a float. One
+# beyond has at least 19 digits, so a text without a run of 19 (most) is not looked at
+# again. The run is found with every digit made a 0 (bytes.translate, then a substring
+# search: both C loops; a regex's [0-9]{19} was ten times slower).
+_ORJSON_INTS = (-(2**63), 2**64 - 1)
+_DIGITS_TO_ZERO = bytes.maketrans(b"123456789", b"000000000")
+_NINETEEN_DIGITS = b"0" * 19
 
 
 def loads(text: str | bytes) -> Any:
     """The value of JSON text, or the text as a ``Fragment`` where orjson cannot read
-    it or could not write it back."""
+    it exactly or could not write it back."""
     try:
         value = orjson.loads(text)
     except orjson.JSONDecodeError:
         return Fragment(text)
     if type(value) in (list, dict) and _nests_past_writing(value, text):
         return Fragment(text)
+    if _may_hold_a_long_integer(text) and _rounds_an_integer(text):
+        return Fragment(text)
     return value
+
+
+def _may_hold_a_long_integer(text: str | bytes) -> bool:
+    raw = text.encode() if isinstance(text, str) else text
+    return _NINETEEN_DIGITS in raw.translate(_DIGITS_TO_ZERO)
+
+
+class _BeyondOrjson(Exception):
+    pass
+
+
+def _exact_int(digits: str) -> int:
+    number = int(digits)
+    if not _ORJSON_INTS[0] <= number <= _ORJSON_INTS[1]:
+        raise _BeyondOrjson
+    return number
+
+
+def _rounds_an_integer(text: str | bytes) -> bool:
+    """Whether the text has an integer that orjson reads as a float. Python's json
+    calls ``parse_int`` only for integers (the digits in strings, fractions and
+    exponents are not), and is called only on a text orjson read (so valid) and
+    at most 254 levels deep (``loads`` checked): within its recursion limit."""
+    try:
+        json.loads(text, parse_int=_exact_int)
+    except (_BeyondOrjson, ValueError):  # ValueError: an int() of over 4,300 digits
+        return True
+    return False
 
 
 def _nests_past_writing(value: object, text: str | bytes) -> bool:

@@ -8,7 +8,9 @@ before the cut-off. The batch row, its cancel request and attempts, and its
 
 Every delete is its own short transaction of at most ``chunk_rows`` rows, picked
 by key, so a prune never holds locks the reconciler waits on for long, and an
-interrupted prune simply leaves less to do next time.
+interrupted prune simply leaves less to do next time. ``results_pruned_at`` is set
+by the first of them that removes a result or unreadable line of the batch: it means
+"this batch's results are being, or have been, pruned".
 """
 
 from __future__ import annotations
@@ -17,8 +19,9 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, fields
 from datetime import datetime, timedelta
 
-from sqlalchemy import Delete, delete, func, select, tuple_, update
+from sqlalchemy import Delete, Text, cast, delete, func, select, tuple_, update
 
+from orchestrator.core import json_text
 from orchestrator.core.cleanup import may_prune
 from orchestrator.core.harvest import HarvestState
 from orchestrator.db.database import Database, chunks
@@ -29,6 +32,14 @@ __all__ = ["PruneCounts", "RetentionStore"]
 
 CHUNK_ROWS = 5000
 ARCHIVE_PAGE_ROWS = 1000
+
+# The body as the stored text, not read through the JSON column (orjson would turn a
+# long integer into a float, keep one of two equal keys, round a long decimal): the
+# archive may become its only copy. The column is ``json`` (stored as sent) on both
+# databases, so its text is what the server sent.
+_ARCHIVE_RESULT_COLUMNS = [
+    cast(c, Text).label("body") if c.key == "body" else c for c in BatchResult.__table__.columns
+]
 
 
 @dataclass
@@ -100,20 +111,17 @@ class RetentionStore:
         after = 0
         while True:
             with self.db.transaction() as session:
-                page = session.scalars(
-                    select(BatchResult)
+                page = session.execute(
+                    select(*_ARCHIVE_RESULT_COLUMNS)
                     .where(BatchResult.batch_id == batch_id, BatchResult.id > after)
                     .order_by(BatchResult.id)
                     .limit(ARCHIVE_PAGE_ROWS)
                 ).all()
             for row in page:
-                yield (
-                    row.id,
-                    {
-                        "record": "result",
-                        **{c.key: getattr(row, c.key) for c in BatchResult.__table__.columns},
-                    },
-                )
+                record: dict[str, object] = {"record": "result", **row._asdict()}
+                if row.body is not None:
+                    record["body"] = json_text.Fragment(row.body)  # written as it is
+                yield row.id, record
             if len(page) < ARCHIVE_PAGE_ROWS:
                 break
             after = page[-1].id
@@ -159,25 +167,35 @@ class RetentionStore:
         key = tuple_(ResultLineError.batch_id, ResultLineError.file_id, ResultLineError.line_number)
         found = PruneCounts(batches=1)
         found.results = self._drain(
-            lambda: delete(BatchResult).where(BatchResult.id.in_(results.limit(n))), on_chunk
+            lambda: delete(BatchResult).where(BatchResult.id.in_(results.limit(n))),
+            on_chunk,
+            mark=batch_id,
         )
         found.line_errors = self._drain(
-            lambda: delete(ResultLineError).where(key.in_(line_errors.limit(n))), on_chunk
+            lambda: delete(ResultLineError).where(key.in_(line_errors.limit(n))),
+            on_chunk,
+            mark=None if found.results else batch_id,
         )
         found.events = self._drain(
             lambda: delete(BatchEvent).where(BatchEvent.id.in_(events.limit(n))), on_chunk
         )
-        if found.results or found.line_errors:
-            with self.db.transaction() as session:
-                session.execute(
-                    update(Batch)
-                    .where(Batch.id == batch_id)
-                    .values(results_pruned_at=server_now(session))
-                    .execution_options(synchronize_session=False)
-                )
         return found
 
-    def _drain(self, statement: Callable[[], Delete], on_chunk: Callable[[], None]) -> int:
+    def _drain(
+        self,
+        statement: Callable[[], Delete],
+        on_chunk: Callable[[], None],
+        *,
+        mark: str | None = None,
+    ) -> int:
+        """Run ``statement`` until it removes fewer than ``chunk_rows``; how many went.
+
+        ``mark``: a batch whose ``results_pruned_at`` is set in the transaction of the
+        first chunk that removes rows. A prune interrupted later (its next chunk, the
+        events, the next batch) must still leave the marker: the next prune finds no
+        row left to remove, and without it ``orchestrator results`` would export 0 rows
+        of a ``done`` harvest and say nothing.
+        """
         total = 0
         while True:
             with self.db.transaction() as session:
@@ -186,6 +204,13 @@ class RetentionStore:
                         statement().execution_options(synchronize_session=False)
                     ).rowcount  # type: ignore[attr-defined]
                 )
+                if gone and not total and mark is not None:
+                    session.execute(
+                        update(Batch)
+                        .where(Batch.id == mark)
+                        .values(results_pruned_at=server_now(session))
+                        .execution_options(synchronize_session=False)
+                    )
             total += gone
             if gone:
                 on_chunk()

@@ -2,9 +2,10 @@
 
 With an archive, every row to be removed is first written to a gzip-compressed
 JSONL file, which is closed and fsynced (with its directory) before the first
-delete; only results up to the last one archived are then removed. The file is
-created exclusively and never through a symlink: an existing file or link is an
-error, never overwritten or followed.
+delete; only results up to the last one archived are then removed. Each result's
+body is written as its stored text, never decoded and encoded again: once pruned,
+the archive is its only copy. The file is created exclusively and never through a
+symlink: an existing file or link is an error, never overwritten or followed.
 """
 
 from __future__ import annotations

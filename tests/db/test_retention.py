@@ -8,7 +8,7 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import func, select, text
 
 from orchestrator.cli.main import main
 from orchestrator.clock import utcnow
@@ -110,6 +110,65 @@ def test_the_archive_holds_every_pruned_row_and_is_never_overwritten(
     assert target.read_text() == "keep me"
 
 
+@pytest.mark.parametrize(
+    "body",
+    [
+        '{"n":123456789012345678901234567890}',  # beyond 64 bits: orjson reads a float
+        '{"a":1,"a":2}',  # a repeated key: a dict keeps one
+        '{"x":0.30000000000000000001}',  # more digits than a double holds
+        '{"s": "spaced" ,"e":"\\u00e9"}',  # whitespace, an escape
+    ],
+)
+def test_the_archive_holds_each_body_as_stored(
+    database: Database, tmp_path: Path, body: str
+) -> None:
+    """Once pruned, the archive is the body's only copy: its text, not a re-encoding."""
+    now = utcnow()
+    seed_batch(
+        database, "batch_old", now=now, ended_at=now - timedelta(days=40), results=0, line_errors=0
+    )
+    with database.transaction() as session:
+        value = "CAST(:body AS json)" if database.is_postgres else ":body"
+        session.execute(
+            text(
+                "INSERT INTO batch_results (batch_id, custom_id, file_id, file_kind, "
+                "line_number, status_code, body) VALUES "
+                f"('batch_old', 'r1', 'file-batch_old', 'output', 1, 200, {value})"
+            ),
+            {"body": body},
+        )
+    pruner = Pruner(RetentionStore(database))
+    archive = tmp_path / "pruned.jsonl.gz"
+    assert pruner.prune(pruner.plan(MONTH), archive=archive).results == 1
+    with gzip.open(archive) as handle:
+        line = handle.readline()
+    assert b',"body":' + body.encode() + b',"error_code":' in line
+    assert json.loads(line)["custom_id"] == "r1"  # still one JSON document a line
+
+
+def test_a_prune_interrupted_after_its_first_chunk_still_says_results_were_pruned(
+    seeded: Database, db_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The marker comes with the first chunk: a prune killed any time after it leaves
+    a batch that says why its results are missing (the next prune may find none)."""
+
+    def killed() -> None:
+        raise KeyboardInterrupt
+
+    pruner = Pruner(RetentionStore(seeded, chunk_rows=25), on_chunk=killed)
+    with pytest.raises(KeyboardInterrupt):
+        pruner.prune(pruner.plan(MONTH))
+    assert count(seeded, BatchResult, "batch_old") == 120 - 25
+    with seeded.transaction() as session:
+        old = session.get(Batch, "batch_old")
+        assert old is not None and old.results_pruned_at is not None
+        recent = session.get(Batch, "batch_recent")
+        assert recent is not None and recent.results_pruned_at is None
+    capsys.readouterr()
+    assert main(["results", "batch_old", "--database-url", db_url]) == 0
+    assert "`orchestrator prune` removed the results of batch_old" in capsys.readouterr().err
+
+
 def test_a_failed_archive_deletes_nothing(seeded: Database, tmp_path: Path) -> None:
     pruner = Pruner(RetentionStore(seeded))
     with pytest.raises(ConfigError, match="cannot create"):
@@ -153,3 +212,22 @@ def test_results_of_a_pruned_batch_say_so(
     assert out == "" and "exported 0 result(s)" in err and "`orchestrator prune` removed" in err
     assert main(["results", "batch_recent", "--database-url", db_url]) == 0
     assert "prune" not in capsys.readouterr().err
+
+
+def test_results_of_selected_batches_say_which_were_pruned(
+    database: Database, db_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    now = utcnow()
+    seed_batch(database, "batch_old", now=now, ended_at=now - timedelta(days=40), results=120)
+    seed_batch(database, "batch_recent", now=now, ended_at=now - timedelta(days=3), results=50)
+    Pruner(RetentionStore(database)).prune(Pruner(RetentionStore(database)).plan(MONTH))
+    capsys.readouterr()
+    # as for one batch (test_results_of_a_pruned_batch_say_so): exported, with a note,
+    # and --complete-only does not refuse (the harvest was complete)
+    selected = ["results", "--status", "cancelled", "--complete-only", "-o", "jsonl"]
+    assert main([*selected, "--database-url", db_url]) == 0
+    out, err = capsys.readouterr()
+    assert len(out.splitlines()) == 50
+    assert "exported 50 result(s) of 2 batch(es)" in err
+    assert "`orchestrator prune` removed the results of batch_old" in err
+    assert "batch_recent" not in err

@@ -58,3 +58,30 @@ def test_a_long_list_of_objects_is_read_into_objects_not_kept_as_text() -> None:
     text = orjson.dumps(deep)
     assert json_text.loads(text) == deep
     assert isinstance(json_text.loads(b"[" + text + b"]"), json_text.Fragment)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        '{"n":123456789012345678901234567890}',
+        "18446744073709551616",  # 2**64: one past what orjson reads as an int
+        b"[-9223372036854775809]",  # -2**63 - 1
+        '{"a": [1, {"b": 99999999999999999999}]}',
+    ],
+)
+def test_an_integer_beyond_64_bits_is_kept_as_its_text_not_read_as_a_float(
+    text: str | bytes,
+) -> None:
+    value = json_text.loads(text)
+    assert isinstance(value, json_text.Fragment)
+    as_text = text if isinstance(text, str) else text.decode()
+    assert json_text.text_of(value) == as_text
+    # what orjson reads exactly stays objects, long digit runs elsewhere too
+    assert json_text.loads("[18446744073709551615, -9223372036854775808]") == [
+        2**64 - 1,
+        -(2**63),
+    ]
+    assert json_text.loads('{"s":"1234567890123456789012345","f":0.12345678901234567890123}') == {
+        "s": "1234567890123456789012345",
+        "f": 0.12345678901234568,
+    }
