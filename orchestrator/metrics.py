@@ -45,6 +45,7 @@ from orchestrator.clock import utcnow
 from orchestrator.core.retry_policy import VerdictKind, classify
 from orchestrator.db.database import Database
 from orchestrator.db.queries import OperatorQueries
+from orchestrator.db.server_clock import database_clock
 from orchestrator.db.upkeep import upkeep_snapshot
 from orchestrator.errors import ConfigError, DatabaseError
 from orchestrator.probes import Heartbeat, HeartbeatCollector, Probes, Readiness, probe_app
@@ -290,13 +291,14 @@ class DatabaseCollector(Collector):
     def __init__(self, db: Database) -> None:
         self._db = db
         self._queries = OperatorQueries(db)
+        self._clock = database_clock(db)  # a pause's end and overdue times are the server's
 
     def collect(self) -> Iterator[Metric]:
         up = GaugeMetricFamily(
             "orchestrator_database_up", "1 if the database answered this scrape."
         )
         try:
-            snapshot = self._queries.snapshot(utcnow())
+            snapshot = self._queries.snapshot(self._clock.now())
             upkeep = upkeep_snapshot(self._db)
         except (DatabaseError, SQLAlchemyError) as exc:  # a scrape must answer regardless
             log.warning("metrics: the database did not answer: %s", str(exc).splitlines()[0])

@@ -24,7 +24,9 @@ log = logging.getLogger(__name__)
 def run_worker(ctx: Context) -> Exit:
     db = ctx.database()
     clock = database_clock(db)  # the server's: leases and due times are compared across hosts
-    heartbeat = Heartbeat(clock, stale_seconds=ctx.settings.health_stale_seconds)
+    # This process's own clock: it compares the loop's turns with each other, nothing
+    # across hosts, and /healthz must answer at once even when the database does not.
+    heartbeat = Heartbeat(stale_seconds=ctx.settings.health_stale_seconds)
     metrics, _ = start_process_metrics(ctx.settings, db, heartbeat=heartbeat, process="worker")
     budget = shared_budget(ctx.settings, db)  # one for every process on this database
     # its clock is read on the sender's event loop, which must not wait on the database

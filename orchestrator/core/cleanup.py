@@ -64,6 +64,10 @@ class StoredFile:
     end_checked: bool | None = None
 
 
+# The `tracked_by` of a batch we found rather than were asked to follow (BatchFiles.found).
+FOUND_BY = ("sync", "webhook")
+
+
 @dataclass(frozen=True)
 class BatchFiles:
     """One batch as far as clean-up cares."""
@@ -74,6 +78,9 @@ class BatchFiles:
     output_file_id: str | None
     error_file_id: str | None
     input_file_id: str | None
+    # Found, not asked for: tracked by `sync` or adopted from a webhook. Such a batch
+    # may be another system's, which may still want its files: none of them goes.
+    found: bool = False
 
     def result_file_ids(self) -> list[tuple[FileKind, str]]:
         pairs = ((FileKind.OUTPUT, self.output_file_id), (FileKind.ERROR, self.error_file_id))
@@ -135,7 +142,7 @@ def deletable(
     file id yet (tracked, not observed): it may be using any input file, and the
     API needs a running batch's input file, so no input file goes.
     """
-    if not harvest_verified(batch, stored):
+    if batch.found or not harvest_verified(batch, stored):
         return []
     kinds = [*(batch.result_file_ids() if result_files else [])]
     if input_file and batch.input_file_id and not inputs_unknown:
@@ -144,7 +151,9 @@ def deletable(
     return [
         (kind, file_id)
         for kind, file_id in kinds
-        if all(harvest_verified(other, stored) for other in users.get(file_id, ()))
+        if all(
+            not other.found and harvest_verified(other, stored) for other in users.get(file_id, ())
+        )
     ]
 
 

@@ -19,6 +19,7 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import InstrumentedAttribute, Session
 
 from orchestrator.core.cleanup import (
+    FOUND_BY,
     BatchFiles,
     DeletionState,
     FileKind,
@@ -70,6 +71,7 @@ def _batch_files(row: Batch) -> BatchFiles:
         output_file_id=row.output_file_id,
         error_file_id=row.error_file_id,
         input_file_id=row.input_file_id,
+        found=row.tracked_by in FOUND_BY,
     )
 
 

@@ -433,7 +433,9 @@ def test_a_file_whose_download_could_not_vouch_for_its_end_is_not_deleted(
 # --- the rule at the moment a DELETE goes out ------------------------------------------
 
 
-def harvested(database: Database, batch_id: str, input_id: str) -> None:
+def harvested(
+    database: Database, batch_id: str, input_id: str, *, tracked_by: str = "test"
+) -> None:
     """A batch that ended with its one output file stored in full and vouched for."""
     at = datetime(2026, 12, 3, 8, 0, tzinfo=UTC)
     with database.transaction() as session:
@@ -441,7 +443,7 @@ def harvested(database: Database, batch_id: str, input_id: str) -> None:
             Batch(
                 id=batch_id,
                 tracked_at=at,
-                tracked_by="test",
+                tracked_by=tracked_by,
                 updated_at=at,
                 status="completed",
                 input_file_id=input_id,
@@ -562,3 +564,28 @@ def test_a_claim_commits_to_the_disk_before_its_delete(
     if not database.is_postgres:  # and the pooled connection is back to NORMAL
         with database.transaction() as session:
             assert session.execute(text("PRAGMA synchronous")).scalar() == 1
+
+
+@pytest.mark.parametrize("found_by", ["sync", "webhook"])
+def test_no_file_of_a_batch_found_rather_than_asked_for_is_deleted(
+    database: Database, found_by: str
+) -> None:
+    """`sync` (and a webhook, with unknown batches adopted) follows every batch of the
+    account, another system's too: its files, and a file it shares, stay."""
+    harvested(database, "batch_found", "file-in-shared", tracked_by=found_by)
+    harvested(database, "batch_ours", "file-in-shared")
+    harvested(database, "batch_ours2", "file-in-ours")
+    store = FileDeletionStore(database, result_files=True, input_files=True)
+    assert {d.file_id for d in store.preview(limit=100)} == {
+        "file-out-batch_ours",
+        "file-out-batch_ours2",
+        "file-in-ours",
+    }
+
+
+def test_the_sources_of_found_batches_are_the_ones_that_find_them() -> None:
+    from orchestrator.core.cleanup import FOUND_BY
+    from orchestrator.db.webhooks import SOURCE as WEBHOOK
+    from orchestrator.processes.sync import SOURCE as SYNC
+
+    assert set(FOUND_BY) == {SYNC, WEBHOOK}

@@ -185,3 +185,69 @@ def test_a_lone_worker_ten_minutes_behind_sends_every_cancel_once(
 def _accepted(db: Database) -> int:
     with db.transaction() as s:
         return int(s.scalar(select(func.count()).where(CancelRequest.state == "accepted")) or 0)
+
+
+METRICS_SNIPPET = r"""
+import sys
+from orchestrator.db.database import Database
+from orchestrator.metrics import Metrics
+from orchestrator.probes import Readiness
+db = Database.connect(sys.argv[1])
+paused = Metrics.for_database(db).registry.get_sample_value("orchestrator_sending_paused")
+print(paused, Readiness(db).check()[0])
+"""
+
+
+@pytest.mark.parametrize("minutes", [10, -10])
+def test_the_paused_gauge_of_a_host_minutes_off_says_what_readyz_says(
+    faketime: None, db: Database, pg_url: str, minutes: int
+) -> None:
+    """A 300 s pause (a 401): a host ten minutes ahead read it as over (the alert never
+    fired), one behind as still on after it ended. /readyz judged it by the database."""
+    from datetime import timedelta
+
+    from orchestrator.db.pauses import set_pause
+
+    now = database_clock(db).now()
+    set_pause(db, "401 from the API", now=now, until=now + timedelta(seconds=300))
+    env = {**os.environ, **faketime_env(minutes)}
+    done = subprocess.run(
+        [sys.executable, "-c", METRICS_SNIPPET, pg_url],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    paused, ready = done.stdout.split()
+    assert (float(paused), ready) == (1.0, "False")  # paused, and not ready: the same answer
+
+
+@pytest.mark.parametrize("command", ["worker", "reconcile"])
+def test_the_health_probe_s_clock_is_the_process_s_own(
+    pg_url: str, monkeypatch: pytest.MonkeyPatch, command: str
+) -> None:
+    """/healthz compares the loop's turns with each other: on the database's clock it
+    waited on the database (up to the pool's 30 s) just when that was down, and the
+    liveness probe restarted processes that were backing off as they should."""
+    from orchestrator.cli import reconcile_commands, worker_commands
+    from orchestrator.cli.main import main
+    from orchestrator.db.server_clock import ServerClock
+    from orchestrator.probes import Heartbeat
+
+    made: list[Heartbeat] = []
+
+    class Recorded(Heartbeat):
+        def __init__(self, *args: object, **kwargs: object) -> None:
+            super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+            made.append(self)
+
+    for module in (worker_commands, reconcile_commands):
+        monkeypatch.setattr(module, "Heartbeat", Recorded)
+    monkeypatch.setenv("ORCHESTRATOR_DATABASE_URL", pg_url)
+    monkeypatch.setenv("OPENAI_API_KEY", KEY)
+    monkeypatch.setenv("OPENAI_BASE_URL", "http://127.0.0.1:9/v1")  # nothing is sent
+    monkeypatch.delenv("ORCHESTRATOR_CONFIG", raising=False)
+    main([command, "--once"])
+    assert made and not any(isinstance(h.clock, ServerClock) for h in made)
