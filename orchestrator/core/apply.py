@@ -46,7 +46,7 @@ class StatusChange:
 
 @dataclass(frozen=True)
 class Anomaly:
-    kind: str  # "unknown_status" | "illegal_move" | "refused_field"
+    kind: str  # "unknown_status" | "illegal_move" | "refused_field" | "file_id_changed"
     detail: str
     observed_status: str
 
@@ -111,7 +111,25 @@ def _apply(stored: StoredBatch, observed: BatchObservation, machine: BatchLifecy
     for step in path:
         steps.append(StatusChange(previous, step, observed.timestamps.get(step.timestamp_field)))
         previous = step
-    return Applied(stored.status, new, changes, tuple(steps))
+    return Applied(stored.status, new, changes, tuple(steps), _file_ids_changed(stored, observed))
+
+
+def _file_ids_changed(stored: StoredBatch, observed: BatchObservation) -> tuple[Anomaly, ...]:
+    """A file id is set once: one the server names later instead is not harvested, and
+    said so, for a person to look at (it was kept silently)."""
+    return tuple(
+        Anomaly(
+            "file_id_changed",
+            f"the server now names {kind} file {new} for this batch; kept {old} (its lines "
+            f"are the ones harvested; {new} is not)",
+            observed.status_text,
+        )
+        for kind, old, new in (
+            ("output", stored.output_file_id, observed.output_file_id),
+            ("error", stored.error_file_id, observed.error_file_id),
+        )
+        if old and new and new != old
+    )
 
 
 def _name(status: BatchStatus | None) -> str:

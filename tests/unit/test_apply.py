@@ -105,6 +105,9 @@ def test_file_ids_are_set_once_and_counts_only_grow() -> None:
     )
     assert "output_file_id" not in applied.changes
     assert applied.changes["error_file_id"] == "file-e"
+    (changed,) = applied.anomalies  # said, once a poll: the events keep one of each
+    assert changed.kind == "file_id_changed"
+    assert "file-b" in changed.detail and "kept file-a" in changed.detail
     assert applied.changes["request_counts_completed"] == 8
     assert applied.changes["request_counts_failed"] == 2
 
