@@ -94,7 +94,8 @@ def run_prune(ctx: Context) -> Exit:
     text = (
         f"prune {verb} {counts.results:,} result(s), {counts.line_errors:,} unreadable "
         f"line(s) and {counts.events:,} event(s) of {counts.batches:,} batch(es) that ended "
-        f"before {plan.cutoff:%Y-%m-%d %H:%M:%S}Z"
+        f"before {plan.cutoff:%Y-%m-%d %H:%M:%S}Z, and {counts.webhook_events:,} webhook "
+        "delivery record(s) received before it"
     )
     if archive is not None:
         text += f"; archived to {archive}"

@@ -25,7 +25,7 @@ from orchestrator.core import json_text
 from orchestrator.core.cleanup import may_prune
 from orchestrator.core.harvest import HarvestState
 from orchestrator.db.database import Database, chunks
-from orchestrator.db.models import Batch, BatchEvent, BatchResult, ResultLineError
+from orchestrator.db.models import Batch, BatchEvent, BatchResult, ResultLineError, WebhookEvent
 from orchestrator.db.server_time import server_now
 
 __all__ = ["PruneCounts", "RetentionStore"]
@@ -48,6 +48,7 @@ class PruneCounts:
     results: int = 0
     line_errors: int = 0
     events: int = 0
+    webhook_events: int = 0  # deliveries received before the cut-off, of any batch
 
     def add(self, other: PruneCounts) -> None:
         for f in fields(self):
@@ -139,6 +140,26 @@ class RetentionStore:
                     **{c.key: getattr(error, c.key) for c in ResultLineError.__table__.columns},
                 },
             )
+
+    def count_webhook_events(self, cutoff: datetime) -> int:
+        with self.db.transaction() as session:
+            return int(
+                session.scalar(select(func.count()).where(WebhookEvent.received_at < cutoff)) or 0
+            )
+
+    def prune_webhook_events(
+        self, cutoff: datetime, *, on_chunk: Callable[[], None] = lambda: None
+    ) -> int:
+        """Remove the deliveries received before ``cutoff`` (the database's time), which
+        are kept only to know a redelivery (the sender retries for days, not weeks) and
+        whether events are flowing (minutes); ``chunk_rows`` per transaction."""
+        old = select(WebhookEvent.webhook_id).where(WebhookEvent.received_at < cutoff)
+        return self._drain(
+            lambda: delete(WebhookEvent).where(
+                WebhookEvent.webhook_id.in_(old.limit(self.chunk_rows))
+            ),
+            on_chunk,
+        )
 
     def prune_batch(
         self,

@@ -80,6 +80,8 @@ class Pruner:
                 break
             after = page[-1]
         plan.counts.batches = len(plan.batch_ids)
+        if count:
+            plan.counts.webhook_events = self.store.count_webhook_events(plan.cutoff)
         return plan
 
     def prune(self, plan: PrunePlan, *, archive: Path | None = None) -> PruneCounts:
@@ -97,6 +99,7 @@ class Pruner:
                     on_chunk=self.on_chunk,
                 )
             )
+        done.webhook_events = self.store.prune_webhook_events(plan.cutoff, on_chunk=self.on_chunk)
         return done
 
     def _archive(self, plan: PrunePlan, path: Path) -> dict[str, int]:

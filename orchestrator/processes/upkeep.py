@@ -48,7 +48,8 @@ class Upkeep:
             done = pruner.prune(pruner.plan(older_than, count=False))
             return (
                 f"pruned {done.results} result(s), {done.line_errors} unreadable line(s) and "
-                f"{done.events} event(s) of {done.batches} batch(es) ended before the cut-off"
+                f"{done.events} event(s) of {done.batches} batch(es) ended before the cut-off, "
+                f"and {done.webhook_events} webhook delivery record(s)"
             )
 
         self.add("prune", prune, every_seconds=every_seconds)

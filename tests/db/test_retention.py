@@ -20,6 +20,7 @@ from orchestrator.db.models import (
     CancelRequest,
     ResultFile,
     ResultLineError,
+    WebhookEvent,
 )
 from orchestrator.db.retention import RetentionStore
 from orchestrator.errors import ConfigError
@@ -231,3 +232,27 @@ def test_results_of_selected_batches_say_which_were_pruned(
     assert "exported 50 result(s) of 2 batch(es)" in err
     assert "`orchestrator prune` removed the results of batch_old" in err
     assert "batch_recent" not in err
+
+
+def test_webhook_deliveries_older_than_the_cut_off_go_too(database: Database) -> None:
+    """`webhook_events` grew without end: only a redelivery (days) and whether events
+    flow (minutes) read them."""
+    now = utcnow()
+    with database.transaction() as session:
+        for n, age in enumerate((timedelta(days=40), timedelta(days=31), timedelta(days=2))):
+            session.add(
+                WebhookEvent(
+                    webhook_id=f"msg_{n}",
+                    received_at=now - age,
+                    event_id=f"evt_{n}",
+                    event_type="batch.completed",
+                    batch_id=None,
+                    outcome="ignored",
+                )
+            )
+    pruner = Pruner(RetentionStore(database, chunk_rows=1))
+    plan = pruner.plan(MONTH)
+    assert (plan.counts.batches, plan.counts.webhook_events) == (0, 2)
+    assert pruner.prune(plan).webhook_events == 2
+    with database.transaction() as session:
+        assert list(session.scalars(select(WebhookEvent.webhook_id))) == ["msg_2"]
