@@ -50,6 +50,11 @@ def print_report(ctx: Context, report: SyncReport) -> None:
             f"{report.new_finished_not_followed} new batch(es) had already ended: recorded, "
             "not harvested (--harvest-finished to download their results)"
         )
+    if report.known_finished_to_harvest:
+        ctx.out.print(
+            f"{report.known_finished_to_harvest} batch(es) recorded earlier had ended and were "
+            "never harvested: `orchestrator reconcile` harvests them now"
+        )
     if report.stopped_at_page_limit:
         ctx.out.print("stopped at --limit-pages: older batches were not listed")
     for problem in report.malformed:

@@ -31,7 +31,8 @@ class Recorded:
     applied: Applied
     cancel_closed: str | None  # the outcome, when this observation closed a cancel request
     changed: frozenset[str] = frozenset()  # the batch's columns this observation changed
-    polling_stopped: bool = False  # see record_observation's poll_if_ended
+    polling_stopped: bool = False  # see record_observation's follow_new_if_ended
+    inserted: bool = False  # this observation's transaction inserted the batch's row
 
 
 class EventRow(TypedDict):
@@ -122,6 +123,19 @@ class BatchStore:
             statement = self.db.insert_ignoring_conflicts(table_of(Batch))
             session.execute(statement, [new_batch_row(i, now, source) for i in ids])
 
+    def insert_if_missing(
+        self, session: Session, batch_id: str, *, now: datetime, source: str
+    ) -> bool:
+        """Insert this batch's row unless it exists; whether this transaction inserted it.
+        The insert itself decides (ON CONFLICT DO NOTHING RETURNING), not an earlier read:
+        a row another host inserted meanwhile (`track`, `cancel`) is never taken for new."""
+        statement = (
+            self.db.insert_ignoring_conflicts(table_of(Batch))
+            .values(new_batch_row(batch_id, now, source))
+            .returning(table_of(Batch).c.id)
+        )
+        return session.execute(statement).first() is not None
+
     def get(self, batch_id: str) -> Batch | None:
         with self.db.transaction() as session:
             return session.get(Batch, batch_id)
@@ -132,18 +146,21 @@ class BatchStore:
         *,
         now: datetime,
         source: str,
-        poll_if_ended: bool = True,
+        follow_new_if_ended: bool = True,
     ) -> Recorded:
         """Apply one observation in one transaction, holding the row's lock. With
-        ``poll_if_ended`` False, a batch seen ended is not polled (nor harvested) after."""
+        ``follow_new_if_ended`` False, a batch this transaction first records, seen ended,
+        is not polled (nor harvested) after. Only a row inserted here: an existing row was
+        tracked by someone (`track`, `cancel`, an earlier sync) and keeps the polls it has."""
         with self.db.transaction() as session:
-            self.ensure_rows(session, [observed.id], now=now, source=source)
+            inserted = self.insert_if_missing(session, observed.id, now=now, source=source)
             row = session.scalars(
                 select(Batch).where(Batch.id == observed.id).with_for_update()
             ).one()
             recorded = self.apply_locked(session, row, observed, now=now, source=source)
+            recorded = dataclasses.replace(recorded, inserted=inserted)
             ended = recorded.applied.status is not None and recorded.applied.status.is_terminal
-            if ended and not poll_if_ended:
+            if ended and inserted and not follow_new_if_ended:
                 row.next_poll_at = None  # nothing for the reconciler to do
                 return dataclasses.replace(recorded, polling_stopped=True)
             return recorded

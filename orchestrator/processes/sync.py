@@ -14,8 +14,8 @@ from orchestrator.core.ids import validate_batch_id
 from orchestrator.core.observation import USAGE_FIELDS, MalformedBatch, parse_batch
 from orchestrator.core.status import TIMESTAMP_FIELDS
 from orchestrator.db.batches import BatchStore
+from orchestrator.db.corrections import CorrectionStore
 from orchestrator.db.database import Database
-from orchestrator.db.queries import OperatorQueries
 from orchestrator.db.server_clock import database_clock
 from orchestrator.errors import InvalidBatchId
 
@@ -34,6 +34,7 @@ class SyncReport:
     stopped_at_page_limit: bool = False
     malformed: list[str] = field(default_factory=list)
     new_finished_not_followed: int = 0
+    known_finished_to_harvest: int = 0  # --harvest-finished: recorded earlier, made due now
 
 
 # The columns that mirror the server's Batch object: a change in any is an update.
@@ -59,17 +60,17 @@ class BatchSync:
     """Records listed batches one observation (one transaction) at a time."""
 
     def __init__(self, db: Database, *, harvest_finished: bool) -> None:
-        # harvest_finished: follow (poll, then harvest) a new batch already ended too
+        # harvest_finished: follow (poll, then harvest) a batch already ended too, new or
+        # recorded (not followed) by an earlier sync
         self.store = BatchStore(db)
-        self.queries = OperatorQueries(db)
+        self.corrections = CorrectionStore(db)
         self.harvest_finished = harvest_finished
         self.clock = database_clock(db)  # next_poll_at is compared across hosts
 
     def record_page(
         self, items: list[dict[str, object]], now: datetime, report: SyncReport
     ) -> None:
-        ids = [item["id"] for item in items if _valid_id(item.get("id"))]
-        known = set(self.queries.batches(str(i) for i in ids))
+        recorded_ids: list[str] = []
         for item in items:
             report.seen += 1
             try:
@@ -78,22 +79,25 @@ class BatchSync:
                 shown = item.get("id") if _valid_id(item.get("id")) else "(id refused)"
                 report.malformed.append(f"{shown}: {exc}")
                 continue
-            is_new = observed.id not in known
+            # New or not is decided in the batch's own transaction (did it insert the
+            # row?): a batch another host tracks meanwhile keeps the polls it was given.
             recorded = self.store.record_observation(
-                observed,
-                now=now,
-                source=SOURCE,
-                poll_if_ended=self.harvest_finished or not is_new,
+                observed, now=now, source=SOURCE, follow_new_if_ended=self.harvest_finished
             )
-            known.add(observed.id)  # a page listing a batch twice: the second is not new
+            recorded_ids.append(observed.id)
             if recorded.polling_stopped:
                 report.new_finished_not_followed += 1
-            if is_new:
+            if recorded.inserted:
                 report.new += 1
             elif not recorded.changed.isdisjoint(API_FIELDS):
                 report.updated += 1
             else:
                 report.unchanged += 1
+        if self.harvest_finished and recorded_ids:
+            # A finished batch an earlier plain sync recorded is not followed: make it due
+            # as `track` does (the same rule; one statement per page).
+            due = self.corrections.harvest_unharvested(recorded_ids, now=now, source=SOURCE)
+            report.known_finished_to_harvest += len(due)
 
 
 def _valid_id(value: object) -> bool:

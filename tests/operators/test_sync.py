@@ -3,14 +3,19 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 from sqlalchemy import select
 
 from orchestrator.clock import ManualClock
+from orchestrator.core.observation import BatchObservation
+from orchestrator.db.batches import BatchStore, Recorded
 from orchestrator.db.database import Database
 from orchestrator.db.models import Batch, BatchEvent
+from orchestrator.processes.sync import BatchSync, SyncReport
 from orchestrator.simulator import DEFAULT_API_KEY, Simulator, SimulatorConfig, SimulatorServer
+from tests.hostile.server import batch_object
 
 from .conftest import Run, as_json
 
@@ -148,3 +153,53 @@ def test_track_of_a_finished_batch_sync_found_harvests_it(
     assert batch.harvest_state == "done" and batch.results_stored == 3
     _, out, _ = run("track", finished, "--json")  # harvested: nothing more to ask
     assert as_json(out)["to_harvest"] == []
+
+
+def test_harvest_finished_after_a_plain_sync_harvests_what_it_recorded(
+    database: Database, run: Run, sim: Simulator
+) -> None:
+    """`--harvest-finished` promises the results of batches that ended before we first saw
+    them: it did nothing for those an earlier plain sync had recorded (not followed)."""
+    made = make_fleet(sim, 3)
+    (finished,) = made["completed"]
+    run("sync")
+    assert rows(database)[finished].next_poll_at is None  # recorded, not followed
+    code, out, _ = run("sync", "--harvest-finished", "--json")
+    assert code == 0
+    assert run("reconcile", "--once")[0] in (0, 1)
+    batch = rows(database)[finished]
+    assert batch.harvest_state == "done" and batch.results_stored == 3
+    assert as_json(out)["known_finished_to_harvest"] == 1
+    with database.transaction() as session:
+        asked = session.scalars(
+            select(BatchEvent.source).where(
+                BatchEvent.batch_id == finished, BatchEvent.kind == "harvest_requested"
+            )
+        ).all()
+    assert asked == ["sync"]
+    code, out, _ = run("sync", "--harvest-finished")  # harvested: nothing more to ask
+    assert code == 0 and "never harvested" not in out
+
+
+def test_a_batch_tracked_elsewhere_while_sync_records_its_page_keeps_its_polls(
+    database: Database, clock: ManualClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`orchestrator track X` on another host after sync read which batches it knew, before
+    X's own transaction: sync took X for new and, X having ended, stopped its polls over
+    the ones track had just given it. X was never harvested."""
+    batch_id = "batch_" + "7" * 32
+    syncer = BatchSync(database, harvest_finished=False)
+    record = syncer.store.record_observation
+
+    def tracked_elsewhere_first(observed: BatchObservation, **options: Any) -> Recorded:
+        BatchStore(database).track([observed.id], now=clock.now(), source="track")
+        return record(observed, **options)
+
+    monkeypatch.setattr(syncer.store, "record_observation", tracked_elsewhere_first)
+    page = [batch_object(batch_id, "completed", completed_at=1_767_225_700, output_file_id="f")]
+    report = SyncReport()
+    syncer.record_page(page, clock.now(), report)
+    batch = rows(database)[batch_id]
+    assert batch.tracked_by == "track" and batch.status == "completed"
+    assert batch.next_poll_at is not None, "a tracked batch that ended is never harvested"
+    assert (report.new, report.new_finished_not_followed) == (0, 0)
