@@ -278,6 +278,7 @@ class RetryLater(ApiError):
         super().__init__(f"{cause}; gave up in-process after {attempts} attempt(s), {when}")
         self.__cause__ = cause
 
-    def delay_or(self, fallback: float) -> float:
-        """``delay_s`` if the server set one, else ``fallback`` (the durable backoff)."""
-        return self.delay_s if self.delay_s is not None else fallback
+    @property
+    def went_out(self) -> bool:
+        """Was a request sent (not only held back by the shared budget)?"""
+        return not isinstance(self.cause, ApiHeldBack)

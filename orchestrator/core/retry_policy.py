@@ -268,6 +268,20 @@ class RetryPolicy:
         n = min(max(attempts - 1, 0), _MAX_EXPONENT)
         return min(self.durable_initial * 2.0**n, self.durable_max) * (1.0 - self.jitter * u)
 
+    def durable_delay(
+        self, attempts: int, u: float, asked: float | None = None, *, went_out: bool = True
+    ) -> float:
+        """When to try again, durably, after ``attempts`` failed ones: our backoff, or
+        what was ``asked`` (the server's Retry-After, or the wait too long to sleep
+        through in-process) where that is longer. Retry-After means "no earlier than":
+        a request that went out waits at least the backoff, whatever a server asks (1 ms
+        would be a hot loop). One the shared budget held back (``went_out`` False) waits
+        only its hold: nothing was sent."""
+        if asked is not None and not went_out:
+            return asked
+        backoff = self.durable_backoff(attempts, u)
+        return backoff if asked is None else max(asked, backoff)
+
     def cap_retry_after(self, retry_after: float) -> float:
         return min(retry_after, self.max_retry_after)
 

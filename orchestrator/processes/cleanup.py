@@ -104,13 +104,15 @@ class FileCleanup:
             )
         except RetryLater as exc:
             log.warning("deleting the %s file: %s", claim.kind, exc, extra=extra)
-            backoff = self.policy.durable_backoff(claim.attempts, self.random_unit())
+            delay = self.policy.durable_delay(
+                claim.attempts, self.random_unit(), exc.delay_s, went_out=exc.went_out
+            )
             return DeletionResult(
                 state=DeletionState.PENDING,
                 http_status=exc.status,
                 request_id=exc.request_id,
                 error=str(exc),
-                retry_in=exc.delay_or(backoff),
+                retry_in=delay,
             )
         except ApiAuthError as exc:
             log.error("deleting the %s file: %s", claim.kind, exc, extra=extra)

@@ -297,6 +297,7 @@ class CancelWorker(LoopProcess):
                 status=exc.status,
                 request_id=exc.request_id,
                 delay=exc.delay_s,
+                went_out=exc.went_out,
             )
         except ApiAuthError as exc:
             return self._attempt(AttemptOutcome.AUTH, started, exc, retry_in=self._auth_pause())
@@ -318,9 +319,16 @@ class CancelWorker(LoopProcess):
                 request_id=result.request_id,
                 events=(("anomaly", error),),
             )
-        except MalformedBatch as exc:
-            observed = None
-            log.warning("cancel of %s accepted but the body was odd: %s", claim.batch_id, exc)
+        except MalformedBatch as exc:  # a 200 that is no Batch ({}, an error envelope): ask
+            error = f"the cancel's answer (HTTP {result.status}) was not a Batch: {exc}"
+            return await self._after_refusal(
+                claim,
+                started,
+                error,
+                status=result.status,
+                request_id=result.request_id,
+                events=(("anomaly", error),),
+            )
         return Attempt(
             AttemptOutcome.ACCEPTED,
             started,
@@ -413,12 +421,15 @@ class CancelWorker(LoopProcess):
         status: int | None = None,
         request_id: str | None = None,
         delay: float | None = None,
+        went_out: bool = True,
         observed: BatchObservation | None = None,
         events: tuple[tuple[str, str], ...] = (),
     ) -> Attempt:
-        """Try again later: after ``delay`` (the server's Retry-After) or our backoff."""
-        if delay is None:
-            delay = self.policy.durable_backoff(claim.attempts + 1, self.random_unit())
+        """Try again later: after our backoff, or ``delay`` (the server's Retry-After)
+        where that is longer (``RetryPolicy.durable_delay``)."""
+        delay = self.policy.durable_delay(
+            claim.attempts + 1, self.random_unit(), delay, went_out=went_out
+        )
         now = self.send_clock.now()
         return Attempt(
             AttemptOutcome.RETRY,
