@@ -1,7 +1,8 @@
 """result files: whether the download vouched for its end
 
-A download with neither a Content-Length nor chunked framing, and not compressed,
-ends where the connection closed: cut cleanly at a line's end, it looks whole.
+A download with neither a Content-Length nor chunked framing ends where the
+connection closed (gzipped too: a cut between two members reads as a whole body):
+cut cleanly at a line's end, it looks whole.
 ``end_checked`` records, with a file's totals, whether its end was vouched for;
 clean-up deletes no file stored in full whose end was not (false). Rows stored
 before this revision keep NULL, which clean-up treats as before.

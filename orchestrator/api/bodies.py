@@ -60,6 +60,10 @@ class CorruptBody(Exception):
 
 
 def content_length(response: httpx.Response) -> int | None:
+    """The body's length, if its Content-Length frames it: with a Transfer-Encoding
+    beside it, the transfer coding does and the length is to be ignored (RFC 9112 6.3)."""
+    if "transfer-encoding" in response.headers:
+        return None
     return declared_length(response.headers)
 
 

@@ -371,7 +371,9 @@ class BatchApiClient:
             except UnsupportedEncoding as exc:
                 problem = str(exc)
             else:
-                if _is_html(response):
+                if response.status_code != 200:  # a 206 (we ask for no range), 202, 204
+                    problem = f"HTTP {response.status_code} is not the whole file (200)"
+                elif _is_html(response):
                     problem = "the answer is an HTML page (Content-Type text/html), not the file"
                 else:
                     return Outcome(verdict, number, payload=(response, decoder))  # left open

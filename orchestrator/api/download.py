@@ -65,17 +65,16 @@ class Download:
         neither a length nor chunked framing ends where the connection closed, which a
         cut at a line's end looks exactly like. Vouched: a Content-Length (checked
         against the bytes received), ``Transfer-Encoding: chunked`` (h11 raises if the
-        last-chunk never came), or a compressed body (``Decoder.finish`` raises if the
-        gzip or deflate data did not reach its own end; an empty one has no end to
-        check). False until the body has been read to its end without an error."""
+        last-chunk never came). Not a compressed stream's own end: a gzip body may be
+        several members, and the end of any is a valid end, so one cut between two reads
+        as a whole body of one. False until the body has been read to its end without an
+        error."""
         if not self._read_to_end:
             return False
         if self.content_length is not None:
             return True
-        codings = self._response.headers.get("transfer-encoding", "")
-        if codings.rsplit(",", 1)[-1].strip().lower() == "chunked":
-            return True
-        return self._decoder.encoding not in ("", "identity") and self.raw_bytes_received > 0
+        codings: str = self._response.headers.get("transfer-encoding", "")
+        return codings.rsplit(",", 1)[-1].strip().lower() == "chunked"
 
     @property
     def raw_bytes_received(self) -> int:

@@ -104,8 +104,8 @@ def _stored_in_full(stored: StoredFile | None) -> bool:
         and stored.lines is not None
         and stored.sha256 is not None
         and stored.lines_committed == stored.lines
-        # A body with no length, no chunked framing and no compressed stream ends where
-        # the connection closed: cut at a line's end it looks whole, and its line count
+        # A body with no length and no chunked framing ends where the connection
+        # closed: cut at a line's end it looks whole, and its line count
         # and sha256 are of the cut. Such a file is kept on the server (False). None
         # (stored before this was recorded) is judged as it was then: those rows
         # cannot be told apart, and holding them all back would keep every old file.

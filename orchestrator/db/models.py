@@ -319,8 +319,8 @@ class ResultFile(Base):
     bytes: Mapped[int | None] = mapped_column(BigInteger)
     lines: Mapped[int | None]
     sha256: Mapped[str | None] = mapped_column(String(64))
-    # Set with the totals: did the download vouch for its end (a Content-Length, chunked
-    # framing, a compressed stream's own end)? False keeps the file on the server
+    # Set with the totals: did the download vouch for its end (a Content-Length or chunked
+    # framing)? False keeps the file on the server
     # (core/cleanup.py); NULL: stored before this was recorded.
     end_checked: Mapped[bool | None]
     attempts: Mapped[int] = mapped_column(default=0)

@@ -113,8 +113,8 @@ class FileTotals:
     bytes: int
     lines: int
     sha256: str
-    # the download vouched for its end (a length, chunked framing or a compressed
-    # stream's own end): without it a cut at a line's end looks whole (core/cleanup.py)
+    # the download vouched for its end (a length or chunked framing): without it a cut
+    # at a line's end looks whole (core/cleanup.py)
     end_checked: bool
 
 

@@ -223,7 +223,7 @@ class _LineFeed:
     counted. At the end of the stream its last line (if it has no newline) is
     checked for a cut (``_Truncated``) and the file's totals are known, with
     ``end_checked()``: whether the download vouches for that end (``Download.end_checked``;
-    asked once the pieces have ended, when a compressed body's end has been checked)."""
+    asked once the pieces have ended, when the download knows: a length is checked then)."""
 
     def __init__(
         self,
@@ -280,13 +280,14 @@ class _LineFeed:
                 self._failed = exc
                 raise
             if data is None:
-                tail = _last_line(splitter)
+                end_checked = self._end_checked()
+                tail = _last_line(splitter, end_checked=end_checked)
                 self._lines, self._at = [tail] if tail and self._seen >= self._skip else [], 0
                 self.totals = FileTotals(
                     bytes=splitter.bytes,
                     lines=splitter.complete_lines + (1 if tail else 0),
                     sha256=splitter.sha256,
-                    end_checked=self._end_checked(),
+                    end_checked=end_checked,
                 )
                 return bool(self._lines)
             self._outcome.bytes_read += len(data)
@@ -519,12 +520,16 @@ def _kept(parts: Iterator[list[Line]], into: list[Line]) -> Iterator[list[Line]]
         yield part
 
 
-def _last_line(splitter: LineSplitter) -> Line:
+def _last_line(splitter: LineSplitter, *, end_checked: bool) -> Line:
     """What followed the last newline. A last line that has no newline and does not
-    parse is what a cut looks like when the server closed cleanly: ``_Truncated``.
-    An over-long one is a line error, not a sign of a cut."""
+    parse is what a cut looks like when the server closed cleanly: ``_Truncated``,
+    unless the download vouched for its end (then it is a bad line like any other, kept
+    as a line error: a file ending in garbage stayed pending for ever). An over-long one
+    is a line error, not a sign of a cut."""
     tail = splitter.tail()
-    if isinstance(tail, bytes) and tail and not tail.isspace() and not is_whole_json(tail):
+    if end_checked or not isinstance(tail, bytes) or not tail or tail.isspace():
+        return tail
+    if not is_whole_json(tail):
         raise _Truncated(
             f"the last line ({len(tail)} bytes) has no newline and does not parse: "
             "the file looks cut short"

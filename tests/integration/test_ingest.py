@@ -47,6 +47,9 @@ def serving(*bodies: bytes) -> Callable[[httpx.Request], httpx.Response]:
 
     Streamed without Content-Length: the client checks a Content-Length against the
     bytes that crossed the network, which a MockTransport body given as bytes never does.
+    And without the `Transfer-Encoding: chunked` httpx writes on a streamed response:
+    nothing here frames the body, so its end is the stream's (a cut at the end looks
+    like one, as on a connection that closes).
     """
     served: list[int] = []
 
@@ -54,7 +57,9 @@ def serving(*bodies: bytes) -> Callable[[httpx.Request], httpx.Response]:
         served.append(1)
         body = bodies[min(len(served), len(bodies)) - 1]
         pieces = [body[i : i + 5] for i in range(0, len(body), 5)]
-        return httpx.Response(200, content=iter(pieces))
+        response = httpx.Response(200, content=iter(pieces))
+        del response.headers["transfer-encoding"]
+        return response
 
     return handler
 
