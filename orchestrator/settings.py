@@ -249,12 +249,9 @@ class Settings:
 
     def __repr__(self) -> str:
         # The dataclass's own repr would show the database URL's password (a traceback's
-        # locals, a debug line); the secrets are Secrets, which print as *** already.
-        from orchestrator.db.urls import hide_password  # late: keeps settings light
-
-        values = {f.name: getattr(self, f.name) for f in fields(self)}
-        values["database_url"] = hide_password(self.database_url)
-        return f"Settings({', '.join(f'{name}={value!r}' for name, value in values.items())})"
+        # locals, a debug line): what `config show` shows instead.
+        shown = ", ".join(f"{name}={value!r}" for name, value in self.redacted().items())
+        return f"Settings({shown})"
 
     def redacted(self) -> dict[str, Any]:
         """Every setting, the key shown only as set or not, the database password as ***."""

@@ -309,18 +309,9 @@ class CancelWorker(LoopProcess):
             return self._retry(claim, started, str(exc))
         try:
             observed = parse_batch(result.data, expected_id=claim.batch_id)
-        except WrongBatch as exc:  # believe neither the 200 nor the object: ask
-            error = f"the cancel's answer (HTTP {result.status}) was wrong: {exc}"
-            return await self._after_refusal(
-                claim,
-                started,
-                error,
-                status=result.status,
-                request_id=result.request_id,
-                events=(("anomaly", error),),
-            )
-        except MalformedBatch as exc:  # a 200 that is no Batch ({}, an error envelope): ask
-            error = f"the cancel's answer (HTTP {result.status}) was not a Batch: {exc}"
+        except MalformedBatch as exc:  # believe neither the 200 nor the body: ask
+            what = "was wrong" if isinstance(exc, WrongBatch) else "was not a Batch"
+            error = f"the cancel's answer (HTTP {result.status}) {what}: {exc}"
             return await self._after_refusal(
                 claim,
                 started,
