@@ -80,5 +80,10 @@ def shared_budget(settings: Settings, db: Database) -> SharedBudget | None:
 def presence(settings: Settings, db: Database, owner: str, kind: str, clock: Clock) -> Presence:
     """The heartbeat of a worker or reconciler process (``with presence(...):``)."""
     return Presence(
-        ProcessRegistry(db), owner, kind, clock, every=settings.process_heartbeat_seconds
+        ProcessRegistry(db),
+        owner,
+        kind,
+        clock,
+        every=settings.process_heartbeat_seconds,
+        stale_seconds=settings.process_stale_seconds,
     )

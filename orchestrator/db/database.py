@@ -38,6 +38,7 @@ from sqlalchemy.sql.elements import ClauseElement
 from sqlalchemy.sql.selectable import ReturnsRows
 from sqlalchemy.sql.type_api import TypeEngine
 
+from orchestrator.core.liveness import OwnHeartbeats
 from orchestrator.db.engine import (
     make_engine,
     require_existing_file,
@@ -229,6 +230,9 @@ class Database:
     _all_held: list[Connection] = field(default_factory=list, repr=False)
     _held_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
     _spare_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    # This process's own heartbeats, kept by its Presence (None: no presence, as in a
+    # one-off command): leases ask them before judging another process dead.
+    own_heartbeats: OwnHeartbeats | None = field(default=None, repr=False)
 
     @staticmethod
     def connect(

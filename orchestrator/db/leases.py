@@ -7,7 +7,9 @@ process, ``lease_expires_at`` says until when. A lease is free when
 - nobody holds it, or
 - it has expired (``lease_expires_at <= now``), or
 - the process holding it has stopped, or has not heartbeated its ``processes``
-  row for ``stale_seconds`` (20 s by default): it is dead, whatever its leases say.
+  row for ``stale_seconds`` (20 s by default): it is dead, whatever its leases say;
+  judged so only by a process whose own heartbeats show the database heard it over
+  that time (``orchestrator.core.liveness``): after an outage every heartbeat is old.
 
 The last clause is what makes a crash cost seconds: a live process heartbeats its
 row every few seconds from a thread of its own (``orchestrator.processes.presence``),
@@ -27,7 +29,7 @@ from __future__ import annotations
 import os
 import socket
 from collections.abc import Iterable, Mapping, Sequence
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import (
     BindParameter,
@@ -53,6 +55,7 @@ __all__ = ["PROCESS_STALE_SECONDS", "Leases", "ProcessRegistry"]
 
 PROCESS_STALE_SECONDS = 20.0  # no heartbeat for this long: the process is dead
 FORGET_PROCESSES_AFTER = timedelta(days=7)  # rows of processes gone this long are deleted
+NO_HEARTBEAT_IS_OLD_ENOUGH = datetime(1970, 1, 1, tzinfo=UTC)  # see Leases._stale_before
 
 
 class Leases:
@@ -89,7 +92,16 @@ class Leases:
 
     def free(self, now: datetime) -> ColumnElement[bool]:
         """The one expiry rule, as a SQL condition on the leased table at ``now``."""
-        return self._free(now, now - timedelta(seconds=self.stale_seconds))
+        return self._free(now, self._stale_before(now))
+
+    def _stale_before(self, now: datetime) -> datetime:
+        """A holder whose heartbeat is this old is dead, unless this process cannot tell
+        (``OwnHeartbeats.may_judge_others``: it was not heard itself, an outage perhaps):
+        then no heartbeat is old enough, and only expiry and a clean stop free a lease."""
+        own = self.db.own_heartbeats
+        if own is not None and not own.may_judge_others(now):
+            return NO_HEARTBEAT_IS_OLD_ENOUGH
+        return now - timedelta(seconds=self.stale_seconds)
 
     def _free(
         self,
@@ -196,7 +208,7 @@ class Leases:
         params = {
             **{k.removeprefix("_"): v for k, v in due_params.items()},
             "lease_now": now,
-            "stale_before": now - timedelta(seconds=self.stale_seconds),
+            "stale_before": self._stale_before(now),
             "limit": limit,
         }
         rows = self._prepared_lock(due, order_by, columns).rows(session, params)

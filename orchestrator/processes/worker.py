@@ -53,7 +53,9 @@ NOT_FOUND_MESSAGE = "no such batch, or not visible to this key (check the id, or
 
 
 class _NotSent(Exception):
-    """A send that started once the worker was stopping: nothing left the host."""
+    """A send that started once the worker was stopping, or while the database had not
+    heard this worker for a while (its leases may soon be others'): nothing left the
+    host."""
 
 
 @dataclass
@@ -137,6 +139,11 @@ class CancelWorker(LoopProcess):
         self._collect(flight, sender.take_finished())
         now = self.clock.now()
         self._record(flight.finished)
+        if flight.unsent and not self.stop.is_set():  # held back unheard: claim them anew
+            self.report.released += self.store.release(
+                self.owner, [c.batch_id for c in flight.unsent]
+            )
+            flight.unsent.clear()
         # Leases held are kept before more are claimed: after turns that stalled past
         # the lease (a database outage), a claim would hand back a cancel still on the
         # wire. The heartbeat extends this owner's leases even once expired (leases.py).
@@ -145,7 +152,7 @@ class CancelWorker(LoopProcess):
             flight.last_heartbeat = now
         claims: list[Claim] = []
         room = 2 * self.config.concurrency - len(in_flight)
-        if room >= self._batch() and not self._paused(now):
+        if room >= self._batch() and not self._paused(now) and self._heard(now):
             claims = self.store.claim_due(
                 self.owner, now=now, limit=room, lease_seconds=self.config.lease_seconds
             )
@@ -253,6 +260,12 @@ class CancelWorker(LoopProcess):
             len(unstarted),
         )
 
+    def _heard(self, now: datetime) -> bool:
+        """Has the database heard this worker lately (``core/liveness.py``)? If not, its
+        leases may soon be others': it claims nothing, and sends nothing it holds."""
+        own = self.store.db.own_heartbeats
+        return own is None or own.fresh(now)
+
     def _paused(self, now: datetime) -> bool:
         """Is sending paused (401/403 anywhere)? Asked of the database once a second."""
         if self._pause_checked is None or now - self._pause_checked >= PAUSE_CHECK_INTERVAL:
@@ -277,6 +290,8 @@ class CancelWorker(LoopProcess):
         if self.stop.is_set() or self.client.aborted:  # its slot freed as the worker stops
             raise _NotSent  # (by a send the stop aborted): give it back as it was
         started = self.send_clock.now()
+        if not self._heard(started):  # others may take it soon: sent now, it could cross
+            raise _NotSent  # theirs
         try:
             return await self._send_once(claim, started)
         except Exception as exc:  # a bug or an answer nobody foresaw: this cancel only

@@ -11,6 +11,7 @@ import pytest
 from sqlalchemy import select, text
 
 from orchestrator.clock import ManualClock
+from orchestrator.core.liveness import OwnHeartbeats
 from orchestrator.db.batches import BatchStore
 from orchestrator.db.cancels import CancelStore
 from orchestrator.db.database import Database
@@ -127,7 +128,7 @@ def test_heartbeat_and_release_touch_only_the_owners_leases(database: Database) 
 
 def test_presence_registers_the_process_and_marks_it_stopped(database: Database) -> None:
     clock = ManualClock(T0)
-    with Presence(ProcessRegistry(database), "w9", "worker", clock, every=60):
+    with Presence(ProcessRegistry(database), "w9", "worker", clock, every=60, stale_seconds=120):
         with database.transaction() as session:
             row = session.get(Process, "w9")
             assert row is not None and row.heartbeat_at == T0 and row.stopped_at is None
@@ -204,3 +205,43 @@ def test_on_sqlite_the_clock_is_the_hosts(sqlite_url: str) -> None:
         assert not isinstance(database_clock(db), ServerClock)
     finally:
         db.dispose()
+
+
+def test_after_an_outage_a_live_process_keeps_its_lease(claim: Claim, database: Database) -> None:
+    """The database was out for 24 s: every heartbeat is old when it comes back. w2, whose
+    own beats were cut too, takes nothing of w1's until it has been heard for the whole
+    stale time, long enough for a live w1 to beat again; w1 does, and keeps its lease.
+    Once w1 really is silent, w2 takes its lease over."""
+    processes = ProcessRegistry(database)
+    processes.register("w1", "worker", now=T0)
+    processes.register("w2", "worker", now=T0)
+    own = database.own_heartbeats = OwnHeartbeats(timedelta(seconds=20))  # w2's Presence
+    own.registered(T0)
+    assert claim("w1", 0) == ["batch_a"]
+    processes.beat("w1", now=at(5))
+    processes.beat("w2", now=at(5))
+    own.beat(at(5))
+    # out from 6 to 30; w2's loop claims before its presence thread beats
+    assert claim("w2", 30) == []
+    processes.beat("w2", now=at(31))
+    own.beat(at(31))
+    processes.beat("w1", now=at(32))  # w1 was alive all along
+    assert claim("w2", 33) == []
+    for s in (36, 41, 46, 51, 56):  # w2 beats on; w1 has stopped, silently
+        processes.beat("w2", now=at(s))
+        own.beat(at(s))
+    assert claim("w2", 51) == []  # w1's last beat 19 s old: alive still
+    assert claim("w2", 56) == ["batch_a"]
+    assert takeovers(database) == [
+        "w1: its process stopped heartbeating for 20s or stopped; taken over by w2"
+    ]
+
+
+def test_without_a_heartbeat_of_its_own_a_process_still_takes_expired_leases(
+    claim: Claim, database: Database
+) -> None:
+    own = database.own_heartbeats = OwnHeartbeats(timedelta(seconds=20))
+    own.registered(T0)
+    assert claim("w1", 0) == ["batch_a"]
+    # w2 has not been heard for a minute, but w1's lease ran out: expiry needs no judge
+    assert claim("w2", LEASE + 60) == ["batch_a"]

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import itertools
 import logging
 import threading
 from datetime import datetime, timedelta
@@ -11,6 +12,7 @@ from sqlalchemy import select, text
 from orchestrator.api.async_client import AsyncBatchApiClient
 from orchestrator.api.client import ApiSettings
 from orchestrator.clock import ManualClock
+from orchestrator.core.liveness import OwnHeartbeats
 from orchestrator.db.cancels import CancelStore
 from orchestrator.db.database import Database
 from orchestrator.db.models import Batch, CancelAttempt, CancelRequest
@@ -322,3 +324,34 @@ def test_a_transport_error_escaping_is_retried_durably(
     row = cancel_row(database, "batch_t")
     assert row.state == "pending" and row.attempts == 1
     assert row.last_error is not None and "could not connect" in row.last_error
+
+
+def test_a_worker_the_database_has_not_heard_lately_claims_and_sends_nothing(
+    database: Database, api: FakeApi, client: AsyncBatchApiClient, clock: ManualClock
+) -> None:
+    """Its own heartbeat is 11 s old (an outage, say): others may soon take its leases,
+    so a cancel it sent now could cross theirs (core/liveness.py). Heard again, it sends."""
+    request(database, "batch_a")
+    own = database.own_heartbeats = OwnHeartbeats(timedelta(seconds=20))
+    own.registered(clock.now() - timedelta(seconds=11))
+    report = make_worker(database, client, clock).run(threading.Event(), once=True)
+    assert (report.accepted, api.calls[("cancel", "batch_a")]) == (0, 0)
+    row = cancel_row(database, "batch_a")
+    assert (row.state, row.attempts, row.lease_owner) == ("pending", 0, None)
+    own.beat(clock.now())
+    report = make_worker(database, client, clock).run(threading.Event(), once=True)
+    assert (report.accepted, api.calls[("cancel", "batch_a")]) == (1, 1)
+
+
+def test_a_claim_held_back_unheard_is_given_back_and_sent_once_heard(
+    database: Database, api: FakeApi, client: AsyncBatchApiClient, clock: ManualClock
+) -> None:
+    """Claimed while heard, the worker's heartbeat lapsed before the send started: the
+    send is held back and its lease given back at once (not kept until it expires)."""
+    request(database, "batch_a")
+    worker = make_worker(database, client, clock)
+    heard = itertools.chain([True, False], itertools.repeat(True))  # claim, send, then on
+    worker._heard = lambda now: next(heard)  # type: ignore[method-assign]
+    report = worker.run(threading.Event(), once=True)
+    assert (report.released, report.accepted, api.calls[("cancel", "batch_a")]) == (1, 1, 1)
+    assert cancel_row(database, "batch_a").attempts == 1
