@@ -7,7 +7,11 @@ so the shared row is written once per several requests, not once per request.
 
 A 429 holds every process back: ``hold`` empties the bucket and refills it only
 from the end of the server's Retry-After, so when the wait is over the processes
-start again at the budget's pace instead of all at once with a full bucket.
+start again at the budget's pace instead of all at once with a full bucket. The
+hold lasts ``MAX_HOLD_SECONDS`` at the most: the request that met the 429 still
+waits the whole Retry-After (its own retry, persisted), but one answer, from a
+proxy as likely as from the API, must not stop every process for a day; were the
+limit still there, the next request meets the next 429.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ __all__ = ["Bucket", "BudgetRule", "Grant", "hold", "take"]
 BURST_SECONDS = 0.5  # the bucket holds half a second of the budget
 BATCH_SECONDS = 0.05  # a process takes up to a twentieth of a second's worth at once
 MAX_BATCH = 50
+MAX_HOLD_SECONDS = 60.0  # as the official client: a longer Retry-After is not waited out
 
 
 @dataclass(frozen=True)
@@ -60,6 +65,19 @@ class Grant:
     wait: float  # when none was granted: seconds until one may be
 
 
+def _within_reach(bucket: Bucket, now: datetime) -> Bucket:
+    """The bucket, unless its times lie further ahead of ``now`` than any hold reaches:
+    then the clock that counted them (the database server's) has since stepped back,
+    and waiting for them would stop every process for as long as the step. A smaller
+    step refills nothing until ``now`` passes it (``_refilled``)."""
+    latest = now + timedelta(seconds=MAX_HOLD_SECONDS)
+    held_until = bucket.held_until
+    if bucket.counted_at <= latest and (held_until is None or held_until <= latest):
+        return bucket
+    held_until = None if held_until is None else min(held_until, latest)
+    return Bucket(bucket.tokens, min(bucket.counted_at, now), held_until)
+
+
 def _refilled(bucket: Bucket, now: datetime, rule: BudgetRule) -> Bucket:
     elapsed = (now - bucket.counted_at).total_seconds()
     if elapsed <= 0:  # a hold's end not reached yet, or a clock that stepped back
@@ -72,6 +90,7 @@ def take(bucket: Bucket, now: datetime, rule: BudgetRule, want: int) -> Grant:
     """Take up to ``want`` whole tokens (at least one, if any is there)."""
     if want < 1:
         raise ValueError(f"want must be at least 1, got {want!r}")
+    bucket = _within_reach(bucket, now)
     if bucket.held_until is not None and now < bucket.held_until:
         return Grant(bucket, 0, (bucket.held_until - now).total_seconds())
     current = _refilled(bucket, now, rule)
@@ -86,9 +105,11 @@ def take(bucket: Bucket, now: datetime, rule: BudgetRule, want: int) -> Grant:
 
 
 def hold(bucket: Bucket, now: datetime, seconds: float) -> Bucket:
-    """The server said 429 (retry after ``seconds``): nobody sends until then, and the
-    bucket starts refilling, from empty, only then. A hold never shortens one in force."""
-    until = now + timedelta(seconds=max(0.0, seconds))
+    """The server said 429 (retry after ``seconds``, ``MAX_HOLD_SECONDS`` at the most):
+    nobody sends until then, and the bucket starts refilling, from empty, only then. A
+    hold never shortens one in force."""
+    bucket = _within_reach(bucket, now)
+    until = now + timedelta(seconds=min(MAX_HOLD_SECONDS, max(0.0, seconds)))
     if bucket.held_until is not None and bucket.held_until > until:
         until = bucket.held_until
     return Bucket(0.0, max(until, bucket.counted_at), until)

@@ -6,7 +6,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from orchestrator.core.request_budget import Bucket, BudgetRule, hold, take
+from orchestrator.core.request_budget import MAX_HOLD_SECONDS, Bucket, BudgetRule, hold, take
 
 T0 = datetime(2026, 12, 3, tzinfo=UTC)
 
@@ -71,3 +71,22 @@ def test_a_shorter_hold_never_cuts_a_longer_one_short() -> None:
 def test_a_clock_that_steps_back_refills_nothing() -> None:
     grant = take(Bucket(0.0, at(10)), at(9), BudgetRule(10), want=1)
     assert grant.granted == 0 and grant.bucket.counted_at == at(10)
+
+
+def test_one_429_holds_everyone_back_a_minute_at_the_most() -> None:
+    """A Retry-After of a day (a proxy's, or a server's mistake) would have stopped every
+    process sharing the budget for a day, with nothing to lift it."""
+    held = hold(Bucket(5.0, at(0)), at(0), 86_400.0)
+    assert held.held_until == at(MAX_HOLD_SECONDS)
+    assert take(held, at(MAX_HOLD_SECONDS + 0.2), BudgetRule(10), want=1).granted == 1
+
+
+def test_a_clock_that_steps_back_further_than_any_hold_refills_from_now() -> None:
+    """The server's clock stepped back an hour: the row's times are an hour ahead. Waiting
+    for them would have stopped every process for that hour."""
+    rule = BudgetRule(10)
+    bucket = hold(Bucket(0.0, at(3600)), at(3600), 30.0)  # counted and held, then the step
+    grant = take(bucket, at(0), rule, want=1)
+    assert grant.granted == 0 and grant.wait <= MAX_HOLD_SECONDS
+    assert grant.bucket.counted_at == at(0)
+    assert take(grant.bucket, at(MAX_HOLD_SECONDS + 1), rule, want=1).granted == 1
