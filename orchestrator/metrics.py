@@ -19,6 +19,7 @@ Two kinds:
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
 import socket
@@ -40,6 +41,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from orchestrator.api.answers import HeadAnswer
 from orchestrator.api.async_transport import AnswerBody, Exchanger, LeanRequest
 from orchestrator.api.http11 import Head
+from orchestrator.api.limits import Aborted, LimitReached
 from orchestrator.api.transport import ThreadLocalTransport
 from orchestrator.clock import utcnow
 from orchestrator.core.retry_policy import VerdictKind, classify
@@ -77,6 +79,14 @@ _ENDPOINTS = (
     (re.compile(r"/files/[^/]+/content$"), "download"),
     (re.compile(r"/files/[^/]+$"), "file"),
 )
+
+
+# A request that went out and got no answer, as the client's transports end one: a
+# network failure, the call's deadline (LimitReached; the async lean exchange's own is
+# TimeoutError, asyncio.timeout's a CancelledError inside it) or abort() (Aborted, or
+# the task cancelled). All are counted as transport_error, the code the documented
+# alert watches: a trickling server cut at api_deadline is the failure it is for.
+_NO_ANSWER = (httpx.TransportError, LimitReached, Aborted)
 
 
 def _asks_retry(status: int, headers: Callable[[], Mapping[str, str]]) -> bool:
@@ -204,7 +214,7 @@ class MeteredTransport(httpx.BaseTransport):
         started = time.perf_counter()
         try:
             response = self._inner.handle_request(request)
-        except httpx.TransportError:
+        except _NO_ANSWER:
             self._last.failed = key
             self._metrics.observe_response(endpoint, "transport_error")
             raise
@@ -269,7 +279,7 @@ class AsyncMeteredTransport(httpx.AsyncBaseTransport):
         started = time.perf_counter()
         try:
             answer, status, headers = await send(request)
-        except httpx.TransportError:
+        except (*_NO_ANSWER, TimeoutError, asyncio.CancelledError):
             _last_failed.set(key)
             self._metrics.observe_response(endpoint, "transport_error")
             raise

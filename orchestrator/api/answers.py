@@ -87,11 +87,14 @@ def decode_object(content: bytes) -> dict[str, Any] | None:
     return value if isinstance(value, dict) else None
 
 
-def answer_cap(response: Answered, max_answer_bytes: int) -> tuple[int, bool]:
-    """How much of the body to read, and whether past it to cut (an error's excerpt)
-    rather than fail (a 2xx answer, which must be whole)."""
-    ok = 200 <= response.status_code < 300
-    return (max_answer_bytes, False) if ok else (ERROR_BODY_BYTES, True)
+def answer_cap(
+    response: Answered, max_answer_bytes: int, *, excerpt: bool = False
+) -> tuple[int, bool]:
+    """How much of the body to read, and whether past it to cut (an error's excerpt, or
+    any answer read only to be quoted: a 2xx download that is not the file) rather
+    than fail (a 2xx answer, which must be whole)."""
+    whole = 200 <= response.status_code < 300 and not excerpt
+    return (max_answer_bytes, False) if whole else (ERROR_BODY_BYTES, True)
 
 
 def too_large(

@@ -68,9 +68,12 @@ def content_length(response: httpx.Response) -> int | None:
 
 
 def declared_length(headers: Mapping[str, str]) -> int | None:
-    """The Content-Length, if it is one number (for the cap's early refusal)."""
+    """The Content-Length, if it is one number of ASCII digits (for the cap's early
+    refusal). str.isdigit() alone takes `²` (int() raises ValueError) and `٣` (int()
+    reads 3); int() refuses 5000 digits. Past 18 digits it is more than any cap, and
+    the body is still read under the cap as if no length were given."""
     raw = headers.get("content-length", "").strip()
-    return int(raw) if raw.isdigit() else None
+    return int(raw) if raw.isascii() and raw.isdigit() and len(raw) <= 18 else None
 
 
 def raw_chunks(response: httpx.Response) -> Iterator[bytes]:

@@ -334,11 +334,14 @@ class BatchApiClient:
             self._gate.answered(response.status_code, outcome.verdict)
         return outcome
 
-    def _read_answer(self, response: httpx.Response, scope: CallScope) -> tuple[bytes, str | None]:
-        """A 2xx's body up to the cap (``BodyTooLarge`` past it); the start of an error's.
+    def _read_answer(
+        self, response: httpx.Response, scope: CallScope, *, excerpt: bool = False
+    ) -> tuple[bytes, str | None]:
+        """A 2xx's body up to the cap (``BodyTooLarge`` past it); the start of an error's,
+        or of any answer read only to be quoted (``excerpt``).
 
         The second value says why the body could not be decoded, if it could not."""
-        cap, truncate = answer_cap(response, self._settings.max_answer_bytes)
+        cap, truncate = answer_cap(response, self._settings.max_answer_bytes, excerpt=excerpt)
         try:
             return read_capped(response, scope, cap, truncate=truncate), None
         except (UnsupportedEncoding, CorruptBody) as exc:
@@ -379,7 +382,10 @@ class BatchApiClient:
                     return Outcome(verdict, number, payload=(response, decoder))  # left open
             verdict = Verdict(VerdictKind.RETRY, problem)
         try:
-            body, undecodable = self._read_answer(response, scope)
+            # A 2xx that is not the file is read as an error's body is, for its excerpt:
+            # read whole like a JSON answer, one over api_max_answer_bytes raised
+            # BodyTooLarge out of the client.
+            body, undecodable = self._read_answer(response, scope, excerpt=True)
         except (*_NO_ANSWER, LimitReached, Aborted) as exc:
             return self._transport_outcome(call, number, exc, started, extra)
         finally:

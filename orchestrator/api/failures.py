@@ -21,6 +21,7 @@ from orchestrator.api.errors import (
     status_error_class,
 )
 from orchestrator.api.limits import Aborted, LimitReached
+from orchestrator.core.observation import shown
 from orchestrator.core.retry_policy import TransportFailure, Verdict
 from orchestrator.secret import Secret
 
@@ -28,8 +29,18 @@ __all__ = ["ERROR_BODY_BYTES", "Answered", "Failure", "Failures"]
 
 ERROR_BODY_BYTES = 64 * 1024  # read at most this much of an error response
 _EXCERPT_CHARS = 200
+# Tags are stripped from this much of the body only: the excerpt keeps 200 characters,
+# and the cost of stripping must not grow with what a server chooses to send.
+_STRIPPED_CHARS = 4096
 _TEXT_CHARS = 500
-_TAG = re.compile(r"<(script|style)\b.*?</\1\s*>|<[^>]*>", re.IGNORECASE | re.DOTALL)
+# Every pattern here fails fast: none can scan past the next '<' (or, for a closing
+# tag, past the whitespace after its name) before giving up on a start, so stripping
+# is linear. `<[^>]*>` and `<(script|style)\b.*?</\1>` scanned to the end of the body
+# from every '<': 64 KiB of '<' or '<script' cost seconds of CPU, holding the GIL.
+_TAG = re.compile(r"<[^<>]*>")
+_HIDDEN_START = re.compile(r"<(script|style)\b", re.IGNORECASE)
+_SCRIPT_END = re.compile(r"</script\s*>", re.IGNORECASE)
+_STYLE_END = re.compile(r"</style\s*>", re.IGNORECASE)
 _SPACE = re.compile(r"\s+")
 
 Failure = ApiStatusError | ApiTransportError | ApiProtocolError
@@ -46,9 +57,28 @@ class Answered(Protocol):
 
 
 def _as_text(value: object) -> str | None:
-    if value is None:
-        return None
-    return value if isinstance(value, str) else str(value)
+    """An envelope field as text: a string, or a number as written. A list or an object
+    is no message of its own (``str()`` of one nested 1,000 deep raises RecursionError);
+    with no field to show, the error quotes the body's excerpt instead."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, bool | int | float):
+        return shown(value, _TEXT_CHARS)
+    return None
+
+
+def _strip_tags(text: str) -> str:
+    """Tags become spaces; a script or a style goes whole, to the end of the text if
+    it never ends (a cut page). Each search starts where the last one ended."""
+    kept: list[str] = []
+    at = 0
+    while (start := _HIDDEN_START.search(text, at)) is not None:
+        kept.append(text[at : start.start()])
+        end_of = _SCRIPT_END if start[1].lower() == "script" else _STYLE_END
+        end = end_of.search(text, start.end())
+        at = end.end() if end is not None else len(text)
+    kept.append(text[at:])
+    return _TAG.sub(" ", " ".join(kept))
 
 
 class Failures:
@@ -67,8 +97,9 @@ class Failures:
         return self.scrub(value)[:_EXCERPT_CHARS] if value else None
 
     def excerpt(self, body: bytes) -> str | None:
+        # scrubbed before it is cut: a key across the cut would show its first part
         text = self.scrub(body[:ERROR_BODY_BYTES].decode("utf-8", errors="replace"))
-        text = _SPACE.sub(" ", _TAG.sub(" ", text)).strip()
+        text = _SPACE.sub(" ", _strip_tags(text[:_STRIPPED_CHARS])).strip()
         text = self.scrub(text)
         if not text:
             return None

@@ -218,6 +218,10 @@ class AnswerParser:
             self.keep_alive = b"keep-alive" in tokens
         else:
             self.keep_alive = b"close" not in tokens
+        # Checked whether or not a body may follow, as h11 does on the sync path: a
+        # 204's `Content-Length: ²` went on to the caller, whose int() raised ValueError.
+        if lengths and (len(set(lengths)) != 1 or not lengths[0].isdigit() or len(lengths[0]) > 18):
+            raise httpx.RemoteProtocolError(f"bad Content-Length {lengths[0][:40]!r}")
         if self._method == b"HEAD" or answer.status in _NO_BODY_STATUSES:
             self._framing = _NONE
             return
@@ -231,8 +235,6 @@ class AnswerParser:
             self._framing = _CHUNKED
             return
         if lengths:
-            if len(set(lengths)) != 1 or not lengths[0].isdigit() or len(lengths[0]) > 18:
-                raise httpx.RemoteProtocolError(f"bad Content-Length {lengths[0][:40]!r}")
             self._remaining = int(lengths[0])
             self._framing = _LENGTH if self._remaining else _NONE
             return

@@ -99,6 +99,31 @@ def test_an_answer_other_than_200_is_not_the_file(
     assert the_file(database).state == "pending"
 
 
+@pytest.mark.parametrize(
+    ("status", "headers", "problem"),
+    [
+        (206, {"content-range": "bytes 0-9437184/999999999"}, "HTTP 206 is not the whole file"),
+        (200, {"content-type": "text/html"}, "an HTML page"),
+    ],
+)
+def test_an_answer_that_is_not_the_file_and_over_the_answer_cap_is_retried(
+    database: Database, clock: ManualClock, status: int, headers: dict[str, str], problem: str
+) -> None:
+    """Past `api_max_answer_bytes` (8 MiB), such an answer was read whole as a JSON
+    answer would be: `BodyTooLarge` escaped the client and the harvest, a traceback."""
+    body = b"x" * ((8 << 20) + 1)
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(status, content=body, headers=headers)
+
+    outcome = ingest_with(database, clock, handler, attempts=2).run(
+        batch_id=BATCH, file_id="file-x", kind="output"
+    )
+    assert outcome.state is FileState.PENDING
+    assert outcome.error is not None and problem in outcome.error
+    assert the_file(database).state == "pending"
+
+
 @pytest.mark.parametrize("last", [b"garbage", b"\xef\xbb\xbf", b"{oops}"])
 def test_a_bad_last_line_of_a_file_whose_end_is_vouched_for_is_a_line_error(
     database: Database, clock: ManualClock, last: bytes

@@ -35,7 +35,9 @@ from orchestrator.clock import ManualClock
 from orchestrator.core.retry_policy import RetryPolicy, TransportFailure
 from orchestrator.db.database import Database
 from orchestrator.db.models import CancelAttempt
+from orchestrator.metrics import Metrics
 from orchestrator.secret import Secret
+from tests.operators.test_metrics import requests_counted
 
 from .raw_http import RawServer, head, trickle
 
@@ -78,6 +80,27 @@ def test_headers_trickled_a_byte_at_a_time_are_cut_at_the_deadline() -> None:
     with RawServer(answer) as server:
         error = failure_of(server, deadline=0.5, read_timeout=3.0)
     assert "deadline of 0.5s" in str(error)
+
+
+def test_a_request_cut_at_the_deadline_is_counted_as_a_transport_error() -> None:
+    """The deadline ends it with LimitReached, which the metrics did not count."""
+
+    def answer(conn: socket.socket, stop: threading.Event) -> None:
+        trickle(conn, stop, head(Content_Length=str(len(BATCH))) + BATCH, every=1.0)
+
+    metrics = Metrics()
+    with (
+        RawServer(answer) as server,
+        BatchApiClient(
+            ApiSettings(api_key=Secret(KEY), base_url=server.url, deadline=0.5, read_timeout=3),
+            policy=RetryPolicy(max_in_process_attempts=1),
+            transport=metrics.transport(),
+            clock=ManualClock(),
+        ) as api,
+        pytest.raises(RetryLater),
+    ):
+        api.retrieve("batch_abc")
+    assert requests_counted(metrics) == {"retrieve transport_error": 1}
 
 
 def test_a_chunked_answer_that_never_ends_stops_at_the_cap() -> None:

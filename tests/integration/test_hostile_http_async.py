@@ -24,7 +24,9 @@ from orchestrator.api.client import ApiResult, ApiSettings
 from orchestrator.api.errors import ApiRejectedError
 from orchestrator.clock import ManualClock
 from orchestrator.core.retry_policy import RetryPolicy, TransportFailure
+from orchestrator.metrics import Metrics
 from orchestrator.secret import Secret
+from tests.operators.test_metrics import requests_counted
 
 from .raw_http import RawServer, head, trickle
 
@@ -133,6 +135,41 @@ def test_a_content_length_that_lies_is_a_cut_answer() -> None:
     with RawServer(answer) as server:
         error = failure_of(server)
     assert error.kind is TransportFailure.READ
+
+
+@pytest.mark.parametrize("length", ["\u00b2", "\u0663", "-1"])
+def test_a_204_whose_content_length_is_not_ascii_digits_is_a_protocol_failure(
+    length: str,
+) -> None:
+    """The lean parser skipped the check for a 204 (no body by its status): `²` reached
+    bodies.declared_length and int() raised ValueError out of the client. The sync
+    client (h11) refuses such an answer."""
+
+    def answer(conn: socket.socket, stop: threading.Event) -> None:
+        conn.sendall(f"HTTP/1.1 204 No Content\r\nContent-Length: {length}\r\n\r\n".encode())
+
+    with RawServer(answer) as server:
+        error = failure_of(server)
+    assert "Content-Length" in str(error)
+
+
+def test_a_request_cut_at_the_deadline_is_counted_as_a_transport_error() -> None:
+    """The lean exchange ends it with TimeoutError, which the metrics did not count."""
+
+    def answer(conn: socket.socket, stop: threading.Event) -> None:
+        trickle(conn, stop, head(Content_Length=str(len(BATCH))) + BATCH, every=1.0)
+
+    metrics = Metrics()
+    with RawServer(answer) as server:
+        api = AsyncBatchApiClient(
+            ApiSettings(api_key=Secret(KEY), base_url=server.url, deadline=0.5, read_timeout=3),
+            policy=RetryPolicy(max_in_process_attempts=1),
+            wrap=metrics.metered,
+            clock=ManualClock(),
+        )
+        with pytest.raises(RetryLater):
+            retrieve(api)
+    assert requests_counted(metrics) == {"retrieve transport_error": 1}
 
 
 def test_an_error_that_reflects_the_key_is_scrubbed() -> None:

@@ -11,11 +11,14 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from orchestrator.api.limits import Aborted, LimitReached
 from orchestrator.cli.wiring import build_async_client, build_client
 from orchestrator.cli.worker_args import add_metrics_port_argument
 from orchestrator.db.database import Database
 from orchestrator.errors import ConfigError
 from orchestrator.metrics import (
+    AsyncMeteredTransport,
+    MeteredTransport,
     Metrics,
     MetricsServer,
     endpoint_of,
@@ -152,6 +155,94 @@ def test_the_workers_async_requests_and_retries_are_counted_too(serve: Serve) ->
     }
     assert requests == {"cancel 500": 1, "cancel 200": 1, "retrieve 200": 1}
     assert samples[("orchestrator_api_retries_total", (("endpoint", "cancel"),))] == 1
+
+
+def requests_counted(metrics: Metrics) -> dict[str, float]:
+    return {
+        sample.labels["endpoint"] + " " + sample.labels["code"]: sample.value
+        for family in metrics.registry.collect()
+        if family.name == "orchestrator_api_requests"
+        for sample in family.samples
+        if sample.name.endswith("_total")
+    }
+
+
+def retries_counted(metrics: Metrics) -> float:
+    return sum(
+        sample.value
+        for family in metrics.registry.collect()
+        if family.name == "orchestrator_api_retries"
+        for sample in family.samples
+        if sample.name.endswith("_total")
+    )
+
+
+class Failing(httpx.BaseTransport):
+    def __init__(self, exc: BaseException) -> None:
+        self.exc = exc
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        raise self.exc
+
+
+class FailingAsync(httpx.AsyncBaseTransport):
+    def __init__(self, exc: BaseException) -> None:
+        self.exc = exc
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        raise self.exc
+
+
+RETRIEVE = httpx.Request("GET", "http://api/v1/batches/batch_1")
+
+
+@pytest.mark.parametrize(
+    "exc",
+    [
+        LimitReached("no complete answer within the call's deadline of 0.5s", 0.5),
+        Aborted("the process is stopping"),
+        httpx.ReadTimeout("read timed out"),
+    ],
+    ids=["deadline", "aborted", "transport"],
+)
+def test_a_sync_request_cut_at_its_deadline_or_aborted_is_counted(exc: Exception) -> None:
+    """A trickling server cut at api_deadline is exactly what the documented alert on
+    transport_error is for: it was counted nowhere, nor was its retry."""
+    metrics = Metrics()
+    transport = MeteredTransport(Failing(exc), metrics)
+    for _ in range(2):
+        with pytest.raises(type(exc)) as info:
+            transport.handle_request(RETRIEVE)
+        assert info.value is exc  # passed on as it was
+    assert requests_counted(metrics) == {"retrieve transport_error": 2}
+    assert retries_counted(metrics) == 1
+
+
+@pytest.mark.parametrize(
+    "exc",
+    [
+        TimeoutError(),  # the lean exchange's own deadline
+        asyncio.CancelledError(),  # asyncio.timeout's, or the call's task cancelled
+        Aborted("the process is stopping"),
+        httpx.ReadTimeout("read timed out"),
+    ],
+    ids=["deadline", "cancelled", "aborted", "transport"],
+)
+def test_an_async_request_cut_at_its_deadline_or_cancelled_is_counted(
+    exc: BaseException,
+) -> None:
+    metrics = Metrics()
+    transport = AsyncMeteredTransport(FailingAsync(exc), metrics)
+
+    async def twice() -> None:
+        for _ in range(2):
+            with pytest.raises(type(exc)) as info:
+                await transport.handle_async_request(RETRIEVE)
+            assert info.value is exc
+
+    asyncio.run(twice())
+    assert requests_counted(metrics) == {"retrieve transport_error": 2}
+    assert retries_counted(metrics) == 1
 
 
 @pytest.mark.parametrize(

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import itertools
 import logging
+import re
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
@@ -22,7 +23,9 @@ from orchestrator.api import (
     ApiTransportError,
     BatchApiClient,
     RetryLater,
+    failures,
 )
+from orchestrator.api.failures import Failures
 from orchestrator.clock import ManualClock
 from orchestrator.core.ids import validate_batch_id, validate_file_id
 from orchestrator.core.retry_policy import RetryPolicy, TransportFailure, VerdictKind
@@ -460,6 +463,108 @@ def test_long_non_json_body_is_cut(sleeps: list[float]) -> None:
     assert info.value.body_excerpt is not None
     assert len(info.value.body_excerpt) <= 200
     assert len(str(info.value)) < 600
+
+
+class PatternSpy:
+    """Stands in for a compiled pattern, noting the length of every text it is given."""
+
+    def __init__(self, pattern: re.Pattern[str], given: list[int]) -> None:
+        self._pattern = pattern
+        self._given = given
+
+    def __getattr__(self, name: str) -> Any:
+        method = getattr(self._pattern, name)
+
+        def spied(*args: Any, **kwargs: Any) -> Any:
+            self._given.extend(len(a) for a in args if isinstance(a, str))
+            return method(*args, **kwargs)
+
+        return spied
+
+
+@pytest.mark.parametrize(
+    "body", [b"<script" * (65536 // 7), b"<" * 65536, b"<style>" + b"<" * 65536, b" " * 65536]
+)
+def test_a_hostile_error_body_meets_the_excerpts_patterns_only_a_few_kib_at_a_time(
+    body: bytes, sleeps: list[float], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """64 KiB of `<script` or `<` made the tag-stripping pattern backtrack to the end of
+    the body from every `<`: seconds of CPU per answer, holding the GIL. Only 200
+    characters are kept, so no pattern needs more than a few KiB of the body."""
+    given: list[int] = []
+    for name, value in vars(failures).items():
+        if isinstance(value, re.Pattern):
+            monkeypatch.setattr(failures, name, PatternSpy(value, given))
+    script = Script(httpx.Response(502, content=body, headers={"content-type": "text/html"}))
+    with pytest.raises(RetryLater):
+        make(script, sleeps, policy=RetryPolicy(max_in_process_attempts=1)).retrieve("batch_abc")
+    assert given, "the excerpt used none of the module's patterns: the spy saw nothing"
+    assert max(given) <= 8 * 1024
+
+
+@pytest.mark.parametrize(
+    ("body", "excerpt"),
+    [
+        ("<p>Bad gateway</p><script>var k = '<p>';</script><STYLE>p {}</Style >!", "Bad gateway !"),
+        ("Bad gateway <script>var a = 1; // cut here", "Bad gateway"),
+        ("a < b and <<b>c</b>", "a < b and < c"),
+        ("<" * 300, "<" * 197 + "..."),
+    ],
+)
+def test_the_excerpt_drops_tags_scripts_and_styles(body: str, excerpt: str) -> None:
+    assert Failures(Secret(KEY), httpx.Timeout(1.0)).excerpt(body.encode()) == excerpt
+
+
+def test_a_key_cut_by_the_excerpts_window_is_still_scrubbed() -> None:
+    """Tags enough to push the key to where the stripped prefix ends: no part of it shows."""
+    tags = "<b>" * 1362
+    excerpt = Failures(Secret(KEY), httpx.Timeout(1.0)).excerpt((tags + KEY + " tail").encode())
+    assert excerpt is not None and KEY[:8] not in excerpt
+
+
+DEEP = 1000  # orjson reads 1,024 levels; str() of a list this deep overflows the stack
+
+
+@pytest.mark.parametrize("field", ["message", "type", "code"])
+@pytest.mark.parametrize(
+    ("status", "error", "requests"),
+    [(400, ApiRejectedError, 1), (401, ApiAuthError, 1), (500, RetryLater, 3)],
+)
+def test_an_error_envelope_nested_too_deep_to_print_is_still_its_status(
+    field: str, status: int, error: type[Exception], requests: int, sleeps: list[float]
+) -> None:
+    """`str()` of the envelope's field raised RecursionError out of the client: no
+    in-process retry of a 500, no pause of the fleet for a 401, a traceback instead."""
+    nested = b"[" * DEEP + b"]" * DEEP
+    body = b'{"error":{"%s":%s}}' % (field.encode(), nested)
+    script = Script(
+        httpx.Response(status, content=body, headers={"content-type": "application/json"})
+    )
+    with pytest.raises(error) as info:
+        make(script, sleeps).retrieve("batch_abc")
+    assert len(script.requests) == requests
+    cause = info.value.cause if isinstance(info.value, RetryLater) else info.value
+    assert isinstance(cause, ApiStatusError) and cause.status == status
+    assert f"HTTP {status}" in str(cause)
+
+
+@pytest.mark.parametrize(
+    ("value", "text"),
+    [("model_not_found", "model_not_found"), (429, "429"), (1.5, "1.5"), (True, "True")],
+)
+def test_an_envelope_field_that_is_text_or_a_number_is_shown(value: object, text: str) -> None:
+    response = httpx.Response(400, json={"error": {"code": value, "message": "no"}})
+    with pytest.raises(ApiRejectedError) as info:
+        make(Script(response), []).retrieve("batch_abc")
+    assert info.value.error_code == text
+
+
+def test_an_envelope_field_that_is_a_list_or_an_object_is_not_taken_for_text() -> None:
+    body = {"error": {"code": {"a": [1, 2]}, "message": [["deep"]], "type": None}}
+    with pytest.raises(ApiRejectedError) as info:
+        make(Script(httpx.Response(400, json=body)), []).retrieve("batch_abc")
+    assert info.value.error_code is None and info.value.error_message is None
+    assert info.value.body_excerpt is not None and "deep" in info.value.body_excerpt
 
 
 @pytest.mark.parametrize("body", [HTML_502, "", '["not", "an", "object"]', '{"truncated": '])

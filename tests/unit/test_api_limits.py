@@ -30,7 +30,7 @@ from orchestrator.api import (
     BatchApiClient,
     RetryLater,
 )
-from orchestrator.api.bodies import PIECE
+from orchestrator.api.bodies import PIECE, declared_length
 from orchestrator.clock import ManualClock
 from orchestrator.core.retry_policy import RetryPolicy, TransportFailure
 from orchestrator.errors import ConfigError
@@ -139,6 +139,19 @@ def test_an_answer_declaring_more_than_the_cap_is_refused_unread() -> None:
     with pytest.raises(ApiAnswerTooLarge, match="declares 1073741824 bytes"):
         client(handler, max_answer_bytes=1 << 20).retrieve("batch_abc")
     assert body.produced == 0
+
+
+@pytest.mark.parametrize("length", ["\u00b2", "\u0663", "\U0001d7ea", "9" * 5000, "-1", ""])
+def test_a_content_length_of_anything_but_a_few_ascii_digits_declares_nothing(
+    length: str,
+) -> None:
+    """str.isdigit() takes `²` (int() then raises ValueError) and `٣` (int() reads 3);
+    int() refuses 5000 digits. The body is still read under the cap, as without one."""
+    assert declared_length({"content-length": length}) is None
+
+
+def test_a_content_length_of_ascii_digits_is_declared() -> None:
+    assert declared_length({"content-length": " 1073741824 "}) == 1 << 30
 
 
 def test_an_error_body_is_read_only_as_far_as_its_excerpt() -> None:

@@ -81,3 +81,16 @@ def test_no_body_for_head_or_204_whatever_the_length() -> None:
         parser = AnswerParser(method)
         parser.feed(b"HTTP/1.1 " + status + b"\r\nContent-Length: 10\r\n\r\n")
         assert parser.complete and parser.head is not None
+
+
+@pytest.mark.parametrize("length", ["\u00b2", "-1", "1e3", "0x10", "9" * 19, "5, 6"])
+@pytest.mark.parametrize(("method", "status"), [(b"GET", b"204 No Content"), (b"HEAD", b"200 OK")])
+def test_a_bad_content_length_is_refused_whether_or_not_a_body_may_follow(
+    method: bytes, status: bytes, length: str
+) -> None:
+    """A 204 (or an answer to HEAD) skipped the check: `²` reached bodies.declared_length,
+    where int() raised ValueError out of the client. h11 refuses it on the sync path."""
+    parser = AnswerParser(method)
+    head = b"HTTP/1.1 " + status + b"\r\nContent-Length: " + length.encode() + b"\r\n\r\n"
+    with pytest.raises(httpx.RemoteProtocolError, match="Content-Length"):
+        parser.feed(head)
