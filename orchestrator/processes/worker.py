@@ -191,7 +191,7 @@ class CancelWorker(LoopProcess):
             log.exception("recording %d answer(s) failed; recording each alone", len(finished))
             states = {c.batch_id: self._record_alone(c, a) for c, a in finished}
         for claim, attempt in finished:
-            self.report.count(claim.batch_id, attempt.outcome)
+            self.report.count(claim.batch_id, attempt.outcome, went_out=attempt.went_out)
         tell(self.story, finished, states)
         auth = [a for _, a in finished if a.outcome is AttemptOutcome.AUTH]
         finished.clear()
@@ -432,6 +432,7 @@ class CancelWorker(LoopProcess):
             retry_at=now + timedelta(seconds=delay),
             observed=observed,
             events=events,
+            went_out=went_out,
         )
 
     def _attempt(
