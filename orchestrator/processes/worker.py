@@ -215,6 +215,7 @@ class CancelWorker(LoopProcess):
             status=attempt.http_status,
             request_id=attempt.request_id,
             events=(("unexpected_error", error),),
+            went_out=attempt.went_out,  # a hold stays no attempt; it waits the backoff now
         )
         try:
             return self.store.record_attempt(claim, self.owner, fallback)

@@ -3,6 +3,7 @@ from __future__ import annotations
 import logging
 import threading
 from datetime import datetime, timedelta
+from typing import Any
 
 import httpx
 import pytest
@@ -13,7 +14,7 @@ from orchestrator.api.client import ApiSettings
 from orchestrator.clock import ManualClock
 from orchestrator.db.cancels import CancelStore
 from orchestrator.db.database import Database
-from orchestrator.db.models import Batch, CancelAttempt, CancelRequest
+from orchestrator.db.models import Batch, BatchEvent, CancelAttempt, CancelRequest
 from orchestrator.processes.worker import CancelWorker, WorkerConfig
 from orchestrator.secret import Secret
 from tests.worker.fake_api import SECRET, FakeApi, fail, ok
@@ -417,3 +418,43 @@ def test_a_cancel_that_went_out_then_was_held_back_is_an_attempt(
         assert len(s.scalars(select(CancelAttempt)).all()) == 1
     summary = CancelStore(database).withdraw(["batch_h"], now=clock.now())
     assert summary.withdrawn == [] and "batch_h" in summary.refused, summary
+
+
+class FailingRecords(CancelStore):
+    """Recording the tick's answers fails, and so does recording the first one alone."""
+
+    def __init__(self, database: Database) -> None:
+        super().__init__(database)
+        self.failures = 2
+
+    def record_attempts(self, owner: str, finished: Any) -> dict[str, str]:
+        if self.failures:
+            self.failures -= 1
+            raise RuntimeError("disk full")
+        return super().record_attempts(owner, finished)
+
+
+def test_a_hold_whose_recording_failed_is_still_no_attempt_and_waits_the_backoff(
+    database: Database, api: FakeApi, clock: ManualClock
+) -> None:
+    request(database, "batch_h")
+    store = FailingRecords(database)
+    worker = CancelWorker(
+        store,
+        budget_client(api, clock, ScriptedBudget(60.0)),
+        config=WorkerConfig(concurrency=4, idle_seconds=0.01),
+        policy=POLICY,
+        clock=clock,
+        owner="w1",
+        random_unit=lambda: 0.0,
+    )
+    worker.run(threading.Event(), once=True)
+    row = cancel_row(database, "batch_h")
+    assert (row.state, row.attempts, row.lease_owner) == ("pending", 0, None)
+    assert row.next_attempt_at is not None
+    waited = (row.next_attempt_at.replace(tzinfo=T0.tzinfo) - T0).total_seconds()
+    assert waited == POLICY.durable_backoff(1, 0.0)  # not due again at once
+    with database.transaction() as s:
+        assert s.scalars(select(CancelAttempt)).all() == []
+        kinds = s.scalars(select(BatchEvent.kind).where(BatchEvent.batch_id == "batch_h")).all()
+    assert "unexpected_error" in kinds
