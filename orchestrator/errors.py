@@ -4,7 +4,7 @@
     ├── ConfigError            a setting has a bad value (names the setting)
     ├── InvalidBatchId         a batch id that cannot be one
     ├── DatabaseError
-    │   ├── NotMigrated        schema missing or behind; names the command to fix it
+    │   ├── NotMigrated        schema missing, behind or newer; says what to run
     │   └── DatabaseUnavailable
     ├── UnknownBatch           an operator asked about a batch we do not track
     └── ApiError               anything from talking to the Batch API (see orchestrator.api.errors)
@@ -36,7 +36,8 @@ class DatabaseError(OrchestratorError):
 
 
 class NotMigrated(DatabaseError):
-    """The database schema is missing or out of date: run `orchestrator db upgrade`."""
+    """The database schema is missing or behind (run `orchestrator db upgrade`), or a
+    newer release migrated it (run that release)."""
 
 
 class DatabaseUnavailable(DatabaseError):

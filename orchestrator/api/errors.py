@@ -263,6 +263,7 @@ class RetryLater(ApiError):
         *,
         attempts: int,
         retry_after: float | None = None,
+        went_out: bool | None = None,
     ) -> None:
         self.delay_s = delay_s
         self.cause = cause
@@ -277,8 +278,12 @@ class RetryLater(ApiError):
         when = f"retry in {_seconds(delay_s)}" if delay_s is not None else "retry with backoff"
         super().__init__(f"{cause}; gave up in-process after {attempts} attempt(s), {when}")
         self.__cause__ = cause
+        # Any of the in-process attempts, not only the last: a 503 that went out before
+        # a retry the budget held back may have cancelled the batch all the same.
+        self._went_out = not isinstance(cause, ApiHeldBack) if went_out is None else went_out
 
     @property
     def went_out(self) -> bool:
-        """Was a request sent (not only held back by the shared budget)?"""
-        return not isinstance(self.cause, ApiHeldBack)
+        """Was a request sent by any of its attempts (not all held back by the shared
+        budget)? None given: judged by the last one, ``cause``."""
+        return self._went_out

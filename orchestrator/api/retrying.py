@@ -14,7 +14,7 @@ from typing import Any, Generic, TypeVar, cast
 
 import tenacity
 
-from orchestrator.api.errors import ApiCall, RetryLater
+from orchestrator.api.errors import ApiCall, ApiHeldBack, RetryLater
 from orchestrator.api.failures import Failure
 from orchestrator.api.limits import Interrupter
 from orchestrator.core.retry_policy import RetryPolicy, Verdict, VerdictKind
@@ -128,11 +128,11 @@ class Retrier:
     ) -> tuple[_T, int]:
         first = attempt(1)
         if not _is_retry(first):  # tenacity would hand it back as it is: not built
-            return self._result(first, extra)
+            return self._result(first, extra, went_out=_went_out(first))
         retrying = tenacity.Retrying(sleep=self._sleep, **self._options(call, extra))
         later = _Attempts(first)
-        outcome: Outcome[_T] = retrying(lambda: later.made() or attempt(later.number()))
-        return self._result(outcome, extra)
+        outcome: Outcome[_T] = retrying(lambda: later.made() or later.seen(attempt(later.number())))
+        return self._result(outcome, extra, went_out=later.went_out)
 
     async def run_async(
         self,
@@ -143,22 +143,24 @@ class Retrier:
     ) -> tuple[_T, int]:
         first = await attempt(1)
         if not _is_retry(first):  # as in run(): most calls need no retry loop at all
-            return self._result(first, extra)
+            return self._result(first, extra, went_out=_went_out(first))
         retrying = tenacity.AsyncRetrying(sleep=sleep, **self._options(call, extra))
         later = _Attempts(first)
 
         async def next_attempt() -> Outcome[_T]:  # a coroutine function: tenacity awaits it
-            return later.made() or await attempt(later.number())
+            return later.made() or later.seen(await attempt(later.number()))
 
         outcome: Outcome[_T] = await retrying(next_attempt)
-        return self._result(outcome, extra)
+        return self._result(outcome, extra, went_out=later.went_out)
 
-    def _result(self, outcome: Outcome[_T], extra: dict[str, str | None]) -> tuple[_T, int]:
+    def _result(
+        self, outcome: Outcome[_T], extra: dict[str, str | None], *, went_out: bool
+    ) -> tuple[_T, int]:
         if outcome.verdict.kind is VerdictKind.OK and outcome.payload is not None:
             return outcome.payload, outcome.attempt
         assert outcome.error is not None
         if outcome.verdict.kind is VerdictKind.RETRY:
-            raise self._retry_later(outcome, outcome.error, extra)
+            raise self._retry_later(outcome, outcome.error, extra, went_out=went_out)
         # What is raised is not logged above DEBUG here: the caller records it and says it
         # once, in its own line (a 404 logged by the client and again by the poll was two
         # lines for one answer).
@@ -167,7 +169,12 @@ class Retrier:
         raise error
 
     def _retry_later(
-        self, outcome: Outcome[Any], error: Failure, extra: dict[str, str | None]
+        self,
+        outcome: Outcome[Any],
+        error: Failure,
+        extra: dict[str, str | None],
+        *,
+        went_out: bool,
     ) -> RetryLater:
         policy = self._policy
         retry_after = outcome.verdict.retry_after
@@ -177,7 +184,9 @@ class Retrier:
             delay: float | None = planned
         else:
             delay = capped
-        later = RetryLater(delay, error, attempts=outcome.attempt, retry_after=capped)
+        later = RetryLater(
+            delay, error, attempts=outcome.attempt, retry_after=capped, went_out=went_out
+        )
         logger.debug("%s", later, extra={**extra, "request_id": _rid_of(error)})  # see run()
         return later
 
@@ -190,6 +199,13 @@ class _Attempts(Generic[_T]):
     def __init__(self, first: Outcome[_T]) -> None:
         self._first: Outcome[_T] | None = first
         self._numbers = iter(range(2, 1 << 30))
+        # Did any attempt reach the wire? A retry the shared budget held back after a
+        # 503 went out is still a call that may have worked on the server.
+        self.went_out = _went_out(first)
+
+    def seen(self, outcome: Outcome[_T]) -> Outcome[_T]:
+        self.went_out = self.went_out or _went_out(outcome)
+        return outcome
 
     def made(self) -> Outcome[_T] | None:
         first, self._first = self._first, None
@@ -197,6 +213,11 @@ class _Attempts(Generic[_T]):
 
     def number(self) -> int:
         return next(self._numbers)
+
+
+def _went_out(outcome: Outcome[Any]) -> bool:
+    """Was this attempt sent (not held back by the shared request budget)?"""
+    return not isinstance(outcome.error, ApiHeldBack)
 
 
 def _rid_of(error: Failure) -> str | None:

@@ -69,11 +69,9 @@ def _check_database(health: Health, db: Database) -> None:
     try:
         health.revision = revision.current_revision(db.engine)
         health.head = revision.head_revision()
-        if health.revision != health.head:
-            health.database_error = (
-                f"schema at {health.revision or 'nothing'}, this version needs {health.head}: "
-                "run `orchestrator db upgrade`"
-            )
+        wrong = revision.mismatch(health.revision)
+        if wrong is not None:  # a newer release's schema is not "run db upgrade"
+            health.database_error = f"schema {wrong}"
             return
         snapshot = OperatorQueries(db).snapshot(database_clock(db).now())
     except DatabaseError as exc:

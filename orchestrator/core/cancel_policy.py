@@ -33,6 +33,9 @@ class Attempt:
     retry_at: datetime | None = None  # for RETRY and AUTH
     # (kind, detail) to record on the batch: a wrong batch in the answer, an unexpected error
     events: tuple[tuple[str, str], ...] = ()
+    # False: the shared request budget held the cancel back and nothing left the host
+    # (a RETRY). Not an attempt, then: neither counted nor recorded (``after_attempt``).
+    went_out: bool = True
 
 
 def after_rejection(observed: BatchStatus | None) -> AttemptOutcome:

@@ -3,7 +3,7 @@
 A request's ``state``::
 
     open ──▶ pending ──accept──▶ accepted ──close──▶ closed
-               │  ▲ retry                              ▲
+               │  ▲ retry, hold                        ▲
                │  └──┘                                 │
                ├──close (the batch ended) ─────────────┘
                ├──fail (404, an id never sendable) ──▶ failed ────┐
@@ -56,6 +56,7 @@ __all__ = [
     "Wish",
     "after_attempt",
     "close",
+    "hold",
     "open_request",
     "settle",
     "withdraw",
@@ -67,6 +68,7 @@ class Move(StrEnum):
     REOPEN = "reopen"
     ACCEPT = "accept"
     RETRY = "retry"
+    HOLD = "hold"  # not sent (the shared request budget): put off, no attempt made
     CLOSE = "close"
     FAIL = "fail"
     WITHDRAW = "withdraw"
@@ -122,6 +124,9 @@ class RequestPlan:
     changes: RequestColumns = field(default_factory=lambda: RequestColumns())
     events: tuple[PlannedEvent, ...] = ()
     outcome: str | None = None  # set by ``close``: cancelled, or too_late:<status>
+    # set by ``after_attempt``: the number of the ``cancel_attempts`` row to record; None
+    # for none (a cancel the shared request budget held back is no attempt, ``hold``)
+    attempt: int | None = None
 
     def then(self, other: RequestPlan) -> RequestPlan:
         """This plan followed by ``other`` (whose columns win)."""
@@ -133,6 +138,7 @@ class RequestPlan:
             changes,
             self.events + other.events,
             other.outcome or self.outcome,
+            other.attempt if other.attempt is not None else self.attempt,
         )
 
 
@@ -278,10 +284,16 @@ def after_attempt(
     cannot overwrite a live one (a late 503 over the live worker's 401 would hide
     the request from ``resume``); its attempt is counted and in the history all
     the same.
+
+    A cancel the shared request budget held back (``attempt.went_out`` False) is no
+    attempt: ``hold``.
     """
+    if not attempt.went_out:
+        return hold(request, attempt, owner)
     now = attempt.finished_at
     owned = request.lease_owner == owner
-    counted = RequestColumns(attempts=request.attempts + 1)
+    number = request.attempts + 1
+    counted = RequestColumns(attempts=number)
     if owned:
         counted.update(
             RequestColumns(
@@ -291,13 +303,34 @@ def after_attempt(
                 last_request_id=attempt.request_id,
             )
         )
-    plan = RequestPlan(changes=counted)
+    plan = RequestPlan(changes=counted, attempt=number)
     if batch is not None:
         plan = plan.then(close(request.after(plan.changes), batch, now))
     if not owned:
         return plan
     plan = plan.then(settle(request.after(plan.changes), attempt))
     return plan.then(RequestPlan(changes=RequestColumns(lease_owner=None, lease_expires_at=None)))
+
+
+def hold(request: RequestSnapshot, attempt: Attempt, owner: str) -> RequestPlan:
+    """A cancel the shared request budget held back: nothing left the host.
+
+    Only its next attempt moves, to when the budget lets it go (``retry_at``), and its
+    lease is given back. ``attempts`` stays as it is, and the plan has no attempt to
+    record (``RequestPlan.attempt``): an attempt is a request that went out. So
+    ``withdraw`` still takes back a cancel that was only ever held, and the durable
+    backoff after its first real failure is the first one, however often it was held
+    before. Not ours (our lease was lost meanwhile): nothing at all, the request is
+    another worker's.
+    """
+    if request.lease_owner != owner:
+        return NOTHING
+    release = RequestColumns(lease_owner=None, lease_expires_at=None)
+    if request.state is not CancelState.PENDING:
+        return RequestPlan(changes=release)
+    columns = RequestColumns(next_attempt_at=attempt.retry_at or attempt.finished_at)
+    columns.update(release)
+    return RequestPlan((Move.HOLD,), columns)
 
 
 def settle(request: RequestSnapshot, attempt: Attempt) -> RequestPlan:

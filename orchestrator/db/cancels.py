@@ -334,7 +334,8 @@ class _Recording:
         self.requests[batch_id] = request.after(plan.changes)
         self.request_changes[batch_id].update(plan_values(plan.changes))
         self.events += planned_events(batch_id, plan.events, now, "worker")
-        self.attempts.append(_attempt_row(batch_id, request.attempts + 1, self.owner, attempt))
+        if plan.attempt is not None:  # None: held back by the budget, no attempt made
+            self.attempts.append(_attempt_row(batch_id, plan.attempt, self.owner, attempt))
 
     def write(self, db: Database, session: Session | Connection) -> None:
         """Four writes whose results nobody reads: on PostgreSQL sent together, in one

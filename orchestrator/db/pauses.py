@@ -46,11 +46,20 @@ def lift_pause_in(session: Session) -> SendingPause | None:
 
 
 def set_pause(db: Database, reason: str, *, now: datetime, until: datetime) -> None:
+    """Pause all sending until ``until``, or later if a pause in force already ends later.
+
+    The later ``until`` wins, with its reason: a worker whose pause is shorter (another
+    ``auth_pause_seconds``, or a write that lands after a later one's) must not cut
+    short the pause another set. A pause that has ended ends before any new ``until``
+    (both are the database's time), so a new one replaces it."""
     values = {"reason": reason, "paused_at": now, "until": until}
     with db.transaction() as session:
-        # Several workers can hit 401 at once: insert-or-ignore, then update.
+        # Several workers can hit 401 at once: insert-or-ignore, then update; the update
+        # only where it lengthens the pause (GREATEST, in SQL both databases run).
         session.execute(
             db.insert_ignoring_conflicts(table_of(Pause)),
             [{"scope": PAUSE_SCOPE, **values}],
         )
-        session.execute(update(Pause).where(Pause.scope == PAUSE_SCOPE).values(**values))
+        session.execute(
+            update(Pause).where(Pause.scope == PAUSE_SCOPE, Pause.until < until).values(**values)
+        )

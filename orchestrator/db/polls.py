@@ -160,22 +160,28 @@ class PollStore:
         """A poll (or harvest) that failed. Never fails the batch: records the error,
         backs off, gives the lease back; or, for a batch the API has never shown us and
         keeps answering 404 for, stops polling it. Returns whether it stopped. With
-        ``event``, an event of that kind records the error (once: see ``unrepeated``)."""
+        ``event``, an event of that kind records the error (once: see ``unrepeated``).
+
+        Only while ``owner`` holds the lease: a failure that comes back after the lease
+        was taken over (a poll that hung past it) is not the live owner's, whose
+        backoff and give-up the count decides, and its error is older than the live
+        owner's polls. Its ``event`` is recorded all the same: what the server said."""
         with self.db.transaction() as session:
             row = session.get(Batch, batch_id, with_for_update=True)
             if row is None:
                 return False
-            failures = row.poll_failures + 1
-            row.poll_failures = failures
-            row.last_error = error[:ERROR_CHARS]
-            row.last_polled_at = now
+            said = error[:ERROR_CHARS]
             if event is not None:  # something a person should see (an anomaly), once
-                events = [event_values(row.id, event, now, SOURCE, detail=row.last_error)]
+                events = [event_values(row.id, event, now, SOURCE, detail=said)]
                 self.db.insert_rows(session, table_of(BatchEvent), unrepeated(session, events))
-            elif failures == 1:
-                session.add(event_row(row.id, "poll_failed", now, SOURCE, detail=row.last_error))
             if row.lease_owner != owner:
                 return False
+            failures = row.poll_failures + 1
+            row.poll_failures = failures
+            row.last_error = said
+            row.last_polled_at = now
+            if event is None and failures == 1:
+                session.add(event_row(row.id, "poll_failed", now, SOURCE, detail=said))
             status = _status(row)
             row.lease_owner = None
             row.lease_expires_at = None

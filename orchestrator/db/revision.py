@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable
+from enum import StrEnum
 from functools import cache
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -24,10 +25,17 @@ _ASSIGNED = re.compile(r"^(down_revision|revision)\b[^=\n]*=(.*)$", re.MULTILINE
 _QUOTED = re.compile(r"""["']([^"']+)["']""")
 
 
+class SchemaState(StrEnum):
+    """A database's schema as this release sees it."""
+
+    CURRENT = "current"  # at this release's head
+    BEHIND = "behind"  # empty, or at a revision this release knows: `db upgrade` fixes it
+    NEWER = "newer"  # at a revision this release does not know: a newer release migrated it
+
+
 @cache
-def head_revision() -> str:
-    """The one revision no other revision file builds on (tests/db/test_migrations.py
-    checks that alembic names the same)."""
+def _revision_files() -> tuple[frozenset[str], str]:
+    """Every revision the files name, and the one no other builds on (the head)."""
     revisions: set[str] = set()
     built_on: set[str] = set()
     for path in (MIGRATIONS_DIR / "versions").glob("*.py"):
@@ -37,7 +45,39 @@ def head_revision() -> str:
     heads = revisions - built_on
     if len(heads) != 1:
         raise RuntimeError(f"{MIGRATIONS_DIR}/versions has {len(heads)} heads: {sorted(heads)}")
-    return heads.pop()
+    return frozenset(revisions), heads.pop()
+
+
+def head_revision() -> str:
+    """The one revision no other revision file builds on (tests/db/test_migrations.py
+    checks that alembic names the same)."""
+    return _revision_files()[1]
+
+
+def schema_state(current: str | None) -> SchemaState:
+    """Where the database's revision (``current_revision``) stands to this release's."""
+    known, head = _revision_files()
+    if current == head:
+        return SchemaState.CURRENT
+    if current is None or all(r in known for r in current.split(", ")):
+        return SchemaState.BEHIND
+    # Not one of ours: a newer release wrote it (or another branch). `db upgrade` with
+    # this release cannot move it (alembic does not know it) and must not be advised.
+    return SchemaState.NEWER
+
+
+def mismatch(current: str | None) -> str | None:
+    """What is wrong with the schema and what to do, in words; None when it is current."""
+    state, head = schema_state(current), head_revision()
+    if state is SchemaState.CURRENT:
+        return None
+    if state is SchemaState.NEWER:
+        return (
+            f"at revision {current}, which this release does not know: a newer release "
+            f"migrated it (this release's newest is {head}); run the newer release"
+        )
+    where = "empty (no schema)" if current is None else f"at revision {current}"
+    return f"{where}, but this version needs revision {head}: run `orchestrator db upgrade`"
 
 
 def revision_of(versions: Iterable[str]) -> str | None:
@@ -63,11 +103,14 @@ def current_revision(engine: Engine) -> str | None:
 
 def require_current(engine: Engine) -> None:
     """Refuse to run on a database whose schema is not at head."""
+    wrong = mismatch(current_revision(engine))
+    if wrong is not None:
+        raise NotMigrated(f"the database {shown_url(engine.url)} is {wrong}")
+
+
+def refuse_newer(engine: Engine) -> None:
+    """Refuse to migrate a database a newer release migrated: alembic would fail on its
+    unknown revision with a message that reads like a typo in ``--revision``."""
     current = current_revision(engine)
-    head = head_revision()
-    if current != head:
-        where = "empty (no schema)" if current is None else f"at revision {current}"
-        raise NotMigrated(
-            f"the database {shown_url(engine.url)} is {where}, "
-            f"but this version needs revision {head}: run `orchestrator db upgrade`"
-        )
+    if schema_state(current) is SchemaState.NEWER:
+        raise NotMigrated(f"the database {shown_url(engine.url)} is {mismatch(current)}")

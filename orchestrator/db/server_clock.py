@@ -31,6 +31,14 @@ __all__ = ["ServerClock", "database_clock", "never_waiting"]
 log = logging.getLogger(__name__)
 
 RESYNC_SECONDS = 2.0
+# A reading is taken for the middle of its round trip, so it may be off by half of it.
+# A longer one is not trusted: the clock counts on from the last reading instead (the
+# monotonic clock drifts by milliseconds a day), and never runs a second ahead for it.
+MAX_ROUND_TRIP_SECONDS = 1.0
+
+
+class _SlowReading(Exception):
+    """The round trip was too long to say when the server read its time."""
 
 
 class ServerClock:
@@ -47,21 +55,35 @@ class ServerClock:
         *,
         resync_seconds: float = RESYNC_SECONDS,
         monotonic: Callable[[], float] = time.monotonic,
+        max_round_trip: float = MAX_ROUND_TRIP_SECONDS,
     ) -> None:
         self._db = db
         self._resync = resync_seconds
         self._monotonic = monotonic
         self._lock = threading.Lock()
-        self._anchor, self._anchor_at = self._read()  # the first read must work
+        # The first read must work, however slow: there is no earlier one to count on from.
+        self._max_round_trip: float | None = None
+        self._anchor, self._anchor_at = self._read()
+        self._max_round_trip = max_round_trip
         self._checked_at = self._anchor_at
         self._last = self._anchor
 
     def _read(self) -> tuple[datetime, float]:
-        """The server's time, and the monotonic moment it stands for (mid round trip)."""
-        before = self._monotonic()
+        """The server's time, and the monotonic moment it stands for (mid round trip).
+
+        The round trip is the SELECT's alone: the session checks a connection out of
+        the pool (and pings it) before the clock starts, so a wait for a connection,
+        seconds when every one is busy, is not taken for the network's and the reading
+        is not pinned to the middle of that wait (it put the clock ahead by half of it,
+        for good: the clock never goes back). ``_SlowReading`` when the round trip was
+        longer than ``max_round_trip``."""
         with self._db.transaction() as session:
+            session.connection()
+            before = self._monotonic()
             server = server_now(session)
-        after = self._monotonic()
+            after = self._monotonic()
+        if self._max_round_trip is not None and after - before > self._max_round_trip:
+            raise _SlowReading(f"the server's time took {after - before:.3f}s to read")
         return server, (before + after) / 2
 
     def now(self) -> datetime:
@@ -74,7 +96,7 @@ class ServerClock:
         if due:  # outside the lock: no thread waits on the database for another
             try:
                 anchor, anchor_at = self._read()
-            except (DatabaseError, SQLAlchemyError) as exc:
+            except (DatabaseError, SQLAlchemyError, _SlowReading) as exc:
                 log.debug("server clock not re-read (%s); counting on from the last read", exc)
             else:
                 with self._lock:

@@ -198,7 +198,7 @@ class CancelWorker(LoopProcess):
             log.exception("recording %d answer(s) failed; recording each alone", len(finished))
             states = {c.batch_id: self._record_alone(c, a) for c, a in finished}
         for claim, attempt in finished:
-            self.report.count(claim.batch_id, attempt.outcome)
+            self.report.count(claim.batch_id, attempt.outcome, went_out=attempt.went_out)
         tell(self.story, finished, states)
         auth = [a for _, a in finished if a.outcome is AttemptOutcome.AUTH]
         finished.clear()
@@ -222,6 +222,7 @@ class CancelWorker(LoopProcess):
             status=attempt.http_status,
             request_id=attempt.request_id,
             events=(("unexpected_error", error),),
+            went_out=attempt.went_out,  # a hold stays no attempt; it waits the backoff now
         )
         try:
             return self.store.record_attempt(claim, self.owner, fallback)
@@ -447,6 +448,7 @@ class CancelWorker(LoopProcess):
             retry_at=now + timedelta(seconds=delay),
             observed=observed,
             events=events,
+            went_out=went_out,
         )
 
     def _attempt(

@@ -51,14 +51,18 @@ class WorkerReport:
     too_late: int = 0
     retrying: int = 0
     failed: int = 0
+    held: int = 0  # not sent: the shared request budget held them back (no attempt)
     released: int = 0
     paused: str | None = None
     db_outages: int = 0
     outcomes: dict[str, str] = field(default_factory=dict)
 
-    def count(self, batch_id: str, outcome: AttemptOutcome) -> None:
-        self.sent += 1
+    def count(self, batch_id: str, outcome: AttemptOutcome, *, went_out: bool = True) -> None:
         self.outcomes[batch_id] = outcome.value
+        if not went_out:  # nothing left the host: no attempt to count as sent
+            self.held += 1
+            return
+        self.sent += 1
         if outcome is AttemptOutcome.ACCEPTED:
             self.accepted += 1
         elif outcome is AttemptOutcome.TOO_LATE:
@@ -74,6 +78,8 @@ class WorkerReport:
             f"{self.retrying} to retry later, {self.failed} failed; "
             f"{self.released} lease(s) released"
         )
+        if self.held:
+            text += f"; {self.held} held back by the request budget (not sent)"
         if self.paused:
             text += f"; sending paused: {self.paused}"
         return text

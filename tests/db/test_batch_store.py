@@ -7,9 +7,11 @@ from typing import Any
 from sqlalchemy import func, select
 
 from orchestrator.core.observation import parse_batch
+from orchestrator.core.poll_policy import PollPolicy
 from orchestrator.db.batches import BatchStore
 from orchestrator.db.database import Database
 from orchestrator.db.models import Batch, BatchEvent, CancelRequest
+from orchestrator.db.polls import PollStore
 
 T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 
@@ -180,3 +182,34 @@ def test_a_stale_answer_never_lowers_token_usage(database: Database) -> None:
     row = store.get("batch_1")
     assert row is not None
     assert (row.usage_input_tokens, row.usage_total_tokens) == (300, 600)
+
+
+def test_a_late_poll_failure_from_a_lost_lease_leaves_the_live_owners_count(
+    database: Database,
+) -> None:
+    """r1's poll hung past its lease and r2 took the batch over: r1's failure, recorded
+    late, is not r2's. It used to raise the failure count r2's backoff and give-up are
+    judged by, and put a stale error over r2's newer poll. An anomaly it saw is still
+    recorded: that is what the server said."""
+    BatchStore(database).track(["batch_1"], now=T0, source="test")
+    polls = PollStore(database)
+    policy = PollPolicy()
+    assert polls.claim_due(now=T0, owner="r1", lease_seconds=60, limit=1)
+    later = T0 + timedelta(seconds=61)
+    assert [c.batch_id for c in polls.claim_due(now=later, owner="r2", lease_seconds=60, limit=1)]
+    for event in (None, "anomaly"):
+        stopped = polls.record_failure(
+            "batch_1", now=later, owner="r1", error="timed out", policy=policy, u=0.5, event=event
+        )
+        assert not stopped
+    with database.transaction() as s:
+        row = s.get(Batch, "batch_1")
+        assert row is not None
+        assert (row.poll_failures, row.last_error, row.lease_owner) == (0, None, "r2")
+    assert [kind for kind, _, _ in events(database)].count("poll_failed") == 0
+    assert [kind for kind, _, _ in events(database)].count("anomaly") == 1
+    polls.record_failure("batch_1", now=later, owner="r2", error="503", policy=policy, u=0.5)
+    with database.transaction() as s:
+        row = s.get(Batch, "batch_1")
+        assert row is not None
+        assert (row.poll_failures, row.last_error, row.lease_owner) == (1, "503", None)

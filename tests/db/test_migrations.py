@@ -110,6 +110,29 @@ def test_processes_refuse_a_database_behind_head(empty_url: str) -> None:
         Database.connect(empty_url)
 
 
+NEWER = "0099_from_a_newer_release"
+
+
+def migrated_by_a_newer_release(url: str) -> None:
+    """The database as a newer release leaves it: at a revision this one does not know."""
+    engine = make_engine(url)
+    migrate.upgrade(engine)
+    with engine.begin() as connection:
+        connection.execute(text(f"UPDATE alembic_version SET version_num = '{NEWER}'"))
+    engine.dispose()
+
+
+def test_processes_refuse_a_database_newer_than_this_release_and_say_so(empty_url: str) -> None:
+    """`db upgrade` cannot help (alembic does not know the revision): the message names
+    both revisions and says to run the newer release."""
+    migrated_by_a_newer_release(empty_url)
+    with pytest.raises(NotMigrated) as caught:
+        Database.connect(empty_url)
+    message = str(caught.value)
+    assert NEWER in message and revision.head_revision() in message, message
+    assert "newer release" in message and "db upgrade" not in message, message
+
+
 def test_revision_files_are_numbered_in_order() -> None:
     files = sorted(p.name for p in (migrate.MIGRATIONS_DIR / "versions").glob("*.py"))
     numbers = [int(name.split("_", 1)[0]) for name in files]

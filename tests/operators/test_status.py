@@ -233,6 +233,7 @@ def test_no_pause_line_without_a_pause_or_once_it_has_ended(database: Database, 
     assert out.splitlines()[0].startswith("SENDING PAUSED until ")
     assert out.splitlines()[-1] == "no batch matches"
 
+    cancels.resume(now=now)  # a pause never shortens one in force: this one is new, ended
     cancels.pause("key refused", now=now - timedelta(minutes=10), until=now - timedelta(seconds=1))
     _, out, _ = run("status")
     assert "PAUSED" not in out

@@ -356,6 +356,31 @@ def test_db_current_on_an_empty_database_is_exit_3(
     assert "behind: run `orchestrator db upgrade`" in capsys.readouterr().out
 
 
+def test_db_commands_on_a_database_a_newer_release_migrated_say_so_exit_3(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    """Not "behind: run `orchestrator db upgrade`": that cannot work, alembic does not know
+    the newer revision. Exit 3 (not migrated), as a database behind is."""
+    newer = tmp_path / "newer.sqlite3"
+    monkeypatch.setenv("ORCHESTRATOR_DATABASE_URL", f"sqlite:///{newer}")
+    assert main(["db", "upgrade"]) == 0
+    with sqlite3.connect(newer) as connection:
+        connection.execute("UPDATE alembic_version SET version_num = '0099_newer'")
+    connection.close()
+    capsys.readouterr()
+    assert main(["db", "current"]) == 3
+    out = capsys.readouterr().out
+    assert "ahead/unknown (newer release)" in out and "behind" not in out, out
+    assert main(["db", "current", "--json"]) == 3
+    assert json.loads(capsys.readouterr().out)["state"] == "newer"
+    assert main(["db", "upgrade"]) == 3  # not 2, "bad arguments": none were given
+    err = capsys.readouterr().err
+    assert "0099_newer" in err and "newer release" in err and "Traceback" not in err, err
+    assert main(["healthcheck"]) == 3
+    said = "".join(capsys.readouterr())
+    assert "newer release" in said and "run `orchestrator db upgrade`" not in said, said
+
+
 def test_the_worker_rides_out_a_database_outage(
     database: Database, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -149,6 +149,33 @@ def test_withdraw_takes_back_only_what_was_never_sent(
         assert request.after(result.changes).state is CancelState.WITHDRAWN
 
 
+@settings(max_examples=100, deadline=None)
+@given(st.sampled_from(CancelState), st.integers(0, 3), st.sampled_from([None, OWNER, "other"]))
+def test_a_cancel_held_back_by_the_budget_is_no_attempt(
+    state: CancelState, attempts: int, lease_owner: str | None
+) -> None:
+    """Nothing left the host: no attempt counted, none to record; only the next attempt
+    moves (while pending), and only for the lease's owner, who gives the lease back."""
+    request = RequestSnapshot("batch_1", state, T0, attempts, lease_owner)
+    retry_at = T0 + timedelta(seconds=60)
+    held = Attempt(AttemptOutcome.RETRY, T0, T0, retry_at=retry_at, went_out=False)
+    plan = after_attempt(request, held, None, OWNER)
+    assert plan.attempt is None and plan.events == ()
+    assert "attempts" not in plan.changes and "last_attempt_at" not in plan.changes
+    if lease_owner != OWNER:
+        assert plan == RequestPlan()
+        return
+    assert plan.changes.get("lease_owner", "kept") is None
+    expected = retry_at if state is CancelState.PENDING else None
+    assert plan.changes.get("next_attempt_at") == expected
+    after = request.after(plan.changes)
+    assert after.state is state and after.attempts == attempts
+    sent = after_attempt(
+        request, Attempt(AttemptOutcome.RETRY, T0, T0, retry_at=retry_at), None, OWNER
+    )
+    assert sent.attempt == attempts + 1 and sent.changes.get("attempts") == attempts + 1
+
+
 # --- the harvest ------------------------------------------------------------------------
 
 

@@ -256,3 +256,21 @@ def test_a_429_during_a_fetch_the_database_refuses_is_not_cut_short() -> None:
 
     budget = SharedBudget(DownStore(), BudgetRule(100), monotonic=lambda: 0.0)  # type: ignore[arg-type]
     assert budget.take() == pytest.approx(60.0)
+
+
+def test_a_retry_held_back_after_a_request_went_out_still_went_out() -> None:
+    """A 503 went out, then the in-process retry was held back: the cancel may have
+    reached the server, so the RetryLater says it went out (the worker counts it as
+    an attempt, and withdrawing it is refused)."""
+    budget = FakeBudget(0.0, 30.0)
+    api, _ = client(budget, httpx.Response(503, json={"error": {}}))
+    with pytest.raises(RetryLater) as later:
+        api.cancel("batch_abc")
+    assert isinstance(later.value.cause, ApiHeldBack)
+    assert later.value.went_out
+
+    held = FakeBudget(30.0)
+    api, _ = client(held, httpx.Response(200, json=BATCH))
+    with pytest.raises(RetryLater) as never:
+        api.cancel("batch_abc")
+    assert not never.value.went_out

@@ -185,3 +185,25 @@ def test_withdraw_takes_back_only_requests_never_sent_and_a_new_ask_reopens(
 
     again = store.request(["batch_unsent"], now=LATER, requested_by="ops")
     assert again.reopened == ["batch_unsent"]
+
+
+def test_a_shorter_pause_never_cuts_a_longer_one_short(database: Database) -> None:
+    """Workers with different auth pauses (or one whose write lands after a later one's)
+    hit 401 together: the pause in force ends at the latest `until` any of them set,
+    with that one's reason; a pause that has ended is replaced by a new one."""
+    store = CancelStore(database)
+    store.pause("HTTP 401 (w1)", now=T0, until=T0 + timedelta(minutes=10))
+    store.pause("HTTP 401 (w2)", now=T0 + timedelta(seconds=1), until=T0 + timedelta(minutes=1))
+    pause = store.active_pause(T0 + timedelta(minutes=5))
+    assert pause is not None, "the 1-minute pause cut the 10-minute one short"
+    assert (pause.reason, pause.until) == ("HTTP 401 (w1)", T0 + timedelta(minutes=10))
+    store.pause("HTTP 403 (w3)", now=T0 + timedelta(minutes=6), until=T0 + timedelta(minutes=16))
+    pause = store.active_pause(T0 + timedelta(minutes=12))
+    assert pause is not None and pause.reason == "HTTP 403 (w3)"
+    assert pause.until == T0 + timedelta(minutes=16)
+    store.pause("HTTP 401 (w1)", now=LATER, until=LATER + timedelta(minutes=1))  # ended: anew
+    pause = store.active_pause(LATER)
+    assert pause is not None and (pause.paused_at, pause.until) == (
+        LATER,
+        LATER + timedelta(minutes=1),
+    )

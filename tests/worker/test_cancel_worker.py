@@ -4,6 +4,7 @@ import itertools
 import logging
 import threading
 from datetime import datetime, timedelta
+from typing import Any
 
 import httpx
 import pytest
@@ -15,7 +16,7 @@ from orchestrator.clock import ManualClock
 from orchestrator.core.liveness import OwnHeartbeats
 from orchestrator.db.cancels import CancelStore
 from orchestrator.db.database import Database
-from orchestrator.db.models import Batch, CancelAttempt, CancelRequest
+from orchestrator.db.models import Batch, BatchEvent, CancelAttempt, CancelRequest
 from orchestrator.processes.worker import CancelWorker, WorkerConfig
 from orchestrator.secret import Secret
 from tests.worker.fake_api import SECRET, FakeApi, fail, ok
@@ -355,3 +356,138 @@ def test_a_claim_held_back_unheard_is_given_back_and_sent_once_heard(
     report = worker.run(threading.Event(), once=True)
     assert (report.released, report.accepted, api.calls[("cancel", "batch_a")]) == (1, 1, 1)
     assert cancel_row(database, "batch_a").attempts == 1
+
+
+class ScriptedBudget:
+    """The shared request budget, scripted: each ``take`` says how long every process
+    is held back (a 429's Retry-After another process got); 0 once the script runs out."""
+
+    def __init__(self, *waits: float) -> None:
+        self.waits = list(waits)
+
+    def take(self) -> float:
+        return self.waits.pop(0) if self.waits else 0.0
+
+    def take_nowait(self) -> float | None:
+        return self.take()
+
+    def rate_limited(self, retry_after: float | None) -> None:
+        pass
+
+
+def budget_client(api: FakeApi, clock: ManualClock, budget: ScriptedBudget) -> AsyncBatchApiClient:
+    async def sleep(seconds: float) -> None:  # not slept
+        pass
+
+    return AsyncBatchApiClient(
+        ApiSettings(api_key=Secret(SECRET), base_url="https://api.test/v1"),
+        policy=POLICY,
+        transport=api.transport(),
+        sleep=sleep,
+        clock=clock,
+        random=lambda: 0.0,
+        budget=budget,
+    )
+
+
+def test_a_cancel_the_budget_held_back_is_no_attempt_and_can_still_be_withdrawn(
+    database: Database, api: FakeApi, clock: ManualClock
+) -> None:
+    """Nothing left the host: no attempt is counted or recorded, the request is put
+    off by the hold only, its lease given back, and ``cancel --withdraw`` still works."""
+    request(database, "batch_h")
+    worker = make_worker(database, budget_client(api, clock, ScriptedBudget(60.0)), clock)
+    report = worker.run(threading.Event(), once=True)
+    assert sum(api.calls.values()) == 0
+    assert (report.sent, report.held) == (0, 1)
+    row = cancel_row(database, "batch_h")
+    assert (row.state, row.attempts, row.lease_owner) == ("pending", 0, None)
+    assert row.next_attempt_at is not None
+    assert row.next_attempt_at.replace(tzinfo=T0.tzinfo) == T0 + timedelta(seconds=60)
+    assert (row.last_attempt_at, row.last_http_status, row.last_error) == (None, None, None)
+    with database.transaction() as s:
+        assert s.scalars(select(CancelAttempt)).all() == []
+    summary = CancelStore(database).withdraw(["batch_h"], now=clock.now())
+    assert summary.withdrawn == ["batch_h"], summary.refused
+
+
+def test_holds_do_not_lengthen_the_backoff_after_the_first_real_failure(
+    database: Database, api: FakeApi, clock: ManualClock
+) -> None:
+    """Held back three times, then a 503 that went out: that is attempt 1, and it
+    waits the first durable backoff, not the fourth's."""
+    request(database, "batch_h")
+    api.on_cancel("batch_h", fail(503))
+    worker = make_worker(
+        database, budget_client(api, clock, ScriptedBudget(60.0, 60.0, 60.0)), clock
+    )
+    for _ in range(3):
+        worker.run(threading.Event(), once=True)
+        clock.advance(60)
+    assert sum(api.calls.values()) == 0
+    worker.run(threading.Event(), once=True)
+    assert api.calls[("cancel", "batch_h")] == POLICY.max_in_process_attempts
+    row = cancel_row(database, "batch_h")
+    assert (row.attempts, row.last_http_status) == (1, 503)
+    assert row.next_attempt_at is not None
+    waited = (row.next_attempt_at.replace(tzinfo=T0.tzinfo) - clock.now()).total_seconds()
+    assert waited == POLICY.durable_backoff(1, 0.0)
+    with database.transaction() as s:
+        assert [a.attempt for a in s.scalars(select(CancelAttempt))] == [1]
+
+
+def test_a_cancel_that_went_out_then_was_held_back_is_an_attempt(
+    database: Database, api: FakeApi, clock: ManualClock
+) -> None:
+    """A 503 went out, the in-process retry was held back: the cancel may have reached
+    the server, so it is an attempt, recorded, and withdrawing it is refused."""
+    request(database, "batch_h")
+    api.on_cancel("batch_h", fail(503))
+    worker = make_worker(database, budget_client(api, clock, ScriptedBudget(0.0, 60.0)), clock)
+    worker.run(threading.Event(), once=True)
+    assert api.calls[("cancel", "batch_h")] == 1
+    assert cancel_row(database, "batch_h").attempts == 1
+    with database.transaction() as s:
+        assert len(s.scalars(select(CancelAttempt)).all()) == 1
+    summary = CancelStore(database).withdraw(["batch_h"], now=clock.now())
+    assert summary.withdrawn == [] and "batch_h" in summary.refused, summary
+
+
+class FailingRecords(CancelStore):
+    """Recording the tick's answers fails, and so does recording the first one alone."""
+
+    def __init__(self, database: Database) -> None:
+        super().__init__(database)
+        self.failures = 2
+
+    def record_attempts(self, owner: str, finished: Any) -> dict[str, str]:
+        if self.failures:
+            self.failures -= 1
+            raise RuntimeError("disk full")
+        return super().record_attempts(owner, finished)
+
+
+def test_a_hold_whose_recording_failed_is_still_no_attempt_and_waits_the_backoff(
+    database: Database, api: FakeApi, clock: ManualClock
+) -> None:
+    request(database, "batch_h")
+    store = FailingRecords(database)
+    worker = CancelWorker(
+        store,
+        budget_client(api, clock, ScriptedBudget(60.0)),
+        config=WorkerConfig(concurrency=4, idle_seconds=0.01),
+        policy=POLICY,
+        clock=clock,
+        owner="w1",
+        random_unit=lambda: 0.0,
+    )
+    worker.run(threading.Event(), once=True)
+    row = cancel_row(database, "batch_h")
+    assert (row.state, row.attempts, row.lease_owner) == ("pending", 0, None)
+    assert row.next_attempt_at is not None
+    waited = (row.next_attempt_at.replace(tzinfo=T0.tzinfo) - T0).total_seconds()
+    assert waited == POLICY.durable_backoff(1, 0.0)  # not due again at once
+    with database.transaction() as s:
+        assert s.scalars(select(CancelAttempt)).all() == []
+        kinds = s.scalars(select(BatchEvent.kind).where(BatchEvent.batch_id == "batch_h")).all()
+    assert "unexpected_error" in kinds
