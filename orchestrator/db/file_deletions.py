@@ -61,6 +61,9 @@ class DeletionResult:
     request_id: str | None = None
     error: str | None = None
     retry_in: float | None = None
+    # False: the shared request budget held the DELETE back and nothing left the host;
+    # the attempt counted when it was claimed is given back (it would lengthen the backoff)
+    went_out: bool = True
 
 
 def _batch_files(row: Batch) -> BatchFiles:
@@ -257,6 +260,8 @@ class FileDeletionStore:
                 "last_request_id": result.request_id,
                 "last_error": result.error[:_ERROR_CHARS] if result.error else None,
             }
+            if not result.went_out:
+                values["attempts"] = FileDeletion.attempts - 1
             if result.state is DeletionState.PENDING:
                 values["next_attempt_at"] = now + timedelta(seconds=result.retry_in or 0.0)
             else:

@@ -113,6 +113,7 @@ class FileCleanup:
                 request_id=exc.request_id,
                 error=str(exc),
                 retry_in=delay,
+                went_out=exc.went_out,
             )
         except ApiAuthError as exc:
             log.error("deleting the %s file: %s", claim.kind, exc, extra=extra)

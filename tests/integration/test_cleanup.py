@@ -13,6 +13,7 @@ import pytest
 from sqlalchemy import select, text, update
 
 from orchestrator.api.answers import ApiResult
+from orchestrator.api.errors import ApiCall, ApiHeldBack, RetryLater
 from orchestrator.cli.main import main
 from orchestrator.clock import ManualClock
 from orchestrator.core.retry_policy import RetryPolicy
@@ -590,3 +591,21 @@ def test_the_sources_of_found_batches_are_the_ones_that_find_them() -> None:
     from orchestrator.processes.sync import SOURCE as SYNC
 
     assert set(FOUND_BY) == {SYNC, WEBHOOK}
+
+
+class HeldBackClient(RecordingClient):
+    """The shared request budget holds every DELETE back: nothing leaves the host."""
+
+    def delete_file(self, file_id: str) -> ApiResult:
+        call = ApiCall("delete_file", "DELETE", f"/files/{file_id}")
+        raise RetryLater(30.0, ApiHeldBack(call, wait=30.0), attempts=1)
+
+
+def test_a_deletion_the_budget_held_back_is_no_attempt(database: Database) -> None:
+    """Counted as one, each hold lengthened the backoff of the first real failure."""
+    harvested(database, "batch_held", "file-in-held")
+    store = FileDeletionStore(database, result_files=True, input_files=False)
+    client = HeldBackClient()
+    FileCleanup(store, client, policy=RetryPolicy(), auth_pause_seconds=300.0).run_once()  # type: ignore[arg-type]
+    row = deletions(database)["file-out-batch_held"]
+    assert (row.state, row.attempts) == ("pending", 0)
