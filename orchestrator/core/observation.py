@@ -36,7 +36,9 @@ USAGE_FIELDS = (
 )
 INT_MAX = 2**31 - 1  # request_counts_*: INTEGER (PostgreSQL's is 32-bit)
 BIGINT_MAX = 2**63 - 1  # usage_*: BIGINT
-LATEST_UNIX = 253_402_300_799  # 9999-12-31T23:59:59Z, the last second a datetime holds
+# 9999-12-31T23:59:59Z, the last second a datetime holds. Read back whole only in UTC:
+# every PostgreSQL session is (db/engine.py), and nothing turns a time into another zone.
+LATEST_UNIX = 253_402_300_799
 TEXT_LIMITS = {"endpoint": 128, "model": 256, "completion_window": 16}
 STATUS_CHARS = 32
 _SHOWN = 60
