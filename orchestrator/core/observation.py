@@ -18,10 +18,13 @@ test keeps the two in step.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
+
+import orjson
 
 from orchestrator.core.ids import ID_PATTERN
 from orchestrator.core.status import TIMESTAMP_FIELDS, BatchStatus, parse_status
@@ -36,7 +39,9 @@ USAGE_FIELDS = (
 )
 INT_MAX = 2**31 - 1  # request_counts_*: INTEGER (PostgreSQL's is 32-bit)
 BIGINT_MAX = 2**63 - 1  # usage_*: BIGINT
-LATEST_UNIX = 253_402_300_799  # 9999-12-31T23:59:59Z, the last second a datetime holds
+# 9999-12-31T23:59:59Z, the last second a datetime holds. Read back whole only in UTC:
+# every PostgreSQL session is (db/engine.py), and nothing turns a time into another zone.
+LATEST_UNIX = 253_402_300_799
 TEXT_LIMITS = {"endpoint": 128, "model": 256, "completion_window": 16}
 STATUS_CHARS = 32
 _SHOWN = 60
@@ -178,18 +183,26 @@ class _Fields:
         }
 
     def metadata(self, value: object) -> dict[str, str] | None:
-        """The API's metadata values are strings: a number is kept as its text; an
-        object or a list is refused (its text could be any depth: ``str()`` of one
-        nested a thousand levels overflows the stack)."""
+        """The API's metadata values are strings: a number is kept as its JSON text
+        (as orjson writes it); anything else is refused: null and booleans (``str()``
+        made Python's "None" and "True", text the server never sent, which `--metadata`
+        filters then matched), an object or a list (its text could be any depth:
+        ``str()`` of one nested a thousand levels overflows the stack), and a number
+        JSON text cannot hold (not finite, past 64 bits: never one a parsed answer
+        holds, and ``str()`` of a huge integer raises)."""
         metadata = self.mapping("metadata", value)
         if metadata is None:
             return None
         kept: dict[str, str] = {}
         for key, item in metadata.items():
-            if isinstance(item, dict | list):
-                self.refuse(f"metadata.{shown(key, 40)}", item, "not a string")
-            else:
+            if isinstance(item, str):
                 kept[str(key)] = str(item)
+            elif (number := _json_number(item)) is not None:
+                kept[str(key)] = number
+            else:
+                numeric = isinstance(item, int | float) and not isinstance(item, bool)
+                why = "a number JSON text cannot hold" if numeric else "not a string"
+                self.refuse(f"metadata.{shown(key, 40)}", item, why)
         return kept
 
     def errors(self, value: object) -> list[dict[str, Any]] | None:
@@ -294,6 +307,20 @@ def _timestamps(read: _Fields, batch: Mapping[str, Any]) -> dict[str, datetime |
         else:
             timestamps[name] = read.timestamp(name, value)
     return timestamps
+
+
+def _json_number(value: object) -> str | None:
+    """A number's JSON text as orjson writes it; None for anything else, and for a
+    number orjson cannot write (an integer past 64 bits; not finite, which it writes as
+    null)."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    try:
+        return orjson.dumps(value).decode()
+    except TypeError:  # orjson.JSONEncodeError: past 64 bits, or a float's subclass
+        return None
 
 
 def _file_id(read: _Fields, name: str, value: object) -> str | None:

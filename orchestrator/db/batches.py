@@ -95,9 +95,7 @@ class BatchStore:
         if not ids:
             return []
         with self.db.transaction() as session:
-            known: set[str] = set()
             for chunk in chunks(ids):
-                known.update(session.scalars(select(Batch.id).where(Batch.id.in_(chunk))))
                 session.execute(
                     update(Batch)
                     .where(
@@ -105,8 +103,7 @@ class BatchStore:
                     )
                     .values(next_poll_at=now, poll_failures=0, updated_at=now)
                 )
-            new = [i for i in ids if i not in known]
-            self.ensure_rows(session, new, now=now, source=source)
+            new = self.ensure_rows(session, ids, now=now, source=source)
             if new:
                 self.db.insert_rows(
                     session,
@@ -118,23 +115,27 @@ class BatchStore:
                 )
         return new
 
-    def ensure_rows(self, session: Session, ids: list[str], *, now: datetime, source: str) -> None:
-        if ids:
-            statement = self.db.insert_ignoring_conflicts(table_of(Batch))
-            session.execute(statement, [new_batch_row(i, now, source) for i in ids])
+    def ensure_rows(
+        self, session: Session, ids: list[str], *, now: datetime, source: str
+    ) -> list[str]:
+        """Insert the rows of these batches that do not exist; the ids this transaction
+        inserted, in the order given. The insert itself decides (ON CONFLICT DO NOTHING
+        RETURNING), not an earlier read: a row another host inserted meanwhile (`track`,
+        `cancel`, a webhook) is never taken for new, nor tracked twice."""
+        if not ids:
+            return []
+        statement = self.db.insert_ignoring_conflicts(table_of(Batch)).returning(
+            table_of(Batch).c.id
+        )
+        inserted = set(session.scalars(statement, [new_batch_row(i, now, source) for i in ids]))
+        return [i for i in ids if i in inserted]
 
     def insert_if_missing(
         self, session: Session, batch_id: str, *, now: datetime, source: str
     ) -> bool:
-        """Insert this batch's row unless it exists; whether this transaction inserted it.
-        The insert itself decides (ON CONFLICT DO NOTHING RETURNING), not an earlier read:
-        a row another host inserted meanwhile (`track`, `cancel`) is never taken for new."""
-        statement = (
-            self.db.insert_ignoring_conflicts(table_of(Batch))
-            .values(new_batch_row(batch_id, now, source))
-            .returning(table_of(Batch).c.id)
-        )
-        return session.execute(statement).first() is not None
+        """Insert this batch's row unless it exists; whether this transaction inserted it
+        (``ensure_rows``)."""
+        return bool(self.ensure_rows(session, [batch_id], now=now, source=source))
 
     def get(self, batch_id: str) -> Batch | None:
         with self.db.transaction() as session:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sqlite3
 from pathlib import Path
 from urllib.parse import unquote
@@ -91,7 +92,6 @@ def make_engine(url: str, *, pool_size: int = 10, read_only: bool = False) -> En
     parsed = normalise_url(url)
     if parsed.drivername.startswith("sqlite"):
         return _sqlite_engine(parsed, read_only=read_only)
-    options = {"options": "-c default_transaction_read_only=on"} if read_only else {}
     return create_engine(
         parsed,
         pool_size=pool_size,
@@ -100,8 +100,29 @@ def make_engine(url: str, *, pool_size: int = 10, read_only: bool = False) -> En
         pool_recycle=1800,
         json_serializer=_json_dumps,
         json_deserializer=json_text.loads,
-        connect_args={"connect_timeout": 5, "application_name": "orchestrator", **options},
+        connect_args={
+            "connect_timeout": 5,
+            "application_name": "orchestrator",
+            "options": _session_options(parsed, read_only=read_only),
+        },
     )
+
+
+def _session_options(url: URL, *, read_only: bool) -> str:
+    """libpq's ``options`` for every session: the URL's own (or PGOPTIONS, which libpq
+    reads only when a connection gives none), then ours, last so that they win.
+
+    The session is in UTC, whatever the server, the database or the role say: psycopg
+    reads a ``timestamptz`` in the session's time zone, and east of UTC the last second
+    of 9999 (a time the Batch parser accepts) reads as the year 10000, which no
+    ``datetime`` holds, so every read of that row failed. Nothing here shows the
+    session's zone to anyone: every time is UTC in and out (``models.UtcDateTime``)."""
+    given = url.query.get("options")
+    theirs = [given] if isinstance(given, str) else list(given or ())
+    if not theirs and os.environ.get("PGOPTIONS"):
+        theirs = [os.environ["PGOPTIONS"]]
+    ours = ["-c timezone=UTC", *(["-c default_transaction_read_only=on"] if read_only else [])]
+    return " ".join([*theirs, *ours])
 
 
 def spare_connections(engine: Engine) -> int:

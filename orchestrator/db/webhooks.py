@@ -88,14 +88,19 @@ class WebhookStore:
         if row is None:
             if not adopt_unknown:
                 return Outcome.IGNORED
-            self.batches.ensure_rows(session, [batch_id], now=now, source=SOURCE)
-            detail = f"tracked on a {event.type} webhook"
-            self.db.insert_rows(
-                session,
-                table_of(EventRow),
-                [event_values(batch_id, "tracked", now, SOURCE, detail=detail)],
-            )
-            return Outcome.ADOPTED
+            if self.batches.ensure_rows(session, [batch_id], now=now, source=SOURCE):
+                detail = f"tracked on a {event.type} webhook"
+                self.db.insert_rows(
+                    session,
+                    table_of(EventRow),
+                    [event_values(batch_id, "tracked", now, SOURCE, detail=detail)],
+                )
+                return Outcome.ADOPTED
+            # Another transaction (another delivery, `track`) added the row since the
+            # read above: that one tracked it, and this delivery makes it due like any
+            # known batch's. (Gone again, `forget`: an error, and the sender delivers
+            # again later.)
+            row = session.scalars(select(Batch).where(Batch.id == batch_id).with_for_update()).one()
         if row.next_poll_at is None:
             if row.status is not None:
                 return Outcome.SETTLED  # seen, and nothing more to do: the harvest is over

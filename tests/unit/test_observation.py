@@ -223,3 +223,31 @@ def test_metadata_and_errors_nested_past_what_can_be_stored_are_refused_not_fata
         "errors.data=list",
     ]
     assert "1 field(s) holding an object or a list" in obs.anomalies[1]
+
+
+def test_metadata_null_and_booleans_are_refused_and_numbers_kept_as_their_json_text() -> None:
+    """The API's metadata values are strings. ``str()`` of null or a boolean was Python's
+    text ("None", "True"), which the server never sent, and `--metadata KEY=None`
+    matched it: refused and noted, as an object is. A number is its JSON text; one that
+    JSON text cannot hold (not finite, past 64 bits: only a caller's, never a parsed
+    answer's) is refused too."""
+    metadata = {
+        "team": "search",
+        "a": None,
+        "b": True,
+        "c": False,
+        "n": 7,
+        "x": 1.5,
+        "big": 1e300,
+        "nan": float("nan"),
+        "huge": 2**64,
+    }
+    obs = parse_batch(full_batch(metadata=metadata))
+    assert obs.metadata == {"team": "search", "n": "7", "x": "1.5", "big": "1e+300"}
+    assert [a.split(" refused")[0] for a in obs.anomalies] == [
+        "metadata.'a'=None",
+        "metadata.'b'=True",
+        "metadata.'c'=False",
+        "metadata.'nan'=nan",
+        "metadata.'huge'=18446744073709551616",
+    ]
