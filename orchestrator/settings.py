@@ -102,7 +102,7 @@ RELATIONS = (
         "process_heartbeat_seconds",
         "process_stale_seconds",
         True,
-        "a live process would look dead (and at most half of it, checked below)",
+        "a live process would look dead (and at most a third of it, checked below)",
     ),
 )
 
@@ -222,11 +222,15 @@ class Settings:
 
     def _check_choices(self) -> None:
         """Settings that name one of a few choices, must parse, or depend on another."""
-        if self.process_heartbeat_seconds * 2 > self.process_stale_seconds:
+        # A third: beats land a little more than their interval apart, and a gap over
+        # half the stale time breaks a process's run of beats (core/liveness.py): at a
+        # half, no process would ever be sure another is dead.
+        if self.process_heartbeat_seconds * 3 > self.process_stale_seconds:
             raise ConfigError(
-                "ORCHESTRATOR_PROCESS_HEARTBEAT_SECONDS must be at most half of "
+                "ORCHESTRATOR_PROCESS_HEARTBEAT_SECONDS must be at most a third of "
                 f"ORCHESTRATOR_PROCESS_STALE_SECONDS ({self.process_stale_seconds:g}), got "
-                f"{self.process_heartbeat_seconds:g}: a live process would look dead"
+                f"{self.process_heartbeat_seconds:g}: a live process would look dead, or "
+                "none could tell a dead one"
             )
         if self.webhook_unknown_batches not in UNKNOWN_BATCH_CHOICES:
             raise ConfigError(

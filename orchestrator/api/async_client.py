@@ -233,14 +233,20 @@ class AsyncBatchApiClient:
         batch_id = validate_batch_id(batch_id)
         return await self._json_call(ApiCall("retrieve", "GET", f"/batches/{batch_id}"), batch_id)
 
-    async def cancel(self, batch_id: str) -> ApiResult:
+    async def cancel(
+        self, batch_id: str, *, may_retry: Callable[[], bool] | None = None
+    ) -> ApiResult:
+        """``POST /batches/{id}/cancel``. ``may_retry``: asked before each in-process retry;
+        False ends the call as if the retries had run out (``Retrier.run_async``)."""
         batch_id = validate_batch_id(batch_id)
         call = ApiCall("cancel", "POST", f"/batches/{batch_id}/cancel")
-        return await self._json_call(call, batch_id)
+        return await self._json_call(call, batch_id, may_retry)
 
     # -- one call, its attempts -------------------------------------------------
 
-    async def _json_call(self, call: ApiCall, batch_id: str) -> ApiResult:
+    async def _json_call(
+        self, call: ApiCall, batch_id: str, may_retry: Callable[[], bool] | None = None
+    ) -> ApiResult:
         extra: dict[str, str | None] = {
             "action": call.action,
             "batch_id": batch_id,
@@ -254,7 +260,11 @@ class AsyncBatchApiClient:
             if self._interrupter.aborted:
                 raise Aborted(_STOPPING)
             result, _ = await self._retrier.run_async(
-                call, extra, lambda n: self._attempt(http, lean, call, n, extra), self._sleep
+                call,
+                extra,
+                lambda n: self._attempt(http, lean, call, n, extra),
+                self._sleep,
+                may_retry=may_retry,
             )
             return result
         except (asyncio.CancelledError, Aborted) as exc:

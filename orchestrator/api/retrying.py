@@ -54,6 +54,14 @@ class _StopWhenAborted(tenacity.stop.stop_base):
         return self._interrupter.aborted
 
 
+class _StopWhen(tenacity.stop.stop_base):
+    def __init__(self, stop: Callable[[], bool]) -> None:
+        self._stop = stop
+
+    def __call__(self, retry_state: tenacity.RetryCallState) -> bool:
+        return self._stop()
+
+
 class _StopWhenWaitTooLong(tenacity.stop.stop_base):
     """Stop instead of sleeping through a wait longer than the in-process limit (the
     durable layer persists it instead)."""
@@ -95,7 +103,12 @@ class Retrier:
             )
         return outcome.planned_wait
 
-    def _options(self, call: ApiCall, extra: dict[str, str | None]) -> dict[str, Any]:
+    def _options(
+        self,
+        call: ApiCall,
+        extra: dict[str, str | None],
+        may_retry: Callable[[], bool] | None = None,
+    ) -> dict[str, Any]:
         policy = self._policy
 
         def before_sleep(state: tenacity.RetryCallState) -> None:
@@ -115,7 +128,8 @@ class Retrier:
             "wait": self._planned_wait,
             "stop": tenacity.stop_after_attempt(policy.max_in_process_attempts)
             | _StopWhenWaitTooLong(self._planned_wait, policy.max_in_process_wait)
-            | _StopWhenAborted(self._interrupter),
+            | _StopWhenAborted(self._interrupter)
+            | _StopWhen(lambda: may_retry is not None and not may_retry()),
             "before_sleep": before_sleep,
             "retry_error_callback": _outcome_of,
         }
@@ -140,15 +154,25 @@ class Retrier:
         extra: dict[str, str | None],
         attempt: Callable[[int], Awaitable[Outcome[_T]]],
         sleep: Callable[[float], Awaitable[None]],
+        *,
+        may_retry: Callable[[], bool] | None = None,
     ) -> tuple[_T, int]:
+        """``run``, awaited. ``may_retry``: asked before each retry (before its wait and
+        after it); False ends the call with the last outcome, as the retries running
+        out would (the worker: its leases may be others' by now)."""
         first = await attempt(1)
         if not _is_retry(first):  # as in run(): most calls need no retry loop at all
             return self._result(first, extra, went_out=_went_out(first))
-        retrying = tenacity.AsyncRetrying(sleep=sleep, **self._options(call, extra))
+        retrying = tenacity.AsyncRetrying(sleep=sleep, **self._options(call, extra, may_retry))
         later = _Attempts(first)
 
         async def next_attempt() -> Outcome[_T]:  # a coroutine function: tenacity awaits it
-            return later.made() or later.seen(await attempt(later.number()))
+            made = later.made()
+            if made is not None:
+                return made
+            if may_retry is not None and not may_retry():  # changed during the wait: the
+                return later.last  # last outcome again, which the stop now ends on
+            return later.seen(await attempt(later.number()))
 
         outcome: Outcome[_T] = await retrying(next_attempt)
         return self._result(outcome, extra, went_out=later.went_out)
@@ -198,6 +222,7 @@ class _Attempts(Generic[_T]):
 
     def __init__(self, first: Outcome[_T]) -> None:
         self._first: Outcome[_T] | None = first
+        self.last = first
         self._numbers = iter(range(2, 1 << 30))
         # Did any attempt reach the wire? A retry the shared budget held back after a
         # 503 went out is still a call that may have worked on the server.
@@ -205,6 +230,7 @@ class _Attempts(Generic[_T]):
 
     def seen(self, outcome: Outcome[_T]) -> Outcome[_T]:
         self.went_out = self.went_out or _went_out(outcome)
+        self.last = outcome
         return outcome
 
     def made(self) -> Outcome[_T] | None:

@@ -16,10 +16,11 @@ The other side of the same rule: a process whose own last beat is ``stale / 2`` 
 stops starting anything on its leases (a worker's cancel): others may soon take them,
 and the half left over is the margin for a request already on its way.
 
-A process new to the database starts its unbroken run ``stale`` in the past: it missed
-nothing (it was not running), so a crashed process's work is taken over at once, as
-always, by whichever process comes next. Expired leases and stopped processes' leases
-are free whatever these say.
+A process new to the database knows nothing of the time before it started: a
+supervisor may have started it as an outage ended. It judges others at once only if
+another process beat within ``stale / 2`` before it (the database was heard lately, so
+an old heartbeat is a dead process's); otherwise its run begins when it starts, as
+after a gap. Expired leases and stopped processes' leases are free whatever these say.
 """
 
 from __future__ import annotations
@@ -43,9 +44,10 @@ class OwnHeartbeats:
         """The longest break between beats that still counts as unbroken."""
         return self.stale / 2
 
-    def registered(self, now: datetime) -> None:
-        """The process's row was written at ``now``: it was not running before."""
-        self.last, self.since = now, now - self.stale
+    def registered(self, now: datetime, *, others_heard: bool) -> None:
+        """The process's row was written at ``now``; ``others_heard``: another process
+        beat within ``gap`` before, so the database was not just out."""
+        self.last, self.since = now, (now - self.stale if others_heard else now)
 
     def beat(self, now: datetime) -> None:
         """A heartbeat the database took at ``now``; after a gap, a new run begins."""

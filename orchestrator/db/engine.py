@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import sqlite3
 from pathlib import Path
+from typing import Any
 from urllib.parse import unquote
 
 import orjson
@@ -92,7 +93,7 @@ def make_engine(url: str, *, pool_size: int = 10, read_only: bool = False) -> En
     parsed = normalise_url(url)
     if parsed.drivername.startswith("sqlite"):
         return _sqlite_engine(parsed, read_only=read_only)
-    return create_engine(
+    engine = create_engine(
         parsed,
         pool_size=pool_size,
         max_overflow=pool_size,
@@ -106,22 +107,30 @@ def make_engine(url: str, *, pool_size: int = 10, read_only: bool = False) -> En
             "options": _session_options(parsed, read_only=read_only),
         },
     )
+    event.listen(engine, "connect", _in_utc)
+    return engine
+
+
+def _in_utc(dbapi_connection: Any, _record: object) -> None:
+    """Every session in UTC, whatever the server, the database, the role or the host's
+    PGTZ say: psycopg reads a ``timestamptz`` in the session's time zone, and east of
+    UTC the last second of 9999 (a time the Batch parser accepts) reads as the year
+    10000, which no ``datetime`` holds, so every read of that row failed. A statement,
+    not a ``-c`` option: libpq sends PGTZ after the options, and it won. Nothing shows
+    the session's zone to anyone: every time is UTC in and out (``models.UtcDateTime``)."""
+    with dbapi_connection.cursor() as cursor:
+        cursor.execute("SET TIME ZONE 'UTC'")  # allowed in a read-only transaction too
+    dbapi_connection.commit()
 
 
 def _session_options(url: URL, *, read_only: bool) -> str:
     """libpq's ``options`` for every session: the URL's own (or PGOPTIONS, which libpq
-    reads only when a connection gives none), then ours, last so that they win.
-
-    The session is in UTC, whatever the server, the database or the role say: psycopg
-    reads a ``timestamptz`` in the session's time zone, and east of UTC the last second
-    of 9999 (a time the Batch parser accepts) reads as the year 10000, which no
-    ``datetime`` holds, so every read of that row failed. Nothing here shows the
-    session's zone to anyone: every time is UTC in and out (``models.UtcDateTime``)."""
+    reads only when a connection gives none), then ours, last so that they win."""
     given = url.query.get("options")
     theirs = [given] if isinstance(given, str) else list(given or ())
     if not theirs and os.environ.get("PGOPTIONS"):
         theirs = [os.environ["PGOPTIONS"]]
-    ours = ["-c timezone=UTC", *(["-c default_transaction_read_only=on"] if read_only else [])]
+    ours = ["-c default_transaction_read_only=on"] if read_only else []
     return " ".join([*theirs, *ours])
 
 

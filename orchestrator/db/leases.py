@@ -342,6 +342,21 @@ class ProcessRegistry:
                 )
             )
 
+    def others_heard(self, owner: str, *, now: datetime, within: timedelta) -> bool:
+        """Did a process other than ``owner``, not stopped, beat within ``within`` before
+        ``now``? (``core/liveness.py``: a new process may then judge others at once.)"""
+        with self.db.transaction() as session:
+            found = session.scalar(
+                select(Process.id)
+                .where(
+                    Process.id != owner,
+                    Process.stopped_at.is_(None),
+                    Process.heartbeat_at > now - within,
+                )
+                .limit(1)
+            )
+            return found is not None
+
     def beat(self, owner: str, *, now: datetime) -> bool:
         """Still alive at ``now``; False if the row is gone (forgotten: register again)."""
         with self.db.transaction() as session:

@@ -53,7 +53,8 @@ class Presence:
     def __enter__(self) -> Presence:
         now = self.clock.now()
         self.registry.register(self.owner, self.kind, now=now)
-        self.own.registered(now)
+        others = self.registry.others_heard(self.owner, now=now, within=self.own.gap)
+        self.own.registered(now, others_heard=others)
         self.registry.db.own_heartbeats = self.own
         self._thread.start()
         return self

@@ -19,7 +19,7 @@ import time
 from collections.abc import Callable
 from datetime import datetime
 
-from orchestrator.core.request_budget import BudgetRule
+from orchestrator.core.request_budget import MAX_HOLD_SECONDS, BudgetRule
 from orchestrator.db.request_budget import BudgetStore
 from orchestrator.errors import DatabaseError
 
@@ -100,6 +100,7 @@ class SharedBudget:
 
     def rate_limited(self, retry_after: float | None) -> None:
         seconds = retry_after if retry_after is not None else DEFAULT_HOLD_SECONDS
+        seconds = min(seconds, MAX_HOLD_SECONDS)  # as the shared row's: this process too
         # Not under the lock: a thread fetching tokens holds it through a database round
         # trip, and the hold must reach the database before the tokens others take there.
         # Two plain assignments; a take racing with them waits at its next fetch anyway.

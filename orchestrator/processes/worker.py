@@ -156,7 +156,8 @@ class CancelWorker(LoopProcess):
             claims = self.store.claim_due(
                 self.owner, now=now, limit=room, lease_seconds=self.config.lease_seconds
             )
-        sends = sender.submit_all([functools.partial(self._send, claim) for claim in claims])
+        run = self._run()  # a send stops short if the database stops hearing us after it
+        sends = sender.submit_all([functools.partial(self._send, c, run) for c in claims])
         in_flight.update(zip(sends, claims, strict=True))
         self._sending = len(in_flight)
         self.story.tell_if_due(now)
@@ -261,11 +262,19 @@ class CancelWorker(LoopProcess):
             len(unstarted),
         )
 
-    def _heard(self, now: datetime) -> bool:
-        """Has the database heard this worker lately (``core/liveness.py``)? If not, its
-        leases may soon be others': it claims nothing, and sends nothing it holds."""
+    def _heard(self, now: datetime, run: datetime | None = None) -> bool:
+        """Has the database heard this worker lately (``core/liveness.py``), and, given
+        ``run`` (``_run`` when a claim was made), without a break since? If not, its
+        leases may be others' soon, or already: it claims nothing and sends nothing it
+        holds, first tries and retries alike."""
         own = self.store.db.own_heartbeats
-        return own is None or own.fresh(now)
+        return own is None or (own.fresh(now) and (run is None or own.since == run))
+
+    def _run(self) -> datetime | None:
+        """When the present unbroken run of this worker's heartbeats began (None: no
+        presence to go by)."""
+        own = self.store.db.own_heartbeats
+        return None if own is None else own.since
 
     def _paused(self, now: datetime) -> bool:
         """Is sending paused (401/403 anywhere)? Asked of the database once a second."""
@@ -287,22 +296,24 @@ class CancelWorker(LoopProcess):
 
     # --- one send (on the sender's event loop) -----------------------------------
 
-    async def _send(self, claim: Claim) -> Attempt:
+    async def _send(self, claim: Claim, run: datetime | None = None) -> Attempt:
         if self.stop.is_set() or self.client.aborted:  # its slot freed as the worker stops
             raise _NotSent  # (by a send the stop aborted): give it back as it was
         started = self.send_clock.now()
-        if not self._heard(started):  # others may take it soon: sent now, it could cross
-            raise _NotSent  # theirs
+        if not self._heard(started, run):  # others may take it soon, or have: sent now,
+            raise _NotSent  # it could cross theirs
         try:
-            return await self._send_once(claim, started)
+            return await self._send_once(claim, started, run)
         except Exception as exc:  # a bug or an answer nobody foresaw: this cancel only
             log.exception("sending the cancel failed", extra={"batch_id": claim.batch_id})
             error = f"unexpected error while sending the cancel: {describe(exc)}"
             return self._retry(claim, started, error, events=(("unexpected_error", error),))
 
-    async def _send_once(self, claim: Claim, started: datetime) -> Attempt:
+    async def _send_once(self, claim: Claim, started: datetime, run: datetime | None) -> Attempt:
         try:
-            result = await self.client.cancel(claim.batch_id)
+            result = await self.client.cancel(
+                claim.batch_id, may_retry=lambda: self._heard(self.send_clock.now(), run)
+            )
         except RetryLater as exc:
             if exc.status == 409:  # refused after retries: ask the server what is true
                 return await self._refused(claim, started, exc)

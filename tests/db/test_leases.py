@@ -139,8 +139,8 @@ def test_presence_registers_the_process_and_marks_it_stopped(database: Database)
 
 
 def test_a_heartbeat_that_may_look_like_death_is_refused() -> None:
-    with pytest.raises(ConfigError, match="PROCESS_HEARTBEAT_SECONDS must be at most half"):
-        Settings(process_heartbeat_seconds=15, process_stale_seconds=20)
+    with pytest.raises(ConfigError, match="PROCESS_HEARTBEAT_SECONDS must be at most a third"):
+        Settings(process_heartbeat_seconds=7, process_stale_seconds=20)
 
 
 @pytest.mark.postgres
@@ -216,7 +216,7 @@ def test_after_an_outage_a_live_process_keeps_its_lease(claim: Claim, database: 
     processes.register("w1", "worker", now=T0)
     processes.register("w2", "worker", now=T0)
     own = database.own_heartbeats = OwnHeartbeats(timedelta(seconds=20))  # w2's Presence
-    own.registered(T0)
+    own.registered(T0, others_heard=True)
     assert claim("w1", 0) == ["batch_a"]
     processes.beat("w1", now=at(5))
     processes.beat("w2", now=at(5))
@@ -241,7 +241,45 @@ def test_without_a_heartbeat_of_its_own_a_process_still_takes_expired_leases(
     claim: Claim, database: Database
 ) -> None:
     own = database.own_heartbeats = OwnHeartbeats(timedelta(seconds=20))
-    own.registered(T0)
+    own.registered(T0, others_heard=True)
     assert claim("w1", 0) == ["batch_a"]
     # w2 has not been heard for a minute, but w1's lease ran out: expiry needs no judge
     assert claim("w2", LEASE + 60) == ["batch_a"]
+
+
+def test_a_process_started_right_after_an_outage_keeps_off_live_leases(
+    claim: Claim, database: Database
+) -> None:
+    """w3 starts as the database comes back (a supervisor's restart, cron's next
+    ``--once``): no process has beaten lately, so it cannot tell a live w1 whose beats the
+    outage cut from a dead one, and waits as after a gap of its own."""
+    processes = ProcessRegistry(database)
+    processes.register("w1", "worker", now=T0)
+    assert claim("w1", 0) == ["batch_a"]
+    processes.beat("w1", now=at(5))  # out from 6 to 30
+    clock = ManualClock(at(30))
+    with Presence(ProcessRegistry(database), "w3", "worker", clock, every=60, stale_seconds=20):
+        assert claim("w3", 30) == []
+        processes.beat("w1", now=at(32))  # w1 lives on
+        assert claim("w3", 33) == []
+    assert takeovers(database) == []
+
+
+def test_a_process_started_while_others_beat_takes_a_dead_ones_lease_at_once(
+    claim: Claim, database: Database
+) -> None:
+    processes = ProcessRegistry(database)
+    processes.register("w1", "worker", now=T0)
+    processes.register("w2", "worker", now=T0)
+    assert claim("w1", 0) == ["batch_a"]  # then w1 dies; w2 beats on
+    processes.beat("w2", now=at(28))
+    clock = ManualClock(at(30))
+    with Presence(ProcessRegistry(database), "w3", "worker", clock, every=60, stale_seconds=20):
+        assert claim("w3", 30) == ["batch_a"]
+
+
+def test_a_heartbeat_of_half_the_stale_time_is_refused() -> None:
+    """Beats land a little more than their interval apart: at exactly half, every beat
+    broke the run (core/liveness.py) and no process could ever tell a dead one."""
+    with pytest.raises(ConfigError, match="at most a third"):
+        Settings(process_heartbeat_seconds=10, process_stale_seconds=20)

@@ -131,3 +131,22 @@ def test_pgoptions_still_applies_beside_the_utc_session(
     finally:
         engine.dispose()
     assert shown == ["UTC", "elsewhere"]
+
+
+@pytest.mark.postgres
+def test_pgtz_on_the_host_does_not_move_the_session_off_utc(
+    pg_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """libpq sends PGTZ after the ``-c`` options, so an option lost to it."""
+    monkeypatch.setenv("PGTZ", EAST)
+    for read_only in (False, True):
+        engine = make_engine(pg_url, read_only=read_only)
+        try:
+            with engine.connect() as connection:
+                zone = connection.scalar(text("SHOW timezone"))
+                year = connection.scalar(
+                    text("SELECT extract(year FROM timestamptz '9999-12-31 23:59:59+00')::text")
+                )
+        finally:
+            engine.dispose()
+        assert (zone, year) == ("UTC", "9999")

@@ -4,6 +4,7 @@ backed off, and the process goes on with the rest."""
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
@@ -71,10 +72,10 @@ def test_an_unexpected_error_sending_one_cancel_is_recorded_and_the_worker_goes_
     CancelStore(database).request([BAD, GOOD], now=clock.now(), requested_by="test")
     real = worker_client.cancel
 
-    async def cancel(batch_id: str) -> ApiResult:
+    async def cancel(batch_id: str, *, may_retry: Callable[[], bool] | None = None) -> ApiResult:
         if batch_id == BAD:
             raise KeyError("surprise")
-        return await real(batch_id)
+        return await real(batch_id, may_retry=may_retry)
 
     worker_client.cancel = cancel  # type: ignore[method-assign]
     make_worker(database, worker_client, clock).run(threading.Event(), once=True)

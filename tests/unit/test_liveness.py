@@ -17,13 +17,13 @@ def at(seconds: float) -> datetime:
 def test_a_new_process_may_judge_others_at_once() -> None:
     own = OwnHeartbeats(STALE)
     assert not own.fresh(T0) and not own.may_judge_others(T0)  # never heard
-    own.registered(T0)
+    own.registered(T0, others_heard=True)
     assert own.fresh(T0) and own.may_judge_others(T0)
 
 
 def test_beats_every_few_seconds_keep_it_a_judge() -> None:
     own = OwnHeartbeats(STALE)
-    own.registered(T0)
+    own.registered(T0, others_heard=True)
     for s in range(5, 100, 5):
         own.beat(at(s))
         assert own.may_judge_others(at(s + 4))
@@ -31,7 +31,7 @@ def test_beats_every_few_seconds_keep_it_a_judge() -> None:
 
 def test_after_a_gap_it_judges_again_only_once_heard_for_the_whole_stale_time() -> None:
     own = OwnHeartbeats(STALE)
-    own.registered(T0)
+    own.registered(T0, others_heard=True)
     own.beat(at(5))
     # the database is out from 6 to 30: the process's first claim after it comes
     # before its next beat, and its last beat is old
@@ -47,7 +47,7 @@ def test_after_a_gap_it_judges_again_only_once_heard_for_the_whole_stale_time() 
 
 def test_a_gap_of_half_the_stale_time_breaks_the_run() -> None:
     own = OwnHeartbeats(STALE)
-    own.registered(T0)
+    own.registered(T0, others_heard=True)
     own.beat(at(10))  # a gap of exactly half: unbroken
     assert own.may_judge_others(at(10))
     own.beat(at(20.5))  # longer than half

@@ -10,7 +10,7 @@ import pytest
 
 from orchestrator.api import ApiSettings, BatchApiClient, RetryLater
 from orchestrator.api.errors import ApiHeldBack
-from orchestrator.core.request_budget import Bucket, BudgetRule, Grant
+from orchestrator.core.request_budget import MAX_HOLD_SECONDS, Bucket, BudgetRule, Grant
 from orchestrator.core.retry_policy import RetryPolicy
 from orchestrator.errors import DatabaseUnavailable
 from orchestrator.processes.request_budget import MIN_WAIT, SharedBudget
@@ -274,3 +274,16 @@ def test_a_retry_held_back_after_a_request_went_out_still_went_out() -> None:
     with pytest.raises(RetryLater) as never:
         api.cancel("batch_abc")
     assert not never.value.went_out
+
+
+def test_the_process_that_met_a_day_long_429_holds_back_a_minute_at_the_most_too() -> None:
+    """The shared row's hold is capped; this process's own wait was not: it claimed due
+    cancels and put each off by a day while the others sent again after a minute."""
+    now = [0.0]
+    store = FakeStore(Grant(BUCKET, 5, 0.0), Grant(BUCKET, 5, 0.0))
+    budget = SharedBudget(store, BudgetRule(100), monotonic=lambda: now[0])  # type: ignore[arg-type]
+    budget.rate_limited(86_400.0)
+    assert store.holds == [MAX_HOLD_SECONDS]
+    assert budget.take() == pytest.approx(MAX_HOLD_SECONDS)
+    now[0] = MAX_HOLD_SECONDS + 1
+    assert budget.take() == 0.0

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import asyncio
 import itertools
 import logging
 import threading
@@ -17,9 +18,9 @@ from orchestrator.core.liveness import OwnHeartbeats
 from orchestrator.db.cancels import CancelStore
 from orchestrator.db.database import Database
 from orchestrator.db.models import Batch, BatchEvent, CancelAttempt, CancelRequest
-from orchestrator.processes.worker import CancelWorker, WorkerConfig
+from orchestrator.processes.worker import CancelWorker, WorkerConfig, _NotSent
 from orchestrator.secret import Secret
-from tests.worker.fake_api import SECRET, FakeApi, fail, ok
+from tests.worker.fake_api import SECRET, FakeApi, error, fail, ok
 
 from .conftest import POLICY, T0
 
@@ -334,7 +335,7 @@ def test_a_worker_the_database_has_not_heard_lately_claims_and_sends_nothing(
     so a cancel it sent now could cross theirs (core/liveness.py). Heard again, it sends."""
     request(database, "batch_a")
     own = database.own_heartbeats = OwnHeartbeats(timedelta(seconds=20))
-    own.registered(clock.now() - timedelta(seconds=11))
+    own.registered(clock.now() - timedelta(seconds=11), others_heard=True)
     report = make_worker(database, client, clock).run(threading.Event(), once=True)
     assert (report.accepted, api.calls[("cancel", "batch_a")]) == (0, 0)
     row = cancel_row(database, "batch_a")
@@ -352,7 +353,7 @@ def test_a_claim_held_back_unheard_is_given_back_and_sent_once_heard(
     request(database, "batch_a")
     worker = make_worker(database, client, clock)
     heard = itertools.chain([True, False], itertools.repeat(True))  # claim, send, then on
-    worker._heard = lambda now: next(heard)  # type: ignore[method-assign]
+    worker._heard = lambda now, run=None: next(heard)  # type: ignore[method-assign]
     report = worker.run(threading.Event(), once=True)
     assert (report.released, report.accepted, api.calls[("cancel", "batch_a")]) == (1, 1, 1)
     assert cancel_row(database, "batch_a").attempts == 1
@@ -491,3 +492,40 @@ def test_a_hold_whose_recording_failed_is_still_no_attempt_and_waits_the_backoff
         assert s.scalars(select(CancelAttempt)).all() == []
         kinds = s.scalars(select(BatchEvent.kind).where(BatchEvent.batch_id == "batch_h")).all()
     assert "unexpected_error" in kinds
+
+
+def test_no_retry_goes_out_once_the_database_stops_hearing_the_worker(
+    database: Database, api: FakeApi, client: AsyncBatchApiClient, clock: ManualClock
+) -> None:
+    """The first try took 15 s and met a 503, while the worker's heartbeat could not
+    reach the database: its lease may be another's by now, so no retry goes out."""
+    request(database, "batch_a")
+    own = database.own_heartbeats = OwnHeartbeats(timedelta(seconds=20))
+    own.registered(clock.now(), others_heard=True)
+
+    def slow_503(_: httpx.Request) -> httpx.Response:
+        clock.advance(15)
+        return error(503, "busy")
+
+    api.on_cancel("batch_a", slow_503)
+    make_worker(database, client, clock).run(threading.Event(), once=True)
+    assert api.calls[("cancel", "batch_a")] == 1
+    assert cancel_row(database, "batch_a").state == "pending"
+
+
+def test_a_claim_made_before_a_break_in_the_heartbeats_is_not_sent_after_it(
+    database: Database, api: FakeApi, client: AsyncBatchApiClient, clock: ManualClock
+) -> None:
+    """Claimed, then queued behind a hung send while the worker went unheard for 25 s
+    (another worker took the lease meanwhile), then heard again: it is not sent."""
+    request(database, "batch_a")
+    own = database.own_heartbeats = OwnHeartbeats(timedelta(seconds=20))
+    own.registered(clock.now(), others_heard=True)
+    worker = make_worker(database, client, clock)
+    (claim,) = CancelStore(database).claim_due("w1", now=clock.now(), limit=1, lease_seconds=120)
+    run = worker._run()
+    clock.advance(25)
+    own.beat(clock.now())  # heard again: a new run of beats
+    with pytest.raises(_NotSent):
+        asyncio.run(worker._send(claim, run))
+    assert api.calls[("cancel", "batch_a")] == 0
