@@ -33,6 +33,18 @@ __all__ = [
     "serialize",
 ]
 
+# The most an error quotes of what a server sent in a head (a status line, a header's
+# name or value, a chunk size): enough to recognise it, too little to carry the key a
+# hostile server echoes back (the scrubbing matches only the whole key).
+_QUOTED = 16
+
+
+def _quoted(value: bytes) -> str:
+    """What a server sent, for an error: as sent if it is short, as real status lines,
+    header names and values are, else only its length."""
+    return repr(value) if len(value) <= _QUOTED else f"({len(value)} bytes)"
+
+
 MAX_HEAD_BYTES = 16 * 1024  # status line and headers (h11's max_incomplete_event_size)
 MAX_CHUNK_LINE = 1024  # a chunk-size line, extensions included
 MAX_TRAILER_BYTES = 16 * 1024
@@ -124,12 +136,16 @@ def parse_head(head: bytes) -> Head:
         or len(parts[1]) != 3
         or not parts[1].isdigit()
     ):
-        raise httpx.RemoteProtocolError(f"bad status line {status_line[:60]!r}")
+        raise httpx.RemoteProtocolError(f"bad status line {_quoted(status_line)}")
     headers: list[tuple[bytes, bytes]] = []
     for line in lines[1:]:
         name, colon, value = line.partition(b":")
         if not colon or not name or name != name.strip() or b" " in name or b"\t" in name:
-            raise httpx.RemoteProtocolError(f"bad header line {line[:60]!r}")
+            raise httpx.RemoteProtocolError(
+                f"bad header line ({len(line)} bytes, name {_quoted(name)})"
+                if colon
+                else f"bad header line ({len(line)} bytes, no colon)"
+            )
         headers.append((name.lower(), value.strip(b" \t")))
     reason = parts[2] if len(parts) > 2 else b""
     return Head(int(parts[1]), reason, parts[0], headers)
@@ -221,7 +237,7 @@ class AnswerParser:
         # Checked whether or not a body may follow, as h11 does on the sync path: a
         # 204's `Content-Length: ²` went on to the caller, whose int() raised ValueError.
         if lengths and (len(set(lengths)) != 1 or not lengths[0].isdigit() or len(lengths[0]) > 18):
-            raise httpx.RemoteProtocolError(f"bad Content-Length {lengths[0][:40]!r}")
+            raise httpx.RemoteProtocolError(f"bad Content-Length {_quoted(lengths[0])}")
         if self._method == b"HEAD" or answer.status in _NO_BODY_STATUSES:
             self._framing = _NONE
             return
@@ -230,7 +246,7 @@ class AnswerParser:
                 raise httpx.RemoteProtocolError("both Content-Length and Transfer-Encoding")
             if encodings != [b"chunked"]:
                 raise httpx.RemoteProtocolError(
-                    f"unsupported Transfer-Encoding {b', '.join(encodings)[:40]!r}"
+                    f"unsupported Transfer-Encoding {_quoted(b', '.join(encodings))}"
                 )
             self._framing = _CHUNKED
             return
@@ -304,7 +320,7 @@ class AnswerParser:
                 raise httpx.RemoteProtocolError("a chunk-size line is too long")
             size = line.split(b";", 1)[0].strip()
             if not size or len(size) > 15 or size.strip(b"0123456789abcdefABCDEF"):
-                raise httpx.RemoteProtocolError(f"bad chunk size {size[:20]!r}")
+                raise httpx.RemoteProtocolError(f"bad chunk size {_quoted(size)}")
             self._remaining = int(size, 16)
             self._chunk_state = _DATA if self._remaining else _TRAILERS
         else:  # trailers, until an empty line

@@ -94,3 +94,43 @@ def test_a_bad_content_length_is_refused_whether_or_not_a_body_may_follow(
     head = b"HTTP/1.1 " + status + b"\r\nContent-Length: " + length.encode() + b"\r\n\r\n"
     with pytest.raises(httpx.RemoteProtocolError, match="Content-Length"):
         parser.feed(head)
+
+
+KEY = b"sk-proj-" + b"s3cr3t" * 10
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        b"HTTP/1.1 200 OK " + KEY,  # a good status line, then the key: read as the reason
+        b"Bearer " + KEY,  # a status line that is not one
+    ],
+)
+def test_a_bad_status_line_is_quoted_too_little_to_carry_the_key(line: bytes) -> None:
+    parser = AnswerParser(b"GET")
+    try:
+        parser.feed(line.replace(b"HTTP/1.1 200", b"HTTP/1.1 2x0") + b"\r\n\r\n")
+    except httpx.RemoteProtocolError as exc:
+        assert b"s3cr3t".decode() not in str(exc)
+    else:
+        raise AssertionError("a bad status line was read")
+
+
+@pytest.mark.parametrize(
+    "line",
+    [b"Bearer " + KEY, b"X Echo: Bearer " + KEY, b"Content-Length: " + KEY],
+)
+def test_a_bad_header_line_never_quotes_the_key_a_server_echoes(line: bytes) -> None:
+    """Up to 60 characters of the line were quoted: most of a key, in an error that is
+    logged and stored; the scrubbing matches only the whole key."""
+    parser = AnswerParser(b"GET")
+    with pytest.raises(httpx.RemoteProtocolError) as raised:
+        parser.feed(b"HTTP/1.1 200 OK\r\n" + line + b"\r\n\r\n")
+    assert "s3cr3t" not in str(raised.value)
+
+
+def test_a_header_name_or_status_line_that_is_the_key_is_not_quoted() -> None:
+    for wire in (KEY + b"\r\n\r\n", b"HTTP/1.1 200 OK\r\nX " + KEY + b": x\r\n\r\n"):
+        with pytest.raises(httpx.RemoteProtocolError) as raised:
+            AnswerParser(b"GET").feed(wire)
+        assert "s3cr3t" not in str(raised.value)
