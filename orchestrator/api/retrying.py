@@ -46,15 +46,9 @@ def _outcome_of(state: tenacity.RetryCallState) -> Outcome[Any]:
     return cast("Outcome[Any]", state.outcome.result())
 
 
-class _StopWhenAborted(tenacity.stop.stop_base):
-    def __init__(self, interrupter: Interrupter) -> None:
-        self._interrupter = interrupter
-
-    def __call__(self, retry_state: tenacity.RetryCallState) -> bool:
-        return self._interrupter.aborted
-
-
 class _StopWhen(tenacity.stop.stop_base):
+    """Stop once ``stop()`` says so (aborted; the caller may no longer retry)."""
+
     def __init__(self, stop: Callable[[], bool]) -> None:
         self._stop = stop
 
@@ -123,13 +117,18 @@ class Retrier:
                 extra={**extra, "request_id": getattr(outcome.error, "request_id", None)},
             )
 
+        interrupter = self._interrupter
+        stop = (
+            tenacity.stop_after_attempt(policy.max_in_process_attempts)
+            | _StopWhenWaitTooLong(self._planned_wait, policy.max_in_process_wait)
+            | _StopWhen(lambda: interrupter.aborted)
+        )
+        if may_retry is not None:
+            stop |= _StopWhen(lambda: not may_retry())
         return {
             "retry": tenacity.retry_if_result(_is_retry),
             "wait": self._planned_wait,
-            "stop": tenacity.stop_after_attempt(policy.max_in_process_attempts)
-            | _StopWhenWaitTooLong(self._planned_wait, policy.max_in_process_wait)
-            | _StopWhenAborted(self._interrupter)
-            | _StopWhen(lambda: may_retry is not None and not may_retry()),
+            "stop": stop,
             "before_sleep": before_sleep,
             "retry_error_callback": _outcome_of,
         }

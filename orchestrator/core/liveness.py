@@ -59,6 +59,11 @@ class OwnHeartbeats:
         """Its own heartbeat is recent: nobody may take its leases for a while yet."""
         return self.last is not None and now - self.last <= self.gap
 
+    def heard_since(self, now: datetime, since: datetime | None) -> bool:
+        """``fresh``, and (given ``since``, what ``since`` was when a lease was taken) not
+        a break in the beats since: a lease taken before a break may be another's now."""
+        return self.fresh(now) and (since is None or self.since == since)
+
     def may_judge_others(self, now: datetime) -> bool:
         """The database has heard this process without a break for ``stale``: another
         process whose heartbeat is that old did not beat, rather than go unheard."""

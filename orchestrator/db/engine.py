@@ -104,7 +104,7 @@ def make_engine(url: str, *, pool_size: int = 10, read_only: bool = False) -> En
         connect_args={
             "connect_timeout": 5,
             "application_name": "orchestrator",
-            "options": _session_options(parsed, read_only=read_only),
+            **({"options": _read_only_options(parsed)} if read_only else {}),
         },
     )
     event.listen(engine, "connect", _in_utc)
@@ -123,15 +123,15 @@ def _in_utc(dbapi_connection: Any, _record: object) -> None:
     dbapi_connection.commit()
 
 
-def _session_options(url: URL, *, read_only: bool) -> str:
-    """libpq's ``options`` for every session: the URL's own (or PGOPTIONS, which libpq
-    reads only when a connection gives none), then ours, last so that they win."""
+def _read_only_options(url: URL) -> str:
+    """libpq's ``options`` for a read-only session: the URL's own (or PGOPTIONS, which
+    libpq reads only when a connection gives none), then ours, last so that it wins.
+    (Other sessions pass none: libpq takes the URL's, or PGOPTIONS, itself.)"""
     given = url.query.get("options")
     theirs = [given] if isinstance(given, str) else list(given or ())
     if not theirs and os.environ.get("PGOPTIONS"):
         theirs = [os.environ["PGOPTIONS"]]
-    ours = ["-c default_transaction_read_only=on"] if read_only else []
-    return " ".join([*theirs, *ours])
+    return " ".join([*theirs, "-c default_transaction_read_only=on"])
 
 
 def spare_connections(engine: Engine) -> int:

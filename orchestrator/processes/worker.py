@@ -268,7 +268,7 @@ class CancelWorker(LoopProcess):
         leases may be others' soon, or already: it claims nothing and sends nothing it
         holds, first tries and retries alike."""
         own = self.store.db.own_heartbeats
-        return own is None or (own.fresh(now) and (run is None or own.since == run))
+        return own is None or own.heard_since(now, run)
 
     def _run(self) -> datetime | None:
         """When the present unbroken run of this worker's heartbeats began (None: no

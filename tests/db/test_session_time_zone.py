@@ -99,9 +99,9 @@ def test_a_list_walk_that_reached_the_end_of_the_calendar_goes_on_east_of_utc(
 def test_the_utc_session_keeps_the_urls_own_options_and_the_read_only_one(
     east_url: str,
 ) -> None:
-    """The time zone goes in libpq's ``options``, beside what the URL itself sets there
-    (passed as a connect argument, ours would otherwise replace it) and, for a reader,
-    read-only transactions; a time zone the URL asks for too is not the session's."""
+    """The session is set to UTC as it opens, whatever the URL's ``options`` ask; what
+    else they set stays, and a reader's read-only transactions go beside it (passed as a
+    connect argument, ours would otherwise replace the URL's)."""
     options = "-c search_path=elsewhere -c timezone=Asia/Tokyo"
     url = make_url(east_url).update_query_dict({"options": options})
     for read_only in (False, True):
@@ -121,23 +121,24 @@ def test_the_utc_session_keeps_the_urls_own_options_and_the_read_only_one(
 def test_pgoptions_still_applies_beside_the_utc_session(
     east_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """libpq reads PGOPTIONS only when the connection gives no ``options``, and ours
-    always does: PGOPTIONS is passed on in them."""
+    """libpq reads PGOPTIONS only when the connection gives no ``options``, and a
+    reader's does: PGOPTIONS is passed on in them."""
     monkeypatch.setenv("PGOPTIONS", "-c search_path=elsewhere")
-    engine = make_engine(east_url)
-    try:
-        with engine.connect() as connection:
-            shown = [connection.scalar(text(f"SHOW {n}")) for n in ("timezone", "search_path")]
-    finally:
-        engine.dispose()
-    assert shown == ["UTC", "elsewhere"]
+    for read_only in (False, True):
+        engine = make_engine(east_url, read_only=read_only)
+        try:
+            with engine.connect() as connection:
+                shown = [connection.scalar(text(f"SHOW {n}")) for n in ("timezone", "search_path")]
+        finally:
+            engine.dispose()
+        assert shown == ["UTC", "elsewhere"]
 
 
 @pytest.mark.postgres
 def test_pgtz_on_the_host_does_not_move_the_session_off_utc(
     pg_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """libpq sends PGTZ after the ``-c`` options, so an option lost to it."""
+    """libpq sends PGTZ after the ``-c`` options: a ``-c timezone=UTC`` lost to it."""
     monkeypatch.setenv("PGTZ", EAST)
     for read_only in (False, True):
         engine = make_engine(pg_url, read_only=read_only)
