@@ -1,10 +1,11 @@
 """The reconciler: poll every tracked batch until it is terminal, then harvest its files.
 
-One pass claims due batches page by page (leases, so two reconcilers never work
-on one batch at once), polls each page concurrently in a thread pool, applies
-each answer through the state machine (``PollStore.record_poll``), and for a
-terminal batch downloads its output and error files (``FileIngest``). Failures
-on our side of the wire never fail a batch: they are recorded and retried later.
+One pass claims due batches (leases, so two reconcilers never work on one batch at
+once), a page at first and then more as threads come free, polls them concurrently
+in a thread pool, applies each answer through the state machine
+(``PollStore.record_poll``), and for a terminal batch downloads its output and error
+files (``FileIngest``). Failures on our side of the wire never fail a batch: they are
+recorded and retried later.
 
 ``run_forever`` reads the clock once per iteration, waits with the stop event
 (never a busy loop), and rides out a database outage: it backs off, gives back
@@ -17,7 +18,7 @@ import logging
 import random
 import threading
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from datetime import datetime
 
 from orchestrator.api.client import BatchApiClient
@@ -125,35 +126,57 @@ class Reconciler(LoopProcess):
     def page_size(self) -> int:
         return self.config.page_size or self.config.concurrency * 4
 
+    @property
+    def busy(self) -> int:
+        """Claims at work at which the pass waits before claiming more: a thread each
+        (fewer if a page is smaller, so that there is always room to claim)."""
+        return min(self.config.concurrency, self.page_size)
+
     # --- the loops -------------------------------------------------------------------
 
     def run_once(self) -> PassSummary:
-        """One pass: claim and process every batch due now, page by page."""
+        """One pass: claim and process every batch due now, a thread's worth of claims
+        at a time once the first page is at work."""
         summary = PassSummary(passes=1)
         seen: set[str] = set()
         self.webhooks.check()
-        # After a list walk, GET only what was due before it and it did not reach; what
-        # fell due during it waits for the next walk.
-        due_by = self._observe_by_list(summary) if self.config.list_min_tracked > 0 else None
-        while not self.stop.is_set() and summary.auth_error is None:
-            self.heartbeat.beat()
-            now = self.clock.now()  # once per page: leases are measured from here
-            claims = self.polls.claim_due(
-                now=now,
-                owner=self.owner,
-                lease_seconds=self.config.lease_seconds,
-                limit=self.page_size,
-                due_by=due_by,
-            )
-            fresh = [c for c in claims if c.batch_id not in seen]
-            if len(fresh) < len(claims):  # due again within the pass: leave it to the next one
-                again = [c.batch_id for c in claims if c.batch_id in seen]
-                summary.released += self.polls.release(again, owner=self.owner)
-            if not fresh:
-                break
-            seen.update(c.batch_id for c in fresh)
-            summary.claimed += len(fresh)
-            self._process_page(fresh, summary)
+        running: set[Future[None]] = set()  # claims at work (and the walk's harvests)
+        failure: DatabaseUnavailable | None = None
+        try:
+            # After a list walk, GET only what was due before it and it did not reach;
+            # what fell due during it waits for the next walk.
+            due_by = None
+            if self.config.list_min_tracked > 0:
+                due_by = self._observe_by_list(summary, running)
+            while True:
+                # Claim more as soon as a thread is free, not once all that was claimed
+                # is done: one long harvest must not hold back what is due behind it.
+                failure = self._wait_for(running, fewer_than=self.busy)
+                if failure is not None or self.stop.is_set() or summary.auth_error is not None:
+                    break
+                self.heartbeat.beat()
+                now = self.clock.now()  # once per claim: leases are measured from here
+                claims = self.polls.claim_due(
+                    now=now,
+                    owner=self.owner,
+                    lease_seconds=self.config.lease_seconds,
+                    limit=self.page_size - len(running),
+                    due_by=due_by,
+                )
+                fresh = [c for c in claims if c.batch_id not in seen]
+                if len(fresh) < len(claims):  # due again within the pass: for the next one
+                    again = [c.batch_id for c in claims if c.batch_id in seen]
+                    summary.released += self.polls.release(again, owner=self.owner)
+                if not fresh:
+                    break
+                seen.update(c.batch_id for c in fresh)
+                summary.claimed += len(fresh)
+                running.update(self._pool.submit(self._process, c, summary) for c in fresh)
+        finally:  # nothing begun in this pass is left at work when it ends, or raises
+            ended = self._wait_for(running, fewer_than=1)
+        failure = failure or ended
+        if failure is not None:
+            raise failure
         self.story.tell_if_due(self.clock.now())
         return summary
 
@@ -205,9 +228,10 @@ class Reconciler(LoopProcess):
         self.sleep(self.stop, seconds)  # injected: tests do not wait
         return not self.stop.is_set()
 
-    def _observe_by_list(self, summary: PassSummary) -> datetime | None:
+    def _observe_by_list(self, summary: PassSummary, running: set[Future[None]]) -> datetime | None:
         """Observe in-flight batches a list page at a time (list_observation.py) and
-        harvest what it found ended; when it walked, the moment it began."""
+        start harvesting what it found ended (added to ``running``); when it walked,
+        the moment it began."""
         walk = self.lister.walk()
         log.debug(
             "list walk: %d page(s), %d observed; %s", walk.pages, len(walk.records), walk.stopped
@@ -215,24 +239,29 @@ class Reconciler(LoopProcess):
         summary.list_pages += walk.pages
         for record in walk.records:
             summary.merge(_found(record))
-        ended = [r for r in walk.records if r.harvest]
-        futures = [self._pool.submit(self._harvest, r.batch_id, r.file_ids, summary) for r in ended]
-        for future in futures:
-            future.result()
+        ended = [r for r in walk.records if r.harvest]  # leased: no claim takes them meanwhile
+        running.update(
+            self._pool.submit(self._harvest, r.batch_id, r.file_ids, summary) for r in ended
+        )
         return walk.started
 
-    # --- one page --------------------------------------------------------------------
+    # --- the claims at work -----------------------------------------------------------
 
-    def _process_page(self, claims: list[Claim], summary: PassSummary) -> None:
-        futures = [self._pool.submit(self._process, claim, summary) for claim in claims]
-        failure: BaseException | None = None
-        for future in futures:
-            try:
-                future.result()
-            except DatabaseUnavailable as exc:
-                failure = failure or exc
-        if failure is not None:
-            raise failure
+    @staticmethod
+    def _wait_for(running: set[Future[None]], *, fewer_than: int) -> DatabaseUnavailable | None:
+        """Wait until fewer than ``fewer_than`` claims are at work, taking the ended out
+        of ``running``. If one met an outage, wait for every other to end (nothing more
+        is claimed then) and return the first outage, for the pass to raise."""
+        failure: DatabaseUnavailable | None = None
+        while running and (len(running) >= fewer_than or failure is not None):
+            done, _ = wait(running, return_when=FIRST_COMPLETED)
+            running.difference_update(done)
+            for future in done:
+                try:
+                    future.result()
+                except DatabaseUnavailable as exc:
+                    failure = failure or exc
+        return failure
 
     def _process(self, claim: Claim, summary: PassSummary) -> None:
         """Poll (when needed) and harvest one leased batch. Whatever goes wrong with

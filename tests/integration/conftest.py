@@ -17,7 +17,7 @@ from orchestrator.clock import ManualClock
 from orchestrator.core.retry_policy import RetryPolicy
 from orchestrator.db.batches import BatchStore
 from orchestrator.db.database import Database
-from orchestrator.db.models import BatchResult
+from orchestrator.db.models import Batch, BatchResult
 from orchestrator.processes.reconciler import Reconciler, ReconcilerConfig
 from orchestrator.secret import Secret
 from orchestrator.simulator import DEFAULT_API_KEY, Simulator, SimulatorConfig, SimulatorServer
@@ -122,6 +122,13 @@ def reconciler(database: Database, sim: Sim, clock: ManualClock) -> Iterator[Rec
 
 def track(database: Database, clock: ManualClock, *batch_ids: str) -> None:
     BatchStore(database).track(list(batch_ids), now=clock.now(), source="track")
+
+
+def harvest_done(database: Database, batch_id: str) -> bool:
+    """Is the batch's harvest done? (A claim that finds nothing due is no proof that all
+    is done: what the pass claimed before may still be at work.)"""
+    with database.transaction() as session:
+        return session.scalar(select(Batch.harvest_state).where(Batch.id == batch_id)) == "done"
 
 
 def stored_outcomes(database: Database, batch_id: str) -> dict[str, str]:

@@ -21,7 +21,7 @@ from orchestrator.errors import DatabaseUnavailable
 from orchestrator.processes.reconciler import Reconciler, ReconcilerConfig
 from orchestrator.processes.worker import CancelWorker, WorkerConfig
 
-from .conftest import Sim, expected_outcomes, stored_outcomes, track
+from .conftest import Sim, expected_outcomes, harvest_done, stored_outcomes, track
 
 FAILURES = 5_000  # far past 1,024, where 2**n stopped being a float
 
@@ -98,7 +98,7 @@ def test_the_reconciler_rides_out_thousands_of_failures_then_harvests(
     def flaky_claim(self: PollStore, **kwargs: Any) -> list[PollClaim]:
         down.check()
         claims = real_claim(self, **kwargs)
-        if not claims:
+        if not claims and harvest_done(database, batch_id):
             stop.set()  # everything done: ask the loop to end, as SIGTERM would
         return claims
 

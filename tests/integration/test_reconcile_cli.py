@@ -15,7 +15,14 @@ from orchestrator.db.polls import PollStore
 from orchestrator.errors import DatabaseUnavailable
 from orchestrator.simulator import DEFAULT_API_KEY, FaultRule
 
-from .conftest import ReconcilerFactory, Sim, expected_outcomes, stored_outcomes, track
+from .conftest import (
+    ReconcilerFactory,
+    Sim,
+    expected_outcomes,
+    harvest_done,
+    stored_outcomes,
+    track,
+)
 
 
 @pytest.fixture
@@ -80,7 +87,7 @@ def test_run_forever_rides_out_a_database_outage_and_stops_on_request(
             outages[0] -= 1
             raise DatabaseUnavailable("database unavailable: connection refused")
         claims = real_claim(self, **kwargs)
-        if not claims:
+        if not claims and harvest_done(database, batch_id):
             stop.set()  # everything done: ask the loop to end, as SIGTERM would
         return claims
 
