@@ -61,6 +61,8 @@ __all__ = ["CancelStore", "Claim", "RequestSummary", "WithdrawSummary"]
 
 log = logging.getLogger(__name__)
 
+FORGOTTEN = "forgotten"  # what ``record_attempts`` says of a request dropped meanwhile
+
 
 @dataclass(frozen=True)
 class Claim:
@@ -214,6 +216,10 @@ class CancelStore:
         Rows are locked batches first, then requests, each in id order: the
         order every other writer uses, so two processes cannot deadlock.
         Returns each request's state afterwards.
+
+        An answer whose request is gone (``forget`` dropped the batch once the lease
+        ran out, the answer still in flight) is dropped: logged, nothing written, its
+        state said as ``forgotten``. An answer never creates a row.
         """
         if not finished:
             return {}
@@ -225,10 +231,20 @@ class CancelStore:
                 _lock_batches(self.db, connection, observed_ids),
                 lock_requests(self.db, connection, ids),
             )
+            gone: dict[str, str] = {}
             for claim, attempt in finished:
-                record.attempt(claim.batch_id, attempt)
+                if claim.batch_id in record.requests:
+                    record.attempt(claim.batch_id, attempt)
+                else:
+                    gone[claim.batch_id] = FORGOTTEN
+                    log.info(
+                        "forgotten while its cancel was in flight: the answer (%s) is dropped",
+                        attempt.outcome.value,
+                        extra={"batch_id": claim.batch_id, "action": "cancel_dropped"},
+                    )
             record.write(self.db, connection)
-            return {batch_id: r.state.value for batch_id, r in record.requests.items()}
+            states = {batch_id: r.state.value for batch_id, r in record.requests.items()}
+            return {**states, **gone}
 
     # --- the shared stop on 401/403 --------------------------------------------
 

@@ -240,7 +240,12 @@ def record_polled(
     """Lock the batches of ``observed`` (id order, as every writer locks), record each
     observation, and write them all: a few statements for the whole page. ``u`` draws
     each batch's random unit, in id order. ``locked``: the rows, locked and read by
-    the caller already (in id order)."""
+    the caller already (in id order).
+
+    Only rows that exist are written, and only by UPDATE: a poll never creates a
+    batch's row (an operator's ``track``, ``cancel`` or ``sync``, or a webhook's
+    adoption, does). A batch whose row is gone (``forget`` dropped it while its poll
+    was in flight) has no record in the list returned."""
     rows = list(locked) if locked is not None else _lock(session, sorted(observed))
     arrivals = _arrivals(session, [r.batch.id for r in rows], terms.now)
     ended = [r.batch.id for r in rows if _ends(r, observed[r.batch.id])]

@@ -9,6 +9,7 @@ decided.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -26,6 +27,8 @@ from orchestrator.db.models import Batch, BatchEvent, ResultFile, table_of
 from orchestrator.db.poll_writes import PollRecord, PollTerms, record_polled
 
 __all__ = ["Attention", "Claim", "HarvestRecord", "PollRecord", "PollStore", "PollTerms"]
+
+log = logging.getLogger(__name__)
 
 
 def _status(row: Batch) -> BatchStatus | None:
@@ -132,17 +135,26 @@ class PollStore:
         lease_seconds: float,
         u: float,
         webhooks: bool = False,
-    ) -> PollRecord:
+    ) -> PollRecord | None:
         """Apply what the server said and schedule what follows, in one transaction.
 
         ``now`` is when the poll's GET began. A webhook for this batch recorded since
         then may tell of a change the GET was too early to see: the batch stays due
-        at once instead of waiting out the delay (``webhooks``: they are flowing)."""
+        at once instead of waiting out the delay (``webhooks``: they are flowing).
+
+        None, and nothing written, if the batch's row is gone: it was forgotten while
+        the GET was in flight (a poll never creates a row, see ``record_polled``)."""
         with self.db.transaction() as session:
-            self.batches.ensure_rows(session, [observed.id], now=now, source=SOURCE)
             terms = PollTerms(now, owner, policy, lease_seconds, webhooks)
-            [record] = record_polled(self.db, session, {observed.id: observed}, terms, lambda: u)
-            return record
+            records = record_polled(self.db, session, {observed.id: observed}, terms, lambda: u)
+        if not records:
+            log.info(
+                "forgotten while its poll was in flight: the answer is dropped",
+                extra={"batch_id": observed.id, "action": "poll_dropped"},
+            )
+            return None
+        [record] = records
+        return record
 
     def record_failure(
         self,

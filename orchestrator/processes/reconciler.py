@@ -333,6 +333,8 @@ class Reconciler(LoopProcess):
             u=self.random_unit(),
             webhooks=self.webhooks.flowing,
         )
+        if record is None:  # forgotten while the GET was in flight: nothing to follow
+            return None
         summary.merge(_found(record))
         self.story.add(polled=1)
         return record
