@@ -53,9 +53,9 @@ NOT_FOUND_MESSAGE = "no such batch, or not visible to this key (check the id, or
 
 
 class _NotSent(Exception):
-    """A send that started once the worker was stopping, or while the database had not
-    heard this worker for a while (its leases may soon be others'): nothing left the
-    host."""
+    """A send that started once the worker was stopping, while the database had not
+    heard this worker for a while (its leases may soon be others'), or once this process
+    knew sending was paused (a 401/403): nothing left the host."""
 
 
 @dataclass
@@ -98,6 +98,9 @@ class CancelWorker(LoopProcess):
         self.report = WorkerReport()
         self._pause: SendingPause | None = None
         self._pause_checked: datetime | None = None
+        # A 401/403 met on the sender's event loop, until ``_pause_everyone`` has written
+        # it as the pause: no queued send starts meanwhile (``_may_send``).
+        self._refused_until: datetime | None = None
         self._sending = 0  # claims handed to the pool and not yet recorded
         self.story = PeriodicSummary(
             "worker",
@@ -277,7 +280,11 @@ class CancelWorker(LoopProcess):
         return None if own is None else own.since
 
     def _paused(self, now: datetime) -> bool:
-        """Is sending paused (401/403 anywhere)? Asked of the database once a second."""
+        """Is sending paused (401/403 anywhere)? Asked of the database once a second; a
+        401/403 met here and not yet written as the pause counts too."""
+        refused = self._refused_until
+        if refused is not None and refused > now:
+            return True
         if self._pause_checked is None or now - self._pause_checked >= PAUSE_CHECK_INTERVAL:
             self._pause = self.store.active_pause(now)
             self._pause_checked = now
@@ -294,25 +301,39 @@ class CancelWorker(LoopProcess):
         self.report.paused = pause.reason
         return True
 
+    def _may_send(self, now: datetime, run: datetime | None) -> bool:
+        """May a send, or an in-process retry, start at ``now``: the database has heard
+        this worker (``_heard``), and sending is not paused as far as this process knows
+        (the pause it last read, or a 401/403 met here and not yet written as one).
+        Asked on the sender's event loop: it reads the loop thread's values, never the
+        database."""
+        refused, pause = self._refused_until, self._pause
+        if (refused is not None and refused > now) or (pause is not None and pause.until > now):
+            return False
+        return self._heard(now, run)
+
     # --- one send (on the sender's event loop) -----------------------------------
 
     async def _send(self, claim: Claim, run: datetime | None = None) -> Attempt:
         if self.stop.is_set() or self.client.aborted:  # its slot freed as the worker stops
             raise _NotSent  # (by a send the stop aborted): give it back as it was
         started = self.send_clock.now()
-        if not self._heard(started, run):  # others may take it soon, or have: sent now,
-            raise _NotSent  # it could cross theirs
+        if not self._may_send(started, run):  # unheard: others may take it soon, or have
+            raise _NotSent  # (sent now, it could cross theirs); paused: it would be refused
         try:
-            return await self._send_once(claim, started, run)
+            attempt = await self._send_once(claim, started, run)
         except Exception as exc:  # a bug or an answer nobody foresaw: this cancel only
             log.exception("sending the cancel failed", extra={"batch_id": claim.batch_id})
             error = f"unexpected error while sending the cancel: {describe(exc)}"
             return self._retry(claim, started, error, events=(("unexpected_error", error),))
+        if attempt.outcome is AttemptOutcome.AUTH:  # before its slot starts a queued send
+            self._refused_until = attempt.retry_at
+        return attempt
 
     async def _send_once(self, claim: Claim, started: datetime, run: datetime | None) -> Attempt:
         try:
             result = await self.client.cancel(
-                claim.batch_id, may_retry=lambda: self._heard(self.send_clock.now(), run)
+                claim.batch_id, may_retry=lambda: self._may_send(self.send_clock.now(), run)
             )
         except RetryLater as exc:
             if exc.status == 409:  # refused after retries: ask the server what is true
@@ -488,6 +509,7 @@ class CancelWorker(LoopProcess):
         until = now + timedelta(seconds=self._auth_pause())
         self.store.pause(reason, now=now, until=until)
         self._pause, self._pause_checked = self.store.active_pause(now), now
+        self._refused_until = None  # written: the pause read (``resume`` lifts it) rules
         log.error(
             "ALL SENDING PAUSED for %.0fs: %s Fix it, then `orchestrator resume`.",
             self._auth_pause(),

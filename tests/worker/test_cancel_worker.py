@@ -4,6 +4,9 @@ import asyncio
 import itertools
 import logging
 import threading
+from collections import Counter
+from collections.abc import Sequence
+from concurrent.futures import Future
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -18,6 +21,7 @@ from orchestrator.core.liveness import OwnHeartbeats
 from orchestrator.db.cancels import CancelStore
 from orchestrator.db.database import Database
 from orchestrator.db.models import Batch, BatchEvent, CancelAttempt, CancelRequest
+from orchestrator.processes.sender import AsyncSender
 from orchestrator.processes.worker import CancelWorker, WorkerConfig, _NotSent
 from orchestrator.secret import Secret
 from tests.worker.fake_api import SECRET, FakeApi, error, fail, ok
@@ -216,6 +220,97 @@ def test_resume_lifts_the_pause_and_the_held_back_cancels_go_out_at_once(
     assert (after.paused, after.accepted) == (None, 1)
     assert cancel_row(database, "batch_k").state == "accepted"
     assert CancelStore(database).resume(now=clock.now()) == (None, 0)  # twice is harmless
+
+
+def test_after_a_401_the_cancels_queued_behind_it_are_given_back_unsent(
+    database: Database, api: FakeApi, client: AsyncBatchApiClient, clock: ManualClock
+) -> None:
+    """A tick claims twice the concurrency (8); the first 401 is known before any queued
+    send starts: those are never sent (each would have met its own 401 and counted as an
+    attempt), but given back as they were, due when the pause ends or ``resume`` lifts
+    it. Only sends already on the wire (at most the concurrency) may meet the 401 too."""
+    ids = [f"batch_{i}" for i in range(8)]
+    for batch_id in ids:
+        api.on_cancel(batch_id, fail(401, "Incorrect API key provided"))
+    request(database, *ids)
+    report = make_worker(database, client, clock).run(threading.Event(), once=True)
+    assert report.paused is not None
+    sent = [b for b in ids if api.calls[("cancel", b)]]
+    assert 1 <= len(sent) <= 4 and report.released == len(ids) - len(sent), (sent, report)
+    with database.transaction() as s:
+        attempted = sorted(s.scalars(select(CancelAttempt.batch_id)))
+    assert attempted == sorted(sent)
+    for batch_id in ids:
+        row = cancel_row(database, batch_id)
+        if batch_id in sent:
+            assert (row.state, row.attempts, row.last_http_status) == ("pending", 1, 401)
+        else:  # untouched: no attempt, no error, no lease, and no backoff of its own
+            assert (row.state, row.attempts, row.lease_owner) == ("pending", 0, None)
+            assert (row.last_attempt_at, row.last_http_status, row.last_error) == (None,) * 3
+            assert row.next_attempt_at is not None
+            assert row.next_attempt_at.replace(tzinfo=T0.tzinfo) <= clock.now()
+
+    clock.advance(5)  # while the pause holds, no worker sends them
+    held = make_worker(database, client, clock, owner="w2").run(threading.Event(), once=True)
+    assert (held.sent, sum(api.calls.values())) == (0, len(sent))
+    for batch_id in ids:  # the key is fixed
+        api.on_cancel(batch_id, ok(batch_id, "cancelling"))
+    lifted, _ = CancelStore(database).resume(now=clock.now())
+    assert lifted is not None and CancelStore(database).due_count(clock.now()) == len(ids)
+    after = make_worker(database, client, clock, owner="w3").run(threading.Event(), once=True)
+    assert (after.paused, after.accepted) == (None, len(ids))
+    assert all(api.calls[("cancel", b)] == 1 + (b in sent) for b in ids)
+
+
+def test_no_retry_goes_out_once_another_send_met_a_401(
+    database: Database, clock: ManualClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two sends on the wire: batch_a meets a 503, and while it waits to retry in-process
+    batch_k meets a 401. The retry does not go out (the key is refused: it would be a
+    second request refused); batch_a's one try is recorded, as any try that went out."""
+    futures: dict[str, Future[Any]] = {}
+    submitted = threading.Event()  # the sends may start before submit_all returns
+
+    class Recording(AsyncSender):
+        def submit_all(self, sends: Sequence[Any]) -> list[Future[Any]]:
+            made = super().submit_all(sends)
+            futures.update((send.args[0].batch_id, f) for send, f in zip(sends, made, strict=True))
+            submitted.set()
+            return made
+
+    calls: Counter[str] = Counter()
+    a_answered = asyncio.Event()
+
+    async def handle(request: httpx.Request) -> httpx.Response:
+        batch_id = request.url.path.split("/")[-2]
+        calls[batch_id] += 1
+        if batch_id == "batch_a":
+            a_answered.set()
+            return (
+                error(503, "busy") if calls[batch_id] == 1 else ok(batch_id, "cancelling")(request)
+            )
+        await a_answered.wait()  # batch_a is on the wire first, whatever the tasks' order
+        return error(401, "Incorrect API key provided")
+
+    async def sleep(_seconds: float) -> None:  # batch_a's wait to retry: until batch_k ended
+        assert await asyncio.to_thread(submitted.wait, 30)
+        await asyncio.wrap_future(futures["batch_k"])
+
+    client = AsyncBatchApiClient(
+        ApiSettings(api_key=Secret(SECRET), base_url="https://api.test/v1"),
+        policy=POLICY,
+        transport=httpx.MockTransport(handle),
+        sleep=sleep,
+        clock=clock,
+        random=lambda: 0.0,
+    )
+    monkeypatch.setattr("orchestrator.processes.worker.AsyncSender", Recording)
+    request(database, "batch_a", "batch_k")
+    report = make_worker(database, client, clock).run(threading.Event(), once=True)
+    assert report.paused is not None
+    assert calls == Counter({"batch_a": 1, "batch_k": 1})
+    row = cancel_row(database, "batch_a")
+    assert (row.state, row.attempts, row.last_http_status) == ("pending", 1, 503)
 
 
 def test_leases_keep_a_request_to_one_worker_and_expire_for_recovery(
