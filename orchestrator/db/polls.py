@@ -19,7 +19,7 @@ from orchestrator.core.harvest import FileState, HarvestState
 from orchestrator.core.observation import BatchObservation
 from orchestrator.core.poll_policy import PollPolicy
 from orchestrator.core.status import BatchStatus, parse_status
-from orchestrator.db.batches import BatchStore, event_row, event_values, unrepeated
+from orchestrator.db.batches import event_row, event_values, unrepeated
 from orchestrator.db.database import Database
 from orchestrator.db.harvest_end import ERROR_CHARS, SOURCE, settle_harvest
 from orchestrator.db.leases import PROCESS_STALE_SECONDS, Leases
@@ -72,7 +72,6 @@ class Attention:
 class PollStore:
     def __init__(self, db: Database, *, stale_seconds: float = PROCESS_STALE_SECONDS) -> None:
         self.db = db
-        self.batches = BatchStore(db)
         self.leases = Leases(db, table_of(Batch), "id", source=SOURCE, stale_seconds=stale_seconds)
 
     # --- leases -----------------------------------------------------------------

@@ -142,7 +142,7 @@ class CancelWorker(LoopProcess):
         self._collect(flight, sender.take_finished())
         now = self.clock.now()
         self._record(flight.finished)
-        if flight.unsent and not self.stop.is_set():  # held back unheard: claim them anew
+        if flight.unsent and not self.stop.is_set():  # held back (unheard, paused): anew
             self.report.released += self.store.release(
                 self.owner, [c.batch_id for c in flight.unsent]
             )
