@@ -132,6 +132,11 @@ class Reconciler(LoopProcess):
         (fewer if a page is smaller, so that there is always room to claim)."""
         return min(self.config.concurrency, self.page_size)
 
+    @property
+    def claims_per_thread(self) -> int:
+        """Claims taken for each free thread: a page's share of a thread."""
+        return max(1, self.page_size // self.busy)
+
     # --- the loops -------------------------------------------------------------------
 
     def run_once(self) -> PassSummary:
@@ -141,7 +146,8 @@ class Reconciler(LoopProcess):
         seen: set[str] = set()
         self.webhooks.check()
         running: set[Future[None]] = set()  # claims at work (and the walk's harvests)
-        failure: DatabaseUnavailable | None = None
+        again: list[str] = []  # due again within the pass: held till its end, for the next
+        failure: BaseException | None = None
         try:
             # After a list walk, GET only what was due before it and it did not reach;
             # what fell due during it waits for the next walk.
@@ -149,8 +155,10 @@ class Reconciler(LoopProcess):
             if self.config.list_min_tracked > 0:
                 due_by = self._observe_by_list(summary, running)
             while True:
-                # Claim more as soon as a thread is free, not once all that was claimed
-                # is done: one long harvest must not hold back what is due behind it.
+                # Claim for the threads free as soon as one is, not once all that was
+                # claimed is done: one long harvest must not hold back what is due behind
+                # it. A few claims a free thread, as a page is a few a thread: no more, or
+                # they would wait behind it with their leases running out.
                 failure = self._wait_for(running, fewer_than=self.busy)
                 if failure is not None or self.stop.is_set() or summary.auth_error is not None:
                     break
@@ -160,20 +168,20 @@ class Reconciler(LoopProcess):
                     now=now,
                     owner=self.owner,
                     lease_seconds=self.config.lease_seconds,
-                    limit=self.page_size - len(running),
+                    limit=(self.busy - len(running)) * self.claims_per_thread,
                     due_by=due_by,
                 )
-                fresh = [c for c in claims if c.batch_id not in seen]
-                if len(fresh) < len(claims):  # due again within the pass: for the next one
-                    again = [c.batch_id for c in claims if c.batch_id in seen]
-                    summary.released += self.polls.release(again, owner=self.owner)
-                if not fresh:
+                if not claims:
                     break
+                fresh = [c for c in claims if c.batch_id not in seen]
+                again += [c.batch_id for c in claims if c.batch_id in seen]
                 seen.update(c.batch_id for c in fresh)
-                summary.claimed += len(fresh)
+                summary.merge(PassSummary(claimed=len(fresh)))  # threads merge meanwhile
                 running.update(self._pool.submit(self._process, c, summary) for c in fresh)
         finally:  # nothing begun in this pass is left at work when it ends, or raises
             ended = self._wait_for(running, fewer_than=1)
+            if again:
+                summary.released += self.polls.release(again, owner=self.owner)
         failure = failure or ended
         if failure is not None:
             raise failure
@@ -248,19 +256,17 @@ class Reconciler(LoopProcess):
     # --- the claims at work -----------------------------------------------------------
 
     @staticmethod
-    def _wait_for(running: set[Future[None]], *, fewer_than: int) -> DatabaseUnavailable | None:
+    def _wait_for(running: set[Future[None]], *, fewer_than: int) -> BaseException | None:
         """Wait until fewer than ``fewer_than`` claims are at work, taking the ended out
-        of ``running``. If one met an outage, wait for every other to end (nothing more
-        is claimed then) and return the first outage, for the pass to raise."""
-        failure: DatabaseUnavailable | None = None
+        of ``running``. If one raised (an outage; a walk's harvest that failed
+        unforeseen), wait for every other to end (nothing more is claimed then) and
+        return the first exception, for the pass to raise."""
+        failure: BaseException | None = None
         while running and (len(running) >= fewer_than or failure is not None):
             done, _ = wait(running, return_when=FIRST_COMPLETED)
             running.difference_update(done)
             for future in done:
-                try:
-                    future.result()
-                except DatabaseUnavailable as exc:
-                    failure = failure or exc
+                failure = failure or future.exception()
         return failure
 
     def _process(self, claim: Claim, summary: PassSummary) -> None:

@@ -101,6 +101,7 @@ class CancelWorker(LoopProcess):
         # A 401/403 met on the sender's event loop, until ``_pause_everyone`` has written
         # it as the pause: no queued send starts meanwhile (``_may_send``).
         self._refused_until: datetime | None = None
+        self._unwritten_pause: Attempt | None = None  # its 401/403, until written
         self._sending = 0  # claims handed to the pool and not yet recorded
         self.story = PeriodicSummary(
             "worker",
@@ -142,6 +143,7 @@ class CancelWorker(LoopProcess):
         self._collect(flight, sender.take_finished())
         now = self.clock.now()
         self._record(flight.finished)
+        self._write_pause()
         if flight.unsent and not self.stop.is_set():  # held back (unheard, paused): anew
             self.report.released += self.store.release(
                 self.owner, [c.batch_id for c in flight.unsent]
@@ -207,7 +209,14 @@ class CancelWorker(LoopProcess):
         auth = [a for _, a in finished if a.outcome is AttemptOutcome.AUTH]
         finished.clear()
         if auth:
-            self._pause_everyone(auth[0])
+            self._unwritten_pause = auth[0]
+
+    def _write_pause(self) -> None:
+        """Write the pause a 401/403 asked for; one an outage kept from being written
+        is written at the next turn (until then this worker alone holds back)."""
+        if self._unwritten_pause is not None:
+            self._pause_everyone(self._unwritten_pause)
+            self._unwritten_pause = None
 
     def _record_alone(self, claim: Claim, attempt: Attempt) -> str:
         """Record one answer; if even that fails, record only that it could not be
@@ -252,6 +261,7 @@ class CancelWorker(LoopProcess):
             self.sleep(threading.Event(), delay)  # self.stop is set: a fresh event waits
             try:
                 self._record(finished)
+                self._write_pause()  # a 401 met while stopping still pauses the others
                 self.report.released += self.store.release(
                     self.owner, [c.batch_id for c in unstarted]
                 )
@@ -337,7 +347,7 @@ class CancelWorker(LoopProcess):
             )
         except RetryLater as exc:
             if exc.status == 409:  # refused after retries: ask the server what is true
-                return await self._refused(claim, started, exc)
+                return await self._refused(claim, started, exc, run)
             return self._retry(
                 claim,
                 started,
@@ -350,7 +360,7 @@ class CancelWorker(LoopProcess):
         except ApiAuthError as exc:
             return self._attempt(AttemptOutcome.AUTH, started, exc, retry_in=self._auth_pause())
         except (ApiNotFoundError, ApiRejectedError) as exc:
-            return await self._refused(claim, started, exc)
+            return await self._refused(claim, started, exc, run)
         except InvalidBatchId as exc:
             return Attempt(AttemptOutcome.INVALID, started, self.send_clock.now(), error=str(exc))
         except ApiError as exc:  # protocol or transport error that escaped the client
@@ -364,6 +374,7 @@ class CancelWorker(LoopProcess):
                 claim,
                 started,
                 error,
+                run=run,
                 status=result.status,
                 request_id=result.request_id,
                 events=(("anomaly", error),),
@@ -378,10 +389,14 @@ class CancelWorker(LoopProcess):
         )
 
     async def _refused(
-        self, claim: Claim, started: datetime, exc: ApiStatusError | RetryLater
+        self,
+        claim: Claim,
+        started: datetime,
+        exc: ApiStatusError | RetryLater,
+        run: datetime | None,
     ) -> Attempt:
         return await self._after_refusal(
-            claim, started, str(exc), status=exc.status, request_id=exc.request_id
+            claim, started, str(exc), run=run, status=exc.status, request_id=exc.request_id
         )
 
     async def _after_refusal(
@@ -390,12 +405,24 @@ class CancelWorker(LoopProcess):
         started: datetime,
         error: str,
         *,
+        run: datetime | None,
         status: int | None,
         request_id: str | None,
         events: tuple[tuple[str, str], ...] = (),
     ) -> Attempt:
         """The cancel was refused (or its answer was wrong): GET the batch and record
-        the truth. An answer about another batch is an anomaly, never applied."""
+        the truth. An answer about another batch is an anomaly, never applied. The GET
+        waits, as a send would, while sending is paused or the worker is unheard."""
+        if not self._may_send(self.send_clock.now(), run):
+            return self._retry(
+                claim,
+                started,
+                f"{error}; the GET that follows it was held back (sending paused, or this "
+                "worker unheard)",
+                status=status,
+                request_id=request_id,
+                events=events,
+            )
         try:
             result = await self.client.retrieve(claim.batch_id)
             observed = parse_batch(result.data, expected_id=claim.batch_id)

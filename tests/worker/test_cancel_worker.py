@@ -21,6 +21,7 @@ from orchestrator.core.liveness import OwnHeartbeats
 from orchestrator.db.cancels import CancelStore
 from orchestrator.db.database import Database
 from orchestrator.db.models import Batch, BatchEvent, CancelAttempt, CancelRequest
+from orchestrator.errors import DatabaseUnavailable
 from orchestrator.processes.sender import AsyncSender
 from orchestrator.processes.worker import CancelWorker, WorkerConfig, _NotSent
 from orchestrator.secret import Secret
@@ -311,6 +312,83 @@ def test_no_retry_goes_out_once_another_send_met_a_401(
     assert calls == Counter({"batch_a": 1, "batch_k": 1})
     row = cancel_row(database, "batch_a")
     assert (row.state, row.attempts, row.last_http_status) == ("pending", 1, 503)
+
+
+def test_no_get_follows_a_refused_cancel_once_another_send_met_a_401(
+    database: Database, clock: ManualClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """batch_k meets a 401; batch_a's cancel, answered 404 only after that, would be
+    followed by a GET of the batch: it is held back as a retry would be (the key is
+    refused: it would be one more request refused)."""
+    futures: dict[str, Future[Any]] = {}
+    submitted = threading.Event()
+
+    class Recording(AsyncSender):
+        def submit_all(self, sends: Sequence[Any]) -> list[Future[Any]]:
+            made = super().submit_all(sends)
+            futures.update((send.args[0].batch_id, f) for send, f in zip(sends, made, strict=True))
+            submitted.set()
+            return made
+
+    calls: Counter[tuple[str, str]] = Counter()
+
+    async def handle(request: httpx.Request) -> httpx.Response:
+        parts = request.url.path.split("/")
+        cancel = parts[-1] == "cancel"
+        batch_id = parts[-2] if cancel else parts[-1]
+        calls[("cancel" if cancel else "get", batch_id)] += 1
+        if batch_id == "batch_k":
+            return error(401, "Incorrect API key provided")
+        if cancel:  # batch_a: refused once batch_k's 401 is known
+            assert await asyncio.to_thread(submitted.wait, 30)
+            await asyncio.wrap_future(futures["batch_k"])
+            return error(404, "No batch found")
+        return ok(batch_id, "in_progress")(request)
+
+    client = AsyncBatchApiClient(
+        ApiSettings(api_key=Secret(SECRET), base_url="https://api.test/v1"),
+        policy=POLICY,
+        transport=httpx.MockTransport(handle),
+        clock=clock,
+        random=lambda: 0.0,
+    )
+    monkeypatch.setattr("orchestrator.processes.worker.AsyncSender", Recording)
+    request(database, "batch_a", "batch_k")
+    report = make_worker(database, client, clock).run(threading.Event(), once=True)
+    assert report.paused is not None
+    # Before: the GET of batch_a went out after the 401.
+    assert calls == Counter({("cancel", "batch_a"): 1, ("cancel", "batch_k"): 1})
+    row = cancel_row(database, "batch_a")
+    assert (row.state, row.attempts, row.last_http_status) == ("pending", 1, 404)
+    assert row.last_error is not None and "held back" in row.last_error
+
+
+def test_a_pause_an_outage_kept_from_being_written_is_written_at_the_next_turn(
+    database: Database,
+    api: FakeApi,
+    client: AsyncBatchApiClient,
+    clock: ManualClock,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    api.on_cancel("batch_a", fail(401, "Incorrect API key provided"))
+    request(database, "batch_a")
+    pause = CancelStore.pause
+    failed: list[str] = []
+
+    def flaky_pause(self: CancelStore, reason: str, *, now: datetime, until: datetime) -> None:
+        if not failed:
+            failed.append(reason)
+            raise DatabaseUnavailable("database unavailable: connection refused")
+        pause(self, reason, now=now, until=until)
+
+    monkeypatch.setattr(CancelStore, "pause", flaky_pause)
+    worker = make_worker(database, client, clock, db_retry_initial_seconds=0.001)
+    report = worker.run(threading.Event(), once=True)
+    assert failed and report.db_outages == 1
+    # Before: the answer was recorded, then the pause was lost with the outage, and every
+    # other worker went on sending with the refused key.
+    written = CancelStore(database).active_pause(clock.now())
+    assert written is not None and "HTTP 401" in written.reason
 
 
 def test_leases_keep_a_request_to_one_worker_and_expire_for_recovery(
