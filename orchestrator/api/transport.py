@@ -164,10 +164,15 @@ def pooled_transports() -> Callable[[], httpx.BaseTransport]:
 
 
 class ThreadLocalTransport(httpx.BaseTransport):
+    """A pool per thread that sends through it. A thread that ended has its pool closed
+    (its kept-alive sockets with it) and let go when the next thread makes one: threads
+    that come and go (a list walk's helpers, one set per walk) would otherwise each leave
+    a pool and its open sockets behind for as long as the process runs."""
+
     def __init__(self, factory: Callable[[], httpx.BaseTransport] | None = None) -> None:
         self._factory = factory or pooled_transports()
         self._local = threading.local()
-        self._all: list[httpx.BaseTransport] = []
+        self._all: list[tuple[threading.Thread, httpx.BaseTransport]] = []
         self._lock = threading.Lock()
 
     def _mine(self) -> httpx.BaseTransport:
@@ -176,7 +181,11 @@ class ThreadLocalTransport(httpx.BaseTransport):
             transport = self._factory()
             self._local.transport = transport
             with self._lock:
-                self._all.append(transport)
+                ended = [t for thread, t in self._all if not thread.is_alive()]
+                self._all = [(th, t) for th, t in self._all if th.is_alive()]
+                self._all.append((threading.current_thread(), transport))
+            for pool in ended:  # its thread is gone: nothing else sends through it
+                pool.close()
         return transport
 
     def handle_request(self, request: httpx.Request) -> httpx.Response:
@@ -185,5 +194,5 @@ class ThreadLocalTransport(httpx.BaseTransport):
     def close(self) -> None:
         with self._lock:
             transports, self._all = self._all, []
-        for transport in transports:
+        for _, transport in transports:
             transport.close()

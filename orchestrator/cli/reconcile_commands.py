@@ -79,20 +79,31 @@ def describe(summary: PassSummary) -> str:
         f"{summary.harvested} harvested: {summary.results_stored:,} result(s) stored, "
         f"{summary.duplicates} duplicate(s) skipped, {summary.line_errors} unreadable line(s)"
     )
+    left_out = summary.left_out
     if summary.cancels_closed:
         outcomes = ", ".join(f"{b} {o}" for b, o in sorted(summary.cancels_closed.items()))
-        text += f"; cancels closed: {outcomes}"
+        text += f"; cancels closed: {outcomes}{_more(left_out['cancels_closed'])}"
     if summary.unknown:
         text += (
-            f"; stopped polling {len(summary.unknown)} batch(es) the API has never shown "
-            f"(still 404 after an hour; `orchestrator track ID` resumes): "
-            f"{', '.join(sorted(summary.unknown))}"
+            f"; stopped polling {len(summary.unknown) + left_out['unknown']} batch(es) the "
+            f"API has never shown (still 404 after an hour; `orchestrator track ID` resumes): "
+            f"{', '.join(sorted(summary.unknown))}{_more(left_out['unknown'])}"
+        )
+    dropped = sum(left_out.values())
+    if dropped:  # a long-running process's total keeps the most recent of each list
+        text += (
+            f"; the report's lists keep the most recent {summary.keep} entries each: "
+            f"{dropped} older left out (`left_out`)"
         )
     if summary.released or summary.lost_leases:
         text += f"; {summary.released} lease(s) released, {summary.lost_leases} lost"
     if summary.db_outages:
         text += f"; rode out {summary.db_outages} database outage(s)"
     return text
+
+
+def _more(left_out: int) -> str:
+    return f" and {left_out} earlier (not listed)" if left_out else ""
 
 
 def report(ctx: Context, owner: str, summary: PassSummary, *, once: bool) -> None:

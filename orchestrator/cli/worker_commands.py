@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import threading
 
@@ -52,11 +51,9 @@ def run_worker(ctx: Context) -> Exit:
     finally:
         db.dispose()
     if ctx.json:
-        ctx.emit_json(dataclasses.asdict(report))
+        ctx.emit_json(report.to_dict())
     else:
-        ctx.summary(
-            f"worker {owner} stopped: {report.summary()}", report=dataclasses.asdict(report)
-        )
+        ctx.summary(f"worker {owner} stopped: {report.summary()}", report=report.to_dict())
     if ctx.args.once and (report.paused or report.failed):
         return Exit.ATTENTION  # a script should look: a key to fix, an id that is wrong
     return Exit.OK

@@ -6,11 +6,27 @@ import threading
 from dataclasses import dataclass, field
 
 from orchestrator.db.polls import Attention
+from orchestrator.processes.recent import RECENT_KEPT, keep_recent, put_last
+
+LISTED = (
+    "files_missing",
+    "files_failed",
+    "newly_overdue",
+    "unknown",
+    "cancels_closed",
+    "anomalies",
+    "errors",
+)
+"""The fields that list what was counted, an entry per batch (or per file, per error)."""
 
 
 @dataclass
 class PassSummary:
-    """What one or more passes did; ``attention`` is filled by ``check_attention``."""
+    """What one or more passes did; ``attention`` is filled by ``check_attention``.
+
+    A pass's summary lists every entry. A long-running process's total (``lifetime``)
+    keeps only the most recent ``RECENT_KEPT`` entries of each list (``recent.py``), and
+    counts in ``left_out`` the older ones each list let go; every count stays exact."""
 
     passes: int = 0
     claimed: int = 0
@@ -36,6 +52,8 @@ class PassSummary:
     db_outages: int = 0
     stopped: bool = False
     attention: Attention | None = None
+    left_out: dict[str, int] = field(default_factory=lambda: dict.fromkeys(LISTED, 0))
+    keep: int | None = None  # entries each list keeps (the most recent); None: all
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
 
     @property
@@ -69,14 +87,29 @@ class PassSummary:
             self.files_failed += other.files_failed
             self.newly_overdue += other.newly_overdue
             self.unknown += other.unknown
-            self.cancels_closed.update(other.cancels_closed)
+            for batch_id, outcome in other.cancels_closed.items():
+                put_last(self.cancels_closed, batch_id, outcome)
             self.anomalies += other.anomalies
             self.errors += other.errors
             self.auth_error = other.auth_error or self.auth_error
             self.stopped = self.stopped or other.stopped
+            for name in LISTED:
+                self.left_out[name] += other.left_out[name]
+                if self.keep is not None:
+                    self.left_out[name] += keep_recent(getattr(self, name), self.keep)
+
+    @classmethod
+    def lifetime(cls) -> PassSummary:
+        """The total of a process's passes for as long as it runs: bounded, whatever
+        it met (an error on every poll for months lists the last ``RECENT_KEPT``)."""
+        return cls(keep=RECENT_KEPT)
 
     def to_dict(self) -> dict[str, object]:
-        data = {k: v for k, v in vars(self).items() if not k.startswith("_") and k != "attention"}
+        data = {
+            k: v
+            for k, v in vars(self).items()
+            if not k.startswith("_") and k not in ("attention", "keep")
+        }
         if self.attention is not None:
             data["overdue"] = [
                 {"batch_id": b, "status": s, "overdue_since": t.isoformat()}

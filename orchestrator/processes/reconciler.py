@@ -197,7 +197,7 @@ class Reconciler(LoopProcess):
             if self.upkeep is not None:
                 self.upkeep.run_due()
             return summary
-        total = PassSummary()
+        total = PassSummary.lifetime()  # its lists keep the most recent entries only
 
         def recovered(_failures: int) -> None:
             # Our earlier pass was cut short: free what it held, so nothing waits

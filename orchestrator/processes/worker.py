@@ -38,6 +38,7 @@ from orchestrator.errors import ApiError, DatabaseUnavailable, InvalidBatchId, d
 from orchestrator.probes import Heartbeat
 from orchestrator.processes.config import WorkerConfig, worker_setup
 from orchestrator.processes.loop import LoopProcess, Sleep, wait_on_stop
+from orchestrator.processes.recent import RECENT_KEPT
 from orchestrator.processes.sender import AsyncSender
 from orchestrator.processes.story import PeriodicSummary
 from orchestrator.processes.worker_report import WorkerReport, tell
@@ -127,6 +128,8 @@ class CancelWorker(LoopProcess):
             stop,
             outage_note="nothing is lost: unrecorded cancels are re-sent after their lease expires",
         )
+        # Until stopped, the report keeps the most recent outcomes only (recent.py).
+        self.report.keep = None if once else RECENT_KEPT
         with AsyncSender(self.config.concurrency, close_with=self.client.aclose) as sender:
             flight = _Flight(last_heartbeat=self.clock.now())
             try:

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 
 from orchestrator.core.cancel_policy import Attempt, AttemptOutcome
 from orchestrator.core.cancel_request import CancelState
 from orchestrator.db.cancels import Claim
+from orchestrator.processes.recent import keep_recent, put_last
 from orchestrator.processes.story import PeriodicSummary
 
 log = logging.getLogger("orchestrator.processes.worker")
@@ -46,6 +47,12 @@ def tell(
 
 @dataclass
 class WorkerReport:
+    """What a worker did: exact counts, and the last outcome of each batch it sent.
+
+    A worker that runs until stopped keeps the outcomes of the most recent ``keep``
+    batches only (``recent.py``), counting in ``outcomes_left_out`` the older ones let
+    go; one drain (``--once``, ``keep`` None) keeps them all."""
+
     sent: int = 0
     accepted: int = 0
     too_late: int = 0
@@ -56,9 +63,13 @@ class WorkerReport:
     paused: str | None = None
     db_outages: int = 0
     outcomes: dict[str, str] = field(default_factory=dict)
+    outcomes_left_out: int = 0  # older outcomes let go (``keep``); each is counted above
+    keep: int | None = None  # outcomes kept (the most recent); None: all
 
     def count(self, batch_id: str, outcome: AttemptOutcome, *, went_out: bool = True) -> None:
-        self.outcomes[batch_id] = outcome.value
+        put_last(self.outcomes, batch_id, outcome.value)
+        if self.keep is not None:
+            self.outcomes_left_out += keep_recent(self.outcomes, self.keep)
         if not went_out:  # nothing left the host: no attempt to count as sent
             self.held += 1
             return
@@ -82,4 +93,14 @@ class WorkerReport:
             text += f"; {self.held} held back by the request budget (not sent)"
         if self.paused:
             text += f"; sending paused: {self.paused}"
+        if self.outcomes_left_out:
+            text += (
+                f"; the report's outcomes are the most recent {len(self.outcomes)} batches' "
+                f"({self.outcomes_left_out} older left out)"
+            )
         return text
+
+    def to_dict(self) -> dict[str, object]:
+        data = asdict(self)
+        del data["keep"]
+        return data
