@@ -273,13 +273,14 @@ class Leases:
                 held += self._set(session, owner, chunk, lease_expires_at=until)
         return held
 
-    def release(self, owner: str, keys: Iterable[str]) -> int:
-        """Give leases back untouched (clean stop, work never started): due again at once."""
+    def release(self, owner: str, keys: Iterable[str], **values: object) -> int:
+        """Give leases back untouched (clean stop, work never started): due again at once;
+        with ``values``, those columns set too."""
         released = 0
         with self.db.transaction() as session:
             for chunk in chunks(sorted(set(keys))):
                 released += self._set(
-                    session, owner, chunk, lease_owner=None, lease_expires_at=None
+                    session, owner, chunk, lease_owner=None, lease_expires_at=None, **values
                 )
         return released
 

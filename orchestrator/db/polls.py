@@ -118,6 +118,10 @@ class PollStore:
         """Give leases back untouched (the batches stay due): for work never started."""
         return self.leases.release(owner, batch_ids)
 
+    def release_due(self, batch_ids: list[str], *, owner: str, due_at: datetime) -> int:
+        """Give leases back, the batches due at ``due_at``: for work left to the claims."""
+        return self.leases.release(owner, batch_ids, next_poll_at=due_at)
+
     def release_owned(self, *, owner: str) -> int:
         """Give back every lease this owner holds (after an outage cut its work short)."""
         return self.leases.release_all(owner)

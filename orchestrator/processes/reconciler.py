@@ -19,7 +19,7 @@ import random
 import threading
 from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from orchestrator.api.client import BatchApiClient
 from orchestrator.api.errors import ApiAborted, ApiAuthError, ApiNotFoundError, RetryLater
@@ -37,7 +37,7 @@ from orchestrator.metrics import Metrics
 from orchestrator.probes import Heartbeat
 from orchestrator.processes.config import ReconcilerConfig, poll_policy, reconciler_setup
 from orchestrator.processes.ingest import FileIngest, IngestResult, IngestSettings
-from orchestrator.processes.list_observation import ListObserver
+from orchestrator.processes.list_observation import HORIZON, ListObserver
 from orchestrator.processes.loop import LoopProcess, Sleep, wait_on_stop
 from orchestrator.processes.pass_summary import PassSummary
 from orchestrator.processes.story import PeriodicSummary
@@ -48,6 +48,11 @@ from orchestrator.settings import Settings
 __all__ = ["PassSummary", "Reconciler", "ReconcilerConfig", "poll_policy"]
 
 log = logging.getLogger(__name__)
+
+# A pass of a reconciler that runs until stopped claims for this long at the most: what
+# a list walk observes reaches this far ahead (list_observation.HORIZON), so the next
+# pass's walk comes before anything it did not observe has been due for long.
+PASS_CLAIMS_SECONDS = HORIZON.total_seconds()
 
 NOT_FOUND = "no such batch for this key (check the id, organization and project)"
 
@@ -139,10 +144,12 @@ class Reconciler(LoopProcess):
 
     # --- the loops -------------------------------------------------------------------
 
-    def run_once(self) -> PassSummary:
+    def run_once(self, *, claim_for: float | None = None) -> PassSummary:
         """One pass: claim and process every batch due now, a thread's worth of claims
-        at a time once the first page is at work."""
+        at a time once the first page is at work. ``claim_for``: claim for that many
+        seconds at the most, and leave what is still due to the next pass."""
         summary = PassSummary(passes=1)
+        claim_until = None if claim_for is None else self.clock.now() + timedelta(seconds=claim_for)
         seen: set[str] = set()
         self.webhooks.check()
         running: set[Future[None]] = set()  # claims at work (and the walk's harvests)
@@ -164,6 +171,8 @@ class Reconciler(LoopProcess):
                     break
                 self.heartbeat.beat()
                 now = self.clock.now()  # once per claim: leases are measured from here
+                if claim_until is not None and now >= claim_until:
+                    break  # the next pass walks the list again first
                 claims = self.polls.claim_due(
                     now=now,
                     owner=self.owner,
@@ -205,7 +214,10 @@ class Reconciler(LoopProcess):
             total.released += self.polls.release_owned(owner=self.owner)
 
         def turn() -> float:
-            summary = self.run_once()
+            # A pass that goes on claiming a backlog of harvests leaves the batches that
+            # fall due meanwhile to the end: in flight, they would wait for all of it
+            # (the list walk's cadence, and the claims' due-by, are per pass).
+            summary = self.run_once(claim_for=PASS_CLAIMS_SECONDS)
             if self.upkeep is not None:
                 self.upkeep.run_due()
             total.merge(summary)
@@ -247,9 +259,21 @@ class Reconciler(LoopProcess):
         summary.list_pages += walk.pages
         for record in walk.records:
             summary.merge(_found(record))
-        ended = [r for r in walk.records if r.harvest]  # leased: no claim takes them meanwhile
+        # A page of the harvests it found begins now (leased: no claim takes them
+        # meanwhile); the rest are given back, due since the walk began, for the claims
+        # to take in turn with what fell due before them. Each held its lease queued
+        # behind all the others, and a walk that found thousands ended saw most of them
+        # run out (another reconciler took them over) while the pass claimed nothing.
+        ended = [r for r in walk.records if r.harvest]
+        first, later = ended[: self.page_size], ended[self.page_size :]
+        if later:
+            due_at = walk.started or self.clock.now()
+            released = self.polls.release_due(
+                [r.batch_id for r in later], owner=self.owner, due_at=due_at
+            )
+            summary.merge(PassSummary(released=released))
         running.update(
-            self._pool.submit(self._harvest, r.batch_id, r.file_ids, summary) for r in ended
+            self._pool.submit(self._harvest, r.batch_id, r.file_ids, summary) for r in first
         )
         return walk.started
 

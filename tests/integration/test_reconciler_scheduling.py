@@ -8,7 +8,7 @@ from contextlib import contextmanager
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import func, select, update
 
 from orchestrator.api.client import ApiResult, Download
 from orchestrator.clock import ManualClock
@@ -145,3 +145,72 @@ def test_a_batch_due_again_within_the_pass_does_not_end_it_early(
     with database.transaction() as session:
         leases = session.scalars(select(Batch.lease_owner).where(Batch.lease_owner.is_not(None)))
         assert leases.all() == []  # the batch due again was given back at the pass's end
+
+
+def test_a_walk_that_finds_many_ended_leases_a_page_of_harvests_not_all(
+    database: Database, sim: Sim, clock: ManualClock, reconciler: ReconcilerFactory
+) -> None:
+    """The harvests a list walk finds beyond a page are given back, due since the walk
+    began, and the pass's claims take them in turn: every one is harvested in the pass,
+    and no more than a page hold leases at once (queued behind the others, their leases
+    used to run out)."""
+    ended = [
+        sim.simulator.create_batch(5, Scenario(body_bytes=20), cancel_after_s=1) for _ in range(6)
+    ]
+    clock.advance(100)
+    track(database, clock, *ended)
+
+    r = reconciler(concurrency=1, page_size=2, list_min_tracked=1)
+    harvest = r._harvest
+    leased: list[int] = []  # batches leased when each harvest began
+
+    def counted_harvest(batch_id: str, files: list[tuple[str, str]], summary: Any) -> None:
+        with database.transaction() as session:
+            held = select(func.count()).where(Batch.lease_owner == r.owner)
+            leased.append(int(session.scalar(held) or 0))
+        harvest(batch_id, files, summary)
+
+    r._harvest = counted_harvest  # type: ignore[method-assign]
+    summary = r.run_once()
+    assert summary.list_pages >= 1 and summary.harvested == 6
+    assert len(leased) == 6
+    assert max(leased) <= 2, leased  # before: all 6, from the first harvest on
+    with database.transaction() as session:
+        states = session.scalars(select(Batch.harvest_state).where(Batch.id.in_(ended)))
+        assert set(states) == {"done"}
+
+
+def test_a_pass_that_runs_until_stopped_claims_for_a_minute_then_walks_again(
+    database: Database, sim: Sim, clock: ManualClock, reconciler: ReconcilerFactory
+) -> None:
+    """A backlog (each claim taking 30 s here) no longer keeps a pass claiming until it
+    is all done: what falls due meanwhile would wait for all of it, the list walk too.
+    ``--once`` still claims everything due."""
+    batches = [sim.simulator.create_batch(5, Scenario(running_s=1e6)) for _ in range(6)]
+    track(database, clock, *batches)
+    r = reconciler(concurrency=1, page_size=1)
+    process, run_once = r._process, r.run_once
+
+    def slow(claim: Claim, summary: PassSummary) -> None:
+        process(claim, summary)
+        clock.advance(30)
+
+    passes: list[PassSummary] = []
+    stop = threading.Event()
+
+    def one_pass(**kwargs: Any) -> PassSummary:
+        passes.append(run_once(**kwargs))
+        if len(passes) == 2:
+            stop.set()
+        return passes[-1]
+
+    r._process = slow  # type: ignore[method-assign]
+    r.run_once = one_pass  # type: ignore[method-assign]
+    r.run(stop)
+    # Before: the first pass claimed all six (three minutes of work).
+    assert [p.claimed for p in passes] == [2, 2]
+    with database.transaction() as session:
+        due = session.scalar(select(func.count()).where(Batch.next_poll_at <= clock.now()))
+    stop.clear()
+    assert due is not None and due > 2
+    assert r.run(once=True).claimed == due  # all that is due, however long it takes
