@@ -33,8 +33,8 @@ from orchestrator.cli.wiring import build_client
 from orchestrator.clock import SystemClock
 from orchestrator.db.batches import BatchStore
 from orchestrator.db.database import Database
-from orchestrator.db.list_polls import in_flight
 from orchestrator.db.models import Batch
+from orchestrator.db.polls import in_flight
 from orchestrator.processes.list_observation import Walk
 from orchestrator.processes.reconciler import Reconciler
 from orchestrator.secret import Secret

@@ -10,15 +10,16 @@ decided.
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import func, or_, select
+from sqlalchemy import ColumnElement, func, or_, select
 
 from orchestrator.core.harvest import FileState, HarvestState
 from orchestrator.core.observation import BatchObservation
 from orchestrator.core.poll_policy import PollPolicy
-from orchestrator.core.status import BatchStatus, parse_status
+from orchestrator.core.status import TERMINAL, BatchStatus, parse_status
 from orchestrator.db.batches import event_row, event_values, unrepeated
 from orchestrator.db.database import Database
 from orchestrator.db.harvest_end import ERROR_CHARS, SOURCE, settle_harvest
@@ -26,9 +27,40 @@ from orchestrator.db.leases import PROCESS_STALE_SECONDS, Leases
 from orchestrator.db.models import Batch, BatchEvent, ResultFile, table_of
 from orchestrator.db.poll_writes import PollRecord, PollTerms, record_polled
 
-__all__ = ["Attention", "Claim", "HarvestRecord", "PollRecord", "PollStore", "PollTerms"]
+__all__ = [
+    "Attention",
+    "Claim",
+    "HarvestRecord",
+    "PollRecord",
+    "PollStore",
+    "PollTerms",
+    "in_flight",
+    "in_flight_filter",
+]
 
 log = logging.getLogger(__name__)
+
+
+IN_FLIGHT = [s.value for s in BatchStatus if s not in TERMINAL]
+
+
+def in_flight() -> ColumnElement[bool]:
+    """Tracked, still polled, and not ended (or not seen yet)."""
+    return Batch.next_poll_at.is_not(None) & or_(
+        Batch.status.is_(None), Batch.status.in_(IN_FLIGHT)
+    )
+
+
+def in_flight_filter() -> ColumnElement[bool]:
+    """``in_flight`` as a filter of rows found another way (a page's batches by id, the
+    due ones by ``next_poll_at``). The status is compared as an expression (``status ||
+    ''``) so that PostgreSQL cannot drive the lookup from the status index: after a bulk
+    of batches is tracked or first observed, its statistics still say "status unknown"
+    for most rows, the status index looks selective, and a page's ids were then checked
+    against every row (40 ms a page at 10,000 batches instead of 5 ms)."""
+    return Batch.next_poll_at.is_not(None) & or_(
+        Batch.status.is_(None), Batch.status.concat("").in_(IN_FLIGHT)
+    )
 
 
 def _status(row: Batch) -> BatchStatus | None:
@@ -85,18 +117,27 @@ class PollStore:
         limit: int,
         due_by: datetime | None = None,
     ) -> list[Claim]:
-        """Lease up to ``limit`` batches due (by ``due_by``, else ``now``), earliest due
-        first (see db/leases.py)."""
+        """Lease up to ``limit`` batches due (by ``due_by``, else ``now``): in-flight ones
+        first, then the ended (harvests); each earliest due first (see db/leases.py).
+
+        In flight first: a poll is a GET, a harvest may be a long download, and under a
+        backlog of harvests that fell due earlier, batches in flight went unpolled for
+        minutes (polls come at the policy's pace, so harvests still get every thread
+        the polls leave)."""
+        due = Batch.next_poll_at <= (due_by or now)
         with self.db.transaction() as session:
-            claimed = self.leases.claim(
-                session,
-                owner,
-                now=now,
-                lease_seconds=lease_seconds,
-                due=Batch.next_poll_at <= (due_by or now),
-                order_by=[Batch.next_poll_at, Batch.id],
-                limit=limit,
-            )
+            claimed: list[Sequence[object]] = []
+            for which in (due & in_flight_filter(), due):
+                if len(claimed) < limit:
+                    claimed += self.leases.claim(
+                        session,
+                        owner,
+                        now=now,
+                        lease_seconds=lease_seconds,
+                        due=which,
+                        order_by=[Batch.next_poll_at, Batch.id],
+                        limit=limit - len(claimed),
+                    )
             ids = [str(row[0]) for row in claimed]
             if not ids:
                 return []

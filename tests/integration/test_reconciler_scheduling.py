@@ -14,7 +14,7 @@ from orchestrator.api.client import ApiResult, Download
 from orchestrator.clock import ManualClock
 from orchestrator.db.database import Database
 from orchestrator.db.models import Batch
-from orchestrator.db.polls import Claim
+from orchestrator.db.polls import Claim, PollStore
 from orchestrator.processes.pass_summary import PassSummary
 from orchestrator.simulator import Scenario
 
@@ -214,3 +214,30 @@ def test_a_pass_that_runs_until_stopped_claims_for_a_minute_then_walks_again(
     stop.clear()
     assert due is not None and due > 2
     assert r.run(once=True).claimed == due  # all that is due, however long it takes
+
+
+def test_batches_in_flight_are_claimed_before_harvests_that_fell_due_earlier(
+    database: Database, clock: ManualClock
+) -> None:
+    """A backlog of harvests due for minutes (each may be a long download) no longer
+    keeps the batches in flight behind it unpolled."""
+    ended, flying = ["batch_e1", "batch_e2", "batch_e3"], ["batch_f1", "batch_f2"]
+    track(database, clock, *ended, *flying)
+    with database.transaction() as session:
+        session.execute(
+            update(Batch)
+            .where(Batch.id.in_(ended))
+            .values(status="completed", output_file_id="file-out", next_poll_at=clock.now())
+        )
+        session.execute(
+            update(Batch)
+            .where(Batch.id.in_(flying))
+            .values(status="in_progress", next_poll_at=clock.now() + timedelta(seconds=60))
+        )
+    clock.advance(120)
+    polls = PollStore(database)
+    first = polls.claim_due(now=clock.now(), owner="r1", lease_seconds=60, limit=3)
+    # Before: the three harvests, due a minute earlier.
+    assert [c.batch_id for c in first] == ["batch_f1", "batch_f2", "batch_e1"]
+    rest = polls.claim_due(now=clock.now(), owner="r1", lease_seconds=60, limit=3)
+    assert [c.batch_id for c in rest] == ["batch_e2", "batch_e3"]
