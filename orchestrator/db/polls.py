@@ -63,6 +63,11 @@ def in_flight_filter() -> ColumnElement[bool]:
     )
 
 
+# What a claim of the batch does first is a GET: in flight, or ended with no file id
+# known yet (waiting for it); not a download.
+_A_POLL = in_flight_filter() | (Batch.output_file_id.is_(None) & Batch.error_file_id.is_(None))
+
+
 def _status(row: Batch) -> BatchStatus | None:
     return parse_status(row.status) if row.status else None
 
@@ -117,18 +122,21 @@ class PollStore:
         limit: int,
         due_by: datetime | None = None,
     ) -> list[Claim]:
-        """Lease up to ``limit`` batches due (by ``due_by``, else ``now``): in-flight ones
-        first, then the ended (harvests); each earliest due first (see db/leases.py).
+        """Lease up to ``limit`` batches due (by ``due_by``, else ``now``): the polls
+        first (batches in flight, and ended ones still waiting for their file ids), then
+        any, harvests included; each earliest due first (see db/leases.py).
 
-        In flight first: a poll is a GET, a harvest may be a long download, and under a
+        Polls first: a poll is a GET, a harvest may be a long download, and under a
         backlog of harvests that fell due earlier, batches in flight went unpolled for
-        minutes (polls come at the policy's pace, so harvests still get every thread
-        the polls leave)."""
+        minutes. One of every ``limit`` (more than one) is left to the earliest due of
+        any kind, so that harvests go on even when polls alone would fill every claim
+        (more batches in flight than GETs can keep up with)."""
         due = Batch.next_poll_at <= (due_by or now)
+        polls = limit - 1 if limit > 1 else limit
         with self.db.transaction() as session:
             claimed: list[Sequence[object]] = []
-            for which in (due & in_flight_filter(), due):
-                if len(claimed) < limit:
+            for which, most in ((due & _A_POLL, polls), (due, limit)):
+                if len(claimed) < most:
                     claimed += self.leases.claim(
                         session,
                         owner,
@@ -136,9 +144,11 @@ class PollStore:
                         lease_seconds=lease_seconds,
                         due=which,
                         order_by=[Batch.next_poll_at, Batch.id],
-                        limit=limit - len(claimed),
+                        limit=most - len(claimed),
                     )
-            ids = [str(row[0]) for row in claimed]
+            # A row is not leased twice (the second claim sees the first's leases), but
+            # should our own process ever count as dead, it would be: once is enough.
+            ids = list(dict.fromkeys(str(row[0]) for row in claimed))
             if not ids:
                 return []
             rows = session.scalars(select(Batch).where(Batch.id.in_(ids))).all()

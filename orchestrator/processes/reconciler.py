@@ -149,7 +149,6 @@ class Reconciler(LoopProcess):
         at a time once the first page is at work. ``claim_for``: claim for that many
         seconds at the most, and leave what is still due to the next pass."""
         summary = PassSummary(passes=1)
-        claim_until = None if claim_for is None else self.clock.now() + timedelta(seconds=claim_for)
         seen: set[str] = set()
         self.webhooks.check()
         running: set[Future[None]] = set()  # claims at work (and the walk's harvests)
@@ -161,6 +160,9 @@ class Reconciler(LoopProcess):
             due_by = None
             if self.config.list_min_tracked > 0:
                 due_by = self._observe_by_list(summary, running)
+            claim_until = (
+                None if claim_for is None else self.clock.now() + timedelta(seconds=claim_for)
+            )
             while True:
                 # Claim for the threads free as soon as one is, not once all that was
                 # claimed is done: one long harvest must not hold back what is due behind
@@ -171,8 +173,8 @@ class Reconciler(LoopProcess):
                     break
                 self.heartbeat.beat()
                 now = self.clock.now()  # once per claim: leases are measured from here
-                if claim_until is not None and now >= claim_until:
-                    break  # the next pass walks the list again first
+                if claim_until is not None and now >= claim_until and seen:
+                    break  # the next pass walks the list again first (a claim made first)
                 claims = self.polls.claim_due(
                     now=now,
                     owner=self.owner,
@@ -266,12 +268,9 @@ class Reconciler(LoopProcess):
         # run out (another reconciler took them over) while the pass claimed nothing.
         ended = [r for r in walk.records if r.harvest]
         first, later = ended[: self.page_size], ended[self.page_size :]
-        if later:
+        if later:  # not counted as released: they are not work given back at a stop
             due_at = walk.started or self.clock.now()
-            released = self.polls.release_due(
-                [r.batch_id for r in later], owner=self.owner, due_at=due_at
-            )
-            summary.merge(PassSummary(released=released))
+            self.polls.release_due([r.batch_id for r in later], owner=self.owner, due_at=due_at)
         running.update(
             self._pool.submit(self._harvest, r.batch_id, r.file_ids, summary) for r in first
         )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -241,3 +242,72 @@ def test_batches_in_flight_are_claimed_before_harvests_that_fell_due_earlier(
     assert [c.batch_id for c in first] == ["batch_f1", "batch_f2", "batch_e1"]
     rest = polls.claim_due(now=clock.now(), owner="r1", lease_seconds=60, limit=3)
     assert [c.batch_id for c in rest] == ["batch_e2", "batch_e3"]
+
+
+def _backlog(database: Database, clock: ManualClock, ended: list[str], **flying: str) -> None:
+    """``ended``: harvests due since ``clock.now()``; ``flying``: id -> status, due a
+    minute later (a status of "completed" with no file ids: waiting for them)."""
+    track(database, clock, *ended, *flying)
+    with database.transaction() as session:
+        session.execute(
+            update(Batch)
+            .where(Batch.id.in_(ended))
+            .values(status="completed", output_file_id="file-out", next_poll_at=clock.now())
+        )
+        for batch_id, status in flying.items():
+            session.execute(
+                update(Batch)
+                .where(Batch.id == batch_id)
+                .values(status=status, next_poll_at=clock.now() + timedelta(seconds=60))
+            )
+    clock.advance(120)
+
+
+def test_harvests_keep_a_claim_each_time_when_polls_would_fill_them_all(
+    database: Database, clock: ManualClock
+) -> None:
+    """More batches in flight due than GETs keep up with must not stop every harvest."""
+    flying = {f"batch_f{i}": "in_progress" for i in range(1, 7)}
+    _backlog(database, clock, ["batch_e1", "batch_e2"], **flying)
+    polls = PollStore(database)
+    taken = [
+        [
+            c.batch_id
+            for c in polls.claim_due(now=clock.now(), owner="r1", lease_seconds=60, limit=3)
+        ]
+        for _ in range(3)
+    ]
+    # Before: six polls first, the harvests only once no poll was due.
+    assert taken == [
+        ["batch_f1", "batch_f2", "batch_e1"],
+        ["batch_f3", "batch_f4", "batch_e2"],
+        ["batch_f5", "batch_f6"],
+    ]
+
+
+def test_an_ended_batch_waiting_for_its_file_ids_is_a_poll_not_a_harvest(
+    database: Database, clock: ManualClock
+) -> None:
+    _backlog(database, clock, ["batch_e1", "batch_e2"], batch_w="completed")
+    polls = PollStore(database)
+    first = polls.claim_due(now=clock.now(), owner="r1", lease_seconds=60, limit=2)
+    # Before: behind the harvests (it is ended), though its claim is a GET.
+    assert [c.batch_id for c in first] == ["batch_w", "batch_e1"]
+
+
+def test_a_pass_claims_at_least_once_however_long_its_walk_took(
+    database: Database, sim: Sim, clock: ManualClock, reconciler: ReconcilerFactory
+) -> None:
+    """The minute a pass claims for begins with its claims: a walk (and the harvests it
+    began) that took longer used to end the pass before its first claim."""
+    batch_id = sim.simulator.create_batch(5, Scenario(running_s=1e6))
+    track(database, clock, batch_id)
+    r = reconciler(concurrency=1, page_size=1)
+
+    def long_walk(_summary: PassSummary, _running: set[Any]) -> None:
+        clock.advance(120)
+        return
+
+    r._observe_by_list = long_walk  # type: ignore[method-assign,assignment]
+    r.config = dataclasses.replace(r.config, list_min_tracked=1)
+    assert r.run_once(claim_for=60).claimed == 1
