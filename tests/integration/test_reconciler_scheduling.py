@@ -217,33 +217,6 @@ def test_a_pass_that_runs_until_stopped_claims_for_a_minute_then_walks_again(
     assert r.run(once=True).claimed == due  # all that is due, however long it takes
 
 
-def test_batches_in_flight_are_claimed_before_harvests_that_fell_due_earlier(
-    database: Database, clock: ManualClock
-) -> None:
-    """A backlog of harvests due for minutes (each may be a long download) no longer
-    keeps the batches in flight behind it unpolled."""
-    ended, flying = ["batch_e1", "batch_e2", "batch_e3"], ["batch_f1", "batch_f2"]
-    track(database, clock, *ended, *flying)
-    with database.transaction() as session:
-        session.execute(
-            update(Batch)
-            .where(Batch.id.in_(ended))
-            .values(status="completed", output_file_id="file-out", next_poll_at=clock.now())
-        )
-        session.execute(
-            update(Batch)
-            .where(Batch.id.in_(flying))
-            .values(status="in_progress", next_poll_at=clock.now() + timedelta(seconds=60))
-        )
-    clock.advance(120)
-    polls = PollStore(database)
-    first = polls.claim_due(now=clock.now(), owner="r1", lease_seconds=60, limit=3)
-    # Before: the three harvests, due a minute earlier.
-    assert [c.batch_id for c in first] == ["batch_f1", "batch_f2", "batch_e1"]
-    rest = polls.claim_due(now=clock.now(), owner="r1", lease_seconds=60, limit=3)
-    assert [c.batch_id for c in rest] == ["batch_e2", "batch_e3"]
-
-
 def _backlog(database: Database, clock: ManualClock, ended: list[str], **flying: str) -> None:
     """``ended``: harvests due since ``clock.now()``; ``flying``: id -> status, due a
     minute later (a status of "completed" with no file ids: waiting for them)."""
@@ -261,6 +234,26 @@ def _backlog(database: Database, clock: ManualClock, ended: list[str], **flying:
                 .values(status=status, next_poll_at=clock.now() + timedelta(seconds=60))
             )
     clock.advance(120)
+
+
+def test_batches_in_flight_are_claimed_before_harvests_that_fell_due_earlier(
+    database: Database, clock: ManualClock
+) -> None:
+    """A backlog of harvests due for minutes (each may be a long download) no longer
+    keeps the batches in flight behind it unpolled."""
+    _backlog(
+        database,
+        clock,
+        ["batch_e1", "batch_e2", "batch_e3"],
+        batch_f1="in_progress",
+        batch_f2="in_progress",
+    )
+    polls = PollStore(database)
+    first = polls.claim_due(now=clock.now(), owner="r1", lease_seconds=60, limit=3)
+    # Before: the three harvests, due a minute earlier.
+    assert [c.batch_id for c in first] == ["batch_f1", "batch_f2", "batch_e1"]
+    rest = polls.claim_due(now=clock.now(), owner="r1", lease_seconds=60, limit=3)
+    assert [c.batch_id for c in rest] == ["batch_e2", "batch_e3"]
 
 
 def test_harvests_keep_a_claim_each_time_when_polls_would_fill_them_all(

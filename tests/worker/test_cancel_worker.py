@@ -223,6 +223,22 @@ def test_resume_lifts_the_pause_and_the_held_back_cancels_go_out_at_once(
     assert CancelStore(database).resume(now=clock.now()) == (None, 0)  # twice is harmless
 
 
+def _recording_sender(
+    futures: dict[str, Future[Any]], submitted: threading.Event
+) -> type[AsyncSender]:
+    """An AsyncSender that files each send's future under its batch id in ``futures``
+    and sets ``submitted`` once they are all handed over."""
+
+    class Recording(AsyncSender):
+        def submit_all(self, sends: Sequence[Any]) -> list[Future[Any]]:
+            made = super().submit_all(sends)
+            futures.update((send.args[0].batch_id, f) for send, f in zip(sends, made, strict=True))
+            submitted.set()
+            return made
+
+    return Recording
+
+
 def test_after_a_401_the_cancels_queued_behind_it_are_given_back_unsent(
     database: Database, api: FakeApi, client: AsyncBatchApiClient, clock: ManualClock
 ) -> None:
@@ -272,12 +288,7 @@ def test_no_retry_goes_out_once_another_send_met_a_401(
     futures: dict[str, Future[Any]] = {}
     submitted = threading.Event()  # the sends may start before submit_all returns
 
-    class Recording(AsyncSender):
-        def submit_all(self, sends: Sequence[Any]) -> list[Future[Any]]:
-            made = super().submit_all(sends)
-            futures.update((send.args[0].batch_id, f) for send, f in zip(sends, made, strict=True))
-            submitted.set()
-            return made
+    Recording = _recording_sender(futures, submitted)
 
     calls: Counter[str] = Counter()
     a_answered = asyncio.Event()
@@ -323,12 +334,7 @@ def test_no_get_follows_a_refused_cancel_once_another_send_met_a_401(
     futures: dict[str, Future[Any]] = {}
     submitted = threading.Event()
 
-    class Recording(AsyncSender):
-        def submit_all(self, sends: Sequence[Any]) -> list[Future[Any]]:
-            made = super().submit_all(sends)
-            futures.update((send.args[0].batch_id, f) for send, f in zip(sends, made, strict=True))
-            submitted.set()
-            return made
+    Recording = _recording_sender(futures, submitted)
 
     calls: Counter[tuple[str, str]] = Counter()
 
