@@ -230,7 +230,8 @@ class Batch(Base):
 
     __table_args__ = (
         Index(None, "status"),
-        Index(None, "next_poll_at"),
+        # The claims' order, so that a claim stops at its rows (migration 0012).
+        Index(None, "next_poll_at", "id"),
         Index(None, "overdue_since"),
         # The console's list orders (migration 0006_console), paged by keyset.
         Index("ix_batches_newest", text("coalesce(created_at, tracked_at)"), "id"),
