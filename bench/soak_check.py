@@ -91,6 +91,9 @@ def read_server(control: httpx.Client, ids: list[str], threads: int = 4) -> Serv
     return ServerSide(views={b: v for b, v, _ in answers}, truth={b: t for b, _, t in answers if t})
 
 
+MAX_ANOMALIES_SHOWN = 20
+
+
 @dataclass
 class StoredSide:
     batches: dict[str, Batch]
@@ -98,6 +101,7 @@ class StoredSide:
     attempts: Counter[str]  # batch id -> cancel attempts recorded
     steps: dict[str, list[tuple[str | None, str | None]]]  # batch id -> status events, in order
     events: Counter[str]  # every event kind
+    anomalies: list[str]  # "batch id (source): detail" of the first MAX_ANOMALIES_SHOWN
     results: dict[str, dict[str, tuple[str, str]]]  # batch -> custom_id -> (outcome, file id)
     files: dict[str, list[ResultFile]]
     line_errors: int
@@ -119,15 +123,23 @@ def read_stored(db: Database) -> StoredSide:
         attempts = Counter(s.scalars(select(CancelAttempt.batch_id)))
         steps: dict[str, list[tuple[str | None, str | None]]] = defaultdict(list)
         events: Counter[str] = Counter()
+        anomalies: list[str] = []
         rows = s.execute(
             select(
-                BatchEvent.batch_id, BatchEvent.kind, BatchEvent.from_status, BatchEvent.to_status
+                BatchEvent.batch_id,
+                BatchEvent.kind,
+                BatchEvent.from_status,
+                BatchEvent.to_status,
+                BatchEvent.source,
+                BatchEvent.detail,
             ).order_by(BatchEvent.id)
         )
-        for batch_id, kind, from_status, to_status in rows:
+        for batch_id, kind, from_status, to_status, source, detail in rows:
             events[kind] += 1
             if kind == "status":
                 steps[batch_id].append((from_status, to_status))
+            elif kind == "anomaly" and len(anomalies) < MAX_ANOMALIES_SHOWN:
+                anomalies.append(f"{batch_id} ({source}): {detail}")
         results: dict[str, dict[str, tuple[str, str]]] = defaultdict(dict)
         for batch_id, custom_id, kind, file_id, status_code, error_code in s.execute(
             select(
@@ -144,7 +156,9 @@ def read_stored(db: Database) -> StoredSide:
         for f in s.scalars(select(ResultFile)):
             files[f.batch_id].append(f)
         line_errors = s.scalar(select(func.count()).select_from(ResultLineError)) or 0
-    return StoredSide(batches, cancels, attempts, steps, events, results, files, line_errors)
+    return StoredSide(
+        batches, cancels, attempts, steps, events, anomalies, results, files, line_errors
+    )
 
 
 # --- the invariants -----------------------------------------------------------------------
@@ -381,3 +395,5 @@ def stored_figures(figures: Figures, server: ServerSide, stored: StoredSide) -> 
     figures.line("cancel attempts recorded", sum(stored.attempts.values()))
     figures.line("most attempts for one batch", max(stored.attempts.values(), default=0))
     figures.line("events", dict(stored.events.most_common()))
+    if stored.anomalies:  # not a failure (docs/soak.md), but each should be explained
+        figures.line("anomalies", stored.anomalies)
