@@ -227,7 +227,8 @@ class Database:
     _key_sets: dict[tuple[str, ...], tuple[str, ...]] = field(default_factory=dict, repr=False)
     _numbered: Any = field(default=None, repr=False)  # see _sql_dialect
     _held: threading.local = field(default_factory=threading.local, repr=False)
-    _all_held: list[Connection] = field(default_factory=list, repr=False)
+    # every connection core_transaction keeps, by the thread it is kept for
+    _all_held: dict[threading.Thread, Connection] = field(default_factory=dict, repr=False)
     _held_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
     _spare_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
     # This process's own heartbeats, kept by its Presence (None: no presence, as in a
@@ -393,22 +394,35 @@ class Database:
         The connection is kept for this thread's next one: no pool checkout, ping and
         check-in each time (on PostgreSQL a third of what a tick's transaction cost
         besides its statements). A transaction that fails closes it, so the next one
-        checks out, and pings, a fresh one."""
+        checks out, and pings, a fresh one. Those kept for threads that have ended are
+        given back whenever one is taken: a long-running process that starts threads
+        would otherwise hold a pool connection for each until the pool ran dry."""
         with self.errors_mapped():
             connection: Connection | None = getattr(self._held, "connection", None)
             if connection is None or connection.closed or connection.invalidated:
-                connection = self._held.connection = self.engine.connect()
-                with self._held_lock:
-                    self._all_held.append(connection)
+                connection = self._held.connection = self._keep_for_this_thread()
             try:
                 with connection.begin():
                     yield connection
             except BaseException:
                 self._held.connection = None
                 with self._held_lock:
-                    self._all_held.remove(connection)
+                    self._all_held.pop(threading.current_thread(), None)
                 connection.close()
                 raise
+
+    def _keep_for_this_thread(self) -> Connection:
+        me = threading.current_thread()
+        with self._held_lock:
+            # ended threads', and this thread's own that was invalidated
+            gone = [t for t in self._all_held if t is me or not t.is_alive()]
+            left = [self._all_held.pop(thread) for thread in gone]
+        for connection in left:
+            connection.close()  # back to the pool
+        connection = self.engine.connect()
+        with self._held_lock:
+            self._all_held[me] = connection
+        return connection
 
     def prepare(self, key: Hashable, build: Callable[[], ClauseElement]) -> Prepared:
         """The statement ``build`` makes, compiled once for this database (by ``key``)."""
@@ -639,7 +653,7 @@ class Database:
 
     def dispose(self) -> None:
         with self._held_lock:
-            held, self._all_held = self._all_held, []
+            held, self._all_held = list(self._all_held.values()), {}
         for connection in held:  # those kept by core_transaction, in any thread
             connection.close()
         self.engine.dispose()

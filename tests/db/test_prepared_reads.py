@@ -6,6 +6,7 @@ back when a transaction fails."""
 
 from __future__ import annotations
 
+import threading
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
@@ -84,3 +85,28 @@ def test_a_null_is_left_as_none_only_where_the_conversion_reads_it_so(
     )
     with database.core_transaction() as connection:
         assert statement.rows(connection, {}) == [("none", None, 2)]
+
+
+def test_the_connection_kept_for_a_thread_that_ended_goes_back_to_the_pool(
+    database: Database,
+) -> None:
+    """A process that runs core transactions on threads that come and go (a pool's)
+    must not hold a connection for every thread it ever started."""
+    kept: list[object] = []
+
+    def on_a_thread() -> None:
+        with database.core_transaction() as connection:
+            connection.execute(text("SELECT 1"))
+            kept.append(connection)
+
+    for _ in range(3):
+        thread = threading.Thread(target=on_a_thread)
+        thread.start()
+        thread.join()
+    with database.core_transaction() as mine:
+        mine.execute(text("SELECT 1"))
+    assert len(kept) == 3 and all(c.closed for c in kept)  # type: ignore[attr-defined]
+    assert not mine.closed
+    assert database.engine.pool.checkedout() == 1  # type: ignore[attr-defined]
+    database.dispose()
+    assert mine.closed
