@@ -73,7 +73,7 @@ SQLITE = Dialect(
     param="?",
 )
 POSTGRES = Dialect(
-    numbers="WITH nums(i) AS (SELECT generate_series(1, %s))",
+    numbers="WITH nums(i) AS (SELECT generate_series(1, %s::bigint))",
     ident=lambda i: f"('batch_' || lpad(({i})::text, 8, '0'))",
     ago=lambda s: f"(now() - ({s}) * interval '1 second')",
     param="%s",
@@ -330,10 +330,14 @@ def write_beside(kind: str, url: str, stop: threading.Event, seen: list[float]) 
 
 def measure(kind: str, batches: int, scrapes: int, workdir: Path) -> Result:
     url, drop = _fresh(kind, batches, workdir)
-    engine = make_engine(url)
-    migrate.upgrade(engine)
-    engine.dispose()
-    result = Result(kind, batches, seed(kind, url, batches))
+    try:
+        engine = make_engine(url)
+        migrate.upgrade(engine)
+        engine.dispose()
+        result = Result(kind, batches, seed(kind, url, batches))
+    except BaseException:
+        drop()
+        raise
     db = Database.connect(url)
     server = None
     raw = Raw(kind, url)
