@@ -23,8 +23,9 @@ connection of the bare driver (sqlite3 / psycopg), fetched, and nothing else. Th
 --scrapes more, 250 ms apart, with a writer beside them, as a worker writes (a one-row
 update in a transaction of its own every 5 ms: what waits for a scrape's locks). Prints the median
 wall ms of scrape and raw, their ratio, this process's CPU ms per scrape (the server's
-work on PostgreSQL is not in it), the writer's median and longest transaction, and the
-raw ms of each statement.
+work on PostgreSQL is not in it), the writer's median and longest transaction, the raw
+ms of each statement, and, timed in turn with the raw runs, the two statements that
+counted harvests before (``OLD_UPKEEP``) against the one this checkout runs.
 """
 
 from __future__ import annotations
@@ -54,6 +55,14 @@ from orchestrator.db.database import Database  # noqa: E402
 from orchestrator.db.engine import make_engine  # noqa: E402
 from orchestrator.metrics import Metrics, serve_metrics  # noqa: E402
 from orchestrator.settings import Settings  # noqa: E402
+
+# What upkeep_snapshot ran before it read batches once (and every scrape ran it): the
+# count of each harvest state by GROUP BY, then the oldest waiting end in a second scan.
+_ENDED = "coalesce(completed_at, cancelled_at, expired_at, failed_at, status_changed_at)"
+OLD_UPKEEP = (
+    "SELECT harvest_state, count(*) FROM batches GROUP BY harvest_state",
+    f"SELECT min({_ENDED}) FROM batches WHERE harvest_state IN ('pending', 'retrying')",
+)
 
 # --- the fleet, in SQL both databases run (the dialect's bits passed in) -------------
 
@@ -269,6 +278,8 @@ class Result:
     per_statement: dict[str, list[float]] = field(default_factory=dict)
     body_bytes: int = 0
     write_ms: list[float] = field(default_factory=list)  # a writer's, while scrapes run
+    old_upkeep_ms: list[float] = field(default_factory=list)  # OLD_UPKEEP, raw
+    new_upkeep_ms: list[float] = field(default_factory=list)  # its one statement now, raw
 
 
 class Raw:
@@ -359,6 +370,11 @@ def measure(kind: str, batches: int, scrapes: int, workdir: Path) -> Result:
             assert "orchestrator_database_up 1.0" in body.text, body.text[:2000]
             result.body_bytes = len(body.content)
             statements = list(caught.items())
+            upkeep = [  # upkeep_snapshot's statement over batches, as this checkout has it
+                (sql, params)
+                for sql, params in statements
+                if "harvest_state" in sql and "FROM batches" in sql
+            ]
             raw.run(statements, {})  # warm-up
             for _ in range(scrapes):  # in turn: the host's load hits both alike
                 started, cpu = time.perf_counter(), time.process_time()
@@ -366,6 +382,8 @@ def measure(kind: str, batches: int, scrapes: int, workdir: Path) -> Result:
                 result.scrape_ms.append((time.perf_counter() - started) * 1e3)
                 result.scrape_cpu_ms.append((time.process_time() - cpu) * 1e3)
                 result.raw_ms.append(raw.run(statements, result.per_statement))
+                result.old_upkeep_ms.append(raw.run([(sql, ()) for sql in OLD_UPKEEP], {}))
+                result.new_upkeep_ms.append(raw.run(upkeep, {}))
             stop = threading.Event()  # then the same scrapes again, a writer beside them
             writer = threading.Thread(
                 target=write_beside, args=(kind, url, stop, result.write_ms), daemon=True
@@ -425,6 +443,15 @@ def main() -> int:
             f"{statistics.median(r.scrape_cpu_ms):.1f} | "
             f"{statistics.median(r.write_ms):.1f} / {max(r.write_ms):.1f} |"
         )
+    print(
+        "\nharvest counts and the oldest waiting end, raw, in turn: the two statements "
+        "before 'one scan' (OLD_UPKEEP) against this checkout's"
+    )
+    print("| database | batches | before ms (median) | now ms (median) | before / now |")
+    print("|---|---|---|---|---|")
+    for r in results:
+        old, new = statistics.median(r.old_upkeep_ms), statistics.median(r.new_upkeep_ms)
+        print(f"| {r.kind} | {r.batches:,} | {old:.1f} | {new:.1f} | {old / new:.2f} |")
     for r in results:
         print(f"\n{r.kind}, {r.batches:,} batches: raw ms a statement (median)")
         print("| ms | statement |")
