@@ -40,6 +40,7 @@ from sqlalchemy.sql.type_api import TypeEngine
 
 from orchestrator.core.liveness import OwnHeartbeats
 from orchestrator.db.engine import (
+    READS_ONLY,
     make_engine,
     require_existing_file,
     session_factory,
@@ -290,6 +291,17 @@ class Database:
         instead of dying.
         """
         with self.errors_mapped(), self.sessions.begin() as session:
+            yield session
+
+    @contextmanager
+    def read_transaction(self) -> Iterator[Session]:
+        """``transaction`` for statements that only read: on SQLite it begins deferred,
+        so in WAL mode it neither waits for the one writer nor holds it up (``transaction``
+        begins IMMEDIATE: the write lock for its whole length, which a scrape's counts over
+        a million batches held for a second and more, every worker's writes waiting).
+        Nothing may be written in it. On PostgreSQL, ``transaction`` as it is."""
+        with self.transaction() as session:
+            session.connection(execution_options={READS_ONLY: True})
             yield session
 
     @contextmanager

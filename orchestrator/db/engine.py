@@ -24,6 +24,10 @@ from orchestrator.db.urls import hide_password
 from orchestrator.db.wal import restore_autocheckpoint
 from orchestrator.errors import ConfigError, NotMigrated
 
+# The execution option of a transaction that only reads (`Database.read_transaction`):
+# on SQLite it begins deferred, as a read-only engine's do, not IMMEDIATE.
+READS_ONLY = "orchestrator_reads_only"
+
 
 def _json_dumps(value: object) -> str:
     return orjson.dumps(value).decode()
@@ -165,7 +169,8 @@ def _sqlite_engine(url: URL, *, read_only: bool = False) -> Engine:
     @event.listens_for(engine, "begin")
     def _on_begin(connection: Connection) -> None:
         # A reader that never writes need not wait for, nor block, the one writer.
-        connection.exec_driver_sql("BEGIN" if read_only else "BEGIN IMMEDIATE")
+        reads = read_only or connection.get_execution_options().get(READS_ONLY, False)
+        connection.exec_driver_sql("BEGIN" if reads else "BEGIN IMMEDIATE")
 
     return engine
 

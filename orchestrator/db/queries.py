@@ -311,7 +311,9 @@ class OperatorQueries:
     # --- across the fleet ------------------------------------------------------------
 
     def snapshot(self, now: datetime) -> FleetSnapshot:
-        with self.db.transaction() as session:
+        # Reads only: on SQLite every scrape of every process runs these full scans, and
+        # must not hold the one writer's lock meanwhile.
+        with self.db.read_transaction() as session:
             by_status = {
                 status or UNOBSERVED: int(n)
                 for status, n in session.execute(

@@ -17,6 +17,8 @@ from orchestrator.db.models import Batch, FileDeletion
 
 __all__ = ["UpkeepSnapshot", "upkeep_snapshot"]
 
+_STATES = tuple(state.value for state in HarvestState)
+
 
 @dataclass(frozen=True)
 class UpkeepSnapshot:
@@ -35,18 +37,26 @@ def upkeep_snapshot(db: Database) -> UpkeepSnapshot:
         Batch.failed_at,
         Batch.status_changed_at,
     )
-    with db.transaction() as session:
-        harvests = {
-            state: int(n)
-            for state, n in session.execute(
-                select(Batch.harvest_state, func.count()).group_by(Batch.harvest_state)
-            )
-        }
-        oldest = session.scalar(
-            select(func.min(ended)).where(
-                Batch.harvest_state.in_((HarvestState.PENDING.value, HarvestState.RETRYING.value))
-            )
-        )
+    waits = Batch.harvest_state.in_((HarvestState.PENDING.value, HarvestState.RETRYING.value))
+    # Reads only (on SQLite no write lock while it scans), and batches scanned once, with
+    # no GROUP BY: the count of each harvest state and the oldest end of those waiting in
+    # one pass. SQLite groups by sorting every row with the columns its aggregates read:
+    # at a million batches that sort cost more than the scan, and a GROUP BY with the
+    # oldest end in it more than the two scans it replaced. FILTER, not sum(CASE): 1.4x
+    # less on SQLite. bench/metrics_scrape.py times the two statements against this one.
+    counts = [func.count().filter(Batch.harvest_state == state) for state in _STATES]
+    with db.read_transaction() as session:
+        row = session.execute(select(func.count(), func.min(ended).filter(waits), *counts)).one()
+        total, oldest, known = int(row[0]), row[1], [int(n) for n in row[2:]]
+        if sum(known) == total:
+            harvests = {state: n for state, n in zip(_STATES, known, strict=True) if n}
+        else:  # a state these rules do not know, stored: counted as it is
+            harvests = {
+                state: int(n)
+                for state, n in session.execute(
+                    select(Batch.harvest_state, func.count()).group_by(Batch.harvest_state)
+                )
+            }
         deletions = {
             state: int(n)
             for state, n in session.execute(

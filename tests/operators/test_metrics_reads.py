@@ -1,0 +1,115 @@
+"""What a scrape of /metrics costs the database: every process serves one, and each
+scrape counts over the whole fleet (bench/metrics_scrape.py measures it at scale)."""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterator
+from contextlib import closing, contextmanager
+from datetime import datetime, timedelta
+from typing import Any
+
+import pytest
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.parser import text_string_to_metric_families
+from sqlalchemy import event, func, select
+
+from orchestrator.clock import utcnow
+from orchestrator.db import sqlite_files
+from orchestrator.db.database import Database
+from orchestrator.db.engine import sqlite_file
+from orchestrator.db.models import Batch
+from orchestrator.db.upkeep import upkeep_snapshot
+from orchestrator.metrics import DatabaseCollector
+
+from . import fleet as f
+
+
+def scrape(db: Database) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    registry = CollectorRegistry()
+    registry.register(DatabaseCollector(db))
+    return {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in text_string_to_metric_families(generate_latest(registry).decode())
+        for sample in family.samples
+    }
+
+
+@contextmanager
+def sqlite_writer(url: str) -> Iterator[sqlite3.Connection]:
+    """A second connection, as another process's writer (giving up on a lock at once)."""
+    path = sqlite_file(url)
+    assert path is not None
+    with closing(sqlite3.connect(path, timeout=0.3, isolation_level=None)) as writer:
+        yield writer
+
+
+def test_a_scrape_neither_waits_for_nor_holds_up_the_sqlite_writer(
+    sqlite_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A scrape's counts scan every batch (a second and more at a million): in a
+    transaction that began IMMEDIATE they held SQLite's one write lock all along, every
+    worker's writes waiting, and waited themselves for a writer's. They only read."""
+    monkeypatch.setattr(sqlite_files, "SQLITE_BUSY_TIMEOUT_MS", 300)  # a wait fails fast
+    db = Database.connect(sqlite_url)
+    try:
+        f.populate(db, utcnow())
+        with sqlite_writer(sqlite_url) as writer:
+            writer.execute("BEGIN IMMEDIATE")
+            writer.execute("UPDATE batches SET version = version + 1")
+            try:
+                samples = scrape(db)  # while another process holds the write lock
+            finally:
+                writer.execute("ROLLBACK")
+            assert samples[("orchestrator_database_up", ())] == 1
+            assert samples[("orchestrator_batches_overdue", ())] == 1
+
+            with db.read_transaction() as session:  # a scrape's transaction, open
+                assert session.scalar(select(func.count()).select_from(Batch)) == len(f.ALL)
+                writer.execute("BEGIN IMMEDIATE")  # the writer is not kept waiting
+                writer.execute("UPDATE batches SET version = version + 1")
+                writer.execute("COMMIT")
+    finally:
+        db.dispose()
+
+
+def test_harvest_counts_and_the_oldest_waiting_end_come_from_one_scan(
+    fleet: Database, fleet_now: datetime
+) -> None:
+    """The counts of each harvest state and the oldest end of a batch waiting for its
+    harvest (pending or retrying) are one statement over batches, not two scans (nor a
+    GROUP BY, which SQLite makes by sorting every row)."""
+    hours = [fleet_now - timedelta(hours=n) for n in range(11)]
+    f.set_columns(fleet, f.TOO_LATE, harvest_state="pending", completed_at=hours[3])
+    f.set_columns(
+        fleet, f.CANCELLED, harvest_state="retrying", completed_at=None, cancelled_at=hours[2]
+    )
+    f.set_columns(fleet, f.EXPIRED, harvest_state="done", expired_at=hours[10])  # not waiting
+    with fleet.transaction() as session:
+        expected = dict(
+            session.execute(
+                select(Batch.harvest_state, func.count()).group_by(Batch.harvest_state)
+            ).all()
+        )
+    statements: list[str] = []
+
+    def seen(_c: Any, _cur: Any, statement: str, *_: Any) -> None:
+        statements.append(" ".join(statement.split()))
+
+    event.listen(fleet.engine, "before_cursor_execute", seen)
+    try:
+        upkeep = upkeep_snapshot(fleet)
+    finally:
+        event.remove(fleet.engine, "before_cursor_execute", seen)
+    assert upkeep.harvests_by_state == expected
+    assert expected["pending"] == 1 and expected["retrying"] == 1
+    assert upkeep.oldest_unharvested_end == hours[3]
+    over_batches = [s for s in statements if "FROM batches" in s]
+    assert len(over_batches) == 1 and "GROUP BY" not in over_batches[0], statements
+
+    f.set_columns(fleet, f.TOO_LATE, harvest_state="done")
+    assert upkeep_snapshot(fleet).oldest_unharvested_end == hours[2]
+    f.set_columns(fleet, f.CANCELLED, harvest_state="missing")
+    assert upkeep_snapshot(fleet).oldest_unharvested_end is None
+    f.set_columns(fleet, f.FAILED, harvest_state="someday")  # no state of these rules
+    assert upkeep_snapshot(fleet).harvests_by_state["someday"] == 1
