@@ -68,15 +68,16 @@ def _fresh(kind: str, arm: str, workdir: Path) -> tuple[str, object]:
 def measure(kind: str, arm: str, args: argparse.Namespace, workdir: Path) -> tuple[float, float]:
     """(wall ms, CPU ms) per claim in this arm."""
     url, drop = _fresh(kind, arm, workdir)
-    engine = make_engine(url)
-    migrate.upgrade(engine)
-    with engine.begin() as connection:
-        if arm == "old":  # the schema before 0012
-            connection.execute(text(OLD_INDEX))
-            connection.execute(text(f"DROP INDEX {NEW_INDEX}"))
-    engine.dispose()
-    db = Database.connect(url)
+    db: Database | None = None
     try:
+        engine = make_engine(url)
+        migrate.upgrade(engine)
+        with engine.begin() as connection:
+            if arm == "old":  # the schema before 0012
+                connection.execute(text(OLD_INDEX))
+                connection.execute(text(f"DROP INDEX {NEW_INDEX}"))
+        engine.dispose()
+        db = Database.connect(url)
         now = SystemClock().now()
         ids = [f"batch_{n:08d}" for n in range(args.batches)]
         BatchStore(db).track(ids, now=now, source="track")
@@ -94,7 +95,8 @@ def measure(kind: str, arm: str, args: argparse.Namespace, workdir: Path) -> tup
         n = args.claims
         return (time.perf_counter() - started) * 1e3 / n, (time.process_time() - cpu) * 1e3 / n
     finally:
-        db.dispose()
+        if db is not None:
+            db.dispose()
         if callable(drop):
             drop()
 

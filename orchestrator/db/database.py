@@ -299,9 +299,13 @@ class Database:
         so in WAL mode it neither waits for the one writer nor holds it up (``transaction``
         begins IMMEDIATE: the write lock for its whole length, which a scrape's counts over
         a million batches held for a second and more, every worker's writes waiting).
-        Nothing may be written in it. On PostgreSQL, ``transaction`` as it is."""
+        Nothing may be written in it: on PostgreSQL it is a READ ONLY transaction, so a
+        write there fails every time (on SQLite one would fail only when another writer
+        came first, the deferred transaction unable to take the lock it began without)."""
         with self.transaction() as session:
-            session.connection(execution_options={READS_ONLY: True})
+            connection = session.connection(execution_options={READS_ONLY: True})
+            if self.is_postgres:
+                connection.exec_driver_sql("SET TRANSACTION READ ONLY")
             yield session
 
     @contextmanager
@@ -425,6 +429,8 @@ class Database:
 
     def _keep_for_this_thread(self) -> Connection:
         me = threading.current_thread()
+        # A thread not started by `threading` (a C library's) is always "alive" to it:
+        # its connection stays kept until dispose, as every one was before.
         with self._held_lock:
             # ended threads', and this thread's own that was invalidated
             gone = [t for t in self._all_held if t is me or not t.is_alive()]

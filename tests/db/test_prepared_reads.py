@@ -99,6 +99,20 @@ def test_the_connection_kept_for_a_thread_that_ended_goes_back_to_the_pool(
             connection.execute(text("SELECT 1"))
             kept.append(connection)
 
+    inside, leave = threading.Event(), threading.Event()
+    live: list[object] = []
+
+    def stays() -> None:  # a thread that lives on, its connection kept between turns
+        with database.core_transaction() as connection:
+            live.append(connection)
+        inside.set()
+        leave.wait()
+        with database.core_transaction() as again:
+            live.append(again)  # the same one, never closed meanwhile
+
+    staying = threading.Thread(target=stays)
+    staying.start()
+    inside.wait()
     for _ in range(3):
         thread = threading.Thread(target=on_a_thread)
         thread.start()
@@ -107,6 +121,10 @@ def test_the_connection_kept_for_a_thread_that_ended_goes_back_to_the_pool(
         mine.execute(text("SELECT 1"))
     assert len(kept) == 3 and all(c.closed for c in kept)  # type: ignore[attr-defined]
     assert not mine.closed
-    assert database.engine.pool.checkedout() == 1  # type: ignore[attr-defined]
+    assert not live[0].closed  # type: ignore[attr-defined]
+    assert database.engine.pool.checkedout() == 2  # type: ignore[attr-defined]
+    leave.set()
+    staying.join()
+    assert live[1] is live[0]
     database.dispose()
     assert mine.closed
