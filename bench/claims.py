@@ -5,11 +5,11 @@ schemas before migration 0012 had.
     .venv/bin/python -m bench.claims                        # SQLite and PostgreSQL
     .venv/bin/python -m bench.claims --db sqlite --batches 10000 --claims 200
 
-Each arm: a fresh migrated database (on PostgreSQL from ORCHESTRATOR_TEST_POSTGRES_URL's
-server), --batches in-flight batches all due at one moment (batches tracked together
-fall due together: every claim breaks the tie on id), ANALYZE, then --claims claims of
---limit through ``PollStore.claim_due``, each its own transaction, as a reconciler
-makes them. Prints wall and this process's CPU per claim (on PostgreSQL the server's
+Each arm: a fresh migrated database (``bench.harness.scratch_database``; on PostgreSQL
+on ORCHESTRATOR_TEST_POSTGRES_URL's server), --batches in-flight batches all due at one
+moment (batches tracked together fall due together: every claim breaks the tie on id),
+ANALYZE, then --claims claims of --limit through ``PollStore.claim_due``, each its own
+transaction, as a reconciler makes them. Prints wall and this process's CPU per claim (on PostgreSQL the server's
 work shows in the wall time) and the ratio old / new.
 """
 
@@ -18,20 +18,17 @@ from __future__ import annotations
 import argparse
 import statistics
 import sys
-import tempfile
 import time
 from datetime import timedelta
 from pathlib import Path
 
 from sqlalchemy import text
-from sqlalchemy.engine import make_url
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.ingest import PG_URL  # noqa: E402
+from bench.harness import scratch_database  # noqa: E402
 from orchestrator.clock import SystemClock  # noqa: E402
-from orchestrator.db import migrate  # noqa: E402
 from orchestrator.db.batches import BatchStore  # noqa: E402
 from orchestrator.db.database import Database  # noqa: E402
 from orchestrator.db.engine import make_engine  # noqa: E402
@@ -41,64 +38,36 @@ OLD_INDEX = "CREATE INDEX ix_batches_next_poll_at ON batches (next_poll_at)"
 NEW_INDEX = "ix_batches_next_poll_at_id"
 
 
-def _fresh(kind: str, arm: str, workdir: Path) -> tuple[str, object]:
-    if kind == "sqlite":
-        path = workdir / f"claims-{arm}.sqlite3"
-
-        def remove() -> None:
-            for leftover in workdir.glob(f"{path.name}*"):  # the file, its WAL and shm
-                leftover.unlink()
-
-        return f"sqlite:///{path}", remove
-    import psycopg
-
-    admin = make_url(PG_URL).set(drivername="postgresql").render_as_string(False)
-    name = f"orch_bench_claims_{arm}"
-    with psycopg.connect(admin, autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        conn.execute(f'CREATE DATABASE "{name}"')
-
-    def drop() -> None:
-        with psycopg.connect(admin, autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-
-    return make_url(PG_URL).set(database=name).render_as_string(False), drop
-
-
-def measure(kind: str, arm: str, args: argparse.Namespace, workdir: Path) -> tuple[float, float]:
+def measure(kind: str, arm: str, args: argparse.Namespace) -> tuple[float, float]:
     """(wall ms, CPU ms) per claim in this arm."""
-    url, drop = _fresh(kind, arm, workdir)
-    db: Database | None = None
-    try:
-        engine = make_engine(url)
-        migrate.upgrade(engine)
-        with engine.begin() as connection:
-            if arm == "old":  # the schema before 0012
+    with scratch_database(kind, tag=f"_claims_{arm}") as url:
+        if arm == "old":  # the schema before 0012
+            engine = make_engine(url)
+            with engine.begin() as connection:
                 connection.execute(text(OLD_INDEX))
                 connection.execute(text(f"DROP INDEX {NEW_INDEX}"))
-        engine.dispose()
+            engine.dispose()
         db = Database.connect(url)
-        now = SystemClock().now()
-        ids = [f"batch_{n:08d}" for n in range(args.batches)]
-        BatchStore(db).track(ids, now=now, source="track")
-        with db.engine.begin() as connection:
-            connection.execute(text("UPDATE batches SET status = 'in_progress'"))
-            connection.execute(text("ANALYZE"))
-        polls = PollStore(db)
-        at = now + timedelta(seconds=1)
-        started, cpu = time.perf_counter(), time.process_time()
-        for claim in range(args.claims):
-            taken = polls.claim_due(
-                now=at, owner=f"bench-{claim}", lease_seconds=600, limit=args.limit
-            )
-            assert len(taken) == args.limit, taken
-        n = args.claims
-        return (time.perf_counter() - started) * 1e3 / n, (time.process_time() - cpu) * 1e3 / n
-    finally:
-        if db is not None:
+        try:
+            now = SystemClock().now()
+            ids = [f"batch_{n:08d}" for n in range(args.batches)]
+            BatchStore(db).track(ids, now=now, source="track")
+            with db.engine.begin() as connection:
+                connection.execute(text("UPDATE batches SET status = 'in_progress'"))
+                connection.execute(text("ANALYZE"))
+            polls = PollStore(db)
+            at = now + timedelta(seconds=1)
+            started, cpu = time.perf_counter(), time.process_time()
+            for claim in range(args.claims):
+                taken = polls.claim_due(
+                    now=at, owner=f"bench-{claim}", lease_seconds=600, limit=args.limit
+                )
+                assert len(taken) == args.limit, taken
+            n = args.claims
+            wall = (time.perf_counter() - started) * 1e3 / n
+            return wall, (time.process_time() - cpu) * 1e3 / n
+        finally:
             db.dispose()
-        if callable(drop):
-            drop()
 
 
 def main() -> int:
@@ -109,7 +78,6 @@ def main() -> int:
     parser.add_argument("--limit", type=int, default=4, help="batches a claim leases")
     parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
-    workdir = Path(tempfile.mkdtemp(prefix="orchestrator-claims-"))
     print(f"{args.batches} batches due at one moment; {args.claims} claims of {args.limit}")
     print("| database | index | wall ms per claim (median) | CPU ms per claim (median) |")
     print("|---|---|---|---|")
@@ -117,7 +85,7 @@ def main() -> int:
         seen: dict[str, list[tuple[float, float]]] = {"old": [], "new": []}
         for _ in range(args.rounds):
             for arm in ("old", "new"):  # in turn: the host's load hits both alike
-                seen[arm].append(measure(kind, arm, args, workdir))
+                seen[arm].append(measure(kind, arm, args))
         medians = {
             arm: (statistics.median(w for w, _ in r), statistics.median(c for _, c in r))
             for arm, r in seen.items()

@@ -4,8 +4,8 @@ and each scrape runs ``DatabaseCollector.collect``'s counts over the whole fleet
     .venv/bin/python -m bench.metrics_scrape                    # SQLite and PostgreSQL
     .venv/bin/python -m bench.metrics_scrape --db postgres --batches 1000000 --scrapes 5
 
-Each size: a fresh migrated database (on PostgreSQL a database ``orch_bench_metrics_<n>``
-on ORCHESTRATOR_TEST_POSTGRES_URL's server, dropped after), seeded in plain SQL
+Each size: a fresh migrated database (``bench.harness.scratch_database``: on PostgreSQL
+one on ORCHESTRATOR_TEST_POSTGRES_URL's server, dropped after), seeded in plain SQL
 (generate_series / a recursive CTE) with a fleet as it looks after a while: of --batches
 batches 75 % terminal and harvested (results_stored set, an output file done with its
 bytes, one in ten an error file too, a third of the outputs queued for deletion), 4 %
@@ -34,7 +34,6 @@ import argparse
 import sqlite3
 import statistics
 import sys
-import tempfile
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -49,10 +48,8 @@ from sqlalchemy.engine import make_url
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.ingest import PG_URL  # noqa: E402
-from orchestrator.db import migrate  # noqa: E402
+from bench.harness import scratch_database  # noqa: E402
 from orchestrator.db.database import Database  # noqa: E402
-from orchestrator.db.engine import make_engine  # noqa: E402
 from orchestrator.metrics import Metrics, serve_metrics  # noqa: E402
 from orchestrator.settings import Settings  # noqa: E402
 
@@ -239,31 +236,6 @@ def _driver_url(url: str) -> str:
     return make_url(url).set(drivername="postgresql").render_as_string(False)
 
 
-def _fresh(kind: str, batches: int, workdir: Path) -> tuple[str, Callable[[], None]]:
-    if kind == "sqlite":
-        path = workdir / f"metrics-{batches}.sqlite3"
-
-        def remove() -> None:
-            for leftover in workdir.glob(f"{path.name}*"):  # the file, its WAL and shm
-                leftover.unlink()
-
-        remove()
-        return f"sqlite:///{path}", remove
-    import psycopg
-
-    admin = _driver_url(PG_URL)
-    name = f"orch_bench_metrics_{batches}"
-    with psycopg.connect(admin, autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        conn.execute(f'CREATE DATABASE "{name}"')
-
-    def drop() -> None:
-        with psycopg.connect(admin, autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-
-    return make_url(PG_URL).set(database=name).render_as_string(False), drop
-
-
 # --- the measurement ---------------------------------------------------------------
 
 
@@ -339,16 +311,13 @@ def write_beside(kind: str, url: str, stop: threading.Event, seen: list[float]) 
         conn.close()
 
 
-def measure(kind: str, batches: int, scrapes: int, workdir: Path) -> Result:
-    url, drop = _fresh(kind, batches, workdir)
-    try:
-        engine = make_engine(url)
-        migrate.upgrade(engine)
-        engine.dispose()
-        result = Result(kind, batches, seed(kind, url, batches))
-    except BaseException:
-        drop()
-        raise
+def measure(kind: str, batches: int, scrapes: int) -> Result:
+    with scratch_database(kind, tag=f"_metrics_{batches}") as url:
+        return _measure(kind, url, batches, scrapes)
+
+
+def _measure(kind: str, url: str, batches: int, scrapes: int) -> Result:
+    result = Result(kind, batches, seed(kind, url, batches))
     db = Database.connect(url)
     server = None
     raw = Raw(kind, url)
@@ -402,7 +371,6 @@ def measure(kind: str, batches: int, scrapes: int, workdir: Path) -> Result:
         if server is not None:
             server.close()
         db.dispose()
-        drop()
 
 
 def _short(sql: str) -> str:
@@ -416,12 +384,11 @@ def main() -> int:
     parser.add_argument("--batches", default="10000,100000", help="sizes, comma-separated")
     parser.add_argument("--scrapes", type=int, default=7, help="timed scrapes per size")
     args = parser.parse_args()
-    workdir = Path(tempfile.mkdtemp(prefix="orchestrator-metrics-"))
     sizes = [int(n) for n in args.batches.split(",")]
     results = []
     for kind in args.db.split(","):
         for batches in sizes:
-            result = measure(kind, batches, args.scrapes, workdir)
+            result = measure(kind, batches, args.scrapes)
             results.append(result)
             print(
                 f"{kind} {batches}: seeded in {result.seed_s:.1f} s; scrapes (ms) "
