@@ -9,8 +9,8 @@ Each arm: a fresh migrated database (``bench.harness.scratch_database``; on Post
 on ORCHESTRATOR_TEST_POSTGRES_URL's server), --batches in-flight batches all due at one
 moment (batches tracked together fall due together: every claim breaks the tie on id),
 ANALYZE, then --claims claims of --limit through ``PollStore.claim_due``, each its own
-transaction, as a reconciler makes them. Prints wall and this process's CPU per claim (on PostgreSQL the server's
-work shows in the wall time) and the ratio old / new.
+transaction, as a reconciler makes them. Prints wall and this process's CPU per claim
+(on PostgreSQL the server's work shows in the wall time) and the ratio old / new.
 """
 
 from __future__ import annotations
