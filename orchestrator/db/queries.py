@@ -1,7 +1,9 @@
 """The operators' read queries: status tables, one batch in full, result export, health.
 
-Nothing here writes. Ages are measured against a ``now`` the caller passes, so
-the answers are the same in a test as at 3 a.m. The SQL views in migration 0002
+Nothing here writes, and every transaction says so (``Database.read_transaction``): on
+SQLite an operator's `show` or `results` export never takes, nor waits for, the one
+write lock the workers and reconcilers need. Ages are measured against a ``now`` the
+caller passes, so the answers are the same in a test as at 3 a.m. The SQL views in migration 0002
 (``batch_overview``, ``cancel_overview``) give the same picture to someone with
 only a SQL prompt; these queries read the tables so they can filter portably.
 A status row's columns, the filter and the status page itself are SQL text in
@@ -169,7 +171,7 @@ class OperatorQueries:
 
     def select_batches(self, where: BatchFilter) -> list[BatchSummary]:
         """Every batch the filter matches, oldest first (a bulk cancel's candidates)."""
-        with self.db.transaction() as session:
+        with self.db.read_transaction() as session:
             rows = session.execute(
                 _with_cancels(
                     select(*_SUMMARY_COLUMNS), filter_clause(where, self.db.dialect)
@@ -180,7 +182,7 @@ class OperatorQueries:
     def summaries(self, batch_ids: Iterable[str]) -> dict[str, BatchSummary]:
         ids = list(dict.fromkeys(batch_ids))
         found: dict[str, BatchSummary] = {}
-        with self.db.transaction() as session:
+        with self.db.read_transaction() as session:
             for chunk in chunks(ids):
                 rows = session.execute(
                     _with_cancels(select(*_SUMMARY_COLUMNS), [Batch.id.in_(chunk)])
@@ -192,7 +194,7 @@ class OperatorQueries:
         """The rows as stored now (detached: read, not to be written through)."""
         ids = list(dict.fromkeys(batch_ids))
         found: dict[str, Batch] = {}
-        with self.db.transaction() as session:
+        with self.db.read_transaction() as session:
             for chunk in chunks(ids):
                 found.update(
                     {b.id: b for b in session.scalars(select(Batch).where(Batch.id.in_(chunk)))}
@@ -203,7 +205,7 @@ class OperatorQueries:
         """Which of these ids are tracked."""
         ids = list(dict.fromkeys(batch_ids))
         found: set[str] = set()
-        with self.db.transaction() as session:
+        with self.db.read_transaction() as session:
             for chunk in chunks(ids):
                 found.update(session.scalars(select(Batch.id).where(Batch.id.in_(chunk))))
         return found
@@ -217,7 +219,7 @@ class OperatorQueries:
     def ids_named_by(self, text: str, *, limit: int) -> list[str]:
         """``[text]`` if that id is tracked, else the tracked ids that begin with it
         (case-sensitive, in order, at most ``limit``)."""
-        with self.db.transaction() as session:
+        with self.db.read_transaction() as session:
             if session.scalar(select(Batch.id).where(Batch.id == text)) is not None:
                 return [text]
             ids = session.scalars(
@@ -232,7 +234,7 @@ class OperatorQueries:
     # --- one batch in full -----------------------------------------------------------
 
     def detail(self, batch_id: str) -> BatchDetail | None:
-        with self.db.transaction() as session:
+        with self.db.read_transaction() as session:
             batch = session.get(Batch, batch_id)
             if batch is None:
                 return None
@@ -285,8 +287,8 @@ class OperatorQueries:
 
         Each page is its own short transaction, found through the unique
         (batch_id, custom_id) index from where the last page ended: a long export
-        never holds SQLite's write lock (every transaction there begins
-        IMMEDIATE) nor a PostgreSQL snapshot for minutes. Rows are only ever
+        never holds a PostgreSQL snapshot for minutes (nor, reading only, SQLite's
+        write lock at all). Rows are only ever
         added, so a page boundary can miss nothing that was stored before the
         export began.
         """
@@ -298,7 +300,7 @@ class OperatorQueries:
                 statement = statement.where(BatchResult.file_kind == kind)
             if after is not None:
                 statement = statement.where(BatchResult.custom_id > after)
-            with self.db.transaction() as session:
+            with self.db.read_transaction() as session:
                 page = session.execute(
                     statement.order_by(BatchResult.custom_id).limit(page_rows)
                 ).all()

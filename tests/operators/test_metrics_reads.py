@@ -16,9 +16,11 @@ from sqlalchemy import event, func, select
 
 from orchestrator.clock import utcnow
 from orchestrator.db import sqlite_files
+from orchestrator.db.batch_filter import BatchFilter
 from orchestrator.db.database import Database
 from orchestrator.db.engine import sqlite_file
 from orchestrator.db.models import Batch
+from orchestrator.db.queries import OperatorQueries
 from orchestrator.db.upkeep import upkeep_snapshot
 from orchestrator.metrics import DatabaseCollector
 
@@ -113,3 +115,32 @@ def test_harvest_counts_and_the_oldest_waiting_end_come_from_one_scan(
     assert upkeep_snapshot(fleet).oldest_unharvested_end is None
     f.set_columns(fleet, f.FAILED, harvest_state="someday")  # no state of these rules
     assert upkeep_snapshot(fleet).harvests_by_state["someday"] == 1
+
+
+def test_an_operators_reads_neither_wait_for_nor_hold_up_the_sqlite_writer(
+    sqlite_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`show`, `results` and a bulk cancel's plan read through ``OperatorQueries`` on a
+    read-write engine: each transaction began IMMEDIATE, so a `results` export took the
+    write lock for every page, and every read waited for any writer first."""
+    monkeypatch.setattr(sqlite_files, "SQLITE_BUSY_TIMEOUT_MS", 300)  # a wait fails fast
+    db = Database.connect(sqlite_url)
+    try:
+        f.populate(db, utcnow())
+        queries = OperatorQueries(db)
+        with sqlite_writer(sqlite_url) as writer:
+            writer.execute("BEGIN IMMEDIATE")
+            writer.execute("UPDATE batches SET version = version + 1")
+            try:  # while another process holds the write lock
+                assert len(list(queries.iter_results(f.TOO_LATE))) == 3
+                assert queries.detail(f.CANCELLED) is not None
+                assert set(queries.summaries([f.FAILED])) == {f.FAILED}
+                assert set(queries.batches([f.FAILED])) == {f.FAILED}
+                assert queries.known_ids([f.FAILED, "batch_nothere"]) == {f.FAILED}
+                assert queries.ids_named_by("batch_fail", limit=5) == [f.FAILED]
+                chosen = queries.select_batches(BatchFilter(statuses=("failed",)))
+                assert [b.id for b in chosen] == [f.FAILED]
+            finally:
+                writer.execute("ROLLBACK")
+    finally:
+        db.dispose()
