@@ -1,11 +1,12 @@
 """The operators' read queries: status tables, one batch in full, result export, health.
 
 Nothing here writes, and every transaction says so (``Database.read_transaction``): on
-SQLite an operator's `show` or `results` export never takes, nor waits for, the one
-write lock the workers and reconcilers need. Ages are measured against a ``now`` the
-caller passes, so the answers are the same in a test as at 3 a.m. The SQL views in migration 0002
-(``batch_overview``, ``cancel_overview``) give the same picture to someone with
-only a SQL prompt; these queries read the tables so they can filter portably.
+SQLite an operator's `show`, `results` export or metrics scrape never takes, nor waits
+for, the one write lock the workers and reconcilers need. Ages are measured against a
+``now`` the caller passes, so the answers are the same in a test as at 3 a.m. The SQL
+views in migration 0002 (``batch_overview``, ``cancel_overview``) give the same picture
+to someone with only a SQL prompt; these queries read the tables so they can filter
+portably.
 A status row's columns, the filter and the status page itself are SQL text in
 ``db/summaries.py`` and ``db/batch_filter.py`` (`status` runs them without
 SQLAlchemy); the selects here are built from that same text.
@@ -287,10 +288,8 @@ class OperatorQueries:
 
         Each page is its own short transaction, found through the unique
         (batch_id, custom_id) index from where the last page ended: a long export
-        never holds a PostgreSQL snapshot for minutes (nor, reading only, SQLite's
-        write lock at all). Rows are only ever
-        added, so a page boundary can miss nothing that was stored before the
-        export began.
+        never holds a PostgreSQL snapshot for minutes. Rows are only ever added, so a
+        page boundary can miss nothing that was stored before the export began.
         """
         columns = RESULT_COLUMNS
         after: str | None = None
@@ -313,8 +312,6 @@ class OperatorQueries:
     # --- across the fleet ------------------------------------------------------------
 
     def snapshot(self, now: datetime) -> FleetSnapshot:
-        # Reads only: on SQLite every scrape of every process runs these full scans, and
-        # must not hold the one writer's lock meanwhile.
         with self.db.read_transaction() as session:
             by_status = {
                 status or UNOBSERVED: int(n)

@@ -1,5 +1,6 @@
 """What a scrape of /metrics costs the database: every process serves one, and each
-scrape counts over the whole fleet (bench/metrics_scrape.py measures it at scale)."""
+scrape counts over the whole fleet (bench/metrics_scrape.py measures it at scale). The
+operators' other reads share its transactions: none may hold up SQLite's one writer."""
 
 from __future__ import annotations
 
