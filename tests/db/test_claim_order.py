@@ -10,32 +10,17 @@ index in the claim's order and stops at its rows.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import event, text
+from sqlalchemy import text
 
 from orchestrator.db.batches import BatchStore
 from orchestrator.db.database import Database
 from orchestrator.db.polls import PollStore
+from tests.sql_statements import sent_through
 
 T0 = datetime(2026, 3, 1, 12, 0, 0, tzinfo=UTC)
-
-
-@contextmanager
-def _statements(database: Database) -> Iterator[list[tuple[str, Any]]]:
-    seen: list[tuple[str, Any]] = []
-
-    def capture(_c: object, _cur: object, statement: str, params: Any, *_: object) -> None:
-        seen.append((statement, params))
-
-    event.listen(database.engine, "before_cursor_execute", capture)
-    try:
-        yield seen
-    finally:
-        event.remove(database.engine, "before_cursor_execute", capture)
 
 
 def _plan(database: Database, statement: str, params: Any) -> str:
@@ -56,7 +41,7 @@ def test_a_claim_walks_the_due_order_without_sorting(database: Database) -> None
     ids = [f"batch_due{n:04d}" for n in range(200)]
     BatchStore(database).track(ids, now=T0, source="test")  # all due at T0: one tie
     polls = PollStore(database)
-    with _statements(database) as seen:
+    with sent_through(database.engine) as seen:
         claims = polls.claim_due(
             now=T0 + timedelta(seconds=1), owner="r1", lease_seconds=60, limit=4
         )

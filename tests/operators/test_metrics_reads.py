@@ -8,12 +8,11 @@ import sqlite3
 from collections.abc import Iterator
 from contextlib import closing, contextmanager
 from datetime import datetime, timedelta
-from typing import Any
 
 import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
-from sqlalchemy import event, func, select
+from sqlalchemy import func, select
 
 from orchestrator.clock import utcnow
 from orchestrator.db import sqlite_files
@@ -24,6 +23,7 @@ from orchestrator.db.models import Batch
 from orchestrator.db.queries import OperatorQueries
 from orchestrator.db.upkeep import upkeep_snapshot
 from orchestrator.metrics import DatabaseCollector
+from tests.sql_statements import sent_through
 
 from . import fleet as f
 
@@ -94,16 +94,9 @@ def test_harvest_counts_and_the_oldest_waiting_end_come_from_one_scan(
                 select(Batch.harvest_state, func.count()).group_by(Batch.harvest_state)
             ).all()
         )
-    statements: list[str] = []
-
-    def seen(_c: Any, _cur: Any, statement: str, *_: Any) -> None:
-        statements.append(" ".join(statement.split()))
-
-    event.listen(fleet.engine, "before_cursor_execute", seen)
-    try:
+    with sent_through(fleet.engine) as seen:
         upkeep = upkeep_snapshot(fleet)
-    finally:
-        event.remove(fleet.engine, "before_cursor_execute", seen)
+    statements = [" ".join(statement.split()) for statement, _ in seen]
     assert upkeep.harvests_by_state == expected
     assert expected["pending"] == 1 and expected["retrying"] == 1
     assert upkeep.oldest_unharvested_end == hours[3]
